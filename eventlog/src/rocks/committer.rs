@@ -1,0 +1,710 @@
+//! The single writer. It takes commits from a queue, checks each against what is on disk plus
+//! what earlier commits of the same group will write, and writes the whole group as one RocksDB
+//! batch with one WAL sync: group commit. It never waits on a timer. When it is free it takes
+//! whatever is queued, so a lone writer is written at once, and writers that arrive during a
+//! sync share the next one.
+//!
+//! A commit that fails a check is answered with its error and contributes nothing to the batch;
+//! the other commits of its group are unaffected. Every answer is sent only after the group's
+//! sync, so nobody learns of a conflict with a write that is not yet durable.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, mpsc};
+use std::thread::JoinHandle;
+
+use rocksdb::{WriteBatch, WriteOptions};
+use tokio::sync::{oneshot, watch};
+
+use super::maintenance::{self, Compaction};
+use super::{Cf, Shared};
+use crate::encoding::{self, keys};
+use crate::error::{Error, Location, Result};
+use crate::model::{
+    Commit, Committed, Expected, RecordedEvent, StreamAppend, StreamHead, StreamId, ZERO_HASH,
+    blob_id,
+};
+use crate::{MAX_COMMIT_BYTES, MAX_COMMIT_EVENTS, MAX_EVENT_DATA};
+
+pub(crate) struct Request {
+    pub(crate) commit: Commit,
+    pub(crate) reply: oneshot::Sender<Result<Committed>>,
+}
+
+/// A group stops growing at this many events (a single larger commit still goes alone).
+const GROUP_MAX_EVENTS: usize = 20_000;
+/// ... or this many bytes of payload.
+const GROUP_MAX_BYTES: usize = 64 << 20;
+
+/// The head position recorded on disk, checked against the newest event actually stored.
+pub(crate) fn recorded_head(shared: &Shared) -> Result<u64> {
+    let meta = shared.cf(Cf::Meta)?;
+    let head = match shared
+        .db
+        .get_pinned_cf(meta, keys::HEAD)
+        .map_err(|e| Error::storage("reading the log head", e))?
+    {
+        None => 0,
+        Some(bytes) => {
+            let bytes: [u8; 8] = bytes.as_ref().try_into().map_err(|_| Error::Corrupt {
+                at: Location::default(),
+                reason: format!("the log head record has {} bytes", bytes.len()),
+            })?;
+            u64::from_be_bytes(bytes)
+        }
+    };
+    let mut iter = shared.db.raw_iterator_cf(shared.cf(Cf::Events)?);
+    iter.seek_to_last();
+    if let Some(key) = iter.key() {
+        let last = keys::parse_event(key).map(|(position, _, _)| position);
+        if last.is_none_or(|last| last > head) {
+            return Err(Error::Corrupt {
+                at: Location {
+                    position: last,
+                    ..Location::default()
+                },
+                reason: format!("the log holds an event beyond its recorded head {head}"),
+            });
+        }
+    }
+    iter.status()
+        .map_err(|e| Error::storage("reading the last event", e))?;
+    Ok(head)
+}
+
+pub(crate) fn start(
+    shared: Arc<Shared>,
+    head: u64,
+    head_tx: watch::Sender<u64>,
+    maintenance: mpsc::Sender<maintenance::Job>,
+) -> Result<(mpsc::Sender<Request>, JoinHandle<()>)> {
+    let (sender, queue) = mpsc::channel();
+    let committer = Committer {
+        shared,
+        queue,
+        head,
+        head_tx,
+        maintenance,
+    };
+    let thread = std::thread::Builder::new()
+        .name("eventlog-committer".into())
+        .spawn(move || committer.run())
+        .map_err(|e| Error::storage("starting the committer thread", e))?;
+    Ok((sender, thread))
+}
+
+struct Committer {
+    shared: Arc<Shared>,
+    queue: mpsc::Receiver<Request>,
+    /// The newest durable position.
+    head: u64,
+    head_tx: watch::Sender<u64>,
+    maintenance: mpsc::Sender<maintenance::Job>,
+}
+
+impl Committer {
+    fn run(mut self) {
+        while let Ok(first) = self.queue.recv() {
+            let mut size = commit_size(&first.commit);
+            let mut group = vec![first];
+            while size.0 < GROUP_MAX_EVENTS && size.1 < GROUP_MAX_BYTES {
+                let Ok(next) = self.queue.try_recv() else {
+                    break;
+                };
+                let next_size = commit_size(&next.commit);
+                size = (size.0 + next_size.0, size.1 + next_size.1);
+                group.push(next);
+            }
+            self.commit_group(group);
+        }
+    }
+
+    fn commit_group(&mut self, group: Vec<Request>) {
+        let mut pending = Overlay::default();
+        let mut batch = WriteBatch::default();
+        let mut next_head = self.head;
+        let mut answers = Vec::with_capacity(group.len());
+        let mut compactions = Vec::new();
+        for request in group {
+            let staged = validate(&request.commit)
+                .and_then(|()| stage(&self.shared, &pending, next_head, request.commit));
+            let answer = match staged {
+                Ok(staged) => match staged.write_into(&self.shared, &mut batch) {
+                    Ok(()) => {
+                        next_head = staged.head;
+                        pending.merge(staged.delta);
+                        compactions.extend(staged.compactions);
+                        Ok(Committed {
+                            position: staged.head,
+                            events: staged.events,
+                        })
+                    }
+                    Err(e) => Err(e),
+                },
+                Err(e) => Err(e),
+            };
+            answers.push((request.reply, answer));
+        }
+
+        let written = if batch.is_empty() {
+            Ok(())
+        } else {
+            self.write(batch, next_head)
+        };
+        match written {
+            Ok(()) => {
+                self.head = next_head;
+                self.head_tx.send_replace(next_head);
+                if !compactions.is_empty() {
+                    // The maintenance thread outlives the committer; if it is gone the log is
+                    // closing, and the data is already unreadable: compaction only reclaims it.
+                    let _ = self
+                        .maintenance
+                        .send(maintenance::Job::Compact(compactions));
+                }
+                for (reply, answer) in answers {
+                    let _ = reply.send(answer);
+                }
+            }
+            Err(e) => {
+                for (reply, answer) in answers {
+                    let answer = match answer {
+                        Ok(_) => Err(Error::storage(
+                            "writing a commit",
+                            std::io::Error::other(e.clone()),
+                        )),
+                        rejected => rejected,
+                    };
+                    let _ = reply.send(answer);
+                }
+            }
+        }
+    }
+
+    /// Writes the group's batch with a synced WAL. The error is a message, because every
+    /// commit of the group gets its own copy.
+    fn write(&self, mut batch: WriteBatch, head: u64) -> Result<(), String> {
+        if head != self.head {
+            let meta = self.shared.cf(Cf::Meta).map_err(|e| e.to_string())?;
+            batch.put_cf(meta, keys::HEAD, head.to_be_bytes());
+        }
+        let mut options = WriteOptions::default();
+        options.set_sync(true);
+        self.shared
+            .db
+            .write_opt(batch, &options)
+            .map_err(|e| e.into_string())
+    }
+}
+
+/// (events, bytes of payload) of a commit, for sizing groups.
+fn commit_size(commit: &Commit) -> (usize, usize) {
+    commit.appends.iter().fold((0, 0), |(events, bytes), a| {
+        (
+            events + a.events.len(),
+            bytes
+                + a.events.iter().map(|e| e.data.len()).sum::<usize>()
+                + a.blobs.iter().map(Vec::len).sum::<usize>(),
+        )
+    })
+}
+
+/// Checks a commit's shape: everything that does not depend on stored state.
+fn validate(commit: &Commit) -> Result<()> {
+    let invalid = |reason: String| Err(Error::Invalid(reason));
+    if commit.appends.is_empty() && commit.delete.is_empty() {
+        return invalid("a commit needs at least one append or deletion".into());
+    }
+    let (events, bytes) = commit_size(commit);
+    if events > MAX_COMMIT_EVENTS {
+        return invalid(format!(
+            "{events} events in one commit; at most {MAX_COMMIT_EVENTS}"
+        ));
+    }
+    if bytes > MAX_COMMIT_BYTES {
+        return invalid(format!(
+            "{bytes} bytes in one commit; at most {MAX_COMMIT_BYTES}"
+        ));
+    }
+    let mut streams = HashSet::new();
+    for append in &commit.appends {
+        if !streams.insert(append.stream) {
+            return invalid(format!("stream {} appears twice", append.stream));
+        }
+        validate_append(append)?;
+    }
+    let mut deleted = HashSet::new();
+    for stream in &commit.delete {
+        if streams.contains(stream) {
+            return invalid(format!("stream {stream} is both appended to and deleted"));
+        }
+        if !deleted.insert(*stream) {
+            return invalid(format!("stream {stream} is deleted twice"));
+        }
+    }
+    Ok(())
+}
+
+fn validate_append(append: &StreamAppend) -> Result<()> {
+    let invalid = |reason: String| Err(Error::Invalid(reason));
+    if append.events.is_empty() {
+        return invalid(format!("the append to {} has no events", append.stream));
+    }
+    for event in &append.events {
+        if event.event_type.is_empty() || event.event_type.len() > encoding::MAX_EVENT_TYPE {
+            return invalid(format!(
+                "event type must be 1 to {} bytes, got {}",
+                encoding::MAX_EVENT_TYPE,
+                event.event_type.len()
+            ));
+        }
+        if event.actor.len() > encoding::MAX_ACTOR {
+            return invalid(format!(
+                "actor must be at most {} bytes, got {}",
+                encoding::MAX_ACTOR,
+                event.actor.len()
+            ));
+        }
+        if event.data.len() > MAX_EVENT_DATA {
+            return invalid(format!(
+                "event data must be at most {MAX_EVENT_DATA} bytes, got {}",
+                event.data.len()
+            ));
+        }
+        if event.occurred_at.timestamp_subsec_nanos() >= 1_000_000_000 {
+            return invalid("occurred_at falls in a leap second".into());
+        }
+    }
+    let mut seen = HashSet::new();
+    for r in append.reserve.iter().chain(&append.release) {
+        if r.scope.is_empty() || r.scope.len() > encoding::MAX_SCOPE {
+            return invalid(format!(
+                "reservation scope must be 1 to {} bytes",
+                encoding::MAX_SCOPE
+            ));
+        }
+        if r.key.is_empty() || r.key.len() > encoding::MAX_RESERVATION_KEY {
+            return invalid(format!(
+                "reservation key must be 1 to {} bytes",
+                encoding::MAX_RESERVATION_KEY
+            ));
+        }
+        if !seen.insert(r) {
+            return invalid(format!("{r} is named twice in one append"));
+        }
+    }
+    let mut versions = HashSet::new();
+    for key in &append.keys {
+        if !versions.insert(key.version) {
+            return invalid(format!("data key version {} is given twice", key.version));
+        }
+    }
+    Ok(())
+}
+
+/// What the commits staged so far in a group (or one commit being staged) will change.
+#[derive(Default)]
+struct Overlay {
+    heads: HashMap<StreamId, StreamHead>,
+    /// (seq, position) of events staged per stream, for a deletion later in the group.
+    events: HashMap<StreamId, Vec<(u64, u64)>>,
+    /// Reservation key → owner after the staged writes (`None`: released).
+    reservations: HashMap<Vec<u8>, Option<StreamId>>,
+    /// Reservation keys taken per stream, for a deletion later in the group.
+    taken: HashMap<StreamId, Vec<Vec<u8>>>,
+    data_keys: HashSet<(StreamId, u32)>,
+    deleted: HashSet<StreamId>,
+}
+
+impl Overlay {
+    fn merge(&mut self, other: Overlay) {
+        self.heads.extend(other.heads);
+        for (stream, events) in other.events {
+            self.events.entry(stream).or_default().extend(events);
+        }
+        self.reservations.extend(other.reservations);
+        for (stream, taken) in other.taken {
+            self.taken.entry(stream).or_default().extend(taken);
+        }
+        self.data_keys.extend(other.data_keys);
+        self.deleted.extend(other.deleted);
+    }
+}
+
+/// Stored state as the group will leave it: the commit's own changes, then the group's, then
+/// the database.
+struct View<'a> {
+    shared: &'a Shared,
+    group: &'a Overlay,
+    own: &'a Overlay,
+}
+
+impl View<'_> {
+    fn layers(&self) -> [&Overlay; 2] {
+        [self.own, self.group]
+    }
+
+    fn is_deleted(&self, stream: StreamId) -> Result<bool> {
+        if self.layers().iter().any(|l| l.deleted.contains(&stream)) {
+            return Ok(true);
+        }
+        super::is_deleted(self.shared, stream)
+    }
+
+    fn head(&self, stream: StreamId) -> Result<Option<StreamHead>> {
+        for layer in self.layers() {
+            if let Some(head) = layer.heads.get(&stream) {
+                return Ok(Some(*head));
+            }
+        }
+        super::stream_head(self.shared, stream)
+    }
+
+    fn owner(&self, key: &[u8]) -> Result<Option<StreamId>> {
+        for layer in self.layers() {
+            if let Some(owner) = layer.reservations.get(key) {
+                return Ok(*owner);
+            }
+        }
+        super::reservation_owner(self.shared, key)
+    }
+
+    fn has_data_key(&self, stream: StreamId, version: u32) -> Result<bool> {
+        if self
+            .layers()
+            .iter()
+            .any(|l| l.data_keys.contains(&(stream, version)))
+        {
+            return Ok(true);
+        }
+        self.shared
+            .db
+            .get_pinned_cf(self.shared.cf(Cf::Keys)?, keys::data_key(stream, version))
+            .map(|v| v.is_some())
+            .map_err(|e| Error::storage("reading a data key", e))
+    }
+}
+
+enum Op {
+    Put(Cf, Vec<u8>, Vec<u8>),
+    Delete(Cf, Vec<u8>),
+    DeleteRange(Cf, Vec<u8>, Vec<u8>),
+}
+
+/// One commit, checked against stored state and ready to join the group's batch.
+struct Staged {
+    ops: Vec<Op>,
+    events: Vec<RecordedEvent>,
+    delta: Overlay,
+    compactions: Vec<Compaction>,
+    /// The log head once this commit is written.
+    head: u64,
+}
+
+impl Staged {
+    /// Adds every op to `batch`, or none of them.
+    fn write_into(&self, shared: &Shared, batch: &mut WriteBatch) -> Result<()> {
+        for cf in Cf::ALL {
+            shared.cf(cf)?;
+        }
+        for op in &self.ops {
+            match op {
+                Op::Put(cf, key, value) => batch.put_cf(shared.cf(*cf)?, key, value),
+                Op::Delete(cf, key) => batch.delete_cf(shared.cf(*cf)?, key),
+                Op::DeleteRange(cf, from, to) => batch.delete_range_cf(shared.cf(*cf)?, from, to),
+            }
+        }
+        Ok(())
+    }
+}
+
+fn stage(shared: &Shared, group: &Overlay, head: u64, commit: Commit) -> Result<Staged> {
+    let mut staged = Staged {
+        ops: Vec::new(),
+        events: Vec::new(),
+        delta: Overlay::default(),
+        compactions: Vec::new(),
+        head,
+    };
+    for append in commit.appends {
+        stage_append(shared, group, &mut staged, append)?;
+    }
+    for stream in commit.delete {
+        stage_deletion(shared, group, &mut staged, stream)?;
+    }
+    Ok(staged)
+}
+
+fn stage_append(
+    shared: &Shared,
+    group: &Overlay,
+    staged: &mut Staged,
+    append: StreamAppend,
+) -> Result<()> {
+    let stream = append.stream;
+    let view = View {
+        shared,
+        group,
+        own: &staged.delta,
+    };
+    if view.is_deleted(stream)? {
+        return Err(Error::StreamDeleted { stream });
+    }
+    let current = view.head(stream)?;
+    let current_seq = current.map_or(0, |h| h.seq);
+    let expected_seq = match append.expected {
+        Expected::NoStream => Some(0),
+        Expected::At(seq) => Some(seq),
+        Expected::Any => None,
+    };
+    if expected_seq.is_some_and(|seq| seq != current_seq) {
+        return Err(Error::WrongExpectedSeq {
+            stream,
+            expected: append.expected,
+            current: current_seq,
+        });
+    }
+
+    // Releases first, so that one append can move a key (release old, reserve new).
+    let mut owners: HashMap<Vec<u8>, Option<StreamId>> = HashMap::new();
+    for reservation in &append.release {
+        let key = keys::reservation(reservation);
+        if view.owner(&key)? != Some(stream) {
+            return Err(Error::ReservationNotHeld {
+                stream,
+                reservation: reservation.clone(),
+            });
+        }
+        staged.ops.push(Op::Delete(
+            Cf::Owned,
+            keys::owned(stream, reservation).to_vec(),
+        ));
+        staged.ops.push(Op::Delete(Cf::Reservations, key.to_vec()));
+        owners.insert(key.to_vec(), None);
+    }
+    let mut taken = Vec::new();
+    for reservation in &append.reserve {
+        let key = keys::reservation(reservation).to_vec();
+        let owner = match owners.get(&key) {
+            Some(owner) => *owner,
+            None => view.owner(&key)?,
+        };
+        if owner.is_some() {
+            return Err(Error::ReservationTaken {
+                reservation: reservation.clone(),
+            });
+        }
+        staged.ops.push(Op::Put(
+            Cf::Reservations,
+            key.clone(),
+            stream.0.as_bytes().to_vec(),
+        ));
+        staged.ops.push(Op::Put(
+            Cf::Owned,
+            keys::owned(stream, reservation).to_vec(),
+            Vec::new(),
+        ));
+        owners.insert(key.clone(), Some(stream));
+        taken.push(key);
+    }
+    for key in &append.keys {
+        if view.has_data_key(stream, key.version)? {
+            return Err(Error::KeyExists {
+                stream,
+                version: key.version,
+            });
+        }
+    }
+
+    for key in append.keys {
+        staged.ops.push(Op::Put(
+            Cf::Keys,
+            keys::data_key(stream, key.version).to_vec(),
+            key.wrapped,
+        ));
+        staged.delta.data_keys.insert((stream, key.version));
+    }
+    for blob in append.blobs {
+        let id = blob_id(&blob);
+        staged
+            .ops
+            .push(Op::Put(Cf::Blobs, keys::blob(stream, &id).to_vec(), blob));
+    }
+    let mut seq = current_seq;
+    let mut prev_hash = current.map_or(ZERO_HASH, |h| h.hash);
+    let mut positions = Vec::with_capacity(append.events.len());
+    for new in append.events {
+        seq += 1;
+        staged.head += 1;
+        let mut event = RecordedEvent {
+            id: new.id,
+            stream,
+            seq,
+            position: staged.head,
+            event_type: new.event_type,
+            schema_version: new.schema_version,
+            occurred_at: new.occurred_at,
+            actor: new.actor,
+            data: new.data,
+            prev_hash,
+            hash: ZERO_HASH,
+        };
+        let bytes = encoding::seal(&mut event);
+        prev_hash = event.hash;
+        staged.ops.push(Op::Put(
+            Cf::Events,
+            keys::event(event.position, stream, seq).to_vec(),
+            bytes,
+        ));
+        staged.ops.push(Op::Put(
+            Cf::Streams,
+            keys::stream(stream, seq).to_vec(),
+            keys::stream_value(event.position, &event.hash).to_vec(),
+        ));
+        positions.push((seq, event.position));
+        staged.events.push(event);
+    }
+    staged.delta.heads.insert(
+        stream,
+        StreamHead {
+            seq,
+            position: staged.head,
+            hash: prev_hash,
+        },
+    );
+    staged.delta.events.insert(stream, positions);
+    staged.delta.reservations.extend(owners);
+    staged.delta.taken.insert(stream, taken);
+    Ok(())
+}
+
+/// Removes a stream with everything it holds: its events (by position, from the stream index),
+/// its index, its reservations, blobs and data keys, and leaves a tombstone.
+fn stage_deletion(
+    shared: &Shared,
+    group: &Overlay,
+    staged: &mut Staged,
+    stream: StreamId,
+) -> Result<()> {
+    let view = View {
+        shared,
+        group,
+        own: &staged.delta,
+    };
+    if view.is_deleted(stream)? {
+        return Err(Error::StreamDeleted { stream });
+    }
+
+    // Events: stored ones from the index, plus any an earlier commit of this group staged.
+    let mut events = stored_index(shared, stream)?;
+    events.extend(group.events.get(&stream).into_iter().flatten().copied());
+    events.sort_unstable_by_key(|(_, position)| *position);
+    for run in events.chunk_by(|a, b| b.1 == a.1 + 1) {
+        match run {
+            [(seq, position)] => staged.ops.push(Op::Delete(
+                Cf::Events,
+                keys::event(*position, stream, *seq).to_vec(),
+            )),
+            [(_, first), .., (_, last)] => staged.ops.push(Op::DeleteRange(
+                Cf::Events,
+                keys::event_seek(*first).to_vec(),
+                keys::event_seek(last + 1).to_vec(),
+            )),
+            [] => {}
+        }
+    }
+    if let (Some((_, first)), Some((_, last))) = (events.first(), events.last()) {
+        staged.compactions.push(Compaction {
+            cf: Cf::Events,
+            from: keys::event_seek(*first).to_vec(),
+            to: keys::event_seek(last + 1).to_vec(),
+        });
+    }
+
+    // Reservations: every key the stream holds, stored or staged in this group.
+    let mut held = stored_owned(shared, stream)?;
+    held.extend(group.taken.get(&stream).into_iter().flatten().cloned());
+    let mut freed = Vec::with_capacity(held.len());
+    for key in held {
+        // A key released earlier in this group may already belong to someone else.
+        if view.owner(&key)? == Some(stream) {
+            freed.push(key);
+        }
+    }
+    for key in freed {
+        staged
+            .compactions
+            .push(Compaction::point(Cf::Reservations, &key));
+        staged.ops.push(Op::Delete(Cf::Reservations, key.clone()));
+        staged.delta.reservations.insert(key, None);
+    }
+
+    // Everything else lives under the stream's prefix.
+    let (start, end) = keys::stream_prefix_range(stream);
+    for cf in [Cf::Streams, Cf::Owned, Cf::Blobs, Cf::Keys] {
+        staged
+            .ops
+            .push(Op::DeleteRange(cf, start.to_vec(), end.to_vec()));
+        staged.compactions.push(Compaction {
+            cf,
+            from: start.to_vec(),
+            to: end.to_vec(),
+        });
+    }
+    staged.ops.push(Op::Put(
+        Cf::Meta,
+        keys::tombstone(stream).to_vec(),
+        staged.head.to_be_bytes().to_vec(),
+    ));
+    staged.delta.deleted.insert(stream);
+    Ok(())
+}
+
+/// (seq, position) of every stored event of `stream`.
+fn stored_index(shared: &Shared, stream: StreamId) -> Result<Vec<(u64, u64)>> {
+    let (start, end) = keys::stream_prefix_range(stream);
+    let mut options = rocksdb::ReadOptions::default();
+    options.set_iterate_upper_bound(end.to_vec());
+    let mut iter = shared
+        .db
+        .raw_iterator_cf_opt(shared.cf(Cf::Streams)?, options);
+    iter.seek(start);
+    let mut out = Vec::new();
+    while let Some((key, value)) = iter.item() {
+        let place = keys::parse_stream(key)
+            .zip(keys::parse_stream_value(value))
+            .map(|((_, seq), (position, _))| (seq, position));
+        let Some(place) = place else {
+            return Err(Error::Corrupt {
+                at: Location {
+                    stream: Some(stream),
+                    ..Location::default()
+                },
+                reason: "unreadable stream index entry".into(),
+            });
+        };
+        out.push(place);
+        iter.next();
+    }
+    iter.status()
+        .map_err(|e| Error::storage("reading a stream index", e))?;
+    Ok(out)
+}
+
+/// The reservation keys `stream` holds on disk.
+fn stored_owned(shared: &Shared, stream: StreamId) -> Result<Vec<Vec<u8>>> {
+    let (start, end) = keys::stream_prefix_range(stream);
+    let mut options = rocksdb::ReadOptions::default();
+    options.set_iterate_upper_bound(end.to_vec());
+    let mut iter = shared
+        .db
+        .raw_iterator_cf_opt(shared.cf(Cf::Owned)?, options);
+    iter.seek(start);
+    let mut out = Vec::new();
+    while let Some(key) = iter.key() {
+        out.push(key[16.min(key.len())..].to_vec());
+        iter.next();
+    }
+    iter.status()
+        .map_err(|e| Error::storage("reading reservations of a stream", e))?;
+    Ok(out)
+}

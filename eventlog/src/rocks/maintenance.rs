@@ -1,0 +1,117 @@
+//! Background compactions after deletions. A range delete hides a stream's data from every
+//! read at once; compacting the range afterwards removes the bytes from the files on disk. It
+//! runs on its own thread so that a large compaction never stalls the committer.
+
+use std::sync::{Arc, mpsc};
+use std::thread::JoinHandle;
+
+use rocksdb::{BottommostLevelCompaction, CompactOptions};
+use tokio::sync::oneshot;
+
+use super::{Cf, Shared};
+use crate::error::{Error, Result};
+
+/// A key range `[from, to)` of one column family to compact.
+pub(crate) struct Compaction {
+    pub(crate) cf: Cf,
+    pub(crate) from: Vec<u8>,
+    pub(crate) to: Vec<u8>,
+}
+
+impl Compaction {
+    /// The range holding exactly `key`.
+    pub(crate) fn point(cf: Cf, key: &[u8]) -> Self {
+        let mut to = key.to_vec();
+        to.push(0);
+        Compaction {
+            cf,
+            from: key.to_vec(),
+            to,
+        }
+    }
+}
+
+pub(crate) enum Job {
+    Compact(Vec<Compaction>),
+    /// Answered once every job queued before it has run.
+    Settle(oneshot::Sender<()>),
+}
+
+pub(crate) struct Handle {
+    sender: Option<mpsc::Sender<Job>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Handle {
+    pub(crate) fn start(shared: Arc<Shared>) -> Result<Self> {
+        let (sender, jobs) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("eventlog-maintenance".into())
+            .spawn(move || run(&shared, &jobs))
+            .map_err(|e| Error::storage("starting the maintenance thread", e))?;
+        Ok(Handle {
+            sender: Some(sender),
+            thread: Some(thread),
+        })
+    }
+
+    pub(crate) fn sender(&self) -> mpsc::Sender<Job> {
+        match &self.sender {
+            Some(sender) => sender.clone(),
+            // Only `stop` clears it, and only while the log is being dropped.
+            None => mpsc::channel().0,
+        }
+    }
+
+    pub(crate) async fn settle(&self) -> Result<()> {
+        let (done, wait) = oneshot::channel();
+        self.sender
+            .as_ref()
+            .ok_or(Error::Closed)?
+            .send(Job::Settle(done))
+            .map_err(|_| Error::Closed)?;
+        wait.await.map_err(|_| Error::Closed)
+    }
+
+    /// Finishes queued jobs and joins the thread (once every other sender is gone too).
+    pub(crate) fn stop(&mut self) {
+        self.sender = None;
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn run(shared: &Shared, jobs: &mpsc::Receiver<Job>) {
+    while let Ok(job) = jobs.recv() {
+        match job {
+            Job::Compact(ranges) => compact(shared, &ranges),
+            Job::Settle(done) => {
+                let _ = done.send(());
+            }
+        }
+    }
+}
+
+/// Flushes each family's memtable (so the deletion's tombstones reach the table files), then
+/// compacts every range down to and including the bottommost level, where RocksDB finally drops
+/// deleted entries.
+fn compact(shared: &Shared, ranges: &[Compaction]) {
+    let mut options = CompactOptions::default();
+    options.set_bottommost_level_compaction(BottommostLevelCompaction::Force);
+    let mut flushed = Vec::new();
+    for range in ranges {
+        // Failures here leave the deleted data unreadable but on disk until a later
+        // compaction; there is no caller to tell, and the next deletion retries the families.
+        let Ok(cf) = shared.cf(range.cf) else {
+            continue;
+        };
+        if !flushed.contains(&range.cf) {
+            let _ = shared.db.flush_cf(cf);
+            flushed.push(range.cf);
+        }
+        shared
+            .db
+            .compact_range_cf_opt(cf, Some(&range.from), Some(&range.to), &options);
+    }
+}

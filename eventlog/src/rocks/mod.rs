@@ -1,0 +1,466 @@
+//! The RocksDB backend: one database for every tenant, keys under fixed prefixes in a handful of
+//! column families (never one per tenant, so an idle tenant costs nothing but its bytes).
+//!
+//! Writes go through one committer thread that group-commits (see [`committer`]); reads go
+//! straight to RocksDB on tokio's blocking pool.
+
+mod committer;
+mod maintenance;
+
+use std::path::Path;
+use std::sync::{Arc, mpsc};
+use std::thread::JoinHandle;
+
+use rocksdb::{
+    BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DB, DBCompressionType, Options,
+    ReadOptions,
+};
+use tokio::sync::{oneshot, watch};
+
+use crate::encoding::{self, keys};
+use crate::error::{Error, Location, Result};
+use crate::log::EventLog;
+use crate::model::{
+    BlobId, Commit, Committed, RecordedEvent, Reservation, StreamHead, StreamId, WrappedKey,
+};
+
+/// The column families, each with its key layout in [`crate::encoding::keys`].
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Cf {
+    Events,
+    Streams,
+    Reservations,
+    Owned,
+    Blobs,
+    Keys,
+    Meta,
+}
+
+impl Cf {
+    const ALL: [Cf; 7] = [
+        Cf::Events,
+        Cf::Streams,
+        Cf::Reservations,
+        Cf::Owned,
+        Cf::Blobs,
+        Cf::Keys,
+        Cf::Meta,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Cf::Events => "events",
+            Cf::Streams => "streams",
+            Cf::Reservations => "reservations",
+            Cf::Owned => "owned",
+            Cf::Blobs => "blobs",
+            Cf::Keys => "keys",
+            Cf::Meta => "meta",
+        }
+    }
+}
+
+/// Tuning for [`RocksLog::open_with`].
+#[derive(Clone, Debug)]
+pub struct RocksOptions {
+    /// Shared block cache for all column families.
+    pub block_cache_bytes: usize,
+}
+
+impl Default for RocksOptions {
+    fn default() -> Self {
+        RocksOptions {
+            block_cache_bytes: 128 << 20,
+        }
+    }
+}
+
+/// What the committer and the readers share.
+pub(crate) struct Shared {
+    pub(crate) db: DB,
+}
+
+impl Shared {
+    pub(crate) fn cf(&self, cf: Cf) -> Result<&ColumnFamily> {
+        self.db.cf_handle(cf.name()).ok_or_else(|| {
+            Error::storage(
+                "looking up a column family",
+                std::io::Error::other(format!("column family {} is missing", cf.name())),
+            )
+        })
+    }
+}
+
+/// The event log on RocksDB.
+pub struct RocksLog {
+    shared: Arc<Shared>,
+    head: watch::Receiver<u64>,
+    writer: Option<(mpsc::Sender<committer::Request>, JoinHandle<()>)>,
+    maintenance: maintenance::Handle,
+}
+
+impl RocksLog {
+    /// Opens (creating if needed) the log in directory `path` with default tuning.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        Self::open_with(path, RocksOptions::default())
+    }
+
+    pub fn open_with(path: impl AsRef<Path>, options: RocksOptions) -> Result<Self> {
+        let path = path.as_ref();
+        let cache = Cache::new_lru_cache(options.block_cache_bytes);
+        let mut db_options = Options::default();
+        db_options.create_if_missing(true);
+        db_options.create_missing_column_families(true);
+        db_options.set_paranoid_checks(true);
+        db_options.set_max_background_jobs(2);
+        // Several column families share one WAL; cap it so a quiet family cannot pin old logs.
+        db_options.set_max_total_wal_size(256 << 20);
+        db_options.set_keep_log_file_num(4);
+        let descriptors = Cf::ALL.map(|cf| {
+            let mut table = BlockBasedOptions::default();
+            table.set_block_cache(&cache);
+            if cf != Cf::Events {
+                // Point lookups (heads, reservations, tombstones) skip files without the key.
+                table.set_bloom_filter(10.0, false);
+            }
+            let mut cf_options = Options::default();
+            cf_options.set_compression_type(DBCompressionType::Lz4);
+            cf_options.set_block_based_table_factory(&table);
+            ColumnFamilyDescriptor::new(cf.name(), cf_options)
+        });
+        let db = DB::open_cf_descriptors(&db_options, path, descriptors)
+            .map_err(|e| Error::storage("opening the event log", e))?;
+        let shared = Arc::new(Shared { db });
+        let head = committer::recorded_head(&shared)?;
+        let (head_tx, head_rx) = watch::channel(head);
+        let maintenance = maintenance::Handle::start(Arc::clone(&shared))?;
+        let writer = committer::start(Arc::clone(&shared), head, head_tx, maintenance.sender())?;
+        Ok(RocksLog {
+            shared,
+            head: head_rx,
+            writer: Some(writer),
+            maintenance,
+        })
+    }
+
+    /// Waits until every compaction queued by earlier deletions has run, so that deleted data
+    /// is gone from the files on disk, not only from every read.
+    pub async fn settle(&self) -> Result<()> {
+        self.maintenance.settle().await
+    }
+
+    /// Flushes every memtable to table files (used before taking a file-level copy, and by
+    /// tests that look at the files).
+    pub async fn flush(&self) -> Result<()> {
+        let shared = Arc::clone(&self.shared);
+        blocking(move || {
+            for cf in Cf::ALL {
+                shared
+                    .db
+                    .flush_cf(shared.cf(cf)?)
+                    .map_err(|e| Error::storage("flushing a memtable", e))?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    fn read<T: Send + 'static>(
+        &self,
+        read: impl FnOnce(&Shared) -> Result<T> + Send + 'static,
+    ) -> impl std::future::Future<Output = Result<T>> + Send + 'static {
+        let shared = Arc::clone(&self.shared);
+        blocking(move || read(&shared))
+    }
+}
+
+impl Drop for RocksLog {
+    fn drop(&mut self) {
+        if let Some((sender, thread)) = self.writer.take() {
+            // Closing the channel lets the committer finish what is queued and exit.
+            drop(sender);
+            let _ = thread.join();
+        }
+        self.maintenance.stop();
+    }
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::storage("running a read on the blocking pool", e))?
+}
+
+impl EventLog for RocksLog {
+    async fn commit(&self, commit: Commit) -> Result<Committed> {
+        let (sender, _) = self.writer.as_ref().ok_or(Error::Closed)?;
+        let (reply, answer) = oneshot::channel();
+        sender
+            .send(committer::Request { commit, reply })
+            .map_err(|_| Error::Closed)?;
+        answer.await.map_err(|_| Error::Closed)?
+    }
+
+    async fn read_stream(
+        &self,
+        stream: StreamId,
+        from_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>> {
+        self.read(move |shared| read_stream(shared, stream, from_seq, limit))
+            .await
+    }
+
+    async fn read_all(&self, from_position: u64, limit: usize) -> Result<Vec<RecordedEvent>> {
+        self.read(move |shared| read_all(shared, from_position, limit))
+            .await
+    }
+
+    async fn stream_head(&self, stream: StreamId) -> Result<Option<StreamHead>> {
+        self.read(move |shared| stream_head(shared, stream)).await
+    }
+
+    fn head_position(&self) -> u64 {
+        *self.head.borrow()
+    }
+
+    fn subscribe(&self) -> watch::Receiver<u64> {
+        self.head.clone()
+    }
+
+    async fn is_deleted(&self, stream: StreamId) -> Result<bool> {
+        self.read(move |shared| is_deleted(shared, stream)).await
+    }
+
+    async fn reservation_owner(&self, reservation: &Reservation) -> Result<Option<StreamId>> {
+        let key = keys::reservation(reservation);
+        self.read(move |shared| reservation_owner(shared, &key))
+            .await
+    }
+
+    async fn blob(&self, stream: StreamId, id: BlobId) -> Result<Option<Vec<u8>>> {
+        self.read(move |shared| {
+            shared
+                .db
+                .get_cf(shared.cf(Cf::Blobs)?, keys::blob(stream, &id))
+                .map_err(|e| Error::storage("reading a blob", e))
+        })
+        .await
+    }
+
+    async fn data_keys(&self, stream: StreamId) -> Result<Vec<WrappedKey>> {
+        self.read(move |shared| data_keys(shared, stream)).await
+    }
+}
+
+pub(crate) fn stream_head(shared: &Shared, stream: StreamId) -> Result<Option<StreamHead>> {
+    let mut iter = shared.db.raw_iterator_cf(shared.cf(Cf::Streams)?);
+    iter.seek_for_prev(keys::stream(stream, u64::MAX));
+    let head = match iter.item() {
+        Some((key, value)) => match keys::parse_stream(key) {
+            Some((owner, seq)) if owner == stream => {
+                let (position, hash) =
+                    keys::parse_stream_value(value).ok_or_else(|| Error::Corrupt {
+                        at: Location {
+                            stream: Some(stream),
+                            seq: Some(seq),
+                            position: None,
+                        },
+                        reason: format!("stream index value has {} bytes", value.len()),
+                    })?;
+                Some(StreamHead {
+                    seq,
+                    position,
+                    hash,
+                })
+            }
+            _ => None,
+        },
+        None => None,
+    };
+    iter.status()
+        .map_err(|e| Error::storage("reading a stream head", e))?;
+    Ok(head)
+}
+
+pub(crate) fn is_deleted(shared: &Shared, stream: StreamId) -> Result<bool> {
+    shared
+        .db
+        .get_pinned_cf(shared.cf(Cf::Meta)?, keys::tombstone(stream))
+        .map(|value| value.is_some())
+        .map_err(|e| Error::storage("reading a stream tombstone", e))
+}
+
+pub(crate) fn reservation_owner(shared: &Shared, key: &[u8]) -> Result<Option<StreamId>> {
+    let value = shared
+        .db
+        .get_pinned_cf(shared.cf(Cf::Reservations)?, key)
+        .map_err(|e| Error::storage("reading a reservation", e))?;
+    match value {
+        None => Ok(None),
+        Some(owner) => {
+            let bytes: [u8; 16] = owner.as_ref().try_into().map_err(|_| Error::Corrupt {
+                at: Location::default(),
+                reason: format!("reservation owner has {} bytes", owner.len()),
+            })?;
+            Ok(Some(StreamId(uuid::Uuid::from_bytes(bytes))))
+        }
+    }
+}
+
+fn data_keys(shared: &Shared, stream: StreamId) -> Result<Vec<WrappedKey>> {
+    let (start, end) = keys::stream_prefix_range(stream);
+    let mut options = ReadOptions::default();
+    options.set_iterate_upper_bound(end.to_vec());
+    let mut iter = shared.db.raw_iterator_cf_opt(shared.cf(Cf::Keys)?, options);
+    iter.seek(start);
+    let mut out = Vec::new();
+    while let Some((key, value)) = iter.item() {
+        let version: [u8; 4] = key
+            .get(16..)
+            .and_then(|v| v.try_into().ok())
+            .ok_or_else(|| Error::Corrupt {
+                at: Location {
+                    stream: Some(stream),
+                    ..Location::default()
+                },
+                reason: format!("data key entry has a {}-byte key", key.len()),
+            })?;
+        out.push(WrappedKey {
+            version: u32::from_be_bytes(version),
+            wrapped: value.to_vec(),
+        });
+        iter.next();
+    }
+    iter.status()
+        .map_err(|e| Error::storage("reading data keys", e))?;
+    Ok(out)
+}
+
+fn read_all(shared: &Shared, from_position: u64, limit: usize) -> Result<Vec<RecordedEvent>> {
+    let mut options = ReadOptions::default();
+    options.set_readahead_size(2 << 20);
+    let mut iter = shared
+        .db
+        .raw_iterator_cf_opt(shared.cf(Cf::Events)?, options);
+    iter.seek(keys::event_seek(from_position));
+    let mut out = Vec::with_capacity(limit.min(4096));
+    while out.len() < limit {
+        let Some((key, value)) = iter.item() else {
+            break;
+        };
+        let Some((position, stream, seq)) = keys::parse_event(key) else {
+            return Err(Error::Corrupt {
+                at: Location::default(),
+                reason: format!("event key of {} bytes in the log", key.len()),
+            });
+        };
+        let at = Location {
+            stream: Some(stream),
+            seq: Some(seq),
+            position: Some(position),
+        };
+        let event = encoding::decode(value, at)?;
+        check_place(&event, at)?;
+        out.push(event);
+        iter.next();
+    }
+    iter.status()
+        .map_err(|e| Error::storage("scanning the log", e))?;
+    Ok(out)
+}
+
+fn read_stream(
+    shared: &Shared,
+    stream: StreamId,
+    from_seq: u64,
+    limit: usize,
+) -> Result<Vec<RecordedEvent>> {
+    // The stream index gives each event's position (hence its key) and expected hash ...
+    let (_, end) = keys::stream_prefix_range(stream);
+    let mut options = ReadOptions::default();
+    options.set_iterate_upper_bound(end.to_vec());
+    let mut iter = shared
+        .db
+        .raw_iterator_cf_opt(shared.cf(Cf::Streams)?, options);
+    iter.seek(keys::stream(stream, from_seq));
+    let mut index = Vec::with_capacity(limit.min(4096));
+    while index.len() < limit {
+        let Some((key, value)) = iter.item() else {
+            break;
+        };
+        let (owner, seq) = keys::parse_stream(key).ok_or_else(|| Error::Corrupt {
+            at: Location {
+                stream: Some(stream),
+                ..Location::default()
+            },
+            reason: format!("stream index key of {} bytes", key.len()),
+        })?;
+        let at = Location {
+            stream: Some(owner),
+            seq: Some(seq),
+            position: None,
+        };
+        let (position, hash) = keys::parse_stream_value(value).ok_or_else(|| Error::Corrupt {
+            at,
+            reason: format!("stream index value of {} bytes", value.len()),
+        })?;
+        index.push((seq, position, hash));
+        iter.next();
+    }
+    iter.status()
+        .map_err(|e| Error::storage("reading a stream index", e))?;
+    drop(iter);
+
+    // ... then the events themselves, fetched in one batched lookup (positions ascend).
+    let event_keys: Vec<_> = index
+        .iter()
+        .map(|(seq, position, _)| keys::event(*position, stream, *seq))
+        .collect();
+    let values = shared
+        .db
+        .batched_multi_get_cf(shared.cf(Cf::Events)?, &event_keys, true);
+    let mut out = Vec::with_capacity(index.len());
+    for ((seq, position, hash), value) in index.into_iter().zip(values) {
+        let at = Location {
+            stream: Some(stream),
+            seq: Some(seq),
+            position: Some(position),
+        };
+        let value = value
+            .map_err(|e| Error::storage("reading events of a stream", e))?
+            .ok_or_else(|| Error::Corrupt {
+                at,
+                reason: "the stream index names an event that is not in the log".into(),
+            })?;
+        let event = encoding::decode(&value, at)?;
+        check_place(&event, at)?;
+        if event.hash != hash {
+            return Err(Error::Corrupt {
+                at,
+                reason: format!(
+                    "the stream index records hash {hash}, the event has {}",
+                    event.hash
+                ),
+            });
+        }
+        out.push(event);
+    }
+    Ok(out)
+}
+
+/// An event must say it is where its key puts it.
+fn check_place(event: &RecordedEvent, at: Location) -> Result<()> {
+    let stored = Location {
+        stream: Some(event.stream),
+        seq: Some(event.seq),
+        position: Some(event.position),
+    };
+    if stored != at {
+        return Err(Error::Corrupt {
+            at,
+            reason: format!("the event records itself at {stored}"),
+        });
+    }
+    Ok(())
+}

@@ -1,0 +1,342 @@
+//! The RocksDB backend: the conformance suite, plus what only a real disk shows: reopening,
+//! damage to stored bytes and files, and deleted data leaving the files.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::{Path, PathBuf};
+
+use eventlog::testkit::{event, stream};
+use eventlog::{
+    Commit, Error, EventLog, Expected, Reservation, RocksLog, StreamAppend, StreamId, verify,
+};
+use rocksdb::{DB, Options};
+
+fn open_fresh() -> (RocksLog, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    (RocksLog::open(dir.path()).unwrap(), dir)
+}
+
+eventlog::conformance_tests!(open_fresh());
+
+const CFS: [&str; 7] = [
+    "events",
+    "streams",
+    "reservations",
+    "owned",
+    "blobs",
+    "keys",
+    "meta",
+];
+
+/// Opens the log's database directly, as an attacker or a failing disk would touch it.
+fn raw(path: &Path) -> DB {
+    DB::open_cf(&Options::default(), path, CFS).unwrap()
+}
+
+/// The key and value of the event at `seq` of `stream`, in the `events` family.
+fn stored_event(db: &DB, stream: StreamId, seq: u64) -> (Vec<u8>, Vec<u8>) {
+    let index = db.cf_handle("streams").unwrap();
+    let mut key = stream.0.as_bytes().to_vec();
+    key.extend_from_slice(&seq.to_be_bytes());
+    let value = db.get_cf(index, &key).unwrap().unwrap();
+    let position = u64::from_be_bytes(value[..8].try_into().unwrap());
+    let mut event_key = position.to_be_bytes().to_vec();
+    event_key.extend_from_slice(&key);
+    let events = db.cf_handle("events").unwrap();
+    let stored = db.get_cf(events, &event_key).unwrap().unwrap();
+    (event_key, stored)
+}
+
+async fn log_with_events(dir: &Path, s: StreamId, n: usize) {
+    let log = RocksLog::open(dir).unwrap();
+    for i in 0..n {
+        log.append(StreamAppend::new(s, Expected::Any).event(event("T", format!("event {i}"))))
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn reopening_keeps_everything_and_continues_the_counters() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (stream(), stream());
+    let before = {
+        let log = RocksLog::open(dir.path()).unwrap();
+        for s in [a, b, a] {
+            log.append(
+                StreamAppend::new(s, Expected::Any)
+                    .event(event("T", "x"))
+                    .reserve(Reservation::new(
+                        "k",
+                        eventlog::testkit::stream().to_string(),
+                    )),
+            )
+            .await
+            .unwrap();
+        }
+        log.read_all(0, 100).await.unwrap()
+    };
+    let log = RocksLog::open(dir.path()).unwrap();
+    assert_eq!(log.head_position(), 3);
+    assert_eq!(log.read_all(0, 100).await.unwrap(), before);
+    let next = log
+        .append(StreamAppend::new(a, Expected::At(2)).event(event("T", "y")))
+        .await
+        .unwrap();
+    assert_eq!((next.events[0].seq, next.position), (3, 4));
+    assert_eq!(next.events[0].prev_hash, before[2].hash);
+    assert!(verify(&log, a).await.unwrap().is_valid());
+}
+
+#[tokio::test]
+async fn positions_are_never_reused_after_deleting_the_newest_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    let (keep, gone) = (stream(), stream());
+    {
+        let log = RocksLog::open(dir.path()).unwrap();
+        log.append(StreamAppend::new(keep, Expected::Any).event(event("T", "")))
+            .await
+            .unwrap();
+        log.append(StreamAppend::new(gone, Expected::Any).events([event("T", ""), event("T", "")]))
+            .await
+            .unwrap();
+        log.commit(Commit::new().delete(gone)).await.unwrap();
+        assert_eq!(log.head_position(), 3);
+    }
+    let log = RocksLog::open(dir.path()).unwrap();
+    assert_eq!(log.head_position(), 3);
+    let next = log
+        .append(StreamAppend::new(keep, Expected::Any).event(event("T", "")))
+        .await
+        .unwrap();
+    assert_eq!(next.position, 4);
+    let positions: Vec<_> = log
+        .read_all(0, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.position)
+        .collect();
+    assert_eq!(
+        positions,
+        vec![1, 4],
+        "the reader skips the deleted stream's hole"
+    );
+    assert!(
+        log.is_deleted(gone).await.unwrap(),
+        "the tombstone survives a restart"
+    );
+}
+
+/// Changes one stored event's bytes, reopens, and returns what reading and verifying say.
+async fn tamper(
+    seq: u64,
+    change: impl FnOnce(&mut Vec<u8>),
+) -> (StreamId, Error, eventlog::VerifyReport, Error) {
+    let dir = tempfile::tempdir().unwrap();
+    let s = stream();
+    log_with_events(dir.path(), s, 5).await;
+    {
+        let db = raw(dir.path());
+        let (key, mut value) = stored_event(&db, s, seq);
+        change(&mut value);
+        db.put_cf(db.cf_handle("events").unwrap(), key, value)
+            .unwrap();
+    }
+    let log = RocksLog::open(dir.path()).unwrap();
+    let read = log.read_stream(s, 1, 100).await.unwrap_err();
+    let report = verify(&log, s).await.unwrap();
+    let scan = log.read_all(0, 100).await.unwrap_err();
+    (s, read, report, scan)
+}
+
+#[tokio::test]
+async fn a_flipped_byte_is_caught_on_read_and_by_verify() {
+    // Byte 86 lies in the data ("event 2"); tests/encoding.rs shows that any byte would do.
+    let (s, read, report, scan) = tamper(3, |v| v[86] ^= 0x01).await;
+    for err in [&read, &scan] {
+        let Error::Corrupt { at, reason } = err else {
+            panic!("{err:?}")
+        };
+        assert_eq!((at.stream, at.seq), (Some(s), Some(3)), "names where");
+        assert!(reason.contains("hash mismatch"), "{reason}");
+        assert!(
+            err.to_string().contains(&format!("stream {s}, seq 3")),
+            "{err}"
+        );
+    }
+    assert!(!report.is_valid());
+    assert_eq!((report.events, report.head_seq), (2, 2));
+    assert_eq!(report.first_broken.unwrap().seq, 3);
+}
+
+#[tokio::test]
+async fn a_truncated_value_is_corrupt_not_a_panic() {
+    let (s, read, report, _) = tamper(4, |v| v.truncate(v.len() / 2)).await;
+    let Error::Corrupt { at, reason } = read else {
+        panic!("{read:?}")
+    };
+    assert_eq!((at.stream, at.seq), (Some(s), Some(4)));
+    assert!(reason.contains("truncated"), "{reason}");
+    assert_eq!(report.first_broken.unwrap().seq, 4);
+}
+
+#[tokio::test]
+async fn an_unknown_envelope_format_is_named() {
+    let (s, read, report, scan) = tamper(1, |v| v[0] = 9).await;
+    for err in [read, scan] {
+        let Error::UnsupportedFormat { at, version } = err else {
+            panic!("{err:?}")
+        };
+        assert_eq!((at.stream, at.seq, version), (Some(s), Some(1), 9));
+    }
+    assert_eq!(report.first_broken.unwrap().seq, 1);
+}
+
+#[tokio::test]
+async fn a_rewritten_event_breaks_the_next_link() {
+    // A forger rewrites event 2 and recomputes its own hash; the index and event 3 disagree.
+    let dir = tempfile::tempdir().unwrap();
+    let s = stream();
+    log_with_events(dir.path(), s, 3).await;
+    {
+        let db = raw(dir.path());
+        let (key, value) = stored_event(&db, s, 2);
+        let mut forged = eventlog::encoding::decode(&value, Default::default()).unwrap();
+        forged.data = b"forged".to_vec();
+        let bytes = eventlog::encoding::seal(&mut forged);
+        db.put_cf(db.cf_handle("events").unwrap(), &key, &bytes)
+            .unwrap();
+        // Even with the index rewritten too, event 3 still chains from the original.
+        let mut index_key = s.0.as_bytes().to_vec();
+        index_key.extend_from_slice(&2u64.to_be_bytes());
+        let index_value = eventlog::encoding::keys::stream_value(forged.position, &forged.hash);
+        db.put_cf(db.cf_handle("streams").unwrap(), index_key, index_value)
+            .unwrap();
+    }
+    let log = RocksLog::open(dir.path()).unwrap();
+    let report = verify(&log, s).await.unwrap();
+    let broken = report.first_broken.unwrap();
+    assert_eq!(broken.seq, 3);
+    assert!(broken.reason.contains("prev_hash"), "{}", broken.reason);
+}
+
+#[tokio::test]
+async fn a_missing_event_is_a_broken_link() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = stream();
+    log_with_events(dir.path(), s, 4).await;
+    {
+        let db = raw(dir.path());
+        let (key, _) = stored_event(&db, s, 2);
+        db.delete_cf(db.cf_handle("events").unwrap(), key).unwrap();
+    }
+    let log = RocksLog::open(dir.path()).unwrap();
+    let report = verify(&log, s).await.unwrap();
+    let broken = report.first_broken.unwrap();
+    assert_eq!(broken.seq, 2);
+    assert!(
+        broken.reason.contains("not in the log"),
+        "{}",
+        broken.reason
+    );
+}
+
+fn files(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_file())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_truncated_table_file_is_an_error_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = stream();
+    {
+        let log = RocksLog::open(dir.path()).unwrap();
+        for i in 0..200 {
+            log.append(StreamAppend::new(s, Expected::Any).event(event("T", vec![i as u8; 500])))
+                .await
+                .unwrap();
+        }
+        log.flush().await.unwrap();
+    }
+    let table = files(dir.path())
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "sst"))
+        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
+        .unwrap();
+    let len = std::fs::metadata(&table).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&table)
+        .unwrap()
+        .set_len(len / 2)
+        .unwrap();
+    // Either opening or reading must fail, with a message; never a panic, never a short read.
+    let outcome = match RocksLog::open(dir.path()) {
+        Err(e) => Err(e),
+        Ok(log) => log.read_all(0, usize::MAX).await.map(|events| events.len()),
+    };
+    let err = outcome.expect_err("a truncated table file must not read as a shorter log");
+    assert!(matches!(err, Error::Storage { .. }), "{err:?}");
+    assert!(!err.to_string().is_empty());
+}
+
+#[tokio::test]
+async fn deleted_data_leaves_the_files_on_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let (keep, gone) = (stream(), stream());
+    let marker = b"billy-personal-email@example.test";
+    let log = RocksLog::open(dir.path()).unwrap();
+    for i in 0..50 {
+        let s = if i % 2 == 0 { keep } else { gone };
+        let data = if s == gone {
+            marker.to_vec()
+        } else {
+            b"kept".to_vec()
+        };
+        log.append(StreamAppend::new(s, Expected::Any).event(event("T", data)))
+            .await
+            .unwrap();
+    }
+    log.append(
+        StreamAppend::new(gone, Expected::Any)
+            .event(event("T", ""))
+            .blob(marker.repeat(3))
+            .reserve(Reservation::new(
+                "email",
+                String::from_utf8(marker.to_vec()).unwrap(),
+            )),
+    )
+    .await
+    .unwrap();
+    log.flush().await.unwrap();
+    assert!(
+        files(dir.path()).iter().any(|f| contains(f, marker)),
+        "the marker is on disk before deletion"
+    );
+
+    log.commit(Commit::new().delete(gone)).await.unwrap();
+    log.settle().await.unwrap();
+    log.flush().await.unwrap();
+    log.settle().await.unwrap();
+    drop(log);
+    let holding: Vec<_> = files(dir.path())
+        .into_iter()
+        .filter(|f| contains(f, marker))
+        .collect();
+    assert!(
+        holding.is_empty(),
+        "deleted data still on disk in {holding:?}"
+    );
+    let log = RocksLog::open(dir.path()).unwrap();
+    assert_eq!(log.read_all(0, 100).await.unwrap().len(), 25);
+    assert!(verify(&log, keep).await.unwrap().is_valid());
+}
+
+fn contains(file: &Path, needle: &[u8]) -> bool {
+    let bytes = std::fs::read(file).unwrap();
+    bytes.windows(needle.len()).any(|w| w == needle)
+}
