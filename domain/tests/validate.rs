@@ -1,0 +1,312 @@
+//! Every validator, with the edge cases a hostile user would try.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use domain::validate::{self, ImageFormat, ImageLimits, PasswordPolicy};
+
+fn refused<T: std::fmt::Debug>(result: Result<T, validate::FieldError>, field: &str) -> String {
+    let err = result.expect_err("must be refused");
+    assert_eq!(err.field, field);
+    assert!(!err.message.is_empty());
+    err.message
+}
+
+#[test]
+fn tenant_names_accept_dns_labels() {
+    for ok in ["acme", "a", "customer1", "big-msp-2", &"a".repeat(63)] {
+        assert_eq!(validate::tenant_name("name", ok).unwrap(), ok);
+    }
+    assert_eq!(validate::tenant_name("name", "  acme \n").unwrap(), "acme");
+}
+
+#[test]
+fn tenant_names_refuse_what_is_not_a_plain_label() {
+    let long = "a".repeat(64);
+    for bad in [
+        "",
+        "   ",
+        "Acme",
+        "ac_me",
+        "ac.me",
+        "ac me",
+        "acmé",
+        "-acme",
+        "acme-",
+        "ac--me",
+        "xn--acme",
+        "аcme", // Cyrillic а: looks like "acme"
+        "ac\0me",
+        "acme/../x",
+        "*",
+        &long,
+    ] {
+        refused(validate::tenant_name("name", bad), "name");
+    }
+}
+
+#[test]
+fn tenant_names_refuse_reserved_words() {
+    for reserved in ["www", "api", "admin", "login", "localhost"] {
+        let message = refused(validate::tenant_name("name", reserved), "name");
+        assert!(message.contains("reserved"), "{message}");
+    }
+    assert!(validate::tenant_name("name", "www2").is_ok());
+}
+
+#[test]
+fn customer_labels_must_fit_one_dns_label() {
+    let msp = "m".repeat(30);
+    assert_eq!(
+        validate::customer_host_label(&"c".repeat(32), &msp)
+            .unwrap()
+            .len(),
+        63
+    );
+    let message = refused(validate::customer_host_label(&"c".repeat(33), &msp), "name");
+    assert!(message.contains("at most 32"), "{message}");
+}
+
+#[test]
+fn display_names_are_trimmed_unicode_without_invisible_tricks() {
+    assert_eq!(
+        validate::display_name("display_name", "  Acme Corp  ").unwrap(),
+        "Acme Corp"
+    );
+    assert!(validate::display_name("display_name", "Ünïcødé 株式会社 🚀").is_ok());
+    assert!(validate::display_name("display_name", &"é".repeat(100)).is_ok());
+    for bad in [
+        "",
+        "   ",
+        "\t\n",
+        &"é".repeat(101),
+        "a\nb",
+        "evil\u{202e}gpj.exe",
+        "zero\u{200b}width",
+        "bom\u{feff}",
+        "nul\0",
+    ] {
+        refused(validate::display_name("display_name", bad), "display_name");
+    }
+}
+
+#[test]
+fn person_names_are_bounded() {
+    assert!(validate::person_name("first_name", "Billy").is_ok());
+    refused(
+        validate::person_name("first_name", &"x".repeat(65)),
+        "first_name",
+    );
+    refused(validate::person_name("last_name", " "), "last_name");
+}
+
+#[test]
+fn usernames_follow_windows_rules() {
+    for ok in [
+        "billy",
+        "Billy.Jones",
+        "b",
+        "bílly",
+        "o'brien",
+        "a b",
+        &"x".repeat(20),
+        "admin$",
+    ] {
+        assert_eq!(validate::username(ok).unwrap(), ok);
+    }
+    refused(validate::username(&"x".repeat(21)), "username");
+    // Twenty UTF-16 units: ten emoji are twenty units; one more letter is too many.
+    assert!(validate::username(&"😀".repeat(10)).is_ok());
+    refused(
+        validate::username(&format!("{}a", "😀".repeat(10))),
+        "username",
+    );
+    for c in [
+        '"', '/', '\\', '[', ']', ':', ';', '|', '=', ',', '+', '*', '?', '<', '>', '@',
+    ] {
+        let message = refused(validate::username(&format!("bil{c}ly")), "username");
+        assert!(message.contains(c), "{message}");
+    }
+    for bad in [
+        "",
+        ".",
+        "...",
+        "   ",
+        ". .",
+        " billy",
+        "billy ",
+        "bil\tly",
+        "bil\nly",
+        "bil\0ly",
+        "a\u{200b}b",
+    ] {
+        refused(validate::username(bad), "username");
+    }
+}
+
+#[test]
+fn usernames_compare_case_insensitively() {
+    assert_eq!(
+        validate::username_key("Billy"),
+        validate::username_key("BILLY")
+    );
+    assert_eq!(
+        validate::username_key("ÉMILE"),
+        validate::username_key("émile")
+    );
+    assert_ne!(
+        validate::username_key("billy"),
+        validate::username_key("billy2")
+    );
+}
+
+#[test]
+fn emails_accept_real_addresses_and_lowercase_the_domain() {
+    assert_eq!(
+        validate::email("email", "billy@acme.example").unwrap(),
+        "billy@acme.example"
+    );
+    assert_eq!(
+        validate::email("email", "  Billy.Jones+it@Sub.Acme.EXAMPLE ").unwrap(),
+        "Billy.Jones+it@sub.acme.example"
+    );
+    assert!(validate::email("email", &format!("{}@acme.example", "a".repeat(64))).is_ok());
+    assert_eq!(
+        validate::email_key("Billy@Acme.Example"),
+        "billy@acme.example"
+    );
+}
+
+#[test]
+fn emails_refuse_malformed_and_hostile_input() {
+    let long_local = format!("{}@acme.example", "a".repeat(65));
+    let long_total = format!("a@{}.example", "b".repeat(250));
+    for bad in [
+        "",
+        "billy",
+        "billy@",
+        "@acme.com",
+        "billy@acme",
+        "bil..ly@acme.com",
+        ".billy@acme.com",
+        "billy.@acme.com",
+        "billy@acme..com",
+        "billy@-acme.com",
+        "billy@acme-.com",
+        "bi lly@acme.com",
+        "billy@acme.123",
+        "\"quoted\"@acme.com",
+        "a@b@c.com",
+        "billy@[127.0.0.1]",
+        "billy@acme.com\r\nBcc: x@y.com",
+        "bïlly@acme.com",
+        "billy@acme_corp.com",
+        &long_local,
+        &long_total,
+    ] {
+        refused(validate::email("email", bad), "email");
+    }
+}
+
+#[test]
+fn passwords_follow_the_policy_and_are_never_echoed() {
+    let policy = PasswordPolicy::default();
+    assert!(policy.check("12345678").is_ok());
+    assert!(policy.check(&"p".repeat(128)).is_ok());
+    assert!(
+        policy.check("pässwörd").is_ok(),
+        "counted in characters, not bytes"
+    );
+    assert!(policy.check("correct horse battery staple").is_ok());
+    for bad in [
+        "",
+        "1234567",
+        "äöüäöüä",
+        &"p".repeat(129),
+        "password\0",
+        "pass\nword",
+        "pass\u{7}word",
+    ] {
+        let message = refused(policy.check(bad), "password");
+        assert!(
+            bad.is_empty() || !message.contains(bad),
+            "the message quotes the password"
+        );
+    }
+    let strict = PasswordPolicy {
+        min_chars: 12,
+        max_chars: 64,
+    };
+    refused(strict.check("elevenchars"), "password");
+    assert!(strict.check(&"x".repeat(64)).is_ok());
+}
+
+/// A PNG signature and IHDR chunk of the given size (enough for the validator).
+fn png(width: u32, height: u32) -> Vec<u8> {
+    let mut bytes = b"\x89PNG\r\n\x1a\n".to_vec();
+    bytes.extend_from_slice(&13u32.to_be_bytes());
+    bytes.extend_from_slice(b"IHDR");
+    bytes.extend_from_slice(&width.to_be_bytes());
+    bytes.extend_from_slice(&height.to_be_bytes());
+    bytes.extend_from_slice(&[8, 6, 0, 0, 0, 0, 0, 0, 0]);
+    bytes
+}
+
+/// A JPEG: SOI, an APP0 segment, then a start-of-frame segment of the given marker and size.
+fn jpeg(sof: u8, width: u16, height: u16) -> Vec<u8> {
+    let mut bytes = vec![0xff, 0xd8, 0xff, 0xe0, 0x00, 0x10];
+    bytes.extend_from_slice(b"JFIF\0\x01\x01\0\0\x01\0\x01\0\0");
+    bytes.extend_from_slice(&[0xff, sof, 0x00, 0x11, 0x08]);
+    bytes.extend_from_slice(&height.to_be_bytes());
+    bytes.extend_from_slice(&width.to_be_bytes());
+    bytes.extend_from_slice(&[3, 1, 0x22, 0, 2, 0x11, 1, 3, 0x11, 1]);
+    bytes.extend_from_slice(&[0xff, 0xd9]);
+    bytes
+}
+
+#[test]
+fn images_are_recognised_by_content() {
+    let limits = ImageLimits::default();
+    let info = validate::image("logo", &png(200, 80), limits).unwrap();
+    assert_eq!(
+        (info.format, info.width, info.height),
+        (ImageFormat::Png, 200, 80)
+    );
+    for sof in [0xc0, 0xc2] {
+        let info = validate::image("background", &jpeg(sof, 1920, 1080), limits).unwrap();
+        assert_eq!(
+            (info.format, info.width, info.height),
+            (ImageFormat::Jpeg, 1920, 1080)
+        );
+    }
+    assert_eq!(ImageFormat::Png.media_type(), "image/png");
+}
+
+#[test]
+fn images_refuse_other_content_whatever_their_name() {
+    let limits = ImageLimits::default();
+    let svg = b"<svg xmlns='http://www.w3.org/2000/svg'><script>alert(1)</script></svg>".to_vec();
+    let gif = b"GIF89a\x01\x00\x01\x00".to_vec();
+    let truncated_png = png(10, 10)[..20].to_vec();
+    let mut wrong_chunk = png(10, 10);
+    wrong_chunk[12..16].copy_from_slice(b"IDAT");
+    let jpeg_without_frame = vec![0xff, 0xd8, 0xff, 0xda, 0x00, 0x02, 0xff, 0xd9];
+    let jpeg_zero_length = vec![0xff, 0xd8, 0xff, 0xe0, 0x00, 0x00];
+    for (what, bytes) in [
+        ("svg", svg),
+        ("gif", gif),
+        ("empty", Vec::new()),
+        ("truncated png", truncated_png),
+        ("png without IHDR first", wrong_chunk),
+        ("jpeg without a frame", jpeg_without_frame),
+        ("jpeg with a zero-length segment", jpeg_zero_length),
+        ("zero width", png(0, 10)),
+        ("too wide", png(4097, 10)),
+        ("too tall jpeg", jpeg(0xc0, 10, 5000)),
+    ] {
+        let result = validate::image("logo", &bytes, limits);
+        assert!(result.is_err(), "{what} was accepted");
+    }
+    let mut big = png(10, 10);
+    big.resize(limits.max_bytes + 1, 0);
+    let message = refused(validate::image("background", &big, limits), "background");
+    assert!(message.contains("bytes"), "{message}");
+}
