@@ -55,6 +55,46 @@ async fn log_with_events(dir: &Path, s: StreamId, n: usize) {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_commits_share_syncs() {
+    let (log, _dir) = open_fresh();
+    let log = std::sync::Arc::new(log);
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..64 {
+        let log = std::sync::Arc::clone(&log);
+        tasks.spawn(async move {
+            let s = stream();
+            for seq in 0..20 {
+                log.append(StreamAppend::new(s, Expected::At(seq)).event(event("T", "")))
+                    .await
+                    .unwrap();
+            }
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.unwrap();
+    }
+    let stats = log.write_stats();
+    assert_eq!(
+        (stats.commits, stats.events, stats.rejected),
+        (1280, 1280, 0)
+    );
+    assert!(
+        stats.syncs < stats.commits,
+        "64 concurrent writers never shared a sync: {stats:?}"
+    );
+    // A refused commit is counted, and costs no sync.
+    let before = log.write_stats();
+    log.append(StreamAppend::new(stream(), Expected::At(3)).event(event("T", "")))
+        .await
+        .unwrap_err();
+    let after = log.write_stats();
+    assert_eq!(
+        (after.rejected, after.syncs),
+        (before.rejected + 1, before.syncs)
+    );
+}
+
 #[tokio::test]
 async fn reopening_keeps_everything_and_continues_the_counters() {
     let dir = tempfile::tempdir().unwrap();

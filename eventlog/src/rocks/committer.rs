@@ -9,6 +9,7 @@
 //! sync, so nobody learns of a conflict with a write that is not yet durable.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
 
@@ -29,6 +30,10 @@ pub(crate) struct Request {
     pub(crate) commit: Commit,
     pub(crate) reply: oneshot::Sender<Result<Committed>>,
 }
+
+/// Heads of recently written streams kept in memory, so that an append needs no read of the
+/// stream index. Bounded: an idle tenant costs nothing once evicted.
+const HEAD_CACHE_ENTRIES: usize = 100_000;
 
 /// A group stops growing at this many events (a single larger commit still goes alone).
 const GROUP_MAX_EVENTS: usize = 20_000;
@@ -84,6 +89,7 @@ pub(crate) fn start(
         head,
         head_tx,
         maintenance,
+        heads: HashMap::new(),
     };
     let thread = std::thread::Builder::new()
         .name("eventlog-committer".into())
@@ -99,6 +105,9 @@ struct Committer {
     head: u64,
     head_tx: watch::Sender<u64>,
     maintenance: mpsc::Sender<maintenance::Job>,
+    /// Durable heads of live streams. Only this thread writes, so the cache cannot go stale:
+    /// it is updated after each durable group, and a deleted stream is removed from it.
+    heads: HashMap<StreamId, StreamHead>,
 }
 
 impl Committer {
@@ -124,9 +133,13 @@ impl Committer {
         let mut next_head = self.head;
         let mut answers = Vec::with_capacity(group.len());
         let mut compactions = Vec::new();
+        let durable = Durable {
+            shared: &self.shared,
+            heads: &self.heads,
+        };
         for request in group {
             let staged = validate(&request.commit)
-                .and_then(|()| stage(&self.shared, &pending, next_head, request.commit));
+                .and_then(|()| stage(&durable, &pending, next_head, request.commit));
             let answer = match staged {
                 Ok(staged) => match staged.write_into(&self.shared, &mut batch) {
                     Ok(()) => {
@@ -145,14 +158,32 @@ impl Committer {
             answers.push((request.reply, answer));
         }
 
-        let written = if batch.is_empty() {
+        let batch_was_empty = batch.is_empty();
+        let written = if batch_was_empty {
             Ok(())
         } else {
             self.write(batch, next_head)
         };
+        let stats = &self.shared.stats;
+        if written.is_ok() && !batch_was_empty {
+            stats.syncs.fetch_add(1, Ordering::Relaxed);
+        }
+        for (_, answer) in &answers {
+            match (answer, &written) {
+                (Ok(committed), Ok(())) => {
+                    stats.commits.fetch_add(1, Ordering::Relaxed);
+                    let events = committed.events.len() as u64;
+                    stats.events.fetch_add(events, Ordering::Relaxed);
+                }
+                _ => {
+                    stats.rejected.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
         match written {
             Ok(()) => {
                 self.head = next_head;
+                self.remember(pending);
                 self.head_tx.send_replace(next_head);
                 if !compactions.is_empty() {
                     // The maintenance thread outlives the committer; if it is gone the log is
@@ -177,6 +208,17 @@ impl Committer {
                     let _ = reply.send(answer);
                 }
             }
+        }
+    }
+
+    /// Keeps the heads a durable group wrote, and forgets the streams it deleted.
+    fn remember(&mut self, written: Overlay) {
+        if self.heads.len() + written.heads.len() > HEAD_CACHE_ENTRIES {
+            self.heads.clear();
+        }
+        self.heads.extend(written.heads);
+        for stream in &written.deleted {
+            self.heads.remove(stream);
         }
     }
 
@@ -330,10 +372,16 @@ impl Overlay {
     }
 }
 
-/// Stored state as the group will leave it: the commit's own changes, then the group's, then
-/// the database.
-struct View<'a> {
+/// Durable state: the database, with the committer's cache of stream heads in front.
+struct Durable<'a> {
     shared: &'a Shared,
+    heads: &'a HashMap<StreamId, StreamHead>,
+}
+
+/// Stored state as the group will leave it: the commit's own changes, then the group's, then
+/// the durable state.
+struct View<'a> {
+    durable: &'a Durable<'a>,
     group: &'a Overlay,
     own: &'a Overlay,
 }
@@ -347,7 +395,10 @@ impl View<'_> {
         if self.layers().iter().any(|l| l.deleted.contains(&stream)) {
             return Ok(true);
         }
-        super::is_deleted(self.shared, stream)
+        if self.durable.heads.contains_key(&stream) {
+            return Ok(false); // cached heads are of live streams
+        }
+        super::is_deleted(self.durable.shared, stream)
     }
 
     fn head(&self, stream: StreamId) -> Result<Option<StreamHead>> {
@@ -356,7 +407,10 @@ impl View<'_> {
                 return Ok(Some(*head));
             }
         }
-        super::stream_head(self.shared, stream)
+        if let Some(head) = self.durable.heads.get(&stream) {
+            return Ok(Some(*head));
+        }
+        super::stream_head(self.durable.shared, stream)
     }
 
     fn owner(&self, key: &[u8]) -> Result<Option<StreamId>> {
@@ -365,7 +419,7 @@ impl View<'_> {
                 return Ok(*owner);
             }
         }
-        super::reservation_owner(self.shared, key)
+        super::reservation_owner(self.durable.shared, key)
     }
 
     fn has_data_key(&self, stream: StreamId, version: u32) -> Result<bool> {
@@ -376,9 +430,10 @@ impl View<'_> {
         {
             return Ok(true);
         }
-        self.shared
+        let shared = self.durable.shared;
+        shared
             .db
-            .get_pinned_cf(self.shared.cf(Cf::Keys)?, keys::data_key(stream, version))
+            .get_pinned_cf(shared.cf(Cf::Keys)?, keys::data_key(stream, version))
             .map(|v| v.is_some())
             .map_err(|e| Error::storage("reading a data key", e))
     }
@@ -417,7 +472,7 @@ impl Staged {
     }
 }
 
-fn stage(shared: &Shared, group: &Overlay, head: u64, commit: Commit) -> Result<Staged> {
+fn stage(durable: &Durable<'_>, group: &Overlay, head: u64, commit: Commit) -> Result<Staged> {
     let mut staged = Staged {
         ops: Vec::new(),
         events: Vec::new(),
@@ -426,23 +481,23 @@ fn stage(shared: &Shared, group: &Overlay, head: u64, commit: Commit) -> Result<
         head,
     };
     for append in commit.appends {
-        stage_append(shared, group, &mut staged, append)?;
+        stage_append(durable, group, &mut staged, append)?;
     }
     for stream in commit.delete {
-        stage_deletion(shared, group, &mut staged, stream)?;
+        stage_deletion(durable, group, &mut staged, stream)?;
     }
     Ok(staged)
 }
 
 fn stage_append(
-    shared: &Shared,
+    durable: &Durable<'_>,
     group: &Overlay,
     staged: &mut Staged,
     append: StreamAppend,
 ) -> Result<()> {
     let stream = append.stream;
     let view = View {
-        shared,
+        durable,
         group,
         own: &staged.delta,
     };
@@ -580,13 +635,14 @@ fn stage_append(
 /// Removes a stream with everything it holds: its events (by position, from the stream index),
 /// its index, its reservations, blobs and data keys, and leaves a tombstone.
 fn stage_deletion(
-    shared: &Shared,
+    durable: &Durable<'_>,
     group: &Overlay,
     staged: &mut Staged,
     stream: StreamId,
 ) -> Result<()> {
+    let shared = durable.shared;
     let view = View {
-        shared,
+        durable,
         group,
         own: &staged.delta,
     };
