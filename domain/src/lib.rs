@@ -5,6 +5,18 @@
 //!   emails, passwords, images).
 //! - [`crypto`]: the master key (root key, wrapped data keys, sealed fields) and argon2id
 //!   password verifiers.
+//! - [`event`]: the event catalogue, with schema versions and upcasting.
+//! - [`msp`]: the MSP tenant: state folded from its events, and `decide` for its commands.
+//! - [`customer`]: the customer tenant and its cloud directory, likewise.
+//! - [`authz`]: who may run which command on which tenant, decided by one function.
+//! - [`decision`]: what `decide` answers (events, unique claims, refusals).
 
+pub mod authz;
 pub mod crypto;
+pub mod customer;
+pub mod decision;
+pub mod event;
+pub mod ids;
+pub mod msp;
+pub mod onboarding;
 pub mod validate;

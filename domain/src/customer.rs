@@ -1,0 +1,747 @@
+//! The customer tenant: step 6 of the cloud directory quick start and what the desktop needs.
+//! User source, the master key, desktop login, directory users with sealed passwords and
+//! personal emails, passwordless MFA, branding, the shared admin account, desktop agents, and
+//! the record of logins and elevations.
+//!
+//! Secrets are sealed before `decide` sees them ([`seal_password`], [`seal_personal_email`]),
+//! so commands and events only ever carry ciphertext.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use subtle::ConstantTimeEq;
+use uuid::Uuid;
+
+use crate::crypto::{Argon2Params, DataKey, PasswordVerifier, Sealed};
+use crate::decision::{Claim, Decision, DomainError, field};
+use crate::event::*;
+use crate::ids::{DeviceId, TenantId, UserId};
+use crate::validate::{self, FieldError, PasswordPolicy};
+
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct CustomerTenant {
+    pub id: TenantId,
+    pub msp_id: TenantId,
+    pub name: String,
+    pub display_name: String,
+    pub host_label: String,
+    pub user_source: UserSource,
+    /// The data key version, once the master key is enabled.
+    pub master_key: Option<u32>,
+    pub desktop_login: Option<(bool, DesktopLoginMethod)>,
+    pub users: BTreeMap<UserId, DirectoryUser>,
+    pub branding: Branding,
+    pub shared_account: Option<String>,
+    pub enrollment_tokens: BTreeMap<Uuid, EnrollmentToken>,
+    pub agents: BTreeMap<DeviceId, Agent>,
+}
+
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct DirectoryUser {
+    pub id: UserId,
+    pub first_name: String,
+    pub last_name: String,
+    pub username: String,
+    pub email: String,
+    pub personal_email: Option<Sealed>,
+    pub enabled: bool,
+    pub password: Option<(Sealed, u32)>,
+    /// Versions count up over the user's life, never reused after a reset.
+    pub password_version: u32,
+    pub passwordless: bool,
+}
+
+impl DirectoryUser {
+    /// "Active users" of the portal: enabled and able to log in.
+    pub fn is_active(&self) -> bool {
+        self.enabled && (self.password.is_some() || self.passwordless)
+    }
+
+    fn holds_sealed_data(&self) -> bool {
+        self.password.is_some() || self.personal_email.is_some()
+    }
+}
+
+#[derive(Clone, PartialEq, Eq, Debug, Default)]
+pub struct Branding {
+    pub version: u32,
+    pub background: Option<ImageRef>,
+    pub logo: Option<ImageRef>,
+    pub text: Option<String>,
+}
+
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct EnrollmentToken {
+    pub digest: String,
+    pub expires_at: DateTime<Utc>,
+    pub used: bool,
+}
+
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Agent {
+    pub id: DeviceId,
+    pub hostname: String,
+    pub credential_digest: String,
+}
+
+/// The longest branding text on the login screen.
+pub const MAX_BRANDING_TEXT: usize = 500;
+
+impl CustomerTenant {
+    /// Folds a customer stream; `None` for an empty stream.
+    pub fn replay<'a>(
+        events: impl IntoIterator<Item = &'a Event>,
+    ) -> Result<Option<Self>, DomainError> {
+        let mut state: Option<CustomerTenant> = None;
+        for event in events {
+            match (&mut state, event) {
+                (None, Event::CustomerTenantOpened(e)) => state = Some(Self::opened(e)),
+                (None, other) => {
+                    return Err(DomainError::Corrupt(format!(
+                        "a customer stream starts with {}",
+                        other.type_name()
+                    )));
+                }
+                (Some(tenant), event) => tenant.apply(event)?,
+            }
+        }
+        Ok(state)
+    }
+
+    fn opened(e: &CustomerTenantOpened) -> Self {
+        CustomerTenant {
+            id: e.tenant_id,
+            msp_id: e.msp_id,
+            name: e.name.clone(),
+            display_name: e.display_name.clone(),
+            host_label: e.host_label.clone(),
+            user_source: UserSource::Local,
+            master_key: None,
+            desktop_login: None,
+            users: BTreeMap::new(),
+            branding: Branding::default(),
+            shared_account: None,
+            enrollment_tokens: BTreeMap::new(),
+            agents: BTreeMap::new(),
+        }
+    }
+
+    pub fn apply(&mut self, event: &Event) -> Result<(), DomainError> {
+        let corrupt = |what: &str| {
+            DomainError::Corrupt(format!("{} names an unknown {what}", event.type_name()))
+        };
+        match event {
+            Event::UserSourceSet(e) => self.user_source = e.source,
+            Event::MasterKeyEnabled(e) => self.master_key = Some(e.key_version),
+            Event::MasterKeyDisabled(_) => self.master_key = None,
+            Event::DesktopLoginConfigured(e) => self.desktop_login = Some((e.enabled, e.method)),
+            Event::DirectoryUserCreated(e) => {
+                self.users.insert(
+                    e.user_id,
+                    DirectoryUser {
+                        id: e.user_id,
+                        first_name: e.first_name.clone(),
+                        last_name: e.last_name.clone(),
+                        username: e.username.clone(),
+                        email: e.email.clone(),
+                        personal_email: e.personal_email.clone(),
+                        enabled: true,
+                        password: None,
+                        password_version: 0,
+                        passwordless: false,
+                    },
+                );
+            }
+            Event::DirectoryUserUpdated(e) => {
+                let user = self
+                    .users
+                    .get_mut(&e.user_id)
+                    .ok_or_else(|| corrupt("user"))?;
+                user.first_name = e.first_name.clone();
+                user.last_name = e.last_name.clone();
+                user.email = e.email.clone();
+                user.personal_email = e.personal_email.clone();
+            }
+            Event::DirectoryUserDisabled(e) => {
+                self.users
+                    .get_mut(&e.user_id)
+                    .ok_or_else(|| corrupt("user"))?
+                    .enabled = false;
+            }
+            Event::DirectoryUserEnabled(e) => {
+                self.users
+                    .get_mut(&e.user_id)
+                    .ok_or_else(|| corrupt("user"))?
+                    .enabled = true;
+            }
+            Event::DirectoryUserDeleted(e) => {
+                self.users
+                    .remove(&e.user_id)
+                    .ok_or_else(|| corrupt("user"))?;
+            }
+            Event::PasswordSet(e) => {
+                let user = self
+                    .users
+                    .get_mut(&e.user_id)
+                    .ok_or_else(|| corrupt("user"))?;
+                user.password = Some((e.verifier.clone(), e.password_version));
+                user.password_version = e.password_version;
+            }
+            Event::PasswordlessEnabled(e) => {
+                self.users
+                    .get_mut(&e.user_id)
+                    .ok_or_else(|| corrupt("user"))?
+                    .passwordless = true;
+            }
+            Event::BrandingUpdated(e) => {
+                self.branding = Branding {
+                    version: e.version,
+                    background: e.background.clone(),
+                    logo: e.logo.clone(),
+                    text: e.text.clone(),
+                };
+            }
+            Event::SharedAccountConfigured(e) => self.shared_account = Some(e.username.clone()),
+            Event::EnrollmentTokenIssued(e) => {
+                self.enrollment_tokens.insert(
+                    e.token_id,
+                    EnrollmentToken {
+                        digest: e.token_digest.clone(),
+                        expires_at: e.expires_at,
+                        used: false,
+                    },
+                );
+            }
+            Event::AgentEnrolled(e) => {
+                self.enrollment_tokens
+                    .get_mut(&e.token_id)
+                    .ok_or_else(|| corrupt("enrollment token"))?
+                    .used = true;
+                self.agents.insert(
+                    e.device_id,
+                    Agent {
+                        id: e.device_id,
+                        hostname: e.hostname.clone(),
+                        credential_digest: e.credential_digest.clone(),
+                    },
+                );
+            }
+            Event::AgentRevoked(e) => {
+                self.agents
+                    .remove(&e.device_id)
+                    .ok_or_else(|| corrupt("agent"))?;
+            }
+            Event::DesktopLoginRecorded(_) | Event::ElevationRecorded(_) => {}
+            other => {
+                return Err(DomainError::Corrupt(format!(
+                    "{} does not belong in a customer stream",
+                    other.type_name()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The user who logs in as `username` (compared case-insensitively).
+    pub fn user_by_username(&self, username: &str) -> Option<&DirectoryUser> {
+        let key = validate::username_key(username);
+        self.users
+            .values()
+            .find(|u| validate::username_key(&u.username) == key)
+    }
+
+    /// "Active users" of the MSP portal's customers table.
+    pub fn active_users(&self) -> usize {
+        self.users.values().filter(|u| u.is_active()).count()
+    }
+
+    fn holds_sealed_data(&self) -> bool {
+        self.users.values().any(DirectoryUser::holds_sealed_data)
+    }
+
+    fn user(&self, id: UserId) -> Result<&DirectoryUser, DomainError> {
+        self.users.get(&id).ok_or(DomainError::NotFound("user"))
+    }
+
+    fn key_version(&self) -> Result<u32, DomainError> {
+        self.master_key.ok_or_else(|| {
+            DomainError::Conflict(
+                "enable the master key first: passwords and personal emails are sealed with it"
+                    .into(),
+            )
+        })
+    }
+}
+
+/// The sealed-field name of a user's password verifier: bound to the user, so that a verifier
+/// copied onto another user does not open.
+pub fn password_field(user: UserId) -> String {
+    format!("password_verifier/{user}")
+}
+
+/// The sealed-field name of a user's personal email.
+pub fn personal_email_field(user: UserId) -> String {
+    format!("personal_email/{user}")
+}
+
+/// Seals a tenant's secrets with its data key, checking them first.
+pub struct Sealer<'a> {
+    pub key: &'a DataKey,
+    pub tenant: TenantId,
+}
+
+impl Sealer<'_> {
+    /// Checks `password` against the policy, makes its argon2id verifier and seals it for
+    /// `user`. Costly by design (argon2id): run it where it cannot starve other work.
+    pub fn password(
+        &self,
+        policy: &PasswordPolicy,
+        params: Argon2Params,
+        user: UserId,
+        password: &str,
+        salt: [u8; 16],
+        nonce: [u8; 24],
+    ) -> Result<Sealed, DomainError> {
+        policy
+            .check(password)
+            .map_err(|e| DomainError::Invalid(vec![e]))?;
+        let verifier = PasswordVerifier::create(password, salt, params)
+            .map_err(|e| DomainError::Corrupt(e.to_string()))?;
+        self.key
+            .seal(
+                self.tenant.0,
+                &password_field(user),
+                verifier.as_phc().as_bytes(),
+                nonce,
+            )
+            .map_err(|e| DomainError::Corrupt(e.to_string()))
+    }
+
+    /// Checks a personal email and seals it for `user`.
+    pub fn personal_email(
+        &self,
+        user: UserId,
+        email: &str,
+        nonce: [u8; 24],
+    ) -> Result<Sealed, DomainError> {
+        let email =
+            validate::email("personal_email", email).map_err(|e| DomainError::Invalid(vec![e]))?;
+        self.key
+            .seal(
+                self.tenant.0,
+                &personal_email_field(user),
+                email.as_bytes(),
+                nonce,
+            )
+            .map_err(|e| DomainError::Corrupt(e.to_string()))
+    }
+}
+
+/// Opens a user's sealed password verifier and checks `password` against it, in constant time.
+pub fn verify_password(
+    key: &DataKey,
+    tenant: TenantId,
+    user: UserId,
+    sealed: &Sealed,
+    password: &str,
+) -> Result<bool, DomainError> {
+    let phc = key
+        .open(tenant.0, &password_field(user), sealed)
+        .map_err(|e| DomainError::Corrupt(e.to_string()))?;
+    let phc = std::str::from_utf8(&phc).map_err(|e| DomainError::Corrupt(e.to_string()))?;
+    PasswordVerifier::parse(phc)
+        .and_then(|verifier| verifier.verify(password))
+        .map_err(|e| DomainError::Corrupt(e.to_string()))
+}
+
+/// The claim that keeps a username unique in one tenant, case-insensitively.
+pub fn username_claim(tenant: TenantId, username: &str) -> Claim {
+    Claim::new(
+        format!("username:{tenant}"),
+        validate::username_key(username),
+    )
+}
+
+/// Commands on a customer tenant. Secrets arrive sealed; ids and times come from the caller.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum CustomerCommand {
+    Open {
+        tenant_id: TenantId,
+        msp_id: TenantId,
+        name: String,
+        display_name: String,
+        host_label: String,
+    },
+    SetUserSource {
+        source: UserSource,
+    },
+    EnableMasterKey {
+        key_version: u32,
+    },
+    DisableMasterKey,
+    ConfigureDesktopLogin {
+        enabled: bool,
+        method: DesktopLoginMethod,
+    },
+    CreateUser {
+        user_id: UserId,
+        first_name: String,
+        last_name: String,
+        username: String,
+        email: String,
+        password: Option<Sealed>,
+        personal_email: Option<Sealed>,
+    },
+    /// Changes what is given; `personal_email: Some(None)` removes it.
+    UpdateUser {
+        user_id: UserId,
+        first_name: Option<String>,
+        last_name: Option<String>,
+        email: Option<String>,
+        personal_email: Option<Option<Sealed>>,
+        enabled: Option<bool>,
+    },
+    DeleteUser {
+        user_id: UserId,
+    },
+    SetPassword {
+        user_id: UserId,
+        verifier: Sealed,
+    },
+    EnablePasswordless {
+        user_id: UserId,
+    },
+    /// Fields not given keep their value; images are checked by the caller with
+    /// [`validate::image`] and stored as blobs.
+    UpdateBranding {
+        background: Option<ImageRef>,
+        logo: Option<ImageRef>,
+        text: Option<String>,
+    },
+    ConfigureSharedAccount {
+        username: String,
+    },
+    IssueEnrollmentToken {
+        token_id: Uuid,
+        token_digest: String,
+        expires_at: DateTime<Utc>,
+    },
+    EnrollAgent {
+        token_digest: String,
+        device_id: DeviceId,
+        hostname: String,
+        credential_digest: String,
+        now: DateTime<Utc>,
+    },
+    RevokeAgent {
+        device_id: DeviceId,
+    },
+    RecordDesktopLogin(DesktopLoginRecorded),
+    RecordElevation(ElevationRecorded),
+}
+
+pub fn decide(
+    state: Option<&CustomerTenant>,
+    command: CustomerCommand,
+) -> Result<Decision, DomainError> {
+    match (state, command) {
+        (
+            None,
+            CustomerCommand::Open {
+                tenant_id,
+                msp_id,
+                name,
+                display_name,
+                host_label,
+            },
+        ) => Ok(Decision::event(CustomerTenantOpened {
+            tenant_id,
+            msp_id,
+            name,
+            display_name,
+            host_label,
+        })),
+        (None, _) => Err(DomainError::NotFound("tenant")),
+        (Some(tenant), command) => decide_on(tenant, command),
+    }
+}
+
+fn decide_on(t: &CustomerTenant, command: CustomerCommand) -> Result<Decision, DomainError> {
+    use CustomerCommand as C;
+    match command {
+        C::Open { .. } => Err(DomainError::Conflict("the tenant already exists".into())),
+        C::SetUserSource { source } => Ok(if t.user_source == source {
+            Decision::none()
+        } else {
+            Decision::event(UserSourceSet { source })
+        }),
+        C::EnableMasterKey { key_version } => match t.master_key {
+            Some(_) => Ok(Decision::none()),
+            None if key_version == 0 => Err(DomainError::Invalid(vec![FieldError::new(
+                "key_version",
+                "must be at least 1",
+            )])),
+            None => Ok(Decision::event(MasterKeyEnabled { key_version })),
+        },
+        C::DisableMasterKey => match t.master_key {
+            None => Ok(Decision::none()),
+            Some(_) if t.holds_sealed_data() => Err(DomainError::Conflict(
+                "the master key cannot be switched off while passwords or personal emails are \
+                 sealed with it"
+                    .into(),
+            )),
+            Some(key_version) => Ok(Decision::event(MasterKeyDisabled { key_version })),
+        },
+        C::ConfigureDesktopLogin { enabled, method } => {
+            Ok(if t.desktop_login == Some((enabled, method)) {
+                Decision::none()
+            } else {
+                Decision::event(DesktopLoginConfigured { enabled, method })
+            })
+        }
+        C::CreateUser {
+            user_id,
+            first_name,
+            last_name,
+            username,
+            email,
+            password,
+            personal_email,
+        } => {
+            let mut errors = Vec::new();
+            let first_name = field(
+                &mut errors,
+                validate::person_name("first_name", &first_name),
+            );
+            let last_name = field(&mut errors, validate::person_name("last_name", &last_name));
+            let username = field(&mut errors, validate::username(&username));
+            let email = field(&mut errors, validate::email("email", &email));
+            let (Some(first_name), Some(last_name), Some(username), Some(email)) =
+                (first_name, last_name, username, email)
+            else {
+                return Err(DomainError::Invalid(errors));
+            };
+            if password.is_some() || personal_email.is_some() {
+                let version = t.key_version()?;
+                for sealed in password.iter().chain(personal_email.iter()) {
+                    check_key_version(sealed, version)?;
+                }
+            }
+            if t.users.contains_key(&user_id) {
+                return Err(DomainError::Conflict("the user id is taken".into()));
+            }
+            if t.user_by_username(&username).is_some() {
+                return Err(DomainError::Conflict(format!(
+                    "the username {username} is taken"
+                )));
+            }
+            let claims = [username_claim(t.id, &username)];
+            let mut decision = Decision::event(DirectoryUserCreated {
+                user_id,
+                first_name,
+                last_name,
+                username,
+                email,
+                personal_email,
+            });
+            if let Some(verifier) = password {
+                decision = decision.and(PasswordSet {
+                    user_id,
+                    verifier,
+                    password_version: 1,
+                });
+            }
+            Ok(claims.into_iter().fold(decision, Decision::claim))
+        }
+        C::UpdateUser {
+            user_id,
+            first_name,
+            last_name,
+            email,
+            personal_email,
+            enabled,
+        } => {
+            let user = t.user(user_id)?;
+            let mut errors = Vec::new();
+            let first_name = first_name
+                .map(|n| field(&mut errors, validate::person_name("first_name", &n)))
+                .unwrap_or_else(|| Some(user.first_name.clone()));
+            let last_name = last_name
+                .map(|n| field(&mut errors, validate::person_name("last_name", &n)))
+                .unwrap_or_else(|| Some(user.last_name.clone()));
+            let email = email
+                .map(|e| field(&mut errors, validate::email("email", &e)))
+                .unwrap_or_else(|| Some(user.email.clone()));
+            let (Some(first_name), Some(last_name), Some(email)) = (first_name, last_name, email)
+            else {
+                return Err(DomainError::Invalid(errors));
+            };
+            let personal_email = match personal_email {
+                None => user.personal_email.clone(),
+                Some(None) => None,
+                Some(Some(sealed)) => {
+                    check_key_version(&sealed, t.key_version()?)?;
+                    Some(sealed)
+                }
+            };
+            let mut decision = Decision::none();
+            let profile_changed = first_name != user.first_name
+                || last_name != user.last_name
+                || email != user.email
+                || personal_email != user.personal_email;
+            if profile_changed {
+                decision = decision.and(DirectoryUserUpdated {
+                    user_id,
+                    first_name,
+                    last_name,
+                    email,
+                    personal_email,
+                });
+            }
+            match enabled {
+                Some(false) if user.enabled => {
+                    decision = decision.and(DirectoryUserDisabled { user_id })
+                }
+                Some(true) if !user.enabled => {
+                    decision = decision.and(DirectoryUserEnabled { user_id })
+                }
+                _ => {}
+            }
+            Ok(decision)
+        }
+        C::DeleteUser { user_id } => {
+            let user = t.user(user_id)?;
+            Ok(Decision::event(DirectoryUserDeleted { user_id })
+                .release(username_claim(t.id, &user.username)))
+        }
+        C::SetPassword { user_id, verifier } => {
+            let user = t.user(user_id)?;
+            check_key_version(&verifier, t.key_version()?)?;
+            Ok(Decision::event(PasswordSet {
+                user_id,
+                verifier,
+                password_version: user.password_version + 1,
+            }))
+        }
+        C::EnablePasswordless { user_id } => {
+            let user = t.user(user_id)?;
+            Ok(if user.passwordless {
+                Decision::none()
+            } else {
+                Decision::event(PasswordlessEnabled { user_id })
+            })
+        }
+        C::UpdateBranding {
+            background,
+            logo,
+            text,
+        } => {
+            let text = match text {
+                None => t.branding.text.clone(),
+                Some(text) if text.trim().is_empty() => None,
+                Some(text) => {
+                    let trimmed = text.trim();
+                    if trimmed.chars().count() > MAX_BRANDING_TEXT
+                        || trimmed.chars().any(|c| c.is_control() && c != '\n')
+                    {
+                        return Err(DomainError::Invalid(vec![FieldError::new(
+                            "text",
+                            format!(
+                                "must be at most {MAX_BRANDING_TEXT} characters without control \
+                                 characters other than line breaks"
+                            ),
+                        )]));
+                    }
+                    Some(trimmed.to_owned())
+                }
+            };
+            Ok(Decision::event(BrandingUpdated {
+                version: t.branding.version + 1,
+                background: background.or_else(|| t.branding.background.clone()),
+                logo: logo.or_else(|| t.branding.logo.clone()),
+                text,
+            }))
+        }
+        C::ConfigureSharedAccount { username } => {
+            let username =
+                validate::username(&username).map_err(|e| DomainError::Invalid(vec![e]))?;
+            Ok(if t.shared_account.as_deref() == Some(username.as_str()) {
+                Decision::none()
+            } else {
+                Decision::event(SharedAccountConfigured { username })
+            })
+        }
+        C::IssueEnrollmentToken {
+            token_id,
+            token_digest,
+            expires_at,
+        } => {
+            if t.enrollment_tokens.contains_key(&token_id) {
+                return Err(DomainError::Conflict("the token id is taken".into()));
+            }
+            Ok(Decision::event(EnrollmentTokenIssued {
+                token_id,
+                token_digest,
+                expires_at,
+            }))
+        }
+        C::EnrollAgent {
+            token_digest,
+            device_id,
+            hostname,
+            credential_digest,
+            now,
+        } => {
+            let refused =
+                || DomainError::Unauthenticated("the enrollment token is not valid".into());
+            let (token_id, token) = t
+                .enrollment_tokens
+                .iter()
+                .find(|(_, tok)| bool::from(tok.digest.as_bytes().ct_eq(token_digest.as_bytes())))
+                .ok_or_else(refused)?;
+            if token.used || token.expires_at <= now {
+                return Err(refused());
+            }
+            let hostname = validate::display_name("hostname", &hostname)
+                .map_err(|e| DomainError::Invalid(vec![e]))?;
+            if t.agents.contains_key(&device_id) {
+                return Err(DomainError::Conflict("the device id is taken".into()));
+            }
+            Ok(Decision::event(AgentEnrolled {
+                device_id,
+                token_id: *token_id,
+                hostname,
+                credential_digest,
+            }))
+        }
+        C::RevokeAgent { device_id } => {
+            if !t.agents.contains_key(&device_id) {
+                return Err(DomainError::NotFound("device"));
+            }
+            Ok(Decision::event(AgentRevoked { device_id }))
+        }
+        C::RecordDesktopLogin(record) => {
+            if !t.agents.contains_key(&record.device_id) {
+                return Err(DomainError::NotFound("device"));
+            }
+            Ok(Decision::event(record))
+        }
+        C::RecordElevation(record) => {
+            if !t.agents.contains_key(&record.device_id) {
+                return Err(DomainError::NotFound("device"));
+            }
+            Ok(Decision::event(record))
+        }
+    }
+}
+
+/// A sealed value must be sealed with the tenant's current data key.
+fn check_key_version(sealed: &Sealed, version: u32) -> Result<(), DomainError> {
+    if sealed.key_version != version {
+        return Err(DomainError::Conflict(format!(
+            "sealed with data key version {}, but the tenant's key is version {version}",
+            sealed.key_version
+        )));
+    }
+    Ok(())
+}

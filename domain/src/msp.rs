@@ -1,0 +1,655 @@
+//! The MSP tenant: its state folded from its stream, and the decisions on its commands. Signup,
+//! technicians by email and their onboarding, the admin role, customer tenants, and per-customer
+//! delegation, as the seeds describe them.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{DateTime, Duration, Utc};
+use subtle::ConstantTimeEq;
+
+use crate::decision::{Claim, Decision, DomainError, field};
+use crate::event::*;
+use crate::ids::{DeviceId, TenantId, UserId};
+use crate::onboarding;
+use crate::validate;
+
+/// How long an onboarding code lives.
+pub const CODE_LIFETIME: Duration = Duration::minutes(15);
+/// Wrong tries that end an onboarding code.
+pub const CODE_TRIES: u32 = 5;
+
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct MspTenant {
+    pub id: TenantId,
+    pub name: String,
+    pub display_name: String,
+    pub host_label: String,
+    pub user_source: UserSource,
+    pub users: BTreeMap<UserId, MspUser>,
+    pub customers: BTreeMap<TenantId, Customer>,
+}
+
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct MspUser {
+    pub id: UserId,
+    pub email: String,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    pub admin: bool,
+    pub devices: BTreeMap<DeviceId, Device>,
+    pub pending_code: Option<PendingCode>,
+    pub delegations: BTreeSet<TenantId>,
+    /// Tenants (this MSP or its customers) whose audit log the user may read.
+    pub auditor_of: BTreeSet<TenantId>,
+}
+
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Device {
+    pub id: DeviceId,
+    pub name: String,
+    pub public_key: String,
+}
+
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct PendingCode {
+    pub digest: String,
+    pub expires_at: DateTime<Utc>,
+    pub failures: u32,
+}
+
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Customer {
+    pub id: TenantId,
+    pub name: String,
+    pub display_name: String,
+    pub host_label: String,
+}
+
+impl MspUser {
+    /// Onboarded: has at least one enrolled device to log in with.
+    pub fn is_onboarded(&self) -> bool {
+        !self.devices.is_empty()
+    }
+
+    /// Whether this user can open `customer`: admins reach all, technicians their delegations.
+    pub fn reaches(&self, customer: TenantId) -> bool {
+        self.admin || self.delegations.contains(&customer)
+    }
+}
+
+impl MspTenant {
+    /// Folds a stream's events; `None` for an empty stream. The first event must create the
+    /// tenant, and every later one must fit the state, or the stream is not an MSP's.
+    pub fn replay<'a>(
+        events: impl IntoIterator<Item = &'a Event>,
+    ) -> Result<Option<Self>, DomainError> {
+        let mut state: Option<MspTenant> = None;
+        for event in events {
+            match (&mut state, event) {
+                (None, Event::MspTenantCreated(e)) => state = Some(MspTenant::created(e)),
+                (None, other) => {
+                    return Err(DomainError::Corrupt(format!(
+                        "an MSP stream starts with {}",
+                        other.type_name()
+                    )));
+                }
+                (Some(tenant), event) => tenant.apply(event)?,
+            }
+        }
+        Ok(state)
+    }
+
+    fn created(e: &MspTenantCreated) -> Self {
+        let admin = MspUser {
+            id: e.admin_user_id,
+            email: e.admin_email.clone(),
+            first_name: None,
+            last_name: None,
+            admin: true,
+            devices: BTreeMap::new(),
+            pending_code: None,
+            delegations: BTreeSet::new(),
+            auditor_of: BTreeSet::new(),
+        };
+        MspTenant {
+            id: e.tenant_id,
+            name: e.name.clone(),
+            display_name: e.display_name.clone(),
+            host_label: e.host_label.clone(),
+            user_source: UserSource::Local,
+            users: BTreeMap::from([(admin.id, admin)]),
+            customers: BTreeMap::new(),
+        }
+    }
+
+    /// Applies one event to the state. Pure and total over valid histories.
+    pub fn apply(&mut self, event: &Event) -> Result<(), DomainError> {
+        let missing = |what: &str| {
+            DomainError::Corrupt(format!("{} names an unknown {what}", event.type_name()))
+        };
+        match event {
+            Event::UserSourceSet(e) => self.user_source = e.source,
+            Event::MspUserAdded(e) => {
+                self.users.insert(
+                    e.user_id,
+                    MspUser {
+                        id: e.user_id,
+                        email: e.email.clone(),
+                        first_name: e.first_name.clone(),
+                        last_name: e.last_name.clone(),
+                        admin: false,
+                        devices: BTreeMap::new(),
+                        pending_code: None,
+                        delegations: BTreeSet::new(),
+                        auditor_of: BTreeSet::new(),
+                    },
+                );
+            }
+            Event::MspUserRemoved(e) => {
+                self.users
+                    .remove(&e.user_id)
+                    .ok_or_else(|| missing("user"))?;
+            }
+            Event::AdminGranted(e) => {
+                self.user_mut(e.user_id)
+                    .ok_or_else(|| missing("user"))?
+                    .admin = true
+            }
+            Event::AdminRevoked(e) => {
+                self.user_mut(e.user_id)
+                    .ok_or_else(|| missing("user"))?
+                    .admin = false
+            }
+            Event::OnboardingCodeIssued(e) => {
+                self.user_mut(e.user_id)
+                    .ok_or_else(|| missing("user"))?
+                    .pending_code = Some(PendingCode {
+                    digest: e.code_digest.clone(),
+                    expires_at: e.expires_at,
+                    failures: 0,
+                });
+            }
+            Event::OnboardingCodeRejected(e) => {
+                let user = self.user_mut(e.user_id).ok_or_else(|| missing("user"))?;
+                if let Some(code) = &mut user.pending_code {
+                    code.failures += 1;
+                    if code.failures >= CODE_TRIES {
+                        user.pending_code = None;
+                    }
+                }
+            }
+            Event::DeviceEnrolled(e) => {
+                let user = self.user_mut(e.user_id).ok_or_else(|| missing("user"))?;
+                user.pending_code = None;
+                user.devices.insert(
+                    e.device_id,
+                    Device {
+                        id: e.device_id,
+                        name: e.device_name.clone(),
+                        public_key: e.public_key.clone(),
+                    },
+                );
+            }
+            Event::CustomerTenantCreated(e) => {
+                self.customers.insert(
+                    e.customer_id,
+                    Customer {
+                        id: e.customer_id,
+                        name: e.name.clone(),
+                        display_name: e.display_name.clone(),
+                        host_label: e.host_label.clone(),
+                    },
+                );
+            }
+            Event::CustomerTenantDeleted(e) => {
+                self.customers
+                    .remove(&e.customer_id)
+                    .ok_or_else(|| missing("customer"))?;
+                for user in self.users.values_mut() {
+                    user.delegations.remove(&e.customer_id);
+                    user.auditor_of.remove(&e.customer_id);
+                }
+            }
+            Event::TechnicianDelegated(e) => {
+                self.user_mut(e.user_id)
+                    .ok_or_else(|| missing("user"))?
+                    .delegations
+                    .insert(e.customer_id);
+            }
+            Event::DelegationRevoked(e) => {
+                self.user_mut(e.user_id)
+                    .ok_or_else(|| missing("user"))?
+                    .delegations
+                    .remove(&e.customer_id);
+            }
+            Event::AuditorGranted(e) => {
+                self.user_mut(e.user_id)
+                    .ok_or_else(|| missing("user"))?
+                    .auditor_of
+                    .insert(e.tenant_id);
+            }
+            Event::AuditorRevoked(e) => {
+                self.user_mut(e.user_id)
+                    .ok_or_else(|| missing("user"))?
+                    .auditor_of
+                    .remove(&e.tenant_id);
+            }
+            Event::MspTenantCreated(_) => {
+                return Err(DomainError::Corrupt(
+                    "an MSP stream holds a second MspTenantCreated".into(),
+                ));
+            }
+            other => {
+                return Err(DomainError::Corrupt(format!(
+                    "{} does not belong in an MSP stream",
+                    other.type_name()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn user_mut(&mut self, id: UserId) -> Option<&mut MspUser> {
+        self.users.get_mut(&id)
+    }
+
+    pub fn user_by_email(&self, email: &str) -> Option<&MspUser> {
+        let key = validate::email_key(email);
+        self.users
+            .values()
+            .find(|u| validate::email_key(&u.email) == key)
+    }
+
+    pub fn customer_by_name(&self, name: &str) -> Option<&Customer> {
+        self.customers.values().find(|c| c.name == name)
+    }
+
+    /// Users who can reach `customer`: admins plus technicians delegated to it.
+    pub fn technicians_of(&self, customer: TenantId) -> usize {
+        self.users.values().filter(|u| u.reaches(customer)).count()
+    }
+
+    /// The customers `user` can open, in name order.
+    pub fn reachable_by(&self, user: UserId) -> Vec<&Customer> {
+        let Some(user) = self.users.get(&user) else {
+            return Vec::new();
+        };
+        let mut customers: Vec<_> = self
+            .customers
+            .values()
+            .filter(|c| user.reaches(c.id))
+            .collect();
+        customers.sort_by(|a, b| a.name.cmp(&b.name));
+        customers
+    }
+
+    fn admins(&self) -> usize {
+        self.users.values().filter(|u| u.admin).count()
+    }
+}
+
+/// The commands on an MSP tenant. Ids, times and codes come in from the caller.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum MspCommand {
+    SignUp {
+        tenant_id: TenantId,
+        name: String,
+        display_name: String,
+        admin_user_id: UserId,
+        admin_email: String,
+    },
+    SetUserSource {
+        source: UserSource,
+    },
+    AddUser {
+        user_id: UserId,
+        email: String,
+        first_name: Option<String>,
+        last_name: Option<String>,
+    },
+    RemoveUser {
+        user_id: UserId,
+    },
+    MakeAdmin {
+        user_id: UserId,
+    },
+    RevokeAdmin {
+        user_id: UserId,
+    },
+    /// Answers the same whether or not the email is known (no enumeration); the caller mails
+    /// `code` only if the decision issued one.
+    StartOnboarding {
+        email: String,
+        code: String,
+        now: DateTime<Utc>,
+    },
+    CompleteOnboarding {
+        email: String,
+        code: String,
+        device_id: DeviceId,
+        device_name: String,
+        public_key: String,
+        now: DateTime<Utc>,
+    },
+    CreateCustomer {
+        customer_id: TenantId,
+        name: String,
+        display_name: String,
+    },
+    DeleteCustomer {
+        customer_id: TenantId,
+    },
+    Delegate {
+        user_id: UserId,
+        customer_id: TenantId,
+    },
+    RevokeDelegation {
+        user_id: UserId,
+        customer_id: TenantId,
+    },
+    /// `tenant_id` is this MSP or one of its customers.
+    GrantAuditor {
+        user_id: UserId,
+        tenant_id: TenantId,
+    },
+    RevokeAuditor {
+        user_id: UserId,
+        tenant_id: TenantId,
+    },
+}
+
+/// The claim that keeps a host label unique across the platform.
+pub fn host_claim(label: &str) -> Claim {
+    Claim::new("host", label)
+}
+
+/// The claim that keeps an email unique within one tenant.
+pub fn email_claim(tenant: TenantId, email: &str) -> Claim {
+    Claim::new(format!("email:{tenant}"), validate::email_key(email))
+}
+
+/// Decides `command` against the tenant's current state (`None` before signup).
+pub fn decide(state: Option<&MspTenant>, command: MspCommand) -> Result<Decision, DomainError> {
+    let tenant = match (state, &command) {
+        (None, MspCommand::SignUp { .. }) => return sign_up(command),
+        (Some(_), MspCommand::SignUp { .. }) => {
+            return Err(DomainError::Conflict("the tenant already exists".into()));
+        }
+        (None, _) => return Err(DomainError::NotFound("tenant")),
+        (Some(tenant), _) => tenant,
+    };
+    match command {
+        MspCommand::SignUp { .. } => Err(DomainError::Conflict("the tenant already exists".into())),
+        MspCommand::SetUserSource { source } => Ok(if tenant.user_source == source {
+            Decision::none()
+        } else {
+            Decision::event(UserSourceSet { source })
+        }),
+        MspCommand::AddUser {
+            user_id,
+            email,
+            first_name,
+            last_name,
+        } => {
+            let mut errors = Vec::new();
+            let email = field(&mut errors, validate::email("email", &email));
+            let first_name = first_name
+                .filter(|n| !n.trim().is_empty())
+                .and_then(|n| field(&mut errors, validate::person_name("first_name", &n)));
+            let last_name = last_name
+                .filter(|n| !n.trim().is_empty())
+                .and_then(|n| field(&mut errors, validate::person_name("last_name", &n)));
+            let Some(email) = email.filter(|_| errors.is_empty()) else {
+                return Err(DomainError::Invalid(errors));
+            };
+            if tenant.user_by_email(&email).is_some() {
+                return Err(DomainError::Conflict(format!(
+                    "a user with email {email} exists"
+                )));
+            }
+            if tenant.users.contains_key(&user_id) {
+                return Err(DomainError::Conflict("the user id is taken".into()));
+            }
+            Ok(Decision::event(MspUserAdded {
+                user_id,
+                email: email.clone(),
+                first_name,
+                last_name,
+            })
+            .claim(email_claim(tenant.id, &email)))
+        }
+        MspCommand::RemoveUser { user_id } => {
+            let user = tenant
+                .users
+                .get(&user_id)
+                .ok_or(DomainError::NotFound("user"))?;
+            if user.admin && tenant.admins() == 1 {
+                return Err(DomainError::Conflict(
+                    "the last admin cannot be removed".into(),
+                ));
+            }
+            Ok(Decision::event(MspUserRemoved { user_id })
+                .release(email_claim(tenant.id, &user.email)))
+        }
+        MspCommand::MakeAdmin { user_id } => {
+            let user = tenant
+                .users
+                .get(&user_id)
+                .ok_or(DomainError::NotFound("user"))?;
+            Ok(if user.admin {
+                Decision::none()
+            } else {
+                Decision::event(AdminGranted { user_id })
+            })
+        }
+        MspCommand::RevokeAdmin { user_id } => {
+            let user = tenant
+                .users
+                .get(&user_id)
+                .ok_or(DomainError::NotFound("user"))?;
+            if !user.admin {
+                return Ok(Decision::none());
+            }
+            if tenant.admins() == 1 {
+                return Err(DomainError::Conflict(
+                    "the last admin keeps the role".into(),
+                ));
+            }
+            Ok(Decision::event(AdminRevoked { user_id }))
+        }
+        MspCommand::StartOnboarding { email, code, now } => {
+            match tenant.user_by_email(&email).filter(|u| !u.is_onboarded()) {
+                None => Ok(Decision::none()),
+                Some(user) => Ok(Decision::event(OnboardingCodeIssued {
+                    user_id: user.id,
+                    code_digest: onboarding::code_digest(user.id, &code),
+                    expires_at: now + CODE_LIFETIME,
+                })),
+            }
+        }
+        MspCommand::CompleteOnboarding {
+            email,
+            code,
+            device_id,
+            device_name,
+            public_key,
+            now,
+        } => {
+            let refused =
+                || DomainError::Unauthenticated("the code is wrong or has expired".into());
+            let user = tenant.user_by_email(&email).ok_or_else(refused)?;
+            let pending = user.pending_code.as_ref().ok_or_else(refused)?;
+            if pending.expires_at <= now {
+                return Err(refused());
+            }
+            let digest = onboarding::code_digest(user.id, &code);
+            if !bool::from(digest.as_bytes().ct_eq(pending.digest.as_bytes())) {
+                // The failure is recorded, so that tries are counted across requests.
+                return Ok(
+                    Decision::event(OnboardingCodeRejected { user_id: user.id }).refuse(refused())
+                );
+            }
+            let mut errors = Vec::new();
+            let device_name = field(
+                &mut errors,
+                validate::display_name("device_name", &device_name),
+            );
+            field(
+                &mut errors,
+                onboarding::public_key("device_public_key", &public_key),
+            );
+            let Some(device_name) = device_name.filter(|_| errors.is_empty()) else {
+                return Err(DomainError::Invalid(errors));
+            };
+            if tenant
+                .users
+                .values()
+                .any(|u| u.devices.contains_key(&device_id))
+            {
+                return Err(DomainError::Conflict("the device id is taken".into()));
+            }
+            Ok(Decision::event(DeviceEnrolled {
+                user_id: user.id,
+                device_id,
+                device_name,
+                public_key,
+            }))
+        }
+        MspCommand::CreateCustomer {
+            customer_id,
+            name,
+            display_name,
+        } => {
+            let mut errors = Vec::new();
+            let name = field(&mut errors, validate::tenant_name("name", &name));
+            let label = name
+                .as_ref()
+                .and_then(|n| field(&mut errors, validate::customer_host_label(n, &tenant.name)));
+            let display_name = field(
+                &mut errors,
+                validate::display_name("display_name", &display_name),
+            );
+            let (Some(name), Some(host_label), Some(display_name)) = (name, label, display_name)
+            else {
+                return Err(DomainError::Invalid(errors));
+            };
+            if tenant.customer_by_name(&name).is_some()
+                || tenant.customers.contains_key(&customer_id)
+            {
+                return Err(DomainError::Conflict(format!("customer {name} exists")));
+            }
+            Ok(Decision::event(CustomerTenantCreated {
+                customer_id,
+                name,
+                display_name,
+                host_label: host_label.clone(),
+            })
+            .claim(host_claim(&host_label)))
+        }
+        MspCommand::DeleteCustomer { customer_id } => {
+            let customer = tenant
+                .customers
+                .get(&customer_id)
+                .ok_or(DomainError::NotFound("customer"))?;
+            Ok(Decision::event(CustomerTenantDeleted {
+                customer_id,
+                name: customer.name.clone(),
+            }))
+        }
+        MspCommand::Delegate {
+            user_id,
+            customer_id,
+        } => {
+            let user = tenant
+                .users
+                .get(&user_id)
+                .ok_or(DomainError::NotFound("user"))?;
+            tenant
+                .customers
+                .get(&customer_id)
+                .ok_or(DomainError::NotFound("customer"))?;
+            Ok(if user.delegations.contains(&customer_id) {
+                Decision::none()
+            } else {
+                Decision::event(TechnicianDelegated {
+                    user_id,
+                    customer_id,
+                })
+            })
+        }
+        MspCommand::GrantAuditor { user_id, tenant_id } => {
+            let user = tenant
+                .users
+                .get(&user_id)
+                .ok_or(DomainError::NotFound("user"))?;
+            if tenant_id != tenant.id && !tenant.customers.contains_key(&tenant_id) {
+                return Err(DomainError::NotFound("customer"));
+            }
+            Ok(if user.auditor_of.contains(&tenant_id) {
+                Decision::none()
+            } else {
+                Decision::event(AuditorGranted { user_id, tenant_id })
+            })
+        }
+        MspCommand::RevokeAuditor { user_id, tenant_id } => {
+            let user = tenant
+                .users
+                .get(&user_id)
+                .ok_or(DomainError::NotFound("user"))?;
+            if !user.auditor_of.contains(&tenant_id) {
+                return Err(DomainError::NotFound("auditor role"));
+            }
+            Ok(Decision::event(AuditorRevoked { user_id, tenant_id }))
+        }
+        MspCommand::RevokeDelegation {
+            user_id,
+            customer_id,
+        } => {
+            let user = tenant
+                .users
+                .get(&user_id)
+                .ok_or(DomainError::NotFound("user"))?;
+            if !user.delegations.contains(&customer_id) {
+                return Err(DomainError::NotFound("delegation"));
+            }
+            Ok(Decision::event(DelegationRevoked {
+                user_id,
+                customer_id,
+            }))
+        }
+    }
+}
+
+fn sign_up(command: MspCommand) -> Result<Decision, DomainError> {
+    let MspCommand::SignUp {
+        tenant_id,
+        name,
+        display_name,
+        admin_user_id,
+        admin_email,
+    } = command
+    else {
+        return Err(DomainError::Conflict("not a signup".into()));
+    };
+    let mut errors = Vec::new();
+    let name = field(&mut errors, validate::tenant_name("name", &name));
+    let display_name = field(
+        &mut errors,
+        validate::display_name("display_name", &display_name),
+    );
+    let admin_email = field(&mut errors, validate::email("admin_email", &admin_email));
+    let (Some(name), Some(display_name), Some(admin_email)) = (name, display_name, admin_email)
+    else {
+        return Err(DomainError::Invalid(errors));
+    };
+    Ok(Decision::event(MspTenantCreated {
+        tenant_id,
+        name: name.clone(),
+        display_name,
+        host_label: name.clone(),
+        admin_user_id,
+        admin_email: admin_email.clone(),
+    })
+    .claim(host_claim(&name))
+    .claim(email_claim(tenant_id, &admin_email)))
+}

@@ -1,0 +1,656 @@
+//! The customer tenant, given/when/then, with real sealing: step 6 of the quick start and the
+//! desktop's commands.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use domain::crypto::{Argon2Params, DataKey, Sealed};
+use domain::customer::{self, CustomerCommand as C, CustomerTenant, Sealer};
+use domain::decision::{Claim, Decision, DomainError};
+use domain::event::*;
+use domain::ids::{DeviceId, TenantId, UserId};
+use domain::validate::PasswordPolicy;
+use uuid::Uuid;
+
+const MSP: TenantId = TenantId(Uuid::from_u128(1));
+const TENANT: TenantId = TenantId(Uuid::from_u128(2));
+const BILLY: UserId = UserId(Uuid::from_u128(20));
+const AGENT: DeviceId = DeviceId(Uuid::from_u128(30));
+const FAST: Argon2Params = Argon2Params {
+    memory_kib: 256,
+    iterations: 1,
+    parallelism: 1,
+};
+
+fn key() -> DataKey {
+    DataKey::new(1, [7; 32])
+}
+
+fn now() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 22, 12, 0, 0).unwrap()
+}
+
+fn sealer(key: &DataKey) -> Sealer<'_> {
+    Sealer {
+        key,
+        tenant: TENANT,
+    }
+}
+
+fn password(text: &str) -> Sealed {
+    sealer(&key())
+        .password(
+            &PasswordPolicy::default(),
+            FAST,
+            BILLY,
+            text,
+            [1; 16],
+            [2; 24],
+        )
+        .unwrap()
+}
+
+fn opened() -> Vec<Event> {
+    vec![
+        CustomerTenantOpened {
+            tenant_id: TENANT,
+            msp_id: MSP,
+            name: "globex".into(),
+            display_name: "Globex".into(),
+            host_label: "globex-acme".into(),
+        }
+        .into(),
+    ]
+}
+
+fn with(mut events: Vec<Event>, more: impl IntoIterator<Item = Event>) -> Vec<Event> {
+    events.extend(more);
+    events
+}
+
+fn keyed() -> Vec<Event> {
+    with(opened(), [MasterKeyEnabled { key_version: 1 }.into()])
+}
+
+fn create_billy(password: Option<Sealed>) -> C {
+    C::CreateUser {
+        user_id: BILLY,
+        first_name: "Billy".into(),
+        last_name: "Jones".into(),
+        username: "Billy".into(),
+        email: "billy@globex.example".into(),
+        password,
+        personal_email: None,
+    }
+}
+
+fn billy() -> Vec<Event> {
+    let decision = when(&keyed(), create_billy(Some(password("correct horse")))).unwrap();
+    with(keyed(), decision.events)
+}
+
+fn when(given: &[Event], command: C) -> Result<Decision, DomainError> {
+    let state = CustomerTenant::replay(given).unwrap();
+    customer::decide(state.as_ref(), command)
+}
+
+fn state(events: &[Event]) -> CustomerTenant {
+    CustomerTenant::replay(events).unwrap().unwrap()
+}
+
+fn invalid_fields(result: Result<Decision, DomainError>) -> Vec<&'static str> {
+    match result {
+        Err(DomainError::Invalid(errors)) => errors.iter().map(|e| e.field).collect(),
+        other => panic!("expected invalid input, got {other:?}"),
+    }
+}
+
+#[test]
+fn commands_need_an_opened_tenant() {
+    assert_eq!(
+        when(&[], C::DisableMasterKey),
+        Err(DomainError::NotFound("tenant"))
+    );
+    let open = C::Open {
+        tenant_id: TENANT,
+        msp_id: MSP,
+        name: "globex".into(),
+        display_name: "Globex".into(),
+        host_label: "globex-acme".into(),
+    };
+    assert_eq!(when(&[], open.clone()).unwrap().events, opened());
+    assert!(matches!(
+        when(&opened(), open),
+        Err(DomainError::Conflict(_))
+    ));
+}
+
+#[test]
+fn the_master_key_is_enabled_once_and_stays_while_data_is_sealed() {
+    let enabled = when(&opened(), C::EnableMasterKey { key_version: 1 }).unwrap();
+    assert_eq!(
+        enabled.events,
+        vec![Event::from(MasterKeyEnabled { key_version: 1 })]
+    );
+    assert_eq!(
+        when(&keyed(), C::EnableMasterKey { key_version: 2 }).unwrap(),
+        Decision::none()
+    );
+    assert_eq!(
+        invalid_fields(when(&opened(), C::EnableMasterKey { key_version: 0 })),
+        vec!["key_version"]
+    );
+    assert_eq!(
+        when(&keyed(), C::DisableMasterKey).unwrap().events,
+        vec![Event::from(MasterKeyDisabled { key_version: 1 })]
+    );
+    assert!(matches!(
+        when(&billy(), C::DisableMasterKey),
+        Err(DomainError::Conflict(_))
+    ));
+}
+
+#[test]
+fn desktop_login_is_configured() {
+    let decision = when(
+        &opened(),
+        C::ConfigureDesktopLogin {
+            enabled: true,
+            method: DesktopLoginMethod::Password,
+        },
+    )
+    .unwrap();
+    let given = with(opened(), decision.events);
+    assert_eq!(
+        state(&given).desktop_login,
+        Some((true, DesktopLoginMethod::Password))
+    );
+    assert_eq!(
+        when(
+            &given,
+            C::ConfigureDesktopLogin {
+                enabled: true,
+                method: DesktopLoginMethod::Password
+            }
+        )
+        .unwrap(),
+        Decision::none()
+    );
+}
+
+#[test]
+fn users_are_created_with_a_sealed_password_and_a_unique_username() {
+    let sealed = password("correct horse");
+    let decision = when(&keyed(), create_billy(Some(sealed.clone()))).unwrap();
+    assert_eq!(
+        decision.claims,
+        vec![Claim::new(format!("username:{TENANT}"), "billy")]
+    );
+    assert_eq!(decision.events.len(), 2);
+    assert_eq!(
+        decision.events[1],
+        Event::from(PasswordSet {
+            user_id: BILLY,
+            verifier: sealed,
+            password_version: 1
+        })
+    );
+    let tenant = state(&with(keyed(), decision.events.clone()));
+    assert_eq!(tenant.active_users(), 1);
+    for event in &decision.events {
+        let json = String::from_utf8(event.to_json().unwrap()).unwrap();
+        assert!(
+            !json.contains("correct horse") && !json.contains("argon2"),
+            "{json}"
+        );
+    }
+    let stored = &tenant.users[&BILLY].password.as_ref().unwrap().0;
+    assert!(customer::verify_password(&key(), TENANT, BILLY, stored, "correct horse").unwrap());
+    assert!(!customer::verify_password(&key(), TENANT, BILLY, stored, "wrong horse").unwrap());
+
+    let mut upper = create_billy(None);
+    if let C::CreateUser {
+        user_id, username, ..
+    } = &mut upper
+    {
+        *user_id = UserId(Uuid::from_u128(21));
+        *username = "BILLY".into();
+    }
+    assert!(
+        matches!(when(&billy(), upper), Err(DomainError::Conflict(_))),
+        "case-insensitive"
+    );
+}
+
+#[test]
+fn secrets_need_the_master_key_and_its_current_version() {
+    assert!(matches!(
+        when(&opened(), create_billy(Some(password("correct horse")))),
+        Err(DomainError::Conflict(_))
+    ));
+    assert!(
+        when(&opened(), create_billy(None)).is_ok(),
+        "a user without secrets needs no key"
+    );
+    let old_key = DataKey::new(2, [7; 32]);
+    let wrong_version = sealer(&old_key)
+        .password(
+            &PasswordPolicy::default(),
+            FAST,
+            BILLY,
+            "correct horse",
+            [1; 16],
+            [2; 24],
+        )
+        .unwrap();
+    assert!(matches!(
+        when(&keyed(), create_billy(Some(wrong_version))),
+        Err(DomainError::Conflict(_))
+    ));
+}
+
+#[test]
+fn a_verifier_moved_to_another_user_does_not_open() {
+    let stored = password("correct horse");
+    let mallory = UserId(Uuid::from_u128(66));
+    assert!(customer::verify_password(&key(), TENANT, mallory, &stored, "correct horse").is_err());
+    let other_tenant = TenantId(Uuid::from_u128(3));
+    assert!(
+        customer::verify_password(&key(), other_tenant, BILLY, &stored, "correct horse").is_err()
+    );
+}
+
+#[test]
+fn every_kind_of_invalid_user_is_refused_with_its_field() {
+    for bad in [
+        "",
+        "a/b",
+        "a\\b",
+        "a[b",
+        "a]b",
+        "a:b",
+        "a;b",
+        "a|b",
+        "a=b",
+        "a,b",
+        "a+b",
+        "a*b",
+        "a?b",
+        "a<b",
+        "a>b",
+        "a@b",
+        "a\"b",
+        "...",
+        "  ",
+        &"x".repeat(21),
+    ] {
+        let mut command = create_billy(None);
+        if let C::CreateUser { username, .. } = &mut command {
+            *username = bad.into();
+        }
+        assert_eq!(
+            invalid_fields(when(&keyed(), command)),
+            vec!["username"],
+            "{bad:?}"
+        );
+    }
+    let all_bad = C::CreateUser {
+        user_id: BILLY,
+        first_name: " ".into(),
+        last_name: "\u{202e}x".into(),
+        username: "a/b".into(),
+        email: "nope".into(),
+        password: None,
+        personal_email: None,
+    };
+    assert_eq!(
+        invalid_fields(when(&keyed(), all_bad)),
+        vec!["first_name", "last_name", "username", "email"]
+    );
+    let policy = PasswordPolicy::default();
+    let short = sealer(&key()).password(&policy, FAST, BILLY, "short", [1; 16], [2; 24]);
+    assert!(matches!(short, Err(DomainError::Invalid(e)) if e[0].field == "password"));
+    let bad_email = sealer(&key()).personal_email(BILLY, "not-an-email", [3; 24]);
+    assert!(matches!(bad_email, Err(DomainError::Invalid(e)) if e[0].field == "personal_email"));
+}
+
+#[test]
+fn password_changes_bump_the_version_agents_compare() {
+    let decision = when(
+        &billy(),
+        C::SetPassword {
+            user_id: BILLY,
+            verifier: password("battery staple"),
+        },
+    )
+    .unwrap();
+    let Event::PasswordSet(set) = &decision.events[0] else {
+        panic!()
+    };
+    assert_eq!(set.password_version, 2);
+    let tenant = state(&with(billy(), decision.events));
+    let stored = &tenant.users[&BILLY].password.as_ref().unwrap().0;
+    assert!(customer::verify_password(&key(), TENANT, BILLY, stored, "battery staple").unwrap());
+    assert!(!customer::verify_password(&key(), TENANT, BILLY, stored, "correct horse").unwrap());
+    assert_eq!(
+        when(
+            &billy(),
+            C::SetPassword {
+                user_id: UserId(Uuid::nil()),
+                verifier: password("x23456789")
+            }
+        ),
+        Err(DomainError::NotFound("user"))
+    );
+}
+
+#[test]
+fn users_are_updated_disabled_and_deleted() {
+    let personal = sealer(&key())
+        .personal_email(BILLY, "billy@home.example", [4; 24])
+        .unwrap();
+    let update = C::UpdateUser {
+        user_id: BILLY,
+        first_name: Some("William".into()),
+        last_name: None,
+        email: None,
+        personal_email: Some(Some(personal.clone())),
+        enabled: Some(false),
+    };
+    let decision = when(&billy(), update).unwrap();
+    assert_eq!(
+        decision.events,
+        vec![
+            Event::from(DirectoryUserUpdated {
+                user_id: BILLY,
+                first_name: "William".into(),
+                last_name: "Jones".into(),
+                email: "billy@globex.example".into(),
+                personal_email: Some(personal),
+            }),
+            Event::from(DirectoryUserDisabled { user_id: BILLY }),
+        ]
+    );
+    let json = String::from_utf8(decision.events[0].to_json().unwrap()).unwrap();
+    assert!(
+        !json.contains("home.example"),
+        "the personal email is sealed: {json}"
+    );
+    let given = with(billy(), decision.events);
+    assert_eq!(
+        state(&given).active_users(),
+        0,
+        "a disabled user is not active"
+    );
+    let same = C::UpdateUser {
+        user_id: BILLY,
+        first_name: Some("William".into()),
+        last_name: None,
+        email: None,
+        personal_email: None,
+        enabled: Some(false),
+    };
+    assert_eq!(when(&given, same).unwrap(), Decision::none());
+    let bad = C::UpdateUser {
+        user_id: BILLY,
+        first_name: None,
+        last_name: None,
+        email: Some("x".into()),
+        personal_email: None,
+        enabled: None,
+    };
+    assert_eq!(invalid_fields(when(&given, bad)), vec!["email"]);
+
+    let deleted = when(&given, C::DeleteUser { user_id: BILLY }).unwrap();
+    assert_eq!(
+        deleted.releases,
+        vec![Claim::new(format!("username:{TENANT}"), "billy")]
+    );
+    assert!(state(&with(given, deleted.events)).users.is_empty());
+}
+
+#[test]
+fn passwordless_users_count_as_active() {
+    let given = with(keyed(), when(&keyed(), create_billy(None)).unwrap().events);
+    assert_eq!(state(&given).active_users(), 0);
+    let decision = when(&given, C::EnablePasswordless { user_id: BILLY }).unwrap();
+    let given = with(given, decision.events);
+    assert_eq!(state(&given).active_users(), 1);
+    assert_eq!(
+        when(&given, C::EnablePasswordless { user_id: BILLY }).unwrap(),
+        Decision::none()
+    );
+}
+
+fn image(n: u8) -> ImageRef {
+    ImageRef {
+        blob: format!("{n:064x}"),
+        media_type: "image/png".into(),
+        width: 10,
+        height: 10,
+    }
+}
+
+#[test]
+fn branding_changes_carry_a_growing_version() {
+    let first = when(
+        &opened(),
+        C::UpdateBranding {
+            background: Some(image(1)),
+            logo: None,
+            text: Some(" Welcome ".into()),
+        },
+    )
+    .unwrap();
+    let given = with(opened(), first.events);
+    let second = when(
+        &given,
+        C::UpdateBranding {
+            background: None,
+            logo: Some(image(2)),
+            text: None,
+        },
+    )
+    .unwrap();
+    let branding = state(&with(given.clone(), second.events)).branding;
+    assert_eq!(branding.version, 2);
+    assert_eq!(branding.background, Some(image(1)), "kept");
+    assert_eq!(branding.logo, Some(image(2)));
+    assert_eq!(branding.text.as_deref(), Some("Welcome"));
+    let too_long = C::UpdateBranding {
+        background: None,
+        logo: None,
+        text: Some("x".repeat(501)),
+    };
+    assert_eq!(invalid_fields(when(&given, too_long)), vec!["text"]);
+}
+
+#[test]
+fn the_shared_admin_account_is_a_windows_username() {
+    let decision = when(
+        &opened(),
+        C::ConfigureSharedAccount {
+            username: "idem-admin".into(),
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        decision.events,
+        vec![Event::from(SharedAccountConfigured {
+            username: "idem-admin".into()
+        })]
+    );
+    assert_eq!(
+        invalid_fields(when(
+            &opened(),
+            C::ConfigureSharedAccount {
+                username: "admin@corp".into()
+            }
+        )),
+        vec!["username"]
+    );
+}
+
+#[test]
+fn agents_enroll_once_per_token_before_it_expires() {
+    let token = Uuid::from_u128(40);
+    let issued = when(
+        &opened(),
+        C::IssueEnrollmentToken {
+            token_id: token,
+            token_digest: "d1".into(),
+            expires_at: now() + Duration::hours(1),
+        },
+    )
+    .unwrap();
+    let given = with(opened(), issued.events);
+    let enroll = |digest: &str, at: DateTime<Utc>| C::EnrollAgent {
+        token_digest: digest.into(),
+        device_id: AGENT,
+        hostname: "WS-001".into(),
+        credential_digest: "c1".into(),
+        now: at,
+    };
+    let enrolled = when(&given, enroll("d1", now())).unwrap();
+    assert_eq!(
+        enrolled.events,
+        vec![Event::from(AgentEnrolled {
+            device_id: AGENT,
+            token_id: token,
+            hostname: "WS-001".into(),
+            credential_digest: "c1".into()
+        })]
+    );
+    assert!(matches!(
+        when(&given, enroll("other", now())),
+        Err(DomainError::Unauthenticated(_))
+    ));
+    assert!(matches!(
+        when(&given, enroll("d1", now() + Duration::hours(1))),
+        Err(DomainError::Unauthenticated(_))
+    ));
+    let given = with(given, enrolled.events);
+    assert!(
+        matches!(
+            when(&given, enroll("d1", now())),
+            Err(DomainError::Unauthenticated(_))
+        ),
+        "one use"
+    );
+
+    let login = DesktopLoginRecorded {
+        device_id: AGENT,
+        username: "billy".into(),
+        user_id: Some(BILLY),
+        method: DesktopLoginMethod::Password,
+        outcome: AttemptOutcome::Succeeded,
+        local_account: Some(LocalAccountAction::Takeover),
+    };
+    assert_eq!(
+        when(&given, C::RecordDesktopLogin(login.clone()))
+            .unwrap()
+            .events,
+        vec![Event::from(login.clone())]
+    );
+    let revoked = when(&given, C::RevokeAgent { device_id: AGENT }).unwrap();
+    let given = with(given, revoked.events);
+    assert_eq!(
+        when(&given, C::RecordDesktopLogin(login)),
+        Err(DomainError::NotFound("device"))
+    );
+    assert_eq!(
+        when(&given, C::RevokeAgent { device_id: AGENT }),
+        Err(DomainError::NotFound("device"))
+    );
+}
+
+#[test]
+fn every_event_of_the_catalogue_round_trips() {
+    let msp_events = 15;
+    let history = with(
+        billy(),
+        [
+            UserSourceSet {
+                source: UserSource::Local,
+            }
+            .into(),
+            DesktopLoginConfigured {
+                enabled: true,
+                method: DesktopLoginMethod::Passwordless,
+            }
+            .into(),
+            DirectoryUserUpdated {
+                user_id: BILLY,
+                first_name: "B".into(),
+                last_name: "J".into(),
+                email: "b@g.example".into(),
+                personal_email: None,
+            }
+            .into(),
+            DirectoryUserDisabled { user_id: BILLY }.into(),
+            DirectoryUserEnabled { user_id: BILLY }.into(),
+            PasswordlessEnabled { user_id: BILLY }.into(),
+            BrandingUpdated {
+                version: 1,
+                background: Some(image(1)),
+                logo: None,
+                text: None,
+            }
+            .into(),
+            SharedAccountConfigured {
+                username: "idem-admin".into(),
+            }
+            .into(),
+            EnrollmentTokenIssued {
+                token_id: Uuid::from_u128(40),
+                token_digest: "d".into(),
+                expires_at: now(),
+            }
+            .into(),
+            AgentEnrolled {
+                device_id: AGENT,
+                token_id: Uuid::from_u128(40),
+                hostname: "WS".into(),
+                credential_digest: "c".into(),
+            }
+            .into(),
+            ElevationRecorded {
+                device_id: AGENT,
+                msp_id: MSP,
+                technician_id: UserId(Uuid::from_u128(11)),
+                account: "idem-admin".into(),
+                outcome: AttemptOutcome::Denied,
+            }
+            .into(),
+            DesktopLoginRecorded {
+                device_id: AGENT,
+                username: "x".into(),
+                user_id: None,
+                method: DesktopLoginMethod::Password,
+                outcome: AttemptOutcome::UnknownUser,
+                local_account: None,
+            }
+            .into(),
+            AgentRevoked { device_id: AGENT }.into(),
+            DirectoryUserDeleted { user_id: BILLY }.into(),
+            MasterKeyDisabled { key_version: 1 }.into(),
+        ],
+    );
+    let mut seen = std::collections::BTreeSet::new();
+    for event in &history {
+        let stored = event.to_json().unwrap();
+        assert_eq!(
+            &Event::from_stored(event.type_name(), event.schema_version(), &stored).unwrap(),
+            event
+        );
+        seen.insert(event.type_name());
+    }
+    assert!(
+        CustomerTenant::replay(&history).unwrap().is_some(),
+        "the history folds"
+    );
+    assert_eq!(
+        seen.len() + msp_events - 1,
+        CATALOGUE.len(),
+        "with the MSP's 15 (UserSourceSet is in both), every event is exercised"
+    );
+}
