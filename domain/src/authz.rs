@@ -241,6 +241,8 @@ impl CustomerCommand {
             | C::DeleteUser { .. }
             | C::SetPassword { .. }
             | C::EnablePasswordless { .. } => Action::ManageDirectory,
+            C::StartOnboarding { .. } => Action::StartOnboarding,
+            C::CompleteOnboarding { .. } => Action::CompleteOnboarding,
             C::UpdateBranding { .. } => Action::ManageBranding,
             C::ConfigureSharedAccount { .. } => Action::ManageSharedAccount,
             C::IssueEnrollmentToken { .. } | C::RevokeAgent { .. } => Action::ManageAgents,

@@ -16,6 +16,7 @@ use crate::crypto::{Argon2Params, DataKey, PasswordVerifier, Sealed};
 use crate::decision::{Claim, Decision, DomainError, field};
 use crate::event::*;
 use crate::ids::{DeviceId, TenantId, UserId};
+use crate::onboarding::{Attempt, Enrollment};
 use crate::validate::{self, FieldError, PasswordPolicy};
 
 #[derive(Clone, PartialEq, Eq, Debug)]
@@ -48,13 +49,15 @@ pub struct DirectoryUser {
     pub password: Option<(Sealed, u32)>,
     /// Versions count up over the user's life, never reused after a reset.
     pub password_version: u32,
+    /// Invited to passwordless MFA: may onboard a phone with a code sent to `email`.
     pub passwordless: bool,
+    pub enrollment: Enrollment,
 }
 
 impl DirectoryUser {
-    /// "Active users" of the portal: enabled and able to log in.
+    /// "Active users" of the portal: enabled, with a password set or a phone enrolled.
     pub fn is_active(&self) -> bool {
-        self.enabled && (self.password.is_some() || self.passwordless)
+        self.enabled && (self.password.is_some() || self.enrollment.is_onboarded())
     }
 
     fn holds_sealed_data(&self) -> bool {
@@ -149,6 +152,7 @@ impl CustomerTenant {
                         password: None,
                         password_version: 0,
                         passwordless: false,
+                        enrollment: Enrollment::default(),
                     },
                 );
             }
@@ -231,6 +235,24 @@ impl CustomerTenant {
                     .remove(&e.device_id)
                     .ok_or_else(|| corrupt("agent"))?;
             }
+            Event::OnboardingCodeIssued(e) => self
+                .users
+                .get_mut(&e.user_id)
+                .ok_or_else(|| corrupt("user"))?
+                .enrollment
+                .code_issued(e),
+            Event::OnboardingCodeRejected(e) => self
+                .users
+                .get_mut(&e.user_id)
+                .ok_or_else(|| corrupt("user"))?
+                .enrollment
+                .code_rejected(),
+            Event::DeviceEnrolled(e) => self
+                .users
+                .get_mut(&e.user_id)
+                .ok_or_else(|| corrupt("user"))?
+                .enrollment
+                .device_enrolled(e),
             Event::DesktopLoginRecorded(_) | Event::ElevationRecorded(_) => {}
             other => {
                 return Err(DomainError::Corrupt(format!(
@@ -248,6 +270,14 @@ impl CustomerTenant {
         self.users
             .values()
             .find(|u| validate::username_key(&u.username) == key)
+    }
+
+    /// An enabled user invited to passwordless MFA, by company email (case-insensitive).
+    pub fn passwordless_user_by_email(&self, email: &str) -> Option<&DirectoryUser> {
+        let key = validate::email_key(email);
+        self.users
+            .values()
+            .find(|u| u.enabled && u.passwordless && validate::email_key(&u.email) == key)
     }
 
     /// "Active users" of the MSP portal's customers table.
@@ -410,6 +440,17 @@ pub enum CustomerCommand {
     },
     EnablePasswordless {
         user_id: UserId,
+    },
+    /// A passwordless user asks for a code at their company email. Answers the same whether or
+    /// not the email is known; the caller mails `code` only if the decision issued one.
+    StartOnboarding {
+        email: String,
+        code: String,
+        now: DateTime<Utc>,
+    },
+    CompleteOnboarding {
+        email: String,
+        attempt: Attempt,
     },
     /// Fields not given keep their value; images are checked by the caller with
     /// [`validate::image`] and stored as blobs.
@@ -630,6 +671,19 @@ fn decide_on(t: &CustomerTenant, command: CustomerCommand) -> Result<Decision, D
             } else {
                 Decision::event(PasswordlessEnabled { user_id })
             })
+        }
+        C::StartOnboarding { email, code, now } => Ok(t
+            .passwordless_user_by_email(&email)
+            .map_or_else(Decision::none, |u| u.enrollment.issue(u.id, &code, now))),
+        C::CompleteOnboarding { email, attempt } => {
+            let user = t.passwordless_user_by_email(&email).ok_or_else(|| {
+                DomainError::Unauthenticated("the code is wrong or has expired".into())
+            })?;
+            let device_taken = t
+                .users
+                .values()
+                .any(|u| u.enrollment.devices.contains_key(&attempt.device_id));
+            user.enrollment.complete(user.id, attempt, device_taken)
         }
         C::UpdateBranding {
             background,

@@ -4,19 +4,15 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use chrono::{DateTime, Duration, Utc};
-use subtle::ConstantTimeEq;
+use chrono::{DateTime, Utc};
 
 use crate::decision::{Claim, Decision, DomainError, field};
 use crate::event::*;
 use crate::ids::{DeviceId, TenantId, UserId};
-use crate::onboarding;
+use crate::onboarding::{Attempt, Enrollment};
 use crate::validate;
 
-/// How long an onboarding code lives.
-pub const CODE_LIFETIME: Duration = Duration::minutes(15);
-/// Wrong tries that end an onboarding code.
-pub const CODE_TRIES: u32 = 5;
+pub use crate::onboarding::{CODE_LIFETIME, CODE_TRIES};
 
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct MspTenant {
@@ -36,25 +32,10 @@ pub struct MspUser {
     pub first_name: Option<String>,
     pub last_name: Option<String>,
     pub admin: bool,
-    pub devices: BTreeMap<DeviceId, Device>,
-    pub pending_code: Option<PendingCode>,
+    pub enrollment: Enrollment,
     pub delegations: BTreeSet<TenantId>,
     /// Tenants (this MSP or its customers) whose audit log the user may read.
     pub auditor_of: BTreeSet<TenantId>,
-}
-
-#[derive(Clone, PartialEq, Eq, Debug)]
-pub struct Device {
-    pub id: DeviceId,
-    pub name: String,
-    pub public_key: String,
-}
-
-#[derive(Clone, PartialEq, Eq, Debug)]
-pub struct PendingCode {
-    pub digest: String,
-    pub expires_at: DateTime<Utc>,
-    pub failures: u32,
 }
 
 #[derive(Clone, PartialEq, Eq, Debug)]
@@ -68,7 +49,7 @@ pub struct Customer {
 impl MspUser {
     /// Onboarded: has at least one enrolled device to log in with.
     pub fn is_onboarded(&self) -> bool {
-        !self.devices.is_empty()
+        self.enrollment.is_onboarded()
     }
 
     /// Whether this user can open `customer`: admins reach all, technicians their delegations.
@@ -106,8 +87,7 @@ impl MspTenant {
             first_name: None,
             last_name: None,
             admin: true,
-            devices: BTreeMap::new(),
-            pending_code: None,
+            enrollment: Enrollment::default(),
             delegations: BTreeSet::new(),
             auditor_of: BTreeSet::new(),
         };
@@ -138,8 +118,7 @@ impl MspTenant {
                         first_name: e.first_name.clone(),
                         last_name: e.last_name.clone(),
                         admin: false,
-                        devices: BTreeMap::new(),
-                        pending_code: None,
+                        enrollment: Enrollment::default(),
                         delegations: BTreeSet::new(),
                         auditor_of: BTreeSet::new(),
                     },
@@ -160,36 +139,21 @@ impl MspTenant {
                     .ok_or_else(|| missing("user"))?
                     .admin = false
             }
-            Event::OnboardingCodeIssued(e) => {
-                self.user_mut(e.user_id)
-                    .ok_or_else(|| missing("user"))?
-                    .pending_code = Some(PendingCode {
-                    digest: e.code_digest.clone(),
-                    expires_at: e.expires_at,
-                    failures: 0,
-                });
-            }
-            Event::OnboardingCodeRejected(e) => {
-                let user = self.user_mut(e.user_id).ok_or_else(|| missing("user"))?;
-                if let Some(code) = &mut user.pending_code {
-                    code.failures += 1;
-                    if code.failures >= CODE_TRIES {
-                        user.pending_code = None;
-                    }
-                }
-            }
-            Event::DeviceEnrolled(e) => {
-                let user = self.user_mut(e.user_id).ok_or_else(|| missing("user"))?;
-                user.pending_code = None;
-                user.devices.insert(
-                    e.device_id,
-                    Device {
-                        id: e.device_id,
-                        name: e.device_name.clone(),
-                        public_key: e.public_key.clone(),
-                    },
-                );
-            }
+            Event::OnboardingCodeIssued(e) => self
+                .user_mut(e.user_id)
+                .ok_or_else(|| missing("user"))?
+                .enrollment
+                .code_issued(e),
+            Event::OnboardingCodeRejected(e) => self
+                .user_mut(e.user_id)
+                .ok_or_else(|| missing("user"))?
+                .enrollment
+                .code_rejected(),
+            Event::DeviceEnrolled(e) => self
+                .user_mut(e.user_id)
+                .ok_or_else(|| missing("user"))?
+                .enrollment
+                .device_enrolled(e),
             Event::CustomerTenantCreated(e) => {
                 self.customers.insert(
                     e.customer_id,
@@ -457,16 +421,9 @@ pub fn decide(state: Option<&MspTenant>, command: MspCommand) -> Result<Decision
             }
             Ok(Decision::event(AdminRevoked { user_id }))
         }
-        MspCommand::StartOnboarding { email, code, now } => {
-            match tenant.user_by_email(&email).filter(|u| !u.is_onboarded()) {
-                None => Ok(Decision::none()),
-                Some(user) => Ok(Decision::event(OnboardingCodeIssued {
-                    user_id: user.id,
-                    code_digest: onboarding::code_digest(user.id, &code),
-                    expires_at: now + CODE_LIFETIME,
-                })),
-            }
-        }
+        MspCommand::StartOnboarding { email, code, now } => Ok(tenant
+            .user_by_email(&email)
+            .map_or_else(Decision::none, |u| u.enrollment.issue(u.id, &code, now))),
         MspCommand::CompleteOnboarding {
             email,
             code,
@@ -475,45 +432,21 @@ pub fn decide(state: Option<&MspTenant>, command: MspCommand) -> Result<Decision
             public_key,
             now,
         } => {
-            let refused =
-                || DomainError::Unauthenticated("the code is wrong or has expired".into());
-            let user = tenant.user_by_email(&email).ok_or_else(refused)?;
-            let pending = user.pending_code.as_ref().ok_or_else(refused)?;
-            if pending.expires_at <= now {
-                return Err(refused());
-            }
-            let digest = onboarding::code_digest(user.id, &code);
-            if !bool::from(digest.as_bytes().ct_eq(pending.digest.as_bytes())) {
-                // The failure is recorded, so that tries are counted across requests.
-                return Ok(
-                    Decision::event(OnboardingCodeRejected { user_id: user.id }).refuse(refused())
-                );
-            }
-            let mut errors = Vec::new();
-            let device_name = field(
-                &mut errors,
-                validate::display_name("device_name", &device_name),
-            );
-            field(
-                &mut errors,
-                onboarding::public_key("device_public_key", &public_key),
-            );
-            let Some(device_name) = device_name.filter(|_| errors.is_empty()) else {
-                return Err(DomainError::Invalid(errors));
-            };
-            if tenant
+            let user = tenant.user_by_email(&email).ok_or_else(|| {
+                DomainError::Unauthenticated("the code is wrong or has expired".into())
+            })?;
+            let device_taken = tenant
                 .users
                 .values()
-                .any(|u| u.devices.contains_key(&device_id))
-            {
-                return Err(DomainError::Conflict("the device id is taken".into()));
-            }
-            Ok(Decision::event(DeviceEnrolled {
-                user_id: user.id,
+                .any(|u| u.enrollment.devices.contains_key(&device_id));
+            let attempt = Attempt {
+                code,
                 device_id,
                 device_name,
                 public_key,
-            }))
+                now,
+            };
+            user.enrollment.complete(user.id, attempt, device_taken)
         }
         MspCommand::CreateCustomer {
             customer_id,

@@ -1,11 +1,19 @@
 //! Onboarding material: digests of one-time codes (the code itself is never stored) and the
 //! device public keys users register.
 
+use std::collections::BTreeMap;
+
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use sha2::{Digest, Sha256};
 
-use crate::ids::UserId;
+use chrono::{DateTime, Duration, Utc};
+use subtle::ConstantTimeEq;
+
+use crate::decision::{Decision, DomainError, field};
+use crate::event::{DeviceEnrolled, OnboardingCodeIssued, OnboardingCodeRejected};
+use crate::ids::{DeviceId, UserId};
+use crate::validate;
 use crate::validate::FieldError;
 
 /// The stored form of an onboarding code: SHA-256 over a domain tag, the user and the code,
@@ -27,4 +35,128 @@ pub fn public_key(field: &'static str, encoded: &str) -> Result<[u8; 32], FieldE
     bytes
         .try_into()
         .map_err(|_| FieldError::new(field, "must be a 32-byte Ed25519 public key"))
+}
+
+/// How long an onboarding code lives.
+pub const CODE_LIFETIME: Duration = Duration::minutes(15);
+/// Wrong tries that end an onboarding code.
+pub const CODE_TRIES: u32 = 5;
+
+/// An onboarding code waiting to be entered.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct PendingCode {
+    pub digest: String,
+    pub expires_at: DateTime<Utc>,
+    pub failures: u32,
+}
+
+/// An enrolled authenticator (a phone).
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Device {
+    pub id: DeviceId,
+    pub name: String,
+    pub public_key: String,
+}
+
+/// A user's onboarding state, the same for technicians and directory users.
+#[derive(Clone, PartialEq, Eq, Debug, Default)]
+pub struct Enrollment {
+    pub pending_code: Option<PendingCode>,
+    pub devices: BTreeMap<DeviceId, Device>,
+}
+
+impl Enrollment {
+    pub fn is_onboarded(&self) -> bool {
+        !self.devices.is_empty()
+    }
+
+    pub fn code_issued(&mut self, e: &OnboardingCodeIssued) {
+        self.pending_code = Some(PendingCode {
+            digest: e.code_digest.clone(),
+            expires_at: e.expires_at,
+            failures: 0,
+        });
+    }
+
+    pub fn code_rejected(&mut self) {
+        if let Some(code) = &mut self.pending_code {
+            code.failures += 1;
+            if code.failures >= CODE_TRIES {
+                self.pending_code = None;
+            }
+        }
+    }
+
+    pub fn device_enrolled(&mut self, e: &DeviceEnrolled) {
+        self.pending_code = None;
+        self.devices.insert(
+            e.device_id,
+            Device {
+                id: e.device_id,
+                name: e.device_name.clone(),
+                public_key: e.public_key.clone(),
+            },
+        );
+    }
+
+    /// Issues a code to a user who has yet to onboard.
+    pub fn issue(&self, user: UserId, code: &str, now: DateTime<Utc>) -> Decision {
+        if self.is_onboarded() {
+            return Decision::none();
+        }
+        Decision::event(OnboardingCodeIssued {
+            user_id: user,
+            code_digest: code_digest(user, code),
+            expires_at: now + CODE_LIFETIME,
+        })
+    }
+
+    /// Checks a code and, if right, enrolls the device. A wrong code is refused and recorded.
+    pub fn complete(
+        &self,
+        user: UserId,
+        attempt: Attempt,
+        device_taken: bool,
+    ) -> Result<Decision, DomainError> {
+        let refused = || DomainError::Unauthenticated("the code is wrong or has expired".into());
+        let pending = self.pending_code.as_ref().ok_or_else(refused)?;
+        if pending.expires_at <= attempt.now {
+            return Err(refused());
+        }
+        let digest = code_digest(user, &attempt.code);
+        if !bool::from(digest.as_bytes().ct_eq(pending.digest.as_bytes())) {
+            return Ok(Decision::event(OnboardingCodeRejected { user_id: user }).refuse(refused()));
+        }
+        let mut errors = Vec::new();
+        let device_name = field(
+            &mut errors,
+            validate::display_name("device_name", &attempt.device_name),
+        );
+        field(
+            &mut errors,
+            public_key("device_public_key", &attempt.public_key),
+        );
+        let Some(device_name) = device_name.filter(|_| errors.is_empty()) else {
+            return Err(DomainError::Invalid(errors));
+        };
+        if device_taken {
+            return Err(DomainError::Conflict("the device id is taken".into()));
+        }
+        Ok(Decision::event(DeviceEnrolled {
+            user_id: user,
+            device_id: attempt.device_id,
+            device_name,
+            public_key: attempt.public_key,
+        }))
+    }
+}
+
+/// What a device sends to complete onboarding.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Attempt {
+    pub code: String,
+    pub device_id: DeviceId,
+    pub device_name: String,
+    pub public_key: String,
+    pub now: DateTime<Utc>,
 }

@@ -8,6 +8,7 @@ use domain::customer::{self, CustomerCommand as C, CustomerTenant, Sealer};
 use domain::decision::{Claim, Decision, DomainError};
 use domain::event::*;
 use domain::ids::{DeviceId, TenantId, UserId};
+use domain::onboarding::Attempt;
 use domain::validate::PasswordPolicy;
 use uuid::Uuid;
 
@@ -408,16 +409,93 @@ fn users_are_updated_disabled_and_deleted() {
     assert!(state(&with(given, deleted.events)).users.is_empty());
 }
 
+fn attempt(code: &str) -> Attempt {
+    Attempt {
+        code: code.into(),
+        device_id: DeviceId(Uuid::from_u128(50)),
+        device_name: "Billy's phone".into(),
+        public_key: "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo".into(),
+        now: now(),
+    }
+}
+
 #[test]
-fn passwordless_users_count_as_active() {
+fn passwordless_users_onboard_a_phone_and_then_count_as_active() {
     let given = with(keyed(), when(&keyed(), create_billy(None)).unwrap().events);
-    assert_eq!(state(&given).active_users(), 0);
-    let decision = when(&given, C::EnablePasswordless { user_id: BILLY }).unwrap();
-    let given = with(given, decision.events);
-    assert_eq!(state(&given).active_users(), 1);
+    let start = |email: &str| C::StartOnboarding {
+        email: email.into(),
+        code: "424242".into(),
+        now: now(),
+    };
+    assert_eq!(
+        when(&given, start("billy@globex.example")).unwrap(),
+        Decision::none(),
+        "not invited yet"
+    );
+
+    let invited = when(&given, C::EnablePasswordless { user_id: BILLY }).unwrap();
+    let given = with(given, invited.events);
+    assert_eq!(
+        state(&given).active_users(),
+        0,
+        "invited is not yet able to log in"
+    );
     assert_eq!(
         when(&given, C::EnablePasswordless { user_id: BILLY }).unwrap(),
         Decision::none()
+    );
+    assert_eq!(
+        when(&given, start("nobody@globex.example")).unwrap(),
+        Decision::none()
+    );
+
+    let issued = when(&given, start("BILLY@globex.example")).unwrap();
+    assert_eq!(issued.events.len(), 1);
+    let given = with(given, issued.events);
+    let wrong = when(
+        &given,
+        C::CompleteOnboarding {
+            email: "billy@globex.example".into(),
+            attempt: attempt("000000"),
+        },
+    )
+    .unwrap();
+    assert!(matches!(
+        wrong.refusal,
+        Some(DomainError::Unauthenticated(_))
+    ));
+    let given = with(given, wrong.events);
+    let enrolled = when(
+        &given,
+        C::CompleteOnboarding {
+            email: "billy@globex.example".into(),
+            attempt: attempt("424242"),
+        },
+    )
+    .unwrap();
+    let given = with(given, enrolled.events);
+    let tenant = state(&given);
+    assert!(tenant.users[&BILLY].enrollment.is_onboarded());
+    assert_eq!(tenant.active_users(), 1);
+
+    let disabled = when(
+        &given,
+        C::UpdateUser {
+            user_id: BILLY,
+            first_name: None,
+            last_name: None,
+            email: None,
+            personal_email: None,
+            enabled: Some(false),
+        },
+    )
+    .unwrap();
+    let given = with(given, disabled.events);
+    assert_eq!(state(&given).active_users(), 0);
+    assert_eq!(
+        when(&given, start("billy@globex.example")).unwrap(),
+        Decision::none(),
+        "disabled users get no code"
     );
 }
 
@@ -653,4 +731,37 @@ fn every_event_of_the_catalogue_round_trips() {
         CATALOGUE.len(),
         "with the MSP's 15 (UserSourceSet is in both), every event is exercised"
     );
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+    #[test]
+    fn sealed_fields_never_appear_in_clear(
+        secret in "[ -~]{8,40}",
+        local in "[a-z]{6,20}",
+    ) {
+        let key = key();
+        let sealer = sealer(&key);
+        let verifier = sealer.password(&PasswordPolicy::default(), FAST, BILLY, &secret, [1; 16], [2; 24]).unwrap();
+        let personal = format!("{local}@home.example");
+        let sealed_email = sealer.personal_email(BILLY, &personal, [3; 24]).unwrap();
+        let mut command = create_billy(Some(verifier));
+        if let C::CreateUser { personal_email, .. } = &mut command {
+            *personal_email = Some(sealed_email);
+        }
+        let decision = when(&keyed(), command).unwrap();
+        let given = with(keyed(), decision.events.clone());
+        let changed = when(&given, C::SetPassword { user_id: BILLY, verifier: password("another password") }).unwrap();
+        for event in decision.events.iter().chain(&changed.events) {
+            let json = String::from_utf8(event.to_json().unwrap()).unwrap();
+            proptest::prop_assert!(!json.contains(&secret), "password in clear: {json}");
+            proptest::prop_assert!(!json.contains(&personal), "personal email in clear: {json}");
+            proptest::prop_assert!(!json.contains("argon2"), "verifier in clear: {json}");
+            let debug = format!("{:?}", event);
+            proptest::prop_assert!(!debug.contains(&secret));
+        }
+        let tenant = state(&given);
+        let stored = &tenant.users[&BILLY].password.as_ref().unwrap().0;
+        proptest::prop_assert!(customer::verify_password(&key, TENANT, BILLY, stored, &secret).unwrap());
+    }
 }

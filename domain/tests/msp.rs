@@ -306,7 +306,7 @@ fn the_right_code_enrolls_the_device() {
     let tenant = then(&given, &decision);
     assert!(tenant.users[&TECH].is_onboarded());
     assert!(
-        tenant.users[&TECH].pending_code.is_none(),
+        tenant.users[&TECH].enrollment.pending_code.is_none(),
         "a code works once"
     );
     let onboarded = with(given, decision.events);
