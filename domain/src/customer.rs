@@ -13,7 +13,7 @@ use subtle::ConstantTimeEq;
 use uuid::Uuid;
 
 use crate::crypto::{Argon2Params, DataKey, PasswordVerifier, Sealed};
-use crate::decision::{Claim, Decision, DomainError, field};
+use crate::decision::{self, Claim, Decision, DomainError, field};
 use crate::event::*;
 use crate::ids::{DeviceId, TenantId, UserId};
 use crate::onboarding::{Attempt, Enrollment};
@@ -95,20 +95,11 @@ impl CustomerTenant {
     pub fn replay<'a>(
         events: impl IntoIterator<Item = &'a Event>,
     ) -> Result<Option<Self>, DomainError> {
-        let mut state: Option<CustomerTenant> = None;
-        for event in events {
-            match (&mut state, event) {
-                (None, Event::CustomerTenantOpened(e)) => state = Some(Self::opened(e)),
-                (None, other) => {
-                    return Err(DomainError::Corrupt(format!(
-                        "a customer stream starts with {}",
-                        other.type_name()
-                    )));
-                }
-                (Some(tenant), event) => tenant.apply(event)?,
-            }
-        }
-        Ok(state)
+        let first = |event: &Event| match event {
+            Event::CustomerTenantOpened(e) => Some(CustomerTenant::opened(e)),
+            _ => None,
+        };
+        decision::replay(events, "a customer", first, CustomerTenant::apply)
     }
 
     fn opened(e: &CustomerTenantOpened) -> Self {
@@ -157,26 +148,17 @@ impl CustomerTenant {
                 );
             }
             Event::DirectoryUserUpdated(e) => {
-                let user = self
-                    .users
-                    .get_mut(&e.user_id)
-                    .ok_or_else(|| corrupt("user"))?;
+                let user = self.user_mut(e.user_id, event)?;
                 user.first_name = e.first_name.clone();
                 user.last_name = e.last_name.clone();
                 user.email = e.email.clone();
                 user.personal_email = e.personal_email.clone();
             }
             Event::DirectoryUserDisabled(e) => {
-                self.users
-                    .get_mut(&e.user_id)
-                    .ok_or_else(|| corrupt("user"))?
-                    .enabled = false;
+                self.user_mut(e.user_id, event)?.enabled = false;
             }
             Event::DirectoryUserEnabled(e) => {
-                self.users
-                    .get_mut(&e.user_id)
-                    .ok_or_else(|| corrupt("user"))?
-                    .enabled = true;
+                self.user_mut(e.user_id, event)?.enabled = true;
             }
             Event::DirectoryUserDeleted(e) => {
                 self.users
@@ -184,18 +166,12 @@ impl CustomerTenant {
                     .ok_or_else(|| corrupt("user"))?;
             }
             Event::PasswordSet(e) => {
-                let user = self
-                    .users
-                    .get_mut(&e.user_id)
-                    .ok_or_else(|| corrupt("user"))?;
+                let user = self.user_mut(e.user_id, event)?;
                 user.password = Some((e.verifier.clone(), e.password_version));
                 user.password_version = e.password_version;
             }
             Event::PasswordlessEnabled(e) => {
-                self.users
-                    .get_mut(&e.user_id)
-                    .ok_or_else(|| corrupt("user"))?
-                    .passwordless = true;
+                self.user_mut(e.user_id, event)?.passwordless = true;
             }
             Event::BrandingUpdated(e) => {
                 self.branding = Branding {
@@ -235,22 +211,14 @@ impl CustomerTenant {
                     .remove(&e.device_id)
                     .ok_or_else(|| corrupt("agent"))?;
             }
-            Event::OnboardingCodeIssued(e) => self
-                .users
-                .get_mut(&e.user_id)
-                .ok_or_else(|| corrupt("user"))?
-                .enrollment
-                .code_issued(e),
-            Event::OnboardingCodeRejected(e) => self
-                .users
-                .get_mut(&e.user_id)
-                .ok_or_else(|| corrupt("user"))?
-                .enrollment
-                .code_rejected(),
+            Event::OnboardingCodeIssued(e) => {
+                self.user_mut(e.user_id, event)?.enrollment.code_issued(e)
+            }
+            Event::OnboardingCodeRejected(e) => {
+                self.user_mut(e.user_id, event)?.enrollment.code_rejected()
+            }
             Event::DeviceEnrolled(e) => self
-                .users
-                .get_mut(&e.user_id)
-                .ok_or_else(|| corrupt("user"))?
+                .user_mut(e.user_id, event)?
                 .enrollment
                 .device_enrolled(e),
             Event::DesktopLoginRecorded(_) | Event::ElevationRecorded(_) => {}
@@ -287,6 +255,13 @@ impl CustomerTenant {
 
     fn holds_sealed_data(&self) -> bool {
         self.users.values().any(DirectoryUser::holds_sealed_data)
+    }
+
+    /// The user an event names; an unknown one means the history does not fold.
+    fn user_mut(&mut self, id: UserId, event: &Event) -> Result<&mut DirectoryUser, DomainError> {
+        self.users.get_mut(&id).ok_or_else(|| {
+            DomainError::Corrupt(format!("{} names unknown user {id}", event.type_name()))
+        })
     }
 
     fn user(&self, id: UserId) -> Result<&DirectoryUser, DomainError> {

@@ -95,3 +95,25 @@ pub(crate) fn field<T>(errors: &mut Vec<FieldError>, result: Result<T, FieldErro
         }
     }
 }
+
+/// Folds a stream: `first` turns its first event into a state (or refuses it), `apply` takes
+/// every later one. `None` for an empty stream. `kind` names the stream in errors.
+pub(crate) fn replay<'a, S>(
+    events: impl IntoIterator<Item = &'a Event>,
+    kind: &str,
+    first: impl Fn(&Event) -> Option<S>,
+    apply: impl Fn(&mut S, &Event) -> Result<(), DomainError>,
+) -> Result<Option<S>, DomainError> {
+    let mut state: Option<S> = None;
+    for event in events {
+        match &mut state {
+            None => {
+                state = Some(first(event).ok_or_else(|| {
+                    DomainError::Corrupt(format!("{kind} stream starts with {}", event.type_name()))
+                })?);
+            }
+            Some(tenant) => apply(tenant, event)?,
+        }
+    }
+    Ok(state)
+}

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
 
-use crate::decision::{Claim, Decision, DomainError, field};
+use crate::decision::{self, Claim, Decision, DomainError, field};
 use crate::event::*;
 use crate::ids::{DeviceId, TenantId, UserId};
 use crate::onboarding::{Attempt, Enrollment};
@@ -64,20 +64,11 @@ impl MspTenant {
     pub fn replay<'a>(
         events: impl IntoIterator<Item = &'a Event>,
     ) -> Result<Option<Self>, DomainError> {
-        let mut state: Option<MspTenant> = None;
-        for event in events {
-            match (&mut state, event) {
-                (None, Event::MspTenantCreated(e)) => state = Some(MspTenant::created(e)),
-                (None, other) => {
-                    return Err(DomainError::Corrupt(format!(
-                        "an MSP stream starts with {}",
-                        other.type_name()
-                    )));
-                }
-                (Some(tenant), event) => tenant.apply(event)?,
-            }
-        }
-        Ok(state)
+        let first = |event: &Event| match event {
+            Event::MspTenantCreated(e) => Some(MspTenant::created(e)),
+            _ => None,
+        };
+        decision::replay(events, "an MSP", first, MspTenant::apply)
     }
 
     fn created(e: &MspTenantCreated) -> Self {
@@ -129,29 +120,16 @@ impl MspTenant {
                     .remove(&e.user_id)
                     .ok_or_else(|| missing("user"))?;
             }
-            Event::AdminGranted(e) => {
-                self.user_mut(e.user_id)
-                    .ok_or_else(|| missing("user"))?
-                    .admin = true
+            Event::AdminGranted(e) => self.user_mut(e.user_id, event)?.admin = true,
+            Event::AdminRevoked(e) => self.user_mut(e.user_id, event)?.admin = false,
+            Event::OnboardingCodeIssued(e) => {
+                self.user_mut(e.user_id, event)?.enrollment.code_issued(e)
             }
-            Event::AdminRevoked(e) => {
-                self.user_mut(e.user_id)
-                    .ok_or_else(|| missing("user"))?
-                    .admin = false
+            Event::OnboardingCodeRejected(e) => {
+                self.user_mut(e.user_id, event)?.enrollment.code_rejected()
             }
-            Event::OnboardingCodeIssued(e) => self
-                .user_mut(e.user_id)
-                .ok_or_else(|| missing("user"))?
-                .enrollment
-                .code_issued(e),
-            Event::OnboardingCodeRejected(e) => self
-                .user_mut(e.user_id)
-                .ok_or_else(|| missing("user"))?
-                .enrollment
-                .code_rejected(),
             Event::DeviceEnrolled(e) => self
-                .user_mut(e.user_id)
-                .ok_or_else(|| missing("user"))?
+                .user_mut(e.user_id, event)?
                 .enrollment
                 .device_enrolled(e),
             Event::CustomerTenantCreated(e) => {
@@ -175,26 +153,22 @@ impl MspTenant {
                 }
             }
             Event::TechnicianDelegated(e) => {
-                self.user_mut(e.user_id)
-                    .ok_or_else(|| missing("user"))?
+                self.user_mut(e.user_id, event)?
                     .delegations
                     .insert(e.customer_id);
             }
             Event::DelegationRevoked(e) => {
-                self.user_mut(e.user_id)
-                    .ok_or_else(|| missing("user"))?
+                self.user_mut(e.user_id, event)?
                     .delegations
                     .remove(&e.customer_id);
             }
             Event::AuditorGranted(e) => {
-                self.user_mut(e.user_id)
-                    .ok_or_else(|| missing("user"))?
+                self.user_mut(e.user_id, event)?
                     .auditor_of
                     .insert(e.tenant_id);
             }
             Event::AuditorRevoked(e) => {
-                self.user_mut(e.user_id)
-                    .ok_or_else(|| missing("user"))?
+                self.user_mut(e.user_id, event)?
                     .auditor_of
                     .remove(&e.tenant_id);
             }
@@ -213,8 +187,11 @@ impl MspTenant {
         Ok(())
     }
 
-    fn user_mut(&mut self, id: UserId) -> Option<&mut MspUser> {
-        self.users.get_mut(&id)
+    /// The user an event names; an unknown one means the history does not fold.
+    fn user_mut(&mut self, id: UserId, event: &Event) -> Result<&mut MspUser, DomainError> {
+        self.users.get_mut(&id).ok_or_else(|| {
+            DomainError::Corrupt(format!("{} names unknown user {id}", event.type_name()))
+        })
     }
 
     pub fn user_by_email(&self, email: &str) -> Option<&MspUser> {
