@@ -6,6 +6,8 @@
 //! - a **technician** (an MSP user without the admin role) reaches the customer tenants
 //!   delegated to them, and in their own MSP tenant only their apps and their own profile;
 //! - an **auditor** (a role granted per tenant) reads and verifies that tenant's audit log;
+//! - a **customer user** sees their own profile on their own tenant, nothing else: they work at
+//!   workstations, through the agent;
 //! - a **desktop agent** acts only on the tenant it was enrolled into, and only as an agent;
 //! - the **operator** runs the platform (signup when closed, maintenance, audit exports);
 //! - **anyone** may sign up (when signup is open), start or complete onboarding, and enroll an
@@ -33,6 +35,8 @@ pub enum Principal {
         delegated: BTreeSet<TenantId>,
         auditor_of: BTreeSet<TenantId>,
     },
+    /// A user of a customer tenant's cloud directory (logged in with their phone).
+    CustomerUser { tenant: TenantId, user: UserId },
     /// An enrolled desktop agent.
     Agent { tenant: TenantId, device: DeviceId },
 }
@@ -143,6 +147,10 @@ pub fn authorize(principal: &Principal, action: Action, scope: Scope) -> Result<
             matches!(scope, Scope::Customer { tenant: t, .. } if t == *tenant)
         }
         (Principal::Agent { .. }, _) => false,
+        (Principal::CustomerUser { tenant, .. }, A::ReadOwnProfile) => {
+            matches!(scope, Scope::Customer { tenant: t, .. } if t == *tenant)
+        }
+        (Principal::CustomerUser { .. }, _) => false,
         (
             Principal::MspUser {
                 msp,

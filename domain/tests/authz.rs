@@ -227,6 +227,161 @@ fn agents_only_work_as_agents_on_their_own_tenant() {
 }
 
 #[test]
+fn customer_users_only_see_their_own_profile_on_their_own_tenant() {
+    let billy = Principal::CustomerUser {
+        tenant: C1,
+        user: UserId(Uuid::from_u128(200)),
+    };
+    for a in Action::ALL {
+        for s in scopes() {
+            let own = a == Action::ReadOwnProfile
+                && s == (Scope::Customer {
+                    tenant: C1,
+                    msp: MSP_A,
+                });
+            assert_eq!(
+                may(&billy, a, s),
+                own || open_to_anyone(a, s),
+                "{a:?} {s:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn every_customer_command_is_for_its_tenants_managers_or_its_agents() {
+    use domain::customer::CustomerCommand as C;
+    use domain::onboarding::Attempt;
+    let user = UserId(Uuid::from_u128(5));
+    let device = DeviceId(Uuid::from_u128(6));
+    let now = chrono::Utc::now();
+    let attempt = Attempt {
+        code: "1".into(),
+        device_id: device,
+        device_name: "p".into(),
+        public_key: "k".into(),
+        now,
+    };
+    let managed = [
+        C::SetUserSource {
+            source: UserSource::Local,
+        },
+        C::EnableMasterKey { key_version: 1 },
+        C::DisableMasterKey,
+        C::ConfigureDesktopLogin {
+            enabled: true,
+            method: DesktopLoginMethod::Password,
+        },
+        C::CreateUser {
+            user_id: user,
+            first_name: "a".into(),
+            last_name: "b".into(),
+            username: "ab".into(),
+            email: "a@b.example".into(),
+            password: None,
+            personal_email: None,
+        },
+        C::UpdateUser {
+            user_id: user,
+            first_name: None,
+            last_name: None,
+            email: None,
+            personal_email: None,
+            enabled: Some(false),
+        },
+        C::DeleteUser { user_id: user },
+        C::EnablePasswordless { user_id: user },
+        C::UpdateBranding {
+            background: None,
+            logo: None,
+            text: None,
+        },
+        C::ConfigureSharedAccount {
+            username: "idem-admin".into(),
+        },
+        C::IssueEnrollmentToken {
+            token_id: Uuid::nil(),
+            token_digest: "d".into(),
+            expires_at: now,
+        },
+        C::RevokeAgent { device_id: device },
+    ];
+    let c1 = Scope::Customer {
+        tenant: C1,
+        msp: MSP_A,
+    };
+    let c2 = Scope::Customer {
+        tenant: C2,
+        msp: MSP_A,
+    };
+    for command in managed {
+        let a = command.action();
+        assert!(
+            may(&admin_a(), a, c1) && may(&admin_a(), a, c2),
+            "{command:?}"
+        );
+        assert!(may(&tech_a(), a, c1), "delegated: {command:?}");
+        assert!(
+            !may(&tech_a(), a, c2) && !may(&plain_tech_a(), a, c1),
+            "not delegated: {command:?}"
+        );
+        assert!(
+            !may(&agent_c1(), a, c1),
+            "agents do not manage: {command:?}"
+        );
+    }
+    let login = DesktopLoginRecorded {
+        device_id: device,
+        username: "b".into(),
+        user_id: None,
+        method: DesktopLoginMethod::Password,
+        outcome: AttemptOutcome::UnknownUser,
+        local_account: None,
+    };
+    let elevation = ElevationRecorded {
+        device_id: device,
+        msp_id: MSP_A,
+        technician_id: user,
+        account: "idem-admin".into(),
+        outcome: AttemptOutcome::Succeeded,
+    };
+    for command in [C::RecordDesktopLogin(login), C::RecordElevation(elevation)] {
+        assert!(may(&agent_c1(), command.action(), c1));
+        assert!(
+            !may(&agent_c1(), command.action(), c2),
+            "only its own tenant"
+        );
+        assert!(
+            !may(&admin_a(), command.action(), c1),
+            "people do not forge agent records"
+        );
+    }
+    for command in [
+        C::StartOnboarding {
+            email: "a@b.example".into(),
+            code: "1".into(),
+            now,
+        },
+        C::CompleteOnboarding {
+            email: "a@b.example".into(),
+            attempt,
+        },
+        C::EnrollAgent {
+            token_digest: "d".into(),
+            device_id: device,
+            hostname: "h".into(),
+            credential_digest: "c".into(),
+            now,
+        },
+    ] {
+        assert!(
+            may(&Principal::Anonymous, command.action(), c1),
+            "{command:?} is authenticated by its code or token"
+        );
+    }
+}
+
+#[test]
 fn the_operator_runs_the_platform_and_reads_audits_but_manages_no_tenant() {
     for a in Action::ALL {
         for s in scopes() {
