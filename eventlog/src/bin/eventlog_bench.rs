@@ -61,8 +61,9 @@ fn event(n: u64) -> NewEvent {
     }
 }
 
-/// Writes 4 KiB and fdatasyncs, in a loop over a preallocated file: the disk's sync rate.
-fn raw_fsync_rate(dir: &Path, seconds: f64) -> Result<f64, AnyError> {
+/// Writes 4 KiB and fdatasyncs in a loop: over a preallocated file (R, the disk's limit), or
+/// appending to a growing file, as a log does (each sync then also journals the new size).
+fn raw_fsync_rate(dir: &Path, seconds: f64, append: bool) -> Result<f64, AnyError> {
     let path = dir.join("fsync-probe");
     let mut file = OpenOptions::new()
         .create(true)
@@ -72,14 +73,18 @@ fn raw_fsync_rate(dir: &Path, seconds: f64) -> Result<f64, AnyError> {
         .open(&path)?;
     let block = [0xa5u8; 4096];
     const BLOCKS: u64 = 256;
-    for _ in 0..BLOCKS {
-        file.write_all(&block)?;
+    if !append {
+        for _ in 0..BLOCKS {
+            file.write_all(&block)?;
+        }
     }
     file.sync_all()?;
     let start = Instant::now();
     let mut syncs = 0u64;
     while start.elapsed().as_secs_f64() < seconds {
-        file.seek(SeekFrom::Start((syncs % BLOCKS) * 4096))?;
+        if !append {
+            file.seek(SeekFrom::Start((syncs % BLOCKS) * 4096))?;
+        }
         file.write_all(&block)?;
         file.sync_data()?;
         syncs += 1;
@@ -195,8 +200,10 @@ async fn main() -> Result<(), AnyError> {
     let db_dir = args.dir.join(format!("bench-{}", Uuid::now_v7()));
     println!("event log benchmark in {}", db_dir.display());
 
-    let r_before = raw_fsync_rate(&args.dir, args.seconds)?;
+    let r_before = raw_fsync_rate(&args.dir, args.seconds, false)?;
     println!("raw fsync rate R (before):        {r_before:>12.0} syncs/s");
+    let appending = raw_fsync_rate(&args.dir, args.seconds, true)?;
+    println!("appending fsync rate (a log's):   {appending:>12.0} syncs/s");
 
     let log = Arc::new(RocksLog::open(&db_dir)?);
 
@@ -278,7 +285,7 @@ async fn main() -> Result<(), AnyError> {
     );
     drop(log);
 
-    let r_after = raw_fsync_rate(&args.dir, args.seconds)?;
+    let r_after = raw_fsync_rate(&args.dir, args.seconds, false)?;
     println!("raw fsync rate R (after):         {r_after:>12.0} syncs/s");
     if let Some(rss) = peak_rss_mib() {
         println!("peak resident memory:             {rss:>12.0} MiB");
@@ -311,6 +318,10 @@ async fn main() -> Result<(), AnyError> {
             verdict(b.min(a), target)
         );
     }
+    println!(
+        "  1 writer against the appending rate        {:>6.2}",
+        one.appends_per_sec() / appending
+    );
     for (what, time) in [("just written", fresh_scan), ("compacted", scan_time)] {
         let rate = scanned as f64 / time.as_secs_f64();
         println!(
