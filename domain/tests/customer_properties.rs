@@ -79,7 +79,7 @@ fn command() -> impl Strategy<Value = C> {
         )
             .prop_map(|(n, first, enabled)| C::UpdateUser {
                 user_id: user(n),
-                first_name: first.map(String::from),
+                first_name: first,
                 last_name: None,
                 email: None,
                 personal_email: None,
