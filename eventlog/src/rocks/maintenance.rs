@@ -82,15 +82,48 @@ impl Handle {
     }
 }
 
+/// Runs jobs as they come. Jobs queued together are merged: one compaction per column family
+/// over the range covering all of theirs. A burst of deletions (each of whose event ranges
+/// spans most of the log, as positions interleave tenants) then costs one compaction, not one
+/// each.
 fn run(shared: &Shared, jobs: &mpsc::Receiver<Job>) {
-    while let Ok(job) = jobs.recv() {
-        match job {
-            Job::Compact(ranges) => compact(shared, &ranges),
-            Job::Settle(done) => {
-                let _ = done.send(());
+    while let Ok(first) = jobs.recv() {
+        let mut ranges = Vec::new();
+        let mut settled = Vec::new();
+        let mut next = Some(first);
+        while let Some(job) = next {
+            match job {
+                Job::Compact(more) => ranges.extend(more),
+                Job::Settle(done) => settled.push(done),
             }
+            next = jobs.try_recv().ok();
+        }
+        if !ranges.is_empty() {
+            compact(shared, &cover(ranges));
+        }
+        for done in settled {
+            let _ = done.send(());
         }
     }
+}
+
+/// One range per column family, covering every range given for it.
+fn cover(ranges: Vec<Compaction>) -> Vec<Compaction> {
+    let mut covered: Vec<Compaction> = Vec::new();
+    for range in ranges {
+        match covered.iter_mut().find(|c| c.cf == range.cf) {
+            Some(c) => {
+                if range.from < c.from {
+                    c.from = range.from;
+                }
+                if range.to > c.to {
+                    c.to = range.to;
+                }
+            }
+            None => covered.push(range),
+        }
+    }
+    covered
 }
 
 /// Flushes each family's memtable (so the deletion's tombstones reach the table files), then
