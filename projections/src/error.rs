@@ -1,0 +1,39 @@
+//! The errors of the read side.
+
+/// What can go wrong projecting or reading.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The read-model database failed or refused a statement.
+    #[error("read-model database: {0}")]
+    Database(#[from] sqlx::Error),
+    /// A schema migration failed.
+    #[error("read-model migration: {0}")]
+    Migration(#[from] sqlx::migrate::MigrateError),
+    /// The event log failed.
+    #[error("event log: {0}")]
+    Log(#[from] eventlog::Error),
+    /// Files of the SQLite read models could not be listed or removed.
+    #[error("read-model files: {0}")]
+    Io(#[from] std::io::Error),
+    /// Configuration that cannot work (bad URL, bad schema prefix).
+    #[error("read-model configuration: {0}")]
+    Config(String),
+    /// One event of one tenant could not be applied; the projector quarantines that tenant.
+    #[error("cannot apply {event_type} (seq {seq}): {reason}")]
+    Apply {
+        event_type: String,
+        seq: u64,
+        reason: String,
+    },
+    /// A value read back from a read model is not what the projection writes.
+    #[error("read model holds an unexpected value: {0}")]
+    Corrupt(String),
+    /// An injected fault (tests of crash recovery).
+    #[error("injected fault at {0:?}")]
+    Injected(crate::FaultPoint),
+    /// The projections were shut down.
+    #[error("projections are shut down")]
+    Closed,
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
