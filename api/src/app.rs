@@ -1,0 +1,203 @@
+//! Starting and stopping the service: the data directory, the root key, the event log, the
+//! projections, the router, and graceful shutdown.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::HeaderMap;
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post};
+use domain::crypto::RootKey;
+use eventlog::RocksLog;
+use projections::{Backend, Options, Projections, ReadModels};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::mail::Mailer;
+use crate::routes;
+
+/// What every handler shares.
+pub struct AppState {
+    pub config: Config,
+    pub log: Arc<RocksLog>,
+    pub projections: Projections<RocksLog>,
+    pub root_key: RootKey,
+    pub mailer: Mailer,
+}
+
+impl AppState {
+    pub fn read(&self) -> &ReadModels {
+        self.projections.read_models()
+    }
+}
+
+pub type Shared = Arc<AppState>;
+
+/// Why the service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("data directory {0}: {1}")]
+    DataDir(String, std::io::Error),
+    #[error("root key file {0}: {1}")]
+    RootKey(String, String),
+    #[error("event log: {0}")]
+    Log(#[from] eventlog::Error),
+    #[error("read models: {0}")]
+    Projections(#[from] projections::Error),
+    #[error("listening on {0}: {1}")]
+    Bind(SocketAddr, std::io::Error),
+}
+
+/// Reads the root key, or creates it (mode 0600) if the file does not exist.
+fn root_key(config: &Config) -> Result<RootKey, StartError> {
+    let path = &config.root_key_file;
+    let shown = path.display().to_string();
+    let err = |e: &dyn std::fmt::Display| StartError::RootKey(shown.clone(), e.to_string());
+    match std::fs::read_to_string(path) {
+        Ok(contents) => {
+            let mode = std::fs::metadata(path)
+                .map_err(|e| err(&e))?
+                .permissions()
+                .mode();
+            if mode & 0o077 != 0 {
+                return Err(err(&format!(
+                    "is readable by others (mode {:o}); chmod 600 it",
+                    mode & 0o777
+                )));
+            }
+            RootKey::from_file_contents(&contents).map_err(|e| err(&e))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut bytes = [0u8; 32];
+            rand::fill(&mut bytes);
+            let key = RootKey::from_bytes(bytes);
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)
+                .map_err(|e| err(&e))?;
+            file.write_all(key.to_file_contents().as_bytes())
+                .and_then(|()| file.sync_all())
+                .map_err(|e| err(&e))?;
+            tracing::warn!(path = %shown, "created a new root key: back it up, and keep it apart from the data");
+            Ok(key)
+        }
+        Err(e) => Err(err(&e)),
+    }
+}
+
+/// A running service.
+pub struct Server {
+    pub addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Server {
+    /// Opens everything and starts serving; answers once the listener is bound.
+    pub async fn start(mut config: Config) -> Result<Server, StartError> {
+        let data = &config.data_dir;
+        std::fs::create_dir_all(data)
+            .map_err(|e| StartError::DataDir(data.display().to_string(), e))?;
+        let root_key = root_key(&config)?;
+        let log = Arc::new(RocksLog::open(data.join("log"))?);
+        let backend =
+            Backend::from_config(&data.join("readmodels"), config.database_url.as_deref())?;
+        let projections = Projections::start(log.clone(), backend, Options::default()).await?;
+        let mailer = Mailer::development(data.join("mail"), config.mail_from.clone())
+            .map_err(|e| StartError::DataDir(data.join("mail").display().to_string(), e))?;
+        tracing::warn!(
+            directory = %mailer.directory().display(),
+            "development mailer: messages are written as files, not sent (set IDEM_SMTP_URL to send)"
+        );
+        let listener = TcpListener::bind(config.bind)
+            .await
+            .map_err(|e| StartError::Bind(config.bind, e))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| StartError::Bind(config.bind, e))?;
+        // With port 0 the system picked one: the URLs handed out must name it.
+        config.bind = addr;
+        let state = Arc::new(AppState {
+            config,
+            log,
+            projections,
+            root_key,
+            mailer,
+        });
+        let app = router(state.clone());
+        let (stop, mut stopped) = watch::channel(false);
+        let task = tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            };
+            if let Err(e) = axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+            {
+                tracing::error!(error = %e, "server failed");
+            }
+            // Every request has finished: no handler holds the state any more.
+            match Arc::try_unwrap(state) {
+                Ok(state) => state.projections.shutdown().await,
+                Err(_) => tracing::warn!("state still shared at shutdown"),
+            }
+        });
+        tracing::info!(%addr, "idemd listening");
+        Ok(Server { addr, stop, task })
+    }
+
+    /// Stops accepting, lets in-flight requests finish, then stops the projectors.
+    pub async fn shutdown(self) {
+        self.stop.send_replace(true);
+        let _ = self.task.await;
+    }
+}
+
+/// Every route.
+pub fn router(state: Shared) -> Router {
+    Router::new()
+        .route("/healthz", get(routes::health::healthz))
+        .route("/readyz", get(routes::health::readyz))
+        .route("/metrics", get(routes::health::metrics))
+        .route("/api/v1/signup", post(routes::signup::signup))
+        .fallback(routes::not_found)
+        .layer(middleware::from_fn_with_state(state.clone(), request_id))
+        .with_state(state)
+}
+
+/// Gives each request an id (or keeps the caller's `X-Request-Id`), logs it with the outcome,
+/// and answers with it.
+async fn request_id(
+    State(_state): State<Shared>,
+    headers: HeaderMap,
+    request: Request,
+    next: Next,
+) -> Response {
+    let id = headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map_or_else(|| uuid::Uuid::now_v7().to_string(), str::to_owned);
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let started = std::time::Instant::now();
+    let mut response = next.run(request).await;
+    let status = response.status().as_u16();
+    tracing::info!(request_id = %id, %method, %path, status, elapsed_ms = started.elapsed().as_millis() as u64, "request");
+    if let Ok(value) = axum::http::HeaderValue::from_str(&id) {
+        response.headers_mut().insert("x-request-id", value);
+    }
+    response
+}
+
+/// How long a read waits for the projections to reach a write it must see.
+pub const READ_YOUR_WRITES: Duration = Duration::from_secs(5);

@@ -1,0 +1,235 @@
+//! idemd's configuration: every setting of the HTTP contract's table, from a flag, else its
+//! environment variable, else an optional TOML file (`--config` / `IDEM_CONFIG`), else the
+//! default. Checked once at start; each problem is reported with the setting's name.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Whether anyone may sign up an MSP tenant over HTTP.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Signup {
+    Open,
+    Closed,
+}
+
+/// The checked configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub bind: SocketAddr,
+    pub base_domain: String,
+    /// `http` or `https`: the scheme of the URLs the service hands out.
+    pub public_scheme: String,
+    pub data_dir: PathBuf,
+    pub root_key_file: PathBuf,
+    pub database_url: Option<String>,
+    pub smtp_url: Option<String>,
+    pub mail_from: String,
+    pub signup: Signup,
+}
+
+/// Settings as given, before defaults and checks. Field names are the TOML file's keys.
+#[derive(Clone, Debug, Default, Deserialize, clap::Args)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// Listen address [default: 127.0.0.1:8080]
+    #[arg(long, env = "IDEM_BIND")]
+    pub bind: Option<String>,
+    /// Tenants live at {label}.{base domain} [default: localhost]
+    #[arg(long, env = "IDEM_BASE_DOMAIN")]
+    pub base_domain: Option<String>,
+    /// Scheme of the URLs the service hands out: http, or https behind a TLS proxy [default: http]
+    #[arg(long, env = "IDEM_PUBLIC_SCHEME")]
+    pub public_scheme: Option<String>,
+    /// Event log, SQLite read models, root key, development mail [default: ./data]
+    #[arg(long, env = "IDEM_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// The operator's root key, created with mode 0600 if absent [default: $IDEM_DATA_DIR/root.key]
+    #[arg(long, env = "IDEM_ROOT_KEY_FILE")]
+    pub root_key_file: Option<PathBuf>,
+    /// postgres://... puts the read models in PostgreSQL [default: SQLite in the data directory]
+    #[arg(long, env = "IDEM_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// smtp://host:port or smtps://... relay for outgoing mail [default: the development mailer]
+    #[arg(long, env = "IDEM_SMTP_URL")]
+    pub smtp_url: Option<String>,
+    /// Sender address [default: idem@{base domain}]
+    #[arg(long, env = "IDEM_MAIL_FROM")]
+    pub mail_from: Option<String>,
+    /// open, or closed (only the operator's CLI creates MSP tenants) [default: open]
+    #[arg(long, env = "IDEM_SIGNUP")]
+    pub signup: Option<String>,
+}
+
+/// A setting that cannot work, named.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{setting}: {problem}")]
+    Invalid {
+        setting: &'static str,
+        problem: String,
+    },
+    #[error("configuration file {path}: {problem}")]
+    File { path: PathBuf, problem: String },
+}
+
+fn invalid(setting: &'static str, problem: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        setting,
+        problem: problem.into(),
+    }
+}
+
+impl Settings {
+    /// Reads a TOML file of settings.
+    pub fn from_file(path: &Path) -> Result<Settings, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
+            path: path.to_path_buf(),
+            problem: e.to_string(),
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::File {
+            path: path.to_path_buf(),
+            problem: e.to_string(),
+        })
+    }
+
+    /// These settings, with `fallback`'s where these have none.
+    pub fn or(self, fallback: Settings) -> Settings {
+        Settings {
+            bind: self.bind.or(fallback.bind),
+            base_domain: self.base_domain.or(fallback.base_domain),
+            public_scheme: self.public_scheme.or(fallback.public_scheme),
+            data_dir: self.data_dir.or(fallback.data_dir),
+            root_key_file: self.root_key_file.or(fallback.root_key_file),
+            database_url: self.database_url.or(fallback.database_url),
+            smtp_url: self.smtp_url.or(fallback.smtp_url),
+            mail_from: self.mail_from.or(fallback.mail_from),
+            signup: self.signup.or(fallback.signup),
+        }
+    }
+
+    /// Applies defaults and checks every setting.
+    pub fn resolve(self) -> Result<Config, ConfigError> {
+        let bind = self.bind.as_deref().unwrap_or("127.0.0.1:8080");
+        let bind: SocketAddr = bind
+            .parse()
+            .map_err(|_| invalid("IDEM_BIND", format!("{bind:?} is not an address:port")))?;
+
+        let base_domain = self
+            .base_domain
+            .unwrap_or_else(|| "localhost".into())
+            .trim_end_matches('.')
+            .to_ascii_lowercase();
+        let labels_ok = !base_domain.is_empty()
+            && base_domain.len() <= 200
+            && base_domain.split('.').all(|label| {
+                !label.is_empty()
+                    && label.len() <= 63
+                    && !label.starts_with('-')
+                    && !label.ends_with('-')
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            });
+        if !labels_ok {
+            return Err(invalid(
+                "IDEM_BASE_DOMAIN",
+                format!("{base_domain:?} is not a DNS name (labels of a-z, 0-9 and -)"),
+            ));
+        }
+
+        let public_scheme = self.public_scheme.unwrap_or_else(|| "http".into());
+        if public_scheme != "http" && public_scheme != "https" {
+            return Err(invalid(
+                "IDEM_PUBLIC_SCHEME",
+                format!("{public_scheme:?} must be http or https"),
+            ));
+        }
+
+        let data_dir = self.data_dir.unwrap_or_else(|| PathBuf::from("data"));
+        let root_key_file = self
+            .root_key_file
+            .unwrap_or_else(|| data_dir.join("root.key"));
+
+        let database_url = self.database_url.filter(|u| !u.is_empty());
+        if let Some(url) = &database_url
+            && !(url.starts_with("postgres://") || url.starts_with("postgresql://"))
+        {
+            return Err(invalid(
+                "IDEM_DATABASE_URL",
+                "must start with postgres:// or postgresql:// (leave it unset for SQLite)",
+            ));
+        }
+
+        let smtp_url = self.smtp_url.filter(|u| !u.is_empty());
+        if let Some(url) = &smtp_url {
+            if !(url.starts_with("smtp://") || url.starts_with("smtps://")) {
+                return Err(invalid(
+                    "IDEM_SMTP_URL",
+                    "must start with smtp:// or smtps://",
+                ));
+            }
+            return Err(invalid(
+                "IDEM_SMTP_URL",
+                "SMTP delivery is not built yet; leave it unset to use the development mailer",
+            ));
+        }
+
+        let mail_from = self
+            .mail_from
+            .unwrap_or_else(|| format!("idem@{base_domain}"));
+        // Loose on purpose (the default, idem@localhost, has a dotless domain), strict on what
+        // could break a mail header.
+        let shape_ok = matches!(mail_from.split_once('@'), Some((local, host))
+            if !local.is_empty() && !host.is_empty() && !host.contains('@'))
+            && !mail_from
+                .chars()
+                .any(|c| c.is_control() || c.is_whitespace() || c == '<' || c == '>');
+        if !shape_ok {
+            return Err(invalid(
+                "IDEM_MAIL_FROM",
+                format!("{mail_from:?} is not an email address"),
+            ));
+        }
+
+        let signup = match self.signup.as_deref().unwrap_or("open") {
+            "open" => Signup::Open,
+            "closed" => Signup::Closed,
+            other => {
+                return Err(invalid(
+                    "IDEM_SIGNUP",
+                    format!("{other:?} must be open or closed"),
+                ));
+            }
+        };
+
+        Ok(Config {
+            bind,
+            base_domain,
+            public_scheme,
+            data_dir,
+            root_key_file,
+            database_url,
+            smtp_url,
+            mail_from,
+            signup,
+        })
+    }
+}
+
+impl Config {
+    /// The URL of the tenant at `host_label`, as handed out.
+    pub fn tenant_url(&self, host_label: &str) -> String {
+        let port = match (self.public_scheme.as_str(), self.bind.port()) {
+            ("http", 80) | ("https", 443) => String::new(),
+            // Behind a TLS proxy the public port is the proxy's, not ours.
+            ("https", _) => String::new(),
+            (_, port) => format!(":{port}"),
+        };
+        format!(
+            "{}://{host_label}.{}{port}",
+            self.public_scheme, self.base_domain
+        )
+    }
+}

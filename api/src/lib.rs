@@ -1,0 +1,13 @@
+//! idemd, the HTTP service: it resolves each request's tenant from its Host header, turns
+//! commands into events through the domain, commits them to the event log, and answers reads
+//! from the projections. Errors leave as problem+json (`problem`).
+
+pub mod app;
+pub mod config;
+pub mod host;
+pub mod mail;
+pub mod problem;
+pub mod routes;
+
+pub use app::{Server, StartError};
+pub use config::{Config, Settings};

@@ -1,0 +1,108 @@
+//! Errors as `application/problem+json` (RFC 9457): the one place where any error becomes an
+//! HTTP answer. A 500 logs its detail and answers without it.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use domain::decision::DomainError;
+use serde::Serialize;
+
+/// One field's problem, in a 422.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct FieldProblem {
+    pub field: String,
+    pub message: String,
+}
+
+/// An error answer.
+#[derive(Debug)]
+pub struct Problem {
+    pub status: StatusCode,
+    pub title: &'static str,
+    pub detail: String,
+    pub errors: Vec<FieldProblem>,
+}
+
+impl Problem {
+    pub fn new(status: StatusCode, title: &'static str, detail: impl Into<String>) -> Problem {
+        Problem {
+            status,
+            title,
+            detail: detail.into(),
+            errors: Vec::new(),
+        }
+    }
+
+    pub fn not_found(detail: impl Into<String>) -> Problem {
+        Problem::new(StatusCode::NOT_FOUND, "Not found", detail)
+    }
+
+    pub fn bad_request(detail: impl Into<String>) -> Problem {
+        Problem::new(StatusCode::BAD_REQUEST, "Malformed request", detail)
+    }
+
+    /// A failure of ours: logged in full, answered without detail.
+    pub fn internal(error: &dyn std::fmt::Display) -> Problem {
+        let id = uuid::Uuid::now_v7();
+        tracing::error!(error_id = %id, %error, "internal error");
+        Problem::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Internal error",
+            format!("something went wrong on our side (error id {id})"),
+        )
+    }
+}
+
+impl From<DomainError> for Problem {
+    fn from(error: DomainError) -> Problem {
+        match error {
+            DomainError::Invalid(fields) => Problem {
+                status: StatusCode::UNPROCESSABLE_ENTITY,
+                title: "Invalid input",
+                detail: "some fields are invalid".into(),
+                errors: fields
+                    .into_iter()
+                    .map(|f| FieldProblem {
+                        field: f.field.to_owned(),
+                        message: f.message,
+                    })
+                    .collect(),
+            },
+            DomainError::NotFound(what) => Problem::not_found(format!("no such {what}")),
+            DomainError::Conflict(detail) => Problem::new(StatusCode::CONFLICT, "Conflict", detail),
+            DomainError::Unauthenticated(detail) => {
+                Problem::new(StatusCode::UNAUTHORIZED, "Not authenticated", detail)
+            }
+            other @ DomainError::Corrupt(_) => Problem::internal(&other),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    title: &'a str,
+    status: u16,
+    detail: &'a str,
+    #[serde(skip_serializing_if = "<[FieldProblem]>::is_empty")]
+    errors: &'a [FieldProblem],
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let body = Body {
+            kind: "about:blank",
+            title: self.title,
+            status: self.status.as_u16(),
+            detail: &self.detail,
+            errors: &self.errors,
+        };
+        let json = serde_json::to_vec(&body).unwrap_or_default();
+        let mut response = (self.status, json).into_response();
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        response
+    }
+}

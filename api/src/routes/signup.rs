@@ -1,0 +1,151 @@
+//! `POST /api/v1/signup` on the apex host: a new MSP tenant with its first admin, who is sent
+//! an onboarding code, all in one atomic commit.
+
+use axum::Json;
+use axum::extract::State;
+use axum::extract::rejection::JsonRejection;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use chrono::Utc;
+use domain::decision::Decision;
+use domain::ids::{TenantId, UserId};
+use domain::msp::{self, MspCommand, MspTenant};
+use eventlog::{Commit, EventLog, Expected, Reservation, StreamAppend, StreamId};
+use projections::codec;
+use serde::Deserialize;
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::app::{READ_YOUR_WRITES, Shared};
+use crate::config::Signup;
+use crate::host::{self, Host};
+use crate::mail::Message;
+use crate::problem::Problem;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignupRequest {
+    name: String,
+    display_name: String,
+    admin_email: String,
+}
+
+/// An 8-digit one-time code from the operating system's CSPRNG (through rand's thread RNG).
+pub fn one_time_code() -> String {
+    format!("{:08}", rand::random_range(0..100_000_000u32))
+}
+
+/// JSON bodies: malformed or of the wrong shape is a 400 naming what is wrong.
+pub fn body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, Problem> {
+    body.map(|Json(value)| value)
+        .map_err(|rejection| Problem::bad_request(rejection.body_text()))
+}
+
+pub async fn signup(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    request: Result<Json<SignupRequest>, JsonRejection>,
+) -> Result<Response, Problem> {
+    if !matches!(host::resolve(&state, &headers).await?, Host::Apex) {
+        return Err(Problem::not_found(
+            "signup is served on the platform's own host",
+        ));
+    }
+    if state.config.signup == Signup::Closed {
+        return Err(Problem::not_found("signup is closed on this platform"));
+    }
+    let request = body(request)?;
+    let tenant_id = TenantId(Uuid::now_v7());
+    let admin_id = UserId(Uuid::now_v7());
+    let now = Utc::now();
+    let signed_up = msp::decide(
+        None,
+        MspCommand::SignUp {
+            tenant_id,
+            name: request.name,
+            display_name: request.display_name,
+            admin_user_id: admin_id,
+            admin_email: request.admin_email,
+        },
+    )?;
+    let tenant = MspTenant::replay(&signed_up.events)?
+        .ok_or_else(|| Problem::internal(&"signup decided no tenant"))?;
+    let code = one_time_code();
+    let admin_email = tenant
+        .users
+        .get(&admin_id)
+        .map(|u| u.email.clone())
+        .ok_or_else(|| Problem::internal(&"signup decided no admin"))?;
+    let onboarding = msp::decide(
+        Some(&tenant),
+        MspCommand::StartOnboarding {
+            email: admin_email.clone(),
+            code: code.clone(),
+            now,
+        },
+    )?;
+    let decision = Decision {
+        events: signed_up
+            .events
+            .into_iter()
+            .chain(onboarding.events)
+            .collect(),
+        claims: signed_up.claims,
+        releases: Vec::new(),
+        refusal: None,
+    };
+
+    let stream = StreamId(tenant_id.0);
+    let mut append = StreamAppend::new(stream, Expected::NoStream);
+    for event in &decision.events {
+        let encoded = codec::encode(event, Uuid::now_v7(), now, "signup")
+            .map_err(|e| Problem::internal(&e))?;
+        append = append.event(encoded);
+    }
+    for claim in &decision.claims {
+        append = append.reserve(Reservation::new(claim.scope.clone(), claim.key.clone()));
+    }
+    let committed = match state.log.commit(Commit::from(append)).await {
+        Ok(committed) => committed,
+        Err(eventlog::Error::ReservationTaken { .. }) => {
+            return Err(Problem::new(
+                StatusCode::CONFLICT,
+                "Conflict",
+                format!("the name {} is taken", tenant.name),
+            ));
+        }
+        Err(e) => return Err(Problem::internal(&e)),
+    };
+
+    let message = Message {
+        to: admin_email.clone(),
+        subject: format!("Your {} onboarding code", tenant.display_name),
+        body: format!(
+            "Welcome to idem. Enter this code in the authenticator app to enroll your device.\n\
+             It expires in 15 minutes.\n\nCode: {code}\n"
+        ),
+    };
+    if let Err(e) = state.mailer.send(message).await {
+        // The tenant exists; the admin can ask for a new code.
+        tracing::error!(error = %e, "could not write the onboarding mail");
+    }
+
+    state
+        .projections
+        .wait_for(committed.position, READ_YOUR_WRITES)
+        .await;
+    let body = json!({
+        "tenant": {
+            "id": tenant_id.0,
+            "name": tenant.name,
+            "display_name": tenant.display_name,
+            "url": state.config.tenant_url(&tenant.host_label),
+        },
+        "admin": { "id": admin_id.0, "email": admin_email },
+    });
+    let mut response = (StatusCode::CREATED, Json(body)).into_response();
+    if let Ok(value) = committed.position.to_string().parse() {
+        response.headers_mut().insert("idem-position", value);
+    }
+    Ok(response)
+}

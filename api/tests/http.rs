@@ -1,0 +1,324 @@
+//! idemd over real HTTP: startup, health, readiness, metrics, signup and its refusals, the
+//! development mailer, and a restart on the same data directory.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use api::{Server, Settings};
+use serde_json::{Value, json};
+
+async fn start(dir: &Path) -> Server {
+    let settings = Settings {
+        bind: Some("127.0.0.1:0".into()),
+        data_dir: Some(dir.to_path_buf()),
+        ..Settings::default()
+    };
+    Server::start(settings.resolve().unwrap()).await.unwrap()
+}
+
+/// A client that sends `host` as the Host header (tenants live at `{label}.localhost`).
+fn client() -> reqwest::Client {
+    reqwest::Client::builder().build().unwrap()
+}
+
+fn url(server: &Server, path: &str) -> String {
+    format!("http://127.0.0.1:{}{path}", server.addr.port())
+}
+
+async fn signup(server: &Server, body: Value) -> reqwest::Response {
+    client()
+        .post(url(server, "/api/v1/signup"))
+        .header("host", format!("localhost:{}", server.addr.port()))
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+fn codes(mail_dir: &Path) -> Vec<(String, String)> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(mail_dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().and_then(|e| e.to_str()) != Some("eml") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        let to = text
+            .lines()
+            .find_map(|l| l.strip_prefix("To: "))
+            .unwrap()
+            .trim()
+            .to_owned();
+        let code = text
+            .lines()
+            .find_map(|l| l.trim_end().strip_prefix("Code: "))
+            .unwrap()
+            .to_owned();
+        found.push((to, code));
+    }
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signup_creates_a_tenant_and_mails_its_admin_a_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path()).await;
+
+    let health = client().get(url(&server, "/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+    let ready = client().get(url(&server, "/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
+    let key = std::fs::metadata(dir.path().join("root.key")).unwrap();
+    assert_eq!(key.permissions().mode() & 0o777, 0o600);
+
+    let answer = signup(
+        &server,
+        json!({"name": "acme", "display_name": "Acme IT", "admin_email": "Alice@Acme.example"}),
+    )
+    .await;
+    assert_eq!(answer.status(), 201);
+    let position: u64 = answer.headers()["idem-position"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(answer.headers().contains_key("x-request-id"));
+    let body: Value = answer.json().await.unwrap();
+    assert_eq!(body["tenant"]["name"], "acme");
+    assert_eq!(body["tenant"]["display_name"], "Acme IT");
+    assert_eq!(
+        body["tenant"]["url"],
+        format!("http://acme.localhost:{}", server.addr.port())
+    );
+    // The domain of an email is case-insensitive and kept lowercase; the local part as typed.
+    assert_eq!(body["admin"]["email"], "Alice@acme.example");
+
+    let mail = codes(&dir.path().join("mail"));
+    assert_eq!(mail.len(), 1);
+    assert_eq!(mail[0].0, "Alice@acme.example");
+    assert_eq!(mail[0].1.len(), 8);
+    assert!(mail[0].1.bytes().all(|b| b.is_ascii_digit()));
+    // The code is kept only as a digest: it appears in no file of the data directory.
+    for entry in walk(&dir.path().join("log"))
+        .into_iter()
+        .chain(walk(&dir.path().join("readmodels")))
+    {
+        let bytes = std::fs::read(&entry).unwrap();
+        assert!(
+            !bytes.windows(8).any(|w| w == mail[0].1.as_bytes()),
+            "{} holds the code",
+            entry.display()
+        );
+    }
+
+    // The tenant's host now resolves (read-your-writes: the answer came after projection).
+    let metrics = client()
+        .get(url(&server, "/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains(&format!("idem_log_head_position {position}")));
+    assert!(metrics.contains(&format!(
+        "idem_projection_checkpoint{{projection=\"directory\"}} {position}"
+    )));
+    let on_tenant = client()
+        .post(url(&server, "/api/v1/signup"))
+        .header("host", format!("acme.localhost:{}", server.addr.port()))
+        .json(&json!({"name": "other", "display_name": "Other", "admin_email": "a@b.example"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(on_tenant.status(), 404);
+    let problem: Value = on_tenant.json().await.unwrap();
+    assert!(problem["detail"].as_str().unwrap().contains("platform"));
+
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signup_refuses_bad_input_and_taken_names_and_stores_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path()).await;
+    let ok = signup(
+        &server,
+        json!({"name": "acme", "display_name": "Acme", "admin_email": "a@acme.example"}),
+    )
+    .await;
+    assert_eq!(ok.status(), 201);
+
+    let taken = signup(
+        &server,
+        json!({"name": "acme", "display_name": "Other", "admin_email": "b@acme.example"}),
+    )
+    .await;
+    assert_eq!(taken.status(), 409);
+    assert_eq!(taken.headers()["content-type"], "application/problem+json");
+
+    let invalid = signup(
+        &server,
+        json!({"name": "Bad Name", "display_name": " ", "admin_email": "nope"}),
+    )
+    .await;
+    assert_eq!(invalid.status(), 422);
+    let problem: Value = invalid.json().await.unwrap();
+    let fields: Vec<&str> = problem["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(fields, vec!["name", "display_name", "admin_email"]);
+
+    for reserved in ["www", "api", "admin"] {
+        let answer = signup(
+            &server,
+            json!({"name": reserved, "display_name": "X", "admin_email": "a@x.example"}),
+        )
+        .await;
+        assert_eq!(answer.status(), 422, "{reserved}");
+    }
+
+    let malformed = client()
+        .post(url(&server, "/api/v1/signup"))
+        .header("host", format!("localhost:{}", server.addr.port()))
+        .header("content-type", "application/json")
+        .body("{\"name\":")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(malformed.status(), 400);
+    let unknown_field = signup(
+        &server,
+        json!({"name": "x", "display_name": "X", "admin_email": "a@x.example", "admin": true}),
+    )
+    .await;
+    assert_eq!(unknown_field.status(), 400);
+
+    let stranger = client()
+        .get(url(&server, "/api/v1/nothing"))
+        .header("host", format!("nobody.localhost:{}", server.addr.port()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stranger.status(), 404);
+
+    // Only the one good signup reached the log, and one mail was written.
+    let metrics = client()
+        .get(url(&server, "/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("idem_log_head_position 2\n"), "{metrics}");
+    assert_eq!(codes(&dir.path().join("mail")).len(), 1);
+    server.shutdown().await;
+
+    // After a restart on the same data directory the tenant is still there.
+    let server = start(dir.path()).await;
+    let again = signup(
+        &server,
+        json!({"name": "acme", "display_name": "Acme", "admin_email": "a@acme.example"}),
+    )
+    .await;
+    assert_eq!(again.status(), 409);
+    server.shutdown().await;
+}
+
+#[test]
+fn configuration_is_checked_with_clear_messages() {
+    let bad = |settings: Settings, setting: &str| {
+        let err = settings.resolve().unwrap_err().to_string();
+        assert!(err.starts_with(setting), "{err}");
+    };
+    bad(
+        Settings {
+            bind: Some("localhost".into()),
+            ..Settings::default()
+        },
+        "IDEM_BIND",
+    );
+    bad(
+        Settings {
+            base_domain: Some("under_score.example".into()),
+            ..Settings::default()
+        },
+        "IDEM_BASE_DOMAIN",
+    );
+    bad(
+        Settings {
+            public_scheme: Some("ftp".into()),
+            ..Settings::default()
+        },
+        "IDEM_PUBLIC_SCHEME",
+    );
+    bad(
+        Settings {
+            database_url: Some("mysql://x".into()),
+            ..Settings::default()
+        },
+        "IDEM_DATABASE_URL",
+    );
+    bad(
+        Settings {
+            signup: Some("maybe".into()),
+            ..Settings::default()
+        },
+        "IDEM_SIGNUP",
+    );
+    bad(
+        Settings {
+            mail_from: Some("idem@x.example\r\nBcc: all@x.example".into()),
+            ..Settings::default()
+        },
+        "IDEM_MAIL_FROM",
+    );
+    let config = Settings::default().resolve().unwrap();
+    assert_eq!(config.bind.to_string(), "127.0.0.1:8080");
+    assert_eq!(config.base_domain, "localhost");
+    assert_eq!(config.mail_from, "idem@localhost");
+    assert_eq!(config.root_key_file, Path::new("data").join("root.key"));
+    assert_eq!(config.tenant_url("acme"), "http://acme.localhost:8080");
+
+    // A file's settings apply where flags and environment say nothing.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("idem.toml");
+    std::fs::write(
+        &file,
+        "base_domain = \"idem.example\"\nsignup = \"closed\"\n",
+    )
+    .unwrap();
+    let from_file = Settings::from_file(&file).unwrap();
+    let config = Settings {
+        signup: Some("open".into()),
+        ..Settings::default()
+    }
+    .or(from_file)
+    .resolve()
+    .unwrap();
+    assert_eq!(config.base_domain, "idem.example");
+    assert_eq!(config.signup, api::config::Signup::Open);
+    std::fs::write(&file, "base_domian = \"typo.example\"\n").unwrap();
+    let err = Settings::from_file(&file).unwrap_err().to_string();
+    assert!(err.contains("base_domian"), "{err}");
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                files.extend(walk(&path));
+            } else {
+                files.push(path);
+            }
+        }
+    }
+    files
+}

@@ -1,0 +1,87 @@
+//! The idemd binary as an operator runs it: `idemd serve`, a signup, SIGTERM, a clean exit,
+//! and the acknowledged signup still there after a restart.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::Path;
+use std::process::Stdio;
+
+use serde_json::json;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// Starts idemd on a free port; answers once it logs that it listens.
+async fn spawn(data: &Path) -> (Child, u16) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_idemd"))
+        .args(["serve", "--bind", &format!("127.0.0.1:{port}")])
+        .arg("--data-dir")
+        .arg(data)
+        .env_remove("IDEM_DATABASE_URL")
+        .env("IDEM_LOG", "info")
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    loop {
+        let line = lines
+            .next_line()
+            .await
+            .unwrap()
+            .expect("idemd exited before listening");
+        if line.contains("idemd listening") {
+            break;
+        }
+    }
+    // Keep draining its log so that it never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, port)
+}
+
+async fn signup(port: u16) -> u16 {
+    reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{port}/api/v1/signup"))
+        .header("host", format!("localhost:{port}"))
+        .json(&json!({"name": "acme", "display_name": "Acme", "admin_email": "a@acme.example"}))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_cleanly_and_keeps_what_was_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, port) = spawn(dir.path()).await;
+    assert_eq!(signup(port).await, 201);
+
+    let pid = child.id().unwrap().to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = child.wait().await.unwrap();
+    assert!(status.success(), "idemd exited with {status}");
+
+    let (mut child, port) = spawn(dir.path()).await;
+    assert_eq!(signup(port).await, 409);
+    child.kill().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_bad_setting_stops_idemd_at_start_with_its_name() {
+    let output = Command::new(env!("CARGO_BIN_EXE_idemd"))
+        .args(["serve", "--public-scheme", "gopher"])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(stderr.contains("IDEM_PUBLIC_SCHEME"), "{stderr}");
+}
