@@ -899,7 +899,9 @@ async fn a_rebuild_serves_the_old_generation_until_it_has_caught_up(store: &Stor
             ) && gate.swap(false, Ordering::SeqCst)
             {
                 entered_tx.send(()).unwrap();
-                release_rx.lock().unwrap().recv().unwrap();
+                // The projector's task waits here; block_in_place hands this worker's other
+                // tasks to the rest of the runtime meanwhile, so nothing else waits with it.
+                tokio::task::block_in_place(|| release_rx.lock().unwrap().recv().unwrap());
             }
             false
         }),
@@ -912,7 +914,7 @@ async fn a_rebuild_serves_the_old_generation_until_it_has_caught_up(store: &Stor
         let projections = projections.clone();
         tokio::spawn(async move { projections.rebuild(Projection::Directory).await })
     };
-    tokio::task::spawn_blocking(move || entered_rx.recv().unwrap())
+    tokio::task::spawn_blocking(move || entered_rx.recv_timeout(LONG).unwrap())
         .await
         .unwrap();
     let status = projections.status();
