@@ -36,53 +36,55 @@ pub async fn readyz(State(state): State<Shared>) -> Response {
     (code, axum::Json(body)).into_response()
 }
 
+/// Writes one gauge family: its help, its type, and a sample per labelled value.
+fn gauge(out: &mut String, name: &str, help: &str, samples: &[(Option<&str>, u64)]) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+    for (projection, value) in samples {
+        match projection {
+            Some(p) => {
+                let _ = writeln!(out, "{name}{{projection=\"{p}\"}} {value}");
+            }
+            None => {
+                let _ = writeln!(out, "{name} {value}");
+            }
+        }
+    }
+}
+
 /// Prometheus text.
 pub async fn metrics(State(state): State<Shared>) -> Response {
     let status = state.projections.status();
+    let per = |value: &dyn Fn(&projections::ProjectorStatus) -> u64| {
+        status
+            .projectors
+            .iter()
+            .map(|p| (Some(p.projection), value(p)))
+            .collect::<Vec<_>>()
+    };
     let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "# HELP idem_log_head_position Position of the newest durable event.\n\
-         # TYPE idem_log_head_position gauge\nidem_log_head_position {}",
-        state.log.head_position()
+    gauge(
+        &mut out,
+        "idem_log_head_position",
+        "Position of the newest durable event.",
+        &[(None, state.log.head_position())],
     );
-    let _ = writeln!(
-        out,
-        "# HELP idem_projection_checkpoint Last log position applied, per projection.\n\
-         # TYPE idem_projection_checkpoint gauge"
+    gauge(
+        &mut out,
+        "idem_projection_checkpoint",
+        "Last log position applied, per projection.",
+        &per(&|p| p.checkpoint),
     );
-    for p in &status.projectors {
-        let _ = writeln!(
-            out,
-            "idem_projection_checkpoint{{projection=\"{}\"}} {}",
-            p.projection, p.checkpoint
-        );
-    }
-    let _ = writeln!(
-        out,
-        "# HELP idem_projection_lag Positions between the log head and the checkpoint.\n\
-         # TYPE idem_projection_lag gauge"
+    gauge(
+        &mut out,
+        "idem_projection_lag",
+        "Positions between the log head and the checkpoint.",
+        &per(&|p| status.head.saturating_sub(p.checkpoint)),
     );
-    for p in &status.projectors {
-        let _ = writeln!(
-            out,
-            "idem_projection_lag{{projection=\"{}\"}} {}",
-            p.projection,
-            status.head.saturating_sub(p.checkpoint)
-        );
-    }
-    let _ = writeln!(
-        out,
-        "# HELP idem_projection_quarantined_tenants Tenants whose projection stopped at a bad event.\n\
-         # TYPE idem_projection_quarantined_tenants gauge"
+    gauge(
+        &mut out,
+        "idem_projection_quarantined_tenants",
+        "Tenants whose projection stopped at a bad event.",
+        &per(&|p| p.quarantined.len() as u64),
     );
-    for p in &status.projectors {
-        let _ = writeln!(
-            out,
-            "idem_projection_quarantined_tenants{{projection=\"{}\"}} {}",
-            p.projection,
-            p.quarantined.len()
-        );
-    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }
