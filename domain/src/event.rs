@@ -106,10 +106,17 @@ macro_rules! events {
                     $(stringify!($name) => $version,)*
                     other => return Err(DecodeError::UnknownType(other.to_owned())),
                 };
+                let malformed = |e: serde_json::Error| DecodeError::Malformed(type_name.to_owned(), e.to_string());
+                if version == current {
+                    // Nothing to upcast: straight from the bytes, without a JSON tree between.
+                    return match type_name {
+                        $(stringify!($name) => serde_json::from_slice(data).map(Event::$name).map_err(malformed),)*
+                        other => Err(DecodeError::UnknownType(other.to_owned())),
+                    };
+                }
                 let value: serde_json::Value = serde_json::from_slice(data)
                     .map_err(|e| DecodeError::Malformed(type_name.to_owned(), e.to_string()))?;
                 let value = upcast(type_name, version, current, value)?;
-                let malformed = |e: serde_json::Error| DecodeError::Malformed(type_name.to_owned(), e.to_string());
                 match type_name {
                     $(stringify!($name) => serde_json::from_value(value).map(Event::$name).map_err(malformed),)*
                     other => Err(DecodeError::UnknownType(other.to_owned())),
