@@ -443,13 +443,16 @@ impl DirectoryBatch {
             .filter(|k| !self.users.contains_key(k))
             .collect();
         for chunk in users.chunks(ROWS_PER_STATEMENT) {
-            let ids: Vec<String> = chunk.iter().map(|(_, u)| u.clone()).collect();
+            let keys: Vec<String> = chunk
+                .iter()
+                .flat_map(|(t, u)| [t.clone(), u.clone()])
+                .collect();
             let sql = format!(
-                "SELECT {} FROM users WHERE user_id IN ({})",
+                "SELECT {} FROM users WHERE (tenant_id, user_id) IN (VALUES {})",
                 USER_COLUMNS.join(", "),
-                list(numbered, ids.len())
+                placeholders(numbered, chunk.len(), 2)
             );
-            for row in fetch(conn, &sql, &ids).await? {
+            for row in fetch(conn, &sql, &keys).await? {
                 let row = UserRow::from_row(&row)?;
                 self.users.insert(
                     (row.tenant_id.clone(), row.user_id.clone()),

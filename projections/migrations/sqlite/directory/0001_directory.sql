@@ -68,8 +68,6 @@ CREATE TABLE users (
     PRIMARY KEY (tenant_id, user_id)
 );
 CREATE INDEX users_by_change ON users (tenant_id, changed_seq);
--- User ids are UUIDs, unique across tenants: the projector loads users by id alone.
-CREATE INDEX users_by_id ON users (user_id);
 
 -- Who reaches which tenant, and through what: 'admin', 'delegation' or 'auditor'.
 CREATE TABLE access (
