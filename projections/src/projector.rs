@@ -75,7 +75,7 @@ pub struct Options {
 impl Default for Options {
     fn default() -> Self {
         Options {
-            batch_size: 10_000,
+            batch_size: 20_000,
             faults: Faults::default(),
         }
     }
