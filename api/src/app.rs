@@ -169,6 +169,11 @@ pub fn router(state: Shared) -> Router {
         .route("/readyz", get(routes::health::readyz))
         .route("/metrics", get(routes::health::metrics))
         .route("/api/v1/signup", post(routes::signup::signup))
+        .route("/api/v1/onboarding/start", post(routes::onboarding::start))
+        .route(
+            "/api/v1/onboarding/complete",
+            post(routes::onboarding::complete),
+        )
         .fallback(routes::not_found)
         .layer(middleware::from_fn_with_state(state.clone(), request_id))
         .with_state(state)

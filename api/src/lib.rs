@@ -3,6 +3,7 @@
 //! from the projections. Errors leave as problem+json (`problem`).
 
 pub mod app;
+pub mod command;
 pub mod config;
 pub mod host;
 pub mod mail;

@@ -322,3 +322,92 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     }
     files
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_onboards_a_device_with_the_mailed_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path()).await;
+    let port = server.addr.port();
+    let created = signup(
+        &server,
+        json!({"name": "acme", "display_name": "Acme", "admin_email": "alice@acme.example"}),
+    )
+    .await;
+    let admin_id = created.json::<Value>().await.unwrap()["admin"]["id"].clone();
+    let code = codes(&dir.path().join("mail"))[0].1.clone();
+    let on = |path: &str, host: &str, body: Value| {
+        client()
+            .post(url(&server, path))
+            .header("host", format!("{host}:{port}"))
+            .json(&body)
+            .send()
+    };
+    let attempt = |code: &str| {
+        json!({"email": "alice@acme.example", "code": code, "device_name": "Alice's phone",
+               "device_public_key": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"})
+    };
+    let wrong = if code == "00000000" {
+        "11111111"
+    } else {
+        "00000000"
+    };
+
+    // A wrong code is refused, and so is onboarding anywhere but the tenant's host.
+    let refused = on(
+        "/api/v1/onboarding/complete",
+        "acme.localhost",
+        attempt(wrong),
+    )
+    .await
+    .unwrap();
+    assert_eq!(refused.status(), 401);
+    let apex = on("/api/v1/onboarding/complete", "localhost", attempt(&code))
+        .await
+        .unwrap();
+    assert_eq!(apex.status(), 404);
+    let elsewhere = on(
+        "/api/v1/onboarding/complete",
+        "nobody.localhost",
+        attempt(&code),
+    )
+    .await
+    .unwrap();
+    assert_eq!(elsewhere.status(), 404);
+
+    let enrolled = on(
+        "/api/v1/onboarding/complete",
+        "acme.localhost",
+        attempt(&code),
+    )
+    .await
+    .unwrap();
+    assert_eq!(enrolled.status(), 201);
+    assert!(enrolled.headers().contains_key("idem-position"));
+    let body: Value = enrolled.json().await.unwrap();
+    assert_eq!(body["user_id"], admin_id);
+    assert!(body["device_id"].as_str().is_some());
+    // The code was for one use.
+    let again = on(
+        "/api/v1/onboarding/complete",
+        "acme.localhost",
+        attempt(&code),
+    )
+    .await
+    .unwrap();
+    assert_eq!(again.status(), 401);
+
+    // Starting answers the same for anyone, and mails only those who may onboard.
+    // (alice has onboarded: she gets no new code either.)
+    for email in ["nobody@acme.example", "not an email", "alice@acme.example"] {
+        let answer = on(
+            "/api/v1/onboarding/start",
+            "acme.localhost",
+            json!({"email": email}),
+        )
+        .await
+        .unwrap();
+        assert_eq!(answer.status(), 202, "{email}");
+    }
+    assert_eq!(codes(&dir.path().join("mail")).len(), 1);
+    server.shutdown().await;
+}

@@ -1,6 +1,7 @@
 //! The HTTP handlers, one module per part of the contract.
 
 pub mod health;
+pub mod onboarding;
 pub mod signup;
 
 use crate::problem::Problem;

@@ -1,0 +1,96 @@
+//! The command pipeline every write goes through: fold the tenant's stream, decide in the
+//! domain, commit the events with the decision's reservations at the seq that was folded, and
+//! start over if another writer got there first (optimistic concurrency).
+
+use chrono::{DateTime, Utc};
+use domain::decision::{Decision, DomainError};
+use domain::event::Event;
+use domain::ids::TenantId;
+use eventlog::{Commit, Committed, EventLog, Expected, Reservation, StreamAppend, StreamId};
+use projections::codec;
+use uuid::Uuid;
+
+use crate::app::AppState;
+use crate::problem::Problem;
+
+/// How many times a command is decided again after losing a race for its stream.
+const ATTEMPTS: usize = 5;
+
+/// A tenant's history, folded by the caller.
+pub struct History {
+    pub events: Vec<Event>,
+    pub seq: u64,
+}
+
+/// Reads and decodes a tenant's whole stream.
+pub async fn history(state: &AppState, tenant: TenantId) -> Result<History, Problem> {
+    let recorded = state
+        .log
+        .read_stream(StreamId(tenant.0), 1, usize::MAX)
+        .await
+        .map_err(|e| Problem::internal(&e))?;
+    let seq = recorded.last().map_or(0, |e| e.seq);
+    let events = recorded
+        .iter()
+        .map(codec::decode)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| Problem::internal(&e))?;
+    Ok(History { events, seq })
+}
+
+/// Runs `decide` against the tenant's current history and commits what it decides; answers
+/// the commit (none if nothing was to be written) and the decision. A refusal in the decision
+/// is returned after its events are committed.
+pub async fn execute(
+    state: &AppState,
+    tenant: TenantId,
+    actor: &str,
+    now: DateTime<Utc>,
+    decide: impl Fn(&History) -> Result<Decision, DomainError>,
+) -> Result<(Option<Committed>, Decision), Problem> {
+    for _ in 0..ATTEMPTS {
+        let history = history(state, tenant).await?;
+        let decision = decide(&history)?;
+        if decision.events.is_empty() {
+            if let Some(refusal) = decision.refusal {
+                return Err(refusal.into());
+            }
+            return Ok((None, decision));
+        }
+        let expected = if history.seq == 0 {
+            Expected::NoStream
+        } else {
+            Expected::At(history.seq)
+        };
+        let mut append = StreamAppend::new(StreamId(tenant.0), expected);
+        for event in &decision.events {
+            append = append.event(
+                codec::encode(event, Uuid::now_v7(), now, actor)
+                    .map_err(|e| Problem::internal(&e))?,
+            );
+        }
+        for claim in &decision.claims {
+            append = append.reserve(Reservation::new(claim.scope.clone(), claim.key.clone()));
+        }
+        for claim in &decision.releases {
+            append = append.release(Reservation::new(claim.scope.clone(), claim.key.clone()));
+        }
+        match state.log.commit(Commit::from(append)).await {
+            Ok(committed) => {
+                if let Some(refusal) = decision.refusal {
+                    return Err(refusal.into());
+                }
+                return Ok((Some(committed), decision));
+            }
+            // Someone else wrote first: decide again on what they wrote.
+            Err(eventlog::Error::WrongExpectedSeq { .. }) => continue,
+            Err(eventlog::Error::ReservationTaken { reservation }) => {
+                return Err(
+                    DomainError::Conflict(format!("{} is already taken", reservation.key)).into(),
+                );
+            }
+            Err(e) => return Err(Problem::internal(&e)),
+        }
+    }
+    Err(DomainError::Conflict("the tenant is changing too fast; try again".into()).into())
+}

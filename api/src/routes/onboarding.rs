@@ -1,0 +1,191 @@
+//! `POST /api/v1/onboarding/start` and `/complete` on any tenant host: a user proves an email
+//! with a one-time code and registers a device's Ed25519 public key. MSP users onboard on their
+//! MSP's host; directory users invited to passwordless MFA on their customer's host.
+
+use axum::Json;
+use axum::extract::State;
+use axum::extract::rejection::JsonRejection;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use chrono::Utc;
+use domain::customer::{self, CustomerCommand, CustomerTenant};
+use domain::event::Event;
+use domain::ids::{DeviceId, TenantId};
+use domain::msp::{self, MspCommand, MspTenant};
+use domain::onboarding::Attempt;
+use serde::Deserialize;
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::app::{READ_YOUR_WRITES, Shared};
+use crate::command::{self, History};
+use crate::host::{self, Host};
+use crate::mail::Message;
+use crate::problem::Problem;
+use crate::routes::signup::{body, one_time_code};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StartRequest {
+    email: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompleteRequest {
+    email: String,
+    code: String,
+    device_name: String,
+    device_public_key: String,
+}
+
+/// The tenant a request is addressed to; onboarding has no meaning on the apex.
+async fn tenant(state: &Shared, headers: &HeaderMap) -> Result<(TenantId, bool), Problem> {
+    match host::resolve(state, headers).await? {
+        Host::Apex => Err(Problem::not_found(
+            "onboarding is served on the tenant's own host",
+        )),
+        Host::Tenant(row) => Ok((TenantId(row.id), row.kind == "msp")),
+    }
+}
+
+fn fold_msp(history: &History) -> Result<MspTenant, domain::decision::DomainError> {
+    MspTenant::replay(&history.events)?.ok_or(domain::decision::DomainError::NotFound("tenant"))
+}
+
+fn fold_customer(history: &History) -> Result<CustomerTenant, domain::decision::DomainError> {
+    CustomerTenant::replay(&history.events)?
+        .ok_or(domain::decision::DomainError::NotFound("tenant"))
+}
+
+/// Always 202: whether the email belongs to anyone is not for the caller to learn. A code is
+/// mailed only if a user with that email may onboard.
+pub async fn start(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    request: Result<Json<StartRequest>, JsonRejection>,
+) -> Result<Response, Problem> {
+    let (tenant, is_msp) = tenant(&state, &headers).await?;
+    let request = body(request)?;
+    let code = one_time_code();
+    let now = Utc::now();
+    let email = request.email;
+    let (_, decision) = command::execute(&state, tenant, "onboarding", now, |history| {
+        if is_msp {
+            msp::decide(
+                Some(&fold_msp(history)?),
+                MspCommand::StartOnboarding {
+                    email: email.clone(),
+                    code: code.clone(),
+                    now,
+                },
+            )
+        } else {
+            customer::decide(
+                Some(&fold_customer(history)?),
+                CustomerCommand::StartOnboarding {
+                    email: email.clone(),
+                    code: code.clone(),
+                    now,
+                },
+            )
+        }
+    })
+    .await
+    .or_else(|problem| {
+        // Invalid emails answer like unknown ones.
+        if problem.status == StatusCode::UNPROCESSABLE_ENTITY {
+            Ok((None, domain::decision::Decision::none()))
+        } else {
+            Err(problem)
+        }
+    })?;
+    let issued = decision
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::OnboardingCodeIssued(_)));
+    if issued {
+        let message = Message {
+            to: email.trim().to_owned(),
+            subject: "Your idem onboarding code".into(),
+            body: format!(
+                "Enter this code in the authenticator app to enroll your device.\n\
+                 It expires in 15 minutes.\n\nCode: {code}\n"
+            ),
+        };
+        if let Err(e) = state.mailer.send(message).await {
+            tracing::error!(error = %e, "could not write the onboarding mail");
+        }
+    }
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({"status": "if the email can onboard, a code is on its way"})),
+    )
+        .into_response())
+}
+
+/// 201 `{user_id, device_id}` once the code checks out; a wrong code is a 401 and counts
+/// towards the code's five tries.
+pub async fn complete(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    request: Result<Json<CompleteRequest>, JsonRejection>,
+) -> Result<Response, Problem> {
+    let (tenant, is_msp) = tenant(&state, &headers).await?;
+    let request = body(request)?;
+    let now = Utc::now();
+    let device_id = DeviceId(Uuid::now_v7());
+    let (committed, decision) = command::execute(&state, tenant, "onboarding", now, |history| {
+        if is_msp {
+            msp::decide(
+                Some(&fold_msp(history)?),
+                MspCommand::CompleteOnboarding {
+                    email: request.email.clone(),
+                    code: request.code.clone(),
+                    device_id,
+                    device_name: request.device_name.clone(),
+                    public_key: request.device_public_key.clone(),
+                    now,
+                },
+            )
+        } else {
+            customer::decide(
+                Some(&fold_customer(history)?),
+                CustomerCommand::CompleteOnboarding {
+                    email: request.email.clone(),
+                    attempt: Attempt {
+                        code: request.code.clone(),
+                        device_id,
+                        device_name: request.device_name.clone(),
+                        public_key: request.device_public_key.clone(),
+                        now,
+                    },
+                },
+            )
+        }
+    })
+    .await?;
+    let user_id = decision
+        .events
+        .iter()
+        .find_map(|e| match e {
+            Event::DeviceEnrolled(d) => Some(d.user_id),
+            _ => None,
+        })
+        .ok_or_else(|| Problem::internal(&"onboarding completed without a device"))?;
+    let mut response = (
+        StatusCode::CREATED,
+        Json(json!({"user_id": user_id.0, "device_id": device_id.0})),
+    )
+        .into_response();
+    if let Some(committed) = committed {
+        state
+            .projections
+            .wait_for(committed.position, READ_YOUR_WRITES)
+            .await;
+        if let Ok(value) = committed.position.to_string().parse() {
+            response.headers_mut().insert("idem-position", value);
+        }
+    }
+    Ok(response)
+}
