@@ -38,16 +38,9 @@ pub enum Backend {
 
 /// One generation of one projection's database, with its connection pool.
 #[derive(Debug)]
-pub struct Generation {
-    pub projection: Projection,
-    pub number: u64,
+pub(crate) struct Generation {
+    pub(crate) number: u64,
     pub(crate) pool: AnyPool,
-}
-
-impl Generation {
-    pub fn pool(&self) -> &AnyPool {
-        &self.pool
-    }
 }
 
 impl Backend {
@@ -67,10 +60,6 @@ impl Backend {
                 "the database URL must start with postgres:// or postgresql://".into(),
             )),
         }
-    }
-
-    pub fn is_postgres(&self) -> bool {
-        matches!(self, Backend::Postgres { .. })
     }
 
     /// Checks the settings and prepares the location (creates the SQLite directory).
@@ -188,11 +177,7 @@ impl Backend {
                     Projection::Audit => &SQLITE_AUDIT,
                 };
                 migrator.run(&pool).await?;
-                Ok(Generation {
-                    projection,
-                    number,
-                    pool,
-                })
+                Ok(Generation { number, pool })
             }
             Backend::Postgres { url, schema_prefix } => {
                 let schema = format!("{schema_prefix}{}_g{number}", projection.name());
@@ -219,11 +204,7 @@ impl Backend {
                     Projection::Audit => &POSTGRES_AUDIT,
                 };
                 migrator.run(&pool).await?;
-                Ok(Generation {
-                    projection,
-                    number,
-                    pool,
-                })
+                Ok(Generation { number, pool })
             }
         }
     }

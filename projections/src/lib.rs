@@ -19,7 +19,7 @@ mod projector;
 mod read;
 pub mod workload;
 
-pub use db::{Backend, Generation};
+pub use db::Backend;
 pub use error::{Error, Result};
 pub use projection::Projection;
 pub use projector::{
