@@ -30,6 +30,7 @@ pub struct AppState {
     pub projections: Projections<RocksLog>,
     pub root_key: RootKey,
     pub mailer: Mailer,
+    pub limits: crate::limits::Limits,
 }
 
 impl AppState {
@@ -132,6 +133,7 @@ impl Server {
             projections,
             root_key,
             mailer,
+            limits: crate::limits::Limits::default(),
         });
         let app = router(state.clone());
         let (stop, mut stopped) = watch::channel(false);
@@ -139,9 +141,12 @@ impl Server {
             let shutdown = async move {
                 let _ = stopped.wait_for(|s| *s).await;
             };
-            if let Err(e) = axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown)
-                .await
+            if let Err(e) = axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(shutdown)
+            .await
             {
                 tracing::error!(error = %e, "server failed");
             }

@@ -6,6 +6,7 @@ pub mod app;
 pub mod command;
 pub mod config;
 pub mod host;
+pub mod limits;
 pub mod mail;
 pub mod operator;
 pub mod problem;

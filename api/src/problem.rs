@@ -20,6 +20,8 @@ pub struct Problem {
     pub title: &'static str,
     pub detail: String,
     pub errors: Vec<FieldProblem>,
+    /// Seconds to wait, for a 429.
+    pub retry_after: Option<u64>,
 }
 
 impl Problem {
@@ -29,6 +31,20 @@ impl Problem {
             title,
             detail: detail.into(),
             errors: Vec::new(),
+            retry_after: None,
+        }
+    }
+
+    /// Too many calls: wait `wait` before the next.
+    pub fn too_many(wait: std::time::Duration) -> Problem {
+        let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        Problem {
+            retry_after: Some(seconds.max(1)),
+            ..Problem::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "Too many requests",
+                format!("try again in {} seconds", seconds.max(1)),
+            )
         }
     }
 
@@ -66,6 +82,7 @@ impl From<DomainError> for Problem {
                         message: f.message,
                     })
                     .collect(),
+                retry_after: None,
             },
             DomainError::NotFound(what) => Problem::not_found(format!("no such {what}")),
             DomainError::Conflict(detail) => Problem::new(StatusCode::CONFLICT, "Conflict", detail),
@@ -103,6 +120,11 @@ impl IntoResponse for Problem {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
         response
     }
 }

@@ -411,3 +411,62 @@ async fn the_admin_onboards_a_device_with_the_mailed_code() {
     assert_eq!(codes(&dir.path().join("mail")).len(), 1);
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn onboarding_is_rate_limited_per_account_alike_for_known_and_unknown_emails() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path()).await;
+    let port = server.addr.port();
+    let created = signup(
+        &server,
+        json!({"name": "acme", "display_name": "Acme", "admin_email": "alice@acme.example"}),
+    )
+    .await;
+    assert_eq!(created.status(), 201);
+    let start_for = |email: &str| {
+        client()
+            .post(url(&server, "/api/v1/onboarding/start"))
+            .header("host", format!("acme.localhost:{port}"))
+            .json(&json!({"email": email}))
+            .send()
+    };
+    // The same answers, in the same order, for an account that exists and one that does not.
+    for email in ["alice@acme.example", "ghost@acme.example"] {
+        let mut statuses = Vec::new();
+        for _ in 0..4 {
+            statuses.push(start_for(email).await.unwrap());
+        }
+        let codes: Vec<u16> = statuses.iter().map(|r| r.status().as_u16()).collect();
+        assert_eq!(codes, vec![202, 202, 202, 429], "{email}");
+        let retry: u64 = statuses[3].headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((1..=15 * 60).contains(&retry), "{retry}");
+    }
+    // Case and spaces do not make a new account.
+    assert_eq!(
+        start_for(" ALICE@acme.example ").await.unwrap().status(),
+        429
+    );
+
+    // Wrong codes: refused (401) until the account's tries run out, then 429.
+    let mut last = 0;
+    for _ in 0..11 {
+        last = client()
+            .post(url(&server, "/api/v1/onboarding/complete"))
+            .header("host", format!("acme.localhost:{port}"))
+            .json(
+                &json!({"email": "alice@acme.example", "code": "not-it", "device_name": "x",
+                          "device_public_key": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}),
+            )
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16();
+    }
+    assert_eq!(last, 429);
+    server.shutdown().await;
+}

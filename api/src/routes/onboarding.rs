@@ -3,8 +3,8 @@
 //! MSP's host; directory users invited to passwordless MFA on their customer's host.
 
 use axum::Json;
-use axum::extract::State;
 use axum::extract::rejection::JsonRejection;
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
@@ -15,6 +15,8 @@ use domain::msp::{self, MspCommand, MspTenant};
 use domain::onboarding::Attempt;
 use serde::Deserialize;
 use serde_json::json;
+use std::net::SocketAddr;
+use std::time::Instant;
 use uuid::Uuid;
 
 use crate::app::{READ_YOUR_WRITES, Shared};
@@ -49,6 +51,12 @@ async fn tenant(state: &Shared, headers: &HeaderMap) -> Result<(TenantId, bool),
     }
 }
 
+/// The rate-limit key of an account: the email as typed (trimmed, lowercase) in one tenant,
+/// whether or not anyone has it.
+fn account(tenant: TenantId, email: &str) -> String {
+    format!("{tenant}:{}", email.trim().to_lowercase())
+}
+
 fn fold_msp(history: &History) -> Result<MspTenant, domain::decision::DomainError> {
     MspTenant::replay(&history.events)?.ok_or(domain::decision::DomainError::NotFound("tenant"))
 }
@@ -62,11 +70,23 @@ fn fold_customer(history: &History) -> Result<CustomerTenant, domain::decision::
 /// mailed only if a user with that email may onboard.
 pub async fn start(
     State(state): State<Shared>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     request: Result<Json<StartRequest>, JsonRejection>,
 ) -> Result<Response, Problem> {
     let (tenant, is_msp) = tenant(&state, &headers).await?;
     let request = body(request)?;
+    let now_instant = Instant::now();
+    let limits = &state.limits;
+    limits
+        .onboarding_per_address
+        .take(&client.ip().to_string(), now_instant)
+        .and_then(|()| {
+            limits
+                .onboarding_start_per_account
+                .take(&account(tenant, &request.email), now_instant)
+        })
+        .map_err(Problem::too_many)?;
     let code = one_time_code();
     let now = Utc::now();
     let email = request.email;
@@ -128,11 +148,23 @@ pub async fn start(
 /// towards the code's five tries.
 pub async fn complete(
     State(state): State<Shared>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     request: Result<Json<CompleteRequest>, JsonRejection>,
 ) -> Result<Response, Problem> {
     let (tenant, is_msp) = tenant(&state, &headers).await?;
     let request = body(request)?;
+    let now_instant = Instant::now();
+    let limits = &state.limits;
+    limits
+        .onboarding_per_address
+        .take(&client.ip().to_string(), now_instant)
+        .and_then(|()| {
+            limits
+                .onboarding_complete_per_account
+                .take(&account(tenant, &request.email), now_instant)
+        })
+        .map_err(Problem::too_many)?;
     let now = Utc::now();
     let device_id = DeviceId(Uuid::now_v7());
     let (committed, decision) = command::execute(&state, tenant, "onboarding", now, |history| {

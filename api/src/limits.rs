@@ -1,0 +1,122 @@
+//! Rate limits: token buckets per key (an account, a client address), in memory. A refused
+//! call learns how long to wait (`Retry-After`). Keys are what the caller typed, so an unknown
+//! email is limited exactly like a known one and the answers reveal nothing.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// How many calls a key may make in a window: `burst` at once, refilled evenly over `window`.
+#[derive(Clone, Copy, Debug)]
+pub struct Rate {
+    pub burst: u32,
+    pub window: Duration,
+}
+
+struct Bucket {
+    tokens: f64,
+    updated: Instant,
+}
+
+/// One limit, e.g. onboarding starts per account.
+pub struct Limiter {
+    rate: Rate,
+    buckets: Mutex<HashMap<String, Bucket>>,
+}
+
+/// Buckets kept at most; beyond it, full buckets (keys at rest) are forgotten.
+const MAX_KEYS: usize = 100_000;
+
+impl Limiter {
+    pub fn new(rate: Rate) -> Limiter {
+        Limiter {
+            rate,
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Takes one call for `key` at `now`, or answers how long until one is allowed.
+    pub fn take(&self, key: &str, now: Instant) -> Result<(), Duration> {
+        let burst = f64::from(self.rate.burst.max(1));
+        let per_second = burst / self.rate.window.as_secs_f64().max(0.001);
+        // A poisoned lock only means another call panicked mid-update; the counts stay usable.
+        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        if buckets.len() >= MAX_KEYS {
+            buckets.retain(|_, b| {
+                b.tokens + now.duration_since(b.updated).as_secs_f64() * per_second < burst
+            });
+        }
+        let bucket = buckets.entry(key.to_owned()).or_insert(Bucket {
+            tokens: burst,
+            updated: now,
+        });
+        let elapsed = now.saturating_duration_since(bucket.updated).as_secs_f64();
+        bucket.tokens = (bucket.tokens + elapsed * per_second).min(burst);
+        bucket.updated = now;
+        if bucket.tokens >= 1.0 {
+            bucket.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64((1.0 - bucket.tokens) / per_second))
+        }
+    }
+}
+
+/// Every limit of the service.
+pub struct Limits {
+    pub onboarding_start_per_account: Limiter,
+    pub onboarding_complete_per_account: Limiter,
+    pub onboarding_per_address: Limiter,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        let quarter = Duration::from_secs(15 * 60);
+        Limits {
+            // A code lives 15 minutes: three codes in that time is plenty for a person.
+            onboarding_start_per_account: Limiter::new(Rate {
+                burst: 3,
+                window: quarter,
+            }),
+            // Five tries per code, and a little more for a person fumbling two codes.
+            onboarding_complete_per_account: Limiter::new(Rate {
+                burst: 10,
+                window: quarter,
+            }),
+            onboarding_per_address: Limiter::new(Rate {
+                burst: 60,
+                window: quarter,
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bucket_allows_its_burst_then_refills_evenly() {
+        let limiter = Limiter::new(Rate {
+            burst: 3,
+            window: Duration::from_secs(30),
+        });
+        let t0 = Instant::now();
+        for _ in 0..3 {
+            assert!(limiter.take("k", t0).is_ok());
+        }
+        // One call per 10 s comes back.
+        let wait = limiter.take("k", t0).unwrap_err();
+        assert_eq!(wait.as_secs(), 10);
+        assert!(limiter.take("k", t0 + Duration::from_secs(9)).is_err());
+        assert!(limiter.take("k", t0 + Duration::from_secs(10)).is_ok());
+        assert!(limiter.take("k", t0 + Duration::from_secs(10)).is_err());
+        // Other keys are untouched, and a long rest refills to the burst, not beyond.
+        assert!(limiter.take("other", t0).is_ok());
+        let later = t0 + Duration::from_secs(3600);
+        for _ in 0..3 {
+            assert!(limiter.take("k", later).is_ok());
+        }
+        assert!(limiter.take("k", later).is_err());
+    }
+}
