@@ -131,14 +131,23 @@ impl Status {
             .unwrap_or(0)
     }
 
-    /// Ready to serve reads: every projector running, none failing or quarantining a
-    /// tenant, and lag within `max_lag`.
+    /// Ready to serve reads: every projector running and not failing, and lag within
+    /// `max_lag`. A quarantined tenant does not make the service unready: taking every
+    /// instance out of a load balancer over one tenant's bad event would take all tenants
+    /// down with it. Quarantines are reported beside readiness (`quarantined`).
     pub fn is_ready(&self, max_lag: u64) -> bool {
         self.lag() <= max_lag
             && self
                 .projectors
                 .iter()
-                .all(|p| !p.stopped && p.failure.is_none() && p.quarantined.is_empty())
+                .all(|p| !p.stopped && p.failure.is_none())
+    }
+
+    /// Every quarantined tenant, per projection.
+    pub fn quarantined(&self) -> impl Iterator<Item = (&'static str, &Quarantined)> {
+        self.projectors
+            .iter()
+            .flat_map(|p| p.quarantined.iter().map(move |q| (p.projection, q)))
     }
 }
 
