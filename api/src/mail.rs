@@ -21,8 +21,11 @@ pub struct Mailer {
 }
 
 impl Mailer {
+    /// Mail holds one-time codes: the directory is the service user's alone (0700).
     pub fn development(dir: PathBuf, from: String) -> std::io::Result<Mailer> {
+        use std::os::unix::fs::PermissionsExt;
         std::fs::create_dir_all(&dir)?;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
         Ok(Mailer { dir, from })
     }
 

@@ -71,6 +71,8 @@ async fn signup_creates_a_tenant_and_mails_its_admin_a_code() {
     assert_eq!(ready.status(), 200);
     let key = std::fs::metadata(dir.path().join("root.key")).unwrap();
     assert_eq!(key.permissions().mode() & 0o777, 0o600);
+    let mail = std::fs::metadata(dir.path().join("mail")).unwrap();
+    assert_eq!(mail.permissions().mode() & 0o777, 0o700);
 
     let answer = signup(
         &server,
