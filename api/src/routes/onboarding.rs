@@ -19,12 +19,13 @@ use std::net::SocketAddr;
 use std::time::Instant;
 use uuid::Uuid;
 
-use crate::app::{READ_YOUR_WRITES, Shared};
+use crate::app::{AppState, Shared};
 use crate::command::{self, History};
 use crate::host::{self, Host};
+use crate::limits::Limiter;
 use crate::mail::Message;
 use crate::problem::Problem;
-use crate::routes::signup::{body, one_time_code};
+use crate::routes::{body, one_time_code, written};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -57,6 +58,23 @@ fn account(tenant: TenantId, email: &str) -> String {
     format!("{tenant}:{}", email.trim().to_lowercase())
 }
 
+/// Takes one call from the client's address and from the account's `per_account` bucket.
+fn limit(
+    per_account: &Limiter,
+    state: &AppState,
+    client: SocketAddr,
+    tenant: TenantId,
+    email: &str,
+) -> Result<(), Problem> {
+    let now = Instant::now();
+    state
+        .limits
+        .onboarding_per_address
+        .take(&client.ip().to_string(), now)
+        .and_then(|()| per_account.take(&account(tenant, email), now))
+        .map_err(Problem::too_many)
+}
+
 fn fold_msp(history: &History) -> Result<MspTenant, domain::decision::DomainError> {
     MspTenant::replay(&history.events)?.ok_or(domain::decision::DomainError::NotFound("tenant"))
 }
@@ -76,17 +94,13 @@ pub async fn start(
 ) -> Result<Response, Problem> {
     let (tenant, is_msp) = tenant(&state, &headers).await?;
     let request = body(request)?;
-    let now_instant = Instant::now();
-    let limits = &state.limits;
-    limits
-        .onboarding_per_address
-        .take(&client.ip().to_string(), now_instant)
-        .and_then(|()| {
-            limits
-                .onboarding_start_per_account
-                .take(&account(tenant, &request.email), now_instant)
-        })
-        .map_err(Problem::too_many)?;
+    limit(
+        &state.limits.onboarding_start_per_account,
+        &state,
+        client,
+        tenant,
+        &request.email,
+    )?;
     let code = one_time_code();
     let now = Utc::now();
     let email = request.email;
@@ -154,17 +168,13 @@ pub async fn complete(
 ) -> Result<Response, Problem> {
     let (tenant, is_msp) = tenant(&state, &headers).await?;
     let request = body(request)?;
-    let now_instant = Instant::now();
-    let limits = &state.limits;
-    limits
-        .onboarding_per_address
-        .take(&client.ip().to_string(), now_instant)
-        .and_then(|()| {
-            limits
-                .onboarding_complete_per_account
-                .take(&account(tenant, &request.email), now_instant)
-        })
-        .map_err(Problem::too_many)?;
+    limit(
+        &state.limits.onboarding_complete_per_account,
+        &state,
+        client,
+        tenant,
+        &request.email,
+    )?;
     let now = Utc::now();
     let device_id = DeviceId(Uuid::now_v7());
     let (committed, decision) = command::execute(&state, tenant, "onboarding", now, |history| {
@@ -205,19 +215,10 @@ pub async fn complete(
             _ => None,
         })
         .ok_or_else(|| Problem::internal(&"onboarding completed without a device"))?;
-    let mut response = (
+    let response = (
         StatusCode::CREATED,
         Json(json!({"user_id": user_id.0, "device_id": device_id.0})),
     )
         .into_response();
-    if let Some(committed) = committed {
-        state
-            .projections
-            .wait_for(committed.position, READ_YOUR_WRITES)
-            .await;
-        if let Ok(value) = committed.position.to_string().parse() {
-            response.headers_mut().insert("idem-position", value);
-        }
-    }
-    Ok(response)
+    Ok(written(&state, committed.as_ref(), response).await)
 }

@@ -10,17 +10,17 @@ use chrono::Utc;
 use domain::decision::Decision;
 use domain::ids::{TenantId, UserId};
 use domain::msp::{self, MspCommand, MspTenant};
-use eventlog::{Commit, EventLog, Expected, Reservation, StreamAppend, StreamId};
-use projections::codec;
 use serde::Deserialize;
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::app::{READ_YOUR_WRITES, Shared};
+use crate::app::Shared;
+use crate::command;
 use crate::config::Signup;
 use crate::host::{self, Host};
 use crate::mail::Message;
 use crate::problem::Problem;
+use crate::routes::{body, one_time_code, written};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -28,17 +28,6 @@ pub struct SignupRequest {
     name: String,
     display_name: String,
     admin_email: String,
-}
-
-/// An 8-digit one-time code from the operating system's CSPRNG (through rand's thread RNG).
-pub fn one_time_code() -> String {
-    format!("{:08}", rand::random_range(0..100_000_000u32))
-}
-
-/// JSON bodies: malformed or of the wrong shape is a 400 naming what is wrong.
-pub fn body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, Problem> {
-    body.map(|Json(value)| value)
-        .map_err(|rejection| Problem::bad_request(rejection.body_text()))
 }
 
 pub async fn signup(
@@ -95,27 +84,10 @@ pub async fn signup(
         refusal: None,
     };
 
-    let stream = StreamId(tenant_id.0);
-    let mut append = StreamAppend::new(stream, Expected::NoStream);
-    for event in &decision.events {
-        let encoded = codec::encode(event, Uuid::now_v7(), now, "signup")
-            .map_err(|e| Problem::internal(&e))?;
-        append = append.event(encoded);
-    }
-    for claim in &decision.claims {
-        append = append.reserve(Reservation::new(claim.scope.clone(), claim.key.clone()));
-    }
-    let committed = match state.log.commit(Commit::from(append)).await {
-        Ok(committed) => committed,
-        Err(eventlog::Error::ReservationTaken { .. }) => {
-            return Err(Problem::new(
-                StatusCode::CONFLICT,
-                "Conflict",
-                format!("the name {} is taken", tenant.name),
-            ));
-        }
-        Err(e) => return Err(Problem::internal(&e)),
-    };
+    // A new stream: the commit expects none, and takes the host label's reservation.
+    let (committed, _) =
+        command::execute(&state, tenant_id, "signup", now, |_| Ok(decision.clone())).await?;
+    let committed = committed.ok_or_else(|| Problem::internal(&"signup wrote nothing"))?;
 
     let message = Message {
         to: admin_email.clone(),
@@ -130,10 +102,6 @@ pub async fn signup(
         tracing::error!(error = %e, "could not write the onboarding mail");
     }
 
-    state
-        .projections
-        .wait_for(committed.position, READ_YOUR_WRITES)
-        .await;
     let body = json!({
         "tenant": {
             "id": tenant_id.0,
@@ -143,9 +111,10 @@ pub async fn signup(
         },
         "admin": { "id": admin_id.0, "email": admin_email },
     });
-    let mut response = (StatusCode::CREATED, Json(body)).into_response();
-    if let Ok(value) = committed.position.to_string().parse() {
-        response.headers_mut().insert("idem-position", value);
-    }
-    Ok(response)
+    Ok(written(
+        &state,
+        Some(&committed),
+        (StatusCode::CREATED, Json(body)).into_response(),
+    )
+    .await)
 }
