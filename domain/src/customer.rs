@@ -221,7 +221,10 @@ impl CustomerTenant {
                 .user_mut(e.user_id, event)?
                 .enrollment
                 .device_enrolled(e),
-            Event::DesktopLoginRecorded(_) | Event::ElevationRecorded(_) => {}
+            Event::DesktopLoginRecorded(_)
+            | Event::ElevationRecorded(_)
+            | Event::SessionStarted(_)
+            | Event::SessionEnded(_) => {}
             other => {
                 return Err(DomainError::Corrupt(format!(
                     "{} does not belong in a customer stream",

@@ -50,6 +50,16 @@ pub enum LocalAccountAction {
     Takeover,
 }
 
+/// How a portal session began.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionMethod {
+    /// A QR challenge approved by an enrolled authenticator.
+    Qr,
+    /// A one-time hand-off from the user's MSP portal onto a customer host.
+    Sso,
+}
+
 /// How a login or elevation attempt ended.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -318,6 +328,23 @@ events! {
         outcome: AttemptOutcome,
         local_account: Option<LocalAccountAction>,
     }
+    /// A portal session began on this tenant's host. Only the token's digest is kept: the
+    /// token itself went to the client once.
+    SessionStarted version 1 {
+        session_id: Uuid,
+        user_id: UserId,
+        /// The MSP the user belongs to when it is not this tenant (a technician on a customer
+        /// host).
+        msp_id: Option<TenantId>,
+        /// The authenticator that approved the login (none for an SSO hand-off).
+        device_id: Option<DeviceId>,
+        method: SessionMethod,
+        /// SHA-256 of the session token, hex.
+        token_digest: String,
+        expires_at: DateTime<Utc>,
+    }
+    /// A session was ended by its user (logout).
+    SessionEnded version 1 { session_id: Uuid }
     /// A technician's elevated access to a workstation, approved or not.
     ElevationRecorded version 1 {
         device_id: DeviceId,

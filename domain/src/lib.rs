@@ -8,6 +8,7 @@
 //! - [`event`]: the event catalogue, with schema versions and upcasting.
 //! - [`msp`]: the MSP tenant: state folded from its events, and `decide` for its commands.
 //! - [`customer`]: the customer tenant and its cloud directory, likewise.
+//! - [`session`]: QR approvals (what is signed, how it is checked) and portal sessions.
 //! - [`authz`]: who may run which command on which tenant, decided by one function.
 //! - [`decision`]: what `decide` answers (events, unique claims, refusals).
 
@@ -19,4 +20,5 @@ pub mod event;
 pub mod ids;
 pub mod msp;
 pub mod onboarding;
+pub mod session;
 pub mod validate;

@@ -172,6 +172,8 @@ impl MspTenant {
                     .auditor_of
                     .remove(&e.tenant_id);
             }
+            // Sessions live in the read models; they change nothing a command decides on.
+            Event::SessionStarted(_) | Event::SessionEnded(_) => {}
             Event::MspTenantCreated(_) => {
                 return Err(DomainError::Corrupt(
                     "an MSP stream holds a second MspTenantCreated".into(),

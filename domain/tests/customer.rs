@@ -709,6 +709,20 @@ fn every_event_of_the_catalogue_round_trips() {
             }
             .into(),
             AgentRevoked { device_id: AGENT }.into(),
+            SessionStarted {
+                session_id: Uuid::from_u128(50),
+                user_id: UserId(Uuid::from_u128(11)),
+                msp_id: Some(MSP),
+                device_id: None,
+                method: SessionMethod::Sso,
+                token_digest: "t".into(),
+                expires_at: now(),
+            }
+            .into(),
+            SessionEnded {
+                session_id: Uuid::from_u128(50),
+            }
+            .into(),
             DirectoryUserDeleted { user_id: BILLY }.into(),
             MasterKeyDisabled { key_version: 1 }.into(),
         ],

@@ -917,12 +917,13 @@ pub(crate) async fn apply(
             // Every access row of the user goes, whatever the batch did to them before.
             batch.flush(conn).await?;
             batch.granted.retain(|(u, _, _)| *u != user);
-            execute(
-                conn,
+            for sql in [
                 "DELETE FROM access WHERE user_id = $1",
-                vec![Value::Text(user)],
-            )
-            .await?;
+                // Their sessions end with them, on the MSP's host and on customers' hosts.
+                "DELETE FROM sessions WHERE user_id = $1",
+            ] {
+                execute(conn, sql, vec![Value::Text(user.clone())]).await?;
+            }
         }
         Event::AdminGranted(e) => {
             let user = e.user_id.to_string();
@@ -1195,6 +1196,41 @@ pub(crate) async fn apply(
         }
         // Attempts belong to the audit timeline.
         Event::DesktopLoginRecorded(_) | Event::ElevationRecorded(_) => {}
+        Event::SessionStarted(e) => {
+            let method = match e.method {
+                domain::event::SessionMethod::Qr => "qr",
+                domain::event::SessionMethod::Sso => "sso",
+            };
+            execute(
+                conn,
+                "INSERT INTO sessions (token_digest, session_id, tenant_id, user_id, msp_id, \
+                 device_id, method, started_at, expires_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                vec![
+                    Value::Text(e.token_digest.clone()),
+                    Value::Text(e.session_id.to_string()),
+                    Value::Text(tenant.clone()),
+                    Value::Text(e.user_id.to_string()),
+                    Value::MaybeText(e.msp_id.map(|m| m.to_string())),
+                    Value::MaybeText(e.device_id.map(|d| d.to_string())),
+                    Value::Text(method.into()),
+                    Value::Text(at),
+                    Value::Text(e.expires_at.to_rfc3339()),
+                ],
+            )
+            .await?;
+        }
+        Event::SessionEnded(e) => {
+            execute(
+                conn,
+                "DELETE FROM sessions WHERE tenant_id = $1 AND session_id = $2",
+                vec![
+                    Value::Text(tenant.clone()),
+                    Value::Text(e.session_id.to_string()),
+                ],
+            )
+            .await?;
+        }
     }
     batch.last_seq.insert(tenant, seq);
     Ok(())
@@ -1207,6 +1243,7 @@ pub(crate) async fn delete_tenant(conn: &mut AnyConnection, tenant: &str) -> Res
         "DELETE FROM access WHERE tenant_id = $1",
         "DELETE FROM devices WHERE tenant_id = $1",
         "DELETE FROM enrollment_tokens WHERE tenant_id = $1",
+        "DELETE FROM sessions WHERE tenant_id = $1",
         "DELETE FROM quarantine WHERE tenant_id = $1",
         "DELETE FROM tenants WHERE tenant_id = $1",
     ] {

@@ -26,6 +26,6 @@ pub use projector::{
     FaultPoint, Faults, Options, Projections, ProjectorStatus, Quarantined, RebuildProgress, Status,
 };
 pub use read::{
-    AccessRow, App, Change, Changes, CustomerRow, DeviceRow, ReadModels, TenantRow, TimelineEntry,
-    UserRow,
+    AccessRow, App, Change, Changes, CustomerRow, DeviceRow, ReadModels, SessionRow, TenantRow,
+    TimelineEntry, UserRow,
 };

@@ -23,6 +23,23 @@ pub struct ReadModels {
     audit: watch::Receiver<Arc<Generation>>,
 }
 
+/// A portal session, found by its token's digest.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize)]
+pub struct SessionRow {
+    pub session_id: Uuid,
+    /// The host's tenant: the session is valid there only.
+    pub tenant_id: Uuid,
+    pub user_id: Uuid,
+    /// The user's MSP when it is not `tenant_id`.
+    pub msp_id: Option<Uuid>,
+    pub device_id: Option<Uuid>,
+    /// `qr` or `sso`.
+    pub method: String,
+    pub started_at: String,
+    /// RFC 3339.
+    pub expires_at: String,
+}
+
 /// A tenant with its settings.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize)]
 pub struct TenantRow {
@@ -386,6 +403,58 @@ impl ReadModels {
             .as_ref()
             .map(user_row)
             .transpose()
+    }
+
+    /// The session whose token has this digest (expired ones included: the caller checks).
+    pub async fn session(&self, token_digest: &str) -> Result<Option<SessionRow>> {
+        let row = sqlx::query(
+            "SELECT session_id, tenant_id, user_id, msp_id, device_id, method, started_at, \
+             expires_at FROM sessions WHERE token_digest = $1",
+        )
+        .bind(token_digest.to_owned())
+        .fetch_optional(&self.directory())
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let optional = |column: &str| -> Result<Option<Uuid>> {
+            let text: Option<String> = row.try_get(column)?;
+            text.as_deref().map(uuid).transpose()
+        };
+        Ok(Some(SessionRow {
+            session_id: uuid(&row.try_get::<String, _>("session_id")?)?,
+            tenant_id: uuid(&row.try_get::<String, _>("tenant_id")?)?,
+            user_id: uuid(&row.try_get::<String, _>("user_id")?)?,
+            msp_id: optional("msp_id")?,
+            device_id: optional("device_id")?,
+            method: row.try_get("method")?,
+            started_at: row.try_get("started_at")?,
+            expires_at: row.try_get("expires_at")?,
+        }))
+    }
+
+    /// The enrolled authenticator `device` of `tenant`: its user and Ed25519 public key
+    /// (base64url). `None` for unknown or revoked devices and for agents.
+    pub async fn authenticator(
+        &self,
+        tenant: Uuid,
+        device: Uuid,
+    ) -> Result<Option<(Uuid, String)>> {
+        let row = sqlx::query(
+            "SELECT user_id, public_key FROM devices WHERE tenant_id = $1 AND device_id = $2 \
+             AND kind = 'authenticator' AND revoked = 0",
+        )
+        .bind(tenant.to_string())
+        .bind(device.to_string())
+        .fetch_optional(&self.directory())
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let user: Option<String> = row.try_get("user_id")?;
+        let key: Option<String> = row.try_get("public_key")?;
+        match (user, key) {
+            (Some(user), Some(key)) => Ok(Some((uuid(&user)?, key))),
+            _ => Err(Error::Corrupt(format!(
+                "authenticator {device} without user or key"
+            ))),
+        }
     }
 
     /// Every way `user` reaches a tenant.
