@@ -8,11 +8,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use axum::extract::DefaultBodyLimit;
 use axum::extract::{Request, State};
 use axum::http::HeaderMap;
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use domain::crypto::RootKey;
 use eventlog::RocksLog;
 use projections::{Backend, Options, Projections, ReadModels};
@@ -31,6 +32,8 @@ pub struct AppState {
     pub root_key: RootKey,
     pub mailer: Mailer,
     pub limits: crate::limits::Limits,
+    /// QR challenges and SSO hand-offs in flight.
+    pub challenges: crate::challenges::Store,
 }
 
 impl AppState {
@@ -134,6 +137,7 @@ impl Server {
             root_key,
             mailer,
             limits: crate::limits::Limits::default(),
+            challenges: crate::challenges::Store::default(),
         });
         let app = router(state.clone());
         let (stop, mut stopped) = watch::channel(false);
@@ -167,8 +171,24 @@ impl Server {
     }
 }
 
+/// The largest request body any JSON route takes.
+pub const BODY_LIMIT: usize = 64 * 1024;
+/// The largest body of the unauthenticated routes (signup, onboarding, login): a few short
+/// fields, so anything bigger is refused before it is read.
+pub const PUBLIC_BODY_LIMIT: usize = 4 * 1024;
+
 /// Every route.
 pub fn router(state: Shared) -> Router {
+    public_routes()
+        .layer(DefaultBodyLimit::max(PUBLIC_BODY_LIMIT))
+        .merge(session_routes().layer(DefaultBodyLimit::max(BODY_LIMIT)))
+        .fallback(routes::not_found)
+        .layer(middleware::from_fn_with_state(state.clone(), request_id))
+        .with_state(state)
+}
+
+/// Routes anyone may call: health, signup, onboarding and logging in.
+fn public_routes() -> Router<Shared> {
     Router::new()
         .route("/healthz", get(routes::health::healthz))
         .route("/readyz", get(routes::health::readyz))
@@ -179,9 +199,57 @@ pub fn router(state: Shared) -> Router {
             "/api/v1/onboarding/complete",
             post(routes::onboarding::complete),
         )
-        .fallback(routes::not_found)
-        .layer(middleware::from_fn_with_state(state.clone(), request_id))
-        .with_state(state)
+        .route(
+            "/api/v1/login/challenges",
+            post(routes::login::create_challenge),
+        )
+        .route("/api/v1/login/challenges/{id}", get(routes::login::poll))
+        .route(
+            "/api/v1/login/challenges/{id}/approve",
+            post(routes::login::approve),
+        )
+        .route("/sso", get(routes::login::open_handoff))
+}
+
+/// Routes of a logged-in session.
+fn session_routes() -> Router<Shared> {
+    Router::new()
+        .route(
+            "/api/v1/users",
+            get(routes::msp::list_users).post(routes::msp::add_user),
+        )
+        .route(
+            "/api/v1/users/{id}",
+            get(routes::msp::get_user).delete(routes::msp::remove_user),
+        )
+        .route(
+            "/api/v1/users/{id}/admin",
+            post(routes::msp::make_admin).delete(routes::msp::revoke_admin),
+        )
+        .route(
+            "/api/v1/settings/user-source",
+            get(routes::msp::get_user_source).put(routes::msp::put_user_source),
+        )
+        .route(
+            "/api/v1/customers",
+            get(routes::msp::list_customers).post(routes::msp::create_customer),
+        )
+        .route(
+            "/api/v1/customers/{name}",
+            delete(routes::msp::delete_customer),
+        )
+        .route(
+            "/api/v1/customers/{name}/technicians",
+            get(routes::msp::list_technicians).post(routes::msp::delegate),
+        )
+        .route(
+            "/api/v1/customers/{name}/technicians/{user_id}",
+            delete(routes::msp::revoke_delegation),
+        )
+        .route("/api/v1/customers/{name}/sso", post(routes::msp::sso))
+        .route("/api/v1/apps", get(routes::msp::apps))
+        .route("/api/v1/logout", post(routes::login::logout))
+        .route("/api/v1/me", get(routes::login::me))
 }
 
 /// Gives each request an id (or keeps the caller's `X-Request-Id`), logs it with the outcome,

@@ -43,3 +43,13 @@ pub async fn resolve(state: &AppState, headers: &HeaderMap) -> Result<Host, Prob
         Err(e) => Err(Problem::internal(&e)),
     }
 }
+
+/// The tenant a request is addressed to; 404 on the apex, which has no tenant routes.
+pub async fn tenant(state: &AppState, headers: &HeaderMap) -> Result<TenantRow, Problem> {
+    match resolve(state, headers).await? {
+        Host::Apex => Err(Problem::not_found(
+            "this is served on a tenant's own host, not the platform's",
+        )),
+        Host::Tenant(row) => Ok(*row),
+    }
+}

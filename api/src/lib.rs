@@ -3,6 +3,8 @@
 //! from the projections. Errors leave as problem+json (`problem`).
 
 pub mod app;
+pub mod auth;
+pub mod challenges;
 pub mod command;
 pub mod config;
 pub mod host;

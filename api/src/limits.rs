@@ -67,6 +67,9 @@ pub struct Limits {
     pub onboarding_start_per_account: Limiter,
     pub onboarding_complete_per_account: Limiter,
     pub onboarding_per_address: Limiter,
+    pub challenges_per_address: Limiter,
+    pub approvals_per_address: Limiter,
+    pub approvals_per_device: Limiter,
 }
 
 impl Default for Limits {
@@ -85,6 +88,21 @@ impl Default for Limits {
             }),
             onboarding_per_address: Limiter::new(Rate {
                 burst: 60,
+                window: quarter,
+            }),
+            // A login page asks for a new challenge every two minutes while it is open; an
+            // office behind one address has many people logging in.
+            challenges_per_address: Limiter::new(Rate {
+                burst: 120,
+                window: Duration::from_secs(5 * 60),
+            }),
+            // Each approval checks a signature and may write a session.
+            approvals_per_address: Limiter::new(Rate {
+                burst: 120,
+                window: quarter,
+            }),
+            approvals_per_device: Limiter::new(Rate {
+                burst: 30,
                 window: quarter,
             }),
         }

@@ -52,6 +52,29 @@ impl Problem {
         Problem::new(StatusCode::NOT_FOUND, "Not found", detail)
     }
 
+    /// One invalid field (422).
+    pub fn invalid(field: &str, message: &str) -> Problem {
+        Problem {
+            errors: vec![FieldProblem {
+                field: field.to_owned(),
+                message: message.to_owned(),
+            }],
+            ..Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "Invalid input",
+                format!("{field}: {message}"),
+            )
+        }
+    }
+
+    pub fn unauthorized(detail: impl Into<String>) -> Problem {
+        Problem::new(StatusCode::UNAUTHORIZED, "Not authenticated", detail)
+    }
+
+    pub fn forbidden(detail: impl Into<String>) -> Problem {
+        Problem::new(StatusCode::FORBIDDEN, "Forbidden", detail)
+    }
+
     pub fn bad_request(detail: impl Into<String>) -> Problem {
         Problem::new(StatusCode::BAD_REQUEST, "Malformed request", detail)
     }

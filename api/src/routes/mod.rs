@@ -1,11 +1,14 @@
 //! The HTTP handlers, one module per part of the contract.
 
 pub mod health;
+pub mod login;
+pub mod msp;
 pub mod onboarding;
 pub mod signup;
 
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
+use axum::http::StatusCode;
 use axum::response::Response;
 use eventlog::Committed;
 
@@ -17,10 +20,25 @@ pub fn one_time_code() -> String {
     format!("{:08}", rand::random_range(0..100_000_000u32))
 }
 
-/// JSON bodies: malformed or of the wrong shape is a 400 naming what is wrong.
+/// JSON bodies: malformed or of the wrong shape is a 400 naming what is wrong, a body over the
+/// route's limit a 413, and anything but `application/json` a 415.
 pub fn body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, Problem> {
-    body.map(|Json(value)| value)
-        .map_err(|rejection| Problem::bad_request(rejection.body_text()))
+    body.map(|Json(value)| value).map_err(|rejection| {
+        let status = rejection.status();
+        match status {
+            StatusCode::PAYLOAD_TOO_LARGE => Problem::new(
+                status,
+                "Body too large",
+                "the request body is larger than this route takes",
+            ),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => Problem::new(
+                status,
+                "Unsupported media type",
+                "send the body as application/json",
+            ),
+            _ => Problem::bad_request(rejection.body_text()),
+        }
+    })
 }
 
 /// The answer to a write: once the projections have reached it (read-your-writes), with its
@@ -28,16 +46,29 @@ pub fn body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, Problem> {
 pub async fn written(
     state: &AppState,
     committed: Option<&Committed>,
-    mut response: Response,
+    response: Response,
 ) -> Response {
+    settle(state, committed).await;
+    with_position(committed, response)
+}
+
+/// Waits (briefly) until the read models have the write: what the caller reads next, and
+/// every authorization decided from them, reflects it.
+pub async fn settle(state: &AppState, committed: Option<&Committed>) {
     if let Some(committed) = committed {
         state
             .projections
             .wait_for(committed.position, READ_YOUR_WRITES)
             .await;
-        if let Ok(value) = committed.position.to_string().parse() {
-            response.headers_mut().insert("idem-position", value);
-        }
+    }
+}
+
+/// Adds the write's log position as `Idem-Position`.
+pub fn with_position(committed: Option<&Committed>, mut response: Response) -> Response {
+    if let Some(committed) = committed
+        && let Ok(value) = committed.position.to_string().parse()
+    {
+        response.headers_mut().insert("idem-position", value);
     }
     response
 }

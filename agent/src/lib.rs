@@ -1,0 +1,5 @@
+//! idem's client programs. Today: `idem-authenticator`, the software stand-in for the mobile
+//! authenticator app ([`authenticator`]), over the HTTP contract ([`http`]).
+
+pub mod authenticator;
+pub mod http;

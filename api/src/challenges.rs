@@ -1,0 +1,346 @@
+//! Short-lived login material, kept in memory: QR challenges waiting for an authenticator's
+//! approval, and SSO hand-offs waiting to be opened on a customer host. Both live for minutes
+//! at most and are single-use; what outlives them (the session) is an event in the log. A
+//! restart forgets them, and the client simply asks for a new one.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::watch;
+use uuid::Uuid;
+
+/// Challenges and hand-offs kept at most; beyond it, new ones are refused until old ones
+/// expire (the per-address rate limits make this a last line of defence).
+const CAPACITY: usize = 100_000;
+
+/// Where a challenge stands.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ChallengeState {
+    Pending,
+    /// An approval is being checked and recorded; a second one is refused.
+    Approving,
+    /// Approved: the session token, until the waiting client takes it.
+    Approved {
+        token: Option<String>,
+    },
+}
+
+/// A QR challenge, bound to the host it was created on.
+pub struct Challenge {
+    pub tenant: Uuid,
+    pub host: String,
+    pub nonce: String,
+    pub expires_at: DateTime<Utc>,
+    state: watch::Sender<ChallengeState>,
+}
+
+/// What the waiting client learns.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Poll {
+    Pending,
+    Expired,
+    /// The token, the first time only.
+    Approved(Option<String>),
+}
+
+/// An SSO hand-off onto a customer host.
+#[derive(Clone, Debug)]
+pub struct Handoff {
+    pub customer: Uuid,
+    pub msp: Uuid,
+    pub user: Uuid,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// Why a challenge cannot be approved.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// No such challenge on this host.
+    Unknown,
+    Expired,
+    /// Already approved, or being approved.
+    Used,
+}
+
+#[derive(Default)]
+pub struct Store {
+    challenges: Mutex<HashMap<Uuid, Challenge>>,
+    /// By the digest of the hand-off token.
+    handoffs: Mutex<HashMap<String, Handoff>>,
+}
+
+/// A poisoned lock only means another request panicked mid-update; the maps stay usable.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Store {
+    /// Records a new challenge; `None` when the store is full.
+    pub fn create(
+        &self,
+        id: Uuid,
+        tenant: Uuid,
+        host: String,
+        nonce: String,
+        expires_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Option<()> {
+        let mut challenges = lock(&self.challenges);
+        if challenges.len() >= CAPACITY {
+            challenges.retain(|_, c| c.expires_at > now);
+            if challenges.len() >= CAPACITY {
+                return None;
+            }
+        }
+        let (state, _) = watch::channel(ChallengeState::Pending);
+        challenges.insert(
+            id,
+            Challenge {
+                tenant,
+                host,
+                nonce,
+                expires_at,
+                state,
+            },
+        );
+        Some(())
+    }
+
+    /// Starts approving challenge `id` of `tenant`: answers its host and nonce, and holds it
+    /// so that no second approval can race this one. Follow with [`Store::approved`] or
+    /// [`Store::release`].
+    pub fn begin_approval(
+        &self,
+        id: Uuid,
+        tenant: Uuid,
+        now: DateTime<Utc>,
+    ) -> Result<(String, String), Refusal> {
+        let challenges = lock(&self.challenges);
+        let challenge = challenges
+            .get(&id)
+            .filter(|c| c.tenant == tenant)
+            .ok_or(Refusal::Unknown)?;
+        if challenge.expires_at <= now {
+            return Err(Refusal::Expired);
+        }
+        let mut taken = false;
+        challenge.state.send_if_modified(|state| {
+            if *state == ChallengeState::Pending {
+                *state = ChallengeState::Approving;
+                taken = true;
+            }
+            false
+        });
+        if !taken {
+            return Err(Refusal::Used);
+        }
+        Ok((challenge.host.clone(), challenge.nonce.clone()))
+    }
+
+    /// The approval failed its checks: the challenge waits for a genuine one.
+    pub fn release(&self, id: Uuid) {
+        if let Some(challenge) = lock(&self.challenges).get(&id) {
+            challenge.state.send_replace(ChallengeState::Pending);
+        }
+    }
+
+    /// The session is recorded: the waiting client may take its token.
+    pub fn approved(&self, id: Uuid, token: String) {
+        if let Some(challenge) = lock(&self.challenges).get(&id) {
+            challenge
+                .state
+                .send_replace(ChallengeState::Approved { token: Some(token) });
+        }
+    }
+
+    /// Where challenge `id` of `tenant` stands; takes the token if it is there.
+    fn poll_now(&self, id: Uuid, tenant: Uuid, now: DateTime<Utc>) -> Option<Poll> {
+        let challenges = lock(&self.challenges);
+        let challenge = challenges.get(&id).filter(|c| c.tenant == tenant)?;
+        let mut answer = Poll::Pending;
+        challenge.state.send_if_modified(|state| match state {
+            ChallengeState::Approved { token } => {
+                answer = Poll::Approved(token.take());
+                false
+            }
+            _ if challenge.expires_at <= now => {
+                answer = Poll::Expired;
+                false
+            }
+            _ => false,
+        });
+        Some(answer)
+    }
+
+    /// Waits until challenge `id` of `tenant` is approved or expires, or `until`; `None` if
+    /// there is no such challenge on this host.
+    pub async fn poll(&self, id: Uuid, tenant: Uuid, until: DateTime<Utc>) -> Option<Poll> {
+        let mut changes = {
+            let challenges = lock(&self.challenges);
+            let challenge = challenges.get(&id).filter(|c| c.tenant == tenant)?;
+            challenge.state.subscribe()
+        };
+        loop {
+            // Marked seen before the check, so a change after it wakes the wait below.
+            changes.borrow_and_update();
+            let now = Utc::now();
+            let answer = self.poll_now(id, tenant, now)?;
+            if answer != Poll::Pending {
+                return Some(answer);
+            }
+            let expires_at = lock(&self.challenges).get(&id)?.expires_at;
+            let deadline = until.min(expires_at);
+            let Ok(wait) = (deadline - now).to_std() else {
+                return Some(if now >= expires_at {
+                    Poll::Expired
+                } else {
+                    Poll::Pending
+                });
+            };
+            if tokio::time::timeout(wait, changes.changed()).await.is_err() {
+                // Timed out: one last look (it may have expired meanwhile).
+                continue;
+            }
+        }
+    }
+
+    /// Forgets challenges that expired more than a minute ago.
+    pub fn purge(&self, now: DateTime<Utc>) {
+        let grace = chrono::Duration::minutes(1);
+        lock(&self.challenges).retain(|_, c| c.expires_at + grace > now);
+        lock(&self.handoffs).retain(|_, h| h.expires_at > now);
+    }
+
+    /// Records a hand-off under its token's digest; `None` when the store is full.
+    pub fn hand_off(&self, digest: String, handoff: Handoff, now: DateTime<Utc>) -> Option<()> {
+        let mut handoffs = lock(&self.handoffs);
+        if handoffs.len() >= CAPACITY {
+            handoffs.retain(|_, h| h.expires_at > now);
+            if handoffs.len() >= CAPACITY {
+                return None;
+            }
+        }
+        handoffs.insert(digest, handoff);
+        Some(())
+    }
+
+    /// Takes the hand-off with this digest for `customer`, once; `None` if unknown, already
+    /// used, for another host, or expired.
+    pub fn redeem(&self, digest: &str, customer: Uuid, now: DateTime<Utc>) -> Option<Handoff> {
+        let mut handoffs = lock(&self.handoffs);
+        if handoffs.get(digest)?.customer != customer {
+            // Not consumed: opening it on the wrong host must not burn it for the right one.
+            return None;
+        }
+        handoffs.remove(digest).filter(|h| h.expires_at > now)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(seconds: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000 + seconds, 0).unwrap()
+    }
+
+    #[test]
+    fn a_challenge_is_approved_once_on_its_own_host_and_its_token_taken_once() {
+        let store = Store::default();
+        let (id, tenant, other) = (Uuid::from_u128(1), Uuid::from_u128(10), Uuid::from_u128(11));
+        store
+            .create(
+                id,
+                tenant,
+                "acme.localhost".into(),
+                "n".into(),
+                at(120),
+                at(0),
+            )
+            .unwrap();
+        assert_eq!(
+            store.begin_approval(id, other, at(1)),
+            Err(Refusal::Unknown)
+        );
+        assert_eq!(
+            store.begin_approval(Uuid::from_u128(2), tenant, at(1)),
+            Err(Refusal::Unknown)
+        );
+        assert_eq!(
+            store.begin_approval(id, tenant, at(1)),
+            Ok(("acme.localhost".into(), "n".into()))
+        );
+        assert_eq!(store.begin_approval(id, tenant, at(1)), Err(Refusal::Used));
+        store.release(id);
+        assert!(store.begin_approval(id, tenant, at(2)).is_ok());
+        store.approved(id, "tok".into());
+        assert_eq!(store.begin_approval(id, tenant, at(3)), Err(Refusal::Used));
+        assert_eq!(store.poll_now(id, other, at(3)), None);
+        assert_eq!(
+            store.poll_now(id, tenant, at(3)),
+            Some(Poll::Approved(Some("tok".into())))
+        );
+        assert_eq!(
+            store.poll_now(id, tenant, at(4)),
+            Some(Poll::Approved(None))
+        );
+    }
+
+    #[test]
+    fn an_expired_challenge_cannot_be_approved() {
+        let store = Store::default();
+        let (id, tenant) = (Uuid::from_u128(1), Uuid::from_u128(10));
+        store
+            .create(id, tenant, "h".into(), "n".into(), at(120), at(0))
+            .unwrap();
+        assert_eq!(store.poll_now(id, tenant, at(119)), Some(Poll::Pending));
+        assert_eq!(store.poll_now(id, tenant, at(120)), Some(Poll::Expired));
+        assert_eq!(
+            store.begin_approval(id, tenant, at(120)),
+            Err(Refusal::Expired)
+        );
+        store.purge(at(200));
+        assert_eq!(store.poll_now(id, tenant, at(200)), None);
+    }
+
+    #[tokio::test]
+    async fn a_waiting_poll_wakes_on_approval() {
+        let store = std::sync::Arc::new(Store::default());
+        let (id, tenant) = (Uuid::from_u128(1), Uuid::from_u128(10));
+        let expires = Utc::now() + chrono::Duration::minutes(2);
+        store
+            .create(id, tenant, "h".into(), "n".into(), expires, Utc::now())
+            .unwrap();
+        let waiter = {
+            let store = store.clone();
+            tokio::spawn(async move { store.poll(id, tenant, expires).await })
+        };
+        store.begin_approval(id, tenant, Utc::now()).unwrap();
+        store.approved(id, "tok".into());
+        // The waiter would otherwise wait two minutes; the approval ends it.
+        let answer = tokio::time::timeout(std::time::Duration::from_secs(30), waiter)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(answer, Some(Poll::Approved(Some("tok".into()))));
+    }
+
+    #[test]
+    fn a_handoff_opens_once_on_its_customer_before_it_expires() {
+        let store = Store::default();
+        let (customer, other) = (Uuid::from_u128(5), Uuid::from_u128(6));
+        let handoff = Handoff {
+            customer,
+            msp: Uuid::from_u128(1),
+            user: Uuid::from_u128(2),
+            expires_at: at(60),
+        };
+        store.hand_off("d".into(), handoff.clone(), at(0)).unwrap();
+        assert!(store.redeem("d", other, at(1)).is_none());
+        assert!(store.redeem("d", customer, at(1)).is_some());
+        assert!(store.redeem("d", customer, at(1)).is_none(), "one use");
+        store.hand_off("e".into(), handoff, at(0)).unwrap();
+        assert!(store.redeem("e", customer, at(60)).is_none(), "expired");
+    }
+}

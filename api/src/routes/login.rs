@@ -1,0 +1,451 @@
+//! Logging in and out on a tenant host: QR challenges approved by an enrolled authenticator
+//! (`/api/v1/login/challenges`), the SSO hand-off's landing (`/sso`), `/api/v1/logout` and
+//! `/api/v1/me`.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use axum::Json;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::Utc;
+use domain::authz::{self, Action, Principal};
+use domain::event::SessionMethod;
+use domain::ids::{DeviceId, TenantId, UserId};
+use domain::session::{self, NewSession};
+use projections::TenantRow;
+use serde::Deserialize;
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::app::{AppState, Shared};
+use crate::auth::{self, Caller};
+use crate::challenges::{Poll, Refusal};
+use crate::command;
+use crate::host;
+use crate::problem::Problem;
+use crate::routes::{body, written};
+
+/// The longest a client may wait in one poll.
+const MAX_WAIT_SECONDS: u64 = 60;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChallengeRequest {
+    purpose: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApproveRequest {
+    device_id: Uuid,
+    signature: String,
+}
+
+#[derive(Deserialize)]
+pub struct WaitQuery {
+    wait: Option<u64>,
+}
+
+#[derive(Deserialize)]
+pub struct HandoffQuery {
+    token: Option<String>,
+}
+
+fn limited(result: Result<(), std::time::Duration>) -> Result<(), Problem> {
+    result.map_err(Problem::too_many)
+}
+
+/// The host name a challenge is bound to (and that approvals sign): `{label}.{base domain}`.
+fn host_name(state: &AppState, tenant: &TenantRow) -> String {
+    format!("{}.{}", tenant.host_label, state.config.base_domain)
+}
+
+/// `POST /api/v1/login/challenges` `{purpose: "portal"}` → 201 `{id, qr, expires_at}`.
+pub async fn create_challenge(
+    State(state): State<Shared>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    request: Result<Json<ChallengeRequest>, JsonRejection>,
+) -> Result<Response, Problem> {
+    let tenant = host::tenant(&state, &headers).await?;
+    let request = body(request)?;
+    if request.purpose != "portal" {
+        return Err(Problem::invalid(
+            "purpose",
+            "must be \"portal\" (desktop and elevation challenges are the agent's)",
+        ));
+    }
+    limited(
+        state
+            .limits
+            .challenges_per_address
+            .take(&client.ip().to_string(), Instant::now()),
+    )?;
+    let now = Utc::now();
+    state.challenges.purge(now);
+    let id = Uuid::now_v7();
+    let mut nonce = [0u8; 24];
+    rand::fill(&mut nonce);
+    let nonce = URL_SAFE_NO_PAD.encode(nonce);
+    let expires_at = now + session::CHALLENGE_LIFETIME;
+    let host = host_name(&state, &tenant);
+    state
+        .challenges
+        .create(id, tenant.id, host.clone(), nonce.clone(), expires_at, now)
+        .ok_or_else(|| Problem::too_many(std::time::Duration::from_secs(10)))?;
+    let origin = state.config.tenant_url(&tenant.host_label);
+    let qr = format!(
+        "idem://approve?host={host}&id={id}&nonce={nonce}&origin={}",
+        percent(&origin)
+    );
+    let body = json!({
+        "id": id,
+        "qr": qr,
+        "host": host,
+        "nonce": nonce,
+        "expires_at": expires_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+    });
+    Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+/// Percent-encodes a URL for a query parameter (RFC 3986 unreserved characters stay).
+fn percent(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// Who signed an approval: the user of the enrolled device, and their MSP when the host is a
+/// customer's. Refused unless the signature checks with that device's key and the user may
+/// log in here.
+async fn approver(
+    state: &AppState,
+    tenant: &TenantRow,
+    device: Uuid,
+    message: &str,
+    signature: &str,
+) -> Result<(Uuid, Option<Uuid>), Problem> {
+    let read = state.read();
+    let unknown = || Problem::unauthorized("unknown device");
+    // A directory user's phone on their own tenant, or an MSP user's on the MSP or a customer.
+    let (owner, msp) = match tenant.msp_id {
+        Some(msp) => match read
+            .authenticator(tenant.id, device)
+            .await
+            .map_err(|e| Problem::internal(&e))?
+        {
+            Some(found) => (found, None),
+            None => (
+                read.authenticator(msp, device)
+                    .await
+                    .map_err(|e| Problem::internal(&e))?
+                    .ok_or_else(unknown)?,
+                Some(msp),
+            ),
+        },
+        None => (
+            read.authenticator(tenant.id, device)
+                .await
+                .map_err(|e| Problem::internal(&e))?
+                .ok_or_else(unknown)?,
+            None,
+        ),
+    };
+    let (user, public_key) = owner;
+    session::verify_signature(&public_key, message.as_bytes(), signature)?;
+    match msp.or(if tenant.msp_id.is_none() {
+        Some(tenant.id)
+    } else {
+        None
+    }) {
+        Some(msp_id) => {
+            let principal = auth::msp_principal(state, msp_id, user)
+                .await?
+                .ok_or_else(unknown)?;
+            authz::authorize(&principal, Action::ReadOwnProfile, auth::scope(tenant))
+                .map_err(|_| Problem::unauthorized("the user has no access to this tenant"))?;
+        }
+        None => {
+            read.user(tenant.id, user)
+                .await
+                .map_err(|e| Problem::internal(&e))?
+                .filter(|u| u.enabled)
+                .ok_or_else(|| Problem::unauthorized("the user is disabled"))?;
+        }
+    }
+    Ok((user, msp))
+}
+
+/// `POST /api/v1/login/challenges/{id}/approve` `{device_id, signature}` → 204.
+pub async fn approve(
+    State(state): State<Shared>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    request: Result<Json<ApproveRequest>, JsonRejection>,
+) -> Result<Response, Problem> {
+    let tenant = host::tenant(&state, &headers).await?;
+    let id = Uuid::parse_str(&id).map_err(|_| Problem::not_found("no such challenge"))?;
+    let request = body(request)?;
+    let now_instant = Instant::now();
+    limited(
+        state
+            .limits
+            .approvals_per_address
+            .take(&client.ip().to_string(), now_instant)
+            .and_then(|()| {
+                state
+                    .limits
+                    .approvals_per_device
+                    .take(&request.device_id.to_string(), now_instant)
+            }),
+    )?;
+    let now = Utc::now();
+    let (host, nonce) = state
+        .challenges
+        .begin_approval(id, tenant.id, now)
+        .map_err(|refusal| match refusal {
+            Refusal::Unknown => Problem::not_found("no such challenge"),
+            Refusal::Expired => Problem::new(
+                StatusCode::GONE,
+                "Expired",
+                "the challenge has expired; ask for a new one",
+            ),
+            Refusal::Used => Problem::new(
+                StatusCode::CONFLICT,
+                "Conflict",
+                "the challenge is already approved",
+            ),
+        })?;
+    let message = session::approval_message(&host, id, &nonce);
+    let outcome = async {
+        let (user, msp) = approver(
+            &state,
+            &tenant,
+            request.device_id,
+            &message,
+            &request.signature,
+        )
+        .await?;
+        let token = auth::new_token();
+        let decision = session::start(&NewSession {
+            session_id: Uuid::now_v7(),
+            user: UserId(user),
+            msp: msp.map(TenantId),
+            device: Some(DeviceId(request.device_id)),
+            method: SessionMethod::Qr,
+            token: token.clone(),
+            now,
+        });
+        let committed = command::record(
+            &state,
+            TenantId(tenant.id),
+            &format!("user:{user}"),
+            now,
+            decision,
+        )
+        .await?;
+        // The token must work the moment the waiting client receives it.
+        state
+            .projections
+            .wait_for(committed.position, crate::app::READ_YOUR_WRITES)
+            .await;
+        Ok::<_, Problem>((token, committed))
+    }
+    .await;
+    match outcome {
+        Ok((token, committed)) => {
+            state.challenges.approved(id, token);
+            tracing::info!(challenge = %id, device = %request.device_id, "challenge approved");
+            Ok(written(
+                &state,
+                Some(&committed),
+                StatusCode::NO_CONTENT.into_response(),
+            )
+            .await)
+        }
+        Err(problem) => {
+            state.challenges.release(id);
+            tracing::info!(challenge = %id, device = %request.device_id, status = problem.status.as_u16(), "approval refused");
+            Err(problem)
+        }
+    }
+}
+
+/// `GET /api/v1/login/challenges/{id}?wait=S` → `{status, token?}`; the token once, with the
+/// session cookie for browsers.
+pub async fn poll(
+    State(state): State<Shared>,
+    Path(id): Path<String>,
+    Query(query): Query<WaitQuery>,
+    headers: HeaderMap,
+) -> Result<Response, Problem> {
+    let tenant = host::tenant(&state, &headers).await?;
+    let id = Uuid::parse_str(&id).map_err(|_| Problem::not_found("no such challenge"))?;
+    let wait = query.wait.unwrap_or(0).min(MAX_WAIT_SECONDS);
+    let until = Utc::now()
+        + chrono::Duration::seconds(i64::try_from(wait).unwrap_or(MAX_WAIT_SECONDS as i64));
+    let answer = state
+        .challenges
+        .poll(id, tenant.id, until)
+        .await
+        .ok_or_else(|| Problem::not_found("no such challenge"))?;
+    Ok(match answer {
+        Poll::Pending => Json(json!({"status": "pending"})).into_response(),
+        Poll::Expired => Json(json!({"status": "expired"})).into_response(),
+        Poll::Approved(None) => Json(json!({"status": "approved"})).into_response(),
+        Poll::Approved(Some(token)) => {
+            let mut response = Json(json!({"status": "approved", "token": token})).into_response();
+            if let Some(cookie) = auth::session_cookie(&state, &token) {
+                response.headers_mut().insert(header::SET_COOKIE, cookie);
+            }
+            response
+        }
+    })
+}
+
+/// `GET /sso?token=…` on a customer host: opens the hand-off made by
+/// `POST /api/v1/customers/{name}/sso`, sets this host's session cookie and goes to the admin
+/// portal. One use, 60 seconds, and only while the user still reaches the customer.
+pub async fn open_handoff(
+    State(state): State<Shared>,
+    Query(query): Query<HandoffQuery>,
+    headers: HeaderMap,
+) -> Result<Response, Problem> {
+    let tenant = host::tenant(&state, &headers).await?;
+    let refused = || Problem::unauthorized("the sign-in link is invalid, used or expired");
+    let token = query.token.ok_or_else(refused)?;
+    let now = Utc::now();
+    let handoff = state
+        .challenges
+        .redeem(&session::token_digest(&token), tenant.id, now)
+        .ok_or_else(refused)?;
+    let principal = auth::msp_principal(&state, handoff.msp, handoff.user)
+        .await?
+        .ok_or_else(refused)?;
+    authz::authorize(&principal, Action::OpenCustomer, auth::scope(&tenant))
+        .map_err(|_| Problem::unauthorized("your access to this tenant has been revoked"))?;
+    let session_token = auth::new_token();
+    let committed = command::record(
+        &state,
+        TenantId(tenant.id),
+        &format!("user:{}", handoff.user),
+        now,
+        session::start(&NewSession {
+            session_id: Uuid::now_v7(),
+            user: UserId(handoff.user),
+            msp: Some(TenantId(handoff.msp)),
+            device: None,
+            method: SessionMethod::Sso,
+            token: session_token.clone(),
+            now,
+        }),
+    )
+    .await?;
+    let mut response = (StatusCode::SEE_OTHER, [(header::LOCATION, "/admin")]).into_response();
+    if let Some(cookie) = auth::session_cookie(&state, &session_token) {
+        response.headers_mut().insert(header::SET_COOKIE, cookie);
+    }
+    Ok(written(&state, Some(&committed), response).await)
+}
+
+/// `POST /api/v1/logout` → 204; the session is over on every instance once projected.
+pub async fn logout(
+    State(state): State<Shared>,
+    method: Method,
+    headers: HeaderMap,
+) -> Result<Response, Problem> {
+    let tenant = host::tenant(&state, &headers).await?;
+    let caller = auth::caller(&state, &method, &headers, &tenant).await?;
+    let committed = command::record(
+        &state,
+        TenantId(tenant.id),
+        &caller.actor,
+        Utc::now(),
+        session::end(caller.session.session_id),
+    )
+    .await?;
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    response
+        .headers_mut()
+        .insert(header::SET_COOKIE, auth::cleared_cookie(&state));
+    Ok(written(&state, Some(&committed), response).await)
+}
+
+/// The roles a caller holds on the host's tenant, for `/me` and the portals.
+pub fn roles(caller: &Caller, tenant: &TenantRow) -> Vec<&'static str> {
+    let mut roles = Vec::new();
+    match &caller.principal {
+        Principal::MspUser {
+            admin,
+            delegated,
+            auditor_of,
+            ..
+        } => {
+            if *admin {
+                roles.push("admin");
+            } else if tenant.msp_id.is_none() || delegated.contains(&TenantId(tenant.id)) {
+                roles.push("technician");
+            }
+            if auditor_of.contains(&TenantId(tenant.id)) {
+                roles.push("auditor");
+            }
+        }
+        Principal::CustomerUser { .. } => roles.push("user"),
+        _ => {}
+    }
+    roles
+}
+
+/// `GET /api/v1/me` → `{user, tenant, roles}`.
+pub async fn me(
+    State(state): State<Shared>,
+    method: Method,
+    headers: HeaderMap,
+) -> Result<Response, Problem> {
+    let tenant = host::tenant(&state, &headers).await?;
+    let caller = auth::caller(&state, &method, &headers, &tenant).await?;
+    let home = caller.session.msp_id.unwrap_or(tenant.id);
+    let user = state
+        .read()
+        .user(home, caller.session.user_id)
+        .await
+        .map_err(|e| Problem::internal(&e))?
+        .ok_or_else(|| Problem::unauthorized("the user no longer exists"))?;
+    let body = json!({
+        "user": {
+            "id": user.id,
+            "email": user.email,
+            "first_name": user.first_name,
+            "last_name": user.last_name,
+            "username": user.username,
+            "tenant_id": home,
+        },
+        "tenant": {
+            "id": tenant.id,
+            "kind": tenant.kind,
+            "name": tenant.name,
+            "display_name": tenant.display_name,
+            "url": state.config.tenant_url(&tenant.host_label),
+        },
+        "roles": roles(&caller, &tenant),
+        "session": {
+            "id": caller.session.session_id,
+            "method": caller.session.method,
+            "expires_at": caller.session.expires_at,
+        },
+    });
+    Ok(Json(body).into_response())
+}

@@ -1,0 +1,658 @@
+//! The MSP tenant's routes: its users and their admin role, its user source, its customer
+//! tenants (create, list with counts, delete with all their data), per-customer delegation,
+//! the SSO hand-off into a customer, and the apps a user can open.
+//!
+//! Every handler resolves the host's tenant, authenticates the caller on that host, asks the
+//! domain whether the caller's role allows the action, and then decides and commits. What a
+//! caller cannot see (another MSP's customer, a customer not delegated to them) is a 404.
+
+use axum::Json;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use chrono::Utc;
+use domain::authz::{self, Action};
+use domain::customer::{self, CustomerCommand, CustomerTenant};
+use domain::decision::DomainError;
+use domain::event::UserSource;
+use domain::ids::{TenantId, UserId};
+use domain::msp::{self, MspCommand, MspTenant};
+use domain::session;
+use projections::{TenantRow, UserRow};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::app::{AppState, Shared};
+use crate::auth::{self, Caller};
+use crate::challenges::Handoff;
+use crate::command::{self, History, Plan};
+use crate::host;
+use crate::problem::Problem;
+use crate::routes::{body, settle, with_position};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewUser {
+    email: String,
+    first_name: Option<String>,
+    last_name: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserSourceBody {
+    source: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewCustomer {
+    name: String,
+    display_name: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewDelegation {
+    user_id: Uuid,
+}
+
+/// The host's tenant and the caller's session on it.
+async fn context(
+    state: &AppState,
+    method: &Method,
+    headers: &HeaderMap,
+) -> Result<(TenantRow, Caller), Problem> {
+    let tenant = host::tenant(state, headers).await?;
+    let caller = auth::caller(state, method, headers, &tenant).await?;
+    Ok((tenant, caller))
+}
+
+/// The host's MSP tenant and its caller; the MSP routes do not exist on customer hosts.
+async fn msp_context(
+    state: &AppState,
+    method: &Method,
+    headers: &HeaderMap,
+) -> Result<(TenantRow, Caller), Problem> {
+    let (tenant, caller) = context(state, method, headers).await?;
+    if tenant.msp_id.is_some() {
+        return Err(Problem::not_found(
+            "this route belongs to the MSP's own host, not a customer's",
+        ));
+    }
+    Ok((tenant, caller))
+}
+
+fn fold_msp(history: &History) -> Result<MspTenant, DomainError> {
+    MspTenant::replay(&history.events)?.ok_or(DomainError::NotFound("tenant"))
+}
+
+fn fold_customer(history: &History) -> Result<CustomerTenant, DomainError> {
+    CustomerTenant::replay(&history.events)?.ok_or(DomainError::NotFound("tenant"))
+}
+
+/// Runs an MSP command for `caller`, after checking their role allows it.
+async fn run(
+    state: &AppState,
+    tenant: &TenantRow,
+    caller: &Caller,
+    command: MspCommand,
+) -> Result<Option<eventlog::Committed>, Problem> {
+    caller.may(command.action(), tenant)?;
+    let (committed, _) = command::execute(
+        state,
+        TenantId(tenant.id),
+        &caller.actor,
+        Utc::now(),
+        |history| msp::decide(Some(&fold_msp(history)?), command.clone()),
+    )
+    .await?;
+    Ok(committed)
+}
+
+fn user_json(user: &UserRow) -> Value {
+    json!({
+        "id": user.id,
+        "email": user.email,
+        "first_name": user.first_name,
+        "last_name": user.last_name,
+        "admin": user.is_admin,
+        "onboarded": user.devices > 0,
+        "devices": user.devices,
+        "created_at": user.created_at,
+    })
+}
+
+async fn user_row(state: &AppState, tenant: Uuid, user: Uuid) -> Result<UserRow, Problem> {
+    state
+        .read()
+        .user(tenant, user)
+        .await
+        .map_err(|e| Problem::internal(&e))?
+        .ok_or_else(|| Problem::not_found("no such user"))
+}
+
+/// A user id from the path: anything but a UUID is simply not a user.
+fn user_id(raw: &str) -> Result<Uuid, Problem> {
+    Uuid::parse_str(raw).map_err(|_| Problem::not_found("no such user"))
+}
+
+/// `GET /api/v1/users`: the MSP's users (admins).
+pub async fn list_users(
+    State(state): State<Shared>,
+    method: Method,
+    headers: HeaderMap,
+) -> Result<Response, Problem> {
+    let (tenant, caller) = msp_context(&state, &method, &headers).await?;
+    caller.may(Action::ReadMspUsers, &tenant)?;
+    let users = state
+        .read()
+        .users_of(tenant.id)
+        .await
+        .map_err(|e| Problem::internal(&e))?;
+    Ok(Json(users.iter().map(user_json).collect::<Vec<_>>()).into_response())
+}
+
+/// `POST /api/v1/users` `{email, first_name?, last_name?}` → 201 the user.
+pub async fn add_user(
+    State(state): State<Shared>,
+    method: Method,
+    headers: HeaderMap,
+    request: Result<Json<NewUser>, JsonRejection>,
+) -> Result<Response, Problem> {
+    let (tenant, caller) = msp_context(&state, &method, &headers).await?;
+    caller.may(Action::ManageMspUsers, &tenant)?;
+    let request = body(request)?;
+    let user_id = UserId(Uuid::now_v7());
+    let committed = run(
+        &state,
+        &tenant,
+        &caller,
+        MspCommand::AddUser {
+            user_id,
+            email: request.email,
+            first_name: request.first_name,
+            last_name: request.last_name,
+        },
+    )
+    .await?;
+    settle(&state, committed.as_ref()).await;
+    let user = user_row(&state, tenant.id, user_id.0).await?;
+    Ok(with_position(
+        committed.as_ref(),
+        (StatusCode::CREATED, Json(user_json(&user))).into_response(),
+    ))
+}
+
+/// `GET /api/v1/users/{id}`: admins see anyone of the tenant, a technician themselves.
+pub async fn get_user(
+    State(state): State<Shared>,
+    method: Method,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, Problem> {
+    let (tenant, caller) = msp_context(&state, &method, &headers).await?;
+    let id = user_id(&id)?;
+    if id != caller.session.user_id {
+        caller.may(Action::ReadMspUsers, &tenant)?;
+    }
+    let user = user_row(&state, tenant.id, id).await?;
+    Ok(Json(user_json(&user)).into_response())
+}
+
+/// `DELETE /api/v1/users/{id}` → 204: the user, their devices, roles, delegations and
+/// sessions are gone.
+pub async fn remove_user(
+    State(state): State<Shared>,
+    method: Method,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, Problem> {
+    let (tenant, caller) = msp_context(&state, &method, &headers).await?;
+    caller.may(Action::ManageMspUsers, &tenant)?;
+    let id = user_id(&id)?;
+    let committed = run(
+        &state,
+        &tenant,
+        &caller,
+        MspCommand::RemoveUser {
+            user_id: UserId(id),
+        },
+    )
+    .await?;
+    settle(&state, committed.as_ref()).await;
+    Ok(with_position(
+        committed.as_ref(),
+        StatusCode::NO_CONTENT.into_response(),
+    ))
+}
+
+/// `POST` / `DELETE /api/v1/users/{id}/admin`: make admin, revoke; answers the user.
+async fn set_admin(
+    state: Shared,
+    method: Method,
+    headers: HeaderMap,
+    id: String,
+    admin: bool,
+) -> Result<Response, Problem> {
+    let (tenant, caller) = msp_context(&state, &method, &headers).await?;
+    caller.may(Action::ManageRoles, &tenant)?;
+    let id = user_id(&id)?;
+    let user_id = UserId(id);
+    let command = if admin {
+        MspCommand::MakeAdmin { user_id }
+    } else {
+        MspCommand::RevokeAdmin { user_id }
+    };
+    let committed = run(&state, &tenant, &caller, command).await?;
+    settle(&state, committed.as_ref()).await;
+    let user = user_row(&state, tenant.id, id).await?;
+    Ok(with_position(
+        committed.as_ref(),
+        Json(user_json(&user)).into_response(),
+    ))
+}
+
+pub async fn make_admin(
+    State(state): State<Shared>,
+    method: Method,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, Problem> {
+    set_admin(state, method, headers, id, true).await
+}
+
+pub async fn revoke_admin(
+    State(state): State<Shared>,
+    method: Method,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, Problem> {
+    set_admin(state, method, headers, id, false).await
+}
+
+/// `GET /api/v1/settings/user-source` on any tenant host.
+pub async fn get_user_source(
+    State(state): State<Shared>,
+    method: Method,
+    headers: HeaderMap,
+) -> Result<Response, Problem> {
+    let (tenant, caller) = context(&state, &method, &headers).await?;
+    caller.may(Action::ReadTenantSettings, &tenant)?;
+    Ok(Json(json!({"source": tenant.user_source})).into_response())
+}
+
+/// `PUT /api/v1/settings/user-source` `{source: "local"}` on any tenant host.
+pub async fn put_user_source(
+    State(state): State<Shared>,
+    method: Method,
+    headers: HeaderMap,
+    request: Result<Json<UserSourceBody>, JsonRejection>,
+) -> Result<Response, Problem> {
+    let (tenant, caller) = context(&state, &method, &headers).await?;
+    caller.may(Action::ManageTenantSettings, &tenant)?;
+    let request = body(request)?;
+    let source = match request.source.as_str() {
+        "local" => UserSource::Local,
+        _ => {
+            return Err(Problem::invalid(
+                "source",
+                "must be \"local\" (the cloud directory); no other source is available yet",
+            ));
+        }
+    };
+    let (committed, _) = command::execute(
+        &state,
+        TenantId(tenant.id),
+        &caller.actor,
+        Utc::now(),
+        |history| match tenant.msp_id {
+            None => msp::decide(
+                Some(&fold_msp(history)?),
+                MspCommand::SetUserSource { source },
+            ),
+            Some(_) => customer::decide(
+                Some(&fold_customer(history)?),
+                CustomerCommand::SetUserSource { source },
+            ),
+        },
+    )
+    .await?;
+    settle(&state, committed.as_ref()).await;
+    Ok(with_position(
+        committed.as_ref(),
+        Json(json!({"source": "local"})).into_response(),
+    ))
+}
+
+/// A customer of the host's MSP by name, as the read models have it; 404 otherwise.
+async fn customer(state: &AppState, msp: &TenantRow, name: &str) -> Result<TenantRow, Problem> {
+    let missing = || Problem::not_found(format!("no customer named {name:?}"));
+    let label =
+        domain::validate::customer_host_label(name, &msp.host_label).map_err(|_| missing())?;
+    state
+        .read()
+        .tenant_by_host(&label)
+        .await
+        .map_err(|e| Problem::internal(&e))?
+        .filter(|t| t.msp_id == Some(msp.id) && t.name == name)
+        .ok_or_else(missing)
+}
+
+fn customer_json(state: &AppState, row: &projections::CustomerRow) -> Value {
+    json!({
+        "id": row.id,
+        "name": row.name,
+        "display_name": row.display_name,
+        "url": state.config.tenant_url(&row.host_label),
+        "active_users": row.active_users,
+        "technicians": row.technicians,
+    })
+}
+
+/// `GET /api/v1/customers`: the seed's table, with active users and technicians.
+pub async fn list_customers(
+    State(state): State<Shared>,
+    method: Method,
+    headers: HeaderMap,
+) -> Result<Response, Problem> {
+    let (tenant, caller) = msp_context(&state, &method, &headers).await?;
+    caller.may(Action::ReadCustomers, &tenant)?;
+    let customers = state
+        .read()
+        .customers_of(tenant.id)
+        .await
+        .map_err(|e| Problem::internal(&e))?;
+    Ok(Json(
+        customers
+            .iter()
+            .map(|c| customer_json(&state, c))
+            .collect::<Vec<_>>(),
+    )
+    .into_response())
+}
+
+/// `POST /api/v1/customers` `{name, display_name}` → 201: the customer tenant's own stream
+/// opens in the same commit as the MSP's record of it, and its host label is reserved by it.
+pub async fn create_customer(
+    State(state): State<Shared>,
+    method: Method,
+    headers: HeaderMap,
+    request: Result<Json<NewCustomer>, JsonRejection>,
+) -> Result<Response, Problem> {
+    let (tenant, caller) = msp_context(&state, &method, &headers).await?;
+    caller.may(Action::ManageCustomers, &tenant)?;
+    let request = body(request)?;
+    let customer_id = TenantId(Uuid::now_v7());
+    let msp_id = TenantId(tenant.id);
+    let (committed, decision) =
+        command::execute_plan(&state, msp_id, &caller.actor, Utc::now(), |history| {
+            let mut created = msp::decide(
+                Some(&fold_msp(history)?),
+                MspCommand::CreateCustomer {
+                    customer_id,
+                    name: request.name.clone(),
+                    display_name: request.display_name.clone(),
+                },
+            )?;
+            let Some(domain::event::Event::CustomerTenantCreated(e)) = created.events.first()
+            else {
+                return Err(DomainError::Corrupt("no customer was created".into()));
+            };
+            let mut opened = customer::decide(
+                None,
+                CustomerCommand::Open {
+                    tenant_id: customer_id,
+                    msp_id,
+                    name: e.name.clone(),
+                    display_name: e.display_name.clone(),
+                    host_label: e.host_label.clone(),
+                },
+            )?;
+            // The host label belongs to the customer's stream, so deleting it frees the name.
+            opened.claims.append(&mut created.claims);
+            Ok(Plan {
+                decision: created,
+                new_streams: vec![(customer_id, opened)],
+                deleted: Vec::new(),
+            })
+        })
+        .await?;
+    settle(&state, committed.as_ref()).await;
+    let name = decision
+        .events
+        .iter()
+        .find_map(|e| match e {
+            domain::event::Event::CustomerTenantCreated(c) => Some(c.name.clone()),
+            _ => None,
+        })
+        .ok_or_else(|| Problem::internal(&"no customer was created"))?;
+    let row = state
+        .read()
+        .customers_of(tenant.id)
+        .await
+        .map_err(|e| Problem::internal(&e))?
+        .into_iter()
+        .find(|c| c.name == name)
+        .ok_or_else(|| Problem::internal(&"the new customer is not in the read models"))?;
+    Ok(with_position(
+        committed.as_ref(),
+        (StatusCode::CREATED, Json(customer_json(&state, &row))).into_response(),
+    ))
+}
+
+/// `DELETE /api/v1/customers/{name}` → 204: the customer's stream, reservations, keys and
+/// read models are gone; the MSP's log keeps that it was deleted, by whom and when.
+pub async fn delete_customer(
+    State(state): State<Shared>,
+    method: Method,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Result<Response, Problem> {
+    let (tenant, caller) = msp_context(&state, &method, &headers).await?;
+    caller.may(Action::ManageCustomers, &tenant)?;
+    let customer = customer(&state, &tenant, &name).await?;
+    let customer_id = TenantId(customer.id);
+    let (committed, _) = command::execute_plan(
+        &state,
+        TenantId(tenant.id),
+        &caller.actor,
+        Utc::now(),
+        |history| {
+            Ok(Plan {
+                decision: msp::decide(
+                    Some(&fold_msp(history)?),
+                    MspCommand::DeleteCustomer { customer_id },
+                )?,
+                new_streams: Vec::new(),
+                deleted: vec![customer_id],
+            })
+        },
+    )
+    .await?;
+    settle(&state, committed.as_ref()).await;
+    Ok(with_position(
+        committed.as_ref(),
+        StatusCode::NO_CONTENT.into_response(),
+    ))
+}
+
+/// `GET /api/v1/customers/{name}/technicians`: who reaches the customer, and how.
+pub async fn list_technicians(
+    State(state): State<Shared>,
+    method: Method,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Result<Response, Problem> {
+    let (tenant, caller) = msp_context(&state, &method, &headers).await?;
+    caller.may(Action::ReadCustomers, &tenant)?;
+    let customer = customer(&state, &tenant, &name).await?;
+    let read = state.read();
+    let access = read
+        .access_to(customer.id)
+        .await
+        .map_err(|e| Problem::internal(&e))?;
+    let mut technicians: Vec<Value> = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    for row in &access {
+        if row.via == "auditor" || !seen.insert(row.user_id) {
+            continue;
+        }
+        let Some(user) = read
+            .user(tenant.id, row.user_id)
+            .await
+            .map_err(|e| Problem::internal(&e))?
+        else {
+            continue;
+        };
+        let via: Vec<&str> = access
+            .iter()
+            .filter(|a| a.user_id == row.user_id && a.via != "auditor")
+            .map(|a| a.via.as_str())
+            .collect();
+        technicians.push(json!({
+            "user_id": user.id,
+            "email": user.email,
+            "first_name": user.first_name,
+            "last_name": user.last_name,
+            "via": via,
+        }));
+    }
+    Ok(Json(technicians).into_response())
+}
+
+/// `POST /api/v1/customers/{name}/technicians` `{user_id}` → 201: delegates the customer.
+pub async fn delegate(
+    State(state): State<Shared>,
+    method: Method,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    request: Result<Json<NewDelegation>, JsonRejection>,
+) -> Result<Response, Problem> {
+    let (tenant, caller) = msp_context(&state, &method, &headers).await?;
+    caller.may(Action::ManageDelegations, &tenant)?;
+    let customer = customer(&state, &tenant, &name).await?;
+    let request = body(request)?;
+    let committed = run(
+        &state,
+        &tenant,
+        &caller,
+        MspCommand::Delegate {
+            user_id: UserId(request.user_id),
+            customer_id: TenantId(customer.id),
+        },
+    )
+    .await?;
+    settle(&state, committed.as_ref()).await;
+    Ok(with_position(
+        committed.as_ref(),
+        (
+            StatusCode::CREATED,
+            Json(json!({"user_id": request.user_id, "customer": customer.name})),
+        )
+            .into_response(),
+    ))
+}
+
+/// `DELETE /api/v1/customers/{name}/technicians/{user_id}` → 204, effective at once: the
+/// answer comes once the read models every request is authorized against have it.
+pub async fn revoke_delegation(
+    State(state): State<Shared>,
+    method: Method,
+    headers: HeaderMap,
+    Path((name, user)): Path<(String, String)>,
+) -> Result<Response, Problem> {
+    let (tenant, caller) = msp_context(&state, &method, &headers).await?;
+    caller.may(Action::ManageDelegations, &tenant)?;
+    let customer = customer(&state, &tenant, &name).await?;
+    let user = user_id(&user)?;
+    let committed = run(
+        &state,
+        &tenant,
+        &caller,
+        MspCommand::RevokeDelegation {
+            user_id: UserId(user),
+            customer_id: TenantId(customer.id),
+        },
+    )
+    .await?;
+    settle(&state, committed.as_ref()).await;
+    Ok(with_position(
+        committed.as_ref(),
+        StatusCode::NO_CONTENT.into_response(),
+    ))
+}
+
+/// `POST /api/v1/customers/{name}/sso` → `{url, expires_at}`: a one-time, 60-second link that
+/// logs the caller into the customer's host. 404 for a customer the caller cannot open.
+pub async fn sso(
+    State(state): State<Shared>,
+    method: Method,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Result<Response, Problem> {
+    let (tenant, caller) = msp_context(&state, &method, &headers).await?;
+    let customer = customer(&state, &tenant, &name).await?;
+    authz::authorize(
+        &caller.principal,
+        Action::OpenCustomer,
+        auth::scope(&customer),
+    )
+    .map_err(|_| Problem::not_found(format!("no customer named {name:?}")))?;
+    let now = Utc::now();
+    let token = auth::new_token();
+    let expires_at = now + session::HANDOFF_LIFETIME;
+    state.challenges.purge(now);
+    state
+        .challenges
+        .hand_off(
+            session::token_digest(&token),
+            Handoff {
+                customer: customer.id,
+                msp: tenant.id,
+                user: caller.session.user_id,
+                expires_at,
+            },
+            now,
+        )
+        .ok_or_else(|| Problem::too_many(std::time::Duration::from_secs(10)))?;
+    let url = format!(
+        "{}/sso?token={token}",
+        state.config.tenant_url(&customer.host_label)
+    );
+    Ok(Json(json!({
+        "url": url,
+        "expires_at": expires_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+    }))
+    .into_response())
+}
+
+/// `GET /api/v1/apps`: the customer tenants the caller can open, for the user portal.
+pub async fn apps(
+    State(state): State<Shared>,
+    method: Method,
+    headers: HeaderMap,
+) -> Result<Response, Problem> {
+    let (tenant, caller) = msp_context(&state, &method, &headers).await?;
+    caller.may(Action::ReadOwnProfile, &tenant)?;
+    let apps = state
+        .read()
+        .apps_of(caller.session.user_id)
+        .await
+        .map_err(|e| Problem::internal(&e))?;
+    let apps: Vec<Value> = apps
+        .iter()
+        .map(|app| {
+            json!({
+                "tenant_id": app.tenant_id,
+                "name": app.name,
+                "display_name": app.display_name,
+                "url": state.config.tenant_url(&app.host_label),
+                "sso": format!("/api/v1/customers/{}/sso", app.name),
+            })
+        })
+        .collect();
+    Ok(Json(apps).into_response())
+}
