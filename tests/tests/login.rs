@@ -1,0 +1,307 @@
+//! QR login's refusals over real HTTP: replayed, forged, foreign-host and unknown-device
+//! approvals, challenges asked for on the wrong host, bad bodies, rate limits; and sessions
+//! across a restart.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use agent::authenticator::{self, Keyring};
+use harness::Platform;
+use reqwest::Method;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+/// `idem://approve?...`'s host, id and nonce.
+fn parts(qr: &str) -> (String, Uuid, String) {
+    let c = authenticator::parse_challenge(qr).unwrap();
+    (c.host, c.id, c.nonce)
+}
+
+async fn approve(
+    platform: &Platform,
+    label: &str,
+    id: Uuid,
+    device: Uuid,
+    signature: &str,
+) -> (u16, Value) {
+    Platform::call(
+        platform
+            .request(
+                Method::POST,
+                label,
+                &format!("/api/v1/login/challenges/{id}/approve"),
+            )
+            .json(&json!({"device_id": device, "signature": signature})),
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn approvals_are_single_use_host_bound_and_signed_by_the_enrolled_key() {
+    let platform = Platform::start().await;
+    platform.signup("acme", "Acme", "alice@acme.example").await;
+    platform
+        .signup("globex", "Globex", "gina@globex.example")
+        .await;
+    let mut alice_phone = Keyring::default();
+    let alice = platform
+        .enroll(&mut alice_phone, "acme", "alice@acme.example")
+        .await;
+    let mut gina_phone = Keyring::default();
+    let gina = platform
+        .enroll(&mut gina_phone, "globex", "gina@globex.example")
+        .await;
+
+    // A genuine approval, then the same approval replayed.
+    let (id, qr) = platform.challenge("acme").await;
+    let (host, challenge, nonce) = parts(&qr);
+    assert_eq!(host, "acme.localhost");
+    assert_eq!(challenge.to_string(), id);
+    let signature = authenticator::sign(&alice, &host, challenge, &nonce).unwrap();
+    assert_eq!(
+        approve(&platform, "acme", challenge, alice.device_id, &signature)
+            .await
+            .0,
+        204
+    );
+    let (status, problem) =
+        approve(&platform, "acme", challenge, alice.device_id, &signature).await;
+    assert_eq!(status, 409, "{problem}");
+    // The token is handed out once.
+    let first = platform.poll("acme", &id, 0).await;
+    assert_eq!(first["status"], "approved");
+    let token = first["token"].as_str().unwrap().to_owned();
+    let second = platform.poll("acme", &id, 0).await;
+    assert_eq!(second, json!({"status": "approved"}));
+    let (status, _) =
+        Platform::call(platform.as_user(&token, Method::GET, "acme", "/api/v1/me")).await;
+    assert_eq!(status, 200);
+
+    // The session belongs to its host: on another MSP's host it is nothing.
+    let (status, _) =
+        Platform::call(platform.as_user(&token, Method::GET, "globex", "/api/v1/me")).await;
+    assert_eq!(status, 401);
+
+    // A challenge is only visible on its own host.
+    let (id, qr) = platform.challenge("acme").await;
+    let (host, challenge, nonce) = parts(&qr);
+    let (status, _) = approve(
+        &platform,
+        "globex",
+        challenge,
+        gina.device_id,
+        &authenticator::sign(&gina, &host, challenge, &nonce).unwrap(),
+    )
+    .await;
+    assert_eq!(status, 404);
+    let (status, _) = Platform::call(platform.request(
+        Method::GET,
+        "globex",
+        &format!("/api/v1/login/challenges/{id}"),
+    ))
+    .await;
+    assert_eq!(status, 404);
+
+    // Another MSP's device, a signature over another host, a forged signature, an unknown
+    // device: each refused with 401, and the challenge still waits for a genuine approval.
+    let globex_device = approve(
+        &platform,
+        "acme",
+        challenge,
+        gina.device_id,
+        &authenticator::sign(&gina, &host, challenge, &nonce).unwrap(),
+    )
+    .await;
+    let other_host = approve(
+        &platform,
+        "acme",
+        challenge,
+        alice.device_id,
+        &authenticator::sign(&alice, "globex.localhost", challenge, &nonce).unwrap(),
+    )
+    .await;
+    let forged = approve(
+        &platform,
+        "acme",
+        challenge,
+        alice.device_id,
+        &authenticator::sign(&gina, &host, challenge, &nonce).unwrap(),
+    )
+    .await;
+    let unknown = approve(
+        &platform,
+        "acme",
+        challenge,
+        Uuid::now_v7(),
+        &authenticator::sign(&alice, &host, challenge, &nonce).unwrap(),
+    )
+    .await;
+    let garbage = approve(&platform, "acme", challenge, alice.device_id, "not-base64!").await;
+    for (status, problem) in [globex_device, other_host, forged, unknown, garbage] {
+        assert_eq!(status, 401, "{problem}");
+        assert_eq!(problem["status"], 401);
+    }
+    assert_eq!(platform.poll("acme", &id, 0).await["status"], "pending");
+    authenticator::approve(&alice_phone, &qr).await.unwrap();
+    assert_eq!(platform.poll("acme", &id, 0).await["status"], "approved");
+
+    // Unknown and malformed challenge ids.
+    let (status, _) = approve(&platform, "acme", Uuid::now_v7(), alice.device_id, "x").await;
+    assert_eq!(status, 404);
+    let (status, _) = Platform::call(
+        platform
+            .request(
+                Method::POST,
+                "acme",
+                "/api/v1/login/challenges/nope/approve",
+            )
+            .json(&json!({"device_id": alice.device_id, "signature": "x"})),
+    )
+    .await;
+    assert_eq!(status, 404);
+
+    platform.server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_bodies_and_hosts_are_refused_with_problems() {
+    let platform = Platform::start().await;
+    platform.signup("acme", "Acme", "alice@acme.example").await;
+    let challenges = "/api/v1/login/challenges";
+    let cases: Vec<(&str, Option<&str>, String, u16)> = vec![
+        (
+            "acme",
+            Some("application/json"),
+            r#"{"purpose": "desktop"}"#.into(),
+            422,
+        ),
+        (
+            "acme",
+            Some("application/json"),
+            r#"{"purpose": 7}"#.into(),
+            400,
+        ),
+        (
+            "acme",
+            Some("application/json"),
+            r#"{"purpose": "portal""#.into(),
+            400,
+        ),
+        (
+            "acme",
+            Some("application/json"),
+            r#"{"purpose": "portal", "x": 1}"#.into(),
+            400,
+        ),
+        (
+            "acme",
+            Some("text/plain"),
+            r#"{"purpose": "portal"}"#.into(),
+            415,
+        ),
+        ("acme", None, r#"{"purpose": "portal"}"#.into(), 415),
+        (
+            "acme",
+            Some("application/json"),
+            format!(r#"{{"purpose": "{}"}}"#, "p".repeat(10_000)),
+            413,
+        ),
+        (
+            "nosuch",
+            Some("application/json"),
+            r#"{"purpose": "portal"}"#.into(),
+            404,
+        ),
+        (
+            "",
+            Some("application/json"),
+            r#"{"purpose": "portal"}"#.into(),
+            404,
+        ),
+    ];
+    for (label, content_type, body, expected) in cases {
+        let mut request = platform
+            .request(Method::POST, label, challenges)
+            .body(body.clone());
+        if let Some(content_type) = content_type {
+            request = request.header("content-type", content_type);
+        }
+        let answer = request.send().await.unwrap();
+        assert_eq!(answer.status().as_u16(), expected, "{label} {body:.60}");
+        assert_eq!(
+            answer.headers()["content-type"],
+            "application/problem+json",
+            "{body:.60}"
+        );
+    }
+    // Nothing to authenticate with, or a made-up token.
+    for token in [None, Some("made-up")] {
+        let mut request = platform.request(Method::GET, "acme", "/api/v1/me");
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        assert_eq!(Platform::call(request).await.0, 401);
+    }
+    platform.server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approvals_are_rate_limited_per_device() {
+    let platform = Platform::start().await;
+    platform.signup("acme", "Acme", "alice@acme.example").await;
+    let (_, qr) = platform.challenge("acme").await;
+    let (_, challenge, _) = parts(&qr);
+    let device = Uuid::now_v7();
+    let mut statuses = Vec::new();
+    let mut retry_after = None;
+    for _ in 0..40 {
+        let answer = platform
+            .request(
+                Method::POST,
+                "acme",
+                &format!("/api/v1/login/challenges/{challenge}/approve"),
+            )
+            .json(&json!({"device_id": device, "signature": "AAAA"}))
+            .send()
+            .await
+            .unwrap();
+        if answer.status() == 429 {
+            retry_after = answer.headers().get("retry-after").cloned();
+        }
+        statuses.push(answer.status().as_u16());
+    }
+    let refused = statuses.iter().filter(|s| **s == 401).count();
+    let limited = statuses.iter().filter(|s| **s == 429).count();
+    assert_eq!(refused, 30, "{statuses:?}");
+    assert_eq!(limited, 10);
+    let seconds: u64 = retry_after.unwrap().to_str().unwrap().parse().unwrap();
+    assert!(seconds >= 1);
+    platform.server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_survive_a_restart_and_pending_challenges_end_cleanly() {
+    let platform = Platform::start().await;
+    platform.signup("acme", "Acme", "alice@acme.example").await;
+    let mut phone = Keyring::default();
+    platform
+        .enroll(&mut phone, "acme", "alice@acme.example")
+        .await;
+    let token = platform.login(&phone, "acme").await;
+    let (pending, _) = platform.challenge("acme").await;
+
+    let platform = platform.restart().await;
+    let (status, me) =
+        Platform::call(platform.as_user(&token, Method::GET, "acme", "/api/v1/me")).await;
+    assert_eq!(status, 200);
+    assert_eq!(me["user"]["email"], "alice@acme.example");
+    // The challenge lived in memory: the browser learns it is gone and asks for a new one.
+    let (status, _) = Platform::call(platform.request(
+        Method::GET,
+        "acme",
+        &format!("/api/v1/login/challenges/{pending}"),
+    ))
+    .await;
+    assert_eq!(status, 404);
+    let again = platform.login(&phone, "acme").await;
+    assert_ne!(again, token);
+    platform.server.shutdown().await;
+}
