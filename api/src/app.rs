@@ -55,6 +55,8 @@ pub enum StartError {
     Log(#[from] eventlog::Error),
     #[error("read models: {0}")]
     Projections(#[from] projections::Error),
+    #[error("IDEM_SMTP_URL: {0}")]
+    Mail(String),
     #[error("listening on {0}: {1}")]
     Bind(SocketAddr, std::io::Error),
 }
@@ -116,12 +118,13 @@ impl Server {
         let backend =
             Backend::from_config(&data.join("readmodels"), config.database_url.as_deref())?;
         let projections = Projections::start(log.clone(), backend, Options::default()).await?;
-        let mailer = Mailer::development(data.join("mail"), config.mail_from.clone())
-            .map_err(|e| StartError::DataDir(data.join("mail").display().to_string(), e))?;
-        tracing::warn!(
-            directory = %mailer.directory().display(),
-            "development mailer: messages are written as files, not sent (set IDEM_SMTP_URL to send)"
-        );
+        let mailer = match &config.smtp_url {
+            Some(url) => Mailer::smtp(url, config.mail_from.clone())
+                .map_err(|e| StartError::Mail(e.to_string()))?,
+            None => Mailer::development(data.join("mail"), config.mail_from.clone())
+                .map_err(|e| StartError::DataDir(data.join("mail").display().to_string(), e))?,
+        };
+        mailer.announce();
         let listener = TcpListener::bind(config.bind)
             .await
             .map_err(|e| StartError::Bind(config.bind, e))?;

@@ -170,10 +170,7 @@ impl Settings {
                     "must start with smtp:// or smtps://",
                 ));
             }
-            return Err(invalid(
-                "IDEM_SMTP_URL",
-                "SMTP delivery is not built yet; leave it unset to use the development mailer",
-            ));
+            crate::mail::Mailer::check_smtp_url(url).map_err(|e| invalid("IDEM_SMTP_URL", e))?;
         }
 
         let mail_from = self

@@ -32,11 +32,16 @@ fn settings(dir: &Path, port: u16) -> Settings {
 impl Platform {
     /// A new platform on a fresh data directory.
     pub async fn start() -> Platform {
+        Platform::start_with(|_| {}).await
+    }
+
+    /// The same with some settings changed by `adjust`.
+    pub async fn start_with(adjust: impl FnOnce(&mut Settings)) -> Platform {
         let temp = tempfile::tempdir().unwrap();
         let dir = temp.path().to_path_buf();
-        let server = Server::start(settings(&dir, 0).resolve().unwrap())
-            .await
-            .unwrap();
+        let mut settings = settings(&dir, 0);
+        adjust(&mut settings);
+        let server = Server::start(settings.resolve().unwrap()).await.unwrap();
         Platform {
             server,
             dir,
@@ -48,11 +53,11 @@ impl Platform {
         }
     }
 
-    /// Stops the service gracefully and starts it again on the same data directory and port.
+    /// Stops the service gracefully and starts it again on the same data directory (on a new
+    /// port: the old one may have been handed to another test meanwhile).
     pub async fn restart(self) -> Platform {
-        let port = self.port();
         self.server.shutdown().await;
-        let server = Server::start(settings(&self.dir, port).resolve().unwrap())
+        let server = Server::start(settings(&self.dir, 0).resolve().unwrap())
             .await
             .unwrap();
         Platform { server, ..self }

@@ -147,9 +147,7 @@ pub async fn start(
                  It expires in 15 minutes.\n\nCode: {code}\n"
             ),
         };
-        if let Err(e) = state.mailer.send(message).await {
-            tracing::error!(error = %e, "could not write the onboarding mail");
-        }
+        state.mailer.post(message).await;
     }
     Ok((
         StatusCode::ACCEPTED,

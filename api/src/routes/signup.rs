@@ -97,10 +97,8 @@ pub async fn signup(
              It expires in 15 minutes.\n\nCode: {code}\n"
         ),
     };
-    if let Err(e) = state.mailer.send(message).await {
-        // The tenant exists; the admin can ask for a new code.
-        tracing::error!(error = %e, "could not write the onboarding mail");
-    }
+    // If it fails (logged), the tenant exists and the admin can ask for a new code.
+    state.mailer.post(message).await;
 
     let body = json!({
         "tenant": {
