@@ -34,6 +34,10 @@ pub struct AppState {
     pub limits: crate::limits::Limits,
     /// QR challenges and SSO hand-offs in flight.
     pub challenges: crate::challenges::Store,
+    /// Commands on one tenant take turns.
+    pub tenant_locks: crate::command::TenantLocks,
+    /// Decoded histories of recently commanded tenants.
+    pub histories: crate::command::HistoryCache,
 }
 
 impl AppState {
@@ -141,6 +145,8 @@ impl Server {
             mailer,
             limits: crate::limits::Limits::default(),
             challenges: crate::challenges::Store::default(),
+            tenant_locks: crate::command::TenantLocks::default(),
+            histories: crate::command::HistoryCache::default(),
         });
         let app = router(state.clone());
         let (stop, mut stopped) = watch::channel(false);

@@ -183,7 +183,7 @@ pub async fn msp_principal(
         return Ok(None);
     };
     let access = read
-        .access_of(user)
+        .grants_of(user)
         .await
         .map_err(|e| Problem::internal(&e))?;
     let set = |via: &str| -> BTreeSet<TenantId> {

@@ -16,26 +16,125 @@ use crate::problem::Problem;
 /// How many times a command is decided again after losing a race for its stream.
 const ATTEMPTS: usize = 5;
 
+/// One async lock per tenant with a command in flight; entries go when nobody holds them.
+#[derive(Default)]
+pub struct TenantLocks {
+    locks: std::sync::Mutex<
+        std::collections::HashMap<TenantId, std::sync::Arc<tokio::sync::Mutex<()>>>,
+    >,
+}
+
+/// A tenant's turn; the tenant's entry is dropped with the last holder or waiter.
+pub struct Turn<'a> {
+    locks: &'a TenantLocks,
+    tenant: TenantId,
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl TenantLocks {
+    pub async fn acquire(&self, tenant: TenantId) -> Turn<'_> {
+        let lock = self
+            .locks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(tenant)
+            .or_default()
+            .clone();
+        Turn {
+            locks: self,
+            tenant,
+            guard: Some(lock.lock_owned().await),
+        }
+    }
+
+    /// Tenants with a lock entry (for tests).
+    pub fn len(&self) -> usize {
+        self.locks.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        drop(self.guard.take());
+        let mut locks = self.locks.locks.lock().unwrap_or_else(|e| e.into_inner());
+        // Only the map holds it: no one holds or awaits this tenant's lock.
+        if locks
+            .get(&self.tenant)
+            .is_some_and(|lock| std::sync::Arc::strong_count(lock) == 1)
+        {
+            locks.remove(&self.tenant);
+        }
+    }
+}
+
 /// A tenant's history, folded by the caller.
 pub struct History {
     pub events: Vec<Event>,
     pub seq: u64,
 }
 
-/// Reads and decodes a tenant's whole stream.
-pub async fn history(state: &AppState, tenant: TenantId) -> Result<History, Problem> {
+/// Decoded histories of recently commanded tenants, so that a command reads and decodes only
+/// the events written since the last one. Bounded; any entry can be dropped at any time.
+#[derive(Default)]
+pub struct HistoryCache {
+    entries: std::sync::Mutex<std::collections::HashMap<TenantId, History>>,
+}
+
+/// Tenants whose histories are kept at most.
+const CACHED_HISTORIES: usize = 256;
+
+impl HistoryCache {
+    fn take(&self, tenant: TenantId) -> Option<History> {
+        self.entries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&tenant)
+    }
+
+    fn put(&self, tenant: TenantId, history: History) {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if entries.len() >= CACHED_HISTORIES {
+            // Any victim will do: a miss only costs one full read.
+            if let Some(victim) = entries.keys().next().copied() {
+                entries.remove(&victim);
+            }
+        }
+        entries.insert(tenant, history);
+    }
+}
+
+/// Brings `history` of `tenant` up to the end of its stream (reading from seq 1 if empty).
+async fn catch_up(
+    state: &AppState,
+    tenant: TenantId,
+    history: &mut History,
+) -> Result<(), Problem> {
     let recorded = state
         .log
-        .read_stream(StreamId(tenant.0), 1, usize::MAX)
+        .read_stream(StreamId(tenant.0), history.seq + 1, usize::MAX)
         .await
         .map_err(|e| Problem::internal(&e))?;
-    let seq = recorded.last().map_or(0, |e| e.seq);
-    let events = recorded
-        .iter()
-        .map(codec::decode)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| Problem::internal(&e))?;
-    Ok(History { events, seq })
+    for event in &recorded {
+        history
+            .events
+            .push(codec::decode(event).map_err(|e| Problem::internal(&e))?);
+        history.seq = event.seq;
+    }
+    Ok(())
+}
+
+/// Reads and decodes a tenant's whole stream.
+pub async fn history(state: &AppState, tenant: TenantId) -> Result<History, Problem> {
+    let mut history = History {
+        events: Vec::new(),
+        seq: 0,
+    };
+    catch_up(state, tenant, &mut history).await?;
+    Ok(history)
 }
 
 /// Runs `decide` against the tenant's current history and commits what it decides; answers
@@ -106,23 +205,35 @@ pub async fn execute_plan(
     now: DateTime<Utc>,
     plan: impl Fn(&History) -> Result<Plan, DomainError>,
 ) -> Result<(Option<Committed>, Decision), Problem> {
+    // Commands on one tenant queue here instead of racing for its stream: under load, every
+    // racer but one would fold and decide for nothing. The retries below remain for writers
+    // this lock does not see (records, other processes).
+    let _turn = state.tenant_locks.acquire(tenant).await;
     for _ in 0..ATTEMPTS {
-        let history = history(state, tenant).await?;
+        // Holding the tenant's turn, this command alone uses (and puts back) its cached history.
+        let mut history = state.histories.take(tenant).unwrap_or(History {
+            events: Vec::new(),
+            seq: 0,
+        });
+        catch_up(state, tenant, &mut history).await?;
+        let planned = plan(&history);
+        let seq = history.seq;
+        state.histories.put(tenant, history);
         let Plan {
             decision,
             new_streams,
             deleted,
-        } = plan(&history)?;
+        } = planned?;
         if decision.events.is_empty() && new_streams.is_empty() && deleted.is_empty() {
             if let Some(refusal) = decision.refusal {
                 return Err(refusal.into());
             }
             return Ok((None, decision));
         }
-        let expected = if history.seq == 0 {
+        let expected = if seq == 0 {
             Expected::NoStream
         } else {
-            Expected::At(history.seq)
+            Expected::At(seq)
         };
         let mut commit =
             Commit::new().append(stream_append(tenant, expected, &decision, actor, now)?);
@@ -176,5 +287,34 @@ pub async fn record(
         // The tenant was deleted meanwhile.
         Err(eventlog::Error::StreamDeleted { .. }) => Err(Problem::not_found("no such tenant")),
         Err(e) => Err(Problem::internal(&e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn commands_on_one_tenant_take_turns_and_leave_no_entry_behind() {
+        let locks = std::sync::Arc::new(TenantLocks::default());
+        let (a, b) = (TenantId(Uuid::from_u128(1)), TenantId(Uuid::from_u128(2)));
+        let first = locks.acquire(a).await;
+        // Another tenant is not held up.
+        let other = locks.acquire(b).await;
+        drop(other);
+        let waiter = {
+            let locks = locks.clone();
+            tokio::spawn(async move {
+                let _turn = locks.acquire(a).await;
+            })
+        };
+        tokio::task::yield_now().await;
+        assert!(
+            !waiter.is_finished(),
+            "the second command waits for the first"
+        );
+        drop(first);
+        waiter.await.unwrap();
+        assert!(locks.is_empty(), "{} entries left", locks.len());
     }
 }

@@ -151,7 +151,7 @@ impl Backend {
                 let url = format!("sqlite://{}?mode=rwc", url_path(&path)?);
                 let options: AnyConnectOptions = url.parse()?;
                 let pool = AnyPoolOptions::new()
-                    .max_connections(4)
+                    .max_connections(8)
                     .after_connect(|conn, _| {
                         Box::pin(async move {
                             // WAL: readers never block the projector. NORMAL sync keeps the

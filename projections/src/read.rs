@@ -468,6 +468,20 @@ impl ReadModels {
         rows.iter().map(access_row).collect()
     }
 
+    /// The grants of `user` that are not the admin role's: delegations and auditor roles.
+    /// What a request needs to authorize an MSP user (their admin flag is on their user row),
+    /// without the admin's one row per customer.
+    pub async fn grants_of(&self, user: Uuid) -> Result<Vec<AccessRow>> {
+        let rows = sqlx::query(
+            "SELECT user_id, tenant_id, via FROM access WHERE user_id = $1 AND via <> 'admin' \
+             ORDER BY tenant_id, via",
+        )
+        .bind(user.to_string())
+        .fetch_all(&self.directory())
+        .await?;
+        rows.iter().map(access_row).collect()
+    }
+
     /// Every way any user reaches `tenant`.
     pub async fn access_to(&self, tenant: Uuid) -> Result<Vec<AccessRow>> {
         let rows = sqlx::query(
