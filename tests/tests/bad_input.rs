@@ -1,0 +1,222 @@
+//! Bad input to the MSP routes: invalid names and values are 422 naming the field, malformed
+//! or mistyped bodies 400, oversized ones 413, unknown ids 404; nothing is written.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use agent::authenticator::Keyring;
+use harness::Platform;
+use reqwest::Method;
+use serde_json::{Value, json};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_input_to_the_msp_routes_is_refused_and_writes_nothing() {
+    let platform = Platform::start().await;
+    platform.signup("acme", "Acme", "alice@acme.example").await;
+    let mut phone = Keyring::default();
+    platform
+        .enroll(&mut phone, "acme", "alice@acme.example")
+        .await;
+    let admin = platform.login(&phone, "acme").await;
+    let (status, _) = Platform::call(
+        platform
+            .as_user(&admin, Method::POST, "acme", "/api/v1/customers")
+            .json(&json!({"name": "contoso", "display_name": "Contoso"})),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let state = || async {
+        let (_, users) =
+            Platform::call(platform.as_user(&admin, Method::GET, "acme", "/api/v1/users")).await;
+        let (_, customers) =
+            Platform::call(platform.as_user(&admin, Method::GET, "acme", "/api/v1/customers"))
+                .await;
+        (users, customers)
+    };
+    let before = state().await;
+
+    let long_name = "a".repeat(60);
+    let invalid: Vec<(&str, Value, &str)> = vec![
+        (
+            "/api/v1/customers",
+            json!({"name": "Contoso2", "display_name": "x"}),
+            "name",
+        ),
+        (
+            "/api/v1/customers",
+            json!({"name": "-lead", "display_name": "x"}),
+            "name",
+        ),
+        (
+            "/api/v1/customers",
+            json!({"name": "trail-", "display_name": "x"}),
+            "name",
+        ),
+        (
+            "/api/v1/customers",
+            json!({"name": "a_b", "display_name": "x"}),
+            "name",
+        ),
+        (
+            "/api/v1/customers",
+            json!({"name": "", "display_name": "x"}),
+            "name",
+        ),
+        (
+            "/api/v1/customers",
+            json!({"name": "www", "display_name": "x"}),
+            "name",
+        ),
+        (
+            "/api/v1/customers",
+            json!({"name": long_name, "display_name": "x"}),
+            "name",
+        ),
+        (
+            "/api/v1/customers",
+            json!({"name": "ok", "display_name": "  "}),
+            "display_name",
+        ),
+        (
+            "/api/v1/customers",
+            json!({"name": "ok", "display_name": "a\u{202e}b"}),
+            "display_name",
+        ),
+        ("/api/v1/users", json!({"email": "not-an-email"}), "email"),
+        (
+            "/api/v1/users",
+            json!({"email": "a@b.example", "first_name": "x\u{0}"}),
+            "first_name",
+        ),
+    ];
+    for (path, body, field) in invalid {
+        let (status, problem) = Platform::call(
+            platform
+                .as_user(&admin, Method::POST, "acme", path)
+                .json(&body),
+        )
+        .await;
+        assert_eq!(status, 422, "{body}: {problem}");
+        assert!(
+            problem["errors"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e["field"] == field),
+            "{body}: {problem}"
+        );
+    }
+    let (status, problem) = Platform::call(
+        platform
+            .as_user(&admin, Method::PUT, "acme", "/api/v1/settings/user-source")
+            .json(&json!({"source": "ldap"})),
+    )
+    .await;
+    assert_eq!(status, 422);
+    assert_eq!(problem["errors"][0]["field"], "source");
+
+    // Taken names are conflicts.
+    let (status, _) = Platform::call(
+        platform
+            .as_user(&admin, Method::POST, "acme", "/api/v1/customers")
+            .json(&json!({"name": "contoso", "display_name": "Again"})),
+    )
+    .await;
+    assert_eq!(status, 409);
+    let (status, _) = Platform::call(
+        platform
+            .as_user(&admin, Method::POST, "acme", "/api/v1/users")
+            .json(&json!({"email": "ALICE@acme.example"})),
+    )
+    .await;
+    assert_eq!(status, 409);
+
+    // Malformed, mistyped, unknown fields, oversized.
+    let raw: Vec<(&str, String, u16)> = vec![
+        ("/api/v1/customers", "{".into(), 400),
+        (
+            "/api/v1/customers",
+            r#"{"name": 5, "display_name": "x"}"#.into(),
+            400,
+        ),
+        ("/api/v1/customers", r#"{"name": "x"}"#.into(), 400),
+        (
+            "/api/v1/customers",
+            r#"{"name": "x", "display_name": "x", "admin": true}"#.into(),
+            400,
+        ),
+        ("/api/v1/users", r#"["a@b.example"]"#.into(), 400),
+        (
+            "/api/v1/customers/contoso/technicians",
+            r#"{"user_id": "nope"}"#.into(),
+            400,
+        ),
+        (
+            "/api/v1/customers",
+            format!(
+                r#"{{"name": "big", "display_name": "{}"}}"#,
+                "x".repeat(70_000)
+            ),
+            413,
+        ),
+    ];
+    for (path, body, expected) in raw {
+        let (status, problem) = Platform::call(
+            platform
+                .as_user(&admin, Method::POST, "acme", path)
+                .header("content-type", "application/json")
+                .body(body.clone()),
+        )
+        .await;
+        assert_eq!(status, expected, "{body:.80}: {problem}");
+        assert_eq!(problem["status"], expected);
+    }
+
+    // Unknown ids and names.
+    for (method, path) in [
+        (Method::GET, "/api/v1/users/not-a-uuid".to_owned()),
+        (
+            Method::GET,
+            format!("/api/v1/users/{}", uuid::Uuid::now_v7()),
+        ),
+        (
+            Method::DELETE,
+            format!("/api/v1/users/{}", uuid::Uuid::now_v7()),
+        ),
+        (
+            Method::POST,
+            format!("/api/v1/users/{}/admin", uuid::Uuid::now_v7()),
+        ),
+        (Method::DELETE, "/api/v1/customers/nosuch".to_owned()),
+        (Method::DELETE, "/api/v1/customers/NOT..VALID".to_owned()),
+        (
+            Method::GET,
+            "/api/v1/customers/nosuch/technicians".to_owned(),
+        ),
+        (
+            Method::DELETE,
+            format!(
+                "/api/v1/customers/contoso/technicians/{}",
+                uuid::Uuid::now_v7()
+            ),
+        ),
+        (Method::POST, "/api/v1/customers/nosuch/sso".to_owned()),
+        (Method::GET, "/api/v1/nosuch".to_owned()),
+    ] {
+        let (status, _) =
+            Platform::call(platform.as_user(&admin, method.clone(), "acme", &path)).await;
+        assert_eq!(status, 404, "{method} {path}");
+    }
+    // The last admin can neither be removed nor lose the role.
+    let (_, me) = Platform::call(platform.as_user(&admin, Method::GET, "acme", "/api/v1/me")).await;
+    let alice = me["user"]["id"].as_str().unwrap();
+    for path in [
+        format!("/api/v1/users/{alice}/admin"),
+        format!("/api/v1/users/{alice}"),
+    ] {
+        let (status, _) =
+            Platform::call(platform.as_user(&admin, Method::DELETE, "acme", &path)).await;
+        assert_eq!(status, 409, "{path}");
+    }
+
+    assert_eq!(state().await, before, "nothing was written");
+    platform.server.shutdown().await;
+}
