@@ -12,7 +12,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::extract::{Request, State};
 use axum::http::HeaderMap;
 use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use domain::crypto::RootKey;
 use eventlog::RocksLog;
@@ -192,6 +192,7 @@ pub fn router(state: Shared) -> Router {
         .layer(DefaultBodyLimit::max(PUBLIC_BODY_LIMIT))
         .merge(session_routes().layer(DefaultBodyLimit::max(BODY_LIMIT)))
         .fallback(routes::not_found)
+        .layer(middleware::from_fn_with_state(state.clone(), min_position))
         .layer(middleware::from_fn_with_state(state.clone(), request_id))
         .with_state(state)
 }
@@ -259,6 +260,31 @@ fn session_routes() -> Router<Shared> {
         .route("/api/v1/apps", get(routes::msp::apps))
         .route("/api/v1/logout", post(routes::login::logout))
         .route("/api/v1/me", get(routes::login::me))
+}
+
+/// Honours `Idem-Min-Position: N`: the request is handled once the read models have reached
+/// position N, or after a few seconds (then it reads what is there). A value that is not a
+/// position is a 400.
+async fn min_position(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    request: Request,
+    next: Next,
+) -> Response {
+    if let Some(value) = headers.get("idem-min-position") {
+        let Some(position) = value
+            .to_str()
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+        else {
+            return crate::problem::Problem::bad_request(
+                "Idem-Min-Position must be a log position (a whole number)",
+            )
+            .into_response();
+        };
+        state.projections.wait_for(position, READ_YOUR_WRITES).await;
+    }
+    next.run(request).await
 }
 
 /// Gives each request an id (or keeps the caller's `X-Request-Id`), logs it with the outcome,

@@ -217,6 +217,15 @@ async fn invalid_input_to_the_msp_routes_is_refused_and_writes_nothing() {
         assert_eq!(status, 409, "{path}");
     }
 
+    // A read-your-writes position that is not a position.
+    let (status, problem) = Platform::call(
+        platform
+            .as_user(&admin, Method::GET, "acme", "/api/v1/customers")
+            .header("idem-min-position", "soon"),
+    )
+    .await;
+    assert_eq!(status, 400, "{problem}");
+
     assert_eq!(state().await, before, "nothing was written");
     platform.server.shutdown().await;
 }

@@ -103,9 +103,25 @@ async fn quick_start_steps_1_to_5_and_the_msp_portal() {
         assert_eq!(customer["url"], platform.url(&format!("{name}-acme")));
         assert_eq!(customer["display_name"], display);
     }
-    // The Customers table: display name, URL, active users, technicians (the one admin).
-    let (_, customers) =
-        Platform::call(platform.as_user(&admin, Method::GET, "acme", "/api/v1/customers")).await;
+    // The Customers table: display name, URL, active users, technicians (the one admin). A
+    // reader elsewhere names the position it must see (read-your-writes across clients).
+    let position = platform
+        .as_user(&admin, Method::POST, "acme", "/api/v1/users")
+        .json(&json!({"email": "dave@acme.example"}))
+        .send()
+        .await
+        .unwrap()
+        .headers()["idem-position"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let (status, customers) = Platform::call(
+        platform
+            .as_user(&admin, Method::GET, "acme", "/api/v1/customers")
+            .header("idem-min-position", position),
+    )
+    .await;
+    assert_eq!(status, 200);
     assert_eq!(names(&customers), ["contoso", "fabrikam"]);
     for customer in customers.as_array().unwrap() {
         assert_eq!(customer["active_users"], 0);
