@@ -127,6 +127,17 @@ async fn catch_up(
     Ok(())
 }
 
+/// An MSP tenant's state from its history; `NotFound` if the stream is empty.
+pub fn fold_msp(history: &History) -> Result<domain::msp::MspTenant, DomainError> {
+    domain::msp::MspTenant::replay(&history.events)?.ok_or(DomainError::NotFound("tenant"))
+}
+
+/// A customer tenant's state from its history; `NotFound` if the stream is empty.
+pub fn fold_customer(history: &History) -> Result<domain::customer::CustomerTenant, DomainError> {
+    domain::customer::CustomerTenant::replay(&history.events)?
+        .ok_or(DomainError::NotFound("tenant"))
+}
+
 /// Reads and decodes a tenant's whole stream.
 pub async fn history(state: &AppState, tenant: TenantId) -> Result<History, Problem> {
     let mut history = History {

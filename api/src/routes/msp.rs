@@ -13,11 +13,11 @@ use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use domain::authz::{self, Action};
-use domain::customer::{self, CustomerCommand, CustomerTenant};
+use domain::customer::{self, CustomerCommand};
 use domain::decision::DomainError;
 use domain::event::UserSource;
 use domain::ids::{TenantId, UserId};
-use domain::msp::{self, MspCommand, MspTenant};
+use domain::msp::{self, MspCommand};
 use domain::session;
 use projections::{TenantRow, UserRow};
 use serde::Deserialize;
@@ -27,10 +27,10 @@ use uuid::Uuid;
 use crate::app::{AppState, Shared};
 use crate::auth::{self, Caller};
 use crate::challenges::Handoff;
-use crate::command::{self, History, Plan};
+use crate::command::{self, Plan, fold_customer, fold_msp};
 use crate::host;
 use crate::problem::Problem;
-use crate::routes::{body, settle, with_position};
+use crate::routes::{body, settle, with_position, written};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -83,14 +83,6 @@ async fn msp_context(
         ));
     }
     Ok((tenant, caller))
-}
-
-fn fold_msp(history: &History) -> Result<MspTenant, DomainError> {
-    MspTenant::replay(&history.events)?.ok_or(DomainError::NotFound("tenant"))
-}
-
-fn fold_customer(history: &History) -> Result<CustomerTenant, DomainError> {
-    CustomerTenant::replay(&history.events)?.ok_or(DomainError::NotFound("tenant"))
 }
 
 /// Runs an MSP command for `caller`, after checking their role allows it.
@@ -222,11 +214,12 @@ pub async fn remove_user(
         },
     )
     .await?;
-    settle(&state, committed.as_ref()).await;
-    Ok(with_position(
+    Ok(written(
+        &state,
         committed.as_ref(),
         StatusCode::NO_CONTENT.into_response(),
-    ))
+    )
+    .await)
 }
 
 /// `POST` / `DELETE /api/v1/users/{id}/admin`: make admin, revoke; answers the user.
@@ -472,11 +465,12 @@ pub async fn delete_customer(
         },
     )
     .await?;
-    settle(&state, committed.as_ref()).await;
-    Ok(with_position(
+    Ok(written(
+        &state,
         committed.as_ref(),
         StatusCode::NO_CONTENT.into_response(),
-    ))
+    )
+    .await)
 }
 
 /// `GET /api/v1/customers/{name}/technicians`: who reaches the customer, and how.
@@ -578,11 +572,12 @@ pub async fn revoke_delegation(
         },
     )
     .await?;
-    settle(&state, committed.as_ref()).await;
-    Ok(with_position(
+    Ok(written(
+        &state,
         committed.as_ref(),
         StatusCode::NO_CONTENT.into_response(),
-    ))
+    )
+    .await)
 }
 
 /// `POST /api/v1/customers/{name}/sso` → `{url, expires_at}`: a one-time, 60-second link that

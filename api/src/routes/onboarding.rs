@@ -8,10 +8,10 @@ use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
-use domain::customer::{self, CustomerCommand, CustomerTenant};
+use domain::customer::{self, CustomerCommand};
 use domain::event::Event;
 use domain::ids::{DeviceId, TenantId};
-use domain::msp::{self, MspCommand, MspTenant};
+use domain::msp::{self, MspCommand};
 use domain::onboarding::Attempt;
 use serde::Deserialize;
 use serde_json::json;
@@ -20,7 +20,7 @@ use std::time::Instant;
 use uuid::Uuid;
 
 use crate::app::{AppState, Shared};
-use crate::command::{self, History};
+use crate::command::{self, fold_customer, fold_msp};
 use crate::host::{self, Host};
 use crate::limits::Limiter;
 use crate::mail::Message;
@@ -73,15 +73,6 @@ fn limit(
         .take(&client.ip().to_string(), now)
         .and_then(|()| per_account.take(&account(tenant, email), now))
         .map_err(Problem::too_many)
-}
-
-fn fold_msp(history: &History) -> Result<MspTenant, domain::decision::DomainError> {
-    MspTenant::replay(&history.events)?.ok_or(domain::decision::DomainError::NotFound("tenant"))
-}
-
-fn fold_customer(history: &History) -> Result<CustomerTenant, domain::decision::DomainError> {
-    CustomerTenant::replay(&history.events)?
-        .ok_or(domain::decision::DomainError::NotFound("tenant"))
 }
 
 /// Always 202: whether the email belongs to anyone is not for the caller to learn. A code is
