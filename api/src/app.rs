@@ -13,7 +13,7 @@ use axum::extract::{Request, State};
 use axum::http::HeaderMap;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 use domain::crypto::RootKey;
 use eventlog::RocksLog;
 use projections::{Backend, Options, Projections, ReadModels};
@@ -38,6 +38,8 @@ pub struct AppState {
     pub tenant_locks: crate::command::TenantLocks,
     /// Decoded histories of recently commanded tenants.
     pub histories: crate::command::HistoryCache,
+    /// Password hashes (argon2id) in progress at most at once: one per CPU.
+    pub hashing: tokio::sync::Semaphore,
 }
 
 impl AppState {
@@ -147,6 +149,9 @@ impl Server {
             challenges: crate::challenges::Store::default(),
             tenant_locks: crate::command::TenantLocks::default(),
             histories: crate::command::HistoryCache::default(),
+            hashing: tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(2, |n| n.get()),
+            ),
         });
         let app = router(state.clone());
         let (stop, mut stopped) = watch::channel(false);
@@ -226,11 +231,37 @@ fn session_routes() -> Router<Shared> {
     Router::new()
         .route(
             "/api/v1/users",
-            get(routes::msp::list_users).post(routes::msp::add_user),
+            get(routes::by_host::list_users).post(routes::by_host::add_user),
         )
         .route(
             "/api/v1/users/{id}",
-            get(routes::msp::get_user).delete(routes::msp::remove_user),
+            get(routes::by_host::get_user)
+                .patch(routes::customer::update_user)
+                .delete(routes::by_host::remove_user),
+        )
+        .route(
+            "/api/v1/users/{id}/password",
+            put(routes::customer::set_password),
+        )
+        .route(
+            "/api/v1/users/{id}/passwordless",
+            post(routes::customer::enable_passwordless),
+        )
+        .route(
+            "/api/v1/settings/master-key",
+            get(routes::customer::get_master_key).put(routes::customer::put_master_key),
+        )
+        .route(
+            "/api/v1/settings/desktop-login",
+            get(routes::customer::get_desktop_login).put(routes::customer::put_desktop_login),
+        )
+        .route(
+            "/api/v1/accounts/shared",
+            get(routes::customer::get_shared_account).put(routes::customer::put_shared_account),
+        )
+        .route(
+            "/api/v1/agent/enrollment-tokens",
+            post(routes::customer::issue_enrollment_token),
         )
         .route(
             "/api/v1/users/{id}/admin",

@@ -173,6 +173,10 @@ pub struct Plan {
     pub new_streams: Vec<(TenantId, Decision)>,
     /// Streams deleted for good with this commit.
     pub deleted: Vec<TenantId>,
+    /// Wrapped data keys stored for the tenant with this commit (never in the log).
+    pub keys: Vec<eventlog::WrappedKey>,
+    /// Blobs (branding images) stored for the tenant with this commit.
+    pub blobs: Vec<Vec<u8>>,
 }
 
 impl Plan {
@@ -181,6 +185,8 @@ impl Plan {
             decision,
             new_streams: Vec::new(),
             deleted: Vec::new(),
+            keys: Vec::new(),
+            blobs: Vec::new(),
         }
     }
 }
@@ -234,6 +240,8 @@ pub async fn execute_plan(
             decision,
             new_streams,
             deleted,
+            keys,
+            blobs,
         } = planned?;
         if decision.events.is_empty() && new_streams.is_empty() && deleted.is_empty() {
             if let Some(refusal) = decision.refusal {
@@ -246,8 +254,14 @@ pub async fn execute_plan(
         } else {
             Expected::At(seq)
         };
-        let mut commit =
-            Commit::new().append(stream_append(tenant, expected, &decision, actor, now)?);
+        let mut append = stream_append(tenant, expected, &decision, actor, now)?;
+        for key in keys {
+            append = append.key(key);
+        }
+        for blob in blobs {
+            append = append.blob(blob);
+        }
+        let mut commit = Commit::new().append(append);
         for (other, other_decision) in &new_streams {
             commit = commit.append(stream_append(
                 *other,

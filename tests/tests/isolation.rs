@@ -171,11 +171,20 @@ async fn every_role_against_every_tenant() {
                 }
             }
         }
-        // The MSP routes do not exist on a customer host, even for its admin.
-        for route in routes(&own.tech_id)
-            .into_iter()
-            .filter(|(_, path, _)| !path.ends_with("/me") && !path.contains("user-source"))
-        {
+        // The MSP routes do not exist on a customer host, even for its admin; `/api/v1/users`
+        // there is the customer's directory (empty, and an MSP-shaped body is malformed).
+        let customer_host = format!("one-{}", own.label);
+        let directory = Platform::call(platform.as_user(
+            &own.admin_on_customer,
+            Method::GET,
+            &customer_host,
+            "/api/v1/users",
+        ))
+        .await;
+        assert_eq!(directory, (200, json!([])));
+        for route in routes(&own.tech_id).into_iter().filter(|(_, path, _)| {
+            !path.ends_with("/me") && !path.contains("user-source") && path != "/api/v1/users"
+        }) {
             assert_eq!(
                 call(
                     &platform,

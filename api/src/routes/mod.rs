@@ -1,5 +1,6 @@
 //! The HTTP handlers, one module per part of the contract.
 
+pub mod customer;
 pub mod health;
 pub mod login;
 pub mod msp;
@@ -71,6 +72,39 @@ pub fn with_position(committed: Option<&Committed>, mut response: Response) -> R
         response.headers_mut().insert("idem-position", value);
     }
     response
+}
+
+/// Routes that both kinds of tenant have with different meanings (`/api/v1/users`): each
+/// request goes to the MSP's or the customer's handler by its host.
+pub mod by_host {
+    use axum::extract::{Request, State};
+    use axum::handler::Handler;
+    use axum::response::{IntoResponse, Response};
+
+    use super::{customer, msp};
+    use crate::app::Shared;
+    use crate::host;
+
+    macro_rules! dispatch {
+        ($($name:ident => $msp:path, $customer:path;)*) => {$(
+            pub async fn $name(State(state): State<Shared>, request: Request) -> Response {
+                match host::tenant(&state, request.headers()).await {
+                    Ok(tenant) if tenant.msp_id.is_some() => {
+                        Handler::call($customer, request, state).await
+                    }
+                    Ok(_) => Handler::call($msp, request, state).await,
+                    Err(problem) => problem.into_response(),
+                }
+            }
+        )*};
+    }
+
+    dispatch! {
+        list_users => msp::list_users, customer::list_users;
+        add_user => msp::add_user, customer::create_user;
+        get_user => msp::get_user, customer::get_user;
+        remove_user => msp::remove_user, customer::delete_user;
+    }
 }
 
 /// Any path the contract does not have.

@@ -407,9 +407,8 @@ pub async fn create_customer(
             // The host label belongs to the customer's stream, so deleting it frees the name.
             opened.claims.append(&mut created.claims);
             Ok(Plan {
-                decision: created,
                 new_streams: vec![(customer_id, opened)],
-                deleted: Vec::new(),
+                ..Plan::on_tenant(created)
             })
         })
         .await?;
@@ -455,12 +454,11 @@ pub async fn delete_customer(
         Utc::now(),
         |history| {
             Ok(Plan {
-                decision: msp::decide(
+                deleted: vec![customer_id],
+                ..Plan::on_tenant(msp::decide(
                     Some(&fold_msp(history)?),
                     MspCommand::DeleteCustomer { customer_id },
-                )?,
-                new_streams: Vec::new(),
-                deleted: vec![customer_id],
+                )?)
             })
         },
     )

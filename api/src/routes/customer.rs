@@ -1,0 +1,651 @@
+//! The customer tenant's routes, on its own host: the master key, desktop login, the cloud
+//! directory's users (with sealed passwords and personal emails), passwordless MFA, the shared
+//! local admin account and agent enrollment tokens. Callers are the MSP's admins and the
+//! technicians delegated to the customer (sessions opened by QR or SSO on this host).
+//!
+//! Secrets are checked and sealed here, before a command is decided: passwords become argon2id
+//! verifiers on a bounded blocking pool (so hashing cannot starve other requests), sealed with
+//! the tenant's data key, which is unwrapped from the key store beside the log. No response or
+//! log line holds a password, verifier or personal email.
+
+use axum::Json;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use chrono::Utc;
+use domain::authz::Action;
+use domain::crypto::{Argon2Params, DataKey, Sealed};
+use domain::customer::{self, CustomerCommand, Sealer};
+use domain::decision::DomainError;
+use domain::event::DesktopLoginMethod;
+use domain::ids::{TenantId, UserId};
+use domain::validate::PasswordPolicy;
+use eventlog::{EventLog, StreamId, WrappedKey};
+use projections::{TenantRow, UserRow};
+use serde::{Deserialize, Deserializer};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::app::{AppState, Shared};
+use crate::auth::{self, Caller};
+use crate::command::{self, Plan, fold_customer};
+use crate::host;
+use crate::problem::Problem;
+use crate::routes::{body, settle, with_position, written};
+
+/// How long an agent enrollment token can be used.
+const ENROLLMENT_TOKEN_LIFETIME: chrono::Duration = chrono::Duration::hours(24);
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MasterKeyBody {
+    enabled: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DesktopLoginBody {
+    enabled: bool,
+    method: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewUser {
+    first_name: String,
+    last_name: String,
+    username: String,
+    email: String,
+    password: Option<String>,
+    personal_email: Option<String>,
+}
+
+/// Absent stays `None`; `null` is `Some(None)` (remove); a value is `Some(Some(..))`.
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
+    Option::<String>::deserialize(d).map(Some)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserPatch {
+    first_name: Option<String>,
+    last_name: Option<String>,
+    email: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    personal_email: Option<Option<String>>,
+    enabled: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PasswordBody {
+    password: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SharedAccountBody {
+    username: String,
+}
+
+/// The host's customer tenant and the caller's session on it, allowed to do `action`.
+pub async fn context(
+    state: &AppState,
+    method: &Method,
+    headers: &HeaderMap,
+    action: Action,
+) -> Result<(TenantRow, Caller), Problem> {
+    let tenant = host::tenant(state, headers).await?;
+    if tenant.msp_id.is_none() {
+        return Err(Problem::not_found(
+            "this route belongs to a customer tenant's host",
+        ));
+    }
+    let caller = auth::caller(state, method, headers, &tenant).await?;
+    caller.may(action, &tenant)?;
+    Ok((tenant, caller))
+}
+
+/// Decides `command` on the customer and commits it.
+async fn run(
+    state: &AppState,
+    tenant: &TenantRow,
+    caller: &Caller,
+    command: CustomerCommand,
+) -> Result<Option<eventlog::Committed>, Problem> {
+    let (committed, _) = command::execute(
+        state,
+        TenantId(tenant.id),
+        &caller.actor,
+        Utc::now(),
+        |history| customer::decide(Some(&fold_customer(history)?), command.clone()),
+    )
+    .await?;
+    Ok(committed)
+}
+
+/// The tenant's current data key, unwrapped with the root key; 409 if the master key is off.
+async fn data_key(state: &AppState, tenant: &TenantRow) -> Result<DataKey, Problem> {
+    let version = tenant.master_key_version.ok_or_else(|| {
+        Problem::from(DomainError::Conflict(
+            "enable the master key first: passwords and personal emails are sealed with it".into(),
+        ))
+    })?;
+    let keys = state
+        .log
+        .data_keys(StreamId(tenant.id))
+        .await
+        .map_err(|e| Problem::internal(&e))?;
+    let wrapped = keys
+        .iter()
+        .find(|k| k.version == version)
+        .ok_or_else(|| Problem::internal(&format!("data key version {version} is missing")))?;
+    DataKey::unwrap(&state.root_key, tenant.id, version, &wrapped.wrapped)
+        .map_err(|e| Problem::internal(&e))
+}
+
+fn random<const N: usize>() -> [u8; N] {
+    let mut bytes = [0u8; N];
+    rand::fill(&mut bytes);
+    bytes
+}
+
+/// Checks and seals a password for `user` on the hashing pool: argon2id is costly by design,
+/// so at most one hash per CPU runs at once, off the async workers.
+async fn seal_password(
+    state: &AppState,
+    key: DataKey,
+    tenant: Uuid,
+    user: UserId,
+    password: String,
+) -> Result<Sealed, Problem> {
+    let _permit = state
+        .hashing
+        .acquire()
+        .await
+        .map_err(|e| Problem::internal(&e))?;
+    tokio::task::spawn_blocking(move || {
+        let password = zeroize::Zeroizing::new(password);
+        Sealer {
+            key: &key,
+            tenant: TenantId(tenant),
+        }
+        .password(
+            &PasswordPolicy::default(),
+            Argon2Params::default(),
+            user,
+            &password,
+            random(),
+            random(),
+        )
+    })
+    .await
+    .map_err(|e| Problem::internal(&e))?
+    .map_err(Problem::from)
+}
+
+fn seal_email(key: &DataKey, tenant: Uuid, user: UserId, email: &str) -> Result<Sealed, Problem> {
+    Sealer {
+        key,
+        tenant: TenantId(tenant),
+    }
+    .personal_email(user, email, random())
+    .map_err(Problem::from)
+}
+
+fn user_json(user: &UserRow) -> Value {
+    json!({
+        "id": user.id,
+        "first_name": user.first_name,
+        "last_name": user.last_name,
+        "username": user.username,
+        "email": user.email,
+        "enabled": user.enabled,
+        "has_password": user.has_password,
+        "password_version": user.password_version,
+        "passwordless": user.passwordless,
+        "passwordless_enrolled": user.passwordless && user.devices > 0,
+        "has_personal_email": user.has_personal_email,
+        "created_at": user.created_at,
+    })
+}
+
+async fn user_row(state: &AppState, tenant: Uuid, user: Uuid) -> Result<UserRow, Problem> {
+    state
+        .read()
+        .user(tenant, user)
+        .await
+        .map_err(|e| Problem::internal(&e))?
+        .ok_or_else(|| Problem::not_found("no such user"))
+}
+
+fn user_id(raw: &str) -> Result<Uuid, Problem> {
+    Uuid::parse_str(raw).map_err(|_| Problem::not_found("no such user"))
+}
+
+/// `GET /api/v1/settings/master-key` → `{enabled, key_version}`.
+pub async fn get_master_key(
+    State(state): State<Shared>,
+    method: Method,
+    headers: HeaderMap,
+) -> Result<Response, Problem> {
+    let (tenant, _) = context(&state, &method, &headers, Action::ReadTenantSettings).await?;
+    Ok(Json(json!({
+        "enabled": tenant.master_key_version.is_some(),
+        "key_version": tenant.master_key_version,
+    }))
+    .into_response())
+}
+
+/// `PUT /api/v1/settings/master-key` `{enabled}`: enabling makes a new 256-bit data key,
+/// wrapped by the root key and stored beside the log in the same commit as the event;
+/// disabling is refused while anything is sealed with it.
+pub async fn put_master_key(
+    State(state): State<Shared>,
+    method: Method,
+    headers: HeaderMap,
+    request: Result<Json<MasterKeyBody>, JsonRejection>,
+) -> Result<Response, Problem> {
+    let (tenant, caller) = context(&state, &method, &headers, Action::ManageTenantSettings).await?;
+    let request = body(request)?;
+    let committed = if request.enabled {
+        let existing = state
+            .log
+            .data_keys(StreamId(tenant.id))
+            .await
+            .map_err(|e| Problem::internal(&e))?;
+        let version = existing.iter().map(|k| k.version).max().unwrap_or(0) + 1;
+        let key = DataKey::new(version, random());
+        let wrapped = key
+            .wrap(&state.root_key, tenant.id, random())
+            .map_err(|e| Problem::internal(&e))?;
+        let (committed, _) = command::execute_plan(
+            &state,
+            TenantId(tenant.id),
+            &caller.actor,
+            Utc::now(),
+            |history| {
+                let decision = customer::decide(
+                    Some(&fold_customer(history)?),
+                    CustomerCommand::EnableMasterKey {
+                        key_version: version,
+                    },
+                )?;
+                // Only a decision that enables it stores the key.
+                let keys = if decision.events.is_empty() {
+                    Vec::new()
+                } else {
+                    vec![WrappedKey {
+                        version,
+                        wrapped: wrapped.clone(),
+                    }]
+                };
+                Ok(Plan {
+                    keys,
+                    ..Plan::on_tenant(decision)
+                })
+            },
+        )
+        .await?;
+        committed
+    } else {
+        run(&state, &tenant, &caller, CustomerCommand::DisableMasterKey).await?
+    };
+    settle(&state, committed.as_ref()).await;
+    let tenant = host::tenant(&state, &headers).await?;
+    Ok(with_position(
+        committed.as_ref(),
+        Json(json!({
+            "enabled": tenant.master_key_version.is_some(),
+            "key_version": tenant.master_key_version,
+        }))
+        .into_response(),
+    ))
+}
+
+fn desktop_login_json(tenant: &TenantRow) -> Value {
+    json!({
+        "enabled": tenant.desktop_login_enabled,
+        "method": tenant.desktop_login_method.as_deref().unwrap_or("password"),
+    })
+}
+
+/// `GET /api/v1/settings/desktop-login` → `{enabled, method}`.
+pub async fn get_desktop_login(
+    State(state): State<Shared>,
+    method: Method,
+    headers: HeaderMap,
+) -> Result<Response, Problem> {
+    let (tenant, _) = context(&state, &method, &headers, Action::ReadTenantSettings).await?;
+    Ok(Json(desktop_login_json(&tenant)).into_response())
+}
+
+/// `PUT /api/v1/settings/desktop-login` `{enabled, method: "password" | "passwordless"}`.
+pub async fn put_desktop_login(
+    State(state): State<Shared>,
+    method: Method,
+    headers: HeaderMap,
+    request: Result<Json<DesktopLoginBody>, JsonRejection>,
+) -> Result<Response, Problem> {
+    let (tenant, caller) = context(&state, &method, &headers, Action::ManageTenantSettings).await?;
+    let request = body(request)?;
+    let login_method = match request.method.as_str() {
+        "password" => DesktopLoginMethod::Password,
+        "passwordless" => DesktopLoginMethod::Passwordless,
+        _ => {
+            return Err(Problem::invalid(
+                "method",
+                "must be \"password\" or \"passwordless\"",
+            ));
+        }
+    };
+    let committed = run(
+        &state,
+        &tenant,
+        &caller,
+        CustomerCommand::ConfigureDesktopLogin {
+            enabled: request.enabled,
+            method: login_method,
+        },
+    )
+    .await?;
+    settle(&state, committed.as_ref()).await;
+    let tenant = host::tenant(&state, &headers).await?;
+    Ok(with_position(
+        committed.as_ref(),
+        Json(desktop_login_json(&tenant)).into_response(),
+    ))
+}
+
+/// `GET /api/v1/users` on a customer host: the cloud directory.
+pub async fn list_users(
+    State(state): State<Shared>,
+    method: Method,
+    headers: HeaderMap,
+) -> Result<Response, Problem> {
+    let (tenant, _) = context(&state, &method, &headers, Action::ReadDirectory).await?;
+    let users = state
+        .read()
+        .users_of(tenant.id)
+        .await
+        .map_err(|e| Problem::internal(&e))?;
+    Ok(Json(users.iter().map(user_json).collect::<Vec<_>>()).into_response())
+}
+
+/// `POST /api/v1/users` `{first_name, last_name, username, email, password?, personal_email?}`
+/// → 201 the user. A password or personal email needs the master key.
+pub async fn create_user(
+    State(state): State<Shared>,
+    method: Method,
+    headers: HeaderMap,
+    request: Result<Json<NewUser>, JsonRejection>,
+) -> Result<Response, Problem> {
+    let (tenant, caller) = context(&state, &method, &headers, Action::ManageDirectory).await?;
+    let request = body(request)?;
+    let user = UserId(Uuid::now_v7());
+    let (password, personal_email) = if request.password.is_some()
+        || request.personal_email.is_some()
+    {
+        let key = data_key(&state, &tenant).await?;
+        let personal_email = request
+            .personal_email
+            .as_deref()
+            .filter(|e| !e.trim().is_empty())
+            .map(|e| seal_email(&key, tenant.id, user, e))
+            .transpose()?;
+        let password = match request.password {
+            Some(password) => Some(seal_password(&state, key, tenant.id, user, password).await?),
+            None => None,
+        };
+        (password, personal_email)
+    } else {
+        (None, None)
+    };
+    let committed = run(
+        &state,
+        &tenant,
+        &caller,
+        CustomerCommand::CreateUser {
+            user_id: user,
+            first_name: request.first_name,
+            last_name: request.last_name,
+            username: request.username,
+            email: request.email,
+            password,
+            personal_email,
+        },
+    )
+    .await?;
+    settle(&state, committed.as_ref()).await;
+    let row = user_row(&state, tenant.id, user.0).await?;
+    Ok(with_position(
+        committed.as_ref(),
+        (StatusCode::CREATED, Json(user_json(&row))).into_response(),
+    ))
+}
+
+/// `GET /api/v1/users/{id}` on a customer host.
+pub async fn get_user(
+    State(state): State<Shared>,
+    method: Method,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, Problem> {
+    let (tenant, _) = context(&state, &method, &headers, Action::ReadDirectory).await?;
+    let row = user_row(&state, tenant.id, user_id(&id)?).await?;
+    Ok(Json(user_json(&row)).into_response())
+}
+
+/// `PATCH /api/v1/users/{id}` `{first_name?, last_name?, email?, personal_email?, enabled?}`;
+/// `personal_email: null` removes it.
+pub async fn update_user(
+    State(state): State<Shared>,
+    method: Method,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    request: Result<Json<UserPatch>, JsonRejection>,
+) -> Result<Response, Problem> {
+    let (tenant, caller) = context(&state, &method, &headers, Action::ManageDirectory).await?;
+    let user = UserId(user_id(&id)?);
+    let request = body(request)?;
+    let personal_email = match request.personal_email {
+        None => None,
+        Some(None) => Some(None),
+        Some(Some(email)) if email.trim().is_empty() => Some(None),
+        Some(Some(email)) => {
+            let key = data_key(&state, &tenant).await?;
+            Some(Some(seal_email(&key, tenant.id, user, &email)?))
+        }
+    };
+    let committed = run(
+        &state,
+        &tenant,
+        &caller,
+        CustomerCommand::UpdateUser {
+            user_id: user,
+            first_name: request.first_name,
+            last_name: request.last_name,
+            email: request.email,
+            personal_email,
+            enabled: request.enabled,
+        },
+    )
+    .await?;
+    settle(&state, committed.as_ref()).await;
+    let row = user_row(&state, tenant.id, user.0).await?;
+    Ok(with_position(
+        committed.as_ref(),
+        Json(user_json(&row)).into_response(),
+    ))
+}
+
+/// `DELETE /api/v1/users/{id}` on a customer host → 204; the username is free again.
+pub async fn delete_user(
+    State(state): State<Shared>,
+    method: Method,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, Problem> {
+    let (tenant, caller) = context(&state, &method, &headers, Action::ManageDirectory).await?;
+    let user = UserId(user_id(&id)?);
+    let committed = run(
+        &state,
+        &tenant,
+        &caller,
+        CustomerCommand::DeleteUser { user_id: user },
+    )
+    .await?;
+    Ok(written(
+        &state,
+        committed.as_ref(),
+        StatusCode::NO_CONTENT.into_response(),
+    )
+    .await)
+}
+
+/// `PUT /api/v1/users/{id}/password` `{password}` → 204; the password version goes up, so
+/// agents drop what they cached for the old one.
+pub async fn set_password(
+    State(state): State<Shared>,
+    method: Method,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    request: Result<Json<PasswordBody>, JsonRejection>,
+) -> Result<Response, Problem> {
+    let (tenant, caller) = context(&state, &method, &headers, Action::ManageDirectory).await?;
+    let user = UserId(user_id(&id)?);
+    let request = body(request)?;
+    // An unknown user is a 404 before any hashing is spent on it.
+    user_row(&state, tenant.id, user.0).await?;
+    let key = data_key(&state, &tenant).await?;
+    let verifier = seal_password(&state, key, tenant.id, user, request.password).await?;
+    let committed = run(
+        &state,
+        &tenant,
+        &caller,
+        CustomerCommand::SetPassword {
+            user_id: user,
+            verifier,
+        },
+    )
+    .await?;
+    Ok(written(
+        &state,
+        committed.as_ref(),
+        StatusCode::NO_CONTENT.into_response(),
+    )
+    .await)
+}
+
+/// `POST /api/v1/users/{id}/passwordless`: the user may now onboard a phone with a code sent
+/// to their company email (`/api/v1/onboarding/start` on this host). Answers the user.
+pub async fn enable_passwordless(
+    State(state): State<Shared>,
+    method: Method,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, Problem> {
+    let (tenant, caller) = context(&state, &method, &headers, Action::ManageDirectory).await?;
+    let user = UserId(user_id(&id)?);
+    let committed = run(
+        &state,
+        &tenant,
+        &caller,
+        CustomerCommand::EnablePasswordless { user_id: user },
+    )
+    .await?;
+    settle(&state, committed.as_ref()).await;
+    let row = user_row(&state, tenant.id, user.0).await?;
+    let invitation = crate::mail::Message {
+        to: row.email.clone(),
+        subject: format!("{}: set up passwordless login", tenant.display_name),
+        body: format!(
+            "You can now log in to your workstation with your phone.\n\
+             Ask for a code in the authenticator app for {} and this email address.\n",
+            state.config.tenant_url(&tenant.host_label)
+        ),
+    };
+    if committed.is_some() {
+        state.mailer.post(invitation).await;
+    }
+    Ok(with_position(
+        committed.as_ref(),
+        Json(user_json(&row)).into_response(),
+    ))
+}
+
+/// `GET /api/v1/accounts/shared` → `{username}` (null until configured).
+pub async fn get_shared_account(
+    State(state): State<Shared>,
+    method: Method,
+    headers: HeaderMap,
+) -> Result<Response, Problem> {
+    let (tenant, _) = context(&state, &method, &headers, Action::ReadTenantSettings).await?;
+    Ok(Json(json!({"username": tenant.shared_account})).into_response())
+}
+
+/// `PUT /api/v1/accounts/shared` `{username}`: the local admin account technicians elevate
+/// into on this tenant's workstations.
+pub async fn put_shared_account(
+    State(state): State<Shared>,
+    method: Method,
+    headers: HeaderMap,
+    request: Result<Json<SharedAccountBody>, JsonRejection>,
+) -> Result<Response, Problem> {
+    let (tenant, caller) = context(&state, &method, &headers, Action::ManageSharedAccount).await?;
+    let request = body(request)?;
+    let committed = run(
+        &state,
+        &tenant,
+        &caller,
+        CustomerCommand::ConfigureSharedAccount {
+            username: request.username,
+        },
+    )
+    .await?;
+    settle(&state, committed.as_ref()).await;
+    let tenant = host::tenant(&state, &headers).await?;
+    Ok(with_position(
+        committed.as_ref(),
+        Json(json!({"username": tenant.shared_account})).into_response(),
+    ))
+}
+
+/// `POST /api/v1/agent/enrollment-tokens` → 201 `{token, expires_at}`: a one-time token to
+/// enroll one desktop agent into this tenant within 24 hours. Only its digest is recorded.
+pub async fn issue_enrollment_token(
+    State(state): State<Shared>,
+    method: Method,
+    headers: HeaderMap,
+) -> Result<Response, Problem> {
+    let (tenant, caller) = context(&state, &method, &headers, Action::ManageAgents).await?;
+    let token = auth::new_token();
+    let expires_at = Utc::now() + ENROLLMENT_TOKEN_LIFETIME;
+    let token_id = Uuid::now_v7();
+    let committed = run(
+        &state,
+        &tenant,
+        &caller,
+        CustomerCommand::IssueEnrollmentToken {
+            token_id,
+            token_digest: domain::session::token_digest(&token),
+            expires_at,
+        },
+    )
+    .await?;
+    Ok(written(
+        &state,
+        committed.as_ref(),
+        (
+            StatusCode::CREATED,
+            Json(json!({
+                "id": token_id,
+                "token": token,
+                "expires_at": expires_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            })),
+        )
+            .into_response(),
+    )
+    .await)
+}

@@ -1,0 +1,305 @@
+//! Step 6 of the cloud directory quick start over real HTTP: a technician configures a
+//! customer tenant (user source, master key, desktop login, users with passwords and personal
+//! emails, passwordless MFA, the shared admin account, an agent enrollment token). Bad input
+//! is refused with nothing stored, and the test's passwords and personal emails appear in no
+//! response, no file of the data directory and no log line.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::Write;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use agent::authenticator::Keyring;
+use harness::Platform;
+use reqwest::Method;
+use serde_json::{Value, json};
+
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+const PASSWORD: &str = "Correct-Horse-Battery-42";
+const NEW_PASSWORD: &str = "Tr0ub4dor&3-Staple-Again";
+const PERSONAL: &str = "billy.private@home.example";
+
+fn files(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(files(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn step_6_configures_a_customer_tenant_and_keeps_its_secrets_sealed() {
+    let log = Captured::default();
+    let writer = log.clone();
+    tracing_subscriber::fmt()
+        .with_env_filter("debug")
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .init();
+    let platform = Platform::start().await;
+    platform.signup("acme", "Acme", "alice@acme.example").await;
+    let mut phone = Keyring::default();
+    platform
+        .enroll(&mut phone, "acme", "alice@acme.example")
+        .await;
+    let msp = platform.login(&phone, "acme").await;
+    let (status, _) = Platform::call(
+        platform
+            .as_user(&msp, Method::POST, "acme", "/api/v1/customers")
+            .json(&json!({"name": "contoso", "display_name": "Contoso"})),
+    )
+    .await;
+    assert_eq!(status, 201);
+    // The admin works on the customer's own host.
+    let admin = platform.login(&phone, "contoso-acme").await;
+    let mut responses: Vec<String> = Vec::new();
+    let host = "contoso-acme";
+    let call = |method: Method, path: &str, body: Option<Value>| {
+        let mut request = platform.as_user(&admin, method, host, path);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        Platform::call(request)
+    };
+    macro_rules! call {
+        ($method:expr, $path:expr) => {{
+            let answer = call($method, $path, None).await;
+            responses.push(answer.1.to_string());
+            answer
+        }};
+        ($method:expr, $path:expr, $body:expr) => {{
+            let answer = call($method, $path, Some($body)).await;
+            responses.push(answer.1.to_string());
+            answer
+        }};
+    }
+
+    // User source: Local.
+    let (status, _) = call!(
+        Method::PUT,
+        "/api/v1/settings/user-source",
+        json!({"source": "local"})
+    );
+    assert_eq!(status, 200);
+
+    // No password before the master key.
+    let billy = json!({
+        "first_name": "Billy", "last_name": "Jones", "username": "billy",
+        "email": "billy@contoso.example", "password": PASSWORD, "personal_email": PERSONAL,
+    });
+    let (status, problem) = call!(Method::POST, "/api/v1/users", billy.clone());
+    assert_eq!(status, 409, "{problem}");
+    assert_eq!(
+        call!(Method::GET, "/api/v1/settings/master-key"),
+        (200, json!({"enabled": false, "key_version": null}))
+    );
+    let (status, key) = call!(
+        Method::PUT,
+        "/api/v1/settings/master-key",
+        json!({"enabled": true})
+    );
+    assert_eq!(
+        (status, key),
+        (200, json!({"enabled": true, "key_version": 1}))
+    );
+
+    // Desktop login, and an unknown method refused.
+    let (status, problem) = call!(
+        Method::PUT,
+        "/api/v1/settings/desktop-login",
+        json!({"enabled": true, "method": "telepathy"})
+    );
+    assert_eq!(status, 422);
+    assert_eq!(problem["errors"][0]["field"], "method");
+    let (status, login) = call!(
+        Method::PUT,
+        "/api/v1/settings/desktop-login",
+        json!({"enabled": true, "method": "password"})
+    );
+    assert_eq!(
+        (status, login),
+        (200, json!({"enabled": true, "method": "password"}))
+    );
+
+    // Users: Billy with a password and a personal email.
+    let (status, created) = call!(Method::POST, "/api/v1/users", billy.clone());
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(created["username"], "billy");
+    assert_eq!(created["has_password"], true);
+    assert_eq!(created["password_version"], 1);
+    assert_eq!(created["has_personal_email"], true);
+    let id = created["id"].as_str().unwrap().to_owned();
+
+    // Invalid input, every forbidden kind of username, a short password: 422, nothing stored.
+    let base = |username: &str, password: &str| {
+        json!({"first_name": "X", "last_name": "Y", "username": username,
+               "email": "x@contoso.example", "password": password})
+    };
+    let mut refused = vec![
+        (base("ok-name", "short"), "password"),
+        (base("", PASSWORD), "username"),
+        (base("averyveryverylongname1", PASSWORD), "username"),
+        (base("...", PASSWORD), "username"),
+        (base("   ", PASSWORD), "username"),
+    ];
+    for forbidden in [
+        '"', '/', '\\', '[', ']', ':', ';', '|', '=', ',', '+', '*', '?', '<', '>', '@',
+    ] {
+        refused.push((base(&format!("bad{forbidden}name"), PASSWORD), "username"));
+    }
+    refused.push((
+        json!({"first_name": "X", "last_name": "Y", "username": "x2", "email": "not-email"}),
+        "email",
+    ));
+    for (body, field) in refused {
+        let (status, problem) = call!(Method::POST, "/api/v1/users", body.clone());
+        assert_eq!(status, 422, "{body}: {problem}");
+        assert!(
+            problem["errors"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e["field"] == field),
+            "{body}: {problem}"
+        );
+    }
+    // The username is taken whatever its case.
+    let mut again = billy.clone();
+    again["username"] = json!("BILLY");
+    again["password"] = json!(null);
+    again["personal_email"] = json!(null);
+    let (status, _) = call!(Method::POST, "/api/v1/users", again);
+    assert_eq!(status, 409);
+    let (_, users) = call!(Method::GET, "/api/v1/users");
+    assert_eq!(
+        users.as_array().unwrap().len(),
+        1,
+        "nothing else was stored"
+    );
+
+    // Patch, disable, enable; change the password; passwordless MFA.
+    let (status, patched) = call!(
+        Method::PATCH,
+        &format!("/api/v1/users/{id}"),
+        json!({"first_name": "William", "enabled": false})
+    );
+    assert_eq!(status, 200);
+    assert_eq!(patched["first_name"], "William");
+    assert_eq!(patched["enabled"], false);
+    let (_, patched) = call!(
+        Method::PATCH,
+        &format!("/api/v1/users/{id}"),
+        json!({"enabled": true})
+    );
+    assert_eq!(patched["enabled"], true);
+    let (status, _) = call!(
+        Method::PUT,
+        &format!("/api/v1/users/{id}/password"),
+        json!({"password": "short"})
+    );
+    assert_eq!(status, 422);
+    let (status, _) = call!(
+        Method::PUT,
+        &format!("/api/v1/users/{id}/password"),
+        json!({"password": NEW_PASSWORD})
+    );
+    assert_eq!(status, 204);
+    let (_, user) = call!(Method::GET, &format!("/api/v1/users/{id}"));
+    assert_eq!(user["password_version"], 2);
+    let (status, user) = call!(Method::POST, &format!("/api/v1/users/{id}/passwordless"));
+    assert_eq!(status, 200);
+    assert_eq!(user["passwordless"], true);
+
+    // The master key stays on while anything is sealed with it.
+    let (status, _) = call!(
+        Method::PUT,
+        "/api/v1/settings/master-key",
+        json!({"enabled": false})
+    );
+    assert_eq!(status, 409);
+
+    // The shared admin account, and an agent enrollment token.
+    let (status, _) = call!(
+        Method::PUT,
+        "/api/v1/accounts/shared",
+        json!({"username": "bad:name"})
+    );
+    assert_eq!(status, 422);
+    let (status, shared) = call!(
+        Method::PUT,
+        "/api/v1/accounts/shared",
+        json!({"username": "idem-admin"})
+    );
+    assert_eq!((status, shared), (200, json!({"username": "idem-admin"})));
+    let (status, token) = call!(Method::POST, "/api/v1/agent/enrollment-tokens");
+    assert_eq!(status, 201);
+    assert!(token["token"].as_str().unwrap().len() >= 43);
+
+    // The MSP's Customers table counts Billy as active.
+    let (_, customers) =
+        Platform::call(platform.as_user(&msp, Method::GET, "acme", "/api/v1/customers")).await;
+    assert_eq!(customers[0]["active_users"], 1);
+
+    // A second user, deleted: the username is free again.
+    let (_, temp) = call!(
+        Method::POST,
+        "/api/v1/users",
+        json!({"first_name": "T", "last_name": "T", "username": "temp", "email": "t@contoso.example"})
+    );
+    let temp_id = temp["id"].as_str().unwrap().to_owned();
+    let (status, _) = call!(Method::DELETE, &format!("/api/v1/users/{temp_id}"));
+    assert_eq!(status, 204);
+    let (status, _) = call!(
+        Method::POST,
+        "/api/v1/users",
+        json!({"first_name": "T", "last_name": "T", "username": "Temp", "email": "t@contoso.example"})
+    );
+    assert_eq!(status, 201);
+
+    // The customer's settings routes do not exist on the MSP's host.
+    let (status, _) = Platform::call(
+        platform
+            .as_user(&msp, Method::PUT, "acme", "/api/v1/settings/master-key")
+            .json(&json!({"enabled": true})),
+    )
+    .await;
+    assert_eq!(status, 404);
+
+    platform.server.shutdown().await;
+    let log = String::from_utf8(log.0.lock().unwrap().clone()).unwrap();
+    assert!(log.contains("/api/v1/users"), "the log was captured");
+    for secret in [PASSWORD, NEW_PASSWORD, PERSONAL] {
+        for response in &responses {
+            assert!(
+                !response.contains(secret),
+                "a response holds a secret: {response}"
+            );
+        }
+        assert!(!log.contains(secret), "the log holds a secret");
+        for file in files(&platform.dir) {
+            let bytes = std::fs::read(&file).unwrap();
+            assert!(
+                !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+                "{} holds a secret",
+                file.display()
+            );
+        }
+    }
+}
