@@ -289,6 +289,9 @@ fn session_routes() -> Router<Shared> {
         )
         .route("/api/v1/customers/{name}/sso", post(routes::msp::sso))
         .route("/api/v1/apps", get(routes::msp::apps))
+        .route("/api/v1/audit/events", get(routes::audit::events))
+        .route("/api/v1/audit/verify", get(routes::audit::verify))
+        .route("/api/v1/audit/state", get(routes::audit::state_at))
         .route("/api/v1/logout", post(routes::login::logout))
         .route("/api/v1/me", get(routes::login::me))
 }

@@ -3,6 +3,7 @@
 //! from the projections. Errors leave as problem+json (`problem`).
 
 pub mod app;
+pub mod audit;
 pub mod auth;
 pub mod challenges;
 pub mod command;

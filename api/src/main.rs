@@ -34,6 +34,39 @@ enum Command {
         #[command(flatten)]
         settings: Settings,
     },
+    /// Writes a tenant's log as NDJSON (the audit export), by tenant id or host label.
+    Export {
+        tenant: String,
+        /// The file to write (standard output if absent).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[arg(long, env = "IDEM_CONFIG")]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        settings: Settings,
+    },
+    /// Checks an exported NDJSON file with nothing but the file: every hash recomputed, every
+    /// link of the chain checked. Exit code 1 if it does not check.
+    VerifyExport { file: PathBuf },
+    /// Verifies the hash chain of one tenant (id or host label), or of every tenant.
+    Verify {
+        #[arg(default_value = "all")]
+        tenant: String,
+        #[arg(long, env = "IDEM_CONFIG")]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        settings: Settings,
+    },
+    /// Prints a tenant's state as it stood at a time (RFC 3339), replayed from its log.
+    State {
+        tenant: String,
+        #[arg(long)]
+        at: String,
+        #[arg(long, env = "IDEM_CONFIG")]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        settings: Settings,
+    },
 }
 
 #[tokio::main]
@@ -60,6 +93,143 @@ async fn main() -> ExitCode {
             Ok(config) => rebuild(config, &projection).await,
             Err(code) => code,
         },
+        Command::Export {
+            tenant,
+            out,
+            config,
+            settings,
+        } => match load(config, settings) {
+            Ok(config) => export(config, &tenant, out).await,
+            Err(code) => code,
+        },
+        Command::VerifyExport { file } => verify_export(&file),
+        Command::Verify {
+            tenant,
+            config,
+            settings,
+        } => match load(config, settings) {
+            Ok(config) => verify(config, &tenant).await,
+            Err(code) => code,
+        },
+        Command::State {
+            tenant,
+            at,
+            config,
+            settings,
+        } => match load(config, settings) {
+            Ok(config) => state(config, &tenant, &at).await,
+            Err(code) => code,
+        },
+    }
+}
+
+async fn export(config: Config, tenant: &str, out: Option<PathBuf>) -> ExitCode {
+    let result = match &out {
+        Some(path) => match std::fs::File::create(path) {
+            Ok(file) => {
+                let mut writer = std::io::BufWriter::new(file);
+                api::operator::export(&config, tenant, &mut writer).await
+            }
+            Err(e) => Err(e.into()),
+        },
+        None => {
+            let mut stdout = std::io::stdout().lock();
+            api::operator::export(&config, tenant, &mut stdout).await
+        }
+    };
+    match result {
+        Ok(count) => {
+            eprintln!("exported {count} events");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("idemd: export: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn verify_export(file: &std::path::Path) -> ExitCode {
+    let report =
+        std::fs::File::open(file).and_then(|f| api::audit::verify_file(std::io::BufReader::new(f)));
+    match report {
+        Ok(report) => {
+            match &report.broken {
+                None => println!(
+                    "valid: {} events of tenant {}, head seq {}, head hash {}",
+                    report.events,
+                    report.tenant.map_or_else(|| "-".into(), |t| t.to_string()),
+                    report.head_seq,
+                    report.head_hash
+                ),
+                Some((line, reason)) => println!(
+                    "BROKEN at line {line}: {reason} ({} events check before it)",
+                    report.events
+                ),
+            }
+            if report.is_valid() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("idemd: {}: {e}", file.display());
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn verify(config: Config, tenant: &str) -> ExitCode {
+    let which = (tenant != "all").then_some(tenant);
+    match api::operator::verify(&config, which).await {
+        Ok(reports) => {
+            let mut valid = true;
+            for report in &reports {
+                match &report.first_broken {
+                    None => println!(
+                        "{}\tvalid\t{} events\thead {}",
+                        report.stream, report.events, report.head_hash
+                    ),
+                    Some(broken) => {
+                        valid = false;
+                        println!(
+                            "{}\tBROKEN at seq {}: {}",
+                            report.stream, broken.seq, broken.reason
+                        );
+                    }
+                }
+            }
+            if valid {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("idemd: verify: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn state(config: Config, tenant: &str, at: &str) -> ExitCode {
+    let Ok(at) = chrono::DateTime::parse_from_rfc3339(at) else {
+        eprintln!("idemd: --at must be an RFC 3339 time, e.g. 2026-11-22T10:00:00Z");
+        return ExitCode::from(2);
+    };
+    match api::operator::state_at(&config, tenant, at.with_timezone(&chrono::Utc)).await {
+        Ok(state) => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&state).unwrap_or_default()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("idemd: state: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

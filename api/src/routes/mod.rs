@@ -1,5 +1,6 @@
 //! The HTTP handlers, one module per part of the contract.
 
+pub mod audit;
 pub mod customer;
 pub mod health;
 pub mod login;

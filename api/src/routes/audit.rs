@@ -1,0 +1,214 @@
+//! The auditors' routes on any tenant host: the tenant's log as NDJSON, the chain verified
+//! server-side, and the tenant's state as it stood at a time, replayed from its log. Open to
+//! the tenant's admins (the MSP's admins, and on a customer host the technicians who reach it)
+//! and to users given the auditor role for that tenant.
+
+use axum::Json;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, HeaderValue, Method, header};
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use domain::authz::Action;
+use domain::customer::CustomerTenant;
+use domain::msp::MspTenant;
+use eventlog::{EventLog, StreamId};
+use projections::{TenantRow, codec};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::app::{AppState, Shared};
+use crate::audit;
+use crate::auth;
+use crate::host;
+use crate::problem::Problem;
+
+/// Events per export request at most; page on with `after`.
+const MAX_EXPORT: usize = 10_000;
+
+#[derive(Deserialize)]
+pub struct EventsQuery {
+    after: Option<u64>,
+    limit: Option<usize>,
+}
+
+#[derive(Deserialize)]
+pub struct StateQuery {
+    at: Option<String>,
+}
+
+async fn context(
+    state: &AppState,
+    method: &Method,
+    headers: &HeaderMap,
+) -> Result<TenantRow, Problem> {
+    let tenant = host::tenant(state, headers).await?;
+    let caller = auth::caller(state, method, headers, &tenant).await?;
+    caller.may(Action::ReadAudit, &tenant)?;
+    Ok(tenant)
+}
+
+/// `GET /api/v1/audit/events?after=SEQ&limit=N`: `application/x-ndjson`, one envelope a line,
+/// at most 10,000 lines; `Idem-Next-After` names the `after` of the next page when there is
+/// more.
+pub async fn events(
+    State(state): State<Shared>,
+    method: Method,
+    headers: HeaderMap,
+    Query(query): Query<EventsQuery>,
+) -> Result<Response, Problem> {
+    let tenant = context(&state, &method, &headers).await?;
+    let after = query.after.unwrap_or(0);
+    let limit = query.limit.unwrap_or(MAX_EXPORT).clamp(1, MAX_EXPORT);
+    let events = state
+        .log
+        .read_stream(StreamId(tenant.id), after + 1, limit + 1)
+        .await
+        .map_err(|e| Problem::internal(&e))?;
+    let more = events.len() > limit;
+    let mut body = String::new();
+    for event in events.iter().take(limit) {
+        body.push_str(&audit::line(event).map_err(|e| Problem::internal(&e))?);
+        body.push('\n');
+    }
+    let mut response = body.into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/x-ndjson"),
+    );
+    if more && let Some(last) = events.get(limit - 1) {
+        response
+            .headers_mut()
+            .insert("idem-next-after", HeaderValue::from(last.seq));
+    }
+    Ok(response)
+}
+
+/// `GET /api/v1/audit/verify` → `{events, head_seq, head_hash, valid}`: the chain recomputed
+/// from the stored bytes.
+pub async fn verify(
+    State(state): State<Shared>,
+    method: Method,
+    headers: HeaderMap,
+) -> Result<Response, Problem> {
+    let tenant = context(&state, &method, &headers).await?;
+    let report = eventlog::verify(state.log.as_ref(), StreamId(tenant.id))
+        .await
+        .map_err(|e| Problem::internal(&e))?;
+    Ok(Json(json!({
+        "events": report.events,
+        "head_seq": report.head_seq,
+        "head_hash": report.head_hash.to_hex(),
+        "valid": report.is_valid(),
+        "broken": report.first_broken.map(|b| json!({"seq": b.seq, "reason": b.reason})),
+    }))
+    .into_response())
+}
+
+/// `GET /api/v1/audit/state?at=T`: the tenant replayed from its log up to T (RFC 3339; now if
+/// absent). Secrets stay out: only whether a password or personal email was set.
+pub async fn state_at(
+    State(state): State<Shared>,
+    method: Method,
+    headers: HeaderMap,
+    Query(query): Query<StateQuery>,
+) -> Result<Response, Problem> {
+    let tenant = context(&state, &method, &headers).await?;
+    let at = match query.at.as_deref() {
+        None => Utc::now(),
+        Some(text) => DateTime::parse_from_rfc3339(text)
+            .map_err(|_| {
+                Problem::invalid("at", "must be an RFC 3339 time, e.g. 2026-11-22T10:00:00Z")
+            })?
+            .with_timezone(&Utc),
+    };
+    let recorded = state
+        .log
+        .read_stream(StreamId(tenant.id), 1, usize::MAX)
+        .await
+        .map_err(|e| Problem::internal(&e))?;
+    let mut events = Vec::new();
+    let mut seq = 0;
+    for event in recorded.iter().take_while(|e| e.occurred_at <= at) {
+        events.push(codec::decode(event).map_err(|e| Problem::internal(&e))?);
+        seq = event.seq;
+    }
+    let state_json = if tenant.msp_id.is_some() {
+        CustomerTenant::replay(&events)
+            .map_err(|e| Problem::internal(&e))?
+            .map(|t| customer_json(&t))
+    } else {
+        MspTenant::replay(&events)
+            .map_err(|e| Problem::internal(&e))?
+            .map(|t| msp_json(&t))
+    };
+    Ok(Json(json!({
+        "at": at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        "seq": seq,
+        "state": state_json,
+    }))
+    .into_response())
+}
+
+/// An MSP tenant's state, for auditors.
+pub fn msp_json(t: &MspTenant) -> Value {
+    json!({
+        "kind": "msp",
+        "id": t.id,
+        "name": t.name,
+        "display_name": t.display_name,
+        "host_label": t.host_label,
+        "user_source": t.user_source,
+        "users": t.users.values().map(|u| json!({
+            "id": u.id,
+            "email": u.email,
+            "first_name": u.first_name,
+            "last_name": u.last_name,
+            "admin": u.admin,
+            "devices": u.enrollment.devices.len(),
+            "delegations": u.delegations,
+            "auditor_of": u.auditor_of,
+        })).collect::<Vec<_>>(),
+        "customers": t.customers.values().map(|c| json!({
+            "id": c.id,
+            "name": c.name,
+            "display_name": c.display_name,
+            "host_label": c.host_label,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// A customer tenant's state, for auditors: no sealed value, only whether one is set.
+pub fn customer_json(t: &CustomerTenant) -> Value {
+    json!({
+        "kind": "customer",
+        "id": t.id,
+        "msp_id": t.msp_id,
+        "name": t.name,
+        "display_name": t.display_name,
+        "host_label": t.host_label,
+        "user_source": t.user_source,
+        "master_key_version": t.master_key,
+        "desktop_login": t.desktop_login.map(|(enabled, method)| json!({"enabled": enabled, "method": method})),
+        "users": t.users.values().map(|u| json!({
+            "id": u.id,
+            "first_name": u.first_name,
+            "last_name": u.last_name,
+            "username": u.username,
+            "email": u.email,
+            "enabled": u.enabled,
+            "has_password": u.password.is_some(),
+            "password_version": u.password_version,
+            "has_personal_email": u.personal_email.is_some(),
+            "passwordless": u.passwordless,
+            "devices": u.enrollment.devices.len(),
+        })).collect::<Vec<_>>(),
+        "branding": {
+            "version": t.branding.version,
+            "background": t.branding.background,
+            "logo": t.branding.logo,
+            "text": t.branding.text,
+        },
+        "shared_account": t.shared_account,
+        "agents": t.agents.values().map(|a| json!({"device_id": a.id, "hostname": a.hostname})).collect::<Vec<_>>(),
+    })
+}
