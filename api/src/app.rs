@@ -168,10 +168,28 @@ impl Server {
             {
                 tracing::error!(error = %e, "server failed");
             }
-            // Every request has finished: no handler holds the state any more.
-            match Arc::try_unwrap(state) {
-                Ok(state) => state.projections.shutdown().await,
-                Err(_) => tracing::warn!("state still shared at shutdown"),
+            // Every request has finished, but the connection tasks may still be dropping their
+            // handles on the state: wait for them (briefly), so that the projections stop and
+            // the log closes before `shutdown` returns, and the data directory can be reopened.
+            let mut state = state;
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            loop {
+                match Arc::try_unwrap(state) {
+                    Ok(state) => {
+                        state.projections.shutdown().await;
+                        break;
+                    }
+                    Err(shared) if std::time::Instant::now() < deadline => {
+                        state = shared;
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                    Err(_) => {
+                        tracing::warn!(
+                            "state still shared 10 s after shutdown; the log stays open"
+                        );
+                        break;
+                    }
+                }
             }
         });
         tracing::info!(%addr, "idemd listening");
