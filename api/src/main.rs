@@ -1,5 +1,6 @@
 //! `idemd`: the service's command line.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -220,10 +221,9 @@ async fn state(config: Config, tenant: &str, at: &str) -> ExitCode {
     };
     match api::operator::state_at(&config, tenant, at.with_timezone(&chrono::Utc)).await {
         Ok(state) => {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&state).unwrap_or_default()
-            );
+            // A closed pipe (`| head`) is not an error worth a panic.
+            let text = serde_json::to_string_pretty(&state).unwrap_or_default();
+            let _ = writeln!(std::io::stdout(), "{text}");
             ExitCode::SUCCESS
         }
         Err(e) => {
