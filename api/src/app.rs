@@ -40,6 +40,7 @@ pub struct AppState {
     pub histories: crate::command::HistoryCache,
     /// Password hashes (argon2id) in progress at most at once: one per CPU.
     pub hashing: tokio::sync::Semaphore,
+    pub metrics: crate::metrics::Metrics,
 }
 
 impl AppState {
@@ -149,6 +150,7 @@ impl Server {
             challenges: crate::challenges::Store::default(),
             tenant_locks: crate::command::TenantLocks::default(),
             histories: crate::command::HistoryCache::default(),
+            metrics: crate::metrics::Metrics::default(),
             hashing: tokio::sync::Semaphore::new(
                 std::thread::available_parallelism().map_or(2, |n| n.get()),
             ),
@@ -342,7 +344,7 @@ async fn min_position(
 /// Gives each request an id (or keeps the caller's `X-Request-Id`), logs it with the outcome,
 /// and answers with it.
 async fn request_id(
-    State(_state): State<Shared>,
+    State(state): State<Shared>,
     headers: HeaderMap,
     request: Request,
     next: Next,
@@ -354,9 +356,23 @@ async fn request_id(
         .map_or_else(|| uuid::Uuid::now_v7().to_string(), str::to_owned);
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
+    // The route's pattern, not the path: ids and names stay out of the metrics' labels.
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or("unmatched", |m| m.as_str())
+        .to_owned();
     let started = std::time::Instant::now();
     let mut response = next.run(request).await;
     let status = response.status().as_u16();
+    state
+        .metrics
+        .request(&route, method.as_str(), status, started.elapsed());
+    if status == 429 {
+        state
+            .metrics
+            .count(crate::metrics::Counter::RateLimited, &route);
+    }
     tracing::info!(request_id = %id, %method, %path, status, elapsed_ms = started.elapsed().as_millis() as u64, "request");
     if let Ok(value) = axum::http::HeaderValue::from_str(&id) {
         response.headers_mut().insert("x-request-id", value);

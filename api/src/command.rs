@@ -276,6 +276,9 @@ pub async fn execute_plan(
         }
         match state.log.commit(commit).await {
             Ok(committed) => {
+                state
+                    .metrics
+                    .count(crate::metrics::Counter::Commits, "command");
                 if let Some(refusal) = decision.refusal {
                     return Err(refusal.into());
                 }
@@ -308,7 +311,12 @@ pub async fn record(
 ) -> Result<Committed, Problem> {
     let append = stream_append(tenant, Expected::Any, &decision, actor, now)?;
     match state.log.commit(Commit::from(append)).await {
-        Ok(committed) => Ok(committed),
+        Ok(committed) => {
+            state
+                .metrics
+                .count(crate::metrics::Counter::Commits, "record");
+            Ok(committed)
+        }
         // The tenant was deleted meanwhile.
         Err(eventlog::Error::StreamDeleted { .. }) => Err(Problem::not_found("no such tenant")),
         Err(e) => Err(Problem::internal(&e)),

@@ -11,6 +11,7 @@ pub mod config;
 pub mod host;
 pub mod limits;
 pub mod mail;
+pub mod metrics;
 pub mod operator;
 pub mod problem;
 pub mod routes;

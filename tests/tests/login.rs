@@ -274,6 +274,28 @@ async fn approvals_are_rate_limited_per_device() {
     assert_eq!(limited, 10);
     let seconds: u64 = retry_after.unwrap().to_str().unwrap().parse().unwrap();
     assert!(seconds >= 1);
+    // The refusals are counted by route pattern (never by id) and by outcome.
+    let metrics = platform
+        .request(Method::GET, "", "/metrics")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let route = "/api/v1/login/challenges/{id}/approve";
+    for line in [
+        format!("idem_rate_limited_total{{limit=\"{route}\"}} 10"),
+        format!("idem_http_requests_total{{route=\"{route}\",method=\"POST\",status=\"401\"}} 30"),
+        "idem_login_approvals_total{outcome=\"401\"} 30".to_owned(),
+        "idem_login_challenges_total{purpose=\"portal\"} 1".to_owned(),
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in\n{metrics}");
+    }
+    assert!(
+        !metrics.contains(&challenge.to_string()),
+        "no ids in labels"
+    );
     platform.server.shutdown().await;
 }
 

@@ -87,5 +87,6 @@ pub async fn metrics(State(state): State<Shared>) -> Response {
         "Tenants whose projection stopped at a bad event.",
         &per(&|p| p.quarantined.len() as u64),
     );
+    state.metrics.render(&mut out);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }

@@ -27,6 +27,7 @@ use crate::auth::{self, Caller};
 use crate::challenges::{Poll, Refusal};
 use crate::command;
 use crate::host;
+use crate::metrics::Counter;
 use crate::problem::Problem;
 use crate::routes::{body, written};
 
@@ -98,6 +99,7 @@ pub async fn create_challenge(
         .challenges
         .create(id, tenant.id, host.clone(), nonce.clone(), expires_at, now)
         .ok_or_else(|| Problem::too_many(std::time::Duration::from_secs(10)))?;
+    state.metrics.count(Counter::Challenges, "portal");
     let origin = state.config.tenant_url(&tenant.host_label);
     let qr = format!(
         "idem://approve?host={host}&id={id}&nonce={nonce}&origin={}",
@@ -213,22 +215,28 @@ pub async fn approve(
             }),
     )?;
     let now = Utc::now();
-    let (host, nonce) = state
-        .challenges
-        .begin_approval(id, tenant.id, now)
-        .map_err(|refusal| match refusal {
-            Refusal::Unknown => Problem::not_found("no such challenge"),
-            Refusal::Expired => Problem::new(
-                StatusCode::GONE,
-                "Expired",
-                "the challenge has expired; ask for a new one",
-            ),
-            Refusal::Used => Problem::new(
-                StatusCode::CONFLICT,
-                "Conflict",
-                "the challenge is already approved",
-            ),
-        })?;
+    let (host, nonce) = match state.challenges.begin_approval(id, tenant.id, now) {
+        Ok(found) => found,
+        Err(refusal) => {
+            let problem = match refusal {
+                Refusal::Unknown => Problem::not_found("no such challenge"),
+                Refusal::Expired => Problem::new(
+                    StatusCode::GONE,
+                    "Expired",
+                    "the challenge has expired; ask for a new one",
+                ),
+                Refusal::Used => Problem::new(
+                    StatusCode::CONFLICT,
+                    "Conflict",
+                    "the challenge is already approved",
+                ),
+            };
+            state
+                .metrics
+                .count(Counter::Approvals, problem.status.as_str());
+            return Err(problem);
+        }
+    };
     let message = session::approval_message(&host, id, &nonce);
     let outcome = async {
         let (user, msp) = approver(
@@ -268,6 +276,8 @@ pub async fn approve(
     match outcome {
         Ok((token, committed)) => {
             state.challenges.approved(id, token);
+            state.metrics.count(Counter::Approvals, "approved");
+            state.metrics.count(Counter::Sessions, "qr");
             tracing::info!(challenge = %id, device = %request.device_id, "challenge approved");
             Ok(written(
                 &state,
@@ -278,6 +288,9 @@ pub async fn approve(
         }
         Err(problem) => {
             state.challenges.release(id);
+            state
+                .metrics
+                .count(Counter::Approvals, problem.status.as_str());
             tracing::info!(challenge = %id, device = %request.device_id, status = problem.status.as_u16(), "approval refused");
             Err(problem)
         }
@@ -354,6 +367,7 @@ pub async fn open_handoff(
         }),
     )
     .await?;
+    state.metrics.count(Counter::Sessions, "sso");
     let mut response = (StatusCode::SEE_OTHER, [(header::LOCATION, "/admin")]).into_response();
     if let Some(cookie) = auth::session_cookie(&state, &session_token) {
         response.headers_mut().insert(header::SET_COOKIE, cookie);
