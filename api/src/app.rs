@@ -13,7 +13,6 @@ use axum::extract::{Request, State};
 use axum::http::HeaderMap;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post, put};
 use domain::crypto::RootKey;
 use eventlog::RocksLog;
 use projections::{Backend, Options, Projections, ReadModels};
@@ -213,107 +212,14 @@ pub const PUBLIC_BODY_LIMIT: usize = 4 * 1024;
 
 /// Every route.
 pub fn router(state: Shared) -> Router {
-    public_routes()
+    routes::table::public::router()
         .layer(DefaultBodyLimit::max(PUBLIC_BODY_LIMIT))
-        .merge(session_routes().layer(DefaultBodyLimit::max(BODY_LIMIT)))
+        .merge(routes::table::session::router().layer(DefaultBodyLimit::max(BODY_LIMIT)))
         .fallback(routes::not_found)
+        .method_not_allowed_fallback(routes::method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), min_position))
         .layer(middleware::from_fn_with_state(state.clone(), request_id))
         .with_state(state)
-}
-
-/// Routes anyone may call: health, signup, onboarding and logging in.
-fn public_routes() -> Router<Shared> {
-    Router::new()
-        .route("/healthz", get(routes::health::healthz))
-        .route("/readyz", get(routes::health::readyz))
-        .route("/metrics", get(routes::health::metrics))
-        .route("/api/v1/signup", post(routes::signup::signup))
-        .route("/api/v1/onboarding/start", post(routes::onboarding::start))
-        .route(
-            "/api/v1/onboarding/complete",
-            post(routes::onboarding::complete),
-        )
-        .route(
-            "/api/v1/login/challenges",
-            post(routes::login::create_challenge),
-        )
-        .route("/api/v1/login/challenges/{id}", get(routes::login::poll))
-        .route(
-            "/api/v1/login/challenges/{id}/approve",
-            post(routes::login::approve),
-        )
-        .route("/sso", get(routes::login::open_handoff))
-}
-
-/// Routes of a logged-in session.
-fn session_routes() -> Router<Shared> {
-    Router::new()
-        .route(
-            "/api/v1/users",
-            get(routes::by_host::list_users).post(routes::by_host::add_user),
-        )
-        .route(
-            "/api/v1/users/{id}",
-            get(routes::by_host::get_user)
-                .patch(routes::customer::update_user)
-                .delete(routes::by_host::remove_user),
-        )
-        .route(
-            "/api/v1/users/{id}/password",
-            put(routes::customer::set_password),
-        )
-        .route(
-            "/api/v1/users/{id}/passwordless",
-            post(routes::customer::enable_passwordless),
-        )
-        .route(
-            "/api/v1/settings/master-key",
-            get(routes::customer::get_master_key).put(routes::customer::put_master_key),
-        )
-        .route(
-            "/api/v1/settings/desktop-login",
-            get(routes::customer::get_desktop_login).put(routes::customer::put_desktop_login),
-        )
-        .route(
-            "/api/v1/accounts/shared",
-            get(routes::customer::get_shared_account).put(routes::customer::put_shared_account),
-        )
-        .route(
-            "/api/v1/agent/enrollment-tokens",
-            post(routes::customer::issue_enrollment_token),
-        )
-        .route(
-            "/api/v1/users/{id}/admin",
-            post(routes::msp::make_admin).delete(routes::msp::revoke_admin),
-        )
-        .route(
-            "/api/v1/settings/user-source",
-            get(routes::msp::get_user_source).put(routes::msp::put_user_source),
-        )
-        .route(
-            "/api/v1/customers",
-            get(routes::msp::list_customers).post(routes::msp::create_customer),
-        )
-        .route(
-            "/api/v1/customers/{name}",
-            delete(routes::msp::delete_customer),
-        )
-        .route(
-            "/api/v1/customers/{name}/technicians",
-            get(routes::msp::list_technicians).post(routes::msp::delegate),
-        )
-        .route(
-            "/api/v1/customers/{name}/technicians/{user_id}",
-            delete(routes::msp::revoke_delegation),
-        )
-        .route("/api/v1/customers/{name}/sso", post(routes::msp::sso))
-        .route("/api/v1/apps", get(routes::msp::apps))
-        .route("/api/v1/audit/events", get(routes::audit::events))
-        .route("/api/v1/audit/verify", get(routes::audit::verify))
-        .route("/api/v1/audit/state", get(routes::audit::state_at))
-        .route("/api/v1/logout", post(routes::login::logout))
-        .route("/api/v1/me", get(routes::login::me))
 }
 
 /// Honours `Idem-Min-Position: N`: the request is handled once the read models have reached

@@ -12,6 +12,7 @@ pub mod host;
 pub mod limits;
 pub mod mail;
 pub mod metrics;
+pub mod openapi;
 pub mod operator;
 pub mod problem;
 pub mod routes;

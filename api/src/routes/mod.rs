@@ -7,6 +7,7 @@ pub mod login;
 pub mod msp;
 pub mod onboarding;
 pub mod signup;
+pub mod table;
 
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
@@ -106,6 +107,15 @@ pub mod by_host {
         get_user => msp::get_user, customer::get_user;
         remove_user => msp::remove_user, customer::delete_user;
     }
+}
+
+/// A path the contract has, with a method it does not.
+pub async fn method_not_allowed() -> Problem {
+    Problem::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "Method not allowed",
+        "this route does not take that method; see /api/v1/openapi.json",
+    )
 }
 
 /// Any path the contract does not have.

@@ -1,0 +1,110 @@
+//! Every route of the service, declared once: the router and the OpenAPI document are both
+//! generated from these tables, so the document cannot miss a route.
+
+use axum::Router;
+use axum::routing::MethodRouter;
+
+use crate::app::Shared;
+use crate::routes::{audit, by_host, customer, health, login, msp, onboarding, signup};
+
+/// One operation: method, path pattern, summary.
+pub struct Operation {
+    pub method: &'static str,
+    pub path: &'static str,
+    pub summary: &'static str,
+    /// Whether the operation needs a session (bearer token or cookie).
+    pub session: bool,
+}
+
+macro_rules! routes {
+    ($session:literal; $( $path:literal => { $( $method:ident ( $handler:path ) $summary:literal ),+ $(,)? } )*) => {
+        /// The router of this table's routes.
+        pub fn router() -> Router<Shared> {
+            Router::new() $( .route($path, MethodRouter::new() $( .$method($handler) )+ ) )*
+        }
+
+        /// This table's operations, for the OpenAPI document.
+        pub const OPERATIONS: &[Operation] = &[ $( $( Operation {
+            method: stringify!($method),
+            path: $path,
+            summary: $summary,
+            session: $session,
+        }, )+ )* ];
+    };
+}
+
+/// Routes anyone may call: health, signup, onboarding and logging in.
+pub mod public {
+    use super::*;
+
+    routes! { false;
+        "/healthz" => { get(health::healthz) "Liveness" }
+        "/readyz" => { get(health::readyz) "Readiness: projectors running, lag bounded" }
+        "/metrics" => { get(health::metrics) "Prometheus metrics" }
+        "/api/v1/openapi.json" => { get(crate::openapi::document) "This document" }
+        "/api/v1/signup" => { post(signup::signup) "Sign up an MSP tenant (apex host)" }
+        "/api/v1/onboarding/start" => { post(onboarding::start) "Email a one-time onboarding code (always 202)" }
+        "/api/v1/onboarding/complete" => { post(onboarding::complete) "Verify the code and register a device's Ed25519 key" }
+        "/api/v1/login/challenges" => { post(login::create_challenge) "A QR login challenge" }
+        "/api/v1/login/challenges/{id}" => { get(login::poll) "Wait for a challenge's approval (long-poll); the token once" }
+        "/api/v1/login/challenges/{id}/approve" => { post(login::approve) "Approve a challenge with a device's signature" }
+        "/sso" => { get(login::open_handoff) "Open an SSO hand-off on a customer host" }
+    }
+}
+
+/// Routes of a logged-in session.
+pub mod session {
+    use super::*;
+
+    routes! { true;
+        "/api/v1/me" => { get(login::me) "The caller, their tenant and roles" }
+        "/api/v1/logout" => { post(login::logout) "End the session" }
+        "/api/v1/users" => {
+            get(by_host::list_users) "MSP users, or the customer's directory",
+            post(by_host::add_user) "Add an MSP user by email, or create a directory user",
+        }
+        "/api/v1/users/{id}" => {
+            get(by_host::get_user) "One user",
+            patch(customer::update_user) "Change a directory user's names, emails, enabled",
+            delete(by_host::remove_user) "Remove a user",
+        }
+        "/api/v1/users/{id}/admin" => {
+            post(msp::make_admin) "Make admin (every customer)",
+            delete(msp::revoke_admin) "Revoke the admin role",
+        }
+        "/api/v1/users/{id}/password" => { put(customer::set_password) "Set a directory user's password" }
+        "/api/v1/users/{id}/passwordless" => { post(customer::enable_passwordless) "Invite a directory user to passwordless MFA" }
+        "/api/v1/settings/user-source" => {
+            get(msp::get_user_source) "The tenant's user source",
+            put(msp::put_user_source) "Choose the user source",
+        }
+        "/api/v1/settings/master-key" => {
+            get(customer::get_master_key) "The customer's master key",
+            put(customer::put_master_key) "Enable (or disable, if nothing is sealed) the master key",
+        }
+        "/api/v1/settings/desktop-login" => {
+            get(customer::get_desktop_login) "Desktop login settings",
+            put(customer::put_desktop_login) "Enable desktop login and choose its method",
+        }
+        "/api/v1/accounts/shared" => {
+            get(customer::get_shared_account) "The shared local admin account",
+            put(customer::put_shared_account) "Configure the shared local admin account",
+        }
+        "/api/v1/agent/enrollment-tokens" => { post(customer::issue_enrollment_token) "A one-time agent enrollment token" }
+        "/api/v1/customers" => {
+            get(msp::list_customers) "Customers with active users and technicians",
+            post(msp::create_customer) "Create a customer tenant",
+        }
+        "/api/v1/customers/{name}" => { delete(msp::delete_customer) "Delete a customer tenant and all its data" }
+        "/api/v1/customers/{name}/technicians" => {
+            get(msp::list_technicians) "Who reaches the customer, and how",
+            post(msp::delegate) "Delegate the customer to a technician",
+        }
+        "/api/v1/customers/{name}/technicians/{user_id}" => { delete(msp::revoke_delegation) "Revoke a delegation, at once" }
+        "/api/v1/customers/{name}/sso" => { post(msp::sso) "A one-time, 60-second hand-off URL onto the customer's host" }
+        "/api/v1/apps" => { get(msp::apps) "The customer tenants the caller can open" }
+        "/api/v1/audit/events" => { get(audit::events) "The tenant's log as NDJSON" }
+        "/api/v1/audit/verify" => { get(audit::verify) "The tenant's hash chain, verified" }
+        "/api/v1/audit/state" => { get(audit::state_at) "The tenant's state at a time, replayed" }
+    }
+}
