@@ -198,3 +198,113 @@ async fn the_export_verifies_offline_and_the_replayed_state_matches_the_read_mod
     assert_eq!(reports.len(), 2, "the MSP and its customer");
     assert!(reports.iter().all(|r| r.is_valid()));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_auditor_reads_one_tenants_audit_log_and_nothing_else() {
+    let platform = Platform::start().await;
+    platform.signup("acme", "Acme", "alice@acme.example").await;
+    let mut phone = Keyring::default();
+    platform
+        .enroll(&mut phone, "acme", "alice@acme.example")
+        .await;
+    let admin = platform.login(&phone, "acme").await;
+    for name in ["contoso", "fabrikam"] {
+        let (status, _) = Platform::call(
+            platform
+                .as_user(&admin, Method::POST, "acme", "/api/v1/customers")
+                .json(&json!({"name": name, "display_name": name})),
+        )
+        .await;
+        assert_eq!(status, 201);
+    }
+    let (_, bob) = Platform::call(
+        platform
+            .as_user(&admin, Method::POST, "acme", "/api/v1/users")
+            .json(&json!({"email": "bob@acme.example"})),
+    )
+    .await;
+    let bob_id = bob["id"].as_str().unwrap().to_owned();
+    let (status, _) = Platform::call(
+        platform
+            .as_user(
+                &admin,
+                Method::POST,
+                "acme",
+                &format!("/api/v1/users/{bob_id}/auditor"),
+            )
+            .json(&json!({"customer": "contoso"})),
+    )
+    .await;
+    assert_eq!(status, 204);
+    let (status, _) = Platform::call(
+        platform
+            .as_user(
+                &admin,
+                Method::POST,
+                "acme",
+                &format!("/api/v1/users/{bob_id}/auditor"),
+            )
+            .json(&json!({"customer": "nosuch"})),
+    )
+    .await;
+    assert_eq!(status, 404);
+
+    let mut bob_phone = Keyring::default();
+    platform
+        .enroll(&mut bob_phone, "acme", "bob@acme.example")
+        .await;
+    let auditor = platform.login(&bob_phone, "contoso-acme").await;
+    let get =
+        |path: &str| Platform::call(platform.as_user(&auditor, Method::GET, "contoso-acme", path));
+    let (status, me) = get("/api/v1/me").await;
+    assert_eq!((status, me["roles"].clone()), (200, json!(["auditor"])));
+    for path in [
+        "/api/v1/audit/events",
+        "/api/v1/audit/verify",
+        "/api/v1/audit/state",
+    ] {
+        assert_eq!(get(path).await.0, 200, "{path}");
+    }
+    for path in [
+        "/api/v1/users",
+        "/api/v1/settings/master-key",
+        "/api/v1/accounts/shared",
+    ] {
+        assert_eq!(get(path).await.0, 403, "{path}");
+    }
+    let (status, _) = Platform::call(
+        platform
+            .as_user(
+                &auditor,
+                Method::PUT,
+                "contoso-acme",
+                "/api/v1/settings/desktop-login",
+            )
+            .json(&json!({"enabled": true, "method": "password"})),
+    )
+    .await;
+    assert_eq!(status, 403);
+    // Not an auditor of Fabrikam: the approval there is refused.
+    let (id, qr) = platform.challenge("fabrikam-acme").await;
+    assert!(
+        agent::authenticator::approve(&bob_phone, &qr)
+            .await
+            .is_err()
+    );
+    assert_eq!(
+        platform.poll("fabrikam-acme", &id, 0).await["status"],
+        "pending"
+    );
+
+    // Revoked: the session ends at once.
+    let (status, _) = Platform::call(platform.as_user(
+        &admin,
+        Method::DELETE,
+        "acme",
+        &format!("/api/v1/users/{bob_id}/auditor?customer=contoso"),
+    ))
+    .await;
+    assert_eq!(status, 204);
+    assert_eq!(get("/api/v1/audit/verify").await.0, 401);
+    platform.server.shutdown().await;
+}

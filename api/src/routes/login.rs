@@ -176,7 +176,10 @@ async fn approver(
             let principal = auth::msp_principal(state, msp_id, user)
                 .await?
                 .ok_or_else(unknown)?;
-            authz::authorize(&principal, Action::ReadOwnProfile, auth::scope(tenant))
+            // Those who reach the tenant, and its auditors (who may only read its audit log).
+            let scope = auth::scope(tenant);
+            authz::authorize(&principal, Action::ReadOwnProfile, scope)
+                .or_else(|_| authz::authorize(&principal, Action::ReadAudit, scope))
                 .map_err(|_| Problem::unauthorized("the user has no access to this tenant"))?;
         }
         None => {

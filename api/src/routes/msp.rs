@@ -649,3 +649,89 @@ pub async fn apps(
         .collect();
     Ok(Json(apps).into_response())
 }
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditorBody {
+    /// A customer's name; absent for the MSP tenant itself.
+    customer: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub struct AuditorQuery {
+    customer: Option<String>,
+}
+
+/// The tenant an auditor role is for: the MSP, or one of its customers by name.
+async fn audited(
+    state: &AppState,
+    msp: &TenantRow,
+    customer_name: Option<&str>,
+) -> Result<TenantId, Problem> {
+    match customer_name {
+        None => Ok(TenantId(msp.id)),
+        Some(name) => Ok(TenantId(customer(state, msp, name).await?.id)),
+    }
+}
+
+/// `POST /api/v1/users/{id}/auditor` `{customer?}`: the user may read and verify that tenant's
+/// audit log (the MSP's when no customer is named), and nothing else through this role.
+pub async fn grant_auditor(
+    State(state): State<Shared>,
+    method: Method,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    request: Result<Json<AuditorBody>, JsonRejection>,
+) -> Result<Response, Problem> {
+    let (tenant, caller) = msp_context(&state, &method, &headers).await?;
+    caller.may(Action::ManageRoles, &tenant)?;
+    let id = user_id(&id)?;
+    let request = body(request)?;
+    let tenant_id = audited(&state, &tenant, request.customer.as_deref()).await?;
+    let committed = run(
+        &state,
+        &tenant,
+        &caller,
+        MspCommand::GrantAuditor {
+            user_id: UserId(id),
+            tenant_id,
+        },
+    )
+    .await?;
+    Ok(written(
+        &state,
+        committed.as_ref(),
+        StatusCode::NO_CONTENT.into_response(),
+    )
+    .await)
+}
+
+/// `DELETE /api/v1/users/{id}/auditor?customer=NAME`: ends that auditor role, at once.
+pub async fn revoke_auditor(
+    State(state): State<Shared>,
+    method: Method,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    axum::extract::Query(query): axum::extract::Query<AuditorQuery>,
+) -> Result<Response, Problem> {
+    let (tenant, caller) = msp_context(&state, &method, &headers).await?;
+    caller.may(Action::ManageRoles, &tenant)?;
+    let id = user_id(&id)?;
+    let tenant_id = audited(&state, &tenant, query.customer.as_deref()).await?;
+    let committed = run(
+        &state,
+        &tenant,
+        &caller,
+        MspCommand::RevokeAuditor {
+            user_id: UserId(id),
+            tenant_id,
+        },
+    )
+    .await?;
+    Ok(written(
+        &state,
+        committed.as_ref(),
+        StatusCode::NO_CONTENT.into_response(),
+    )
+    .await)
+}

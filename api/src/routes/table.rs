@@ -72,6 +72,10 @@ pub mod session {
             post(msp::make_admin) "Make admin (every customer)",
             delete(msp::revoke_admin) "Revoke the admin role",
         }
+        "/api/v1/users/{id}/auditor" => {
+            post(msp::grant_auditor) "Give a user the auditor role of the MSP or one customer",
+            delete(msp::revoke_auditor) "End an auditor role (?customer=NAME)",
+        }
         "/api/v1/users/{id}/password" => { put(customer::set_password) "Set a directory user's password" }
         "/api/v1/users/{id}/passwordless" => { post(customer::enable_passwordless) "Invite a directory user to passwordless MFA" }
         "/api/v1/settings/user-source" => {
