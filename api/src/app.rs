@@ -215,6 +215,10 @@ pub fn router(state: Shared) -> Router {
     routes::table::public::router()
         .layer(DefaultBodyLimit::max(PUBLIC_BODY_LIMIT))
         .merge(routes::table::session::router().layer(DefaultBodyLimit::max(BODY_LIMIT)))
+        .merge(
+            routes::table::uploads::router()
+                .layer(DefaultBodyLimit::max(routes::branding::UPLOAD_LIMIT)),
+        )
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), min_position))

@@ -4,11 +4,14 @@
 use axum::Json;
 use serde_json::{Map, Value, json};
 
-use crate::routes::table::{Operation, public, session};
+use crate::routes::table::{Operation, public, session, uploads};
 
 /// Every operation of the service.
 pub fn operations() -> impl Iterator<Item = &'static Operation> {
-    public::OPERATIONS.iter().chain(session::OPERATIONS)
+    public::OPERATIONS
+        .iter()
+        .chain(session::OPERATIONS)
+        .chain(uploads::OPERATIONS)
 }
 
 /// The document.

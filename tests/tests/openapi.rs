@@ -29,7 +29,8 @@ async fn the_document_lists_every_route_the_router_serves() {
             let concrete = path
                 .replace("{id}", &uuid::Uuid::now_v7().to_string())
                 .replace("{user_id}", &uuid::Uuid::now_v7().to_string())
-                .replace("{name}", "nosuch");
+                .replace("{name}", "nosuch")
+                .replace("{image}", "logo");
             let method = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
             for host in ["", "acme"] {
                 let (status, body) =
@@ -84,6 +85,9 @@ async fn the_document_lists_every_route_the_router_serves() {
         ("get", "/api/v1/audit/events"),
         ("get", "/api/v1/audit/verify"),
         ("get", "/api/v1/audit/state"),
+        ("get", "/api/v1/branding"),
+        ("put", "/api/v1/branding"),
+        ("get", "/api/v1/branding/{image}"),
     ];
     for (method, path) in contract {
         assert!(

@@ -1,6 +1,7 @@
 //! The HTTP handlers, one module per part of the contract.
 
 pub mod audit;
+pub mod branding;
 pub mod customer;
 pub mod health;
 pub mod login;

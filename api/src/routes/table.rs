@@ -5,7 +5,7 @@ use axum::Router;
 use axum::routing::MethodRouter;
 
 use crate::app::Shared;
-use crate::routes::{audit, by_host, customer, health, login, msp, onboarding, signup};
+use crate::routes::{audit, branding, by_host, customer, health, login, msp, onboarding, signup};
 
 /// One operation: method, path pattern, summary.
 pub struct Operation {
@@ -110,5 +110,18 @@ pub mod session {
         "/api/v1/audit/events" => { get(audit::events) "The tenant's log as NDJSON" }
         "/api/v1/audit/verify" => { get(audit::verify) "The tenant's hash chain, verified" }
         "/api/v1/audit/state" => { get(audit::state_at) "The tenant's state at a time, replayed" }
+    }
+}
+
+/// Uploads (branding images): a session, and a body limit of their own.
+pub mod uploads {
+    use super::*;
+
+    routes! { true;
+        "/api/v1/branding" => {
+            get(branding::get_branding) "The desktop login screen's branding",
+            put(branding::put_branding) "Upload background, logo (PNG or JPEG) and text (multipart)",
+        }
+        "/api/v1/branding/{image}" => { get(branding::get_image) "A branding image (background or logo)" }
     }
 }
