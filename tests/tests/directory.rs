@@ -273,6 +273,42 @@ async fn step_6_configures_a_customer_tenant_and_keeps_its_secrets_sealed() {
     );
     assert_eq!(status, 201);
 
+    // The audit export of the customer checks offline, and its replayed state is what the
+    // read models say.
+    let export = platform
+        .as_user(&admin, Method::GET, host, "/api/v1/audit/events")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    responses.push(export.clone());
+    let report = api::audit::verify_file(export.as_bytes()).unwrap();
+    assert!(report.is_valid(), "{report:?}");
+    let (_, replayed) = call!(Method::GET, "/api/v1/audit/state");
+    let (_, users) = call!(Method::GET, "/api/v1/users");
+    let summary = |users: &Value| {
+        let mut list: Vec<(String, bool, u64, bool)> = users
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|u| {
+                (
+                    u["username"].as_str().unwrap().to_owned(),
+                    u["enabled"].as_bool().unwrap(),
+                    u["password_version"].as_u64().unwrap(),
+                    u["has_personal_email"].as_bool().unwrap(),
+                )
+            })
+            .collect();
+        list.sort();
+        list
+    };
+    assert_eq!(summary(&replayed["state"]["users"]), summary(&users));
+    assert_eq!(replayed["state"]["master_key_version"], 1);
+    assert_eq!(replayed["state"]["shared_account"], "idem-admin");
+
     // The customer's settings routes do not exist on the MSP's host.
     let (status, _) = Platform::call(
         platform
