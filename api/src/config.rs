@@ -27,6 +27,10 @@ pub struct Config {
     pub smtp_url: Option<String>,
     pub mail_from: String,
     pub signup: Signup,
+    /// What directory passwords must satisfy.
+    pub password_policy: domain::validate::PasswordPolicy,
+    /// The cost of new password verifiers (existing ones keep theirs).
+    pub argon2: domain::crypto::Argon2Params,
 }
 
 /// Settings as given, before defaults and checks. Field names are the TOML file's keys.
@@ -60,6 +64,18 @@ pub struct Settings {
     /// open, or closed (only the operator's CLI creates MSP tenants) [default: open]
     #[arg(long, env = "IDEM_SIGNUP")]
     pub signup: Option<String>,
+    /// Shortest directory password, 8 to 64 characters [default: 8]
+    #[arg(long, env = "IDEM_PASSWORD_MIN_LENGTH")]
+    pub password_min_length: Option<usize>,
+    /// argon2id memory per password hash, in KiB (at least 7168) [default: 19456, OWASP's]
+    #[arg(long, env = "IDEM_ARGON2_MEMORY_KIB")]
+    pub argon2_memory_kib: Option<u32>,
+    /// argon2id passes (1 to 10) [default: 2]
+    #[arg(long, env = "IDEM_ARGON2_ITERATIONS")]
+    pub argon2_iterations: Option<u32>,
+    /// argon2id lanes (1 to 8) [default: 1]
+    #[arg(long, env = "IDEM_ARGON2_PARALLELISM")]
+    pub argon2_parallelism: Option<u32>,
 }
 
 /// A setting that cannot work, named.
@@ -106,6 +122,10 @@ impl Settings {
             smtp_url: self.smtp_url.or(fallback.smtp_url),
             mail_from: self.mail_from.or(fallback.mail_from),
             signup: self.signup.or(fallback.signup),
+            password_min_length: self.password_min_length.or(fallback.password_min_length),
+            argon2_memory_kib: self.argon2_memory_kib.or(fallback.argon2_memory_kib),
+            argon2_iterations: self.argon2_iterations.or(fallback.argon2_iterations),
+            argon2_parallelism: self.argon2_parallelism.or(fallback.argon2_parallelism),
         }
     }
 
@@ -201,6 +221,44 @@ impl Settings {
             }
         };
 
+        let defaults = domain::validate::PasswordPolicy::default();
+        let min_chars = self.password_min_length.unwrap_or(defaults.min_chars);
+        if !(8..=64).contains(&min_chars) {
+            return Err(invalid(
+                "IDEM_PASSWORD_MIN_LENGTH",
+                format!("{min_chars} must be between 8 and 64"),
+            ));
+        }
+        let password_policy = domain::validate::PasswordPolicy {
+            min_chars,
+            max_chars: defaults.max_chars,
+        };
+        let owasp = domain::crypto::Argon2Params::default();
+        let argon2 = domain::crypto::Argon2Params {
+            memory_kib: self.argon2_memory_kib.unwrap_or(owasp.memory_kib),
+            iterations: self.argon2_iterations.unwrap_or(owasp.iterations),
+            parallelism: self.argon2_parallelism.unwrap_or(owasp.parallelism),
+        };
+        // OWASP's floor is 7 MiB with 5 passes; below that a verifier is too cheap to guess.
+        if !(7168..=4_194_304).contains(&argon2.memory_kib) {
+            return Err(invalid(
+                "IDEM_ARGON2_MEMORY_KIB",
+                format!("{} must be between 7168 and 4194304", argon2.memory_kib),
+            ));
+        }
+        if !(1..=10).contains(&argon2.iterations) {
+            return Err(invalid(
+                "IDEM_ARGON2_ITERATIONS",
+                format!("{} must be between 1 and 10", argon2.iterations),
+            ));
+        }
+        if !(1..=8).contains(&argon2.parallelism) {
+            return Err(invalid(
+                "IDEM_ARGON2_PARALLELISM",
+                format!("{} must be between 1 and 8", argon2.parallelism),
+            ));
+        }
+
         Ok(Config {
             bind,
             base_domain,
@@ -211,6 +269,8 @@ impl Settings {
             smtp_url,
             mail_from,
             signup,
+            password_policy,
+            argon2,
         })
     }
 }

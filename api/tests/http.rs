@@ -280,7 +280,45 @@ fn configuration_is_checked_with_clear_messages() {
         },
         "IDEM_MAIL_FROM",
     );
+    bad(
+        Settings {
+            smtp_url: Some("smtp://".into()),
+            ..Settings::default()
+        },
+        "IDEM_SMTP_URL",
+    );
+    for (min, expected_ok) in [(7, false), (8, true), (64, true), (65, false)] {
+        let result = Settings {
+            password_min_length: Some(min),
+            ..Settings::default()
+        }
+        .resolve();
+        assert_eq!(result.is_ok(), expected_ok, "min length {min}");
+    }
+    bad(
+        Settings {
+            argon2_memory_kib: Some(1024),
+            ..Settings::default()
+        },
+        "IDEM_ARGON2_MEMORY_KIB",
+    );
+    bad(
+        Settings {
+            argon2_iterations: Some(0),
+            ..Settings::default()
+        },
+        "IDEM_ARGON2_ITERATIONS",
+    );
+    bad(
+        Settings {
+            argon2_parallelism: Some(64),
+            ..Settings::default()
+        },
+        "IDEM_ARGON2_PARALLELISM",
+    );
     let config = Settings::default().resolve().unwrap();
+    assert_eq!(config.password_policy.min_chars, 8);
+    assert_eq!(config.argon2.memory_kib, 19_456);
     assert_eq!(config.bind.to_string(), "127.0.0.1:8080");
     assert_eq!(config.base_domain, "localhost");
     assert_eq!(config.mail_from, "idem@localhost");

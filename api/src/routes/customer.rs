@@ -15,12 +15,11 @@ use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use domain::authz::Action;
-use domain::crypto::{Argon2Params, DataKey, Sealed};
+use domain::crypto::{DataKey, Sealed};
 use domain::customer::{self, CustomerCommand, Sealer};
 use domain::decision::DomainError;
 use domain::event::DesktopLoginMethod;
 use domain::ids::{TenantId, UserId};
-use domain::validate::PasswordPolicy;
 use eventlog::{EventLog, StreamId, WrappedKey};
 use projections::{TenantRow, UserRow};
 use serde::{Deserialize, Deserializer};
@@ -165,20 +164,15 @@ async fn seal_password(
         .acquire()
         .await
         .map_err(|e| Problem::internal(&e))?;
+    let policy = state.config.password_policy;
+    let params = state.config.argon2;
     tokio::task::spawn_blocking(move || {
         let password = zeroize::Zeroizing::new(password);
         Sealer {
             key: &key,
             tenant: TenantId(tenant),
         }
-        .password(
-            &PasswordPolicy::default(),
-            Argon2Params::default(),
-            user,
-            &password,
-            random(),
-            random(),
-        )
+        .password(&policy, params, user, &password, random(), random())
     })
     .await
     .map_err(|e| Problem::internal(&e))?
