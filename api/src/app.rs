@@ -40,6 +40,8 @@ pub struct AppState {
     /// Password hashes (argon2id) in progress at most at once: one per CPU.
     pub hashing: tokio::sync::Semaphore,
     pub metrics: crate::metrics::Metrics,
+    /// Wakes agents waiting on their tenant's change feed.
+    pub feed: Arc<crate::feed::Feed>,
 }
 
 impl AppState {
@@ -150,12 +152,18 @@ impl Server {
             tenant_locks: crate::command::TenantLocks::default(),
             histories: crate::command::HistoryCache::default(),
             metrics: crate::metrics::Metrics::default(),
+            feed: Arc::new(crate::feed::Feed::default()),
             hashing: tokio::sync::Semaphore::new(
                 std::thread::available_parallelism().map_or(2, |n| n.get()),
             ),
         });
         let app = router(state.clone());
         let (stop, mut stopped) = watch::channel(false);
+        let feed = tokio::spawn(state.feed.clone().run(
+            state.log.clone(),
+            state.projections.progress(),
+            stop.subscribe(),
+        ));
         let task = tokio::spawn(async move {
             let shutdown = async move {
                 let _ = stopped.wait_for(|s| *s).await;
@@ -169,6 +177,8 @@ impl Server {
             {
                 tracing::error!(error = %e, "server failed");
             }
+            // The feed's task holds the log too: it ends on the same signal.
+            let _ = feed.await;
             // Every request has finished, but the connection tasks may still be dropping their
             // handles on the state: wait for them (briefly), so that the projections stop and
             // the log closes before `shutdown` returns, and the data directory can be reopened.

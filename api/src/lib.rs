@@ -8,6 +8,7 @@ pub mod auth;
 pub mod challenges;
 pub mod command;
 pub mod config;
+pub mod feed;
 pub mod host;
 pub mod limits;
 pub mod mail;

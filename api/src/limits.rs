@@ -70,6 +70,9 @@ pub struct Limits {
     pub challenges_per_address: Limiter,
     pub approvals_per_address: Limiter,
     pub approvals_per_device: Limiter,
+    pub enrollments_per_address: Limiter,
+    /// Password logins per device and username.
+    pub logins_per_account: Limiter,
 }
 
 impl Default for Limits {
@@ -104,6 +107,15 @@ impl Default for Limits {
             approvals_per_device: Limiter::new(Rate {
                 burst: 30,
                 window: quarter,
+            }),
+            enrollments_per_address: Limiter::new(Rate {
+                burst: 30,
+                window: quarter,
+            }),
+            // A person mistyping a few times, not a guesser.
+            logins_per_account: Limiter::new(Rate {
+                burst: 10,
+                window: Duration::from_secs(5 * 60),
             }),
         }
     }

@@ -1167,6 +1167,17 @@ pub(crate) async fn apply(
             if used != 1 {
                 return Err(unknown("enrollment token"));
             }
+            execute(
+                conn,
+                "INSERT INTO agent_credentials (credential_digest, tenant_id, device_id) \
+                 VALUES ($1, $2, $3)",
+                vec![
+                    Value::Text(e.credential_digest.clone()),
+                    Value::Text(tenant.clone()),
+                    Value::Text(e.device_id.to_string()),
+                ],
+            )
+            .await?;
             batch.new_devices.push(vec![
                 Value::Text(tenant.clone()),
                 Value::Text(device),
@@ -1193,6 +1204,15 @@ pub(crate) async fn apply(
             if revoked != 1 {
                 return Err(unknown("device"));
             }
+            execute(
+                conn,
+                "DELETE FROM agent_credentials WHERE tenant_id = $1 AND device_id = $2",
+                vec![
+                    Value::Text(tenant.clone()),
+                    Value::Text(e.device_id.to_string()),
+                ],
+            )
+            .await?;
         }
         // Attempts belong to the audit timeline.
         Event::DesktopLoginRecorded(_) | Event::ElevationRecorded(_) => {}
@@ -1244,6 +1264,7 @@ pub(crate) async fn delete_tenant(conn: &mut AnyConnection, tenant: &str) -> Res
         "DELETE FROM devices WHERE tenant_id = $1",
         "DELETE FROM enrollment_tokens WHERE tenant_id = $1",
         "DELETE FROM sessions WHERE tenant_id = $1",
+        "DELETE FROM agent_credentials WHERE tenant_id = $1",
         "DELETE FROM quarantine WHERE tenant_id = $1",
         "DELETE FROM tenants WHERE tenant_id = $1",
     ] {

@@ -23,7 +23,8 @@ pub use db::Backend;
 pub use error::{Error, Result};
 pub use projection::Projection;
 pub use projector::{
-    FaultPoint, Faults, Options, Projections, ProjectorStatus, Quarantined, RebuildProgress, Status,
+    FaultPoint, Faults, Options, Progress, Projections, ProjectorStatus, Quarantined,
+    RebuildProgress, Status,
 };
 pub use read::{
     AccessRow, App, Change, Changes, CustomerRow, DeviceRow, ReadModels, SessionRow, TenantRow,

@@ -162,6 +162,33 @@ struct Worker {
     task: JoinHandle<()>,
 }
 
+/// Waits for the projectors to reach a position; cheap to clone.
+#[derive(Clone)]
+pub struct Progress {
+    statuses: Vec<watch::Receiver<ProjectorStatus>>,
+}
+
+impl Progress {
+    /// True once every projection has applied `position` (or `false` after `timeout`, or if a
+    /// projector stopped).
+    pub async fn wait_for(&self, position: u64, timeout: Duration) -> bool {
+        let all = async {
+            for status in &self.statuses {
+                let mut status = status.clone();
+                let reached = status
+                    .wait_for(|s| s.checkpoint >= position || s.stopped)
+                    .await
+                    .map(|s| s.checkpoint >= position);
+                if !matches!(reached, Ok(true)) {
+                    return false;
+                }
+            }
+            true
+        };
+        tokio::time::timeout(timeout, all).await.unwrap_or(false)
+    }
+}
+
 /// The running projectors and the read models they keep.
 pub struct Projections<L> {
     log: Arc<L>,
@@ -252,20 +279,14 @@ impl<L: EventLog> Projections<L> {
     /// Waits until every projection has applied the log up to `position`, or `timeout`
     /// passes; true if they have. This is how a read sees its own writes.
     pub async fn wait_for(&self, position: u64, timeout: Duration) -> bool {
-        let all = async {
-            for worker in &self.workers {
-                let mut status = worker.status.clone();
-                let reached = status
-                    .wait_for(|s| s.checkpoint >= position || s.stopped)
-                    .await
-                    .map(|s| s.checkpoint >= position);
-                if !matches!(reached, Ok(true)) {
-                    return false;
-                }
-            }
-            true
-        };
-        tokio::time::timeout(timeout, all).await.unwrap_or(false)
+        self.progress().wait_for(position, timeout).await
+    }
+
+    /// A handle that waits for the projectors' progress, for tasks that outlive a borrow.
+    pub fn progress(&self) -> Progress {
+        Progress {
+            statuses: self.workers.iter().map(|w| w.status.clone()).collect(),
+        }
     }
 
     /// Rebuilds `projection` from position 0 into a new generation while the current one is

@@ -457,6 +457,22 @@ impl ReadModels {
         }
     }
 
+    /// The enrolled, unrevoked agent whose device credential has this digest: its tenant and
+    /// device id.
+    pub async fn agent_by_credential(&self, digest: &str) -> Result<Option<(Uuid, Uuid)>> {
+        let row = sqlx::query(
+            "SELECT tenant_id, device_id FROM agent_credentials WHERE credential_digest = $1",
+        )
+        .bind(digest.to_owned())
+        .fetch_optional(&self.directory())
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        Ok(Some((
+            uuid(&row.try_get::<String, _>("tenant_id")?)?,
+            uuid(&row.try_get::<String, _>("device_id")?)?,
+        )))
+    }
+
     /// Every way `user` reaches a tenant.
     pub async fn access_of(&self, user: Uuid) -> Result<Vec<AccessRow>> {
         let rows = sqlx::query(

@@ -88,6 +88,10 @@ async fn the_document_lists_every_route_the_router_serves() {
         ("get", "/api/v1/branding"),
         ("put", "/api/v1/branding"),
         ("get", "/api/v1/branding/{image}"),
+        ("post", "/api/v1/agent/enroll"),
+        ("get", "/api/v1/agent/changes"),
+        ("post", "/api/v1/agent/login"),
+        ("get", "/api/v1/agent/branding"),
     ];
     for (method, path) in contract {
         assert!(

@@ -125,7 +125,7 @@ async fn run(
 }
 
 /// The tenant's current data key, unwrapped with the root key; 409 if the master key is off.
-async fn data_key(state: &AppState, tenant: &TenantRow) -> Result<DataKey, Problem> {
+pub async fn data_key(state: &AppState, tenant: &TenantRow) -> Result<DataKey, Problem> {
     let version = tenant.master_key_version.ok_or_else(|| {
         Problem::from(DomainError::Conflict(
             "enable the master key first: passwords and personal emails are sealed with it".into(),

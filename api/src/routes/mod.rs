@@ -1,5 +1,6 @@
 //! The HTTP handlers, one module per part of the contract.
 
+pub mod agent;
 pub mod audit;
 pub mod branding;
 pub mod customer;

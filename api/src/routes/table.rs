@@ -5,7 +5,9 @@ use axum::Router;
 use axum::routing::MethodRouter;
 
 use crate::app::Shared;
-use crate::routes::{audit, branding, by_host, customer, health, login, msp, onboarding, signup};
+use crate::routes::{
+    agent, audit, branding, by_host, customer, health, login, msp, onboarding, signup,
+};
 
 /// One operation: method, path pattern, summary.
 pub struct Operation {
@@ -49,6 +51,11 @@ pub mod public {
         "/api/v1/login/challenges/{id}" => { get(login::poll) "Wait for a challenge's approval (long-poll); the token once" }
         "/api/v1/login/challenges/{id}/approve" => { post(login::approve) "Approve a challenge with a device's signature" }
         "/sso" => { get(login::open_handoff) "Open an SSO hand-off on a customer host" }
+        "/api/v1/agent/enroll" => { post(agent::enroll) "Exchange an enrollment token for a device credential" }
+        "/api/v1/agent/changes" => { get(agent::changes) "The directory change feed (device credential; long-poll)" }
+        "/api/v1/agent/login" => { post(agent::login) "Check a workstation password login (device credential)" }
+        "/api/v1/agent/branding" => { get(agent::branding) "The login screen's branding (device credential)" }
+        "/api/v1/agent/branding/{image}" => { get(agent::branding_image) "A branding image (device credential)" }
     }
 }
 
@@ -95,6 +102,8 @@ pub mod session {
             put(customer::put_shared_account) "Configure the shared local admin account",
         }
         "/api/v1/agent/enrollment-tokens" => { post(customer::issue_enrollment_token) "A one-time agent enrollment token" }
+        "/api/v1/agent/devices" => { get(agent::devices) "The tenant's enrolled agents" }
+        "/api/v1/agent/devices/{id}" => { delete(agent::revoke_device) "Revoke an agent, at once" }
         "/api/v1/customers" => {
             get(msp::list_customers) "Customers with active users and technicians",
             post(msp::create_customer) "Create a customer tenant",

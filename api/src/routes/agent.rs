@@ -1,0 +1,417 @@
+//! The desktop agent's routes on its customer's host: enrollment with a one-time token, the
+//! directory change feed (long-polling, woken per tenant by `feed`), password logins checked
+//! against the sealed verifiers, and the login screen's branding. Agents authenticate with the
+//! device credential enrollment gave them (`Authorization: Bearer`), valid on their tenant's
+//! host only and refused the moment the device is revoked. Admins list and revoke devices.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use axum::Json;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use chrono::Utc;
+use domain::authz::{self, Action, Principal};
+use domain::customer::{self, CustomerCommand, CustomerTenant};
+use domain::event::{AttemptOutcome, DesktopLoginMethod, DesktopLoginRecorded, LocalAccountAction};
+use domain::ids::{DeviceId, TenantId, UserId};
+use domain::session::token_digest;
+use projections::TenantRow;
+use serde::Deserialize;
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::app::{AppState, Shared};
+use crate::auth;
+use crate::command::{self, fold_customer};
+use crate::host;
+use crate::problem::Problem;
+use crate::routes::{body, written};
+
+/// The longest a feed request may wait.
+const MAX_WAIT_SECONDS: u64 = 60;
+/// Feed entries per page at most.
+const MAX_PAGE: usize = 1000;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnrollRequest {
+    enrollment_token: String,
+    hostname: String,
+}
+
+#[derive(Deserialize)]
+pub struct ChangesQuery {
+    after: Option<String>,
+    wait: Option<u64>,
+    limit: Option<usize>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoginRequest {
+    username: String,
+    password: String,
+    /// Whether the workstation already has a local account of that name (any case): it is
+    /// then taken over rather than created.
+    #[serde(default)]
+    local_account_exists: bool,
+}
+
+/// An enrolled agent calling on its tenant's host.
+pub struct AgentCaller {
+    pub tenant: TenantRow,
+    pub device: Uuid,
+}
+
+/// The agent of a request: 401 without a valid, unrevoked device credential for this host.
+pub async fn agent(state: &AppState, headers: &HeaderMap) -> Result<AgentCaller, Problem> {
+    let tenant = host::tenant(state, headers).await?;
+    let refused = || Problem::unauthorized("not an enrolled device of this tenant");
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim().to_owned())
+        .ok_or_else(refused)?;
+    let (owner, device) = state
+        .read()
+        .agent_by_credential(&token_digest(&token))
+        .await
+        .map_err(|e| Problem::internal(&e))?
+        .ok_or_else(refused)?;
+    let principal = Principal::Agent {
+        tenant: TenantId(owner),
+        device: DeviceId(device),
+    };
+    authz::authorize(&principal, Action::AgentWork, auth::scope(&tenant)).map_err(|_| refused())?;
+    Ok(AgentCaller { tenant, device })
+}
+
+/// `POST /api/v1/agent/enroll` `{enrollment_token, hostname}` → 201 `{device_id,
+/// device_token}`: the token is used up; only the credential's digest is recorded.
+pub async fn enroll(
+    State(state): State<Shared>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    request: Result<Json<EnrollRequest>, JsonRejection>,
+) -> Result<Response, Problem> {
+    let tenant = host::tenant(&state, &headers).await?;
+    if tenant.msp_id.is_none() {
+        return Err(Problem::not_found(
+            "agents enroll on a customer tenant's host",
+        ));
+    }
+    let request = body(request)?;
+    state
+        .limits
+        .enrollments_per_address
+        .take(&client.ip().to_string(), Instant::now())
+        .map_err(Problem::too_many)?;
+    let device = DeviceId(Uuid::now_v7());
+    let credential = auth::new_token();
+    let now = Utc::now();
+    let (committed, _) = command::execute(
+        &state,
+        TenantId(tenant.id),
+        &format!("agent:{device}"),
+        now,
+        |history| {
+            customer::decide(
+                Some(&fold_customer(history)?),
+                CustomerCommand::EnrollAgent {
+                    token_digest: token_digest(&request.enrollment_token),
+                    device_id: device,
+                    hostname: request.hostname.clone(),
+                    credential_digest: token_digest(&credential),
+                    now,
+                },
+            )
+        },
+    )
+    .await?;
+    Ok(written(
+        &state,
+        committed.as_ref(),
+        (
+            StatusCode::CREATED,
+            Json(json!({"device_id": device.0, "device_token": credential})),
+        )
+            .into_response(),
+    )
+    .await)
+}
+
+/// `GET /api/v1/agent/changes?after=C&wait=S&limit=N` → `{changes, next, snapshot}`. The
+/// cursor is the tenant's log seq; an empty or unknown cursor gets a snapshot first. With
+/// `wait`, an empty answer waits (up to 60 s) until the tenant's next projected change.
+pub async fn changes(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    Query(query): Query<ChangesQuery>,
+) -> Result<Response, Problem> {
+    let agent = agent(&state, &headers).await?;
+    let after =
+        match query.after.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(text) => Some(text.parse::<u64>().map_err(|_| {
+                Problem::invalid("after", "must be the `next` of an earlier answer")
+            })?),
+        };
+    let limit = query.limit.unwrap_or(MAX_PAGE).clamp(1, MAX_PAGE);
+    let wait = Duration::from_secs(query.wait.unwrap_or(0).min(MAX_WAIT_SECONDS));
+    let deadline = tokio::time::Instant::now() + wait;
+    // Subscribed before the first read, so a commit between the read and the wait wakes us.
+    let mut projected = state.feed.watch(agent.tenant.id);
+    loop {
+        projected.borrow_and_update();
+        let page = state
+            .read()
+            .changes(agent.tenant.id, after, limit)
+            .await
+            .map_err(|e| Problem::internal(&e))?
+            .ok_or_else(|| Problem::not_found("no such tenant"))?;
+        let now = tokio::time::Instant::now();
+        if !page.changes.is_empty() || page.snapshot || now >= deadline {
+            return Ok(Json(json!({
+                "changes": page.changes,
+                "next": page.next,
+                "snapshot": page.snapshot,
+            }))
+            .into_response());
+        }
+        if tokio::time::timeout_at(deadline, projected.changed())
+            .await
+            .is_err()
+        {
+            // Timed out: answer the (empty) page at once.
+            continue;
+        }
+    }
+}
+
+/// Records a login attempt at the workstation.
+async fn record(
+    state: &AppState,
+    agent: &AgentCaller,
+    attempt: DesktopLoginRecorded,
+) -> Result<(), Problem> {
+    let (committed, _) = command::execute(
+        state,
+        TenantId(agent.tenant.id),
+        &format!("agent:{}", agent.device),
+        Utc::now(),
+        |history| {
+            customer::decide(
+                Some(&fold_customer(history)?),
+                CustomerCommand::RecordDesktopLogin(attempt.clone()),
+            )
+        },
+    )
+    .await?;
+    crate::routes::settle(state, committed.as_ref()).await;
+    Ok(())
+}
+
+/// `POST /api/v1/agent/login` `{username, password, local_account_exists?}` → 200 `{user_id,
+/// username, password_version, local_account: {username, action}}`, or 401. Every attempt is
+/// recorded as an event (who, which device, outcome), never the password.
+pub async fn login(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    request: Result<Json<LoginRequest>, JsonRejection>,
+) -> Result<Response, Problem> {
+    let agent = agent(&state, &headers).await?;
+    let request = body(request)?;
+    let password = zeroize::Zeroizing::new(request.password);
+    let key = format!("{}:{}", agent.device, request.username.to_lowercase());
+    state
+        .limits
+        .logins_per_account
+        .take(&key, Instant::now())
+        .map_err(Problem::too_many)?;
+    match (
+        agent.tenant.desktop_login_enabled,
+        agent.tenant.desktop_login_method.as_deref(),
+    ) {
+        (true, Some("password")) => {}
+        _ => {
+            return Err(Problem::forbidden(
+                "desktop login with a password is not enabled on this tenant",
+            ));
+        }
+    }
+    let history = command::history(&state, TenantId(agent.tenant.id)).await?;
+    let tenant = CustomerTenant::replay(&history.events)
+        .map_err(Problem::from)?
+        .ok_or_else(|| Problem::not_found("no such tenant"))?;
+    let refused = || Problem::unauthorized("wrong username or password");
+    let attempt = |outcome, user: Option<UserId>, local| DesktopLoginRecorded {
+        device_id: DeviceId(agent.device),
+        username: request.username.trim().to_owned(),
+        user_id: user,
+        method: DesktopLoginMethod::Password,
+        outcome,
+        local_account: local,
+    };
+    let Some(user) = tenant.user_by_username(request.username.trim()).cloned() else {
+        record(
+            &state,
+            &agent,
+            attempt(AttemptOutcome::UnknownUser, None, None),
+        )
+        .await?;
+        return Err(refused());
+    };
+    if !user.enabled {
+        record(
+            &state,
+            &agent,
+            attempt(AttemptOutcome::Disabled, Some(user.id), None),
+        )
+        .await?;
+        return Err(refused());
+    }
+    let Some((sealed, version)) = user.password.clone() else {
+        record(
+            &state,
+            &agent,
+            attempt(AttemptOutcome::WrongPassword, Some(user.id), None),
+        )
+        .await?;
+        return Err(refused());
+    };
+    let data_key = crate::routes::customer::data_key(&state, &agent.tenant).await?;
+    let tenant_id = TenantId(agent.tenant.id);
+    let user_id = user.id;
+    let verified = {
+        let _permit = state
+            .hashing
+            .acquire()
+            .await
+            .map_err(|e| Problem::internal(&e))?;
+        tokio::task::spawn_blocking(move || {
+            customer::verify_password(&data_key, tenant_id, user_id, &sealed, &password)
+        })
+        .await
+        .map_err(|e| Problem::internal(&e))?
+        .map_err(Problem::from)?
+    };
+    if !verified {
+        record(
+            &state,
+            &agent,
+            attempt(AttemptOutcome::WrongPassword, Some(user.id), None),
+        )
+        .await?;
+        return Err(refused());
+    }
+    let action = if request.local_account_exists {
+        LocalAccountAction::Takeover
+    } else {
+        LocalAccountAction::Create
+    };
+    record(
+        &state,
+        &agent,
+        attempt(AttemptOutcome::Succeeded, Some(user.id), Some(action)),
+    )
+    .await?;
+    Ok(Json(json!({
+        "user_id": user.id.0,
+        "username": user.username,
+        "first_name": user.first_name,
+        "last_name": user.last_name,
+        "password_version": version,
+        "local_account": {"username": user.username, "action": action},
+    }))
+    .into_response())
+}
+
+/// `GET /api/v1/agent/branding` → `{version, text, background, logo}` with image URLs the agent
+/// can fetch with its credential.
+pub async fn branding(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+) -> Result<Response, Problem> {
+    let agent = agent(&state, &headers).await?;
+    let t = &agent.tenant;
+    let url = |which: &str, set: bool| {
+        set.then(|| format!("/api/v1/agent/branding/{which}?v={}", t.branding_version))
+    };
+    Ok(Json(json!({
+        "version": t.branding_version,
+        "text": t.branding_text,
+        "background": url("background", t.branding_background.is_some()),
+        "logo": url("logo", t.branding_logo.is_some()),
+    }))
+    .into_response())
+}
+
+/// `GET /api/v1/agent/branding/{background|logo}`.
+pub async fn branding_image(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    Path(which): Path<String>,
+) -> Result<Response, Problem> {
+    let agent = agent(&state, &headers).await?;
+    crate::routes::branding::image_response(&state, &agent.tenant, &which, &headers).await
+}
+
+/// `GET /api/v1/agent/devices`: the tenant's enrolled agents (admins and technicians).
+pub async fn devices(
+    State(state): State<Shared>,
+    method: Method,
+    headers: HeaderMap,
+) -> Result<Response, Problem> {
+    let (tenant, _) =
+        crate::routes::customer::context(&state, &method, &headers, Action::ManageAgents).await?;
+    let devices = state
+        .read()
+        .devices_of(tenant.id)
+        .await
+        .map_err(|e| Problem::internal(&e))?;
+    Ok(Json(
+        devices
+            .into_iter()
+            .filter(|d| d.kind == "agent")
+            .collect::<Vec<_>>(),
+    )
+    .into_response())
+}
+
+/// `DELETE /api/v1/agent/devices/{id}` → 204: the agent is refused from its next request on.
+pub async fn revoke_device(
+    State(state): State<Shared>,
+    method: Method,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, Problem> {
+    let (tenant, caller) =
+        crate::routes::customer::context(&state, &method, &headers, Action::ManageAgents).await?;
+    let device = Uuid::parse_str(&id).map_err(|_| Problem::not_found("no such device"))?;
+    let (committed, _) = command::execute(
+        &state,
+        TenantId(tenant.id),
+        &caller.actor,
+        Utc::now(),
+        |history| {
+            customer::decide(
+                Some(&fold_customer(history)?),
+                CustomerCommand::RevokeAgent {
+                    device_id: DeviceId(device),
+                },
+            )
+        },
+    )
+    .await?;
+    Ok(written(
+        &state,
+        committed.as_ref(),
+        StatusCode::NO_CONTENT.into_response(),
+    )
+    .await)
+}

@@ -1,0 +1,301 @@
+//! The agent routes over real HTTP: enrollment with a one-time token, the change feed (a
+//! snapshot, then increments; a long-poll woken by a commit), password logins recorded as
+//! events, devices of one tenant refused on another, revocation effective at once.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::time::Duration;
+
+use agent::authenticator::Keyring;
+use harness::Platform;
+use reqwest::Method;
+use serde_json::{Value, json};
+
+const PASSWORD: &str = "Correct-Horse-Battery-42";
+
+/// Sets up a customer with a password user and desktop login; answers an admin session on
+/// its host.
+async fn customer(platform: &Platform, phone: &Keyring, msp: &str, name: &str) -> String {
+    let host = format!("{name}-{msp}");
+    let admin = platform.login(phone, &host).await;
+    let call = |method: Method, path: &str, body: Value| {
+        Platform::call(platform.as_user(&admin, method, &host, path).json(&body))
+    };
+    assert_eq!(
+        call(
+            Method::PUT,
+            "/api/v1/settings/master-key",
+            json!({"enabled": true})
+        )
+        .await
+        .0,
+        200
+    );
+    assert_eq!(
+        call(
+            Method::PUT,
+            "/api/v1/settings/desktop-login",
+            json!({"enabled": true, "method": "password"})
+        )
+        .await
+        .0,
+        200
+    );
+    let (status, _) = call(
+        Method::POST,
+        "/api/v1/users",
+        json!({"first_name": "Billy", "last_name": "Jones", "username": "Billy",
+               "email": "billy@example.com", "password": PASSWORD}),
+    )
+    .await;
+    assert_eq!(status, 201);
+    assert_eq!(
+        call(
+            Method::PUT,
+            "/api/v1/accounts/shared",
+            json!({"username": "idem-admin"})
+        )
+        .await
+        .0,
+        200
+    );
+    admin
+}
+
+async fn enroll(platform: &Platform, admin: &str, host: &str) -> (String, String) {
+    let (_, token) = Platform::call(platform.as_user(
+        admin,
+        Method::POST,
+        host,
+        "/api/v1/agent/enrollment-tokens",
+    ))
+    .await;
+    let (status, enrolled) = Platform::call(
+        platform
+            .request(Method::POST, host, "/api/v1/agent/enroll")
+            .json(&json!({"enrollment_token": token["token"], "hostname": "WS-01"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{enrolled}");
+    (
+        enrolled["device_id"].as_str().unwrap().to_owned(),
+        enrolled["device_token"].as_str().unwrap().to_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn agents_enroll_follow_the_feed_and_check_logins() {
+    let platform = Platform::start().await;
+    platform.signup("acme", "Acme", "alice@acme.example").await;
+    let mut phone = Keyring::default();
+    platform
+        .enroll(&mut phone, "acme", "alice@acme.example")
+        .await;
+    let msp = platform.login(&phone, "acme").await;
+    for name in ["contoso", "fabrikam"] {
+        let (status, _) = Platform::call(
+            platform
+                .as_user(&msp, Method::POST, "acme", "/api/v1/customers")
+                .json(&json!({"name": name, "display_name": name})),
+        )
+        .await;
+        assert_eq!(status, 201);
+    }
+    let host = "contoso-acme";
+    let admin = customer(&platform, &phone, "acme", "contoso").await;
+    let other_admin = customer(&platform, &phone, "acme", "fabrikam").await;
+
+    // Enrollment: the token works once, on its tenant's host only.
+    let (_, token) = Platform::call(platform.as_user(
+        &admin,
+        Method::POST,
+        host,
+        "/api/v1/agent/enrollment-tokens",
+    ))
+    .await;
+    let enroll_with = |label: &str, token: &Value| {
+        Platform::call(
+            platform
+                .request(Method::POST, label, "/api/v1/agent/enroll")
+                .json(&json!({"enrollment_token": token, "hostname": "WS-01"})),
+        )
+    };
+    assert_eq!(enroll_with("fabrikam-acme", &token["token"]).await.0, 401);
+    assert_eq!(enroll_with("acme", &token["token"]).await.0, 404);
+    let (status, enrolled) = enroll_with(host, &token["token"]).await;
+    assert_eq!(status, 201);
+    assert_eq!(enroll_with(host, &token["token"]).await.0, 401, "one use");
+    assert_eq!(enroll_with(host, &json!("made-up")).await.0, 401);
+    let device = enrolled["device_id"].as_str().unwrap().to_owned();
+    let credential = enrolled["device_token"].as_str().unwrap().to_owned();
+    let as_agent = |method: Method, label: &str, path: &str| {
+        platform
+            .request(method, label, path)
+            .bearer_auth(&credential)
+    };
+
+    // The feed: a snapshot first, never a password or verifier.
+    let (status, snapshot) =
+        Platform::call(as_agent(Method::GET, host, "/api/v1/agent/changes")).await;
+    assert_eq!(status, 200);
+    assert_eq!(snapshot["snapshot"], true);
+    let text = snapshot.to_string();
+    assert!(!text.contains("sealed:") && !text.contains("argon2") && !text.contains(PASSWORD));
+    let types: Vec<&str> = snapshot["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["type"].as_str().unwrap())
+        .collect();
+    for expected in ["user_upserted", "desktop_login", "shared_account"] {
+        assert!(types.contains(&expected), "{types:?}");
+    }
+    let next = snapshot["next"].as_u64().unwrap();
+    let (_, empty) = Platform::call(as_agent(
+        Method::GET,
+        host,
+        &format!("/api/v1/agent/changes?after={next}"),
+    ))
+    .await;
+    assert_eq!(empty["changes"], json!([]));
+    assert_eq!(empty["next"], next);
+    assert_eq!(
+        Platform::call(as_agent(
+            Method::GET,
+            host,
+            "/api/v1/agent/changes?after=soon"
+        ))
+        .await
+        .0,
+        422
+    );
+
+    // A long-poll is answered by the next commit, not by its timeout.
+    let waiting = tokio::spawn(
+        as_agent(
+            Method::GET,
+            host,
+            &format!("/api/v1/agent/changes?after={next}&wait=50"),
+        )
+        .send(),
+    );
+    let (status, _) = Platform::call(
+        platform
+            .as_user(&admin, Method::POST, host, "/api/v1/users")
+            .json(&json!({"first_name": "Carol", "last_name": "C", "username": "carol", "email": "c@example.com"})),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let answer = tokio::time::timeout(Duration::from_secs(40), waiting)
+        .await
+        .expect("the long-poll was woken by the commit")
+        .unwrap()
+        .unwrap();
+    let page: Value = answer.json().await.unwrap();
+    assert_eq!(page["changes"][0]["username"], "carol", "{page}");
+    assert!(page["next"].as_u64().unwrap() > next);
+
+    // Password logins, each recorded.
+    let login = |username: &str, password: &str, exists: bool| {
+        Platform::call(as_agent(Method::POST, host, "/api/v1/agent/login").json(
+            &json!({"username": username, "password": password, "local_account_exists": exists}),
+        ))
+    };
+    let (status, ok) = login("billy", PASSWORD, false).await;
+    assert_eq!(status, 200, "{ok}");
+    assert_eq!(ok["username"], "Billy");
+    assert_eq!(ok["password_version"], 1);
+    assert_eq!(
+        ok["local_account"],
+        json!({"username": "Billy", "action": "create"})
+    );
+    let (_, ok) = login("BILLY", PASSWORD, true).await;
+    assert_eq!(ok["local_account"]["action"], "takeover");
+    assert_eq!(login("billy", "wrong-password", false).await.0, 401);
+    assert_eq!(login("nobody", PASSWORD, false).await.0, 401);
+    assert_eq!(
+        login("carol", PASSWORD, false).await.0,
+        401,
+        "no password set"
+    );
+    let export = platform
+        .as_user(&admin, Method::GET, host, "/api/v1/audit/events")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let outcomes: Vec<String> = export
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|e| e["type"] == "DesktopLoginRecorded")
+        .map(|e| e["data"]["outcome"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            "succeeded",
+            "succeeded",
+            "wrong_password",
+            "unknown_user",
+            "wrong_password"
+        ]
+    );
+    assert!(!export.contains(PASSWORD));
+
+    // Branding for the login screen.
+    let (status, branding) =
+        Platform::call(as_agent(Method::GET, host, "/api/v1/agent/branding")).await;
+    assert_eq!((status, branding["version"].clone()), (200, json!(0)));
+
+    // A device of one tenant is nothing on another; a session is not a device credential.
+    let (_, other_credential) = enroll(&platform, &other_admin, "fabrikam-acme").await;
+    assert_eq!(
+        Platform::call(as_agent(
+            Method::GET,
+            "fabrikam-acme",
+            "/api/v1/agent/changes"
+        ))
+        .await
+        .0,
+        401
+    );
+    assert_eq!(
+        Platform::call(
+            platform
+                .request(Method::GET, host, "/api/v1/agent/changes")
+                .bearer_auth(&other_credential)
+        )
+        .await
+        .0,
+        401
+    );
+    assert_eq!(
+        Platform::call(platform.as_user(&admin, Method::GET, host, "/api/v1/agent/changes"))
+            .await
+            .0,
+        401
+    );
+
+    // Listed, then revoked: refused from the next request on.
+    let (_, devices) =
+        Platform::call(platform.as_user(&admin, Method::GET, host, "/api/v1/agent/devices")).await;
+    assert_eq!(devices.as_array().unwrap().len(), 1);
+    assert_eq!(devices[0]["name"], "WS-01");
+    let (status, _) = Platform::call(platform.as_user(
+        &admin,
+        Method::DELETE,
+        host,
+        &format!("/api/v1/agent/devices/{device}"),
+    ))
+    .await;
+    assert_eq!(status, 204);
+    assert_eq!(
+        Platform::call(as_agent(Method::GET, host, "/api/v1/agent/changes"))
+            .await
+            .0,
+        401
+    );
+    assert_eq!(login("billy", PASSWORD, false).await.0, 401);
+    platform.server.shutdown().await;
+}
