@@ -31,6 +31,10 @@ pub struct Challenge {
     pub tenant: Uuid,
     pub host: String,
     pub nonce: String,
+    /// `portal`, `desktop` or `elevate`.
+    pub purpose: &'static str,
+    /// The desktop agent that asked, for `desktop` and `elevate`.
+    pub agent: Option<Uuid>,
     pub expires_at: DateTime<Utc>,
     state: watch::Sender<ChallengeState>,
 }
@@ -51,6 +55,15 @@ pub struct Handoff {
     pub msp: Uuid,
     pub user: Uuid,
     pub expires_at: DateTime<Utc>,
+}
+
+/// A challenge being approved: what the approval must sign, and what it is for.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Approving {
+    pub host: String,
+    pub nonce: String,
+    pub purpose: &'static str,
+    pub agent: Option<Uuid>,
 }
 
 /// Why a challenge cannot be approved.
@@ -77,12 +90,15 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl Store {
     /// Records a new challenge; `None` when the store is full.
+    #[allow(clippy::too_many_arguments)]
     pub fn create(
         &self,
         id: Uuid,
         tenant: Uuid,
         host: String,
         nonce: String,
+        purpose: &'static str,
+        agent: Option<Uuid>,
         expires_at: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> Option<()> {
@@ -100,6 +116,8 @@ impl Store {
                 tenant,
                 host,
                 nonce,
+                purpose,
+                agent,
                 expires_at,
                 state,
             },
@@ -115,7 +133,7 @@ impl Store {
         id: Uuid,
         tenant: Uuid,
         now: DateTime<Utc>,
-    ) -> Result<(String, String), Refusal> {
+    ) -> Result<Approving, Refusal> {
         let challenges = lock(&self.challenges);
         let challenge = challenges
             .get(&id)
@@ -135,7 +153,12 @@ impl Store {
         if !taken {
             return Err(Refusal::Used);
         }
-        Ok((challenge.host.clone(), challenge.nonce.clone()))
+        Ok(Approving {
+            host: challenge.host.clone(),
+            nonce: challenge.nonce.clone(),
+            purpose: challenge.purpose,
+            agent: challenge.agent,
+        })
     }
 
     /// The approval failed its checks: the challenge waits for a genuine one.
@@ -205,6 +228,14 @@ impl Store {
         }
     }
 
+    /// The purpose and the asking agent of challenge `id` of `tenant`.
+    pub fn owner(&self, id: Uuid, tenant: Uuid) -> Option<(&'static str, Option<Uuid>)> {
+        lock(&self.challenges)
+            .get(&id)
+            .filter(|c| c.tenant == tenant)
+            .map(|c| (c.purpose, c.agent))
+    }
+
     /// Forgets challenges that expired more than a minute ago.
     pub fn purge(&self, now: DateTime<Utc>) {
         let grace = chrono::Duration::minutes(1);
@@ -255,6 +286,8 @@ mod tests {
                 tenant,
                 "acme.localhost".into(),
                 "n".into(),
+                "portal",
+                None,
                 at(120),
                 at(0),
             )
@@ -269,7 +302,12 @@ mod tests {
         );
         assert_eq!(
             store.begin_approval(id, tenant, at(1)),
-            Ok(("acme.localhost".into(), "n".into()))
+            Ok(Approving {
+                host: "acme.localhost".into(),
+                nonce: "n".into(),
+                purpose: "portal",
+                agent: None,
+            })
         );
         assert_eq!(store.begin_approval(id, tenant, at(1)), Err(Refusal::Used));
         store.release(id);
@@ -292,7 +330,16 @@ mod tests {
         let store = Store::default();
         let (id, tenant) = (Uuid::from_u128(1), Uuid::from_u128(10));
         store
-            .create(id, tenant, "h".into(), "n".into(), at(120), at(0))
+            .create(
+                id,
+                tenant,
+                "h".into(),
+                "n".into(),
+                "portal",
+                None,
+                at(120),
+                at(0),
+            )
             .unwrap();
         assert_eq!(store.poll_now(id, tenant, at(119)), Some(Poll::Pending));
         assert_eq!(store.poll_now(id, tenant, at(120)), Some(Poll::Expired));
@@ -310,7 +357,16 @@ mod tests {
         let (id, tenant) = (Uuid::from_u128(1), Uuid::from_u128(10));
         let expires = Utc::now() + chrono::Duration::minutes(2);
         store
-            .create(id, tenant, "h".into(), "n".into(), expires, Utc::now())
+            .create(
+                id,
+                tenant,
+                "h".into(),
+                "n".into(),
+                "portal",
+                None,
+                expires,
+                Utc::now(),
+            )
             .unwrap();
         let waiter = {
             let store = store.clone();

@@ -299,3 +299,161 @@ async fn agents_enroll_follow_the_feed_and_check_logins() {
     assert_eq!(login("billy", PASSWORD, false).await.0, 401);
     platform.server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn elevation_and_passwordless_login_are_approved_on_a_phone() {
+    let platform = Platform::start().await;
+    platform.signup("acme", "Acme", "alice@acme.example").await;
+    let mut alice_phone = Keyring::default();
+    platform
+        .enroll(&mut alice_phone, "acme", "alice@acme.example")
+        .await;
+    let msp = platform.login(&alice_phone, "acme").await;
+    let (status, _) = Platform::call(
+        platform
+            .as_user(&msp, Method::POST, "acme", "/api/v1/customers")
+            .json(&json!({"name": "contoso", "display_name": "Contoso"})),
+    )
+    .await;
+    assert_eq!(status, 201);
+    // Bob: a technician without delegation.
+    let (_, bob) = Platform::call(
+        platform
+            .as_user(&msp, Method::POST, "acme", "/api/v1/users")
+            .json(&json!({"email": "bob@acme.example"})),
+    )
+    .await;
+    let mut bob_phone = Keyring::default();
+    platform
+        .enroll(&mut bob_phone, "acme", "bob@acme.example")
+        .await;
+    let host = "contoso-acme";
+    let admin = customer(&platform, &alice_phone, "acme", "contoso").await;
+    let (_, credential) = enroll(&platform, &admin, host).await;
+    let as_agent = |method: Method, path: &str| {
+        platform
+            .request(method, host, path)
+            .bearer_auth(&credential)
+    };
+
+    // Elevated access: the agent shows a QR code; Bob (not delegated) is refused and recorded.
+    let (status, challenge) = Platform::call(
+        as_agent(Method::POST, "/api/v1/agent/challenges").json(&json!({"purpose": "elevate"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{challenge}");
+    let id = challenge["id"].as_str().unwrap().to_owned();
+    let qr = challenge["qr"].as_str().unwrap().to_owned();
+    let refused = agent::authenticator::approve(&bob_phone, &qr)
+        .await
+        .unwrap_err();
+    assert!(refused.to_string().starts_with("403"), "{refused}");
+    // Nobody but the agent sees its challenge, not even on the portal's poll.
+    let (status, _) = Platform::call(platform.request(
+        Method::GET,
+        host,
+        &format!("/api/v1/login/challenges/{id}"),
+    ))
+    .await;
+    assert_eq!(status, 404);
+    // Alice (admin: every customer) approves; the agent gets the shared account once.
+    let waiting = tokio::spawn(
+        as_agent(
+            Method::GET,
+            &format!("/api/v1/agent/challenges/{id}?wait=30"),
+        )
+        .send(),
+    );
+    agent::authenticator::approve(&alice_phone, &qr)
+        .await
+        .unwrap();
+    let answer: Value = tokio::time::timeout(Duration::from_secs(40), waiting)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(answer["status"], "approved");
+    assert_eq!(answer["account"]["username"], "idem-admin");
+    assert_eq!(answer["technician"]["email"], "alice@acme.example");
+    let (_, again) = Platform::call(as_agent(
+        Method::GET,
+        &format!("/api/v1/agent/challenges/{id}"),
+    ))
+    .await;
+    assert_eq!(again, json!({"status": "approved"}));
+
+    // Passwordless: Billy is invited, onboards his phone on the customer's host, approves.
+    let (_, users) =
+        Platform::call(platform.as_user(&admin, Method::GET, host, "/api/v1/users")).await;
+    let billy = users[0]["id"].as_str().unwrap().to_owned();
+    let (status, _) = Platform::call(platform.as_user(
+        &admin,
+        Method::POST,
+        host,
+        &format!("/api/v1/users/{billy}/passwordless"),
+    ))
+    .await;
+    assert_eq!(status, 200);
+    let mut billy_phone = Keyring::default();
+    platform
+        .enroll(&mut billy_phone, host, "billy@example.com")
+        .await;
+    let (_, challenge) = Platform::call(
+        as_agent(Method::POST, "/api/v1/agent/challenges").json(&json!({"purpose": "desktop"})),
+    )
+    .await;
+    let id = challenge["id"].as_str().unwrap().to_owned();
+    // A technician's phone cannot approve a user's login.
+    assert!(
+        agent::authenticator::approve(&alice_phone, challenge["qr"].as_str().unwrap())
+            .await
+            .is_err()
+    );
+    agent::authenticator::approve(&billy_phone, challenge["qr"].as_str().unwrap())
+        .await
+        .unwrap();
+    let (_, answer) = Platform::call(as_agent(
+        Method::GET,
+        &format!("/api/v1/agent/challenges/{id}"),
+    ))
+    .await;
+    assert_eq!(answer["status"], "approved");
+    assert_eq!(answer["user"]["username"], "Billy");
+
+    // Bad purposes; both outcomes are in the audit log.
+    let (status, _) = Platform::call(
+        as_agent(Method::POST, "/api/v1/agent/challenges").json(&json!({"purpose": "portal"})),
+    )
+    .await;
+    assert_eq!(status, 422);
+    let export = platform
+        .as_user(&admin, Method::GET, host, "/api/v1/audit/events")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let elevations: Vec<(String, String)> = export
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|e| e["type"] == "ElevationRecorded")
+        .map(|e| {
+            (
+                e["data"]["technician_id"].as_str().unwrap().to_owned(),
+                e["data"]["outcome"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(elevations.len(), 2);
+    assert_eq!(
+        elevations[0],
+        (bob["id"].as_str().unwrap().to_owned(), "denied".to_owned())
+    );
+    assert_eq!(elevations[1].1, "succeeded");
+    assert!(export.contains("\"method\":\"passwordless\""));
+    platform.server.shutdown().await;
+}

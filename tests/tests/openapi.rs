@@ -92,6 +92,8 @@ async fn the_document_lists_every_route_the_router_serves() {
         ("get", "/api/v1/agent/changes"),
         ("post", "/api/v1/agent/login"),
         ("get", "/api/v1/agent/branding"),
+        ("post", "/api/v1/agent/challenges"),
+        ("get", "/api/v1/agent/challenges/{id}"),
     ];
     for (method, path) in contract {
         assert!(

@@ -15,6 +15,7 @@ use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use domain::authz::{self, Action, Principal};
 use domain::customer::{self, CustomerCommand, CustomerTenant};
+use domain::decision::DomainError;
 use domain::event::{AttemptOutcome, DesktopLoginMethod, DesktopLoginRecorded, LocalAccountAction};
 use domain::ids::{DeviceId, TenantId, UserId};
 use domain::session::token_digest;
@@ -414,4 +415,212 @@ pub async fn revoke_device(
         StatusCode::NO_CONTENT.into_response(),
     )
     .await)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChallengeRequest {
+    purpose: String,
+}
+
+#[derive(Deserialize)]
+pub struct WaitQuery {
+    wait: Option<u64>,
+}
+
+/// `POST /api/v1/agent/challenges` `{purpose: "desktop" | "elevate"}` → 201 a QR challenge for
+/// a passwordless login (a directory user's phone) or elevated access (a technician's phone).
+pub async fn create_challenge(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    request: Result<Json<ChallengeRequest>, JsonRejection>,
+) -> Result<Response, Problem> {
+    let agent = agent(&state, &headers).await?;
+    let request = body(request)?;
+    let purpose = match request.purpose.as_str() {
+        "desktop" => "desktop",
+        "elevate" => "elevate",
+        _ => {
+            return Err(Problem::invalid(
+                "purpose",
+                "must be \"desktop\" or \"elevate\"",
+            ));
+        }
+    };
+    if purpose == "elevate" && agent.tenant.shared_account.is_none() {
+        return Err(DomainError::Conflict(
+            "no shared admin account is configured for elevated access".into(),
+        )
+        .into());
+    }
+    state
+        .limits
+        .challenges_per_address
+        .take(&format!("agent:{}", agent.device), Instant::now())
+        .map_err(Problem::too_many)?;
+    crate::routes::login::new_challenge(&state, &agent.tenant, purpose, Some(agent.device))
+}
+
+/// `GET /api/v1/agent/challenges/{id}?wait=S` → `{status, user?, account?}`, to the agent that
+/// asked only; the answer once.
+pub async fn poll_challenge(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(query): Query<WaitQuery>,
+) -> Result<Response, Problem> {
+    let agent = agent(&state, &headers).await?;
+    let missing = || Problem::not_found("no such challenge");
+    let id = Uuid::parse_str(&id).map_err(|_| missing())?;
+    match state.challenges.owner(id, agent.tenant.id) {
+        Some((purpose, Some(owner))) if purpose != "portal" && owner == agent.device => {}
+        _ => return Err(missing()),
+    }
+    let wait = query.wait.unwrap_or(0).min(MAX_WAIT_SECONDS);
+    let until = Utc::now() + chrono::Duration::seconds(wait as i64);
+    let answer = state
+        .challenges
+        .poll(id, agent.tenant.id, until)
+        .await
+        .ok_or_else(missing)?;
+    use crate::challenges::Poll;
+    Ok(match answer {
+        Poll::Pending => Json(json!({"status": "pending"})).into_response(),
+        Poll::Expired => Json(json!({"status": "expired"})).into_response(),
+        Poll::Approved(None) => Json(json!({"status": "approved"})).into_response(),
+        Poll::Approved(Some(grant)) => {
+            let mut body: serde_json::Value =
+                serde_json::from_str(&grant).map_err(|e| Problem::internal(&e))?;
+            body["status"] = json!("approved");
+            Json(body).into_response()
+        }
+    })
+}
+
+/// A directory user approved a passwordless login at `agent`'s workstation: recorded, and the
+/// user (as JSON) for the agent.
+pub async fn approve_desktop(
+    state: &AppState,
+    tenant: &TenantRow,
+    agent: Uuid,
+    user: Uuid,
+    msp: Option<Uuid>,
+    now: chrono::DateTime<Utc>,
+) -> Result<(String, eventlog::Committed), Problem> {
+    if msp.is_some() || tenant.msp_id.is_none() {
+        return Err(Problem::unauthorized(
+            "a passwordless login is approved by the user's own phone",
+        ));
+    }
+    let row = state
+        .read()
+        .user(tenant.id, user)
+        .await
+        .map_err(|e| Problem::internal(&e))?
+        .ok_or_else(|| Problem::unauthorized("unknown user"))?;
+    let username = row.username.clone().unwrap_or_default();
+    let attempt = DesktopLoginRecorded {
+        device_id: DeviceId(agent),
+        username: username.clone(),
+        user_id: Some(UserId(user)),
+        method: DesktopLoginMethod::Passwordless,
+        outcome: AttemptOutcome::Succeeded,
+        local_account: None,
+    };
+    let committed = record_event(
+        state,
+        tenant,
+        agent,
+        CustomerCommand::RecordDesktopLogin(attempt),
+        now,
+    )
+    .await?;
+    let grant = json!({
+        "user": {
+            "id": user,
+            "username": username,
+            "first_name": row.first_name,
+            "last_name": row.last_name,
+            "password_version": row.password_version,
+        },
+    });
+    Ok((grant.to_string(), committed))
+}
+
+/// A technician approved elevated access at `agent`'s workstation: allowed if they reach the
+/// tenant (admin or delegated); recorded either way; the shared account for the agent.
+pub async fn approve_elevation(
+    state: &AppState,
+    tenant: &TenantRow,
+    agent: Uuid,
+    user: Uuid,
+    msp: Option<Uuid>,
+    now: chrono::DateTime<Utc>,
+) -> Result<(String, eventlog::Committed), Problem> {
+    let Some(msp) = msp else {
+        return Err(Problem::unauthorized(
+            "elevated access is approved by a technician of the tenant's MSP",
+        ));
+    };
+    let account = tenant
+        .shared_account
+        .clone()
+        .ok_or_else(|| Problem::from(DomainError::Conflict("no shared admin account".into())))?;
+    let principal = auth::msp_principal(state, msp, user)
+        .await?
+        .ok_or_else(|| Problem::unauthorized("unknown user"))?;
+    let allowed = authz::authorize(&principal, Action::OpenCustomer, auth::scope(tenant)).is_ok();
+    let record = domain::event::ElevationRecorded {
+        device_id: DeviceId(agent),
+        msp_id: TenantId(msp),
+        technician_id: UserId(user),
+        account: account.clone(),
+        outcome: if allowed {
+            AttemptOutcome::Succeeded
+        } else {
+            AttemptOutcome::Denied
+        },
+    };
+    let committed = record_event(
+        state,
+        tenant,
+        agent,
+        CustomerCommand::RecordElevation(record),
+        now,
+    )
+    .await?;
+    if !allowed {
+        return Err(Problem::forbidden(
+            "only the MSP's admins and the technicians delegated to this tenant may elevate",
+        ));
+    }
+    let email = state
+        .read()
+        .user(msp, user)
+        .await
+        .map_err(|e| Problem::internal(&e))?
+        .map(|u| u.email);
+    let grant = json!({
+        "account": {"username": account},
+        "technician": {"id": user, "email": email},
+    });
+    Ok((grant.to_string(), committed))
+}
+
+async fn record_event(
+    state: &AppState,
+    tenant: &TenantRow,
+    agent: Uuid,
+    command: CustomerCommand,
+    now: chrono::DateTime<Utc>,
+) -> Result<eventlog::Committed, Problem> {
+    let (committed, _) = command::execute(
+        state,
+        TenantId(tenant.id),
+        &format!("agent:{agent}"),
+        now,
+        |history| customer::decide(Some(&fold_customer(history)?), command.clone()),
+    )
+    .await?;
+    committed.ok_or_else(|| Problem::internal(&"a recorded attempt wrote nothing"))
 }

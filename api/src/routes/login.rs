@@ -87,6 +87,17 @@ pub async fn create_challenge(
             .challenges_per_address
             .take(&client.ip().to_string(), Instant::now()),
     )?;
+    new_challenge(&state, &tenant, "portal", None)
+}
+
+/// Creates a challenge on `tenant`'s host for `purpose` (asked by `agent` for the desktop
+/// ones): 201 `{id, qr, host, nonce, expires_at}`.
+pub fn new_challenge(
+    state: &AppState,
+    tenant: &TenantRow,
+    purpose: &'static str,
+    agent: Option<Uuid>,
+) -> Result<Response, Problem> {
     let now = Utc::now();
     state.challenges.purge(now);
     let id = Uuid::now_v7();
@@ -94,12 +105,21 @@ pub async fn create_challenge(
     rand::fill(&mut nonce);
     let nonce = URL_SAFE_NO_PAD.encode(nonce);
     let expires_at = now + session::CHALLENGE_LIFETIME;
-    let host = host_name(&state, &tenant);
+    let host = host_name(state, tenant);
     state
         .challenges
-        .create(id, tenant.id, host.clone(), nonce.clone(), expires_at, now)
+        .create(
+            id,
+            tenant.id,
+            host.clone(),
+            nonce.clone(),
+            purpose,
+            agent,
+            expires_at,
+            now,
+        )
         .ok_or_else(|| Problem::too_many(std::time::Duration::from_secs(10)))?;
-    state.metrics.count(Counter::Challenges, "portal");
+    state.metrics.count(Counter::Challenges, purpose);
     let origin = state.config.tenant_url(&tenant.host_label);
     let qr = format!(
         "idem://approve?host={host}&id={id}&nonce={nonce}&origin={}",
@@ -110,6 +130,7 @@ pub async fn create_challenge(
         "qr": qr,
         "host": host,
         "nonce": nonce,
+        "purpose": purpose,
         "expires_at": expires_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
     });
     Ok((StatusCode::CREATED, Json(body)).into_response())
@@ -138,6 +159,7 @@ async fn approver(
     device: Uuid,
     message: &str,
     signature: &str,
+    purpose: &str,
 ) -> Result<(Uuid, Option<Uuid>), Problem> {
     let read = state.read();
     let unknown = || Problem::unauthorized("unknown device");
@@ -172,6 +194,8 @@ async fn approver(
     } else {
         None
     }) {
+        // Elevation decides (and records) for itself whether the technician may.
+        Some(_) if purpose == "elevate" => {}
         Some(msp_id) => {
             let principal = auth::msp_principal(state, msp_id, user)
                 .await?
@@ -218,7 +242,7 @@ pub async fn approve(
             }),
     )?;
     let now = Utc::now();
-    let (host, nonce) = match state.challenges.begin_approval(id, tenant.id, now) {
+    let approving = match state.challenges.begin_approval(id, tenant.id, now) {
         Ok(found) => found,
         Err(refusal) => {
             let problem = match refusal {
@@ -240,7 +264,7 @@ pub async fn approve(
             return Err(problem);
         }
     };
-    let message = session::approval_message(&host, id, &nonce);
+    let message = session::approval_message(&approving.host, id, &approving.nonce);
     let outcome = async {
         let (user, msp) = approver(
             &state,
@@ -248,39 +272,51 @@ pub async fn approve(
             request.device_id,
             &message,
             &request.signature,
+            approving.purpose,
         )
         .await?;
-        let token = auth::new_token();
-        let decision = session::start(&NewSession {
-            session_id: Uuid::now_v7(),
-            user: UserId(user),
-            msp: msp.map(TenantId),
-            device: Some(DeviceId(request.device_id)),
-            method: SessionMethod::Qr,
-            token: token.clone(),
-            now,
-        });
-        let committed = command::record(
-            &state,
-            TenantId(tenant.id),
-            &format!("user:{user}"),
-            now,
-            decision,
-        )
-        .await?;
-        // The token must work the moment the waiting client receives it.
-        state
-            .projections
-            .wait_for(committed.position, crate::app::READ_YOUR_WRITES)
-            .await;
-        Ok::<_, Problem>((token, committed))
+        match (approving.purpose, approving.agent) {
+            ("desktop", Some(agent)) => {
+                crate::routes::agent::approve_desktop(&state, &tenant, agent, user, msp, now).await
+            }
+            ("elevate", Some(agent)) => {
+                crate::routes::agent::approve_elevation(&state, &tenant, agent, user, msp, now)
+                    .await
+            }
+            _ => {
+                let token = auth::new_token();
+                let decision = session::start(&NewSession {
+                    session_id: Uuid::now_v7(),
+                    user: UserId(user),
+                    msp: msp.map(TenantId),
+                    device: Some(DeviceId(request.device_id)),
+                    method: SessionMethod::Qr,
+                    token: token.clone(),
+                    now,
+                });
+                let committed = command::record(
+                    &state,
+                    TenantId(tenant.id),
+                    &format!("user:{user}"),
+                    now,
+                    decision,
+                )
+                .await?;
+                state.metrics.count(Counter::Sessions, "qr");
+                Ok::<_, Problem>((token, committed))
+            }
+        }
     }
     .await;
     match outcome {
-        Ok((token, committed)) => {
-            state.challenges.approved(id, token);
+        Ok((grant, committed)) => {
+            // What the waiting client gets must hold the moment it gets it.
+            state
+                .projections
+                .wait_for(committed.position, crate::app::READ_YOUR_WRITES)
+                .await;
+            state.challenges.approved(id, grant);
             state.metrics.count(Counter::Approvals, "approved");
-            state.metrics.count(Counter::Sessions, "qr");
             tracing::info!(challenge = %id, device = %request.device_id, "challenge approved");
             Ok(written(
                 &state,
@@ -310,6 +346,10 @@ pub async fn poll(
 ) -> Result<Response, Problem> {
     let tenant = host::tenant(&state, &headers).await?;
     let id = Uuid::parse_str(&id).map_err(|_| Problem::not_found("no such challenge"))?;
+    // An agent's challenge is answered to that agent only (`/api/v1/agent/challenges/{id}`).
+    if !matches!(state.challenges.owner(id, tenant.id), Some(("portal", _))) {
+        return Err(Problem::not_found("no such challenge"));
+    }
     let wait = query.wait.unwrap_or(0).min(MAX_WAIT_SECONDS);
     let until = Utc::now()
         + chrono::Duration::seconds(i64::try_from(wait).unwrap_or(MAX_WAIT_SECONDS as i64));

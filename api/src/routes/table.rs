@@ -55,6 +55,8 @@ pub mod public {
         "/api/v1/agent/changes" => { get(agent::changes) "The directory change feed (device credential; long-poll)" }
         "/api/v1/agent/login" => { post(agent::login) "Check a workstation password login (device credential)" }
         "/api/v1/agent/branding" => { get(agent::branding) "The login screen's branding (device credential)" }
+        "/api/v1/agent/challenges" => { post(agent::create_challenge) "A QR challenge for a passwordless login or elevated access (device credential)" }
+        "/api/v1/agent/challenges/{id}" => { get(agent::poll_challenge) "Wait for an agent challenge's approval: the user or the shared account (device credential)" }
         "/api/v1/agent/branding/{image}" => { get(agent::branding_image) "A branding image (device credential)" }
     }
 }
