@@ -46,6 +46,28 @@ pub trait LocalAccounts: Send {
     fn make_admin(&mut self, name: &str) -> Result<(), AccountError>;
 }
 
+/// Either implementation, chosen at run time.
+impl LocalAccounts for Box<dyn LocalAccounts> {
+    fn find(&self, name: &str) -> Result<Option<Account>, AccountError> {
+        (**self).find(name)
+    }
+    fn create(&mut self, name: &str, full_name: &str) -> Result<(), AccountError> {
+        (**self).create(name, full_name)
+    }
+    fn set_password(&mut self, name: &str, password: &str) -> Result<(), AccountError> {
+        (**self).set_password(name, password)
+    }
+    fn check_password(&self, name: &str, password: &str) -> Result<bool, AccountError> {
+        (**self).check_password(name, password)
+    }
+    fn set_disabled(&mut self, name: &str, disabled: bool) -> Result<(), AccountError> {
+        (**self).set_disabled(name, disabled)
+    }
+    fn make_admin(&mut self, name: &str) -> Result<(), AccountError> {
+        (**self).make_admin(name)
+    }
+}
+
 /// A Windows-style account name is also acceptable to Linux only in its lowercase, portable
 /// form: letters, digits, `.`, `_`, `-`, not starting with `-`.
 fn linux_name(name: &str) -> Result<String, AccountError> {

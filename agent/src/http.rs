@@ -80,13 +80,31 @@ impl Client {
         path: &str,
         body: &serde_json::Value,
     ) -> Result<Answer, Error> {
+        self.send(reqwest::Method::POST, base, path, None, Some(body))
+            .await
+    }
+
+    /// Sends a request to `path` under `base`, with a bearer credential and a JSON body if
+    /// given; any 4xx or 5xx is an error with the problem's text.
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        base: &Url,
+        path: &str,
+        bearer: Option<&str>,
+        body: Option<&serde_json::Value>,
+    ) -> Result<Answer, Error> {
         let url = base
             .join(path)
             .map_err(|e| Error::Url(path.to_owned(), e.to_string()))?;
-        let response = self
-            .inner
-            .post(url.clone())
-            .json(body)
+        let mut request = self.inner.request(method, url.clone());
+        if let Some(bearer) = bearer {
+            request = request.bearer_auth(bearer);
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request
             .send()
             .await
             .map_err(|e| Error::Unreachable(url.to_string(), e.to_string()))?;

@@ -1,0 +1,161 @@
+//! `idem-agent`: the desktop agent of a workstation. Enroll it into a customer tenant with a
+//! token from the portal, then `run` it as a service: it follows the tenant's directory and
+//! keeps the local accounts in step. `login` checks a user's password as the login screen
+//! would; `elevate` shows a QR code for a technician's phone and prepares the shared admin
+//! account.
+
+use std::io::BufRead;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use agent::accounts::{FileAccounts, LinuxAccounts, LocalAccounts};
+use agent::desktop::{self, Agent, Login};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "idem-agent", version, about)]
+struct Cli {
+    /// Where the agent keeps its state (credential, cursor, cache; created 0600).
+    #[arg(
+        long,
+        env = "IDEM_AGENT_STATE",
+        default_value = "/var/lib/idem-agent",
+        global = true
+    )]
+    state_dir: PathBuf,
+    /// The system root whose etc/passwd, etc/shadow and etc/group hold the local accounts.
+    #[arg(long, env = "IDEM_AGENT_ROOT", default_value = "/", global = true)]
+    root: PathBuf,
+    /// Keep the local accounts in this JSON file instead (tests, demos).
+    #[arg(long, env = "IDEM_AGENT_ACCOUNTS_FILE", global = true)]
+    accounts_file: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Enrolls this workstation: URL is the customer tenant's, TOKEN from its portal.
+    Enroll {
+        url: String,
+        token: String,
+        #[arg(long)]
+        hostname: Option<String>,
+    },
+    /// Follows the directory until stopped, retrying with backoff when the service is away.
+    Run,
+    /// Applies what changed since the last sync, once.
+    Sync,
+    /// Checks USER's password (read from standard input) as the login screen would.
+    Login { user: String },
+    /// Elevated access: shows a QR code to approve, then prepares the shared admin account.
+    Elevate,
+    /// What the agent knows.
+    Status,
+}
+
+fn accounts(cli: &Cli) -> Box<dyn LocalAccounts> {
+    match &cli.accounts_file {
+        Some(file) => Box::new(FileAccounts::new(file)),
+        None => Box::new(LinuxAccounts::new(&cli.root)),
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), desktop::AgentError> {
+    match &cli.command {
+        Command::Enroll {
+            url,
+            token,
+            hostname,
+        } => {
+            let hostname = hostname.clone().unwrap_or_else(|| {
+                std::fs::read_to_string("/etc/hostname")
+                    .map(|h| h.trim().to_owned())
+                    .unwrap_or_else(|_| "workstation".into())
+            });
+            let state = desktop::enroll(&cli.state_dir, url, token, &hostname).await?;
+            println!("enrolled as device {}", state.device_id);
+        }
+        Command::Run => {
+            let mut agent = Agent::open(&cli.state_dir, accounts(&cli))?;
+            let mut backoff = Duration::from_secs(1);
+            loop {
+                match agent.sync_once(Duration::from_secs(30)).await {
+                    Ok(applied) => {
+                        backoff = Duration::from_secs(1);
+                        if applied > 0 {
+                            eprintln!(
+                                "applied {applied} changes (cursor {:?})",
+                                agent.state.cursor
+                            );
+                        }
+                    }
+                    Err(e) => {
+                        // Exponential backoff with jitter, so that agents do not return in step.
+                        let jitter = rand::random_range(0..=backoff.as_millis() as u64 / 2);
+                        let pause = backoff + Duration::from_millis(jitter);
+                        eprintln!(
+                            "sync failed ({e}); retrying in {:.1} s",
+                            pause.as_secs_f64()
+                        );
+                        tokio::time::sleep(pause).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(60));
+                    }
+                }
+            }
+        }
+        Command::Sync => {
+            let mut agent = Agent::open(&cli.state_dir, accounts(&cli))?;
+            let mut total = 0;
+            loop {
+                let applied = agent.sync_once(Duration::ZERO).await?;
+                total += applied;
+                if applied == 0 {
+                    break;
+                }
+            }
+            println!("applied {total} changes; cursor {:?}", agent.state.cursor);
+        }
+        Command::Login { user } => {
+            let mut agent = Agent::open(&cli.state_dir, accounts(&cli))?;
+            let mut password = String::new();
+            std::io::stdin()
+                .lock()
+                .read_line(&mut password)
+                .map_err(|e| desktop::AgentError::Refused(e.to_string()))?;
+            let password =
+                zeroize::Zeroizing::new(password.trim_end_matches(['\r', '\n']).to_owned());
+            match agent.login(user, &password).await? {
+                Login::Online { account, action } => println!("welcome: {account} ({action})"),
+                Login::Offline { account } => println!("welcome: {account} (offline)"),
+            }
+        }
+        Command::Elevate => {
+            let mut agent = Agent::open(&cli.state_dir, accounts(&cli))?;
+            let (account, password) = agent
+                .elevate(
+                    |qr| println!("Approve with your phone:\n{qr}"),
+                    Duration::from_secs(120),
+                )
+                .await?;
+            println!("elevated access: account {account}, password {password}");
+        }
+        Command::Status => {
+            let agent = Agent::open(&cli.state_dir, accounts(&cli))?;
+            print!("{}", agent.status());
+        }
+    }
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    match run(Cli::parse()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("idem-agent: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

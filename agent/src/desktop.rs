@@ -1,0 +1,490 @@
+//! The desktop agent: enrolled into one customer tenant, it follows the tenant's directory
+//! change feed into a local cache and applies it to the workstation's accounts, checks
+//! password logins with the service (and offline, only a password that worked online before,
+//! for the same password version), and prepares the shared admin account for elevated access
+//! approved on a technician's phone.
+//!
+//! Its state (credential, cursor, cached directory, offline verifiers) is one JSON file,
+//! written atomically after each applied page, so a crash at any point replays at most the
+//! last page, and applying a page twice gives the same accounts.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use domain::crypto::{Argon2Params, PasswordVerifier};
+use reqwest::Method;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use url::Url;
+use uuid::Uuid;
+
+use crate::accounts::{AccountError, LocalAccounts};
+use crate::http::{self, Client};
+
+/// What can go wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("state {0}: {1}")]
+    State(PathBuf, String),
+    #[error(transparent)]
+    Http(#[from] http::Error),
+    #[error(transparent)]
+    Accounts(#[from] AccountError),
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// A directory user as the feed last described them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CachedUser {
+    pub username: String,
+    pub first_name: String,
+    pub last_name: String,
+    pub enabled: bool,
+    pub password_version: u32,
+    pub login_method: String,
+}
+
+/// A verifier of a password that worked online, for offline logins.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct OfflineVerifier {
+    password_version: u32,
+    /// argon2id PHC string, made on this workstation.
+    phc: String,
+}
+
+/// Everything the agent keeps.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct State {
+    pub url: String,
+    pub device_id: Uuid,
+    device_token: String,
+    /// The tenant seq up to which the feed has been applied; `None` before the first snapshot.
+    pub cursor: Option<u64>,
+    pub users: BTreeMap<Uuid, CachedUser>,
+    pub desktop_login: Option<(bool, Option<String>)>,
+    pub shared_account: Option<String>,
+    pub branding_version: u32,
+    offline: BTreeMap<Uuid, OfflineVerifier>,
+}
+
+/// How a login ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Login {
+    /// Checked by the service; the local account was created or taken over.
+    Online { account: String, action: String },
+    /// The service was unreachable; a password that worked online before, unchanged since.
+    Offline { account: String },
+}
+
+fn state_path(dir: &Path) -> PathBuf {
+    dir.join("state.json")
+}
+
+fn save(dir: &Path, state: &State) -> Result<(), AgentError> {
+    let path = state_path(dir);
+    let err = |e: &dyn std::fmt::Display| AgentError::State(path.clone(), e.to_string());
+    std::fs::create_dir_all(dir).map_err(|e| err(&e))?;
+    let text = serde_json::to_vec_pretty(state).map_err(|e| err(&e))?;
+    let temporary = path.with_extension("tmp");
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&temporary)
+        .map_err(|e| err(&e))?;
+    file.write_all(&text)
+        .and_then(|()| file.sync_all())
+        .map_err(|e| err(&e))?;
+    std::fs::rename(&temporary, &path).map_err(|e| err(&e))
+}
+
+/// Enrolls this workstation into the tenant at `url` with a one-time `token`; the state goes
+/// to `dir` (0600).
+pub async fn enroll(
+    dir: &Path,
+    url: &str,
+    token: &str,
+    hostname: &str,
+) -> Result<State, AgentError> {
+    let base = http::parse_url(url)?;
+    let client = Client::for_url(&base)?;
+    #[derive(Deserialize)]
+    struct Enrolled {
+        device_id: Uuid,
+        device_token: String,
+    }
+    let enrolled: Enrolled = client
+        .post_json(
+            &base,
+            "/api/v1/agent/enroll",
+            &json!({"enrollment_token": token.trim(), "hostname": hostname}),
+        )
+        .await?
+        .json()?;
+    let state = State {
+        url: base.as_str().trim_end_matches('/').to_owned(),
+        device_id: enrolled.device_id,
+        device_token: enrolled.device_token,
+        cursor: None,
+        users: BTreeMap::new(),
+        desktop_login: None,
+        shared_account: None,
+        branding_version: 0,
+        offline: BTreeMap::new(),
+    };
+    save(dir, &state)?;
+    Ok(state)
+}
+
+/// An enrolled agent with its local accounts.
+pub struct Agent<A: LocalAccounts> {
+    dir: PathBuf,
+    pub state: State,
+    pub accounts: A,
+    base: Url,
+    client: Client,
+}
+
+impl<A: LocalAccounts> Agent<A> {
+    /// The agent enrolled in `dir`.
+    pub fn open(dir: &Path, accounts: A) -> Result<Agent<A>, AgentError> {
+        let path = state_path(dir);
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            AgentError::State(path.clone(), format!("{e} (enroll this workstation first)"))
+        })?;
+        let state: State = serde_json::from_str(&text)
+            .map_err(|e| AgentError::State(path.clone(), e.to_string()))?;
+        let base = http::parse_url(&state.url)?;
+        let client = Client::for_url(&base)?;
+        Ok(Agent {
+            dir: dir.to_owned(),
+            state,
+            accounts,
+            base,
+            client,
+        })
+    }
+
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Value, AgentError> {
+        Ok(self
+            .client
+            .send(
+                method,
+                &self.base,
+                path,
+                Some(&self.state.device_token),
+                body,
+            )
+            .await?
+            .json()?)
+    }
+
+    /// Pulls one page of the feed (waiting up to `wait` for a change) and applies it; answers
+    /// how many entries it had.
+    pub async fn sync_once(&mut self, wait: Duration) -> Result<usize, AgentError> {
+        let after = self.state.cursor.map(|c| c.to_string()).unwrap_or_default();
+        let page = self
+            .call(
+                Method::GET,
+                &format!(
+                    "/api/v1/agent/changes?after={after}&wait={}&limit=500",
+                    wait.as_secs()
+                ),
+                None,
+            )
+            .await?;
+        let changes = page["changes"].as_array().cloned().unwrap_or_default();
+        let snapshot = page["snapshot"].as_bool().unwrap_or(false);
+        if snapshot {
+            // Whoever the snapshot does not name is gone.
+            let named: Vec<Uuid> = changes
+                .iter()
+                .filter_map(|c| c["user_id"].as_str().and_then(|id| id.parse().ok()))
+                .collect();
+            let gone: Vec<Uuid> = self
+                .state
+                .users
+                .keys()
+                .filter(|id| !named.contains(id))
+                .copied()
+                .collect();
+            for id in gone {
+                self.remove_user(id)?;
+            }
+        }
+        for change in &changes {
+            self.apply(change)?;
+        }
+        if let Some(next) = page["next"].as_u64() {
+            self.state.cursor = Some(next);
+        }
+        // The cursor moves only once the page is applied: a crash before this replays it.
+        save(&self.dir, &self.state)?;
+        Ok(changes.len())
+    }
+
+    fn remove_user(&mut self, id: Uuid) -> Result<(), AgentError> {
+        self.state.offline.remove(&id);
+        if let Some(user) = self.state.users.remove(&id) {
+            self.disable_local(&user.username)?;
+        }
+        Ok(())
+    }
+
+    fn disable_local(&mut self, username: &str) -> Result<(), AgentError> {
+        if let Some(account) = self.accounts.find(username)?
+            && !account.disabled
+        {
+            self.accounts.set_disabled(&account.name, true)?;
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, change: &Value) -> Result<(), AgentError> {
+        let text = |key: &str| change[key].as_str().unwrap_or_default().to_owned();
+        match change["type"].as_str() {
+            Some("user_upserted") => {
+                let Ok(id) = text("user_id").parse::<Uuid>() else {
+                    return Ok(());
+                };
+                let user = CachedUser {
+                    username: text("username"),
+                    first_name: text("first_name"),
+                    last_name: text("last_name"),
+                    enabled: change["enabled"].as_bool().unwrap_or(false),
+                    password_version: change["password_version"].as_u64().unwrap_or(0) as u32,
+                    login_method: text("login_method"),
+                };
+                let cached_version = self.state.offline.get(&id).map(|o| o.password_version);
+                if cached_version.is_some_and(|v| v != user.password_version) || !user.enabled {
+                    // A changed password or a disabled user: no offline login any more.
+                    self.state.offline.remove(&id);
+                }
+                if let Some(old) = self.state.users.get(&id)
+                    && old.username.to_lowercase() != user.username.to_lowercase()
+                {
+                    self.disable_local(&old.username.clone())?;
+                }
+                if !user.enabled {
+                    self.disable_local(&user.username)?;
+                } else if let Some(account) = self.accounts.find(&user.username)?
+                    && account.disabled
+                {
+                    self.accounts.set_disabled(&account.name, false)?;
+                }
+                self.state.users.insert(id, user);
+            }
+            Some("user_removed") => {
+                if let Ok(id) = text("user_id").parse::<Uuid>() {
+                    self.remove_user(id)?;
+                }
+            }
+            Some("desktop_login") => {
+                self.state.desktop_login = Some((
+                    change["enabled"].as_bool().unwrap_or(false),
+                    change["method"].as_str().map(str::to_owned),
+                ));
+            }
+            Some("shared_account") => self.state.shared_account = Some(text("username")),
+            Some("branding") => {
+                self.state.branding_version = change["version"].as_u64().unwrap_or(0) as u32
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// A login at the workstation. Online: the service checks the password, and the local
+    /// account is created or taken over with it. Offline (the service unreachable): only a
+    /// password that worked online before, for the user's current password version.
+    pub async fn login(&mut self, username: &str, password: &str) -> Result<Login, AgentError> {
+        let exists = self.accounts.find(username)?.is_some();
+        let answer = self
+            .client
+            .send(
+                Method::POST,
+                &self.base,
+                "/api/v1/agent/login",
+                Some(&self.state.device_token),
+                Some(&json!({
+                    "username": username,
+                    "password": password,
+                    "local_account_exists": exists,
+                })),
+            )
+            .await;
+        match answer {
+            Ok(answer) => {
+                let answer: Value = answer.json()?;
+                let id: Uuid = answer["user_id"]
+                    .as_str()
+                    .and_then(|id| id.parse().ok())
+                    .ok_or_else(|| AgentError::Refused("the service answered no user".into()))?;
+                let name = answer["local_account"]["username"]
+                    .as_str()
+                    .unwrap_or(username)
+                    .to_owned();
+                let action = answer["local_account"]["action"]
+                    .as_str()
+                    .unwrap_or("create")
+                    .to_owned();
+                let account = match self.accounts.find(&name)? {
+                    Some(account) => account.name,
+                    None => {
+                        let full = format!(
+                            "{} {}",
+                            answer["first_name"].as_str().unwrap_or_default(),
+                            answer["last_name"].as_str().unwrap_or_default()
+                        );
+                        self.accounts.create(&name, full.trim())?;
+                        self.accounts.find(&name)?.map_or(name.clone(), |a| a.name)
+                    }
+                };
+                self.accounts.set_password(&account, password)?;
+                self.accounts.set_disabled(&account, false)?;
+                let version = answer["password_version"].as_u64().unwrap_or(0) as u32;
+                let mut salt = [0u8; 16];
+                rand::fill(&mut salt);
+                let phc = PasswordVerifier::create(password, salt, Argon2Params::default())
+                    .map_err(|e| AgentError::Refused(e.to_string()))?
+                    .as_phc()
+                    .to_owned();
+                self.state.offline.insert(
+                    id,
+                    OfflineVerifier {
+                        password_version: version,
+                        phc,
+                    },
+                );
+                if let Some(user) = self.state.users.get_mut(&id) {
+                    user.password_version = version;
+                }
+                save(&self.dir, &self.state)?;
+                Ok(Login::Online { account, action })
+            }
+            Err(http::Error::Unreachable(..)) => self.login_offline(username, password),
+            Err(http::Error::Refused { detail, .. }) => Err(AgentError::Refused(detail)),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn login_offline(&mut self, username: &str, password: &str) -> Result<Login, AgentError> {
+        let refused = || AgentError::Refused("offline: this password cannot be checked".into());
+        let key = username.trim().to_lowercase();
+        let (id, user) = self
+            .state
+            .users
+            .iter()
+            .find(|(_, u)| u.username.to_lowercase() == key)
+            .ok_or_else(refused)?;
+        let verifier = self.state.offline.get(id).ok_or_else(refused)?;
+        if !user.enabled || verifier.password_version != user.password_version {
+            return Err(refused());
+        }
+        let ok = PasswordVerifier::parse(&verifier.phc)
+            .and_then(|v| v.verify(password))
+            .unwrap_or(false);
+        if !ok {
+            return Err(refused());
+        }
+        let account = self
+            .accounts
+            .find(&user.username)?
+            .map(|a| a.name)
+            .ok_or_else(refused)?;
+        Ok(Login::Offline { account })
+    }
+
+    /// Elevated access: shows a QR challenge (through `show`), waits for a technician's
+    /// approval, then makes sure the shared admin account exists, is an administrator and
+    /// has a fresh random password, which it answers.
+    pub async fn elevate(
+        &mut self,
+        show: impl Fn(&str),
+        timeout: Duration,
+    ) -> Result<(String, String), AgentError> {
+        let challenge = self
+            .call(
+                Method::POST,
+                "/api/v1/agent/challenges",
+                Some(&json!({"purpose": "elevate"})),
+            )
+            .await?;
+        let id = challenge["id"].as_str().unwrap_or_default().to_owned();
+        show(challenge["qr"].as_str().unwrap_or_default());
+        let deadline = tokio::time::Instant::now() + timeout;
+        let account = loop {
+            let answer = self
+                .call(
+                    Method::GET,
+                    &format!("/api/v1/agent/challenges/{id}?wait=30"),
+                    None,
+                )
+                .await?;
+            match answer["status"].as_str() {
+                Some("approved") => {
+                    break answer["account"]["username"]
+                        .as_str()
+                        .map(str::to_owned)
+                        .ok_or_else(|| {
+                            AgentError::Refused("approved without an account".into())
+                        })?;
+                }
+                Some("pending") if tokio::time::Instant::now() < deadline => continue,
+                other => {
+                    return Err(AgentError::Refused(format!(
+                        "elevation not approved ({})",
+                        other.unwrap_or("unknown")
+                    )));
+                }
+            }
+        };
+        let name = match self.accounts.find(&account)? {
+            Some(existing) => existing.name,
+            None => {
+                self.accounts.create(&account, "idem shared admin")?;
+                self.accounts
+                    .find(&account)?
+                    .map_or(account.clone(), |a| a.name)
+            }
+        };
+        let mut secret = [0u8; 18];
+        rand::fill(&mut secret);
+        use base64::Engine;
+        let password = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret);
+        self.accounts.set_password(&name, &password)?;
+        self.accounts.set_disabled(&name, false)?;
+        self.accounts.make_admin(&name)?;
+        Ok((name, password))
+    }
+
+    /// One line per fact, for `idem-agent status`.
+    pub fn status(&self) -> String {
+        format!(
+            "tenant: {}\ndevice: {}\ncursor: {}\nusers: {}\ndesktop login: {}\nshared account: {}\nbranding version: {}\n",
+            self.state.url,
+            self.state.device_id,
+            self.state
+                .cursor
+                .map_or_else(|| "none (snapshot next)".into(), |c| c.to_string()),
+            self.state.users.len(),
+            match &self.state.desktop_login {
+                Some((true, method)) => format!("enabled ({})", method.as_deref().unwrap_or("?")),
+                Some((false, _)) => "disabled".into(),
+                None => "unknown".into(),
+            },
+            self.state.shared_account.as_deref().unwrap_or("none"),
+            self.state.branding_version,
+        )
+    }
+}

@@ -1,0 +1,280 @@
+//! Steps 7 to 9 of the quick start with a real idemd and a real agent managing Linux accounts
+//! under a throwaway root: enroll, sync, log in (create and takeover), change the password
+//! (old one refused, offline cache dropped), offline logins, disable, elevated access approved
+//! by the authenticator, branding seen; a page applied twice (a crash before the cursor was
+//! saved) leaves the same accounts.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::Path;
+use std::time::Duration;
+
+use agent::accounts::{LinuxAccounts, LocalAccounts};
+use agent::authenticator::Keyring;
+use agent::desktop::{self, Agent, Login};
+use harness::Platform;
+use reqwest::Method;
+use serde_json::{Value, json};
+
+const BILLY: &str = "Correct-Horse-Battery-42";
+const BILLY_NEW: &str = "Tr0ub4dor&3-Staple-Again";
+const CAROL: &str = "Carol-Has-A-Long-Password";
+
+fn system_root(dir: &Path) {
+    std::fs::create_dir_all(dir.join("etc")).unwrap();
+    std::fs::write(
+        dir.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/bash\ncarol:x:1000:1000:Carol:/home/carol:/bin/bash\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("etc/shadow"),
+        "root:*:19000:0:99999:7:::\ncarol:$6$old$old:19000:0:99999:7:::\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("etc/group"),
+        "root:x:0:\nsudo:x:27:\ncarol:x:1000:\n",
+    )
+    .unwrap();
+}
+
+/// A copy of the agent's state pointing at a service that cannot be reached.
+fn offline_copy(state: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    let mut json: Value =
+        serde_json::from_str(&std::fs::read_to_string(state.join("state.json")).unwrap()).unwrap();
+    json["url"] = json!("http://contoso-acme.localhost:1");
+    std::fs::write(to.join("state.json"), json.to_string()).unwrap();
+}
+
+async fn sync_all<A: LocalAccounts>(agent: &mut Agent<A>) {
+    while agent.sync_once(Duration::ZERO).await.unwrap() > 0 {}
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_workstation_follows_its_tenant() {
+    let platform = Platform::start().await;
+    platform.signup("acme", "Acme", "alice@acme.example").await;
+    let mut phone = Keyring::default();
+    platform
+        .enroll(&mut phone, "acme", "alice@acme.example")
+        .await;
+    let msp = platform.login(&phone, "acme").await;
+    Platform::call(
+        platform
+            .as_user(&msp, Method::POST, "acme", "/api/v1/customers")
+            .json(&json!({"name": "contoso", "display_name": "Contoso"})),
+    )
+    .await;
+    let host = "contoso-acme";
+    let admin = platform.login(&phone, host).await;
+    let call = |method: Method, path: &str, body: Option<Value>| {
+        let mut request = platform.as_user(&admin, method, host, path);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        Platform::call(request)
+    };
+    call(
+        Method::PUT,
+        "/api/v1/settings/master-key",
+        Some(json!({"enabled": true})),
+    )
+    .await;
+    call(
+        Method::PUT,
+        "/api/v1/settings/desktop-login",
+        Some(json!({"enabled": true, "method": "password"})),
+    )
+    .await;
+    call(
+        Method::PUT,
+        "/api/v1/accounts/shared",
+        Some(json!({"username": "idem-admin"})),
+    )
+    .await;
+    let (_, billy) = call(
+        Method::POST,
+        "/api/v1/users",
+        Some(json!({"first_name": "Billy", "last_name": "Jones",
+        "username": "billy", "email": "billy@contoso.example", "password": BILLY})),
+    )
+    .await;
+    let billy_id = billy["id"].as_str().unwrap().to_owned();
+    call(
+        Method::POST,
+        "/api/v1/users",
+        Some(json!({"first_name": "Carol", "last_name": "C",
+        "username": "Carol", "email": "carol@contoso.example", "password": CAROL})),
+    )
+    .await;
+
+    // Step 7: install and enroll the agent; it syncs the directory.
+    let work = tempfile::tempdir().unwrap();
+    let root = work.path().join("root");
+    system_root(&root);
+    let state_dir = work.path().join("agent");
+    let (_, token) = call(Method::POST, "/api/v1/agent/enrollment-tokens", None).await;
+    desktop::enroll(
+        &state_dir,
+        &platform.url(host),
+        token["token"].as_str().unwrap(),
+        "WS-01",
+    )
+    .await
+    .unwrap();
+    let mut agent = Agent::open(&state_dir, LinuxAccounts::new(&root)).unwrap();
+    sync_all(&mut agent).await;
+    assert_eq!(agent.state.users.len(), 2);
+    assert_eq!(agent.state.shared_account.as_deref(), Some("idem-admin"));
+    assert_eq!(
+        agent.state.desktop_login,
+        Some((true, Some("password".into())))
+    );
+
+    // Step 8: Billy's account is created; Carol's existing one is taken over.
+    assert_eq!(
+        agent.login("billy", BILLY).await.unwrap(),
+        Login::Online {
+            account: "billy".into(),
+            action: "create".into()
+        }
+    );
+    assert!(agent.accounts.check_password("billy", BILLY).unwrap());
+    assert_eq!(
+        agent.login("carol", CAROL).await.unwrap(),
+        Login::Online {
+            account: "carol".into(),
+            action: "takeover".into()
+        }
+    );
+    assert!(agent.accounts.check_password("carol", CAROL).unwrap());
+    assert!(agent.login("billy", "not-his-password").await.is_err());
+    let shadow = std::fs::read_to_string(root.join("etc/shadow")).unwrap();
+    assert!(!shadow.contains(BILLY) && !shadow.contains("$6$old$old"));
+
+    // Offline, only a password that worked online, for its current version.
+    let offline_dir = work.path().join("offline");
+    offline_copy(&state_dir, &offline_dir);
+    let mut offline = Agent::open(&offline_dir, LinuxAccounts::new(&root)).unwrap();
+    assert_eq!(
+        offline.login("BILLY", BILLY).await.unwrap(),
+        Login::Offline {
+            account: "billy".into()
+        }
+    );
+    assert!(offline.login("billy", "not-his-password").await.is_err());
+
+    // The password changes: the old one is refused online, and the offline cache is dropped.
+    let (status, _) = call(
+        Method::PUT,
+        &format!("/api/v1/users/{billy_id}/password"),
+        Some(json!({"password": BILLY_NEW})),
+    )
+    .await;
+    assert_eq!(status, 204);
+    sync_all(&mut agent).await;
+    assert!(agent.login("billy", BILLY).await.is_err());
+    offline_copy(&state_dir, &offline_dir);
+    let mut offline = Agent::open(&offline_dir, LinuxAccounts::new(&root)).unwrap();
+    assert!(
+        offline.login("billy", BILLY).await.is_err(),
+        "the old version's verifier is gone"
+    );
+    assert!(
+        offline.login("billy", BILLY_NEW).await.is_err(),
+        "never used online yet"
+    );
+    agent.login("billy", BILLY_NEW).await.unwrap();
+    assert!(agent.accounts.check_password("billy", BILLY_NEW).unwrap());
+
+    // Disabled in the portal: the local account is disabled, and no login works.
+    call(
+        Method::PATCH,
+        &format!("/api/v1/users/{billy_id}"),
+        Some(json!({"enabled": false})),
+    )
+    .await;
+    sync_all(&mut agent).await;
+    assert!(agent.accounts.find("billy").unwrap().unwrap().disabled);
+    assert!(agent.login("billy", BILLY_NEW).await.is_err());
+    offline_copy(&state_dir, &offline_dir);
+    let mut offline = Agent::open(&offline_dir, LinuxAccounts::new(&root)).unwrap();
+    assert!(offline.login("billy", BILLY_NEW).await.is_err());
+
+    // Step 9: elevated access, approved with Alice's phone; the shared account is prepared.
+    let (qr_tx, mut qr_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let approver = {
+        let phone_keys = serde_json::to_string(&phone.devices).unwrap();
+        tokio::spawn(async move {
+            let qr = qr_rx.recv().await.unwrap();
+            let keyring = Keyring {
+                devices: serde_json::from_str(&phone_keys).unwrap(),
+            };
+            agent::authenticator::approve(&keyring, &qr).await.unwrap();
+        })
+    };
+    let (account, password) = agent
+        .elevate(
+            move |qr| qr_tx.send(qr.to_owned()).unwrap(),
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap();
+    approver.await.unwrap();
+    assert_eq!(account, "idem-admin");
+    let shared = agent.accounts.find("idem-admin").unwrap().unwrap();
+    assert!(shared.admin && !shared.disabled);
+    assert!(
+        agent
+            .accounts
+            .check_password("idem-admin", &password)
+            .unwrap()
+    );
+
+    // Branding changes reach the agent.
+    let form = reqwest::multipart::Form::new().text("text", "Welcome to Contoso");
+    let (status, _) = Platform::call(
+        platform
+            .as_user(&admin, Method::PUT, host, "/api/v1/branding")
+            .multipart(form),
+    )
+    .await;
+    assert_eq!(status, 200);
+    sync_all(&mut agent).await;
+    assert_eq!(agent.state.branding_version, 1);
+
+    // A crash after applying a page but before saving the cursor: the page is applied again,
+    // and the accounts come out the same.
+    let saved = std::fs::read(state_dir.join("state.json")).unwrap();
+    call(
+        Method::POST,
+        "/api/v1/users",
+        Some(json!({"first_name": "Dan", "last_name": "D",
+        "username": "dan", "email": "dan@contoso.example"})),
+    )
+    .await;
+    call(
+        Method::PATCH,
+        &format!("/api/v1/users/{billy_id}"),
+        Some(json!({"enabled": true})),
+    )
+    .await;
+    sync_all(&mut agent).await;
+    let files = |root: &Path| {
+        ["passwd", "shadow", "group"]
+            .map(|f| std::fs::read_to_string(root.join("etc").join(f)).unwrap())
+    };
+    let once = files(&root);
+    assert!(
+        !agent.accounts.find("billy").unwrap().unwrap().disabled,
+        "enabled again"
+    );
+    std::fs::write(state_dir.join("state.json"), &saved).unwrap();
+    let mut restarted = Agent::open(&state_dir, LinuxAccounts::new(&root)).unwrap();
+    sync_all(&mut restarted).await;
+    assert_eq!(files(&root), once);
+    assert_eq!(restarted.state.users.len(), 3);
+    assert_eq!(restarted.status().lines().count(), 7);
+    platform.server.shutdown().await;
+}
