@@ -42,6 +42,16 @@ pub struct AppState {
     pub metrics: crate::metrics::Metrics,
     /// Wakes agents waiting on their tenant's change feed.
     pub feed: Arc<crate::feed::Feed>,
+    /// Turns true when the service begins to stop: long-polls answer at once.
+    pub stopping: watch::Receiver<bool>,
+}
+
+impl AppState {
+    /// Resolves when the service begins to stop.
+    pub async fn stopped(&self) {
+        let mut stopping = self.stopping.clone();
+        let _ = stopping.wait_for(|s| *s).await;
+    }
 }
 
 impl AppState {
@@ -111,6 +121,7 @@ fn root_key(config: &Config) -> Result<RootKey, StartError> {
 /// A running service.
 pub struct Server {
     pub addr: SocketAddr,
+    feed: Arc<crate::feed::Feed>,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -141,7 +152,9 @@ impl Server {
             .map_err(|e| StartError::Bind(config.bind, e))?;
         // With port 0 the system picked one: the URLs handed out must name it.
         config.bind = addr;
+        let (stop, mut stopped) = watch::channel(false);
         let state = Arc::new(AppState {
+            stopping: stop.subscribe(),
             config,
             log,
             projections,
@@ -158,7 +171,7 @@ impl Server {
             ),
         });
         let app = router(state.clone());
-        let (stop, mut stopped) = watch::channel(false);
+        let feed_handle = state.feed.clone();
         let feed = tokio::spawn(state.feed.clone().run(
             state.log.clone(),
             state.projections.progress(),
@@ -204,7 +217,17 @@ impl Server {
             }
         });
         tracing::info!(%addr, "idemd listening");
-        Ok(Server { addr, stop, task })
+        Ok(Server {
+            addr,
+            feed: feed_handle,
+            stop,
+            task,
+        })
+    }
+
+    /// How many change-feed long-polls are waiting now.
+    pub fn waiting_long_polls(&self) -> usize {
+        self.feed.waiting()
     }
 
     /// Stops accepting, lets in-flight requests finish, then stops the projectors.

@@ -30,6 +30,11 @@ impl Feed {
             .subscribe()
     }
 
+    /// How many long-polls are waiting now, on all tenants.
+    pub fn waiting(&self) -> usize {
+        self.lock().values().map(|s| s.receiver_count()).sum()
+    }
+
     /// Tells the waiters of each tenant in `seqs` that its events up to that seq are projected;
     /// forgets tenants nobody waits on any more.
     fn notify(&self, seqs: &HashMap<Uuid, u64>) {

@@ -63,6 +63,18 @@ impl Platform {
         Platform { server, ..self }
     }
 
+    /// Stops the service gracefully and starts it again on the same data directory and the
+    /// same port, as a restarted server would be (clients keep their URLs). Only for test
+    /// binaries whose tests do not run beside others that could take the port meanwhile.
+    pub async fn restart_in_place(self) -> Platform {
+        let port = self.port();
+        self.server.shutdown().await;
+        let server = Server::start(settings(&self.dir, port).resolve().unwrap())
+            .await
+            .unwrap();
+        Platform { server, ..self }
+    }
+
     pub fn port(&self) -> u16 {
         self.server.addr.port()
     }

@@ -184,12 +184,18 @@ pub async fn changes(
             }))
             .into_response());
         }
-        if tokio::time::timeout_at(deadline, projected.changed())
-            .await
-            .is_err()
-        {
-            // Timed out: answer the (empty) page at once.
-            continue;
+        tokio::select! {
+            // Woken by a commit, or timed out: look again (and answer if still nothing).
+            _ = tokio::time::timeout_at(deadline, projected.changed()) => {}
+            // Stopping: answer the empty page now; the agent comes back to the next process.
+            () = state.stopped() => {
+                return Ok(Json(json!({
+                    "changes": page.changes,
+                    "next": page.next,
+                    "snapshot": page.snapshot,
+                }))
+                .into_response());
+            }
         }
     }
 }
@@ -478,11 +484,10 @@ pub async fn poll_challenge(
     }
     let wait = query.wait.unwrap_or(0).min(MAX_WAIT_SECONDS);
     let until = Utc::now() + chrono::Duration::seconds(wait as i64);
-    let answer = state
-        .challenges
-        .poll(id, agent.tenant.id, until)
-        .await
-        .ok_or_else(missing)?;
+    let answer = tokio::select! {
+        answer = state.challenges.poll(id, agent.tenant.id, until) => answer.ok_or_else(missing)?,
+        () = state.stopped() => crate::challenges::Poll::Pending,
+    };
     use crate::challenges::Poll;
     Ok(match answer {
         Poll::Pending => Json(json!({"status": "pending"})).into_response(),

@@ -353,11 +353,13 @@ pub async fn poll(
     let wait = query.wait.unwrap_or(0).min(MAX_WAIT_SECONDS);
     let until = Utc::now()
         + chrono::Duration::seconds(i64::try_from(wait).unwrap_or(MAX_WAIT_SECONDS as i64));
-    let answer = state
-        .challenges
-        .poll(id, tenant.id, until)
-        .await
-        .ok_or_else(|| Problem::not_found("no such challenge"))?;
+    let answer = tokio::select! {
+        answer = state.challenges.poll(id, tenant.id, until) => {
+            answer.ok_or_else(|| Problem::not_found("no such challenge"))?
+        }
+        // Stopping: the page asks again, of the next process.
+        () = state.stopped() => Poll::Pending,
+    };
     Ok(match answer {
         Poll::Pending => Json(json!({"status": "pending"})).into_response(),
         Poll::Expired => Json(json!({"status": "expired"})).into_response(),
