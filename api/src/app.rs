@@ -153,6 +153,7 @@ impl Server {
         // With port 0 the system picked one: the URLs handed out must name it.
         config.bind = addr;
         let (stop, mut stopped) = watch::channel(false);
+        let login_rate = config.agent_login_rate;
         let state = Arc::new(AppState {
             stopping: stop.subscribe(),
             config,
@@ -160,7 +161,7 @@ impl Server {
             projections,
             root_key,
             mailer,
-            limits: crate::limits::Limits::default(),
+            limits: crate::limits::Limits::new(login_rate),
             challenges: crate::challenges::Store::default(),
             tenant_locks: crate::command::TenantLocks::default(),
             histories: crate::command::HistoryCache::default(),

@@ -138,6 +138,25 @@ pub fn fold_customer(history: &History) -> Result<domain::customer::CustomerTena
         .ok_or(DomainError::NotFound("tenant"))
 }
 
+/// Runs `look` on the tenant's current history, from the cache (caught up with the log),
+/// holding the tenant's turn only while it runs: for reads that need what only the log has
+/// (a sealed verifier), without decoding the whole stream each time.
+pub async fn with_history<T>(
+    state: &AppState,
+    tenant: TenantId,
+    look: impl FnOnce(&History) -> T,
+) -> Result<T, Problem> {
+    let _turn = state.tenant_locks.acquire(tenant).await;
+    let mut history = state.histories.take(tenant).unwrap_or(History {
+        events: Vec::new(),
+        seq: 0,
+    });
+    let caught_up = catch_up(state, tenant, &mut history).await;
+    let answer = caught_up.map(|()| look(&history));
+    state.histories.put(tenant, history);
+    answer
+}
+
 /// Reads and decodes a tenant's whole stream.
 pub async fn history(state: &AppState, tenant: TenantId) -> Result<History, Problem> {
     let mut history = History {

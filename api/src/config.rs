@@ -31,6 +31,8 @@ pub struct Config {
     pub password_policy: domain::validate::PasswordPolicy,
     /// The cost of new password verifiers (existing ones keep theirs).
     pub argon2: domain::crypto::Argon2Params,
+    /// Password logins allowed per device and username in 5 minutes.
+    pub agent_login_rate: u32,
 }
 
 /// Settings as given, before defaults and checks. Field names are the TOML file's keys.
@@ -76,6 +78,9 @@ pub struct Settings {
     /// argon2id lanes (1 to 8) [default: 1]
     #[arg(long, env = "IDEM_ARGON2_PARALLELISM")]
     pub argon2_parallelism: Option<u32>,
+    /// Workstation password logins allowed per device and username in 5 minutes [default: 10]
+    #[arg(long, env = "IDEM_AGENT_LOGIN_RATE")]
+    pub agent_login_rate: Option<u32>,
 }
 
 /// A setting that cannot work, named.
@@ -126,6 +131,7 @@ impl Settings {
             argon2_memory_kib: self.argon2_memory_kib.or(fallback.argon2_memory_kib),
             argon2_iterations: self.argon2_iterations.or(fallback.argon2_iterations),
             argon2_parallelism: self.argon2_parallelism.or(fallback.argon2_parallelism),
+            agent_login_rate: self.agent_login_rate.or(fallback.agent_login_rate),
         }
     }
 
@@ -259,6 +265,11 @@ impl Settings {
             ));
         }
 
+        let agent_login_rate = self.agent_login_rate.unwrap_or(10);
+        if agent_login_rate == 0 {
+            return Err(invalid("IDEM_AGENT_LOGIN_RATE", "must be at least 1"));
+        }
+
         Ok(Config {
             bind,
             base_domain,
@@ -271,6 +282,7 @@ impl Settings {
             signup,
             password_policy,
             argon2,
+            agent_login_rate,
         })
     }
 }

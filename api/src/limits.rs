@@ -62,6 +62,18 @@ impl Limiter {
     }
 }
 
+impl Limiter {
+    /// Gives back the call `key` took: for limits on failures only (a successful call costs
+    /// nothing).
+    pub fn refund(&self, key: &str) {
+        let burst = f64::from(self.rate.burst.max(1));
+        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(bucket) = buckets.get_mut(key) {
+            bucket.tokens = (bucket.tokens + 1.0).min(burst);
+        }
+    }
+}
+
 /// Every limit of the service.
 pub struct Limits {
     pub onboarding_start_per_account: Limiter,
@@ -73,6 +85,20 @@ pub struct Limits {
     pub enrollments_per_address: Limiter,
     /// Password logins per device and username.
     pub logins_per_account: Limiter,
+}
+
+impl Limits {
+    /// The limits, with `agent_login_rate` workstation logins per device and username in five
+    /// minutes.
+    pub fn new(agent_login_rate: u32) -> Limits {
+        Limits {
+            logins_per_account: Limiter::new(Rate {
+                burst: agent_login_rate,
+                window: Duration::from_secs(5 * 60),
+            }),
+            ..Limits::default()
+        }
+    }
 }
 
 impl Default for Limits {
@@ -108,6 +134,8 @@ impl Default for Limits {
                 burst: 30,
                 window: quarter,
             }),
+            // Failed enrollments only (a bad token): rolling out a hundred workstations from
+            // one office is not an attack.
             enrollments_per_address: Limiter::new(Rate {
                 burst: 30,
                 window: quarter,
@@ -144,6 +172,16 @@ mod tests {
         // Other keys are untouched, and a long rest refills to the burst, not beyond.
         assert!(limiter.take("other", t0).is_ok());
         let later = t0 + Duration::from_secs(3600);
+        for _ in 0..3 {
+            assert!(limiter.take("k", later).is_ok());
+        }
+        assert!(limiter.take("k", later).is_err());
+        // A refunded call can be made again, but never beyond the burst.
+        limiter.refund("k");
+        assert!(limiter.take("k", later).is_ok());
+        for _ in 0..10 {
+            limiter.refund("k");
+        }
         for _ in 0..3 {
             assert!(limiter.take("k", later).is_ok());
         }

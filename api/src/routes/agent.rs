@@ -107,10 +107,11 @@ pub async fn enroll(
         ));
     }
     let request = body(request)?;
+    let address = client.ip().to_string();
     state
         .limits
         .enrollments_per_address
-        .take(&client.ip().to_string(), Instant::now())
+        .take(&address, Instant::now())
         .map_err(Problem::too_many)?;
     let device = DeviceId(Uuid::now_v7());
     let credential = auth::new_token();
@@ -134,6 +135,7 @@ pub async fn enroll(
         },
     )
     .await?;
+    state.limits.enrollments_per_address.refund(&address);
     Ok(written(
         &state,
         committed.as_ref(),
@@ -200,26 +202,22 @@ pub async fn changes(
     }
 }
 
-/// Records a login attempt at the workstation.
+/// Records a login attempt at the workstation. The agent's credential was just checked, which
+/// is all the domain asks of this event, so it is appended without a fold and group-committed
+/// with its neighbours; the answer waits for it to be durable, not projected.
 async fn record(
     state: &AppState,
     agent: &AgentCaller,
     attempt: DesktopLoginRecorded,
 ) -> Result<(), Problem> {
-    let (committed, _) = command::execute(
+    command::record(
         state,
         TenantId(agent.tenant.id),
         &format!("agent:{}", agent.device),
         Utc::now(),
-        |history| {
-            customer::decide(
-                Some(&fold_customer(history)?),
-                CustomerCommand::RecordDesktopLogin(attempt.clone()),
-            )
-        },
+        domain::decision::Decision::event(attempt),
     )
     .await?;
-    crate::routes::settle(state, committed.as_ref()).await;
     Ok(())
 }
 
@@ -251,10 +249,14 @@ pub async fn login(
             ));
         }
     }
-    let history = command::history(&state, TenantId(agent.tenant.id)).await?;
-    let tenant = CustomerTenant::replay(&history.events)
-        .map_err(Problem::from)?
-        .ok_or_else(|| Problem::not_found("no such tenant"))?;
+    // Only what this login needs leaves the turn: the user, with their sealed verifier.
+    let wanted = request.username.trim().to_owned();
+    let found = command::with_history(&state, TenantId(agent.tenant.id), |history| {
+        CustomerTenant::replay(&history.events)
+            .map(|t| t.and_then(|t| t.user_by_username(&wanted).cloned()))
+    })
+    .await?
+    .map_err(Problem::from)?;
     let refused = || Problem::unauthorized("wrong username or password");
     let attempt = |outcome, user: Option<UserId>, local| DesktopLoginRecorded {
         device_id: DeviceId(agent.device),
@@ -264,7 +266,7 @@ pub async fn login(
         outcome,
         local_account: local,
     };
-    let Some(user) = tenant.user_by_username(request.username.trim()).cloned() else {
+    let Some(user) = found else {
         record(
             &state,
             &agent,

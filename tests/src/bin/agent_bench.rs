@@ -1,0 +1,524 @@
+//! `agent-bench`: idemd (the release binary, as a child process) under desktop agents' load.
+//!
+//! 1. N agents (default 1,000) long-poll the change feed, all on one tenant, then spread over
+//!    T tenants (default 100). A writer commits changes one at a time; each agent records when
+//!    it receives each one. Printed: latency from the write's acknowledgement (and from its
+//!    request) to receipt, p50 and p99, and the server's memory per idle long-polling agent
+//!    (its RSS with the agents waiting, minus before, divided by N).
+//! 2. Password logins through `POST /api/v1/agent/login` at 8 × CPUs concurrent requests,
+//!    against the raw argon2id verification rate with the same parameters measured in this
+//!    process on every CPU, and the p99 of a read route while the logins saturate the CPU.
+//!
+//! Run with `scripts/bench agents [--agents N] [--tenants T] [--changes C] [--seconds S]`.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use agent::authenticator::{self, Keyring};
+use domain::crypto::{Argon2Params, PasswordVerifier};
+use reqwest::Method;
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+struct Options {
+    agents: usize,
+    tenants: usize,
+    changes: usize,
+    seconds: u64,
+}
+
+fn options() -> Options {
+    let mut o = Options {
+        agents: 1000,
+        tenants: 100,
+        changes: 50,
+        seconds: 10,
+    };
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    for pair in args.chunks(2) {
+        let value = pair.get(1).and_then(|v| v.parse::<usize>().ok());
+        match (pair[0].as_str(), value) {
+            ("--agents", Some(v)) => o.agents = v.max(1),
+            ("--tenants", Some(v)) => o.tenants = v.max(1),
+            ("--changes", Some(v)) => o.changes = v.max(1),
+            ("--seconds", Some(v)) => o.seconds = v as u64,
+            _ => {
+                eprintln!(
+                    "usage: agent-bench [--agents N] [--tenants T] [--changes C] [--seconds S]"
+                );
+                std::process::exit(2);
+            }
+        }
+    }
+    o
+}
+
+fn percentile(values: &mut [f64], p: f64) -> f64 {
+    if values.is_empty() {
+        return f64::NAN;
+    }
+    values.sort_by(|a, b| a.total_cmp(b));
+    let index = ((values.len() as f64 * p).ceil() as usize).clamp(1, values.len()) - 1;
+    values[index]
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// A client of the server at `port`, addressing tenant hosts by the Host header.
+#[derive(Clone)]
+struct Http {
+    client: reqwest::Client,
+    port: u16,
+}
+
+impl Http {
+    fn request(&self, method: Method, label: &str, path: &str) -> reqwest::RequestBuilder {
+        let host = if label.is_empty() {
+            format!("localhost:{}", self.port)
+        } else {
+            format!("{label}.localhost:{}", self.port)
+        };
+        self.client
+            .request(method, format!("http://127.0.0.1:{}{path}", self.port))
+            .header("host", host)
+    }
+
+    async fn json(&self, request: reqwest::RequestBuilder) -> (u16, Value) {
+        let answer = request.send().await.unwrap();
+        let status = answer.status().as_u16();
+        let bytes = answer.bytes().await.unwrap();
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
+    }
+}
+
+fn newest_code(dir: &Path, email: &str) -> String {
+    let mut files: Vec<_> = std::fs::read_dir(dir.join("mail"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "eml"))
+        .collect();
+    files.sort();
+    files
+        .iter()
+        .rev()
+        .find_map(|p| {
+            let text = std::fs::read_to_string(p).unwrap();
+            text.contains(&format!("To: {email}")).then(|| {
+                text.lines()
+                    .find_map(|l| l.trim_end().strip_prefix("Code: "))
+                    .unwrap()
+                    .to_owned()
+            })
+        })
+        .unwrap()
+}
+
+#[tokio::main]
+async fn main() {
+    let options = options();
+    let idemd = std::env::var("IDEM_BENCH_IDEMD").expect("IDEM_BENCH_IDEMD: the idemd binary");
+    let data = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = tokio::process::Command::new(&idemd)
+        .args([
+            "serve",
+            "--bind",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+        ])
+        .arg(data.path())
+        .env("IDEM_LOG", "warn,api::app=warn")
+        // The per-account login limit would measure itself, not the logins.
+        .env("IDEM_AGENT_LOGIN_RATE", "100000000")
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let pid = child.id().unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let http = Http {
+        client: reqwest::Client::builder()
+            .pool_max_idle_per_host(4096)
+            .build()
+            .unwrap(),
+        port,
+    };
+    while http
+        .request(Method::GET, "", "/healthz")
+        .send()
+        .await
+        .is_err()
+    {
+        tokio::task::yield_now().await;
+    }
+    println!(
+        "idemd (release, child process) on {} CPUs; {} agents, {} tenants, {} changes",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        options.agents,
+        options.tenants,
+        options.changes
+    );
+
+    // An MSP, its admin logged in with the authenticator, and the customers.
+    http.json(
+        http.request(Method::POST, "", "/api/v1/signup")
+            .json(&json!({
+        "name": "bench", "display_name": "Bench", "admin_email": "admin@bench.example"})),
+    )
+    .await;
+    let mut phone = Keyring::default();
+    let url = |label: &str| format!("http://{label}.localhost:{port}");
+    authenticator::request_code(&url("bench"), "admin@bench.example")
+        .await
+        .unwrap();
+    let code = newest_code(data.path(), "admin@bench.example");
+    authenticator::enroll(
+        &mut phone,
+        &url("bench"),
+        "admin@bench.example",
+        &code,
+        "bench",
+    )
+    .await
+    .unwrap();
+    let login = |label: String| {
+        let (http, phone) = (http.clone(), &phone);
+        async move {
+            let (_, challenge) = http
+                .json(
+                    http.request(Method::POST, &label, "/api/v1/login/challenges")
+                        .json(&json!({"purpose": "portal"})),
+                )
+                .await;
+            authenticator::approve(phone, challenge["qr"].as_str().unwrap())
+                .await
+                .unwrap();
+            let id = challenge["id"].as_str().unwrap();
+            let (_, answer) = http
+                .json(http.request(
+                    Method::GET,
+                    &label,
+                    &format!("/api/v1/login/challenges/{id}"),
+                ))
+                .await;
+            answer["token"].as_str().unwrap().to_owned()
+        }
+    };
+    let msp = login("bench".into()).await;
+    let mut tenants = Vec::new();
+    for t in 0..options.tenants {
+        let name = format!("c{t}");
+        let (status, _) = http
+            .json(
+                http.request(Method::POST, "bench", "/api/v1/customers")
+                    .bearer_auth(&msp)
+                    .json(&json!({"name": name, "display_name": name})),
+            )
+            .await;
+        assert_eq!(status, 201);
+        let host = format!("{name}-bench");
+        let admin = login(host.clone()).await;
+        for (path, body) in [
+            ("/api/v1/settings/master-key", json!({"enabled": true})),
+            (
+                "/api/v1/settings/desktop-login",
+                json!({"enabled": true, "method": "password"}),
+            ),
+        ] {
+            http.json(
+                http.request(Method::PUT, &host, path)
+                    .bearer_auth(&admin)
+                    .json(&body),
+            )
+            .await;
+        }
+        tenants.push((host, admin));
+    }
+
+    // Enroll the agents: all on the first tenant for run 1, spread over every tenant for run 2.
+    let enroll = |host: String, admin: String| {
+        let http = http.clone();
+        async move {
+            let (_, token) = http
+                .json(
+                    http.request(Method::POST, &host, "/api/v1/agent/enrollment-tokens")
+                        .bearer_auth(&admin),
+                )
+                .await;
+            let (_, enrolled) = http
+                .json(
+                    http.request(Method::POST, &host, "/api/v1/agent/enroll")
+                        .json(&json!({"enrollment_token": token["token"], "hostname": "bench"})),
+                )
+                .await;
+            (host, enrolled["device_token"].as_str().unwrap().to_owned())
+        }
+    };
+    for spread in [1, options.tenants] {
+        let mut agents = Vec::new();
+        for i in 0..options.agents {
+            let (host, admin) = &tenants[i % spread];
+            agents.push(enroll(host.clone(), admin.clone()).await);
+        }
+        run_feed(&http, pid, &agents, &tenants[..spread], options.changes).await;
+    }
+
+    run_logins(&http, &tenants[0], options.seconds).await;
+    child.kill().await.unwrap();
+}
+
+/// Agents long-poll; a writer commits `changes` user creations round-robin over `tenants`.
+async fn run_feed(
+    http: &Http,
+    pid: u32,
+    agents: &[(String, String)],
+    tenants: &[(String, String)],
+    changes: usize,
+) {
+    // Each agent starts from its tenant's current head (a snapshot first, then the cursor).
+    let received: Arc<Mutex<HashMap<String, Vec<Instant>>>> = Arc::default();
+    let rss_before = rss_kib(pid);
+    let stop = Arc::new(tokio::sync::Notify::new());
+    let mut tasks = Vec::new();
+    let ready = Arc::new(tokio::sync::Semaphore::new(0));
+    for (host, token) in agents {
+        let (http, host, token, received, ready) = (
+            http.clone(),
+            host.clone(),
+            token.clone(),
+            received.clone(),
+            ready.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let (_, page) = http
+                .json(
+                    http.request(Method::GET, &host, "/api/v1/agent/changes")
+                        .bearer_auth(&token),
+                )
+                .await;
+            let mut cursor = page["next"].as_u64().unwrap();
+            ready.add_permits(1);
+            loop {
+                let answer = http
+                    .request(
+                        Method::GET,
+                        &host,
+                        &format!("/api/v1/agent/changes?after={cursor}&wait=60"),
+                    )
+                    .bearer_auth(&token)
+                    .send()
+                    .await;
+                let Ok(answer) = answer else { return };
+                let at = Instant::now();
+                let Ok(page) = answer.json::<Value>().await else {
+                    return;
+                };
+                for change in page["changes"].as_array().into_iter().flatten() {
+                    if let Some(name) = change["username"].as_str() {
+                        received
+                            .lock()
+                            .unwrap()
+                            .entry(name.to_owned())
+                            .or_default()
+                            .push(at);
+                    }
+                }
+                cursor = page["next"].as_u64().unwrap_or(cursor);
+            }
+        }));
+    }
+    let _ = ready.acquire_many(agents.len() as u32).await.unwrap();
+    // Every agent is now waiting (or about to): give the last requests a moment to arrive by
+    // asking the server something and getting the answer.
+    http.json(http.request(Method::GET, "", "/healthz")).await;
+    let rss_waiting = rss_kib(pid);
+
+    let mut since_ack = Vec::new();
+    let mut since_request = Vec::new();
+    let per_tenant: HashMap<&str, usize> =
+        tenants.iter().fold(HashMap::new(), |mut m, (host, _)| {
+            *m.entry(host.as_str()).or_default() += 0;
+            m
+        });
+    let agents_of = |host: &str| agents.iter().filter(|(h, _)| h == host).count();
+    let _ = per_tenant;
+    for n in 0..changes {
+        let (host, admin) = &tenants[n % tenants.len()];
+        let username = format!("u{}x{n}", tenants.len());
+        let sent = Instant::now();
+        let (status, _) = http
+            .json(http.request(Method::POST, host, "/api/v1/users").bearer_auth(admin).json(&json!({
+                "first_name": "U", "last_name": "U", "username": username, "email": "u@bench.example"})))
+            .await;
+        assert_eq!(status, 201);
+        let acked = Instant::now();
+        let expected = agents_of(host);
+        // Wait until every agent of that tenant has it (bounded).
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let count = received.lock().unwrap().get(&username).map_or(0, Vec::len);
+            if count >= expected || Instant::now() > deadline {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        for at in received
+            .lock()
+            .unwrap()
+            .get(&username)
+            .into_iter()
+            .flatten()
+        {
+            since_request.push(at.duration_since(sent).as_secs_f64() * 1000.0);
+            since_ack.push(at.saturating_duration_since(acked).as_secs_f64() * 1000.0);
+        }
+    }
+    stop.notify_waiters();
+    for task in tasks {
+        task.abort();
+    }
+    let deliveries = since_ack.len();
+    println!(
+        "{} agents on {} tenant(s): {} deliveries of {} changes; from the write's acknowledgement p50 {:.2} ms p99 {:.2} ms; from its request p50 {:.2} ms p99 {:.2} ms; server RSS {} MiB idle → {} MiB with the agents waiting: {:.1} KiB per idle agent",
+        agents.len(),
+        tenants.len(),
+        deliveries,
+        changes,
+        percentile(&mut since_ack, 0.5),
+        percentile(&mut since_ack, 0.99),
+        percentile(&mut since_request, 0.5),
+        percentile(&mut since_request, 0.99),
+        rss_before / 1024,
+        rss_waiting / 1024,
+        rss_waiting.saturating_sub(rss_before) as f64 / agents.len() as f64,
+    );
+}
+
+/// Password logins at 8 × CPUs concurrency against the raw argon2id rate, and a read route's
+/// p99 meanwhile.
+async fn run_logins(http: &Http, tenant: &(String, String), seconds: u64) {
+    let (host, admin) = tenant;
+    let password = "Correct-Horse-Battery-42";
+    http.json(
+        http.request(Method::POST, host, "/api/v1/users")
+            .bearer_auth(admin)
+            .json(&json!({
+        "first_name": "L", "last_name": "L", "username": "loginbench", "email": "l@bench.example",
+        "password": password})),
+    )
+    .await;
+    let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let read_p99 = |label: &'static str| {
+        let http = http.clone();
+        let (host, admin) = (host.clone(), admin.clone());
+        async move {
+            let mut latencies = Vec::new();
+            let until = Instant::now() + Duration::from_secs(3);
+            while Instant::now() < until {
+                let t = Instant::now();
+                let (status, _) = http
+                    .json(
+                        http.request(Method::GET, &host, "/api/v1/settings/desktop-login")
+                            .bearer_auth(&admin),
+                    )
+                    .await;
+                assert_eq!(status, 200);
+                latencies.push(t.elapsed().as_secs_f64() * 1000.0);
+            }
+            let p50 = percentile(&mut latencies, 0.5);
+            let p99 = percentile(&mut latencies, 0.99);
+            println!(
+                "read route {label}: p50 {p50:.2} ms, p99 {p99:.2} ms ({} requests)",
+                latencies.len()
+            );
+        }
+    };
+    read_p99("idle").await;
+
+    // Raw argon2id: every CPU verifying, same parameters.
+    let verifier = PasswordVerifier::create(password, [7; 16], Argon2Params::default()).unwrap();
+    let raw_until = Instant::now() + Duration::from_secs(seconds);
+    let threads: Vec<_> = (0..cpus)
+        .map(|_| {
+            let verifier = verifier.clone();
+            std::thread::spawn(move || {
+                let mut n = 0u64;
+                while Instant::now() < raw_until {
+                    assert!(verifier.verify(password).unwrap());
+                    n += 1;
+                }
+                n
+            })
+        })
+        .collect();
+    let raw: u64 = threads.into_iter().map(|t| t.join().unwrap()).sum();
+    let raw_rate = raw as f64 / seconds as f64;
+
+    // Logins through the route.
+    let (_, token) = http
+        .json(
+            http.request(Method::POST, host, "/api/v1/agent/enrollment-tokens")
+                .bearer_auth(admin),
+        )
+        .await;
+    let (_, enrolled) = http
+        .json(
+            http.request(Method::POST, host, "/api/v1/agent/enroll")
+                .json(&json!({"enrollment_token": token["token"], "hostname": "login-bench"})),
+        )
+        .await;
+    let device = enrolled["device_token"].as_str().unwrap().to_owned();
+    let until = Instant::now() + Duration::from_secs(seconds);
+    let mut tasks = Vec::new();
+    for _ in 0..cpus * 8 {
+        let (http, host, device) = (http.clone(), host.clone(), device.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut ok = 0u64;
+            while Instant::now() < until {
+                let (status, _) = http
+                    .json(
+                        http.request(Method::POST, &host, "/api/v1/agent/login")
+                            .bearer_auth(&device)
+                            .json(&json!({"username": "loginbench", "password": password})),
+                    )
+                    .await;
+                if status == 200 {
+                    ok += 1;
+                }
+            }
+            ok
+        }));
+    }
+    let during = read_p99("while logins saturate the CPU");
+    during.await;
+    let mut logins = 0;
+    for task in tasks {
+        logins += task.await.unwrap();
+    }
+    let rate = logins as f64 / seconds as f64;
+    println!(
+        "password logins: {rate:.1}/s through POST /api/v1/agent/login; raw argon2id {raw_rate:.1}/s on {cpus} CPUs; ratio {:.2}",
+        rate / raw_rate
+    );
+}
