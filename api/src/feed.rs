@@ -10,11 +10,23 @@ use projections::Progress;
 use tokio::sync::watch;
 use uuid::Uuid;
 
-/// Per-tenant watches of the newest projected seq, for tenants someone waits on.
+/// Per-tenant watches of the newest projected seq, for tenants someone waits on, and the last
+/// pages answered: a thousand agents woken by one commit ask for the same page, which is read
+/// and serialised once.
 #[derive(Default)]
 pub struct Feed {
     tenants: Mutex<HashMap<Uuid, watch::Sender<u64>>>,
+    pages: Mutex<HashMap<PageKey, CachedPage>>,
 }
+
+/// A serialised page and the generation it was read at.
+type CachedPage = (u64, Arc<[u8]>);
+
+/// A page of one tenant's feed: its cursor and limit.
+type PageKey = (Uuid, Option<u64>, usize);
+
+/// Pages kept at most; beyond it, the cache starts over.
+const CACHED_PAGES: usize = 10_000;
 
 impl Feed {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, watch::Sender<u64>>> {
@@ -24,10 +36,39 @@ impl Feed {
     /// A receiver that changes when events of `tenant` newer than the ones projected now are
     /// projected.
     pub fn watch(&self, tenant: Uuid) -> watch::Receiver<u64> {
-        self.lock()
+        let mut tenants = self.lock();
+        if let Some(sender) = tenants.get(&tenant) {
+            return sender.subscribe();
+        }
+        // A new watch starts its generations at 0 again: pages cached under an older watch
+        // of this tenant must not pass for current.
+        self.pages
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|(t, _, _), _| *t != tenant);
+        tenants
             .entry(tenant)
             .or_insert_with(|| watch::channel(0).0)
             .subscribe()
+    }
+
+    /// The page for `key` if it was made at `generation` (the tenant's watch value when it was
+    /// read); a later commit of the tenant changes the generation and so misses it.
+    pub fn cached_page(&self, key: PageKey, generation: u64) -> Option<Arc<[u8]>> {
+        let pages = self.pages.lock().unwrap_or_else(|e| e.into_inner());
+        pages
+            .get(&key)
+            .filter(|(made, _)| *made == generation)
+            .map(|(_, page)| page.clone())
+    }
+
+    /// Keeps a page made at `generation`.
+    pub fn keep_page(&self, key: PageKey, generation: u64, page: Arc<[u8]>) {
+        let mut pages = self.pages.lock().unwrap_or_else(|e| e.into_inner());
+        if pages.len() >= CACHED_PAGES {
+            pages.clear();
+        }
+        pages.insert(key, (generation, page));
     }
 
     /// How many long-polls are waiting now, on all tenants.

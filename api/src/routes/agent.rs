@@ -5,6 +5,7 @@
 //! host only and refused the moment the device is revoked. Admins list and revoke devices.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Json;
@@ -169,35 +170,44 @@ pub async fn changes(
     let deadline = tokio::time::Instant::now() + wait;
     // Subscribed before the first read, so a commit between the read and the wait wakes us.
     let mut projected = state.feed.watch(agent.tenant.id);
+    let key = (agent.tenant.id, after, limit);
     loop {
-        projected.borrow_and_update();
-        let page = state
-            .read()
-            .changes(agent.tenant.id, after, limit)
-            .await
-            .map_err(|e| Problem::internal(&e))?
-            .ok_or_else(|| Problem::not_found("no such tenant"))?;
-        let now = tokio::time::Instant::now();
-        if !page.changes.is_empty() || page.snapshot || now >= deadline {
-            return Ok(Json(json!({
-                "changes": page.changes,
-                "next": page.next,
-                "snapshot": page.snapshot,
-            }))
-            .into_response());
+        let generation = *projected.borrow_and_update();
+        let (body, empty) = match state.feed.cached_page(key, generation) {
+            Some(body) => (body, false),
+            None => {
+                let page = state
+                    .read()
+                    .changes(agent.tenant.id, after, limit)
+                    .await
+                    .map_err(|e| Problem::internal(&e))?
+                    .ok_or_else(|| Problem::not_found("no such tenant"))?;
+                let empty = page.changes.is_empty() && !page.snapshot;
+                let body: Arc<[u8]> = serde_json::to_vec(&json!({
+                    "changes": page.changes,
+                    "next": page.next,
+                    "snapshot": page.snapshot,
+                }))
+                .map_err(|e| Problem::internal(&e))?
+                .into();
+                // Only pages with something in them are worth sharing: an empty one is
+                // answered after the wait, by then maybe stale.
+                if !empty {
+                    state.feed.keep_page(key, generation, body.clone());
+                }
+                (body, empty)
+            }
+        };
+        let answer =
+            || ([(header::CONTENT_TYPE, "application/json")], body.to_vec()).into_response();
+        if !empty || tokio::time::Instant::now() >= deadline {
+            return Ok(answer());
         }
         tokio::select! {
             // Woken by a commit, or timed out: look again (and answer if still nothing).
             _ = tokio::time::timeout_at(deadline, projected.changed()) => {}
             // Stopping: answer the empty page now; the agent comes back to the next process.
-            () = state.stopped() => {
-                return Ok(Json(json!({
-                    "changes": page.changes,
-                    "next": page.next,
-                    "snapshot": page.snapshot,
-                }))
-                .into_response());
-            }
+            () = state.stopped() => return Ok(answer()),
         }
     }
 }
