@@ -68,6 +68,12 @@ pub struct State {
     pub desktop_login: Option<(bool, Option<String>)>,
     pub shared_account: Option<String>,
     pub branding_version: u32,
+    /// The branding version whose text and images are in `branding/` beside the state.
+    #[serde(default)]
+    pub branding_cached: u32,
+    /// The login screen's text, as of `branding_cached`.
+    #[serde(default)]
+    pub branding_text: Option<String>,
     offline: BTreeMap<Uuid, OfflineVerifier>,
 }
 
@@ -135,6 +141,8 @@ pub async fn enroll(
         desktop_login: None,
         shared_account: None,
         branding_version: 0,
+        branding_cached: 0,
+        branding_text: None,
         offline: BTreeMap::new(),
     };
     save(dir, &state)?;
@@ -228,9 +236,54 @@ impl<A: LocalAccounts> Agent<A> {
         if let Some(next) = page["next"].as_u64() {
             self.state.cursor = Some(next);
         }
+        if self.state.branding_version != self.state.branding_cached {
+            self.fetch_branding().await?;
+        }
         // The cursor moves only once the page is applied: a crash before this replays it.
         save(&self.dir, &self.state)?;
         Ok(changes.len())
+    }
+
+    /// Where the login screen's images are kept: `branding/background` and `branding/logo`.
+    pub fn branding_dir(&self) -> PathBuf {
+        self.dir.join("branding")
+    }
+
+    /// Downloads the current branding (text and images) for the login screen.
+    async fn fetch_branding(&mut self) -> Result<(), AgentError> {
+        let branding = self
+            .call(Method::GET, "/api/v1/agent/branding", None)
+            .await?;
+        let dir = self.branding_dir();
+        let err = |e: &dyn std::fmt::Display| AgentError::State(dir.clone(), e.to_string());
+        std::fs::create_dir_all(&dir).map_err(|e| err(&e))?;
+        for which in ["background", "logo"] {
+            let path = dir.join(which);
+            match branding[which].as_str() {
+                Some(url) => {
+                    let image = self
+                        .client
+                        .send(
+                            Method::GET,
+                            &self.base,
+                            url,
+                            Some(&self.state.device_token),
+                            None,
+                        )
+                        .await?;
+                    let temporary = path.with_extension("tmp");
+                    std::fs::write(&temporary, image.bytes())
+                        .and_then(|()| std::fs::rename(&temporary, &path))
+                        .map_err(|e| err(&e))?;
+                }
+                None => {
+                    let _ = std::fs::remove_file(&path);
+                }
+            }
+        }
+        self.state.branding_text = branding["text"].as_str().map(str::to_owned);
+        self.state.branding_cached = branding["version"].as_u64().unwrap_or(0) as u32;
+        Ok(())
     }
 
     fn remove_user(&mut self, id: Uuid) -> Result<(), AgentError> {

@@ -49,6 +49,11 @@ pub struct Answer {
 }
 
 impl Answer {
+    /// The body as it came.
+    pub fn bytes(&self) -> &[u8] {
+        &self.body
+    }
+
     pub fn json<T: DeserializeOwned>(&self) -> Result<T, Error> {
         serde_json::from_slice(&self.body).map_err(|e| Error::Answer(e.to_string()))
     }

@@ -232,8 +232,19 @@ async fn a_workstation_follows_its_tenant() {
             .unwrap()
     );
 
-    // Branding changes reach the agent.
-    let form = reqwest::multipart::Form::new().text("text", "Welcome to Contoso");
+    // Branding changes reach the agent, images included.
+    let mut logo = b"\x89PNG\r\n\x1a\n".to_vec();
+    logo.extend_from_slice(&13u32.to_be_bytes());
+    logo.extend_from_slice(b"IHDR");
+    logo.extend_from_slice(&200u32.to_be_bytes());
+    logo.extend_from_slice(&80u32.to_be_bytes());
+    logo.extend_from_slice(&[8, 6, 0, 0, 0, 0, 0, 0, 0]);
+    let form = reqwest::multipart::Form::new()
+        .text("text", "Welcome to Contoso")
+        .part(
+            "logo",
+            reqwest::multipart::Part::bytes(logo.clone()).file_name("logo.png"),
+        );
     let (status, _) = Platform::call(
         platform
             .as_user(&admin, Method::PUT, host, "/api/v1/branding")
@@ -243,6 +254,16 @@ async fn a_workstation_follows_its_tenant() {
     assert_eq!(status, 200);
     sync_all(&mut agent).await;
     assert_eq!(agent.state.branding_version, 1);
+    assert_eq!(agent.state.branding_cached, 1);
+    assert_eq!(
+        agent.state.branding_text.as_deref(),
+        Some("Welcome to Contoso")
+    );
+    assert_eq!(
+        std::fs::read(agent.branding_dir().join("logo")).unwrap(),
+        logo
+    );
+    assert!(!agent.branding_dir().join("background").exists());
 
     // A crash after applying a page but before saving the cursor: the page is applied again,
     // and the accounts come out the same.
