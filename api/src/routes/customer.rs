@@ -31,7 +31,7 @@ use crate::auth::{self, Caller};
 use crate::command::{self, Plan, fold_customer};
 use crate::host;
 use crate::problem::Problem;
-use crate::routes::{body, settle, with_position, written};
+use crate::routes::{body, settle, user_id, user_row, with_position, written};
 
 /// How long an agent enrollment token can be used.
 const ENROLLMENT_TOKEN_LIFETIME: chrono::Duration = chrono::Duration::hours(24);
@@ -203,19 +203,6 @@ fn user_json(user: &UserRow) -> Value {
         "has_personal_email": user.has_personal_email,
         "created_at": user.created_at,
     })
-}
-
-async fn user_row(state: &AppState, tenant: Uuid, user: Uuid) -> Result<UserRow, Problem> {
-    state
-        .read()
-        .user(tenant, user)
-        .await
-        .map_err(|e| Problem::internal(&e))?
-        .ok_or_else(|| Problem::not_found("no such user"))
-}
-
-fn user_id(raw: &str) -> Result<Uuid, Problem> {
-    Uuid::parse_str(raw).map_err(|_| Problem::not_found("no such user"))
 }
 
 /// `GET /api/v1/settings/master-key` → `{enabled, key_version}`.

@@ -111,6 +111,25 @@ pub mod by_host {
     }
 }
 
+/// A user id from the path: anything but a UUID is simply not a user.
+pub fn user_id(raw: &str) -> Result<uuid::Uuid, Problem> {
+    uuid::Uuid::parse_str(raw).map_err(|_| Problem::not_found("no such user"))
+}
+
+/// A user of `tenant` from the read models; 404 if there is none.
+pub async fn user_row(
+    state: &AppState,
+    tenant: uuid::Uuid,
+    user: uuid::Uuid,
+) -> Result<projections::UserRow, Problem> {
+    state
+        .read()
+        .user(tenant, user)
+        .await
+        .map_err(|e| Problem::internal(&e))?
+        .ok_or_else(|| Problem::not_found("no such user"))
+}
+
 /// A path the contract has, with a method it does not.
 pub async fn method_not_allowed() -> Problem {
     Problem::new(

@@ -30,7 +30,7 @@ use crate::challenges::Handoff;
 use crate::command::{self, Plan, fold_customer, fold_msp};
 use crate::host;
 use crate::problem::Problem;
-use crate::routes::{body, settle, with_position, written};
+use crate::routes::{body, settle, user_id, user_row, with_position, written};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -115,20 +115,6 @@ fn user_json(user: &UserRow) -> Value {
         "devices": user.devices,
         "created_at": user.created_at,
     })
-}
-
-async fn user_row(state: &AppState, tenant: Uuid, user: Uuid) -> Result<UserRow, Problem> {
-    state
-        .read()
-        .user(tenant, user)
-        .await
-        .map_err(|e| Problem::internal(&e))?
-        .ok_or_else(|| Problem::not_found("no such user"))
-}
-
-/// A user id from the path: anything but a UUID is simply not a user.
-fn user_id(raw: &str) -> Result<Uuid, Problem> {
-    Uuid::parse_str(raw).map_err(|_| Problem::not_found("no such user"))
 }
 
 /// `GET /api/v1/users`: the MSP's users (admins).
