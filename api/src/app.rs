@@ -42,6 +42,8 @@ pub struct AppState {
     pub metrics: crate::metrics::Metrics,
     /// Wakes agents waiting on their tenant's change feed.
     pub feed: Arc<crate::feed::Feed>,
+    /// Host rows and agent credentials, as the read models last had them.
+    pub cache: Arc<crate::cache::Cache>,
     /// Turns true when the service begins to stop: long-polls answer at once.
     pub stopping: watch::Receiver<bool>,
 }
@@ -167,6 +169,7 @@ impl Server {
             histories: crate::command::HistoryCache::default(),
             metrics: crate::metrics::Metrics::default(),
             feed: Arc::new(crate::feed::Feed::default()),
+            cache: Arc::new(crate::cache::Cache::default()),
             hashing: tokio::sync::Semaphore::new(
                 std::thread::available_parallelism().map_or(2, |n| n.get()),
             ),
@@ -176,6 +179,7 @@ impl Server {
         let feed = tokio::spawn(state.feed.clone().run(
             state.log.clone(),
             state.projections.progress(),
+            state.cache.clone(),
             stop.subscribe(),
         ));
         let task = tokio::spawn(async move {

@@ -93,6 +93,7 @@ impl Feed {
         self: Arc<Self>,
         log: Arc<RocksLog>,
         progress: Progress,
+        cache: Arc<crate::cache::Cache>,
         mut stop: watch::Receiver<bool>,
     ) {
         let mut heads = log.subscribe();
@@ -104,6 +105,7 @@ impl Feed {
             }
             let head = *heads.borrow_and_update();
             let mut seqs: HashMap<Uuid, u64> = HashMap::new();
+            let mut events = Vec::new();
             while next <= head {
                 match log.read_all(next, 10_000).await {
                     Ok(page) if page.is_empty() => break,
@@ -113,6 +115,11 @@ impl Feed {
                             *seq = (*seq).max(event.seq);
                             next = event.position + 1;
                         }
+                        events.extend(page.into_iter().map(|mut e| {
+                            // Only the stream and type matter to the cache.
+                            e.data = Vec::new();
+                            e
+                        }));
                     }
                     Err(e) => {
                         tracing::error!(error = %e, "the change feed could not read the log");
@@ -128,6 +135,8 @@ impl Feed {
             progress
                 .wait_for(head, std::time::Duration::from_secs(30))
                 .await;
+            // A backstop for writers that did not settle: what changed leaves the cache.
+            cache.forget_after(&events);
             self.notify(&seqs);
         }
     }

@@ -37,8 +37,15 @@ pub async fn resolve(state: &AppState, headers: &HeaderMap) -> Result<Host, Prob
         .and_then(|rest| rest.strip_suffix('.'))
         .filter(|label| !label.is_empty() && !label.contains('.'))
         .ok_or_else(unknown)?;
+    if let Some(tenant) = state.cache.host(label) {
+        return Ok(Host::Tenant(Box::new(tenant)));
+    }
+    let generation = state.cache.generation();
     match state.read().tenant_by_host(label).await {
-        Ok(Some(tenant)) => Ok(Host::Tenant(Box::new(tenant))),
+        Ok(Some(tenant)) => {
+            state.cache.keep_host(label, tenant.clone(), generation);
+            Ok(Host::Tenant(Box::new(tenant)))
+        }
         Ok(None) => Err(unknown()),
         Err(e) => Err(Problem::internal(&e)),
     }

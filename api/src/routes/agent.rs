@@ -79,12 +79,21 @@ pub async fn agent(state: &AppState, headers: &HeaderMap) -> Result<AgentCaller,
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
         .map(|(_, token)| token.trim().to_owned())
         .ok_or_else(refused)?;
-    let (owner, device) = state
-        .read()
-        .agent_by_credential(&token_digest(&token))
-        .await
-        .map_err(|e| Problem::internal(&e))?
-        .ok_or_else(refused)?;
+    let digest = token_digest(&token);
+    let (owner, device) = match state.cache.agent(&digest) {
+        Some(found) => found,
+        None => {
+            let generation = state.cache.generation();
+            let found = state
+                .read()
+                .agent_by_credential(&digest)
+                .await
+                .map_err(|e| Problem::internal(&e))?
+                .ok_or_else(refused)?;
+            state.cache.keep_agent(&digest, found, generation);
+            found
+        }
+    };
     let principal = Principal::Agent {
         tenant: TenantId(owner),
         device: DeviceId(device),

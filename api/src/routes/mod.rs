@@ -65,6 +65,8 @@ pub async fn settle(state: &AppState, committed: Option<&Committed>) {
             .projections
             .wait_for(committed.position, READ_YOUR_WRITES)
             .await;
+        // Projected: what the write changed leaves the cache before anyone reads it again.
+        state.cache.forget_after(&committed.events);
     }
 }
 
