@@ -118,8 +118,7 @@ pub async fn caller(
     let session = state
         .read()
         .session(&token_digest(&token))
-        .await
-        .map_err(|e| Problem::internal(&e))?
+        .await?
         .ok_or_else(invalid)?;
     if session.tenant_id != host.id {
         return Err(invalid());
@@ -137,8 +136,7 @@ pub async fn caller(
             let row = state
                 .read()
                 .user(host.id, user)
-                .await
-                .map_err(|e| Problem::internal(&e))?
+                .await?
                 .filter(|u| u.enabled)
                 .ok_or_else(invalid)?;
             Principal::CustomerUser {
@@ -175,17 +173,10 @@ pub async fn msp_principal(
     user: Uuid,
 ) -> Result<Option<Principal>, Problem> {
     let read = state.read();
-    let Some(row) = read
-        .user(msp, user)
-        .await
-        .map_err(|e| Problem::internal(&e))?
-    else {
+    let Some(row) = read.user(msp, user).await? else {
         return Ok(None);
     };
-    let access = read
-        .grants_of(user)
-        .await
-        .map_err(|e| Problem::internal(&e))?;
+    let access = read.grants_of(user).await?;
     let set = |via: &str| -> BTreeSet<TenantId> {
         access
             .iter()

@@ -116,8 +116,7 @@ async fn catch_up(
     let recorded = state
         .log
         .read_stream(StreamId(tenant.0), history.seq + 1, usize::MAX)
-        .await
-        .map_err(|e| Problem::internal(&e))?;
+        .await?;
     for event in &recorded {
         history
             .events
@@ -155,6 +154,34 @@ pub async fn with_history<T>(
     let answer = caught_up.map(|()| look(&history));
     state.histories.put(tenant, history);
     answer
+}
+
+/// Decides `command` on the MSP tenant `tenant` and commits it, as `actor`.
+pub async fn on_msp(
+    state: &AppState,
+    tenant: TenantId,
+    actor: &str,
+    command: domain::msp::MspCommand,
+) -> Result<Option<Committed>, Problem> {
+    let (committed, _) = execute(state, tenant, actor, Utc::now(), |history| {
+        domain::msp::decide(Some(&fold_msp(history)?), command.clone())
+    })
+    .await?;
+    Ok(committed)
+}
+
+/// Decides `command` on the customer tenant `tenant` and commits it, as `actor`.
+pub async fn on_customer(
+    state: &AppState,
+    tenant: TenantId,
+    actor: &str,
+    command: domain::customer::CustomerCommand,
+) -> Result<Option<Committed>, Problem> {
+    let (committed, _) = execute(state, tenant, actor, Utc::now(), |history| {
+        domain::customer::decide(Some(&fold_customer(history)?), command.clone())
+    })
+    .await?;
+    Ok(committed)
 }
 
 /// Reads and decodes a tenant's whole stream.

@@ -117,6 +117,21 @@ impl From<DomainError> for Problem {
     }
 }
 
+/// A read model that fails is our failure: a logged 500.
+impl From<projections::Error> for Problem {
+    fn from(error: projections::Error) -> Problem {
+        Problem::internal(&error)
+    }
+}
+
+/// The event log failing where no caller mistake can explain it (the write path maps its
+/// conflicts itself): a logged 500.
+impl From<eventlog::Error> for Problem {
+    fn from(error: eventlog::Error) -> Problem {
+        Problem::internal(&error)
+    }
+}
+
 #[derive(Serialize)]
 struct Body<'a> {
     #[serde(rename = "type")]

@@ -27,7 +27,7 @@ use uuid::Uuid;
 
 use crate::app::{AppState, Shared};
 use crate::auth;
-use crate::command::{self, fold_customer};
+use crate::command;
 use crate::host;
 use crate::problem::Problem;
 use crate::routes::{body, written};
@@ -87,8 +87,7 @@ pub async fn agent(state: &AppState, headers: &HeaderMap) -> Result<AgentCaller,
             let found = state
                 .read()
                 .agent_by_credential(&digest)
-                .await
-                .map_err(|e| Problem::internal(&e))?
+                .await?
                 .ok_or_else(refused)?;
             state.cache.keep_agent(&digest, found, generation);
             found
@@ -126,22 +125,16 @@ pub async fn enroll(
     let device = DeviceId(Uuid::now_v7());
     let credential = auth::new_token();
     let now = Utc::now();
-    let (committed, _) = command::execute(
+    let committed = command::on_customer(
         &state,
         TenantId(tenant.id),
         &format!("agent:{device}"),
-        now,
-        |history| {
-            customer::decide(
-                Some(&fold_customer(history)?),
-                CustomerCommand::EnrollAgent {
-                    token_digest: token_digest(&request.enrollment_token),
-                    device_id: device,
-                    hostname: request.hostname.clone(),
-                    credential_digest: token_digest(&credential),
-                    now,
-                },
-            )
+        CustomerCommand::EnrollAgent {
+            token_digest: token_digest(&request.enrollment_token),
+            device_id: device,
+            hostname: request.hostname.clone(),
+            credential_digest: token_digest(&credential),
+            now,
         },
     )
     .await?;
@@ -188,8 +181,7 @@ pub async fn changes(
                 let page = state
                     .read()
                     .changes(agent.tenant.id, after, limit)
-                    .await
-                    .map_err(|e| Problem::internal(&e))?
+                    .await?
                     .ok_or_else(|| Problem::not_found("no such tenant"))?;
                 let empty = page.changes.is_empty() && !page.snapshot;
                 let body: Arc<[u8]> = serde_json::to_vec(&json!({
@@ -397,11 +389,7 @@ pub async fn devices(
 ) -> Result<Response, Problem> {
     let (tenant, _) =
         crate::routes::customer::context(&state, &method, &headers, Action::ManageAgents).await?;
-    let devices = state
-        .read()
-        .devices_of(tenant.id)
-        .await
-        .map_err(|e| Problem::internal(&e))?;
+    let devices = state.read().devices_of(tenant.id).await?;
     Ok(Json(
         devices
             .into_iter()
@@ -421,18 +409,12 @@ pub async fn revoke_device(
     let (tenant, caller) =
         crate::routes::customer::context(&state, &method, &headers, Action::ManageAgents).await?;
     let device = Uuid::parse_str(&id).map_err(|_| Problem::not_found("no such device"))?;
-    let (committed, _) = command::execute(
+    let committed = command::on_customer(
         &state,
         TenantId(tenant.id),
         &caller.actor,
-        Utc::now(),
-        |history| {
-            customer::decide(
-                Some(&fold_customer(history)?),
-                CustomerCommand::RevokeAgent {
-                    device_id: DeviceId(device),
-                },
-            )
+        CustomerCommand::RevokeAgent {
+            device_id: DeviceId(device),
         },
     )
     .await?;
@@ -531,7 +513,6 @@ pub async fn approve_desktop(
     agent: Uuid,
     user: Uuid,
     msp: Option<Uuid>,
-    now: chrono::DateTime<Utc>,
 ) -> Result<(String, eventlog::Committed), Problem> {
     if msp.is_some() || tenant.msp_id.is_none() {
         return Err(Problem::unauthorized(
@@ -541,8 +522,7 @@ pub async fn approve_desktop(
     let row = state
         .read()
         .user(tenant.id, user)
-        .await
-        .map_err(|e| Problem::internal(&e))?
+        .await?
         .ok_or_else(|| Problem::unauthorized("unknown user"))?;
     let username = row.username.clone().unwrap_or_default();
     let attempt = DesktopLoginRecorded {
@@ -558,7 +538,6 @@ pub async fn approve_desktop(
         tenant,
         agent,
         CustomerCommand::RecordDesktopLogin(attempt),
-        now,
     )
     .await?;
     let grant = json!({
@@ -581,7 +560,6 @@ pub async fn approve_elevation(
     agent: Uuid,
     user: Uuid,
     msp: Option<Uuid>,
-    now: chrono::DateTime<Utc>,
 ) -> Result<(String, eventlog::Committed), Problem> {
     let Some(msp) = msp else {
         return Err(Problem::unauthorized(
@@ -612,7 +590,6 @@ pub async fn approve_elevation(
         tenant,
         agent,
         CustomerCommand::RecordElevation(record),
-        now,
     )
     .await?;
     if !allowed {
@@ -620,12 +597,7 @@ pub async fn approve_elevation(
             "only the MSP's admins and the technicians delegated to this tenant may elevate",
         ));
     }
-    let email = state
-        .read()
-        .user(msp, user)
-        .await
-        .map_err(|e| Problem::internal(&e))?
-        .map(|u| u.email);
+    let email = state.read().user(msp, user).await?.map(|u| u.email);
     let grant = json!({
         "account": {"username": account},
         "technician": {"id": user, "email": email},
@@ -638,15 +610,13 @@ async fn record_event(
     tenant: &TenantRow,
     agent: Uuid,
     command: CustomerCommand,
-    now: chrono::DateTime<Utc>,
 ) -> Result<eventlog::Committed, Problem> {
-    let (committed, _) = command::execute(
+    command::on_customer(
         state,
         TenantId(tenant.id),
         &format!("agent:{agent}"),
-        now,
-        |history| customer::decide(Some(&fold_customer(history)?), command.clone()),
+        command,
     )
-    .await?;
-    committed.ok_or_else(|| Problem::internal(&"a recorded attempt wrote nothing"))
+    .await?
+    .ok_or_else(|| Problem::internal(&"a recorded attempt wrote nothing"))
 }

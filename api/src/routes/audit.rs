@@ -62,8 +62,7 @@ pub async fn events(
     let events = state
         .log
         .read_stream(StreamId(tenant.id), after + 1, limit + 1)
-        .await
-        .map_err(|e| Problem::internal(&e))?;
+        .await?;
     let more = events.len() > limit;
     let mut body = String::new();
     for event in events.iter().take(limit) {
@@ -91,9 +90,7 @@ pub async fn verify(
     headers: HeaderMap,
 ) -> Result<Response, Problem> {
     let tenant = context(&state, &method, &headers).await?;
-    let report = eventlog::verify(state.log.as_ref(), StreamId(tenant.id))
-        .await
-        .map_err(|e| Problem::internal(&e))?;
+    let report = eventlog::verify(state.log.as_ref(), StreamId(tenant.id)).await?;
     Ok(Json(json!({
         "events": report.events,
         "head_seq": report.head_seq,
@@ -124,8 +121,7 @@ pub async fn state_at(
     let recorded = state
         .log
         .read_stream(StreamId(tenant.id), 1, usize::MAX)
-        .await
-        .map_err(|e| Problem::internal(&e))?;
+        .await?;
     let mut events = Vec::new();
     let mut seq = 0;
     for event in recorded.iter().take_while(|e| e.occurred_at <= at) {
@@ -133,13 +129,9 @@ pub async fn state_at(
         seq = event.seq;
     }
     let state_json = if tenant.msp_id.is_some() {
-        CustomerTenant::replay(&events)
-            .map_err(|e| Problem::internal(&e))?
-            .map(|t| customer_json(&t))
+        CustomerTenant::replay(&events)?.map(|t| customer_json(&t))
     } else {
-        MspTenant::replay(&events)
-            .map_err(|e| Problem::internal(&e))?
-            .map(|t| msp_json(&t))
+        MspTenant::replay(&events)?.map(|t| msp_json(&t))
     };
     Ok(Json(json!({
         "at": at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),

@@ -21,10 +21,9 @@ use serde_json::{Value, json};
 
 use crate::app::{AppState, Shared};
 use crate::command::{self, Plan, fold_customer};
-use crate::host;
 use crate::problem::{FieldProblem, Problem};
 use crate::routes::customer::context;
-use crate::routes::{settle, with_position};
+use crate::routes::settings_written;
 
 /// The largest branding upload: two images at their limit and the text.
 pub const UPLOAD_LIMIT: usize = 2 * (2 << 20) + 64 * 1024;
@@ -161,12 +160,7 @@ pub async fn put_branding(
         },
     )
     .await?;
-    settle(&state, committed.as_ref()).await;
-    let tenant = host::tenant(&state, &headers).await?;
-    Ok(with_position(
-        committed.as_ref(),
-        Json(branding_json(&tenant)).into_response(),
-    ))
+    settings_written(&state, &headers, committed.as_ref(), branding_json).await
 }
 
 /// `GET /api/v1/branding/{background|logo}`: the image, with its media type, an `ETag` (its
@@ -218,8 +212,7 @@ pub async fn image_response(
         let bytes = state
             .log
             .blob(StreamId(tenant.id), id)
-            .await
-            .map_err(|e| Problem::internal(&e))?
+            .await?
             .ok_or_else(|| Problem::internal(&"a branding image's blob is missing"))?;
         let mut response = bytes.into_response();
         if let Ok(media_type) = HeaderValue::from_str(&image.media_type) {

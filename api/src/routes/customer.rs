@@ -31,7 +31,7 @@ use crate::auth::{self, Caller};
 use crate::command::{self, Plan, fold_customer};
 use crate::host;
 use crate::problem::Problem;
-use crate::routes::{body, settle, user_id, user_row, with_position, written};
+use crate::routes::{body, settings_written, settle, user_id, user_row, with_position, written};
 
 /// How long an agent enrollment token can be used.
 const ENROLLMENT_TOKEN_LIFETIME: chrono::Duration = chrono::Duration::hours(24);
@@ -106,22 +106,14 @@ pub async fn context(
     Ok((tenant, caller))
 }
 
-/// Decides `command` on the customer and commits it.
+/// Decides `command` on the customer and commits it, as the caller.
 async fn run(
     state: &AppState,
     tenant: &TenantRow,
     caller: &Caller,
     command: CustomerCommand,
 ) -> Result<Option<eventlog::Committed>, Problem> {
-    let (committed, _) = command::execute(
-        state,
-        TenantId(tenant.id),
-        &caller.actor,
-        Utc::now(),
-        |history| customer::decide(Some(&fold_customer(history)?), command.clone()),
-    )
-    .await?;
-    Ok(committed)
+    command::on_customer(state, TenantId(tenant.id), &caller.actor, command).await
 }
 
 /// The tenant's current data key, unwrapped with the root key; 409 if the master key is off.
@@ -131,11 +123,7 @@ pub async fn data_key(state: &AppState, tenant: &TenantRow) -> Result<DataKey, P
             "enable the master key first: passwords and personal emails are sealed with it".into(),
         ))
     })?;
-    let keys = state
-        .log
-        .data_keys(StreamId(tenant.id))
-        .await
-        .map_err(|e| Problem::internal(&e))?;
+    let keys = state.log.data_keys(StreamId(tenant.id)).await?;
     let wrapped = keys
         .iter()
         .find(|k| k.version == version)
@@ -212,11 +200,7 @@ pub async fn get_master_key(
     headers: HeaderMap,
 ) -> Result<Response, Problem> {
     let (tenant, _) = context(&state, &method, &headers, Action::ReadTenantSettings).await?;
-    Ok(Json(json!({
-        "enabled": tenant.master_key_version.is_some(),
-        "key_version": tenant.master_key_version,
-    }))
-    .into_response())
+    Ok(Json(master_key_json(&tenant)).into_response())
 }
 
 /// `PUT /api/v1/settings/master-key` `{enabled}`: enabling makes a new 256-bit data key,
@@ -231,11 +215,7 @@ pub async fn put_master_key(
     let (tenant, caller) = context(&state, &method, &headers, Action::ManageTenantSettings).await?;
     let request = body(request)?;
     let committed = if request.enabled {
-        let existing = state
-            .log
-            .data_keys(StreamId(tenant.id))
-            .await
-            .map_err(|e| Problem::internal(&e))?;
+        let existing = state.log.data_keys(StreamId(tenant.id)).await?;
         let version = existing.iter().map(|k| k.version).max().unwrap_or(0) + 1;
         let key = DataKey::new(version, random());
         let wrapped = key
@@ -273,16 +253,18 @@ pub async fn put_master_key(
     } else {
         run(&state, &tenant, &caller, CustomerCommand::DisableMasterKey).await?
     };
-    settle(&state, committed.as_ref()).await;
-    let tenant = host::tenant(&state, &headers).await?;
-    Ok(with_position(
-        committed.as_ref(),
-        Json(json!({
-            "enabled": tenant.master_key_version.is_some(),
-            "key_version": tenant.master_key_version,
-        }))
-        .into_response(),
-    ))
+    settings_written(&state, &headers, committed.as_ref(), master_key_json).await
+}
+
+fn master_key_json(tenant: &TenantRow) -> Value {
+    json!({
+        "enabled": tenant.master_key_version.is_some(),
+        "key_version": tenant.master_key_version,
+    })
+}
+
+fn shared_account_json(tenant: &TenantRow) -> Value {
+    json!({"username": tenant.shared_account})
 }
 
 fn desktop_login_json(tenant: &TenantRow) -> Value {
@@ -331,12 +313,7 @@ pub async fn put_desktop_login(
         },
     )
     .await?;
-    settle(&state, committed.as_ref()).await;
-    let tenant = host::tenant(&state, &headers).await?;
-    Ok(with_position(
-        committed.as_ref(),
-        Json(desktop_login_json(&tenant)).into_response(),
-    ))
+    settings_written(&state, &headers, committed.as_ref(), desktop_login_json).await
 }
 
 /// `GET /api/v1/users` on a customer host: the cloud directory.
@@ -346,11 +323,7 @@ pub async fn list_users(
     headers: HeaderMap,
 ) -> Result<Response, Problem> {
     let (tenant, _) = context(&state, &method, &headers, Action::ReadDirectory).await?;
-    let users = state
-        .read()
-        .users_of(tenant.id)
-        .await
-        .map_err(|e| Problem::internal(&e))?;
+    let users = state.read().users_of(tenant.id).await?;
     Ok(Json(users.iter().map(user_json).collect::<Vec<_>>()).into_response())
 }
 
@@ -563,7 +536,7 @@ pub async fn get_shared_account(
     headers: HeaderMap,
 ) -> Result<Response, Problem> {
     let (tenant, _) = context(&state, &method, &headers, Action::ReadTenantSettings).await?;
-    Ok(Json(json!({"username": tenant.shared_account})).into_response())
+    Ok(Json(shared_account_json(&tenant)).into_response())
 }
 
 /// `PUT /api/v1/accounts/shared` `{username}`: the local admin account technicians elevate
@@ -585,12 +558,7 @@ pub async fn put_shared_account(
         },
     )
     .await?;
-    settle(&state, committed.as_ref()).await;
-    let tenant = host::tenant(&state, &headers).await?;
-    Ok(with_position(
-        committed.as_ref(),
-        Json(json!({"username": tenant.shared_account})).into_response(),
-    ))
+    settings_written(&state, &headers, committed.as_ref(), shared_account_json).await
 }
 
 /// `POST /api/v1/agent/enrollment-tokens` → 201 `{token, expires_at}`: a one-time token to

@@ -165,24 +165,16 @@ async fn approver(
     let unknown = || Problem::unauthorized("unknown device");
     // A directory user's phone on their own tenant, or an MSP user's on the MSP or a customer.
     let (owner, msp) = match tenant.msp_id {
-        Some(msp) => match read
-            .authenticator(tenant.id, device)
-            .await
-            .map_err(|e| Problem::internal(&e))?
-        {
+        Some(msp) => match read.authenticator(tenant.id, device).await? {
             Some(found) => (found, None),
             None => (
-                read.authenticator(msp, device)
-                    .await
-                    .map_err(|e| Problem::internal(&e))?
-                    .ok_or_else(unknown)?,
+                read.authenticator(msp, device).await?.ok_or_else(unknown)?,
                 Some(msp),
             ),
         },
         None => (
             read.authenticator(tenant.id, device)
-                .await
-                .map_err(|e| Problem::internal(&e))?
+                .await?
                 .ok_or_else(unknown)?,
             None,
         ),
@@ -208,8 +200,7 @@ async fn approver(
         }
         None => {
             read.user(tenant.id, user)
-                .await
-                .map_err(|e| Problem::internal(&e))?
+                .await?
                 .filter(|u| u.enabled)
                 .ok_or_else(|| Problem::unauthorized("the user is disabled"))?;
         }
@@ -277,11 +268,10 @@ pub async fn approve(
         .await?;
         match (approving.purpose, approving.agent) {
             ("desktop", Some(agent)) => {
-                crate::routes::agent::approve_desktop(&state, &tenant, agent, user, msp, now).await
+                crate::routes::agent::approve_desktop(&state, &tenant, agent, user, msp).await
             }
             ("elevate", Some(agent)) => {
-                crate::routes::agent::approve_elevation(&state, &tenant, agent, user, msp, now)
-                    .await
+                crate::routes::agent::approve_elevation(&state, &tenant, agent, user, msp).await
             }
             _ => {
                 let token = auth::new_token();
@@ -480,8 +470,7 @@ pub async fn me(
     let user = state
         .read()
         .user(home, caller.session.user_id)
-        .await
-        .map_err(|e| Problem::internal(&e))?
+        .await?
         .ok_or_else(|| Problem::unauthorized("the user no longer exists"))?;
     let body = json!({
         "user": {

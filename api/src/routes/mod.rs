@@ -14,7 +14,7 @@ pub mod table;
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
 use axum::http::StatusCode;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use eventlog::Committed;
 
 use crate::app::{AppState, READ_YOUR_WRITES};
@@ -68,6 +68,22 @@ pub async fn settle(state: &AppState, committed: Option<&Committed>) {
         // Projected: what the write changed leaves the cache before anyone reads it again.
         state.cache.forget_after(&committed.events);
     }
+}
+
+/// The answer to a write that changed the host tenant's settings: once projected, the
+/// settings as `render` shows them, with the write's position.
+pub async fn settings_written(
+    state: &AppState,
+    headers: &axum::http::HeaderMap,
+    committed: Option<&Committed>,
+    render: impl FnOnce(&projections::TenantRow) -> serde_json::Value,
+) -> Result<Response, Problem> {
+    settle(state, committed).await;
+    let tenant = crate::host::tenant(state, headers).await?;
+    Ok(with_position(
+        committed,
+        Json(render(&tenant)).into_response(),
+    ))
 }
 
 /// Adds the write's log position as `Idem-Position`.
@@ -127,8 +143,7 @@ pub async fn user_row(
     state
         .read()
         .user(tenant, user)
-        .await
-        .map_err(|e| Problem::internal(&e))?
+        .await?
         .ok_or_else(|| Problem::not_found("no such user"))
 }
 

@@ -27,10 +27,10 @@ use uuid::Uuid;
 use crate::app::{AppState, Shared};
 use crate::auth::{self, Caller};
 use crate::challenges::Handoff;
-use crate::command::{self, Plan, fold_customer, fold_msp};
+use crate::command::{self, Plan, fold_msp};
 use crate::host;
 use crate::problem::Problem;
-use crate::routes::{body, settle, user_id, user_row, with_position, written};
+use crate::routes::{body, settings_written, settle, user_id, user_row, with_position, written};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -93,15 +93,7 @@ async fn run(
     command: MspCommand,
 ) -> Result<Option<eventlog::Committed>, Problem> {
     caller.may(command.action(), tenant)?;
-    let (committed, _) = command::execute(
-        state,
-        TenantId(tenant.id),
-        &caller.actor,
-        Utc::now(),
-        |history| msp::decide(Some(&fold_msp(history)?), command.clone()),
-    )
-    .await?;
-    Ok(committed)
+    command::on_msp(state, TenantId(tenant.id), &caller.actor, command).await
 }
 
 fn user_json(user: &UserRow) -> Value {
@@ -125,11 +117,7 @@ pub async fn list_users(
 ) -> Result<Response, Problem> {
     let (tenant, caller) = msp_context(&state, &method, &headers).await?;
     caller.may(Action::ReadMspUsers, &tenant)?;
-    let users = state
-        .read()
-        .users_of(tenant.id)
-        .await
-        .map_err(|e| Problem::internal(&e))?;
+    let users = state.read().users_of(tenant.id).await?;
     Ok(Json(users.iter().map(user_json).collect::<Vec<_>>()).into_response())
 }
 
@@ -282,28 +270,21 @@ pub async fn put_user_source(
             ));
         }
     };
-    let (committed, _) = command::execute(
+    let (id, actor) = (TenantId(tenant.id), caller.actor.as_str());
+    let committed = match tenant.msp_id {
+        None => command::on_msp(&state, id, actor, MspCommand::SetUserSource { source }).await?,
+        Some(_) => {
+            let command = CustomerCommand::SetUserSource { source };
+            command::on_customer(&state, id, actor, command).await?
+        }
+    };
+    settings_written(
         &state,
-        TenantId(tenant.id),
-        &caller.actor,
-        Utc::now(),
-        |history| match tenant.msp_id {
-            None => msp::decide(
-                Some(&fold_msp(history)?),
-                MspCommand::SetUserSource { source },
-            ),
-            Some(_) => customer::decide(
-                Some(&fold_customer(history)?),
-                CustomerCommand::SetUserSource { source },
-            ),
-        },
-    )
-    .await?;
-    settle(&state, committed.as_ref()).await;
-    Ok(with_position(
+        &headers,
         committed.as_ref(),
-        Json(json!({"source": "local"})).into_response(),
-    ))
+        |t| json!({"source": t.user_source}),
+    )
+    .await
 }
 
 /// A customer of the host's MSP by name, as the read models have it; 404 otherwise.
@@ -314,8 +295,7 @@ async fn customer(state: &AppState, msp: &TenantRow, name: &str) -> Result<Tenan
     state
         .read()
         .tenant_by_host(&label)
-        .await
-        .map_err(|e| Problem::internal(&e))?
+        .await?
         .filter(|t| t.msp_id == Some(msp.id) && t.name == name)
         .ok_or_else(missing)
 }
@@ -339,11 +319,7 @@ pub async fn list_customers(
 ) -> Result<Response, Problem> {
     let (tenant, caller) = msp_context(&state, &method, &headers).await?;
     caller.may(Action::ReadCustomers, &tenant)?;
-    let customers = state
-        .read()
-        .customers_of(tenant.id)
-        .await
-        .map_err(|e| Problem::internal(&e))?;
+    let customers = state.read().customers_of(tenant.id).await?;
     Ok(Json(
         customers
             .iter()
@@ -410,8 +386,7 @@ pub async fn create_customer(
     let row = state
         .read()
         .customers_of(tenant.id)
-        .await
-        .map_err(|e| Problem::internal(&e))?
+        .await?
         .into_iter()
         .find(|c| c.name == name)
         .ok_or_else(|| Problem::internal(&"the new customer is not in the read models"))?;
@@ -468,21 +443,14 @@ pub async fn list_technicians(
     caller.may(Action::ReadCustomers, &tenant)?;
     let customer = customer(&state, &tenant, &name).await?;
     let read = state.read();
-    let access = read
-        .access_to(customer.id)
-        .await
-        .map_err(|e| Problem::internal(&e))?;
+    let access = read.access_to(customer.id).await?;
     let mut technicians: Vec<Value> = Vec::new();
     let mut seen = std::collections::BTreeSet::new();
     for row in &access {
         if row.via == "auditor" || !seen.insert(row.user_id) {
             continue;
         }
-        let Some(user) = read
-            .user(tenant.id, row.user_id)
-            .await
-            .map_err(|e| Problem::internal(&e))?
-        else {
+        let Some(user) = read.user(tenant.id, row.user_id).await? else {
             continue;
         };
         let via: Vec<&str> = access
@@ -616,11 +584,7 @@ pub async fn apps(
 ) -> Result<Response, Problem> {
     let (tenant, caller) = msp_context(&state, &method, &headers).await?;
     caller.may(Action::ReadOwnProfile, &tenant)?;
-    let apps = state
-        .read()
-        .apps_of(caller.session.user_id)
-        .await
-        .map_err(|e| Problem::internal(&e))?;
+    let apps = state.read().apps_of(caller.session.user_id).await?;
     let apps: Vec<Value> = apps
         .iter()
         .map(|app| {
