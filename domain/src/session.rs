@@ -56,6 +56,24 @@ pub fn token_digest(token: &str) -> String {
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The anti-forgery token of a session's forms: derived from the session token one way, so
+/// it proves the form came from a page that session was shown, and reveals nothing of the
+/// token. Hex, like the digest, under a tag of its own so the two never coincide.
+pub fn csrf_token(token: &str) -> String {
+    let digest = Sha256::new()
+        .chain_update(b"idem.csrf.v1\0")
+        .chain_update(token.as_bytes())
+        .finalize();
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Whether `offered` is the anti-forgery token of the session `token`, in constant time.
+pub fn csrf_matches(token: &str, offered: &str) -> bool {
+    use subtle::ConstantTimeEq;
+    let expected = csrf_token(token);
+    expected.len() == offered.len() && bool::from(expected.as_bytes().ct_eq(offered.as_bytes()))
+}
+
 /// The session to start for a user identified by a QR approval or an SSO hand-off.
 pub struct NewSession {
     pub session_id: Uuid,
@@ -99,6 +117,18 @@ mod tests {
 
     fn sign(key: &SigningKey, message: &str) -> String {
         URL_SAFE_NO_PAD.encode(key.sign(message.as_bytes()).to_bytes())
+    }
+
+    #[test]
+    fn a_csrf_token_belongs_to_its_session_only_and_is_not_the_digest() {
+        let token = "session-token-a";
+        let csrf = csrf_token(token);
+        assert!(csrf_matches(token, &csrf));
+        assert!(!csrf_matches("session-token-b", &csrf));
+        assert!(!csrf_matches(token, &csrf[..63]));
+        assert!(!csrf_matches(token, ""));
+        assert_ne!(csrf, token_digest(token));
+        assert!(!csrf.contains(token));
     }
 
     #[test]

@@ -81,7 +81,8 @@ fn checked_image(field: &'static str, bytes: Vec<u8>) -> Result<(ImageRef, Vec<u
 }
 
 /// `PUT /api/v1/branding` (multipart/form-data): any of `background`, `logo` (PNG or JPEG) and
-/// `text` (an empty text removes it). Parts not sent keep their value.
+/// `text` (an empty text removes it). Parts not sent, and file parts with no file chosen (an
+/// empty file name, as browsers send them), keep their value.
 pub async fn put_branding(
     State(state): State<Shared>,
     method: Method,
@@ -112,7 +113,12 @@ pub async fn put_branding(
     };
     while let Some(field) = multipart.next_field().await.map_err(too_large)? {
         let name = field.name().unwrap_or_default().to_owned();
+        // A browser's file input with no file chosen: a part with an empty file name.
+        let no_file_chosen = field.file_name() == Some("");
         let bytes = field.bytes().await.map_err(too_large)?.to_vec();
+        if no_file_chosen && bytes.is_empty() {
+            continue;
+        }
         match name.as_str() {
             "background" => background = Some(checked_image("background", bytes)?),
             "logo" => logo = Some(checked_image("logo", bytes)?),
