@@ -248,8 +248,8 @@ pub const BODY_LIMIT: usize = 64 * 1024;
 /// fields, so anything bigger is refused before it is read.
 pub const PUBLIC_BODY_LIMIT: usize = 4 * 1024;
 
-/// Every route.
-pub fn router(state: Shared) -> Router {
+/// The API's routes with their body limits: what the portals call in process, too.
+pub fn api_routes() -> Router<Shared> {
     routes::table::public::router()
         .layer(DefaultBodyLimit::max(PUBLIC_BODY_LIMIT))
         .merge(routes::table::session::router().layer(DefaultBodyLimit::max(BODY_LIMIT)))
@@ -257,6 +257,12 @@ pub fn router(state: Shared) -> Router {
             routes::table::uploads::router()
                 .layer(DefaultBodyLimit::max(routes::branding::UPLOAD_LIMIT)),
         )
+}
+
+/// Every route: the API, and the portals' pages.
+pub fn router(state: Shared) -> Router {
+    api_routes()
+        .merge(crate::portal::router(&state.config))
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), min_position))

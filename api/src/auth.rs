@@ -68,6 +68,11 @@ fn token(headers: &HeaderMap) -> Option<(String, bool)> {
             .eq_ignore_ascii_case("bearer")
             .then(|| (token.trim().to_owned(), false));
     }
+    cookie_token(headers).map(|value| (value, true))
+}
+
+/// The session token of a browser's cookie, if it carries one.
+pub fn cookie_token(headers: &HeaderMap) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()
@@ -75,13 +80,14 @@ fn token(headers: &HeaderMap) -> Option<(String, bool)> {
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
         .find(|(name, _)| *name == COOKIE)
-        .map(|(_, value)| (value.to_owned(), true))
+        .map(|(_, value)| value.to_owned())
+        .filter(|value| !value.is_empty())
 }
 
 /// A browser's unsafe request must come from a page of the same host: tenant hosts share a
 /// site under the base domain, so `SameSite` alone does not stop one tenant's page from
 /// posting to another's API with its cookie.
-fn same_origin(headers: &HeaderMap) -> bool {
+pub fn same_origin(headers: &HeaderMap) -> bool {
     let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
     let origin = headers
         .get(header::ORIGIN)

@@ -16,6 +16,7 @@ pub mod mail;
 pub mod metrics;
 pub mod openapi;
 pub mod operator;
+pub mod portal;
 pub mod problem;
 pub mod routes;
 

@@ -1,0 +1,242 @@
+//! Signing in and out of the portals: the login page shows a QR challenge (an image, and the
+//! `idem://` text for the software authenticator) and moves on by itself once a phone
+//! approves it (`/assets/login.js` long-polls `POST /login`); without JavaScript, a button
+//! does the same. The challenge's id rides in a `SameSite=Strict` cookie of this host, so
+//! another site cannot finish a login in this browser.
+
+use axum::Form;
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use base64::Engine;
+use maud::html;
+use serde_json::json;
+
+use super::client::{Client, Failure};
+use super::{Fields, Page, error_page, html_response, layout, query_value};
+use crate::app::Shared;
+use crate::auth;
+
+/// The login challenge's cookie: this browser's challenge, for the login page only.
+const LOGIN_COOKIE: &str = "idem_login";
+/// How long one `POST /login` waits for the approval.
+const WAIT_SECONDS: u64 = 25;
+
+/// Where to go after signing in: a path of this host, never another site.
+fn next_path(raw: Option<&str>) -> String {
+    match raw {
+        Some(path)
+            if path.starts_with('/')
+                && !path.starts_with("//")
+                && !path.contains('\\')
+                && !path.starts_with("/login") =>
+        {
+            path.to_owned()
+        }
+        _ => "/admin".to_owned(),
+    }
+}
+
+/// `GET /login?next=…`: a fresh QR challenge.
+pub async fn page(
+    State(state): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Response {
+    let next = next_path(query_value(&uri, "next").as_deref());
+    // Already signed in here: straight on.
+    if auth::cookie_token(&headers).is_some()
+        && Page::open(state.clone(), &headers, &uri).await.is_ok()
+    {
+        return Redirect::to(&next).into_response();
+    }
+    let api = Client::new(state, &headers, None).from_peer(peer);
+    let tenant = api.state().clone();
+    let host_tenant = crate::host::tenant(&tenant, &headers).await.ok();
+    let display_name = host_tenant.as_ref().map(|t| t.display_name.clone());
+    let challenge = match api
+        .send(
+            Method::POST,
+            "/api/v1/login/challenges",
+            Some(json!({"purpose": "portal"})),
+        )
+        .await
+    {
+        Ok(answer) => answer.body,
+        Err(failure) => return error_page(display_name.as_deref(), &failure),
+    };
+    let (Some(id), Some(qr)) = (challenge["id"].as_str(), challenge["qr"].as_str()) else {
+        return error_page(
+            display_name.as_deref(),
+            &Failure::local(
+                StatusCode::BAD_GATEWAY,
+                "the login challenge could not be made",
+            ),
+        );
+    };
+    let image = qr_image(qr);
+    let message = if query_value(&uri, "ended").is_some() {
+        Some("Your session has ended, or your access here has changed. Sign in again.")
+    } else if query_value(&uri, "pending").is_some() {
+        Some("No approval arrived for that code yet. Scan this new one.")
+    } else if query_value(&uri, "expired").is_some() {
+        Some("That code expired. Scan this new one.")
+    } else if query_value(&uri, "out").is_some() {
+        Some("You are signed out.")
+    } else {
+        None
+    };
+    let body = html! {
+        h1 { "Sign in" }
+        @if let Some(message) = message { p.notice role="status" { (message) } }
+        p { "Scan this code with the idem app on your enrolled phone and approve the sign-in." }
+        div.qr #login data-next=(next) {
+            @if let Some(image) = image {
+                img src=(image) width="240" height="240" alt="QR code to scan with your phone";
+            }
+        }
+        details {
+            summary { "Using the software authenticator?" }
+            p { "Give it this text:" }
+            code.qr-text #qr-text { (qr) }
+        }
+        p #login-status role="status" aria-live="polite" { "Waiting for your approval…" }
+        form method="post" novalidate action="/login" {
+            input type="hidden" name="next" value=(next);
+            button.primary type="submit" { "I approved it — continue" }
+        }
+        script src="/assets/login.js" defer {}
+    };
+    let mut response = html_response(
+        StatusCode::OK,
+        layout::bare("Sign in", display_name.as_deref(), body),
+    );
+    let secure = if api.state().config.public_scheme == "https" {
+        "; Secure"
+    } else {
+        ""
+    };
+    if let Ok(cookie) = HeaderValue::from_str(&format!(
+        "{LOGIN_COOKIE}={id}; Path=/login; HttpOnly; SameSite=Strict; Max-Age=300{secure}"
+    )) {
+        response.headers_mut().insert(header::SET_COOKIE, cookie);
+    }
+    response
+}
+
+/// The QR code of `text` as an SVG image (a `data:` URI: the page's policy allows those, and
+/// an image cannot run anything).
+fn qr_image(text: &str) -> Option<String> {
+    let code = qrcode::QrCode::new(text.as_bytes()).ok()?;
+    let svg = code
+        .render::<qrcode::render::svg::Color<'_>>()
+        .min_dimensions(240, 240)
+        .quiet_zone(true)
+        .build();
+    Some(format!(
+        "data:image/svg+xml;base64,{}",
+        base64::engine::general_purpose::STANDARD.encode(svg)
+    ))
+}
+
+fn login_cookie(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == LOGIN_COOKIE)
+        .map(|(_, value)| value.to_owned())
+}
+
+/// `POST /login` `next=…`: waits for this browser's challenge. The page's script asks with
+/// `Accept: application/json` and gets `{status, next?}`; a plain form post is sent on (or
+/// back to a fresh code).
+pub async fn finish(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    Form(fields): Form<Fields>,
+) -> Response {
+    let next = next_path(fields.get("next").map(String::as_str));
+    let wants_json = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("application/json"));
+    let encoded_next: String = url::form_urlencoded::byte_serialize(next.as_bytes()).collect();
+    let again = |why: &str| -> Response {
+        if wants_json {
+            axum::Json(json!({"status": why})).into_response()
+        } else {
+            Redirect::to(&format!("/login?next={encoded_next}&{why}=1")).into_response()
+        }
+    };
+    let Some(id) = login_cookie(&headers).filter(|id| uuid::Uuid::parse_str(id).is_ok()) else {
+        return again("expired");
+    };
+    let api = Client::new(state.clone(), &headers, None);
+    let answer = match api
+        .get(&format!(
+            "/api/v1/login/challenges/{id}?wait={WAIT_SECONDS}"
+        ))
+        .await
+    {
+        Ok(answer) => answer,
+        Err(failure) if failure.status == StatusCode::NOT_FOUND => return again("expired"),
+        Err(failure) => return error_page(None, &failure),
+    };
+    match (answer["status"].as_str(), answer["token"].as_str()) {
+        (Some("approved"), Some(token)) => {
+            let mut response = if wants_json {
+                axum::Json(json!({"status": "approved", "next": next})).into_response()
+            } else {
+                Redirect::to(&next).into_response()
+            };
+            if let Some(cookie) = auth::session_cookie(&state, token) {
+                response.headers_mut().append(header::SET_COOKIE, cookie);
+            }
+            if let Ok(cleared) = HeaderValue::from_str(&format!(
+                "{LOGIN_COOKIE}=; Path=/login; HttpOnly; SameSite=Strict; Max-Age=0"
+            )) {
+                response.headers_mut().append(header::SET_COOKIE, cleared);
+            }
+            response
+        }
+        (Some("pending"), _) => again("pending"),
+        // Expired, or approved and handed out already.
+        _ => again("expired"),
+    }
+}
+
+/// `POST /logout`: ends the session and forgets the cookie.
+pub async fn logout(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    uri: Uri,
+    Form(fields): Form<Fields>,
+) -> Response {
+    let page = match Page::submit(
+        state.clone(),
+        &headers,
+        &uri,
+        fields.get("csrf").map(String::as_str),
+    )
+    .await
+    {
+        Ok(page) => page,
+        Err(response) => return response,
+    };
+    if let Err(failure) = page.api.send(Method::POST, "/api/v1/logout", None).await
+        && failure.status != StatusCode::UNAUTHORIZED
+    {
+        return page.failed(&failure);
+    }
+    let mut response = Redirect::to("/login?next=%2Fadmin&out=1").into_response();
+    response
+        .headers_mut()
+        .insert(header::SET_COOKIE, auth::cleared_cookie(&state));
+    response
+}

@@ -1,0 +1,479 @@
+//! The web portals, served by idemd on every tenant host: the MSP admin portal (`/admin` on
+//! the MSP's host), the user portal (`/` there: one icon per reachable customer), and the
+//! customer admin portal (`/admin` on a customer's host). Server-rendered HTML (maud), plain
+//! forms that work without JavaScript, one small script of ours on the login page.
+//!
+//! Every read and write goes through the API's own router in process ([`client`]) with the
+//! browser's session, so the portals can show and do exactly what the contract allows that
+//! session. Forms carry an anti-forgery token derived from the session and must come from
+//! the same host; every page is served with a Content-Security-Policy that allows only our
+//! own script and stylesheet.
+
+pub mod client;
+mod customer;
+mod layout;
+mod login;
+mod msp;
+
+use std::collections::{BTreeMap, HashMap};
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use maud::{Markup, html};
+use serde_json::Value;
+
+use crate::app::Shared;
+use crate::auth;
+use crate::config::Config;
+use client::{Client, Failure};
+use layout::FormState;
+
+/// The portals' routes.
+pub fn router(config: &Config) -> Router<Shared> {
+    let policy = content_security_policy(config);
+    Router::new()
+        .route("/", get(msp::home))
+        .route("/login", get(login::page).post(login::finish))
+        .route("/logout", post(login::logout))
+        .route("/apps/{name}/open", post(msp::open_app))
+        .route("/admin", get(admin_home))
+        .route(
+            "/admin/customers",
+            get(msp::customers).post(msp::create_customer),
+        )
+        .route("/admin/customers/{name}", get(msp::customer))
+        .route(
+            "/admin/customers/{name}/delete",
+            get(msp::confirm_delete).post(msp::delete_customer),
+        )
+        .route("/admin/customers/{name}/technicians", post(msp::delegate))
+        .route(
+            "/admin/customers/{name}/technicians/{user}/revoke",
+            post(msp::revoke),
+        )
+        .route("/admin/users", get(users).post(add_user))
+        .route("/admin/users/{id}", get(customer::user))
+        .route("/admin/users/{id}/{action}", post(user_action))
+        .route("/admin/settings", get(settings).post(save_settings))
+        .route(
+            "/admin/branding",
+            get(customer::branding).post(customer::upload_branding),
+        )
+        .route(
+            "/admin/accounts",
+            get(customer::accounts).post(customer::save_shared_account),
+        )
+        .route(
+            "/admin/devices",
+            get(customer::devices).post(customer::issue_token),
+        )
+        .route("/admin/devices/{id}/revoke", post(customer::revoke_device))
+        .route("/admin/audit", get(customer::audit))
+        .route("/assets/portal.css", get(stylesheet))
+        .route("/assets/login.js", get(login_script))
+        .layer(DefaultBodyLimit::max(crate::routes::branding::UPLOAD_LIMIT))
+        .layer(axum::middleware::map_response(move |response: Response| {
+            let policy = policy.clone();
+            async move { with_security_headers(response, policy) }
+        }))
+}
+
+/// Scripts and styles from our own host only, never inline; images from our host (branding)
+/// and `data:`; forms may go to our host or, through the SSO redirect, a tenant host.
+fn content_security_policy(config: &Config) -> HeaderValue {
+    let tenants = config.tenant_url("*");
+    let policy = format!(
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+         connect-src 'self'; form-action 'self' {tenants}; frame-ancestors 'none'; \
+         base-uri 'none'"
+    );
+    HeaderValue::from_str(&policy).unwrap_or(HeaderValue::from_static(
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+         connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    ))
+}
+
+fn with_security_headers(mut response: Response, policy: HeaderValue) -> Response {
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_SECURITY_POLICY, policy);
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("same-origin"),
+    );
+    if headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/html"))
+    {
+        // Pages hold tenant data: never kept by shared caches or the back button's disk.
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    response
+}
+
+async fn stylesheet() -> Response {
+    asset(
+        "text/css; charset=utf-8",
+        include_str!("../../assets/portal.css"),
+    )
+}
+
+async fn login_script() -> Response {
+    asset(
+        "text/javascript; charset=utf-8",
+        include_str!("../../assets/login.js"),
+    )
+}
+
+fn asset(content_type: &'static str, body: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "public, max-age=300"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// The signed-in person and the host's tenant, from `/api/v1/me`.
+pub struct Me {
+    pub email: String,
+    pub user_id: String,
+    pub tenant_kind: String,
+    pub tenant_name: String,
+    pub display_name: String,
+    /// The tenant's own URL.
+    pub url: String,
+    pub roles: Vec<String>,
+}
+
+impl Me {
+    fn from_json(me: &Value) -> Me {
+        let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+        Me {
+            email: text(&me["user"]["email"]),
+            user_id: text(&me["user"]["id"]),
+            tenant_kind: text(&me["tenant"]["kind"]),
+            tenant_name: text(&me["tenant"]["name"]),
+            display_name: text(&me["tenant"]["display_name"]),
+            url: text(&me["tenant"]["url"]),
+            roles: me["roles"]
+                .as_array()
+                .map(|r| {
+                    r.iter()
+                        .filter_map(|v| v.as_str().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        }
+    }
+
+    pub fn is_msp(&self) -> bool {
+        self.tenant_kind == "msp"
+    }
+
+    pub fn has_role(&self, role: &str) -> bool {
+        self.roles.iter().any(|r| r == role)
+    }
+}
+
+/// One signed-in browser request.
+pub struct Page {
+    pub api: Client,
+    pub me: Me,
+    pub csrf: String,
+    pub path: String,
+    pub notice: Option<&'static str>,
+}
+
+impl Page {
+    /// The page's session, or the answer that replaces the page: the login page when there
+    /// is no valid session (with a word if a session just ended), an error page otherwise.
+    pub async fn open(state: Shared, headers: &HeaderMap, uri: &Uri) -> Result<Page, Response> {
+        let path = uri.path().to_owned();
+        let Some(token) = auth::cookie_token(headers) else {
+            return Err(to_login(&path, false));
+        };
+        let api = Client::new(state, headers, Some(token.clone()));
+        let me = match api.get("/api/v1/me").await {
+            Ok(me) => Me::from_json(&me),
+            Err(failure) if failure.status == StatusCode::UNAUTHORIZED => {
+                return Err(to_login(&path, true));
+            }
+            Err(failure) => return Err(error_page(None, &failure)),
+        };
+        let notice = query_value(uri, "done").and_then(|key| notice(&key));
+        Ok(Page {
+            api,
+            me,
+            csrf: domain::session::csrf_token(&token),
+            path,
+            notice,
+        })
+    }
+
+    /// As [`Page::open`], for a form: the form must come from this host's own page and carry
+    /// the session's anti-forgery token.
+    pub async fn submit(
+        state: Shared,
+        headers: &HeaderMap,
+        uri: &Uri,
+        csrf: Option<&str>,
+    ) -> Result<Page, Response> {
+        let token = auth::cookie_token(headers);
+        let forged = match (&token, csrf) {
+            (Some(token), Some(offered)) => {
+                !auth::same_origin(headers) || !domain::session::csrf_matches(token, offered)
+            }
+            _ => token.is_some(),
+        };
+        if forged {
+            return Err(error_page(
+                None,
+                &Failure::local(
+                    StatusCode::FORBIDDEN,
+                    "This form did not come from this portal's own page (or the page is from an \
+                     earlier session). Go back, reload the page and try again.",
+                ),
+            ));
+        }
+        Page::open(state, headers, uri).await
+    }
+
+    /// A page of the portal.
+    pub fn render(&self, title: &str, body: Markup) -> Response {
+        html_response(StatusCode::OK, layout::page(self, title, body))
+    }
+
+    /// A page that shows a refused form again (422 or the refusal's own status).
+    pub fn render_refused(&self, status: StatusCode, title: &str, body: Markup) -> Response {
+        html_response(status, layout::page(self, title, body))
+    }
+
+    /// The answer to a refused write that is not the form's fault: the login page for an
+    /// ended session, an error page for the rest.
+    pub fn failed(&self, failure: &Failure) -> Response {
+        if failure.status == StatusCode::UNAUTHORIZED {
+            return to_login(&self.path, true);
+        }
+        error_page(Some(&self.me.display_name), failure)
+    }
+}
+
+/// A form's fields, as typed.
+pub type Fields = HashMap<String, String>;
+
+/// The form state to show again after `failure`, with what was typed.
+pub fn refused(fields: &Fields, failure: &Failure) -> FormState {
+    let values: BTreeMap<String, String> = fields
+        .iter()
+        .filter(|(k, _)| k.as_str() != "csrf" && !k.contains("password"))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let error = failure
+        .fields
+        .is_empty()
+        .then(|| failure.detail.clone())
+        .or_else(|| {
+            // A message for a field the form does not show goes above the form.
+            failure
+                .fields
+                .iter()
+                .find(|(name, _)| !fields.contains_key(name.as_str()))
+                .map(|(_, message)| message.clone())
+        });
+    FormState {
+        values,
+        fields: failure.fields.clone(),
+        error,
+    }
+}
+
+/// A typed text field, trimmed; empty is `None`.
+pub fn optional(fields: &Fields, name: &str) -> Option<String> {
+    fields
+        .get(name)
+        .map(|v| v.trim().to_owned())
+        .filter(|v| !v.is_empty())
+}
+
+/// A typed text field, trimmed (empty if missing).
+pub fn text(fields: &Fields, name: &str) -> String {
+    optional(fields, name).unwrap_or_default()
+}
+
+/// After a successful form: back to `to`, with a notice.
+pub fn done(to: &str, notice_key: &str) -> Response {
+    let separator = if to.contains('?') { '&' } else { '?' };
+    Redirect::to(&format!("{to}{separator}done={notice_key}")).into_response()
+}
+
+/// The notices a page can show after a write, by key: a fixed set, so a link cannot put
+/// words on our pages.
+fn notice(key: &str) -> Option<&'static str> {
+    Some(match key {
+        "customer-created" => "Customer created.",
+        "customer-deleted" => "Customer deleted, with all its data.",
+        "delegated" => "Access delegated.",
+        "revoked" => "Access revoked.",
+        "user-added" => "User added. They get an email to enrol their phone.",
+        "user-created" => "User created.",
+        "user-removed" => "User removed.",
+        "admin-granted" => "The user is an admin now, of every customer.",
+        "admin-revoked" => "Admin role revoked.",
+        "settings-saved" => "Settings saved.",
+        "password-set" => "Password changed. Workstations refuse the old one from now on.",
+        "passwordless" => "Passwordless invitation sent.",
+        "enabled" => "User enabled.",
+        "disabled" => "User disabled. Their workstation logins are refused.",
+        "branding-saved" => "Branding saved. Workstations show it at their next sync.",
+        "shared-saved" => "Shared admin account saved.",
+        "device-revoked" => "Device revoked. It is refused from its next request on.",
+        _ => return None,
+    })
+}
+
+fn query_value(uri: &Uri, name: &str) -> Option<String> {
+    url::form_urlencoded::parse(uri.query()?.as_bytes())
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
+/// To the login page, coming back to `path` afterwards.
+fn to_login(path: &str, ended: bool) -> Response {
+    let next: String = url::form_urlencoded::byte_serialize(path.as_bytes()).collect();
+    let ended = if ended { "&ended=1" } else { "" };
+    let mut response = Redirect::to(&format!("/login?next={next}{ended}")).into_response();
+    if ended.is_empty() {
+        return response;
+    }
+    // The session is over: the browser forgets it.
+    if let Ok(value) = HeaderValue::from_str(&format!(
+        "{}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0",
+        auth::COOKIE
+    )) {
+        response.headers_mut().insert(header::SET_COOKIE, value);
+    }
+    response
+}
+
+pub fn html_response(status: StatusCode, markup: Markup) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        markup.into_string(),
+    )
+        .into_response()
+}
+
+/// An error page: what went wrong, in words, and a way back.
+pub fn error_page(tenant: Option<&str>, failure: &Failure) -> Response {
+    let title = match failure.status {
+        StatusCode::NOT_FOUND => "Not found",
+        StatusCode::FORBIDDEN => "Not allowed",
+        StatusCode::TOO_MANY_REQUESTS => "Too many requests",
+        s if s.is_server_error() => "Something went wrong",
+        _ => "That did not work",
+    };
+    html_response(
+        failure.status,
+        layout::bare(
+            title,
+            tenant,
+            html! {
+                h1 { (title) }
+                p { (failure.detail) }
+                p { a href="/" { "Back to the start" } }
+            },
+        ),
+    )
+}
+
+/// `/admin`: the first section of the host's admin portal.
+async fn admin_home(
+    axum::extract::State(state): axum::extract::State<Shared>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Response {
+    let page = match Page::open(state, &headers, &uri).await {
+        Ok(page) => page,
+        Err(response) => return response,
+    };
+    let to = match (page.me.is_msp(), page.me.has_role("admin")) {
+        (true, true) => "/admin/customers",
+        (true, false) => "/",
+        (false, _) if page.me.has_role("admin") || page.me.has_role("technician") => "/admin/users",
+        (false, _) => "/admin/audit",
+    };
+    Redirect::to(to).into_response()
+}
+
+// Routes both kinds of tenant have, each with its own page.
+
+async fn users(state: axum::extract::State<Shared>, headers: HeaderMap, uri: Uri) -> Response {
+    match Page::open(state.0, &headers, &uri).await {
+        Ok(page) if page.me.is_msp() => msp::users(page, FormState::default()).await,
+        Ok(page) => customer::users(page, FormState::default()).await,
+        Err(response) => response,
+    }
+}
+
+async fn add_user(
+    state: axum::extract::State<Shared>,
+    headers: HeaderMap,
+    uri: Uri,
+    axum::Form(fields): axum::Form<Fields>,
+) -> Response {
+    let csrf = fields.get("csrf").map(String::as_str);
+    match Page::submit(state.0, &headers, &uri, csrf).await {
+        Ok(page) if page.me.is_msp() => msp::add_user(page, fields).await,
+        Ok(page) => customer::create_user(page, fields).await,
+        Err(response) => response,
+    }
+}
+
+async fn user_action(
+    state: axum::extract::State<Shared>,
+    headers: HeaderMap,
+    uri: Uri,
+    axum::extract::Path((id, action)): axum::extract::Path<(String, String)>,
+    axum::Form(fields): axum::Form<Fields>,
+) -> Response {
+    let csrf = fields.get("csrf").map(String::as_str);
+    match Page::submit(state.0, &headers, &uri, csrf).await {
+        Ok(page) if page.me.is_msp() => msp::user_action(page, &id, &action).await,
+        Ok(page) => customer::user_action(page, &id, &action, fields).await,
+        Err(response) => response,
+    }
+}
+
+async fn settings(state: axum::extract::State<Shared>, headers: HeaderMap, uri: Uri) -> Response {
+    match Page::open(state.0, &headers, &uri).await {
+        Ok(page) if page.me.is_msp() => msp::settings(page, FormState::default()).await,
+        Ok(page) => customer::settings(page, FormState::default()).await,
+        Err(response) => response,
+    }
+}
+
+async fn save_settings(
+    state: axum::extract::State<Shared>,
+    headers: HeaderMap,
+    uri: Uri,
+    axum::Form(fields): axum::Form<Fields>,
+) -> Response {
+    let csrf = fields.get("csrf").map(String::as_str);
+    match Page::submit(state.0, &headers, &uri, csrf).await {
+        Ok(page) if page.me.is_msp() => msp::save_settings(page, fields).await,
+        Ok(page) => customer::save_settings(page, fields).await,
+        Err(response) => response,
+    }
+}
