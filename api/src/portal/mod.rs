@@ -14,6 +14,7 @@ mod customer;
 mod layout;
 mod login;
 mod msp;
+mod signup;
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -35,7 +36,8 @@ use layout::FormState;
 pub fn router(config: &Config) -> Router<Shared> {
     let policy = content_security_policy(config);
     Router::new()
-        .route("/", get(msp::home))
+        .route("/", get(home))
+        .route("/signup", post(signup::submit))
         .route("/login", get(login::page).post(login::finish))
         .route("/logout", post(login::logout))
         .route("/apps/{name}/open", post(msp::open_app))
@@ -396,6 +398,19 @@ pub fn error_page(tenant: Option<&str>, failure: &Failure) -> Response {
             },
         ),
     )
+}
+
+/// `/`: the sign-up page on the platform's own host, the user portal on a tenant's.
+async fn home(
+    axum::extract::State(state): axum::extract::State<Shared>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Response {
+    match crate::host::resolve(&state, &headers).await {
+        Ok(crate::host::Host::Apex) => signup::page().await,
+        Ok(crate::host::Host::Tenant(_)) => msp::home(state, headers, uri).await,
+        Err(problem) => error_page(None, &Failure::local(problem.status, &problem.detail)),
+    }
 }
 
 /// `/admin`: the first section of the host's admin portal.

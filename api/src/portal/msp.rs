@@ -34,7 +34,7 @@ fn person(user: &Value) -> String {
 }
 
 /// `GET /`: the user portal on the MSP's host; customer hosts go to their admin portal.
-pub async fn home(State(state): State<Shared>, headers: HeaderMap, uri: Uri) -> Response {
+pub async fn home(state: Shared, headers: HeaderMap, uri: Uri) -> Response {
     let page = match Page::open(state, &headers, &uri).await {
         Ok(page) => page,
         Err(response) => return response,
