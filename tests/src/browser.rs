@@ -266,9 +266,47 @@ impl Browser {
     }
 
     /// Saves a screenshot of the page as `{name}.png`.
+    ///
+    /// Every main page passes through here, so it also checks what every page owes keyboard
+    /// and screen-reader users: each visible field has a label, and the first Tab reaches the
+    /// "skip to content" link (portal pages) or a control.
     pub async fn screenshot(&self, name: &str) {
         let png = self.client.screenshot().await.unwrap();
         std::fs::write(self.shots.join(format!("{name}.png")), png).unwrap();
+        let unlabelled = self
+            .client
+            .execute(
+                "return [...document.querySelectorAll('input:not([type=hidden]), select, textarea')]
+                    .filter(e => e.labels.length === 0).map(e => e.name);",
+                vec![],
+            )
+            .await
+            .unwrap();
+        assert_eq!(unlabelled, json!([]), "{name}: fields without a label");
+    }
+
+    /// Presses keys in whatever has the focus (`Key::Tab`, `Key::Enter` as `char`s).
+    pub async fn keys(&self, keys: &str) {
+        self.client
+            .active_element()
+            .await
+            .unwrap()
+            .send_keys(keys)
+            .await
+            .unwrap();
+    }
+
+    /// The focused element's `name` attribute, or its text.
+    pub async fn focused(&self) -> String {
+        let value = self
+            .client
+            .execute(
+                "const e = document.activeElement; return e.name || e.textContent.trim();",
+                vec![],
+            )
+            .await
+            .unwrap();
+        value.as_str().unwrap_or_default().to_owned()
     }
 
     pub async fn close(mut self) {

@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use agent::authenticator::{self, Keyring};
+use fantoccini::key::Key;
 use harness::browser::Browser;
 use harness::{Platform, gradient_png};
 use reqwest::Method;
@@ -40,15 +41,40 @@ fn count(value: &Value) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_seeds_in_the_portals() {
     let platform = Platform::start().await;
-    platform.signup("acme", "Acme IT", "admin@acme.test").await;
+
+    // Sign-up on the platform's own page; a bad tenant name is refused next to its field.
+    let admin = Browser::start().await;
+    admin
+        .goto(&format!("http://localhost:{}/", platform.port()))
+        .await;
+    admin.fill("#signup-display_name", "Acme IT").await;
+    admin.fill("#signup-name", "Acme IT!").await;
+    admin.fill("#signup-admin_email", "admin@acme.test").await;
+    admin.click_button("form", "Create tenant").await;
+    assert!(!admin.text("#signup-name-error").await.is_empty());
+    assert_eq!(
+        admin
+            .wait("#signup-admin_email")
+            .await
+            .prop("value")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("admin@acme.test")
+    );
+    admin.screenshot("00-signup").await;
+    admin.fill("#signup-name", "acme").await;
+    admin.click_button("form", "Create tenant").await;
+    assert_eq!(admin.text("#tenant-url").await, platform.url("acme"));
+
+    // The admin enrols her phone with the mailed code.
     let mut admin_phone = Keyring::default();
     platform
         .enroll(&mut admin_phone, "acme", "admin@acme.test")
         .await;
     let api_token = platform.login(&admin_phone, "acme").await;
 
-    // The MSP admin signs in by QR code and lands on Customers.
-    let admin = Browser::start().await;
+    // She signs in by QR code and lands on Customers.
     admin.goto(&format!("{}/admin", platform.url("acme"))).await;
     admin.wait_path("/login?next=%2Fadmin").await;
     admin.wait("#login img").await;
@@ -82,7 +108,6 @@ async fn the_seeds_in_the_portals() {
     for (email, first, last) in [
         ("tech@acme.test", "Tina", "Tech"),
         ("ada@acme.test", "Ada", "Admin"),
-        ("nick@acme.test", "Nick", "Nodelegation"),
     ] {
         admin.fill("#user-email", email).await;
         admin.fill("#user-first_name", first).await;
@@ -91,6 +116,23 @@ async fn the_seeds_in_the_portals() {
         admin.wait(".notice").await;
         assert!(admin.text("table").await.contains(email));
     }
+    // The last one by keyboard only: Tab from field to field, Enter submits.
+    admin.click("#user-email").await;
+    admin.keys("nick@acme.test").await;
+    admin.keys(&Key::Tab.to_string()).await;
+    assert_eq!(admin.focused().await, "first_name");
+    admin
+        .keys(&format!("Nick{}Nodelegation", char::from(Key::Tab)))
+        .await;
+    assert_eq!(admin.focused().await, "last_name");
+    admin
+        .client
+        .execute("document.documentElement.dataset.left = '1';", vec![])
+        .await
+        .unwrap();
+    admin.keys(&Key::Enter.to_string()).await;
+    admin.wait("html:not([data-left]) .notice").await;
+    assert!(admin.text("table").await.contains("nick@acme.test"));
     admin.click_in_row("ada@acme.test", "Make admin").await;
     admin.wait(".notice").await;
     admin.click_in_row("ada@acme.test", "Revoke admin").await;

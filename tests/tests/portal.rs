@@ -1,0 +1,294 @@
+//! The portals' defences over plain HTTP: pages need a session, forms need the session's
+//! anti-forgery token and a same-host origin (refused forms store nothing), every page has a
+//! Content-Security-Policy without inline script, what people typed is escaped, and the login
+//! page neither sends anyone to another site nor lets another site finish a login.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use agent::authenticator::Keyring;
+use harness::Platform;
+use reqwest::Method;
+use serde_json::Value;
+
+async fn customers(platform: &Platform, token: &str) -> Vec<Value> {
+    let (status, body) =
+        Platform::call(platform.as_user(token, Method::GET, "acme", "/api/v1/customers")).await;
+    assert_eq!(status, 200);
+    body.as_array().unwrap().clone()
+}
+
+/// A form post to `path` on `acme` with the session cookie, `origin` and these fields.
+async fn post_form(
+    platform: &Platform,
+    token: &str,
+    origin: Option<&str>,
+    path: &str,
+    fields: &[(&str, &str)],
+) -> reqwest::Response {
+    let mut request = platform
+        .request(Method::POST, "acme", path)
+        .header("cookie", format!("idem_session={token}"))
+        .form(fields);
+    if let Some(origin) = origin {
+        request = request.header("origin", origin);
+    }
+    request.send().await.unwrap()
+}
+
+#[tokio::test]
+async fn forms_need_the_sessions_token_and_this_hosts_origin() {
+    let platform = Platform::start().await;
+    platform.signup("acme", "Acme IT", "admin@acme.test").await;
+    let mut phone = Keyring::default();
+    platform.enroll(&mut phone, "acme", "admin@acme.test").await;
+    let token = platform.login(&phone, "acme").await;
+    let csrf = domain::session::csrf_token(&token);
+    let own = platform.url("acme");
+    // No token, a wrong token, another session's token, another host's page, no origin.
+    let other_session = platform.login(&phone, "acme").await;
+    let forged: Vec<(Option<String>, Option<String>)> = vec![
+        (Some(own.clone()), None),
+        (Some(own.clone()), Some("0000".to_owned())),
+        (
+            Some(own.clone()),
+            Some(domain::session::csrf_token(&other_session)),
+        ),
+        (Some(platform.url("evil")), Some(csrf.clone())),
+        (None, Some(csrf.clone())),
+    ];
+    for (origin, offered) in &forged {
+        let mut fields = vec![("name", "contoso"), ("display_name", "Contoso")];
+        if let Some(offered) = offered {
+            fields.push(("csrf", offered));
+        }
+        let answer = post_form(
+            &platform,
+            &token,
+            origin.as_deref(),
+            "/admin/customers",
+            &fields,
+        )
+        .await;
+        assert_eq!(answer.status(), 403, "{origin:?} {offered:?}");
+        let page = answer.text().await.unwrap();
+        assert!(page.contains("did not come from this portal"), "{page}");
+    }
+    assert!(
+        customers(&platform, &token).await.is_empty(),
+        "nothing was stored"
+    );
+
+    // The real form: created, and sent back to the list with a notice.
+    let answer = post_form(
+        &platform,
+        &token,
+        Some(&own),
+        "/admin/customers",
+        &[
+            ("csrf", &csrf),
+            ("name", "contoso"),
+            ("display_name", "Contoso"),
+        ],
+    )
+    .await;
+    assert_eq!(answer.status(), 303);
+    assert_eq!(
+        answer.headers()["location"],
+        "/admin/customers?done=customer-created"
+    );
+    assert_eq!(customers(&platform, &token).await.len(), 1);
+
+    // A refused form answers 422 with the field's message, and keeps what was typed.
+    let answer = post_form(
+        &platform,
+        &token,
+        Some(&own),
+        "/admin/customers",
+        &[
+            ("csrf", &csrf),
+            ("name", "Not Valid"),
+            ("display_name", "Typed Name"),
+        ],
+    )
+    .await;
+    assert_eq!(answer.status(), 422);
+    let page = answer.text().await.unwrap();
+    assert!(page.contains("id=\"customer-name-error\""), "{page}");
+    assert!(page.contains("value=\"Typed Name\""), "{page}");
+    assert_eq!(customers(&platform, &token).await.len(), 1);
+}
+
+#[tokio::test]
+async fn pages_need_a_session_carry_a_strict_policy_and_escape_what_people_typed() {
+    let platform = Platform::start().await;
+    platform.signup("acme", "Acme IT", "admin@acme.test").await;
+    let mut phone = Keyring::default();
+    platform.enroll(&mut phone, "acme", "admin@acme.test").await;
+    let token = platform.login(&phone, "acme").await;
+
+    for path in ["/admin", "/admin/customers", "/admin/users", "/"] {
+        let answer = platform
+            .request(Method::GET, "acme", path)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 303, "{path}");
+        let location = answer.headers()["location"].to_str().unwrap().to_owned();
+        assert!(location.starts_with("/login?next="), "{path} → {location}");
+    }
+    // A session of another tenant's host is no session here.
+    platform
+        .signup("other", "Other MSP", "admin@other.test")
+        .await;
+    let answer = platform
+        .request(Method::GET, "other", "/admin/customers")
+        .header("cookie", format!("idem_session={token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 303);
+
+    // What an admin typed is shown as text, never as markup.
+    let csrf = domain::session::csrf_token(&token);
+    let answer = post_form(
+        &platform,
+        &token,
+        Some(&platform.url("acme")),
+        "/admin/customers",
+        &[
+            ("csrf", &csrf),
+            ("name", "tricky"),
+            ("display_name", "<script>alert(1)</script>"),
+        ],
+    )
+    .await;
+    assert_eq!(answer.status(), 303);
+    let answer = platform
+        .request(Method::GET, "acme", "/admin/customers")
+        .header("cookie", format!("idem_session={token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    let policy = answer.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        policy.contains("script-src 'self'") && !policy.contains("unsafe-inline"),
+        "{policy}"
+    );
+    assert!(policy.contains("frame-ancestors 'none'"), "{policy}");
+    assert_eq!(answer.headers()["x-frame-options"], "DENY");
+    assert_eq!(answer.headers()["cache-control"], "no-store");
+    let page = answer.text().await.unwrap();
+    assert!(
+        page.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+        "escaped"
+    );
+    assert!(!page.contains("<script>alert(1)"), "never markup");
+    assert!(!page.contains("<script>"), "no inline script at all");
+}
+
+#[tokio::test]
+async fn the_login_page_stays_on_this_host_and_finishes_only_in_its_own_browser() {
+    let platform = Platform::start().await;
+    platform.signup("acme", "Acme IT", "admin@acme.test").await;
+    let mut phone = Keyring::default();
+    platform.enroll(&mut phone, "acme", "admin@acme.test").await;
+
+    // `next` that leaves the host falls back to the admin portal.
+    for next in [
+        "//evil.example/x",
+        "https://evil.example/",
+        "/\\evil.example",
+        "/login",
+    ] {
+        let encoded: String = url::form_urlencoded::byte_serialize(next.as_bytes()).collect();
+        let answer = platform
+            .request(Method::GET, "acme", &format!("/login?next={encoded}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 200);
+        let page = answer.text().await.unwrap();
+        assert!(page.contains("data-next=\"/admin\""), "{next}: {page}");
+    }
+
+    // The page's challenge id is in its own SameSite=Strict cookie for /login.
+    let answer = platform
+        .request(Method::GET, "acme", "/login?next=%2Fadmin%2Fusers")
+        .send()
+        .await
+        .unwrap();
+    let cookie = answer.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(
+        cookie.contains("SameSite=Strict")
+            && cookie.contains("Path=/login")
+            && cookie.contains("HttpOnly"),
+        "{cookie}"
+    );
+    let challenge = cookie.split(';').next().unwrap().to_owned();
+    let page = answer.text().await.unwrap();
+    let start = page.find("idem://approve?").unwrap();
+    let qr = page[start..page[start..].find('<').unwrap() + start].replace("&amp;", "&");
+    agent::authenticator::approve(&phone, &qr).await.unwrap();
+
+    // Without that cookie (another site posting), no session is handed out.
+    let answer = platform
+        .request(Method::POST, "acme", "/login")
+        .header("accept", "application/json")
+        .form(&[("next", "/admin/users")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    assert!(answer.headers().get("set-cookie").is_none());
+    let body: Value = answer.json().await.unwrap();
+    assert_eq!(body["status"], "expired");
+
+    // With it: the session cookie, and where to go.
+    let answer = platform
+        .request(Method::POST, "acme", "/login")
+        .header("cookie", &challenge)
+        .form(&[("next", "/admin/users")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 303);
+    assert_eq!(answer.headers()["location"], "/admin/users");
+    let cookies: Vec<String> = answer
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .collect();
+    let session = cookies
+        .iter()
+        .find(|c| c.starts_with("idem_session=") && !c.starts_with("idem_session=;"))
+        .expect("a session cookie");
+    assert!(
+        session.contains("HttpOnly") && session.contains("SameSite=Lax"),
+        "{session}"
+    );
+    let token = session
+        .split(';')
+        .next()
+        .unwrap()
+        .trim_start_matches("idem_session=");
+    let (status, me) =
+        Platform::call(platform.as_user(token, Method::GET, "acme", "/api/v1/me")).await;
+    assert_eq!(status, 200);
+    assert_eq!(me["user"]["email"], "admin@acme.test");
+
+    // The challenge hands out one session only.
+    let answer = platform
+        .request(Method::POST, "acme", "/login")
+        .header("cookie", &challenge)
+        .header("accept", "application/json")
+        .form(&[("next", "/admin/users")])
+        .send()
+        .await
+        .unwrap();
+    let body: Value = answer.json().await.unwrap();
+    assert_eq!(body["status"], "expired");
+}
