@@ -71,17 +71,22 @@ fn token(headers: &HeaderMap) -> Option<(String, bool)> {
     cookie_token(headers).map(|value| (value, true))
 }
 
-/// The session token of a browser's cookie, if it carries one.
-pub fn cookie_token(headers: &HeaderMap) -> Option<String> {
+/// The value of the cookie `name`, if the request carries it (and it is not empty).
+pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == COOKIE)
+        .find(|(key, _)| *key == name)
         .map(|(_, value)| value.to_owned())
         .filter(|value| !value.is_empty())
+}
+
+/// The session token of a browser's cookie, if it carries one.
+pub fn cookie_token(headers: &HeaderMap) -> Option<String> {
+    cookie(headers, COOKIE)
 }
 
 /// A browser's unsafe request must come from a page of the same host: tenant hosts share a

@@ -14,20 +14,8 @@ use super::client::{Failure, segment};
 use super::layout::{
     FormState, button_form, checkbox, csrf_field, empty, field, form_error, select, when,
 };
-use super::{Fields, Page, done, optional, query_value, refused, text};
+use super::{Fields, Page, Submission, done, flag, list, optional, query_value, refused, s, text};
 use crate::app::Shared;
-
-fn list(value: &Value) -> &[Value] {
-    value.as_array().map_or(&[], Vec::as_slice)
-}
-
-fn s<'a>(value: &'a Value, key: &str) -> &'a str {
-    value[key].as_str().unwrap_or_default()
-}
-
-fn flag(value: &Value, key: &str) -> bool {
-    value[key].as_bool().unwrap_or(false)
-}
 
 fn refused_status(form: &FormState) -> StatusCode {
     if form.error.is_some() || !form.fields.is_empty() {
@@ -117,20 +105,14 @@ pub async fn create_user(page: Page, fields: Fields) -> Response {
 }
 
 /// `GET /admin/users/{id}`: one user, and what can be done to them.
-pub async fn user(
-    State(state): State<Shared>,
-    headers: HeaderMap,
-    uri: Uri,
-    Path(id): Path<String>,
-) -> Response {
-    match Page::open(state, &headers, &uri).await {
-        Ok(page) if !page.me.is_msp() => user_page(page, &id, FormState::default()).await,
-        Ok(page) => page.failed(&Failure::local(
+pub async fn user(Path(id): Path<String>, page: Page) -> Response {
+    if page.me.is_msp() {
+        return page.failed(&Failure::local(
             StatusCode::NOT_FOUND,
             "There is no such page here.",
-        )),
-        Err(response) => response,
+        ));
     }
+    user_page(page, &id, FormState::default()).await
 }
 
 async fn user_page(page: Page, id: &str, form: FormState) -> Response {
@@ -311,11 +293,8 @@ pub async fn save_settings(page: Page, fields: Fields) -> Response {
 }
 
 /// `GET /admin/branding`: the login screen as workstations show it, and the upload form.
-pub async fn branding(State(state): State<Shared>, headers: HeaderMap, uri: Uri) -> Response {
-    match Page::open(state, &headers, &uri).await {
-        Ok(page) => branding_page(page, FormState::default()).await,
-        Err(response) => response,
-    }
+pub async fn branding(page: Page) -> Response {
+    branding_page(page, FormState::default()).await
 }
 
 async fn branding_page(page: Page, form: FormState) -> Response {
@@ -423,11 +402,8 @@ pub async fn upload_branding(
 }
 
 /// `GET /admin/accounts`: the shared local admin account.
-pub async fn accounts(State(state): State<Shared>, headers: HeaderMap, uri: Uri) -> Response {
-    match Page::open(state, &headers, &uri).await {
-        Ok(page) => accounts_page(page, FormState::default()).await,
-        Err(response) => response,
-    }
+pub async fn accounts(page: Page) -> Response {
+    accounts_page(page, FormState::default()).await
 }
 
 async fn accounts_page(page: Page, mut form: FormState) -> Response {
@@ -460,23 +436,7 @@ async fn accounts_page(page: Page, mut form: FormState) -> Response {
 }
 
 /// `POST /admin/accounts` `username=…`.
-pub async fn save_shared_account(
-    State(state): State<Shared>,
-    headers: HeaderMap,
-    uri: Uri,
-    axum::Form(fields): axum::Form<Fields>,
-) -> Response {
-    let page = match Page::submit(
-        state,
-        &headers,
-        &uri,
-        fields.get("csrf").map(String::as_str),
-    )
-    .await
-    {
-        Ok(page) => page,
-        Err(response) => return response,
-    };
+pub async fn save_shared_account(Submission { page, fields }: Submission) -> Response {
     let body = json!({"username": text(&fields, "username")});
     match page
         .api
@@ -490,11 +450,8 @@ pub async fn save_shared_account(
 }
 
 /// `GET /admin/devices`: enrolled agents, and enrollment tokens.
-pub async fn devices(State(state): State<Shared>, headers: HeaderMap, uri: Uri) -> Response {
-    match Page::open(state, &headers, &uri).await {
-        Ok(page) => devices_page(page, None).await,
-        Err(response) => response,
-    }
+pub async fn devices(page: Page) -> Response {
+    devices_page(page, None).await
 }
 
 async fn devices_page(page: Page, token: Option<Value>) -> Response {
@@ -544,23 +501,7 @@ async fn devices_page(page: Page, token: Option<Value>) -> Response {
 }
 
 /// `POST /admin/devices`: a new enrollment token, shown once.
-pub async fn issue_token(
-    State(state): State<Shared>,
-    headers: HeaderMap,
-    uri: Uri,
-    axum::Form(fields): axum::Form<Fields>,
-) -> Response {
-    let page = match Page::submit(
-        state,
-        &headers,
-        &uri,
-        fields.get("csrf").map(String::as_str),
-    )
-    .await
-    {
-        Ok(page) => page,
-        Err(response) => return response,
-    };
+pub async fn issue_token(Submission { page, .. }: Submission) -> Response {
     match page
         .api
         .send(
@@ -577,23 +518,9 @@ pub async fn issue_token(
 
 /// `POST /admin/devices/{id}/revoke`.
 pub async fn revoke_device(
-    State(state): State<Shared>,
-    headers: HeaderMap,
-    uri: Uri,
     Path(id): Path<String>,
-    axum::Form(fields): axum::Form<Fields>,
+    Submission { page, .. }: Submission,
 ) -> Response {
-    let page = match Page::submit(
-        state,
-        &headers,
-        &uri,
-        fields.get("csrf").map(String::as_str),
-    )
-    .await
-    {
-        Ok(page) => page,
-        Err(response) => return response,
-    };
     match page
         .api
         .send(
@@ -612,11 +539,7 @@ pub async fn revoke_device(
 const AUDIT_PAGE: u64 = 50;
 
 /// `GET /admin/audit?before=SEQ`: the tenant's events, newest first, with the chain's check.
-pub async fn audit(State(state): State<Shared>, headers: HeaderMap, uri: Uri) -> Response {
-    let page = match Page::open(state, &headers, &uri).await {
-        Ok(page) => page,
-        Err(response) => return response,
-    };
+pub async fn audit(uri: Uri, page: Page) -> Response {
     let verified = match page.api.get("/api/v1/audit/verify").await {
         Ok(verified) => verified,
         Err(failure) => return page.failed(&failure),

@@ -15,7 +15,7 @@ use maud::html;
 use serde_json::json;
 
 use super::client::{Client, Failure};
-use super::{Fields, Page, error_page, html_response, layout, query_value};
+use super::{Fields, Page, Submission, error_page, html_response, layout, query_value};
 use crate::app::Shared;
 use crate::auth;
 
@@ -142,17 +142,6 @@ fn qr_image(text: &str) -> Option<String> {
     ))
 }
 
-fn login_cookie(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == LOGIN_COOKIE)
-        .map(|(_, value)| value.to_owned())
-}
-
 /// `POST /login` `next=…`: waits for this browser's challenge. The page's script asks with
 /// `Accept: application/json` and gets `{status, next?}`; a plain form post is sent on (or
 /// back to a fresh code).
@@ -174,7 +163,9 @@ pub async fn finish(
             Redirect::to(&format!("/login?next={encoded_next}&{why}=1")).into_response()
         }
     };
-    let Some(id) = login_cookie(&headers).filter(|id| uuid::Uuid::parse_str(id).is_ok()) else {
+    let Some(id) =
+        auth::cookie(&headers, LOGIN_COOKIE).filter(|id| uuid::Uuid::parse_str(id).is_ok())
+    else {
         return again("expired");
     };
     let api = Client::new(state.clone(), &headers, None);
@@ -212,23 +203,7 @@ pub async fn finish(
 }
 
 /// `POST /logout`: ends the session and forgets the cookie.
-pub async fn logout(
-    State(state): State<Shared>,
-    headers: HeaderMap,
-    uri: Uri,
-    Form(fields): Form<Fields>,
-) -> Response {
-    let page = match Page::submit(
-        state.clone(),
-        &headers,
-        &uri,
-        fields.get("csrf").map(String::as_str),
-    )
-    .await
-    {
-        Ok(page) => page,
-        Err(response) => return response,
-    };
+pub async fn logout(Submission { page, .. }: Submission) -> Response {
     if let Err(failure) = page.api.send(Method::POST, "/api/v1/logout", None).await
         && failure.status != StatusCode::UNAUTHORIZED
     {
@@ -237,6 +212,6 @@ pub async fn logout(
     let mut response = Redirect::to("/login?next=%2Fadmin&out=1").into_response();
     response
         .headers_mut()
-        .insert(header::SET_COOKIE, auth::cleared_cookie(&state));
+        .insert(header::SET_COOKIE, auth::cleared_cookie(page.api.state()));
     response
 }

@@ -18,11 +18,12 @@ mod signup;
 
 use std::collections::{BTreeMap, HashMap};
 
-use axum::Router;
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Path, Request, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
+use axum::{Form, Router};
 use maud::{Markup, html};
 use serde_json::Value;
 
@@ -271,6 +272,52 @@ impl Page {
     }
 }
 
+/// A page's session, as an extractor: the handler runs only for a signed-in request.
+impl FromRequestParts<Shared> for Page {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &Shared) -> Result<Page, Response> {
+        Page::open(state.clone(), &parts.headers, &parts.uri).await
+    }
+}
+
+/// A submitted form of a signed-in page: its fields, once the form's anti-forgery token and
+/// origin have been checked. (The branding upload, a multipart form, checks its own.)
+pub struct Submission {
+    pub page: Page,
+    pub fields: Fields,
+}
+
+impl FromRequest<Shared> for Submission {
+    type Rejection = Response;
+
+    async fn from_request(request: Request, state: &Shared) -> Result<Submission, Response> {
+        let headers = request.headers().clone();
+        let uri = request.uri().clone();
+        let Form(fields) = Form::<Fields>::from_request(request, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let csrf = fields.get("csrf").map(String::as_str);
+        let page = Page::submit(state.clone(), &headers, &uri, csrf).await?;
+        Ok(Submission { page, fields })
+    }
+}
+
+/// The array in an API answer (empty if it is not one).
+pub fn list(value: &Value) -> &[Value] {
+    value.as_array().map_or(&[], Vec::as_slice)
+}
+
+/// A text field of an API answer (empty if absent).
+pub fn s<'a>(value: &'a Value, key: &str) -> &'a str {
+    value[key].as_str().unwrap_or_default()
+}
+
+/// A flag of an API answer (false if absent).
+pub fn flag(value: &Value, key: &str) -> bool {
+    value[key].as_bool().unwrap_or(false)
+}
+
 /// A form's fields, as typed.
 pub type Fields = HashMap<String, String>;
 
@@ -401,28 +448,19 @@ pub fn error_page(tenant: Option<&str>, failure: &Failure) -> Response {
 }
 
 /// `/`: the sign-up page on the platform's own host, the user portal on a tenant's.
-async fn home(
-    axum::extract::State(state): axum::extract::State<Shared>,
-    headers: HeaderMap,
-    uri: Uri,
-) -> Response {
-    match crate::host::resolve(&state, &headers).await {
+async fn home(State(state): State<Shared>, request: Request) -> Response {
+    match crate::host::resolve(&state, request.headers()).await {
         Ok(crate::host::Host::Apex) => signup::page().await,
-        Ok(crate::host::Host::Tenant(_)) => msp::home(state, headers, uri).await,
+        Ok(crate::host::Host::Tenant(_)) => match Page::from_request(request, &state).await {
+            Ok(page) => msp::home(page).await,
+            Err(response) => response,
+        },
         Err(problem) => error_page(None, &Failure::local(problem.status, &problem.detail)),
     }
 }
 
 /// `/admin`: the first section of the host's admin portal.
-async fn admin_home(
-    axum::extract::State(state): axum::extract::State<Shared>,
-    headers: HeaderMap,
-    uri: Uri,
-) -> Response {
-    let page = match Page::open(state, &headers, &uri).await {
-        Ok(page) => page,
-        Err(response) => return response,
-    };
+async fn admin_home(page: Page) -> Response {
     let to = match (page.me.is_msp(), page.me.has_role("admin")) {
         (true, true) => "/admin/customers",
         (true, false) => "/",
@@ -434,61 +472,45 @@ async fn admin_home(
 
 // Routes both kinds of tenant have, each with its own page.
 
-async fn users(state: axum::extract::State<Shared>, headers: HeaderMap, uri: Uri) -> Response {
-    match Page::open(state.0, &headers, &uri).await {
-        Ok(page) if page.me.is_msp() => msp::users(page, FormState::default()).await,
-        Ok(page) => customer::users(page, FormState::default()).await,
-        Err(response) => response,
+async fn users(page: Page) -> Response {
+    if page.me.is_msp() {
+        msp::users(page, FormState::default()).await
+    } else {
+        customer::users(page, FormState::default()).await
     }
 }
 
-async fn add_user(
-    state: axum::extract::State<Shared>,
-    headers: HeaderMap,
-    uri: Uri,
-    axum::Form(fields): axum::Form<Fields>,
-) -> Response {
-    let csrf = fields.get("csrf").map(String::as_str);
-    match Page::submit(state.0, &headers, &uri, csrf).await {
-        Ok(page) if page.me.is_msp() => msp::add_user(page, fields).await,
-        Ok(page) => customer::create_user(page, fields).await,
-        Err(response) => response,
+async fn add_user(Submission { page, fields }: Submission) -> Response {
+    if page.me.is_msp() {
+        msp::add_user(page, fields).await
+    } else {
+        customer::create_user(page, fields).await
     }
 }
 
 async fn user_action(
-    state: axum::extract::State<Shared>,
-    headers: HeaderMap,
-    uri: Uri,
-    axum::extract::Path((id, action)): axum::extract::Path<(String, String)>,
-    axum::Form(fields): axum::Form<Fields>,
+    Path((id, action)): Path<(String, String)>,
+    Submission { page, fields }: Submission,
 ) -> Response {
-    let csrf = fields.get("csrf").map(String::as_str);
-    match Page::submit(state.0, &headers, &uri, csrf).await {
-        Ok(page) if page.me.is_msp() => msp::user_action(page, &id, &action).await,
-        Ok(page) => customer::user_action(page, &id, &action, fields).await,
-        Err(response) => response,
+    if page.me.is_msp() {
+        msp::user_action(page, &id, &action).await
+    } else {
+        customer::user_action(page, &id, &action, fields).await
     }
 }
 
-async fn settings(state: axum::extract::State<Shared>, headers: HeaderMap, uri: Uri) -> Response {
-    match Page::open(state.0, &headers, &uri).await {
-        Ok(page) if page.me.is_msp() => msp::settings(page, FormState::default()).await,
-        Ok(page) => customer::settings(page, FormState::default()).await,
-        Err(response) => response,
+async fn settings(page: Page) -> Response {
+    if page.me.is_msp() {
+        msp::settings(page, FormState::default()).await
+    } else {
+        customer::settings(page, FormState::default()).await
     }
 }
 
-async fn save_settings(
-    state: axum::extract::State<Shared>,
-    headers: HeaderMap,
-    uri: Uri,
-    axum::Form(fields): axum::Form<Fields>,
-) -> Response {
-    let csrf = fields.get("csrf").map(String::as_str);
-    match Page::submit(state.0, &headers, &uri, csrf).await {
-        Ok(page) if page.me.is_msp() => msp::save_settings(page, fields).await,
-        Ok(page) => customer::save_settings(page, fields).await,
-        Err(response) => response,
+async fn save_settings(Submission { page, fields }: Submission) -> Response {
+    if page.me.is_msp() {
+        msp::save_settings(page, fields).await
+    } else {
+        customer::save_settings(page, fields).await
     }
 }

@@ -3,25 +3,15 @@
 //! delete with confirmation, access delegation), users (add by email, make admin, revoke,
 //! remove) and the user source.
 
-use axum::Form;
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::extract::Path;
+use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use maud::{Markup, html};
 use serde_json::{Value, json};
 
 use super::client::segment;
 use super::layout::{FormState, button_form, csrf_field, empty, field, form_error, select};
-use super::{Fields, Page, done, optional, refused, text};
-use crate::app::Shared;
-
-fn list(value: &Value) -> &[Value] {
-    value.as_array().map_or(&[], Vec::as_slice)
-}
-
-fn s<'a>(value: &'a Value, key: &str) -> &'a str {
-    value[key].as_str().unwrap_or_default()
-}
+use super::{Fields, Page, Submission, done, list, optional, refused, s, text};
 
 fn person(user: &Value) -> String {
     let name = format!("{} {}", s(user, "first_name"), s(user, "last_name"));
@@ -34,11 +24,7 @@ fn person(user: &Value) -> String {
 }
 
 /// `GET /`: the user portal on the MSP's host; customer hosts go to their admin portal.
-pub async fn home(state: Shared, headers: HeaderMap, uri: Uri) -> Response {
-    let page = match Page::open(state, &headers, &uri).await {
-        Ok(page) => page,
-        Err(response) => return response,
-    };
+pub async fn home(page: Page) -> Response {
     if !page.me.is_msp() {
         return Redirect::to("/admin").into_response();
     }
@@ -79,24 +65,7 @@ fn initials(name: &str) -> String {
 }
 
 /// `POST /apps/{name}/open`: a one-time SSO hand-off, followed at once.
-pub async fn open_app(
-    State(state): State<Shared>,
-    headers: HeaderMap,
-    uri: Uri,
-    Path(name): Path<String>,
-    Form(fields): Form<Fields>,
-) -> Response {
-    let page = match Page::submit(
-        state,
-        &headers,
-        &uri,
-        fields.get("csrf").map(String::as_str),
-    )
-    .await
-    {
-        Ok(page) => page,
-        Err(response) => return response,
-    };
+pub async fn open_app(Path(name): Path<String>, Submission { page, .. }: Submission) -> Response {
     let path = format!("/api/v1/customers/{}/sso", segment(&name));
     match page.api.send(Method::POST, &path, None).await {
         Ok(answer) => match answer.body["url"].as_str() {
@@ -111,11 +80,8 @@ pub async fn open_app(
 }
 
 /// `GET /admin/customers`: the table, and the form to add one.
-pub async fn customers(State(state): State<Shared>, headers: HeaderMap, uri: Uri) -> Response {
-    match Page::open(state, &headers, &uri).await {
-        Ok(page) => customers_page(page, FormState::default(), StatusCode::OK).await,
-        Err(response) => response,
-    }
+pub async fn customers(page: Page) -> Response {
+    customers_page(page, FormState::default(), StatusCode::OK).await
 }
 
 async fn customers_page(page: Page, form: FormState, status: StatusCode) -> Response {
@@ -176,23 +142,7 @@ async fn customers_page(page: Page, form: FormState, status: StatusCode) -> Resp
 }
 
 /// `POST /admin/customers`.
-pub async fn create_customer(
-    State(state): State<Shared>,
-    headers: HeaderMap,
-    uri: Uri,
-    Form(fields): Form<Fields>,
-) -> Response {
-    let page = match Page::submit(
-        state,
-        &headers,
-        &uri,
-        fields.get("csrf").map(String::as_str),
-    )
-    .await
-    {
-        Ok(page) => page,
-        Err(response) => return response,
-    };
+pub async fn create_customer(Submission { page, fields }: Submission) -> Response {
     let body =
         json!({"name": text(&fields, "name"), "display_name": text(&fields, "display_name")});
     match page
@@ -210,16 +160,8 @@ pub async fn create_customer(
 }
 
 /// `GET /admin/customers/{name}`: who reaches the customer, and delegating it.
-pub async fn customer(
-    State(state): State<Shared>,
-    headers: HeaderMap,
-    uri: Uri,
-    Path(name): Path<String>,
-) -> Response {
-    match Page::open(state, &headers, &uri).await {
-        Ok(page) => customer_page(page, &name, FormState::default(), StatusCode::OK).await,
-        Err(response) => response,
-    }
+pub async fn customer(Path(name): Path<String>, page: Page) -> Response {
+    customer_page(page, &name, FormState::default(), StatusCode::OK).await
 }
 
 async fn customer_page(page: Page, name: &str, form: FormState, status: StatusCode) -> Response {
@@ -321,23 +263,9 @@ async fn find_customer(page: &Page, name: &str) -> Result<Value, Response> {
 
 /// `POST /admin/customers/{name}/technicians` `user_id=…`.
 pub async fn delegate(
-    State(state): State<Shared>,
-    headers: HeaderMap,
-    uri: Uri,
     Path(name): Path<String>,
-    Form(fields): Form<Fields>,
+    Submission { page, fields }: Submission,
 ) -> Response {
-    let page = match Page::submit(
-        state,
-        &headers,
-        &uri,
-        fields.get("csrf").map(String::as_str),
-    )
-    .await
-    {
-        Ok(page) => page,
-        Err(response) => return response,
-    };
     let path = format!("/api/v1/customers/{}/technicians", segment(&name));
     let user_id = text(&fields, "user_id");
     let body = match uuid::Uuid::parse_str(&user_id) {
@@ -366,23 +294,9 @@ pub async fn delegate(
 
 /// `POST /admin/customers/{name}/technicians/{user}/revoke`: at once.
 pub async fn revoke(
-    State(state): State<Shared>,
-    headers: HeaderMap,
-    uri: Uri,
     Path((name, user)): Path<(String, String)>,
-    Form(fields): Form<Fields>,
+    Submission { page, .. }: Submission,
 ) -> Response {
-    let page = match Page::submit(
-        state,
-        &headers,
-        &uri,
-        fields.get("csrf").map(String::as_str),
-    )
-    .await
-    {
-        Ok(page) => page,
-        Err(response) => return response,
-    };
     let path = format!(
         "/api/v1/customers/{}/technicians/{}",
         segment(&name),
@@ -395,16 +309,7 @@ pub async fn revoke(
 }
 
 /// `GET /admin/customers/{name}/delete`: what deleting means, and a confirmation.
-pub async fn confirm_delete(
-    State(state): State<Shared>,
-    headers: HeaderMap,
-    uri: Uri,
-    Path(name): Path<String>,
-) -> Response {
-    let page = match Page::open(state, &headers, &uri).await {
-        Ok(page) => page,
-        Err(response) => return response,
-    };
+pub async fn confirm_delete(Path(name): Path<String>, page: Page) -> Response {
     let customer = match find_customer(&page, &name).await {
         Ok(customer) => customer,
         Err(response) => return response,
@@ -432,23 +337,9 @@ fn delete_form(page: &Page, customer: &Value, form: &FormState) -> Markup {
 
 /// `POST /admin/customers/{name}/delete` `confirm=NAME`.
 pub async fn delete_customer(
-    State(state): State<Shared>,
-    headers: HeaderMap,
-    uri: Uri,
     Path(name): Path<String>,
-    Form(fields): Form<Fields>,
+    Submission { page, fields }: Submission,
 ) -> Response {
-    let page = match Page::submit(
-        state,
-        &headers,
-        &uri,
-        fields.get("csrf").map(String::as_str),
-    )
-    .await
-    {
-        Ok(page) => page,
-        Err(response) => return response,
-    };
     let customer = match find_customer(&page, &name).await {
         Ok(customer) => customer,
         Err(response) => return response,
