@@ -10,6 +10,18 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/idem/target}"
 export CCACHE_DIR="${CCACHE_DIR:-$HOME/.cache/idem/ccache}"
 export CC="ccache cc" CXX="ccache c++"
 
+# Installs Debian packages (with sudo unless root); the first argument says what for.
+apt_install() {
+  local why=$1
+  shift
+  [ $# -gt 0 ] || return 0
+  echo "installing $* ($why)" >&2
+  local sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo=sudo
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$@"
+}
+
 # Installs, when missing, what the build needs: clang and libclang for the rocksdb crate's
 # bindings, ccache for its C++.
 install_build_deps() {
@@ -17,13 +29,7 @@ install_build_deps() {
   command -v clang >/dev/null 2>&1 || missing+=(clang)
   dpkg -s libclang-dev >/dev/null 2>&1 || missing+=(libclang-dev)
   command -v ccache >/dev/null 2>&1 || missing+=(ccache)
-  if [ ${#missing[@]} -gt 0 ]; then
-    echo "installing ${missing[*]} (needed to build RocksDB's bindings)" >&2
-    local sudo=""
-    [ "$(id -u)" -eq 0 ] || sudo=sudo
-    $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}"
-  fi
+  apt_install "needed to build RocksDB's bindings" "${missing[@]}"
 }
 
 # Headless Chromium and its WebDriver, for the portals' browser tests (tests/tests/browser.rs).
@@ -31,11 +37,5 @@ install_browser_deps() {
   local missing=()
   [ -x /usr/bin/chromium ] || missing+=(chromium)
   command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
-  if [ ${#missing[@]} -gt 0 ]; then
-    echo "installing ${missing[*]} (the portals' browser tests)" >&2
-    local sudo=""
-    [ "$(id -u)" -eq 0 ] || sudo=sudo
-    $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}"
-  fi
+  apt_install "the portals' browser tests" "${missing[@]}"
 }

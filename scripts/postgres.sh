@@ -2,14 +2,11 @@
 # Sourced, not run. `start_test_postgres` installs Debian's postgresql if it is missing,
 # creates a fresh cluster in a temporary directory, starts it on a free loopback port, exports
 # IDEM_TEST_DATABASE_URL and stops the server (and removes the cluster) when the shell exits.
+# Needs scripts/env.sh sourced first (apt_install).
 
 start_test_postgres() {
-  local sudo=""
-  [ "$(id -u)" -eq 0 ] || sudo=sudo
   if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
-    echo "installing postgresql (the tests of the PostgreSQL read models need a real server)" >&2
-    $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq postgresql
+    apt_install "the tests of the PostgreSQL read models need a real server" postgresql
   fi
   local bin
   bin="$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)"
