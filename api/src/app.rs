@@ -35,7 +35,7 @@ pub struct AppState {
     pub challenges: crate::challenges::Store,
     /// Commands on one tenant take turns.
     pub tenant_locks: crate::command::TenantLocks,
-    /// Decoded histories of recently commanded tenants.
+    /// Folded states of recently commanded tenants.
     pub histories: crate::command::HistoryCache,
     /// Password hashes (argon2id) in progress at most at once: one per CPU.
     pub hashing: tokio::sync::Semaphore,

@@ -71,14 +71,77 @@ impl Drop for Turn<'_> {
     }
 }
 
-/// A tenant's history, folded by the caller.
+/// A tenant's history so far: the seq it has been read to, and the tenant's state folded from
+/// it, kept up to date one event at a time as the log is read (so a command never replays
+/// the whole stream, however many logins and sessions it holds).
 pub struct History {
-    pub events: Vec<Event>,
     pub seq: u64,
+    folded: Folded,
 }
 
-/// Decoded histories of recently commanded tenants, so that a command reads and decodes only
-/// the events written since the last one. Bounded; any entry can be dropped at any time.
+/// The state folded from a stream so far.
+enum Folded {
+    Empty,
+    Msp(domain::msp::MspTenant),
+    Customer(Box<domain::customer::CustomerTenant>),
+    /// An event could not be folded: every command on the tenant answers this, as a replay
+    /// of the whole stream would.
+    Corrupt(DomainError),
+}
+
+impl History {
+    pub fn new() -> History {
+        History {
+            seq: 0,
+            folded: Folded::Empty,
+        }
+    }
+
+    /// Folds in the next event, exactly as the domain's `replay` would have.
+    fn fold(&mut self, event: &domain::event::Event) {
+        let folded = std::mem::replace(&mut self.folded, Folded::Empty);
+        self.folded = match folded {
+            Folded::Empty => match event {
+                Event::MspTenantCreated(_) => {
+                    match domain::msp::MspTenant::replay(std::iter::once(event)) {
+                        Ok(Some(tenant)) => Folded::Msp(tenant),
+                        Ok(None) => Folded::Empty,
+                        Err(e) => Folded::Corrupt(e),
+                    }
+                }
+                Event::CustomerTenantOpened(_) => {
+                    match domain::customer::CustomerTenant::replay(std::iter::once(event)) {
+                        Ok(Some(tenant)) => Folded::Customer(Box::new(tenant)),
+                        Ok(None) => Folded::Empty,
+                        Err(e) => Folded::Corrupt(e),
+                    }
+                }
+                other => Folded::Corrupt(DomainError::Corrupt(format!(
+                    "a tenant stream starts with {}",
+                    other.type_name()
+                ))),
+            },
+            Folded::Msp(mut tenant) => match tenant.apply(event) {
+                Ok(()) => Folded::Msp(tenant),
+                Err(e) => Folded::Corrupt(e),
+            },
+            Folded::Customer(mut tenant) => match tenant.apply(event) {
+                Ok(()) => Folded::Customer(tenant),
+                Err(e) => Folded::Corrupt(e),
+            },
+            corrupt @ Folded::Corrupt(_) => corrupt,
+        };
+    }
+}
+
+impl Default for History {
+    fn default() -> History {
+        History::new()
+    }
+}
+
+/// Folded states of recently commanded tenants, so that a command reads, decodes and folds
+/// only the events written since the last one. Bounded; any entry can be dropped at any time.
 #[derive(Default)]
 pub struct HistoryCache {
     entries: std::sync::Mutex<std::collections::HashMap<TenantId, History>>,
@@ -118,23 +181,34 @@ async fn catch_up(
         .read_stream(StreamId(tenant.0), history.seq + 1, usize::MAX)
         .await?;
     for event in &recorded {
-        history
-            .events
-            .push(codec::decode(event).map_err(|e| Problem::internal(&e))?);
+        history.fold(&codec::decode(event).map_err(|e| Problem::internal(&e))?);
         history.seq = event.seq;
     }
     Ok(())
 }
 
 /// An MSP tenant's state from its history; `NotFound` if the stream is empty.
-pub fn fold_msp(history: &History) -> Result<domain::msp::MspTenant, DomainError> {
-    domain::msp::MspTenant::replay(&history.events)?.ok_or(DomainError::NotFound("tenant"))
+pub fn fold_msp(history: &History) -> Result<&domain::msp::MspTenant, DomainError> {
+    match &history.folded {
+        Folded::Msp(tenant) => Ok(tenant),
+        Folded::Empty => Err(DomainError::NotFound("tenant")),
+        Folded::Customer(_) => Err(DomainError::Corrupt(
+            "an MSP stream starts with CustomerTenantOpened".to_owned(),
+        )),
+        Folded::Corrupt(error) => Err(error.clone()),
+    }
 }
 
 /// A customer tenant's state from its history; `NotFound` if the stream is empty.
-pub fn fold_customer(history: &History) -> Result<domain::customer::CustomerTenant, DomainError> {
-    domain::customer::CustomerTenant::replay(&history.events)?
-        .ok_or(DomainError::NotFound("tenant"))
+pub fn fold_customer(history: &History) -> Result<&domain::customer::CustomerTenant, DomainError> {
+    match &history.folded {
+        Folded::Customer(tenant) => Ok(tenant.as_ref()),
+        Folded::Empty => Err(DomainError::NotFound("tenant")),
+        Folded::Msp(_) => Err(DomainError::Corrupt(
+            "a customer stream starts with MspTenantCreated".to_owned(),
+        )),
+        Folded::Corrupt(error) => Err(error.clone()),
+    }
 }
 
 /// Runs `look` on the tenant's current history, from the cache (caught up with the log),
@@ -146,10 +220,7 @@ pub async fn with_history<T>(
     look: impl FnOnce(&History) -> T,
 ) -> Result<T, Problem> {
     let _turn = state.tenant_locks.acquire(tenant).await;
-    let mut history = state.histories.take(tenant).unwrap_or(History {
-        events: Vec::new(),
-        seq: 0,
-    });
+    let mut history = state.histories.take(tenant).unwrap_or_default();
     let caught_up = catch_up(state, tenant, &mut history).await;
     let answer = caught_up.map(|()| look(&history));
     state.histories.put(tenant, history);
@@ -164,7 +235,7 @@ pub async fn on_msp(
     command: domain::msp::MspCommand,
 ) -> Result<Option<Committed>, Problem> {
     let (committed, _) = execute(state, tenant, actor, Utc::now(), |history| {
-        domain::msp::decide(Some(&fold_msp(history)?), command.clone())
+        domain::msp::decide(Some(fold_msp(history)?), command.clone())
     })
     .await?;
     Ok(committed)
@@ -178,7 +249,7 @@ pub async fn on_customer(
     command: domain::customer::CustomerCommand,
 ) -> Result<Option<Committed>, Problem> {
     let (committed, _) = execute(state, tenant, actor, Utc::now(), |history| {
-        domain::customer::decide(Some(&fold_customer(history)?), command.clone())
+        domain::customer::decide(Some(fold_customer(history)?), command.clone())
     })
     .await?;
     Ok(committed)
@@ -186,10 +257,7 @@ pub async fn on_customer(
 
 /// Reads and decodes a tenant's whole stream.
 pub async fn history(state: &AppState, tenant: TenantId) -> Result<History, Problem> {
-    let mut history = History {
-        events: Vec::new(),
-        seq: 0,
-    };
+    let mut history = History::new();
     catch_up(state, tenant, &mut history).await?;
     Ok(history)
 }
@@ -274,10 +342,7 @@ pub async fn execute_plan(
     let _turn = state.tenant_locks.acquire(tenant).await;
     for _ in 0..ATTEMPTS {
         // Holding the tenant's turn, this command alone uses (and puts back) its cached history.
-        let mut history = state.histories.take(tenant).unwrap_or(History {
-            events: Vec::new(),
-            seq: 0,
-        });
+        let mut history = state.histories.take(tenant).unwrap_or_default();
         catch_up(state, tenant, &mut history).await?;
         let planned = plan(&history);
         let seq = history.seq;
@@ -395,5 +460,60 @@ mod tests {
         drop(first);
         waiter.await.unwrap();
         assert!(locks.is_empty(), "{} entries left", locks.len());
+    }
+
+    #[test]
+    fn folding_event_by_event_gives_what_a_replay_of_the_stream_gives() {
+        use domain::customer::CustomerTenant;
+        use domain::msp::MspTenant;
+        let mut workload = projections::workload::Workload::new(7);
+        let mut streams: std::collections::HashMap<TenantId, Vec<domain::event::Event>> =
+            std::collections::HashMap::new();
+        for _ in 0..3_000 {
+            for (tenant, events) in workload.action().appends {
+                streams.entry(tenant).or_default().extend(events);
+            }
+        }
+        let (mut msps, mut customers) = (0, 0);
+        for events in streams.values() {
+            let mut history = History::new();
+            for (i, event) in events.iter().enumerate() {
+                history.fold(event);
+                let so_far = &events[..=i];
+                match MspTenant::replay(so_far) {
+                    Ok(Some(msp)) => assert_eq!(fold_msp(&history), Ok(&msp)),
+                    _ => assert_eq!(
+                        fold_customer(&history).cloned(),
+                        CustomerTenant::replay(so_far).map(Option::unwrap)
+                    ),
+                }
+            }
+            match history.folded {
+                Folded::Msp(_) => msps += 1,
+                Folded::Customer(_) => customers += 1,
+                _ => panic!("a generated stream did not fold"),
+            }
+        }
+        assert!(
+            msps > 0 && customers > 0,
+            "{msps} MSPs, {customers} customers"
+        );
+
+        // A stream that does not start with a tenant's first event is corrupt from then on.
+        let mut history = History::new();
+        let customer = streams
+            .values()
+            .find(|events| matches!(events[0], domain::event::Event::CustomerTenantOpened(_)))
+            .unwrap();
+        history.fold(&customer[1]);
+        assert!(matches!(
+            fold_customer(&history),
+            Err(DomainError::Corrupt(_))
+        ));
+        history.fold(&customer[0]);
+        assert!(matches!(
+            fold_customer(&history),
+            Err(DomainError::Corrupt(_))
+        ));
     }
 }

@@ -15,7 +15,7 @@ use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use domain::authz::{self, Action, Principal};
-use domain::customer::{self, CustomerCommand, CustomerTenant};
+use domain::customer::{self, CustomerCommand};
 use domain::decision::DomainError;
 use domain::event::{AttemptOutcome, DesktopLoginMethod, DesktopLoginRecorded, LocalAccountAction};
 use domain::ids::{DeviceId, TenantId, UserId};
@@ -263,8 +263,7 @@ pub async fn login(
     // Only what this login needs leaves the turn: the user, with their sealed verifier.
     let wanted = request.username.trim().to_owned();
     let found = command::with_history(&state, TenantId(agent.tenant.id), |history| {
-        CustomerTenant::replay(&history.events)
-            .map(|t| t.and_then(|t| t.user_by_username(&wanted).cloned()))
+        command::fold_customer(history).map(|t| t.user_by_username(&wanted).cloned())
     })
     .await?
     .map_err(Problem::from)?;

@@ -152,7 +152,7 @@ pub async fn put_branding(
         Utc::now(),
         |history| {
             let decision = customer::decide(
-                Some(&fold_customer(history)?),
+                Some(fold_customer(history)?),
                 CustomerCommand::UpdateBranding {
                     background: background.as_ref().map(|(r, _)| r.clone()),
                     logo: logo.as_ref().map(|(r, _)| r.clone()),

@@ -228,7 +228,7 @@ pub async fn put_master_key(
             Utc::now(),
             |history| {
                 let decision = customer::decide(
-                    Some(&fold_customer(history)?),
+                    Some(fold_customer(history)?),
                     CustomerCommand::EnableMasterKey {
                         key_version: version,
                     },

@@ -345,7 +345,7 @@ pub async fn create_customer(
     let (committed, decision) =
         command::execute_plan(&state, msp_id, &caller.actor, Utc::now(), |history| {
             let mut created = msp::decide(
-                Some(&fold_msp(history)?),
+                Some(fold_msp(history)?),
                 MspCommand::CreateCustomer {
                     customer_id,
                     name: request.name.clone(),
@@ -417,7 +417,7 @@ pub async fn delete_customer(
             Ok(Plan {
                 deleted: vec![customer_id],
                 ..Plan::on_tenant(msp::decide(
-                    Some(&fold_msp(history)?),
+                    Some(fold_msp(history)?),
                     MspCommand::DeleteCustomer { customer_id },
                 )?)
             })

@@ -98,7 +98,7 @@ pub async fn start(
     let (_, decision) = command::execute(&state, tenant, "onboarding", now, |history| {
         if is_msp {
             msp::decide(
-                Some(&fold_msp(history)?),
+                Some(fold_msp(history)?),
                 MspCommand::StartOnboarding {
                     email: email.clone(),
                     code: code.clone(),
@@ -107,7 +107,7 @@ pub async fn start(
             )
         } else {
             customer::decide(
-                Some(&fold_customer(history)?),
+                Some(fold_customer(history)?),
                 CustomerCommand::StartOnboarding {
                     email: email.clone(),
                     code: code.clone(),
@@ -169,7 +169,7 @@ pub async fn complete(
     let (committed, decision) = command::execute(&state, tenant, "onboarding", now, |history| {
         if is_msp {
             msp::decide(
-                Some(&fold_msp(history)?),
+                Some(fold_msp(history)?),
                 MspCommand::CompleteOnboarding {
                     email: request.email.clone(),
                     code: request.code.clone(),
@@ -181,7 +181,7 @@ pub async fn complete(
             )
         } else {
             customer::decide(
-                Some(&fold_customer(history)?),
+                Some(fold_customer(history)?),
                 CustomerCommand::CompleteOnboarding {
                     email: request.email.clone(),
                     attempt: Attempt {
