@@ -315,6 +315,19 @@ impl Browser {
     }
 }
 
+impl Drop for Browser {
+    /// chromedriver dies with its `Child` (kill on drop), but Chromium, its child, would
+    /// outlive it, still running the last page's script, whenever a test fails before
+    /// `close`. Every process of this browser carries its private profile's path.
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("pkill")
+            .arg("-KILL")
+            .arg("-f")
+            .arg(self._profile.path())
+            .status();
+    }
+}
+
 /// `#id`, `.class` or a tag name as an XPath step (enough for the tests' scopes).
 fn css_to_xpath(css: &str) -> String {
     if let Some(id) = css.strip_prefix('#') {

@@ -292,6 +292,23 @@ async fn the_seeds_in_the_portals() {
     assert_eq!(john["enabled"], true);
     admin.screenshot("07-customer-user").await;
 
+    // A user created for passwordless only, then deleted.
+    admin.follow("nav a[href='/admin/users']").await;
+    admin.fill("#user-first_name", "Jane").await;
+    admin.fill("#user-last_name", "Roe").await;
+    admin.fill("#user-username", "jane.roe").await;
+    admin.fill("#user-email", "jane@contoso.test").await;
+    admin.click_button("#main", "Create user").await;
+    assert!(admin.text("table").await.contains("jane.roe"));
+    admin.click_in_row("jane.roe", "Jane Roe").await;
+    admin.click_button("#main", "Delete user").await;
+    assert!(admin.text(".notice").await.contains("User removed"));
+    assert!(!admin.text("table").await.contains("jane.roe"));
+    assert_eq!(
+        count(&api_get(&platform, &customer_token, "contoso-acme", "/api/v1/users").await),
+        1
+    );
+
     // Branding: real images, shown in the preview; a file that is not an image is refused.
     let files = tempfile::tempdir().unwrap();
     let background = files.path().join("background.png");

@@ -292,3 +292,103 @@ async fn the_login_page_stays_on_this_host_and_finishes_only_in_its_own_browser(
     let body: Value = answer.json().await.unwrap();
     assert_eq!(body["status"], "expired");
 }
+
+/// A form post to `path` on host `label`, from that host's own page, with the session.
+async fn post_on(
+    platform: &Platform,
+    label: &str,
+    token: &str,
+    path: &str,
+    fields: &[(&str, &str)],
+) -> reqwest::Response {
+    platform
+        .request(Method::POST, label, path)
+        .header("cookie", format!("idem_session={token}"))
+        .header("origin", platform.url(label))
+        .form(fields)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn choices_a_page_does_not_offer_are_refused_next_to_their_field() {
+    let platform = Platform::start().await;
+    platform.signup("acme", "Acme IT", "admin@acme.test").await;
+    let mut phone = Keyring::default();
+    platform.enroll(&mut phone, "acme", "admin@acme.test").await;
+    let token = platform.login(&phone, "acme").await;
+    let (status, _) = Platform::call(
+        platform
+            .as_user(&token, Method::POST, "acme", "/api/v1/customers")
+            .json(&serde_json::json!({"name": "contoso", "display_name": "Contoso"})),
+    )
+    .await;
+    assert_eq!(status, 201);
+
+    // A login method no select offers (a hand-made post): 422 beside the select.
+    let on_customer = platform.login(&phone, "contoso-acme").await;
+    let csrf = domain::session::csrf_token(&on_customer);
+    let answer = post_on(
+        &platform,
+        "contoso-acme",
+        &on_customer,
+        "/admin/settings",
+        &[
+            ("csrf", &csrf),
+            ("section", "desktop-login"),
+            ("enabled", "on"),
+            ("method", "smartcard"),
+        ],
+    )
+    .await;
+    assert_eq!(answer.status(), 422);
+    let page = answer.text().await.unwrap();
+    assert!(page.contains("id=\"desktop-method-error\""), "{page}");
+    let (_, desktop) = Platform::call(platform.as_user(
+        &on_customer,
+        Method::GET,
+        "contoso-acme",
+        "/api/v1/settings/desktop-login",
+    ))
+    .await;
+    assert_eq!(desktop["enabled"], false, "nothing stored");
+
+    // A delegation to someone who is not a user of the MSP.
+    let csrf = domain::session::csrf_token(&token);
+    for user in ["not-a-user", "01a20000-0000-7000-8000-000000000000"] {
+        let answer = post_on(
+            &platform,
+            "acme",
+            &token,
+            "/admin/customers/contoso/technicians",
+            &[("csrf", &csrf), ("user_id", user)],
+        )
+        .await;
+        assert!(
+            matches!(answer.status().as_u16(), 404 | 422),
+            "{user}: {}",
+            answer.status()
+        );
+    }
+    let (_, technicians) = Platform::call(platform.as_user(
+        &token,
+        Method::GET,
+        "acme",
+        "/api/v1/customers/contoso/technicians",
+    ))
+    .await;
+    let delegated = technicians
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| {
+            t["via"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|v| v == "delegation")
+        })
+        .count();
+    assert_eq!(delegated, 0, "nothing stored: {technicians}");
+}
