@@ -194,6 +194,10 @@ async fn the_seeds_in_the_portals() {
     admin.click_button("#main", "Delegate").await;
     assert!(admin.text(".notice").await.contains("Access delegated"));
     assert!(admin.text("table").await.contains("tech@acme.test"));
+    // Every row's button says "Revoke"; its accessible name says whose.
+    admin
+        .wait("button[aria-label='Revoke tech@acme.test']")
+        .await;
     admin.screenshot("04-delegation").await;
 
     // One click on the customer's name: signed in on the customer's own host.

@@ -12,7 +12,8 @@ use serde_json::{Value, json};
 
 use super::client::{Failure, segment};
 use super::layout::{
-    FormState, button_form, checkbox, csrf_field, empty, field, form_error, select, when,
+    FormState, button_form, checkbox, csrf_field, empty, field, form_error, row_button_form,
+    select, when,
 };
 use super::{Fields, Page, Submission, done, flag, list, optional, query_value, refused, s, text};
 use crate::app::Shared;
@@ -481,7 +482,7 @@ async fn devices_page(page: Page, token: Option<Value>) -> Response {
                             td { @if flag(device, "revoked") { span.badge.off { "Revoked" } } @else { span.badge.ok { "Active" } } }
                             td.actions {
                                 @if !flag(device, "revoked") {
-                                    (button_form(&page, &format!("/admin/devices/{}/revoke", s(device, "id")), "Revoke", "danger"))
+                                    (row_button_form(&page, &format!("/admin/devices/{}/revoke", s(device, "id")), "Revoke", "danger", s(device, "name")))
                                 }
                             }
                         }

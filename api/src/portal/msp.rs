@@ -10,7 +10,7 @@ use maud::{Markup, html};
 use serde_json::{Value, json};
 
 use super::client::segment;
-use super::layout::{FormState, button_form, csrf_field, empty, field, form_error, select};
+use super::layout::{FormState, csrf_field, empty, field, form_error, row_button_form, select};
 use super::{Fields, Page, Submission, done, list, optional, refused, s, text};
 
 fn person(user: &Value) -> String {
@@ -209,7 +209,7 @@ async fn customer_page(page: Page, name: &str, form: FormState, status: StatusCo
                             }
                             td.actions {
                                 @if via.contains(&"delegation") {
-                                    (button_form(&page, &format!("{base}/technicians/{}/revoke", s(technician, "user_id")), "Revoke", "danger"))
+                                    (row_button_form(&page, &format!("{base}/technicians/{}/revoke", s(technician, "user_id")), "Revoke", "danger", s(technician, "email")))
                                 } @else {
                                     span.muted { "Admins reach every customer" }
                                 }
@@ -400,12 +400,12 @@ pub async fn users(page: Page, form: FormState) -> Response {
                         td.actions {
                             @if id != page.me.user_id {
                                 @if admin {
-                                    (button_form(&page, &format!("/admin/users/{id}/revoke-admin"), "Revoke admin", ""))
+                                    (row_button_form(&page, &format!("/admin/users/{id}/revoke-admin"), "Revoke admin", "", s(user, "email")))
                                 } @else {
-                                    (button_form(&page, &format!("/admin/users/{id}/make-admin"), "Make admin", ""))
+                                    (row_button_form(&page, &format!("/admin/users/{id}/make-admin"), "Make admin", "", s(user, "email")))
                                 }
                                 " "
-                                (button_form(&page, &format!("/admin/users/{id}/remove"), "Remove", "danger"))
+                                (row_button_form(&page, &format!("/admin/users/{id}/remove"), "Remove", "danger", s(user, "email")))
                             } @else {
                                 span.muted { "You" }
                             }
