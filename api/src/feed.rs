@@ -11,16 +11,20 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 /// Per-tenant watches of the newest projected seq, for tenants someone waits on, and the last
-/// pages answered: a thousand agents woken by one commit ask for the same page, which is read
-/// and serialised once.
+/// pages answered: a thousand agents woken by one commit ask for the same page, and then all
+/// come back for the (empty) page after it; each is read and serialised once, by whichever
+/// request asks first, while the others wait for that read.
 #[derive(Default)]
 pub struct Feed {
     tenants: Mutex<HashMap<Uuid, watch::Sender<u64>>>,
     pages: Mutex<HashMap<PageKey, CachedPage>>,
 }
 
-/// A serialised page and the generation it was read at.
-type CachedPage = (u64, Arc<[u8]>);
+/// A page as answered: its serialised body, and whether it had nothing new in it.
+pub type Page = (Arc<[u8]>, bool);
+
+/// A page being read (or read) at a generation: the first request fills it.
+type CachedPage = (u64, Arc<tokio::sync::OnceCell<Page>>);
 
 /// A page of one tenant's feed: its cursor and limit.
 type PageKey = (Uuid, Option<u64>, usize);
@@ -52,23 +56,30 @@ impl Feed {
             .subscribe()
     }
 
-    /// The page for `key` if it was made at `generation` (the tenant's watch value when it was
-    /// read); a later commit of the tenant changes the generation and so misses it.
-    pub fn cached_page(&self, key: PageKey, generation: u64) -> Option<Arc<[u8]>> {
-        let pages = self.pages.lock().unwrap_or_else(|e| e.into_inner());
-        pages
-            .get(&key)
-            .filter(|(made, _)| *made == generation)
-            .map(|(_, page)| page.clone())
-    }
-
-    /// Keeps a page made at `generation`.
-    pub fn keep_page(&self, key: PageKey, generation: u64, page: Arc<[u8]>) {
-        let mut pages = self.pages.lock().unwrap_or_else(|e| e.into_inner());
-        if pages.len() >= CACHED_PAGES {
-            pages.clear();
-        }
-        pages.insert(key, (generation, page));
+    /// The page for `key` at `generation` (the tenant's watch value before it is read): read
+    /// by `read` if no request has read it at this generation yet, else what that request
+    /// read (waiting for it if it is still reading). A later commit of the tenant changes the
+    /// generation, so a page, empty ones included, never outlives what it shows. A failed
+    /// read is not kept: the next request reads again.
+    pub async fn page<E, F>(&self, key: PageKey, generation: u64, read: F) -> Result<Page, E>
+    where
+        F: std::future::Future<Output = Result<Page, E>>,
+    {
+        let cell = {
+            let mut pages = self.pages.lock().unwrap_or_else(|e| e.into_inner());
+            match pages.get(&key) {
+                Some((made, cell)) if *made == generation => cell.clone(),
+                _ => {
+                    if pages.len() >= CACHED_PAGES {
+                        pages.clear();
+                    }
+                    let cell = Arc::new(tokio::sync::OnceCell::new());
+                    pages.insert(key, (generation, cell.clone()));
+                    cell
+                }
+            }
+        };
+        cell.get_or_try_init(|| read).await.cloned()
     }
 
     /// How many long-polls are waiting now, on all tenants.
@@ -139,5 +150,69 @@ impl Feed {
             cache.forget_after(&events);
             self.notify(&seqs);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_page_is_read_once_per_generation_however_many_ask_at_once() {
+        let feed = Arc::new(Feed::default());
+        let reads = Arc::new(AtomicUsize::new(0));
+        let key = (Uuid::from_u128(1), Some(7), 100);
+        let (release, gate) = watch::channel(false);
+        let mut askers = Vec::new();
+        for _ in 0..100 {
+            let (feed, reads, mut gate) = (feed.clone(), reads.clone(), gate.clone());
+            askers.push(tokio::spawn(async move {
+                feed.page(key, 3, async {
+                    reads.fetch_add(1, Ordering::SeqCst);
+                    // The first reader is slow: everyone else arrives while it reads.
+                    let _ = gate.wait_for(|open| *open).await;
+                    Ok::<_, ()>((Arc::from(&b"{}"[..]), true))
+                })
+                .await
+            }));
+        }
+        // Once the first read has begun, the others queue behind it; then it finishes.
+        while reads.load(Ordering::SeqCst) == 0 {
+            tokio::task::yield_now().await;
+        }
+        release.send_replace(true);
+        for asker in askers {
+            let (body, empty) = asker.await.unwrap().unwrap();
+            assert_eq!(&*body, b"{}");
+            assert!(empty);
+        }
+        assert_eq!(
+            reads.load(Ordering::SeqCst),
+            1,
+            "one read for one generation"
+        );
+
+        // The next generation reads again; a failed read is not kept.
+        let failed: Result<Page, &str> = feed.page(key, 4, async { Err("busy") }).await;
+        assert_eq!(failed, Err("busy"));
+        let again = feed
+            .page(key, 4, async {
+                Ok::<_, ()>((Arc::from(&b"[1]"[..]), false))
+            })
+            .await
+            .unwrap();
+        assert_eq!(&*again.0, b"[1]");
+        let cached = feed
+            .page(key, 4, async {
+                Ok::<_, ()>((Arc::from(&b"[2]"[..]), false))
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            &*cached.0, b"[1]",
+            "the same generation answers what was read"
+        );
     }
 }

@@ -175,9 +175,9 @@ pub async fn changes(
     let key = (agent.tenant.id, after, limit);
     loop {
         let generation = *projected.borrow_and_update();
-        let (body, empty) = match state.feed.cached_page(key, generation) {
-            Some(body) => (body, false),
-            None => {
+        let (body, empty) = state
+            .feed
+            .page(key, generation, async {
                 let page = state
                     .read()
                     .changes(agent.tenant.id, after, limit)
@@ -191,14 +191,9 @@ pub async fn changes(
                 }))
                 .map_err(|e| Problem::internal(&e))?
                 .into();
-                // Only pages with something in them are worth sharing: an empty one is
-                // answered after the wait, by then maybe stale.
-                if !empty {
-                    state.feed.keep_page(key, generation, body.clone());
-                }
-                (body, empty)
-            }
-        };
+                Ok::<_, Problem>((body, empty))
+            })
+            .await?;
         let answer =
             || ([(header::CONTENT_TYPE, "application/json")], body.to_vec()).into_response();
         if !empty || tokio::time::Instant::now() >= deadline {
