@@ -54,9 +54,10 @@ pub async fn page(
         return Redirect::to(&next).into_response();
     }
     let api = Client::new(state, &headers, None).from_peer(peer);
-    let tenant = api.state().clone();
-    let host_tenant = crate::host::tenant(&tenant, &headers).await.ok();
-    let display_name = host_tenant.as_ref().map(|t| t.display_name.clone());
+    let display_name = crate::host::tenant(api.state(), &headers)
+        .await
+        .ok()
+        .map(|tenant| tenant.display_name);
     let challenge = match api
         .send(
             Method::POST,
