@@ -194,8 +194,14 @@ pub async fn changes(
                 Ok::<_, Problem>((body, empty))
             })
             .await?;
-        let answer =
-            || ([(header::CONTENT_TYPE, "application/json")], body.to_vec()).into_response();
+        // The page's bytes are shared by every agent it is answered to, never copied.
+        let answer = || {
+            (
+                [(header::CONTENT_TYPE, "application/json")],
+                axum::body::Bytes::from_owner(body.clone()),
+            )
+                .into_response()
+        };
         if !empty || tokio::time::Instant::now() >= deadline {
             return Ok(answer());
         }
