@@ -10,6 +10,8 @@
     return;
   }
   const next = login.dataset.next || "/admin";
+  // Marks the page as waiting by itself (the button stays, for a page without this script).
+  login.dataset.waiting = "yes";
 
   async function wait() {
     for (;;) {

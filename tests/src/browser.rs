@@ -44,6 +44,15 @@ impl Browser {
     /// Starts chromedriver on a free loopback port (waiting for the line that says it is
     /// listening) and opens a headless Chromium session with a fresh profile.
     pub async fn start() -> Browser {
+        Browser::launch(true).await
+    }
+
+    /// The same with JavaScript switched off, as some people browse.
+    pub async fn start_without_javascript() -> Browser {
+        Browser::launch(false).await
+    }
+
+    async fn launch(javascript: bool) -> Browser {
         let port = free_port();
         let mut driver = Command::new("chromedriver")
             .arg(format!("--port={port}"))
@@ -78,6 +87,11 @@ impl Browser {
                     "--disable-component-update", "--disable-sync", "--window-size=1280,900",
                     format!("--user-data-dir={}", profile.path().display()),
                 ],
+                // 1 allows, 2 blocks.
+                "prefs": {
+                    "profile.managed_default_content_settings.javascript":
+                        if javascript { 1 } else { 2 },
+                },
             },
         });
         let serde_json::Value::Object(capabilities) = capabilities else {
@@ -157,20 +171,20 @@ impl Browser {
         self.navigating(target).await;
     }
 
-    /// Clicks `target` and waits until a new document has replaced the current one (the old
-    /// one is marked first, so what was on it cannot be mistaken for the new page).
+    /// Clicks `target` and waits until a new document has replaced the current one: the old
+    /// document's root goes stale (checked through WebDriver, so it works with JavaScript off).
     async fn navigating(&self, target: Element) {
-        self.client
-            .execute("document.documentElement.dataset.left = '1';", vec![])
-            .await
-            .unwrap();
+        let old = self.wait("html").await;
         target.click().await.unwrap();
-        self.client
-            .wait()
-            .at_most(PAGE_WAIT)
-            .for_element(Locator::Css("html:not([data-left])"))
-            .await
-            .unwrap_or_else(|e| panic!("no new page after the click: {e}"));
+        let deadline = tokio::time::Instant::now() + PAGE_WAIT;
+        while old.tag_name().await.is_ok() {
+            if tokio::time::Instant::now() >= deadline {
+                self.fail("no new page after the click").await;
+            }
+            // WebDriver has no "page replaced" event: ask again shortly.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.wait("body").await;
     }
 
     /// Clicks the button whose text is `label` (inside `scope`, a CSS selector), and waits for

@@ -21,6 +21,7 @@ async fn sign_in(browser: &Browser, platform: &Platform, phone: &Keyring, label:
         .await;
     browser.wait_path("/login").await;
     browser.wait("#login img").await;
+    browser.wait("#login[data-waiting='yes']").await;
     browser.click("details summary").await;
     let qr = browser.text("#qr-text").await;
     assert!(qr.starts_with("idem://approve?"), "{qr}");
@@ -514,4 +515,46 @@ async fn the_seeds_in_the_portals() {
         .await;
     admin.wait_path("/login").await;
     admin.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_portals_work_without_javascript() {
+    let platform = Platform::start().await;
+    platform.signup("acme", "Acme IT", "admin@acme.test").await;
+    let mut phone = Keyring::default();
+    platform.enroll(&mut phone, "acme", "admin@acme.test").await;
+    let browser = Browser::start_without_javascript().await;
+
+    // The login page cannot wait by itself: the person approves, then presses the button.
+    browser
+        .goto(&format!("{}/admin", platform.url("acme")))
+        .await;
+    browser.wait_path("/login").await;
+    browser.wait("#login img").await;
+    assert!(
+        !browser.has("#login[data-waiting]").await,
+        "the page's script did not run"
+    );
+    browser.click("details summary").await;
+    let qr = browser.text("#qr-text").await;
+    authenticator::approve(&phone, &qr).await.unwrap();
+    assert!(
+        browser.path().await.starts_with("/login"),
+        "nothing moved by itself"
+    );
+    browser
+        .click_button("body", "I approved it — continue")
+        .await;
+    browser.wait_path("/admin/customers").await;
+
+    // Forms work as plain posts: a refused one shows its error, a good one is stored.
+    browser.fill("#customer-display_name", "Contoso Ltd").await;
+    browser.fill("#customer-name", "Not valid").await;
+    browser.click_button("body", "Save").await;
+    assert!(!browser.text("#customer-name-error").await.is_empty());
+    browser.fill("#customer-name", "contoso").await;
+    browser.click_button("body", "Save").await;
+    assert!(browser.text(".notice").await.contains("Customer created"));
+    assert!(browser.text("table").await.contains("Contoso Ltd"));
+    browser.close().await;
 }
