@@ -308,7 +308,10 @@ async fn main() {
             (host, enrolled["device_token"].as_str().unwrap().to_owned())
         }
     };
-    for spread in [1, options.tenants] {
+    // One tenant, then spread over all of them (once, if there is only one).
+    let mut spreads = vec![1, options.tenants];
+    spreads.dedup();
+    for spread in spreads {
         let mut agents = Vec::new();
         for i in 0..options.agents {
             let (host, admin) = &tenants[i % spread];
