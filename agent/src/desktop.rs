@@ -197,6 +197,34 @@ impl<A: LocalAccounts> Agent<A> {
             .json()?)
     }
 
+    /// Follows the feed for good, as `idem-agent run` does: long-polls of `wait`, each applied
+    /// page reported to `applied` (its number of entries, 0 when a long-poll ended empty), and
+    /// after a failure a pause that doubles up to a minute, with jitter so that agents
+    /// restarted together do not come back in step.
+    pub async fn run(
+        &mut self,
+        wait: Duration,
+        mut applied: impl FnMut(&Self, usize),
+        mut failed: impl FnMut(&AgentError, Duration),
+    ) -> ! {
+        let mut backoff = Duration::from_secs(1);
+        loop {
+            match self.sync_once(wait).await {
+                Ok(count) => {
+                    backoff = Duration::from_secs(1);
+                    applied(self, count);
+                }
+                Err(e) => {
+                    let jitter = rand::random_range(0..=backoff.as_millis() as u64 / 2);
+                    let pause = backoff + Duration::from_millis(jitter);
+                    failed(&e, pause);
+                    tokio::time::sleep(pause).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(60));
+                }
+            }
+        }
+    }
+
     /// Pulls one page of the feed (waiting up to `wait` for a change) and applies it; answers
     /// how many entries it had.
     pub async fn sync_once(&mut self, wait: Duration) -> Result<usize, AgentError> {

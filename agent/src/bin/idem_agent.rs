@@ -79,31 +79,25 @@ async fn run(cli: Cli) -> Result<(), desktop::AgentError> {
         }
         Command::Run => {
             let mut agent = Agent::open(&cli.state_dir, accounts(&cli))?;
-            let mut backoff = Duration::from_secs(1);
-            loop {
-                match agent.sync_once(Duration::from_secs(30)).await {
-                    Ok(applied) => {
-                        backoff = Duration::from_secs(1);
+            agent
+                .run(
+                    Duration::from_secs(30),
+                    |agent, applied| {
                         if applied > 0 {
                             eprintln!(
                                 "applied {applied} changes (cursor {:?})",
                                 agent.state.cursor
                             );
                         }
-                    }
-                    Err(e) => {
-                        // Exponential backoff with jitter, so that agents do not return in step.
-                        let jitter = rand::random_range(0..=backoff.as_millis() as u64 / 2);
-                        let pause = backoff + Duration::from_millis(jitter);
+                    },
+                    |e, pause| {
                         eprintln!(
                             "sync failed ({e}); retrying in {:.1} s",
                             pause.as_secs_f64()
-                        );
-                        tokio::time::sleep(pause).await;
-                        backoff = (backoff * 2).min(Duration::from_secs(60));
-                    }
-                }
-            }
+                        )
+                    },
+                )
+                .await
         }
         Command::Sync => {
             let mut agent = Agent::open(&cli.state_dir, accounts(&cli))?;
