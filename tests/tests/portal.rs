@@ -392,3 +392,50 @@ async fn choices_a_page_does_not_offer_are_refused_next_to_their_field() {
         .count();
     assert_eq!(delegated, 0, "nothing stored: {technicians}");
 }
+
+#[tokio::test]
+async fn a_mistyped_address_is_a_page_for_browsers_and_a_problem_for_programs() {
+    let platform = Platform::start().await;
+    platform.signup("acme", "Acme IT", "admin@acme.test").await;
+    let browser_accept = "text/html,application/xhtml+xml,*/*;q=0.8";
+
+    let answer = platform
+        .request(Method::GET, "acme", "/admin/no-such-page")
+        .header("accept", browser_accept)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 404);
+    assert!(
+        answer.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    assert!(answer.headers().contains_key("content-security-policy"));
+    assert!(
+        answer
+            .text()
+            .await
+            .unwrap()
+            .contains("There is no page at this address")
+    );
+
+    for (path, accept) in [
+        ("/admin/no-such-page", "application/json"),
+        ("/api/v1/no-such-route", browser_accept),
+    ] {
+        let answer = platform
+            .request(Method::GET, "acme", path)
+            .header("accept", accept)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 404);
+        assert_eq!(
+            answer.headers()["content-type"],
+            "application/problem+json",
+            "{path}"
+        );
+    }
+}

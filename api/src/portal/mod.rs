@@ -99,6 +99,14 @@ fn content_security_policy(config: &Config) -> HeaderValue {
     ))
 }
 
+/// The policy for pages served outside the portal's router (the fallback).
+fn content_security_policy_default() -> HeaderValue {
+    HeaderValue::from_static(
+        "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; \
+         frame-ancestors 'none'; base-uri 'none'",
+    )
+}
+
 fn with_security_headers(mut response: Response, policy: HeaderValue) -> Response {
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_SECURITY_POLICY, policy);
@@ -422,6 +430,20 @@ pub fn html_response(status: StatusCode, markup: Markup) -> Response {
         markup.into_string(),
     )
         .into_response()
+}
+
+/// The page for an address the portals do not have.
+pub fn not_found_page() -> Response {
+    with_security_headers(
+        error_page(
+            None,
+            &Failure::local(
+                StatusCode::NOT_FOUND,
+                "There is no page at this address. Check it, or start again from the portal.",
+            ),
+        ),
+        content_security_policy_default(),
+    )
 }
 
 /// An error page: what went wrong, in words, and a way back.

@@ -156,7 +156,15 @@ pub async fn method_not_allowed() -> Problem {
     )
 }
 
-/// Any path the contract does not have.
-pub async fn not_found() -> Problem {
-    Problem::not_found("no such route")
+/// Any path the contract does not have: a problem for API clients, a page for browsers (a
+/// mistyped portal address).
+pub async fn not_found(headers: axum::http::HeaderMap, uri: axum::http::Uri) -> Response {
+    let wants_page = headers
+        .get(axum::http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("text/html"));
+    if wants_page && !uri.path().starts_with("/api/") {
+        return crate::portal::not_found_page();
+    }
+    Problem::not_found("no such route").into_response()
 }
