@@ -439,3 +439,50 @@ async fn a_mistyped_address_is_a_page_for_browsers_and_a_problem_for_programs() 
         );
     }
 }
+
+#[tokio::test]
+async fn a_form_sent_after_the_session_ended_signs_in_again_and_comes_back_to_its_page() {
+    let platform = Platform::start().await;
+    platform.signup("acme", "Acme IT", "admin@acme.test").await;
+    let mut phone = Keyring::default();
+    platform.enroll(&mut phone, "acme", "admin@acme.test").await;
+    let token = platform.login(&phone, "acme").await;
+    let (status, _) =
+        Platform::call(platform.as_user(&token, Method::POST, "acme", "/api/v1/logout")).await;
+    assert_eq!(status, 204);
+
+    let csrf = domain::session::csrf_token(&token);
+    let answer = platform
+        .request(Method::POST, "acme", "/admin/customers")
+        .header("cookie", format!("idem_session={token}"))
+        .header("origin", platform.url("acme"))
+        .header(
+            "referer",
+            format!("{}/admin/customers", platform.url("acme")),
+        )
+        .form(&[
+            ("csrf", csrf.as_str()),
+            ("name", "contoso"),
+            ("display_name", "Contoso"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 303);
+    assert_eq!(
+        answer.headers()["location"],
+        "/login?next=%2Fadmin%2Fcustomers&ended=1"
+    );
+    // A referer of another host is not followed back.
+    let answer = platform
+        .request(Method::POST, "acme", "/apps/contoso/open")
+        .header("cookie", format!("idem_session={token}"))
+        .header("origin", platform.url("acme"))
+        .header("referer", "http://evil.localhost/phish")
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 303);
+    assert_eq!(answer.headers()["location"], "/login?next=%2Fadmin&ended=1");
+}

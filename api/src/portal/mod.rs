@@ -203,6 +203,9 @@ pub struct Page {
     pub me: Me,
     pub csrf: String,
     pub path: String,
+    /// Where to come back to after signing in again: this page, or for a form the page it
+    /// was on (a form's own address may take posts only).
+    back: String,
     pub notice: Option<&'static str>,
 }
 
@@ -227,6 +230,7 @@ impl Page {
             api,
             me,
             csrf: domain::session::csrf_token(&token),
+            back: path.clone(),
             path,
             notice,
         })
@@ -257,7 +261,17 @@ impl Page {
                 ),
             ));
         }
-        Page::open(state, headers, uri).await
+        let back = form_page(headers);
+        let mut page = Page::open(state, headers, uri).await.map_err(|response| {
+            // Sent to sign in again: come back to the form's page, not its address.
+            if response.status() == StatusCode::SEE_OTHER {
+                to_login(&back, true)
+            } else {
+                response
+            }
+        })?;
+        page.back = back;
+        Ok(page)
     }
 
     /// A page of the portal.
@@ -274,7 +288,7 @@ impl Page {
     /// ended session, an error page for the rest.
     pub fn failed(&self, failure: &Failure) -> Response {
         if failure.status == StatusCode::UNAUTHORIZED {
-            return to_login(&self.path, true);
+            return to_login(&self.back, true);
         }
         error_page(Some(&self.me.display_name), failure)
     }
@@ -353,6 +367,24 @@ pub fn refused(fields: &Fields, failure: &Failure) -> FormState {
         fields: failure.fields.clone(),
         error,
     }
+}
+
+/// The path of the page a form was sent from (its `Referer`, on this host), or the admin
+/// portal's start.
+fn form_page(headers: &HeaderMap) -> String {
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+    headers
+        .get(header::REFERER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|referer| url::Url::parse(referer).ok())
+        .filter(|url| {
+            let authority = match url.port() {
+                Some(port) => format!("{}:{port}", url.host_str().unwrap_or_default()),
+                None => url.host_str().unwrap_or_default().to_owned(),
+            };
+            Some(authority.as_str()) == host
+        })
+        .map_or_else(|| "/admin".to_owned(), |url| url.path().to_owned())
 }
 
 /// A typed text field, trimmed; empty is `None`.
