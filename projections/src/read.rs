@@ -79,6 +79,25 @@ pub struct CustomerRow {
     pub technicians: u64,
 }
 
+/// The customers' rows with their counts; callers add the `WHERE`.
+const CUSTOMER_ROWS: &str = "SELECT t.tenant_id, t.name, t.display_name, t.host_label, \
+     (SELECT COUNT(*) FROM users u WHERE u.tenant_id = t.tenant_id AND u.deleted = 0 \
+       AND u.enabled = 1 AND (u.has_password = 1 OR u.devices > 0)) AS active_users, \
+     (SELECT COUNT(DISTINCT a.user_id) FROM access a WHERE a.tenant_id = t.tenant_id \
+       AND a.via IN ('admin', 'delegation')) AS technicians \
+     FROM tenants t";
+
+fn customer_row(row: &AnyRow) -> Result<CustomerRow> {
+    Ok(CustomerRow {
+        id: uuid(&row.try_get::<String, _>("tenant_id")?)?,
+        name: row.try_get("name")?,
+        display_name: row.try_get("display_name")?,
+        host_label: row.try_get("host_label")?,
+        active_users: count(row, "active_users")?,
+        technicians: count(row, "technicians")?,
+    })
+}
+
 /// A user of a tenant: an MSP user, or a directory user of a customer.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize)]
 pub struct UserRow {
@@ -353,29 +372,23 @@ impl ReadModels {
 
     /// The MSP's customers by name, with their active users and technicians.
     pub async fn customers_of(&self, msp: Uuid) -> Result<Vec<CustomerRow>> {
-        let rows = sqlx::query(
-            "SELECT t.tenant_id, t.name, t.display_name, t.host_label, \
-             (SELECT COUNT(*) FROM users u WHERE u.tenant_id = t.tenant_id AND u.deleted = 0 \
-               AND u.enabled = 1 AND (u.has_password = 1 OR u.devices > 0)) AS active_users, \
-             (SELECT COUNT(DISTINCT a.user_id) FROM access a WHERE a.tenant_id = t.tenant_id \
-               AND a.via IN ('admin', 'delegation')) AS technicians \
-             FROM tenants t WHERE t.msp_id = $1 ORDER BY t.name",
-        )
-        .bind(msp.to_string())
-        .fetch_all(&self.directory())
-        .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(CustomerRow {
-                    id: uuid(&row.try_get::<String, _>("tenant_id")?)?,
-                    name: row.try_get("name")?,
-                    display_name: row.try_get("display_name")?,
-                    host_label: row.try_get("host_label")?,
-                    active_users: count(row, "active_users")?,
-                    technicians: count(row, "technicians")?,
-                })
-            })
-            .collect()
+        let query = format!("{CUSTOMER_ROWS} WHERE t.msp_id = $1 ORDER BY t.name");
+        let rows = sqlx::query(&query)
+            .bind(msp.to_string())
+            .fetch_all(&self.directory())
+            .await?;
+        rows.iter().map(customer_row).collect()
+    }
+
+    /// One customer of `msp` by name, with its counts.
+    pub async fn customer_of(&self, msp: Uuid, name: &str) -> Result<Option<CustomerRow>> {
+        let query = format!("{CUSTOMER_ROWS} WHERE t.msp_id = $1 AND t.name = $2");
+        let row = sqlx::query(&query)
+            .bind(msp.to_string())
+            .bind(name)
+            .fetch_optional(&self.directory())
+            .await?;
+        row.as_ref().map(customer_row).transpose()
     }
 
     /// The tenant's users (not removed ones), by creation.

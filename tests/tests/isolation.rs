@@ -100,6 +100,7 @@ fn routes(user: &str) -> Vec<(Method, String, Option<Value>)> {
             Some(json!({"source": "local"})),
         ),
         (Method::GET, "/api/v1/customers".into(), None),
+        (Method::GET, "/api/v1/customers/one".into(), None),
         (
             Method::POST,
             "/api/v1/customers".into(),

@@ -67,6 +67,7 @@ async fn the_document_lists_every_route_the_router_serves() {
         ("put", "/api/v1/settings/user-source"),
         ("get", "/api/v1/customers"),
         ("post", "/api/v1/customers"),
+        ("get", "/api/v1/customers/{name}"),
         ("delete", "/api/v1/customers/{name}"),
         ("get", "/api/v1/customers/{name}/technicians"),
         ("post", "/api/v1/customers/{name}/technicians"),

@@ -163,6 +163,23 @@ async fn quick_start_steps_1_to_5_and_the_msp_portal() {
         [3, 2],
         "contoso: 2 admins + Bob; fabrikam: 2 admins"
     );
+    // One row alone is the same row, and a name that is not a customer is a 404.
+    for row in customers.as_array().unwrap() {
+        let name = row["name"].as_str().unwrap();
+        let (status, one) = Platform::call(platform.as_user(
+            &admin,
+            Method::GET,
+            "acme",
+            &format!("/api/v1/customers/{name}"),
+        ))
+        .await;
+        assert_eq!(status, 200);
+        assert_eq!(&one, row);
+    }
+    let (status, _) =
+        Platform::call(platform.as_user(&admin, Method::GET, "acme", "/api/v1/customers/nosuch"))
+            .await;
+    assert_eq!(status, 404);
     let (_, list) = Platform::call(platform.as_user(
         &admin,
         Method::GET,

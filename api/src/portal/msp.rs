@@ -244,20 +244,18 @@ async fn customer_page(page: Page, name: &str, form: FormState, status: StatusCo
 
 /// The customer `name` of this MSP, or the page that says it is not there.
 async fn find_customer(page: &Page, name: &str) -> Result<Value, Response> {
-    let customers = page
-        .api
-        .get("/api/v1/customers")
+    page.api
+        .get(&format!("/api/v1/customers/{}", segment(name)))
         .await
-        .map_err(|f| page.failed(&f))?;
-    list(&customers)
-        .iter()
-        .find(|c| s(c, "name") == name)
-        .cloned()
-        .ok_or_else(|| {
-            page.failed(&super::client::Failure::local(
-                StatusCode::NOT_FOUND,
-                "There is no such customer (it may have been deleted).",
-            ))
+        .map_err(|failure| {
+            if failure.status == StatusCode::NOT_FOUND {
+                page.failed(&super::client::Failure::local(
+                    StatusCode::NOT_FOUND,
+                    "There is no such customer (it may have been deleted).",
+                ))
+            } else {
+                page.failed(&failure)
+            }
         })
 }
 

@@ -329,6 +329,23 @@ pub async fn list_customers(
     .into_response())
 }
 
+/// `GET /api/v1/customers/{name}`: one row of the table, without computing the others.
+pub async fn get_customer(
+    State(state): State<Shared>,
+    method: Method,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Result<Response, Problem> {
+    let (tenant, caller) = msp_context(&state, &method, &headers).await?;
+    caller.may(Action::ReadCustomers, &tenant)?;
+    let customer = state
+        .read()
+        .customer_of(tenant.id, &name)
+        .await?
+        .ok_or_else(|| Problem::not_found(format!("no customer named {name:?}")))?;
+    Ok(Json(customer_json(&state, &customer)).into_response())
+}
+
 /// `POST /api/v1/customers` `{name, display_name}` → 201: the customer tenant's own stream
 /// opens in the same commit as the MSP's record of it, and its host label is reserved by it.
 pub async fn create_customer(

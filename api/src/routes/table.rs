@@ -110,7 +110,10 @@ pub mod session {
             get(msp::list_customers) "Customers with active users and technicians",
             post(msp::create_customer) "Create a customer tenant",
         }
-        "/api/v1/customers/{name}" => { delete(msp::delete_customer) "Delete a customer tenant and all its data" }
+        "/api/v1/customers/{name}" => {
+            get(msp::get_customer) "One customer with its active users and technicians",
+            delete(msp::delete_customer) "Delete a customer tenant and all its data",
+        }
         "/api/v1/customers/{name}/technicians" => {
             get(msp::list_technicians) "Who reaches the customer, and how",
             post(msp::delegate) "Delegate the customer to a technician",
