@@ -327,6 +327,7 @@ async fn the_seeds_in_the_portals() {
     let not_image = files.path().join("notes.png");
     std::fs::write(&not_image, b"these are notes, not an image").unwrap();
     admin.follow("nav a[href='/admin/branding']").await;
+    admin.fill("#branding-text", "Welcome to Contoso").await;
     admin
         .wait("#branding-logo")
         .await
@@ -335,6 +336,17 @@ async fn the_seeds_in_the_portals() {
         .unwrap();
     admin.click_button("#main", "Save branding").await;
     assert!(!admin.text("#branding-logo-error").await.is_empty());
+    assert_eq!(
+        admin
+            .wait("#branding-text")
+            .await
+            .prop("value")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("Welcome to Contoso"),
+        "the typed text stays"
+    );
     let before = api_get(
         &platform,
         &customer_token,
@@ -355,7 +367,6 @@ async fn the_seeds_in_the_portals() {
         .send_keys(&logo.display().to_string())
         .await
         .unwrap();
-    admin.fill("#branding-text", "Welcome to Contoso").await;
     admin.click_button("#main", "Save branding").await;
     assert!(admin.text(".notice").await.contains("Branding saved"));
     assert_eq!(admin.text(".preview-text").await, "Welcome to Contoso");

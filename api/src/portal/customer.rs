@@ -304,11 +304,17 @@ async fn branding_page(page: Page, form: FormState) -> Response {
         Ok(branding) => branding,
         Err(failure) => return page.failed(&failure),
     };
+    // The text field shows what was typed, or the current text.
+    let mut text_form = FormState::default();
     let current_text = form
         .values
         .get("text")
         .cloned()
         .unwrap_or_else(|| s(&branding, "text").to_owned());
+    text_form.values.insert("text".into(), current_text);
+    if let Some(message) = form.fields.get("text") {
+        text_form.fields.insert("text".into(), message.clone());
+    }
     let body = html! {
         section.panel aria-labelledby="preview" {
             h2 #preview { "Login screen preview" }
@@ -335,9 +341,6 @@ async fn branding_page(page: Page, form: FormState) -> Response {
                 (form_error(&form))
                 (file_field(&form, "background", "Background image", "PNG or JPEG, up to 2 MiB and 4096 pixels a side."))
                 (file_field(&form, "logo", "Logo", "PNG or JPEG, up to 2 MiB."))
-                @let mut text_form = FormState::default();
-                @let _ = text_form.values.insert("text".into(), current_text.clone());
-                @if let Some(message) = form.fields.get("text") { @let _ = text_form.fields.insert("text".into(), message.clone()); }
                 (field(&text_form, "branding", "text", "Text on the login screen", "text", false, Some("Leave empty to show the tenant's name.")))
                 button.primary type="submit" { "Save branding" }
             }
@@ -380,7 +383,11 @@ pub async fn upload_branding(
         .to_owned();
     match page
         .api
-        .send_raw(Method::PUT, "/api/v1/branding", Some((&content_type, body)))
+        .send_raw(
+            Method::PUT,
+            "/api/v1/branding",
+            Some((&content_type, body.clone())),
+        )
         .await
     {
         Ok(_) => done("/admin/branding", "branding-saved"),
@@ -391,7 +398,12 @@ pub async fn upload_branding(
             page.failed(&failure)
         }
         Err(failure) => {
-            let mut form = refused(&Fields::new(), &failure);
+            // What was typed stays: the text part (files cannot be put back in a page).
+            let mut typed = Fields::new();
+            if let Some(text) = multipart_text(&content_type, body, "text").await {
+                typed.insert("text".into(), text);
+            }
+            let mut form = refused(&typed, &failure);
             if failure.fields.is_empty() {
                 form.error = Some(failure.detail.clone());
             } else {
@@ -400,6 +412,24 @@ pub async fn upload_branding(
             branding_page(page, form).await
         }
     }
+}
+
+/// The text part `name` of a multipart body, if it has one.
+async fn multipart_text(content_type: &str, body: Bytes, name: &str) -> Option<String> {
+    use axum::extract::FromRequest;
+    let request = axum::http::Request::builder()
+        .header(header::CONTENT_TYPE, content_type)
+        .body(axum::body::Body::from(body))
+        .ok()?;
+    let mut multipart = axum::extract::Multipart::from_request(request, &())
+        .await
+        .ok()?;
+    while let Ok(Some(field)) = multipart.next_field().await {
+        if field.name() == Some(name) {
+            return field.text().await.ok();
+        }
+    }
+    None
 }
 
 /// `GET /admin/accounts`: the shared local admin account.
