@@ -262,12 +262,19 @@ impl Browser {
     }
 
     /// Waits until the browser is at a path starting with `prefix` (navigation can be a
-    /// redirect chain or the login page's own script).
+    /// redirect chain or the login page's own script). `"/"` means the root page itself, not
+    /// any path.
     pub async fn wait_path(&self, prefix: &str) {
         let deadline = tokio::time::Instant::now() + PAGE_WAIT;
         loop {
             let path = self.path().await;
-            if path.starts_with(prefix) {
+            let arrived = if prefix == "/" {
+                path == "/" || path.starts_with("/?")
+            } else {
+                path.starts_with(prefix)
+            };
+            if arrived {
+                self.wait("body").await;
                 return;
             }
             assert!(
