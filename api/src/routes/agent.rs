@@ -30,7 +30,7 @@ use crate::auth;
 use crate::command;
 use crate::host;
 use crate::problem::Problem;
-use crate::routes::{body, written};
+use crate::routes::{body, no_content, written};
 
 /// The longest a feed request may wait.
 const MAX_WAIT_SECONDS: u64 = 60;
@@ -418,12 +418,7 @@ pub async fn revoke_device(
         },
     )
     .await?;
-    Ok(written(
-        &state,
-        committed.as_ref(),
-        StatusCode::NO_CONTENT.into_response(),
-    )
-    .await)
+    Ok(no_content(&state, committed.as_ref()).await)
 }
 
 #[derive(Deserialize)]

@@ -31,7 +31,10 @@ use crate::auth::{self, Caller};
 use crate::command::{self, Plan, fold_customer};
 use crate::host;
 use crate::problem::Problem;
-use crate::routes::{body, settings_written, settle, user_id, user_row, with_position, written};
+use crate::routes::{
+    body, no_content, settings_written, settle, user_id, user_row, user_written, with_position,
+    written,
+};
 
 /// How long an agent enrollment token can be used.
 const ENROLLMENT_TOKEN_LIFETIME: chrono::Duration = chrono::Duration::hours(24);
@@ -371,12 +374,15 @@ pub async fn create_user(
         },
     )
     .await?;
-    settle(&state, committed.as_ref()).await;
-    let row = user_row(&state, tenant.id, user.0).await?;
-    Ok(with_position(
+    user_written(
+        &state,
         committed.as_ref(),
-        (StatusCode::CREATED, Json(user_json(&row))).into_response(),
-    ))
+        tenant.id,
+        user.0,
+        StatusCode::CREATED,
+        user_json,
+    )
+    .await
 }
 
 /// `GET /api/v1/users/{id}` on a customer host.
@@ -426,12 +432,15 @@ pub async fn update_user(
         },
     )
     .await?;
-    settle(&state, committed.as_ref()).await;
-    let row = user_row(&state, tenant.id, user.0).await?;
-    Ok(with_position(
+    user_written(
+        &state,
         committed.as_ref(),
-        Json(user_json(&row)).into_response(),
-    ))
+        tenant.id,
+        user.0,
+        StatusCode::OK,
+        user_json,
+    )
+    .await
 }
 
 /// `DELETE /api/v1/users/{id}` on a customer host → 204; the username is free again.
@@ -450,12 +459,7 @@ pub async fn delete_user(
         CustomerCommand::DeleteUser { user_id: user },
     )
     .await?;
-    Ok(written(
-        &state,
-        committed.as_ref(),
-        StatusCode::NO_CONTENT.into_response(),
-    )
-    .await)
+    Ok(no_content(&state, committed.as_ref()).await)
 }
 
 /// `PUT /api/v1/users/{id}/password` `{password}` → 204; the password version goes up, so
@@ -484,12 +488,7 @@ pub async fn set_password(
         },
     )
     .await?;
-    Ok(written(
-        &state,
-        committed.as_ref(),
-        StatusCode::NO_CONTENT.into_response(),
-    )
-    .await)
+    Ok(no_content(&state, committed.as_ref()).await)
 }
 
 /// `POST /api/v1/users/{id}/passwordless`: the user may now onboard a phone with a code sent

@@ -29,7 +29,7 @@ use crate::command;
 use crate::host;
 use crate::metrics::Counter;
 use crate::problem::Problem;
-use crate::routes::{body, written};
+use crate::routes::{body, no_content, written};
 
 /// The longest a client may wait in one poll.
 const MAX_WAIT_SECONDS: u64 = 60;
@@ -308,12 +308,7 @@ pub async fn approve(
             state.challenges.approved(id, grant);
             state.metrics.count(Counter::Approvals, "approved");
             tracing::info!(challenge = %id, device = %request.device_id, "challenge approved");
-            Ok(written(
-                &state,
-                Some(&committed),
-                StatusCode::NO_CONTENT.into_response(),
-            )
-            .await)
+            Ok(no_content(&state, Some(&committed)).await)
         }
         Err(problem) => {
             state.challenges.release(id);

@@ -57,6 +57,11 @@ pub async fn written(
     with_position(committed, response)
 }
 
+/// The answer to a write with nothing to say: 204, once projected, with its position.
+pub async fn no_content(state: &AppState, committed: Option<&Committed>) -> Response {
+    written(state, committed, StatusCode::NO_CONTENT.into_response()).await
+}
+
 /// Waits (briefly) until the read models have the write: what the caller reads next, and
 /// every authorization decided from them, reflects it.
 pub async fn settle(state: &AppState, committed: Option<&Committed>) {
@@ -83,6 +88,24 @@ pub async fn settings_written(
     Ok(with_position(
         committed,
         Json(render(&tenant)).into_response(),
+    ))
+}
+
+/// The answer to a write that changed one user: once projected, the user as `render` shows
+/// them, with `status` and the write's position.
+pub async fn user_written(
+    state: &AppState,
+    committed: Option<&Committed>,
+    tenant: uuid::Uuid,
+    user: uuid::Uuid,
+    status: StatusCode,
+    render: impl FnOnce(&projections::UserRow) -> serde_json::Value,
+) -> Result<Response, Problem> {
+    settle(state, committed).await;
+    let row = user_row(state, tenant, user).await?;
+    Ok(with_position(
+        committed,
+        (status, Json(render(&row))).into_response(),
     ))
 }
 

@@ -30,7 +30,9 @@ use crate::challenges::Handoff;
 use crate::command::{self, Plan, fold_msp};
 use crate::host;
 use crate::problem::Problem;
-use crate::routes::{body, settings_written, settle, user_id, user_row, with_position, written};
+use crate::routes::{
+    body, no_content, settings_written, settle, user_id, user_row, user_written, with_position,
+};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -144,12 +146,15 @@ pub async fn add_user(
         },
     )
     .await?;
-    settle(&state, committed.as_ref()).await;
-    let user = user_row(&state, tenant.id, user_id.0).await?;
-    Ok(with_position(
+    user_written(
+        &state,
         committed.as_ref(),
-        (StatusCode::CREATED, Json(user_json(&user))).into_response(),
-    ))
+        tenant.id,
+        user_id.0,
+        StatusCode::CREATED,
+        user_json,
+    )
+    .await
 }
 
 /// `GET /api/v1/users/{id}`: admins see anyone of the tenant, a technician themselves.
@@ -188,12 +193,7 @@ pub async fn remove_user(
         },
     )
     .await?;
-    Ok(written(
-        &state,
-        committed.as_ref(),
-        StatusCode::NO_CONTENT.into_response(),
-    )
-    .await)
+    Ok(no_content(&state, committed.as_ref()).await)
 }
 
 /// `POST` / `DELETE /api/v1/users/{id}/admin`: make admin, revoke; answers the user.
@@ -214,12 +214,15 @@ async fn set_admin(
         MspCommand::RevokeAdmin { user_id }
     };
     let committed = run(&state, &tenant, &caller, command).await?;
-    settle(&state, committed.as_ref()).await;
-    let user = user_row(&state, tenant.id, id).await?;
-    Ok(with_position(
+    user_written(
+        &state,
         committed.as_ref(),
-        Json(user_json(&user)).into_response(),
-    ))
+        tenant.id,
+        id,
+        StatusCode::OK,
+        user_json,
+    )
+    .await
 }
 
 pub async fn make_admin(
@@ -441,12 +444,7 @@ pub async fn delete_customer(
         },
     )
     .await?;
-    Ok(written(
-        &state,
-        committed.as_ref(),
-        StatusCode::NO_CONTENT.into_response(),
-    )
-    .await)
+    Ok(no_content(&state, committed.as_ref()).await)
 }
 
 /// `GET /api/v1/customers/{name}/technicians`: who reaches the customer, and how.
@@ -541,12 +539,7 @@ pub async fn revoke_delegation(
         },
     )
     .await?;
-    Ok(written(
-        &state,
-        committed.as_ref(),
-        StatusCode::NO_CONTENT.into_response(),
-    )
-    .await)
+    Ok(no_content(&state, committed.as_ref()).await)
 }
 
 /// `POST /api/v1/customers/{name}/sso` → `{url, expires_at}`: a one-time, 60-second link that
@@ -641,6 +634,30 @@ async fn audited(
     }
 }
 
+/// `POST` / `DELETE /api/v1/users/{id}/auditor`: gives or ends an auditor role on the tenant
+/// `customer` names (the MSP's when none); `customer` is read after the user's id is checked.
+async fn set_auditor(
+    state: Shared,
+    method: Method,
+    headers: HeaderMap,
+    id: String,
+    customer: impl FnOnce() -> Result<Option<String>, Problem>,
+    grant: bool,
+) -> Result<Response, Problem> {
+    let (tenant, caller) = msp_context(&state, &method, &headers).await?;
+    caller.may(Action::ManageRoles, &tenant)?;
+    let user_id = UserId(user_id(&id)?);
+    let customer = customer()?;
+    let tenant_id = audited(&state, &tenant, customer.as_deref()).await?;
+    let command = if grant {
+        MspCommand::GrantAuditor { user_id, tenant_id }
+    } else {
+        MspCommand::RevokeAuditor { user_id, tenant_id }
+    };
+    let committed = run(&state, &tenant, &caller, command).await?;
+    Ok(no_content(&state, committed.as_ref()).await)
+}
+
 /// `POST /api/v1/users/{id}/auditor` `{customer?}`: the user may read and verify that tenant's
 /// audit log (the MSP's when no customer is named), and nothing else through this role.
 pub async fn grant_auditor(
@@ -650,27 +667,8 @@ pub async fn grant_auditor(
     Path(id): Path<String>,
     request: Result<Json<AuditorBody>, JsonRejection>,
 ) -> Result<Response, Problem> {
-    let (tenant, caller) = msp_context(&state, &method, &headers).await?;
-    caller.may(Action::ManageRoles, &tenant)?;
-    let id = user_id(&id)?;
-    let request = body(request)?;
-    let tenant_id = audited(&state, &tenant, request.customer.as_deref()).await?;
-    let committed = run(
-        &state,
-        &tenant,
-        &caller,
-        MspCommand::GrantAuditor {
-            user_id: UserId(id),
-            tenant_id,
-        },
-    )
-    .await?;
-    Ok(written(
-        &state,
-        committed.as_ref(),
-        StatusCode::NO_CONTENT.into_response(),
-    )
-    .await)
+    let customer = || body(request).map(|request| request.customer);
+    set_auditor(state, method, headers, id, customer, true).await
 }
 
 /// `DELETE /api/v1/users/{id}/auditor?customer=NAME`: ends that auditor role, at once.
@@ -681,24 +679,6 @@ pub async fn revoke_auditor(
     Path(id): Path<String>,
     axum::extract::Query(query): axum::extract::Query<AuditorQuery>,
 ) -> Result<Response, Problem> {
-    let (tenant, caller) = msp_context(&state, &method, &headers).await?;
-    caller.may(Action::ManageRoles, &tenant)?;
-    let id = user_id(&id)?;
-    let tenant_id = audited(&state, &tenant, query.customer.as_deref()).await?;
-    let committed = run(
-        &state,
-        &tenant,
-        &caller,
-        MspCommand::RevokeAuditor {
-            user_id: UserId(id),
-            tenant_id,
-        },
-    )
-    .await?;
-    Ok(written(
-        &state,
-        committed.as_ref(),
-        StatusCode::NO_CONTENT.into_response(),
-    )
-    .await)
+    let customer = || Ok(query.customer);
+    set_auditor(state, method, headers, id, customer, false).await
 }
