@@ -139,6 +139,23 @@ impl Platform {
         answer.json().await.unwrap()
     }
 
+    /// The set-up most tests start from: the MSP `acme` ("Acme") signed up with `admin_email`
+    /// as its admin, her phone enrolled, and its customer `contoso` (host `contoso-acme`).
+    /// Answers the phone and her session on the MSP's host.
+    pub async fn acme_with_contoso(&self, admin_email: &str) -> (Keyring, String) {
+        self.signup("acme", "Acme", admin_email).await;
+        let mut phone = Keyring::default();
+        self.enroll(&mut phone, "acme", admin_email).await;
+        let msp = self.login(&phone, "acme").await;
+        let (status, body) = Platform::call(
+            self.as_user(&msp, Method::POST, "acme", "/api/v1/customers")
+                .json(&json!({"name": "contoso", "display_name": "Contoso"})),
+        )
+        .await;
+        assert_eq!(status, 201, "{body}");
+        (phone, msp)
+    }
+
     /// Onboards `email` on tenant `label` with a new device in `keyring`: asks for a code,
     /// reads it from the development mailer, enrolls.
     pub async fn enroll(&self, keyring: &mut Keyring, label: &str, email: &str) -> Device {

@@ -303,19 +303,7 @@ async fn agents_enroll_follow_the_feed_and_check_logins() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn elevation_and_passwordless_login_are_approved_on_a_phone() {
     let platform = Platform::start().await;
-    platform.signup("acme", "Acme", "alice@acme.example").await;
-    let mut alice_phone = Keyring::default();
-    platform
-        .enroll(&mut alice_phone, "acme", "alice@acme.example")
-        .await;
-    let msp = platform.login(&alice_phone, "acme").await;
-    let (status, _) = Platform::call(
-        platform
-            .as_user(&msp, Method::POST, "acme", "/api/v1/customers")
-            .json(&json!({"name": "contoso", "display_name": "Contoso"})),
-    )
-    .await;
-    assert_eq!(status, 201);
+    let (alice_phone, msp) = platform.acme_with_contoso("alice@acme.example").await;
     // Bob: a technician without delegation.
     let (_, bob) = Platform::call(
         platform

@@ -6,7 +6,6 @@
 use std::time::{Duration, Instant};
 
 use agent::accounts::FileAccounts;
-use agent::authenticator::Keyring;
 use agent::desktop::{self, Agent};
 use harness::Platform;
 use reqwest::Method;
@@ -15,18 +14,7 @@ use serde_json::json;
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn agents_reconnect_after_a_restart_and_miss_nothing() {
     let platform = Platform::start().await;
-    platform.signup("acme", "Acme", "alice@acme.example").await;
-    let mut phone = Keyring::default();
-    platform
-        .enroll(&mut phone, "acme", "alice@acme.example")
-        .await;
-    let msp = platform.login(&phone, "acme").await;
-    Platform::call(
-        platform
-            .as_user(&msp, Method::POST, "acme", "/api/v1/customers")
-            .json(&json!({"name": "contoso", "display_name": "Contoso"})),
-    )
-    .await;
+    let (phone, _) = platform.acme_with_contoso("alice@acme.example").await;
     let host = "contoso-acme";
     let admin = platform.login(&phone, host).await;
     let add = |platform: &Platform, username: &str| {

@@ -2,7 +2,6 @@
 //! or mistyped bodies 400, oversized ones 413, unknown ids 404; nothing is written.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use agent::authenticator::Keyring;
 use harness::Platform;
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -10,19 +9,7 @@ use serde_json::{Value, json};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_input_to_the_msp_routes_is_refused_and_writes_nothing() {
     let platform = Platform::start().await;
-    platform.signup("acme", "Acme", "alice@acme.example").await;
-    let mut phone = Keyring::default();
-    platform
-        .enroll(&mut phone, "acme", "alice@acme.example")
-        .await;
-    let admin = platform.login(&phone, "acme").await;
-    let (status, _) = Platform::call(
-        platform
-            .as_user(&admin, Method::POST, "acme", "/api/v1/customers")
-            .json(&json!({"name": "contoso", "display_name": "Contoso"})),
-    )
-    .await;
-    assert_eq!(status, 201);
+    let (_, admin) = platform.acme_with_contoso("alice@acme.example").await;
     let state = || async {
         let (_, users) =
             Platform::call(platform.as_user(&admin, Method::GET, "acme", "/api/v1/users")).await;

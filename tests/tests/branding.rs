@@ -3,7 +3,6 @@
 //! back with their type and an ETag; refusals store nothing.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use agent::authenticator::Keyring;
 use harness::Platform;
 use reqwest::Method;
 use reqwest::multipart::{Form, Part};
@@ -40,18 +39,7 @@ fn file(bytes: Vec<u8>, name: &str, mime: &str) -> Part {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn branding_images_are_checked_by_content_and_served_back() {
     let platform = Platform::start().await;
-    platform.signup("acme", "Acme", "alice@acme.example").await;
-    let mut phone = Keyring::default();
-    platform
-        .enroll(&mut phone, "acme", "alice@acme.example")
-        .await;
-    let msp = platform.login(&phone, "acme").await;
-    Platform::call(
-        platform
-            .as_user(&msp, Method::POST, "acme", "/api/v1/customers")
-            .json(&json!({"name": "contoso", "display_name": "Contoso"})),
-    )
-    .await;
+    let (phone, _) = platform.acme_with_contoso("alice@acme.example").await;
     let admin = platform.login(&phone, "contoso-acme").await;
     let host = "contoso-acme";
     let put = |form: Form| {

@@ -54,18 +54,7 @@ async fn sync_all<A: LocalAccounts>(agent: &mut Agent<A>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_workstation_follows_its_tenant() {
     let platform = Platform::start().await;
-    platform.signup("acme", "Acme", "alice@acme.example").await;
-    let mut phone = Keyring::default();
-    platform
-        .enroll(&mut phone, "acme", "alice@acme.example")
-        .await;
-    let msp = platform.login(&phone, "acme").await;
-    Platform::call(
-        platform
-            .as_user(&msp, Method::POST, "acme", "/api/v1/customers")
-            .json(&json!({"name": "contoso", "display_name": "Contoso"})),
-    )
-    .await;
+    let (phone, _) = platform.acme_with_contoso("alice@acme.example").await;
     let host = "contoso-acme";
     let admin = platform.login(&phone, host).await;
     let call = |method: Method, path: &str, body: Option<Value>| {

@@ -9,7 +9,6 @@ use std::io::Write;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use agent::authenticator::Keyring;
 use harness::Platform;
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -54,19 +53,7 @@ async fn step_6_configures_a_customer_tenant_and_keeps_its_secrets_sealed() {
         .with_ansi(false)
         .init();
     let platform = Platform::start().await;
-    platform.signup("acme", "Acme", "alice@acme.example").await;
-    let mut phone = Keyring::default();
-    platform
-        .enroll(&mut phone, "acme", "alice@acme.example")
-        .await;
-    let msp = platform.login(&phone, "acme").await;
-    let (status, _) = Platform::call(
-        platform
-            .as_user(&msp, Method::POST, "acme", "/api/v1/customers")
-            .json(&json!({"name": "contoso", "display_name": "Contoso"})),
-    )
-    .await;
-    assert_eq!(status, 201);
+    let (phone, msp) = platform.acme_with_contoso("alice@acme.example").await;
     // The admin works on the customer's own host.
     let admin = platform.login(&phone, "contoso-acme").await;
     let mut responses: Vec<String> = Vec::new();
