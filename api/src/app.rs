@@ -37,8 +37,8 @@ pub struct AppState {
     pub tenant_locks: crate::command::TenantLocks,
     /// Folded states of recently commanded tenants.
     pub histories: crate::command::HistoryCache,
-    /// Password hashes (argon2id) in progress at most at once: one per CPU.
-    pub hashing: tokio::sync::Semaphore,
+    /// Password hashes (argon2id): one thread per CPU, at a lower priority.
+    pub hashing: crate::hashing::HashingPool,
     pub metrics: crate::metrics::Metrics,
     /// Wakes agents waiting on their tenant's change feed.
     pub feed: Arc<crate::feed::Feed>,
@@ -79,6 +79,8 @@ pub enum StartError {
     Mail(String),
     #[error("listening on {0}: {1}")]
     Bind(SocketAddr, std::io::Error),
+    #[error("starting the password-hashing threads: {0}")]
+    Hashing(std::io::Error),
 }
 
 /// Reads the root key, or creates it (mode 0600) if the file does not exist.
@@ -156,6 +158,10 @@ impl Server {
         config.bind = addr;
         let (stop, mut stopped) = watch::channel(false);
         let login_rate = config.agent_login_rate;
+        let hashing = crate::hashing::HashingPool::start(
+            std::thread::available_parallelism().map_or(2, |n| n.get()),
+        )
+        .map_err(StartError::Hashing)?;
         let state = Arc::new(AppState {
             stopping: stop.subscribe(),
             config,
@@ -170,9 +176,7 @@ impl Server {
             metrics: crate::metrics::Metrics::default(),
             feed: Arc::new(crate::feed::Feed::default()),
             cache: Arc::new(crate::cache::Cache::default()),
-            hashing: tokio::sync::Semaphore::new(
-                std::thread::available_parallelism().map_or(2, |n| n.get()),
-            ),
+            hashing,
         });
         let app = router(state.clone());
         let feed_handle = state.feed.clone();

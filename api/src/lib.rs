@@ -10,6 +10,7 @@ pub mod challenges;
 pub mod command;
 pub mod config;
 pub mod feed;
+pub mod hashing;
 pub mod host;
 pub mod limits;
 pub mod mail;

@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use subtle::ConstantTimeEq;
 use uuid::Uuid;
 
-use crate::crypto::{Argon2Params, DataKey, PasswordVerifier, Sealed};
+use crate::crypto::{Argon2Params, DataKey, HashMemory, PasswordVerifier, Sealed};
 use crate::decision::{self, Claim, Decision, DomainError, field};
 use crate::event::*;
 use crate::ids::{DeviceId, TenantId, UserId};
@@ -300,7 +300,9 @@ pub struct Sealer<'a> {
 
 impl Sealer<'_> {
     /// Checks `password` against the policy, makes its argon2id verifier and seals it for
-    /// `user`. Costly by design (argon2id): run it where it cannot starve other work.
+    /// `user`. Costly by design (argon2id): run it where it cannot starve other work. Randomness
+    /// and working memory come from the caller, as the domain keeps no state and draws nothing.
+    #[allow(clippy::too_many_arguments)]
     pub fn password(
         &self,
         policy: &PasswordPolicy,
@@ -309,11 +311,12 @@ impl Sealer<'_> {
         password: &str,
         salt: [u8; 16],
         nonce: [u8; 24],
+        memory: &mut HashMemory,
     ) -> Result<Sealed, DomainError> {
         policy
             .check(password)
             .map_err(|e| DomainError::Invalid(vec![e]))?;
-        let verifier = PasswordVerifier::create(password, salt, params)
+        let verifier = PasswordVerifier::create_in(password, salt, params, memory)
             .map_err(|e| DomainError::Corrupt(e.to_string()))?;
         self.key
             .seal(
@@ -352,13 +355,14 @@ pub fn verify_password(
     user: UserId,
     sealed: &Sealed,
     password: &str,
+    memory: &mut HashMemory,
 ) -> Result<bool, DomainError> {
     let phc = key
         .open(tenant.0, &password_field(user), sealed)
         .map_err(|e| DomainError::Corrupt(e.to_string()))?;
     let phc = std::str::from_utf8(&phc).map_err(|e| DomainError::Corrupt(e.to_string()))?;
     PasswordVerifier::parse(phc)
-        .and_then(|verifier| verifier.verify(password))
+        .and_then(|verifier| verifier.verify_in(password, memory))
         .map_err(|e| DomainError::Corrupt(e.to_string()))
 }
 

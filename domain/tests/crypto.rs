@@ -2,7 +2,9 @@
 //! or a key confused, failing clearly.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use domain::crypto::{Argon2Params, CryptoError, DataKey, PasswordVerifier, RootKey, Sealed};
+use domain::crypto::{
+    Argon2Params, CryptoError, DataKey, HashMemory, PasswordVerifier, RootKey, Sealed,
+};
 use proptest::prelude::*;
 use uuid::Uuid;
 
@@ -192,6 +194,28 @@ fn password_verifiers_accept_only_the_password() {
     );
     let parsed = PasswordVerifier::parse(verifier.as_phc()).unwrap();
     assert!(parsed.verify("correct horse").unwrap());
+}
+
+#[test]
+fn kept_working_memory_gives_the_same_answers_as_fresh_memory() {
+    // One memory through hashes of other passwords and other sizes, as a hashing thread's:
+    // what a hash leaves behind must not change the next one.
+    let larger = Argon2Params {
+        memory_kib: 512,
+        iterations: 2,
+        parallelism: 2,
+    };
+    let mut memory = HashMemory::default();
+    let fresh = PasswordVerifier::create("correct horse", [5; 16], FAST).unwrap();
+    let big = PasswordVerifier::create_in("battery staple", [9; 16], larger, &mut memory).unwrap();
+    let kept = PasswordVerifier::create_in("correct horse", [5; 16], FAST, &mut memory).unwrap();
+    assert_eq!(kept.as_phc(), fresh.as_phc());
+    assert!(fresh.verify_in("correct horse", &mut memory).unwrap());
+    assert!(!fresh.verify_in("correct horsf", &mut memory).unwrap());
+    assert!(big.verify_in("battery staple", &mut memory).unwrap());
+    assert!(big.verify("battery staple").unwrap());
+    assert!(!big.verify_in("correct horse", &mut memory).unwrap());
+    assert!(kept.verify_in("correct horse", &mut memory).unwrap());
 }
 
 #[test]

@@ -3,7 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
-use domain::crypto::{Argon2Params, DataKey, Sealed};
+use domain::crypto::{Argon2Params, DataKey, HashMemory, Sealed};
 use domain::customer::{self, CustomerCommand as C, CustomerTenant, Sealer};
 use domain::decision::{Claim, Decision, DomainError};
 use domain::event::*;
@@ -46,6 +46,7 @@ fn password(text: &str) -> Sealed {
             text,
             [1; 16],
             [2; 24],
+            &mut HashMemory::default(),
         )
         .unwrap()
 }
@@ -205,8 +206,28 @@ fn users_are_created_with_a_sealed_password_and_a_unique_username() {
         );
     }
     let stored = &tenant.users[&BILLY].password.as_ref().unwrap().0;
-    assert!(customer::verify_password(&key(), TENANT, BILLY, stored, "correct horse").unwrap());
-    assert!(!customer::verify_password(&key(), TENANT, BILLY, stored, "wrong horse").unwrap());
+    assert!(
+        customer::verify_password(
+            &key(),
+            TENANT,
+            BILLY,
+            stored,
+            "correct horse",
+            &mut HashMemory::default()
+        )
+        .unwrap()
+    );
+    assert!(
+        !customer::verify_password(
+            &key(),
+            TENANT,
+            BILLY,
+            stored,
+            "wrong horse",
+            &mut HashMemory::default()
+        )
+        .unwrap()
+    );
 
     let mut upper = create_billy(None);
     if let C::CreateUser {
@@ -241,6 +262,7 @@ fn secrets_need_the_master_key_and_its_current_version() {
             "correct horse",
             [1; 16],
             [2; 24],
+            &mut HashMemory::default(),
         )
         .unwrap();
     assert!(matches!(
@@ -253,10 +275,28 @@ fn secrets_need_the_master_key_and_its_current_version() {
 fn a_verifier_moved_to_another_user_does_not_open() {
     let stored = password("correct horse");
     let mallory = UserId(Uuid::from_u128(66));
-    assert!(customer::verify_password(&key(), TENANT, mallory, &stored, "correct horse").is_err());
+    assert!(
+        customer::verify_password(
+            &key(),
+            TENANT,
+            mallory,
+            &stored,
+            "correct horse",
+            &mut HashMemory::default()
+        )
+        .is_err()
+    );
     let other_tenant = TenantId(Uuid::from_u128(3));
     assert!(
-        customer::verify_password(&key(), other_tenant, BILLY, &stored, "correct horse").is_err()
+        customer::verify_password(
+            &key(),
+            other_tenant,
+            BILLY,
+            &stored,
+            "correct horse",
+            &mut HashMemory::default()
+        )
+        .is_err()
     );
 }
 
@@ -308,7 +348,15 @@ fn every_kind_of_invalid_user_is_refused_with_its_field() {
         vec!["first_name", "last_name", "username", "email"]
     );
     let policy = PasswordPolicy::default();
-    let short = sealer(&key()).password(&policy, FAST, BILLY, "short", [1; 16], [2; 24]);
+    let short = sealer(&key()).password(
+        &policy,
+        FAST,
+        BILLY,
+        "short",
+        [1; 16],
+        [2; 24],
+        &mut HashMemory::default(),
+    );
     assert!(matches!(short, Err(DomainError::Invalid(e)) if e[0].field == "password"));
     let bad_email = sealer(&key()).personal_email(BILLY, "not-an-email", [3; 24]);
     assert!(matches!(bad_email, Err(DomainError::Invalid(e)) if e[0].field == "personal_email"));
@@ -330,8 +378,28 @@ fn password_changes_bump_the_version_agents_compare() {
     assert_eq!(set.password_version, 2);
     let tenant = state(&with(billy(), decision.events));
     let stored = &tenant.users[&BILLY].password.as_ref().unwrap().0;
-    assert!(customer::verify_password(&key(), TENANT, BILLY, stored, "battery staple").unwrap());
-    assert!(!customer::verify_password(&key(), TENANT, BILLY, stored, "correct horse").unwrap());
+    assert!(
+        customer::verify_password(
+            &key(),
+            TENANT,
+            BILLY,
+            stored,
+            "battery staple",
+            &mut HashMemory::default()
+        )
+        .unwrap()
+    );
+    assert!(
+        !customer::verify_password(
+            &key(),
+            TENANT,
+            BILLY,
+            stored,
+            "correct horse",
+            &mut HashMemory::default()
+        )
+        .unwrap()
+    );
     assert_eq!(
         when(
             &billy(),
@@ -756,7 +824,7 @@ proptest::proptest! {
     ) {
         let key = key();
         let sealer = sealer(&key);
-        let verifier = sealer.password(&PasswordPolicy::default(), FAST, BILLY, &secret, [1; 16], [2; 24]).unwrap();
+        let verifier = sealer.password(&PasswordPolicy::default(), FAST, BILLY, &secret, [1; 16], [2; 24], &mut HashMemory::default()).unwrap();
         let personal = format!("{local}@home.example");
         let sealed_email = sealer.personal_email(BILLY, &personal, [3; 24]).unwrap();
         let mut command = create_billy(Some(verifier));
@@ -776,6 +844,6 @@ proptest::proptest! {
         }
         let tenant = state(&given);
         let stored = &tenant.users[&BILLY].password.as_ref().unwrap().0;
-        proptest::prop_assert!(customer::verify_password(&key, TENANT, BILLY, stored, &secret).unwrap());
+        proptest::prop_assert!(customer::verify_password(&key, TENANT, BILLY, stored, &secret, &mut HashMemory::default()).unwrap());
     }
 }

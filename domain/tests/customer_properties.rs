@@ -6,7 +6,7 @@
 use std::sync::OnceLock;
 
 use chrono::{Duration, TimeZone, Utc};
-use domain::crypto::{Argon2Params, DataKey, Sealed};
+use domain::crypto::{Argon2Params, DataKey, HashMemory, Sealed};
 use domain::customer::{self, CustomerCommand as C, CustomerTenant, Sealer};
 use domain::event::*;
 use domain::ids::{DeviceId, TenantId, UserId};
@@ -49,6 +49,7 @@ fn verifiers() -> &'static Vec<Sealed> {
                         "correct horse",
                         [n; 16],
                         [n; 24],
+                        &mut HashMemory::default(),
                     )
                     .unwrap()
             })

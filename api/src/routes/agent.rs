@@ -307,19 +307,14 @@ pub async fn login(
     let data_key = crate::routes::customer::data_key(&state, &agent.tenant).await?;
     let tenant_id = TenantId(agent.tenant.id);
     let user_id = user.id;
-    let verified = {
-        let _permit = state
-            .hashing
-            .acquire()
-            .await
-            .map_err(|e| Problem::internal(&e))?;
-        tokio::task::spawn_blocking(move || {
-            customer::verify_password(&data_key, tenant_id, user_id, &sealed, &password)
+    let verified = state
+        .hashing
+        .run(move |memory| {
+            customer::verify_password(&data_key, tenant_id, user_id, &sealed, &password, memory)
         })
         .await
         .map_err(|e| Problem::internal(&e))?
-        .map_err(Problem::from)?
-    };
+        .map_err(Problem::from)?;
     if !verified {
         record(
             &state,

@@ -4,7 +4,7 @@
 //! technicians delegated to the customer (sessions opened by QR or SSO on this host).
 //!
 //! Secrets are checked and sealed here, before a command is decided: passwords become argon2id
-//! verifiers on a bounded blocking pool (so hashing cannot starve other requests), sealed with
+//! verifiers on the hashing pool's own threads (`crate::hashing`: never on the async workers), sealed with
 //! the tenant's data key, which is unwrapped from the key store beside the log. No response or
 //! log line holds a password, verifier or personal email.
 
@@ -142,7 +142,7 @@ fn random<const N: usize>() -> [u8; N] {
 }
 
 /// Checks and seals a password for `user` on the hashing pool: argon2id is costly by design,
-/// so at most one hash per CPU runs at once, off the async workers.
+/// so it runs on its own threads, one hash per CPU, never on the async workers.
 async fn seal_password(
     state: &AppState,
     key: DataKey,
@@ -150,24 +150,22 @@ async fn seal_password(
     user: UserId,
     password: String,
 ) -> Result<Sealed, Problem> {
-    let _permit = state
-        .hashing
-        .acquire()
-        .await
-        .map_err(|e| Problem::internal(&e))?;
     let policy = state.config.password_policy;
     let params = state.config.argon2;
-    tokio::task::spawn_blocking(move || {
-        let password = zeroize::Zeroizing::new(password);
-        Sealer {
-            key: &key,
-            tenant: TenantId(tenant),
-        }
-        .password(&policy, params, user, &password, random(), random())
-    })
-    .await
-    .map_err(|e| Problem::internal(&e))?
-    .map_err(Problem::from)
+    let password = zeroize::Zeroizing::new(password);
+    let (salt, nonce) = (random(), random());
+    state
+        .hashing
+        .run(move |memory| {
+            Sealer {
+                key: &key,
+                tenant: TenantId(tenant),
+            }
+            .password(&policy, params, user, &password, salt, nonce, memory)
+        })
+        .await
+        .map_err(|e| Problem::internal(&e))?
+        .map_err(Problem::from)
 }
 
 fn seal_email(key: &DataKey, tenant: Uuid, user: UserId, email: &str) -> Result<Sealed, Problem> {
