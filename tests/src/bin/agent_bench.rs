@@ -59,6 +59,53 @@ fn options() -> Options {
     o
 }
 
+/// When each change reached the agents, by username, and the change the writer waits for.
+#[derive(Default)]
+struct Received {
+    progress: Mutex<Progress>,
+    complete: tokio::sync::Notify,
+}
+
+#[derive(Default)]
+struct Progress {
+    at: HashMap<String, Vec<Instant>>,
+    /// The change the writer waits for and how many agents must have it.
+    awaited: Option<(String, usize)>,
+}
+
+impl Received {
+    fn record(&self, username: &str, at: Instant) {
+        let mut progress = self.progress.lock().unwrap();
+        let times = progress.at.entry(username.to_owned()).or_default();
+        times.push(at);
+        let count = times.len();
+        if progress
+            .awaited
+            .as_ref()
+            .is_some_and(|(name, wanted)| name == username && count >= *wanted)
+        {
+            progress.awaited = None;
+            self.complete.notify_one();
+        }
+    }
+
+    /// Waits until `wanted` agents have `username` (or `limit` passes); their receipt times.
+    async fn wait_for(&self, username: &str, wanted: usize, limit: Duration) -> Vec<Instant> {
+        {
+            let mut progress = self.progress.lock().unwrap();
+            if progress.at.get(username).map_or(0, Vec::len) < wanted {
+                progress.awaited = Some((username.to_owned(), wanted));
+            } else {
+                return progress.at[username].clone();
+            }
+        }
+        let _ = tokio::time::timeout(limit, self.complete.notified()).await;
+        let mut progress = self.progress.lock().unwrap();
+        progress.awaited = None;
+        progress.at.get(username).cloned().unwrap_or_default()
+    }
+}
+
 fn percentile(values: &mut [f64], p: f64) -> f64 {
     if values.is_empty() {
         return f64::NAN;
@@ -77,6 +124,24 @@ fn rss_kib(pid: u32) -> u64 {
                 .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         })
         .unwrap_or(0)
+}
+
+/// CPU time (user + system) a process has used so far, from /proc (`self` or a pid).
+fn cpu_time(process: &str) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{process}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) end with ')'.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or(Vec::new(), |(_, rest)| rest.split_whitespace().collect());
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // utime and stime are fields 14 and 15 of stat(5): 12 and 13 after the state field.
+    let per_second = 100; // USER_HZ on Linux
+    Duration::from_millis((ticks(11) + ticks(12)) * 1000 / per_second)
 }
 
 /// A client of the server at `port`, addressing tenant hosts by the Host header.
@@ -333,7 +398,7 @@ async fn run_feed(
     changes: usize,
 ) {
     // Each agent starts from its tenant's current head (a snapshot first, then the cursor).
-    let received: Arc<Mutex<HashMap<String, Vec<Instant>>>> = Arc::default();
+    let received: Arc<Received> = Arc::default();
     let rss_before = rss_kib(pid);
     let stop = Arc::new(tokio::sync::Notify::new());
     let mut tasks = Vec::new();
@@ -372,12 +437,7 @@ async fn run_feed(
                 };
                 for change in page["changes"].as_array().into_iter().flatten() {
                     if let Some(name) = change["username"].as_str() {
-                        received
-                            .lock()
-                            .unwrap()
-                            .entry(name.to_owned())
-                            .or_default()
-                            .push(at);
+                        received.record(name, at);
                     }
                 }
                 cursor = page["next"].as_u64().unwrap_or(cursor);
@@ -390,6 +450,7 @@ async fn run_feed(
     http.json(http.request(Method::GET, "", "/healthz")).await;
     let rss_waiting = rss_kib(pid);
 
+    let (server_cpu, bench_cpu) = (cpu_time(&pid.to_string()), cpu_time("self"));
     let mut since_ack = Vec::new();
     let mut since_request = Vec::new();
     let per_tenant: HashMap<&str, usize> =
@@ -409,34 +470,26 @@ async fn run_feed(
             .await;
         assert_eq!(status, 201);
         let acked = Instant::now();
-        let expected = agents_of(host);
-        // Wait until every agent of that tenant has it (bounded).
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let count = received.lock().unwrap().get(&username).map_or(0, Vec::len);
-            if count >= expected || Instant::now() > deadline {
-                break;
-            }
-            tokio::task::yield_now().await;
-        }
-        for at in received
-            .lock()
-            .unwrap()
-            .get(&username)
-            .into_iter()
-            .flatten()
-        {
+        // Wait until every agent of that tenant has it (bounded), woken by the last one: a
+        // writer spinning on the count would take a CPU from the agents and the server.
+        let all = received
+            .wait_for(&username, agents_of(host), Duration::from_secs(30))
+            .await;
+        for at in all {
             since_request.push(at.duration_since(sent).as_secs_f64() * 1000.0);
             since_ack.push(at.saturating_duration_since(acked).as_secs_f64() * 1000.0);
         }
     }
+    let server_cpu = cpu_time(&pid.to_string()) - server_cpu;
+    let bench_cpu = cpu_time("self") - bench_cpu;
     stop.notify_waiters();
     for task in tasks {
         task.abort();
     }
     let deliveries = since_ack.len();
+    let per_delivery = |cpu: Duration| cpu.as_secs_f64() * 1e6 / deliveries.max(1) as f64;
     println!(
-        "{} agents on {} tenant(s): {} deliveries of {} changes; from the write's acknowledgement p50 {:.2} ms p99 {:.2} ms; from its request p50 {:.2} ms p99 {:.2} ms; server RSS {} MiB idle → {} MiB with the agents waiting: {:.1} KiB per idle agent",
+        "{} agents on {} tenant(s): {} deliveries of {} changes; from the write's acknowledgement p50 {:.2} ms p99 {:.2} ms; from its request p50 {:.2} ms p99 {:.2} ms; server RSS {} MiB idle → {} MiB with the agents waiting: {:.1} KiB per idle agent; CPU per delivery: server {:.0} µs, bench (agents and writer) {:.0} µs",
         agents.len(),
         tenants.len(),
         deliveries,
@@ -448,6 +501,8 @@ async fn run_feed(
         rss_before / 1024,
         rss_waiting / 1024,
         rss_waiting.saturating_sub(rss_before) as f64 / agents.len() as f64,
+        per_delivery(server_cpu),
+        per_delivery(bench_cpu),
     );
 }
 
