@@ -2,6 +2,9 @@
 //! with SIGKILL at random moments, reopen the log, and check that every acknowledged event is
 //! there, byte for byte, with gap-free seqs and positions and sound chains.
 //!
+//! Every other round runs with small memtables, so kills also land during memtable flushes,
+//! WAL switches and compactions.
+//!
 //! `IDEM_CRASH_ROUNDS` sets the number of rounds (default 50).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -11,6 +14,17 @@ use std::process::{Command, Stdio};
 
 use eventlog::{Digest32, EventLog, RecordedEvent, RocksLog, StreamId, verify};
 use rand::Rng;
+
+/// Memtables of every other round: they fill every few hundred events, so kills land while
+/// memtables are flushed, the WAL moves to new files and the old ones are deleted.
+const SMALL_MEMTABLE_BYTES: usize = 64 << 10;
+
+/// How many times RocksDB's info log of the writer's run says the WAL moved to a new file.
+fn wal_switches(dir: &std::path::Path) -> usize {
+    std::fs::read_to_string(dir.join("LOG")).map_or(0, |log| {
+        log.matches("New memtable created with log file").count()
+    })
+}
 
 /// One acknowledged event as the child printed it.
 #[derive(Debug, PartialEq)]
@@ -37,9 +51,10 @@ fn parse(line: &str) -> ((StreamId, u64), Ack) {
 
 /// Runs the writer until it has acknowledged `kill_after` events (it may get further before the
 /// signal lands), kills it with SIGKILL, and returns every complete ack line it printed.
-fn run_and_kill(dir: &std::path::Path, kill_after: usize) -> Vec<String> {
+fn run_and_kill(dir: &std::path::Path, kill_after: usize, small_memtables: bool) -> Vec<String> {
     let mut child = Command::new(env!("CARGO_BIN_EXE_eventlog-crash-writer"))
         .arg(dir)
+        .args(small_memtables.then_some(SMALL_MEMTABLE_BYTES.to_string()))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -140,14 +155,20 @@ fn acknowledged_events_survive_sigkill() {
     let mut rng = rand::rng();
     let mut acked = HashMap::new();
     let mut total_lines = 0;
+    let mut rounds_across_wal_files = 0;
     for round in 0..rounds {
-        // Kill at a random point of the writer's progress, sometimes before its first ack.
-        let kill_after = if round % 10 == 0 {
-            0
-        } else {
-            rng.random_range(1..1500)
+        // Kill at a random point of the writer's progress, sometimes before its first ack;
+        // with small memtables, later on average, so that most rounds go through flushes.
+        let small_memtables = round % 2 == 1;
+        let kill_after = match (round % 10, small_memtables) {
+            (0, _) => 0,
+            (_, false) => rng.random_range(1..1500),
+            (_, true) => rng.random_range(1..3000),
         };
-        let lines = run_and_kill(dir.path(), kill_after);
+        let lines = run_and_kill(dir.path(), kill_after, small_memtables);
+        if small_memtables && wal_switches(dir.path()) > 1 {
+            rounds_across_wal_files += 1;
+        }
         total_lines += lines.len();
         for line in &lines {
             let (place, ack) = parse(line);
@@ -161,5 +182,12 @@ fn acknowledged_events_survive_sigkill() {
         total_lines > rounds,
         "the writer acknowledged too little to test anything"
     );
-    eprintln!("{rounds} rounds, {total_lines} acknowledged events, all present");
+    assert!(
+        rounds_across_wal_files > 0 || rounds < 10,
+        "no round was killed after its WAL moved to a new file"
+    );
+    eprintln!(
+        "{rounds} rounds, {total_lines} acknowledged events, all present; \
+         {rounds_across_wal_files} rounds went through WAL switches"
+    );
 }

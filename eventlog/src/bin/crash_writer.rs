@@ -6,12 +6,17 @@
 //! The writers cover each kind of append: single events, batches, atomic two-stream commits,
 //! and racing appends with exact expectations. Each event's data is `<event id>:<stream>`, so
 //! the checker can tell that the bytes it reads back are the ones written.
+//!
+//! With a second argument, memtables are that small: they fill and flush every few hundred
+//! events, so kills also land during flushes, WAL switches and compactions.
 
 use std::io::Write;
 use std::sync::Arc;
 
 use chrono::Utc;
-use eventlog::{Commit, Committed, EventLog, Expected, NewEvent, RocksLog, StreamAppend, StreamId};
+use eventlog::{
+    Commit, Committed, EventLog, Expected, NewEvent, RocksLog, RocksOptions, StreamAppend, StreamId,
+};
 use uuid::Uuid;
 
 /// The streams the writers use: fixed, so that every run continues the same streams.
@@ -95,10 +100,13 @@ async fn racer(
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let dir = std::env::args()
-        .nth(1)
-        .ok_or("usage: eventlog-crash-writer <dir>")?;
-    let log = Arc::new(RocksLog::open(&dir)?);
+    let usage = "usage: eventlog-crash-writer <dir> [memtable bytes]";
+    let dir = std::env::args().nth(1).ok_or(usage)?;
+    let mut options = RocksOptions::default();
+    if let Some(bytes) = std::env::args().nth(2) {
+        options.memtable_bytes = bytes.parse().map_err(|_| usage)?;
+    }
+    let log = Arc::new(RocksLog::open_with(&dir, options)?);
     let mut tasks = tokio::task::JoinSet::new();
     for n in 0..6 {
         tasks.spawn(single(Arc::clone(&log), stream(n)));

@@ -66,12 +66,16 @@ impl Cf {
 pub struct RocksOptions {
     /// Shared block cache for all column families.
     pub block_cache_bytes: usize,
+    /// Memtable size per column family: each time one fills, it is flushed and the WAL moves
+    /// to a new file. Small only in tests that want many flushes and WAL switches.
+    pub memtable_bytes: usize,
 }
 
 impl Default for RocksOptions {
     fn default() -> Self {
         RocksOptions {
             block_cache_bytes: 128 << 20,
+            memtable_bytes: 64 << 20,
         }
     }
 }
@@ -137,12 +141,15 @@ impl RocksLog {
         db_options.create_missing_column_families(true);
         db_options.set_paranoid_checks(true);
         db_options.set_max_background_jobs(2);
-        // Several column families share one WAL; cap it so a quiet family cannot pin old logs.
-        db_options.set_max_total_wal_size(256 << 20);
+        // Several column families share one WAL; cap it so a quiet family cannot pin old logs
+        // (past the cap, the families holding the oldest WAL file are flushed, freeing it).
+        db_options.set_max_total_wal_size(options.memtable_bytes.saturating_mul(4) as u64);
         db_options.set_keep_log_file_num(4);
-        // WAL recycling would make each sync cheaper (no inode size to journal), but RocksDB
-        // documents a bug where it leaves holes in data recovered at a point in time, the
-        // recovery mode we rely on. Durability first.
+        // No WAL recycling, though it makes each sync cheaper (a recycled file is overwritten,
+        // so no growing size to journal: +15% for a lone writer here, BENCHMARKS.md) and
+        // RocksDB supports it with point-in-time recovery since 9.1. A recycled file keeps the
+        // bytes it held before, so a deleted tenant's events would stay on disk in it for as
+        // long as nothing overwrites them; deletion has to remove them for good.
         let descriptors = Cf::ALL.map(|cf| {
             let mut table = BlockBasedOptions::default();
             table.set_block_cache(&cache);
@@ -152,6 +159,7 @@ impl RocksLog {
             }
             let mut cf_options = Options::default();
             cf_options.set_compression_type(DBCompressionType::Lz4);
+            cf_options.set_write_buffer_size(options.memtable_bytes);
             cf_options.set_block_based_table_factory(&table);
             ColumnFamilyDescriptor::new(cf.name(), cf_options)
         });
