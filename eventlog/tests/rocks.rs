@@ -380,3 +380,21 @@ fn contains(file: &Path, needle: &[u8]) -> bool {
     let bytes = std::fs::read(file).unwrap();
     bytes.windows(needle.len()).any(|w| w == needle)
 }
+
+/// RocksDB checksums every WAL record and table block with CRC32C. Built for the default
+/// x86-64 target (no SSE4.2) it computes them in software; `.cargo/config.toml` targets
+/// x86-64-v2 so that librocksdb-sys builds the hardware path.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn rocksdb_computes_crc32c_in_hardware() {
+    let (_log, dir) = open_fresh();
+    let info = std::fs::read_to_string(dir.path().join("LOG")).unwrap();
+    let line = info
+        .lines()
+        .find(|l| l.contains("Fast CRC32 supported"))
+        .expect("RocksDB's LOG names its CRC32C implementation");
+    assert!(
+        line.contains("Supported on x86"),
+        "{line} (a RUSTFLAGS environment variable replaces .cargo/config.toml's target flags)"
+    );
+}
