@@ -7,9 +7,12 @@
 //! hashing with no hand-over gap. The threads run at a lower scheduling priority (nice 10) than
 //! the rest of idemd: a flood of logins takes the CPU the other requests leave, instead of
 //! holding them up.
-//! A job whose request went away before its turn is dropped unhashed.
+//! A job whose request went away before its turn is dropped unhashed, and the queue is bounded:
+//! past `QUEUED_PER_THREAD` jobs per thread (about two seconds of hashing) a request is refused
+//! at once with 503 and `Retry-After`, rather than queued behind a flood.
 
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 
 use domain::crypto::HashMemory;
@@ -19,36 +22,62 @@ type Job = Box<dyn FnOnce(&mut HashMemory) + Send>;
 /// Nice value of the hashing threads: below the async workers (0), not starved by them.
 const HASHING_NICE: i32 = 10;
 
-/// The pool has stopped (idemd is shutting down) or a hash panicked.
+/// Jobs that may wait per hashing thread before new ones are refused.
+pub const QUEUED_PER_THREAD: usize = 128;
+
 #[derive(Debug, thiserror::Error)]
-#[error("the password-hashing pool did not answer")]
-pub struct HashingFailed;
+pub enum HashingError {
+    /// The queue is full: the caller should come back shortly.
+    #[error("too many password checks are waiting; try again shortly")]
+    Busy,
+    /// The pool has stopped (idemd is shutting down) or the hash panicked.
+    #[error("the password-hashing pool did not answer")]
+    Failed,
+}
 
 /// Handle on the hashing threads; they end when the last handle is dropped.
 #[derive(Clone)]
 pub struct HashingPool {
     jobs: mpsc::Sender<Job>,
+    /// Jobs sent and not yet taken by a thread.
+    queued: Arc<AtomicUsize>,
+    capacity: usize,
 }
 
 impl HashingPool {
-    /// Starts `threads` hashing threads (at least one).
+    /// Starts `threads` hashing threads (at least one), each with `QUEUED_PER_THREAD` places
+    /// in the queue.
     pub fn start(threads: usize) -> std::io::Result<Self> {
+        Self::with_capacity(threads, threads.max(1) * QUEUED_PER_THREAD)
+    }
+
+    /// Starts `threads` hashing threads with room for `capacity` waiting jobs.
+    pub fn with_capacity(threads: usize, capacity: usize) -> std::io::Result<Self> {
         let (jobs, queue) = mpsc::channel::<Job>();
         let queue = Arc::new(Mutex::new(queue));
+        let queued = Arc::new(AtomicUsize::new(0));
         for n in 0..threads.max(1) {
-            let queue = queue.clone();
+            let (queue, queued) = (queue.clone(), queued.clone());
             std::thread::Builder::new()
                 .name(format!("idem-hashing-{n}"))
-                .spawn(move || work(&queue))?;
+                .spawn(move || work(&queue, &queued))?;
         }
-        Ok(HashingPool { jobs })
+        Ok(HashingPool {
+            jobs,
+            queued,
+            capacity,
+        })
     }
 
     /// Runs `hash` on a hashing thread with that thread's working memory.
     pub async fn run<T: Send + 'static>(
         &self,
         hash: impl FnOnce(&mut HashMemory) -> T + Send + 'static,
-    ) -> Result<T, HashingFailed> {
+    ) -> Result<T, HashingError> {
+        if self.queued.fetch_add(1, Ordering::SeqCst) >= self.capacity {
+            self.queued.fetch_sub(1, Ordering::SeqCst);
+            return Err(HashingError::Busy);
+        }
         let (answer, answered) = tokio::sync::oneshot::channel();
         let job: Job = Box::new(move |memory| {
             // The request was dropped (its client went away) while queued: hash nothing.
@@ -57,12 +86,15 @@ impl HashingPool {
             }
             let _ = answer.send(hash(memory));
         });
-        self.jobs.send(job).map_err(|_| HashingFailed)?;
-        answered.await.map_err(|_| HashingFailed)
+        if self.jobs.send(job).is_err() {
+            self.queued.fetch_sub(1, Ordering::SeqCst);
+            return Err(HashingError::Failed);
+        }
+        answered.await.map_err(|_| HashingError::Failed)
     }
 }
 
-fn work(queue: &Mutex<mpsc::Receiver<Job>>) {
+fn work(queue: &Mutex<mpsc::Receiver<Job>>, queued: &AtomicUsize) {
     lower_priority();
     let mut memory = HashMemory::default();
     loop {
@@ -73,6 +105,7 @@ fn work(queue: &Mutex<mpsc::Receiver<Job>>) {
         let Ok(job) = job else {
             return; // every handle dropped: idemd is stopping
         };
+        queued.fetch_sub(1, Ordering::SeqCst);
         // A panicking hash drops its answer (its request gets a 500); the thread carries on.
         if std::panic::catch_unwind(AssertUnwindSafe(|| job(&mut memory))).is_err() {
             tracing::error!("a password hash panicked");
@@ -129,6 +162,50 @@ mod tests {
                 "hashing threads yield to the rest: nice {nice}"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_refuses_at_once_and_takes_jobs_again_once_it_drains() {
+        let pool = HashingPool::with_capacity(1, 2).unwrap();
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let (started, running) = tokio::sync::oneshot::channel();
+        let blocker = tokio::spawn({
+            let pool = pool.clone();
+            async move {
+                pool.run(move |_| {
+                    let _ = started.send(());
+                    let _ = held.recv();
+                    "first"
+                })
+                .await
+            }
+        });
+        running.await.unwrap();
+        // The thread is busy; one job waits; the queue holds two places in all.
+        let waiting = tokio::spawn({
+            let pool = pool.clone();
+            async move { pool.run(|_| "second").await }
+        });
+        while pool.queued.load(Ordering::SeqCst) < 1 {
+            tokio::task::yield_now().await;
+        }
+        let third = tokio::spawn({
+            let pool = pool.clone();
+            async move { pool.run(|_| "third").await }
+        });
+        while pool.queued.load(Ordering::SeqCst) < 2 {
+            tokio::task::yield_now().await;
+        }
+        assert!(matches!(
+            pool.run(|_| "fourth").await,
+            Err(HashingError::Busy)
+        ));
+        release.send(()).unwrap();
+        assert_eq!(blocker.await.unwrap().unwrap(), "first");
+        assert_eq!(waiting.await.unwrap().unwrap(), "second");
+        assert_eq!(third.await.unwrap().unwrap(), "third");
+        assert_eq!(pool.run(|_| "fifth").await.unwrap(), "fifth");
+        assert_eq!(pool.queued.load(Ordering::SeqCst), 0);
     }
 
     #[tokio::test]

@@ -20,7 +20,7 @@ pub struct Problem {
     pub title: &'static str,
     pub detail: String,
     pub errors: Vec<FieldProblem>,
-    /// Seconds to wait, for a 429.
+    /// Seconds to wait, for a 429 or a 503.
     pub retry_after: Option<u64>,
 }
 
@@ -45,6 +45,14 @@ impl Problem {
                 "Too many requests",
                 format!("try again in {} seconds", seconds.max(1)),
             )
+        }
+    }
+
+    /// The service cannot take this now (503): come back in `seconds`.
+    pub fn busy(detail: impl Into<String>, seconds: u64) -> Problem {
+        Problem {
+            retry_after: Some(seconds.max(1)),
+            ..Problem::new(StatusCode::SERVICE_UNAVAILABLE, "Busy", detail)
         }
     }
 
@@ -132,6 +140,16 @@ impl From<eventlog::Error> for Problem {
     }
 }
 
+/// The password-hashing pool: full is a 503 to retry shortly; gone or panicked, a logged 500.
+impl From<crate::hashing::HashingError> for Problem {
+    fn from(error: crate::hashing::HashingError) -> Problem {
+        match error {
+            crate::hashing::HashingError::Busy => Problem::busy(error.to_string(), 1),
+            crate::hashing::HashingError::Failed => Problem::internal(&error),
+        }
+    }
+}
+
 #[derive(Serialize)]
 struct Body<'a> {
     #[serde(rename = "type")]
@@ -164,5 +182,25 @@ impl IntoResponse for Problem {
                 .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hashing::HashingError;
+
+    #[test]
+    fn a_full_hashing_queue_is_a_503_to_retry_and_a_failed_pool_a_500_without_detail() {
+        let busy = Problem::from(HashingError::Busy).into_response();
+        assert_eq!(busy.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(busy.headers()[header::RETRY_AFTER], "1");
+        assert_eq!(
+            busy.headers()[header::CONTENT_TYPE],
+            "application/problem+json"
+        );
+        let failed = Problem::from(HashingError::Failed);
+        assert_eq!(failed.status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(!failed.detail.contains("hashing"), "{}", failed.detail);
     }
 }

@@ -312,8 +312,7 @@ pub async fn login(
         .run(move |memory| {
             customer::verify_password(&data_key, tenant_id, user_id, &sealed, &password, memory)
         })
-        .await
-        .map_err(|e| Problem::internal(&e))?
+        .await?
         .map_err(Problem::from)?;
     if !verified {
         record(

@@ -163,8 +163,7 @@ async fn seal_password(
             }
             .password(&policy, params, user, &password, salt, nonce, memory)
         })
-        .await
-        .map_err(|e| Problem::internal(&e))?
+        .await?
         .map_err(Problem::from)
 }
 
