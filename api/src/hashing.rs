@@ -164,45 +164,58 @@ mod tests {
         }
     }
 
+    /// Occupies the pool's one thread until the returned sender is used, so later jobs queue.
+    async fn hold_the_thread(
+        pool: &HashingPool,
+    ) -> (
+        std::sync::mpsc::Sender<()>,
+        tokio::task::JoinHandle<Result<&'static str, HashingError>>,
+    ) {
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let (started, running) = tokio::sync::oneshot::channel();
+        let pool = pool.clone();
+        let holder = tokio::spawn(async move {
+            pool.run(move |_| {
+                let _ = started.send(());
+                let _ = held.recv();
+                "held"
+            })
+            .await
+        });
+        running.await.unwrap();
+        (release, holder)
+    }
+
+    /// Queues a job answering `answer` and waits until it is in the queue.
+    async fn queue(
+        pool: &HashingPool,
+        answer: &'static str,
+    ) -> tokio::task::JoinHandle<Result<&'static str, HashingError>> {
+        let before = pool.queued.load(Ordering::SeqCst);
+        let job = tokio::spawn({
+            let pool = pool.clone();
+            async move { pool.run(move |_| answer).await }
+        });
+        while pool.queued.load(Ordering::SeqCst) == before {
+            tokio::task::yield_now().await;
+        }
+        job
+    }
+
     #[tokio::test]
     async fn a_full_queue_refuses_at_once_and_takes_jobs_again_once_it_drains() {
         let pool = HashingPool::with_capacity(1, 2).unwrap();
-        let (release, held) = std::sync::mpsc::channel::<()>();
-        let (started, running) = tokio::sync::oneshot::channel();
-        let blocker = tokio::spawn({
-            let pool = pool.clone();
-            async move {
-                pool.run(move |_| {
-                    let _ = started.send(());
-                    let _ = held.recv();
-                    "first"
-                })
-                .await
-            }
-        });
-        running.await.unwrap();
-        // The thread is busy; one job waits; the queue holds two places in all.
-        let waiting = tokio::spawn({
-            let pool = pool.clone();
-            async move { pool.run(|_| "second").await }
-        });
-        while pool.queued.load(Ordering::SeqCst) < 1 {
-            tokio::task::yield_now().await;
-        }
-        let third = tokio::spawn({
-            let pool = pool.clone();
-            async move { pool.run(|_| "third").await }
-        });
-        while pool.queued.load(Ordering::SeqCst) < 2 {
-            tokio::task::yield_now().await;
-        }
+        let (release, holder) = hold_the_thread(&pool).await;
+        // The thread is busy and both places in the queue are taken.
+        let second = queue(&pool, "second").await;
+        let third = queue(&pool, "third").await;
         assert!(matches!(
             pool.run(|_| "fourth").await,
             Err(HashingError::Busy)
         ));
         release.send(()).unwrap();
-        assert_eq!(blocker.await.unwrap().unwrap(), "first");
-        assert_eq!(waiting.await.unwrap().unwrap(), "second");
+        assert_eq!(holder.await.unwrap().unwrap(), "held");
+        assert_eq!(second.await.unwrap().unwrap(), "second");
         assert_eq!(third.await.unwrap().unwrap(), "third");
         assert_eq!(pool.run(|_| "fifth").await.unwrap(), "fifth");
         assert_eq!(pool.queued.load(Ordering::SeqCst), 0);
@@ -221,19 +234,7 @@ mod tests {
     async fn a_job_whose_caller_left_is_not_run() {
         let pool = HashingPool::start(1).unwrap();
         // Hold the only thread so the next job waits in the queue.
-        let (release, held) = std::sync::mpsc::channel::<()>();
-        let (started, running) = tokio::sync::oneshot::channel();
-        let blocker = tokio::spawn({
-            let pool = pool.clone();
-            async move {
-                pool.run(move |_| {
-                    let _ = started.send(());
-                    let _ = held.recv();
-                })
-                .await
-            }
-        });
-        running.await.unwrap();
+        let (release, holder) = hold_the_thread(&pool).await;
         let ran = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = ran.clone();
         // Polled once (the job is queued behind the blocker), then dropped as its deadline has
@@ -245,7 +246,7 @@ mod tests {
         .await;
         assert!(abandoned.is_err());
         release.send(()).unwrap();
-        blocker.await.unwrap().unwrap();
+        holder.await.unwrap().unwrap();
         // A job queued after it runs, so the abandoned one has been taken off the queue.
         assert_eq!(pool.run(|_| 1).await.unwrap(), 1);
         assert!(!ran.load(std::sync::atomic::Ordering::SeqCst));
