@@ -51,6 +51,24 @@ fn password(text: &str) -> Sealed {
         .unwrap()
 }
 
+/// `customer::verify_password` in fresh working memory.
+fn verify(
+    key: &DataKey,
+    tenant: TenantId,
+    user: UserId,
+    stored: &Sealed,
+    password: &str,
+) -> Result<bool, DomainError> {
+    customer::verify_password(
+        key,
+        tenant,
+        user,
+        stored,
+        password,
+        &mut HashMemory::default(),
+    )
+}
+
 fn opened() -> Vec<Event> {
     vec![
         CustomerTenantOpened {
@@ -206,28 +224,8 @@ fn users_are_created_with_a_sealed_password_and_a_unique_username() {
         );
     }
     let stored = &tenant.users[&BILLY].password.as_ref().unwrap().0;
-    assert!(
-        customer::verify_password(
-            &key(),
-            TENANT,
-            BILLY,
-            stored,
-            "correct horse",
-            &mut HashMemory::default()
-        )
-        .unwrap()
-    );
-    assert!(
-        !customer::verify_password(
-            &key(),
-            TENANT,
-            BILLY,
-            stored,
-            "wrong horse",
-            &mut HashMemory::default()
-        )
-        .unwrap()
-    );
+    assert!(verify(&key(), TENANT, BILLY, stored, "correct horse").unwrap());
+    assert!(!verify(&key(), TENANT, BILLY, stored, "wrong horse").unwrap());
 
     let mut upper = create_billy(None);
     if let C::CreateUser {
@@ -275,29 +273,9 @@ fn secrets_need_the_master_key_and_its_current_version() {
 fn a_verifier_moved_to_another_user_does_not_open() {
     let stored = password("correct horse");
     let mallory = UserId(Uuid::from_u128(66));
-    assert!(
-        customer::verify_password(
-            &key(),
-            TENANT,
-            mallory,
-            &stored,
-            "correct horse",
-            &mut HashMemory::default()
-        )
-        .is_err()
-    );
+    assert!(verify(&key(), TENANT, mallory, &stored, "correct horse").is_err());
     let other_tenant = TenantId(Uuid::from_u128(3));
-    assert!(
-        customer::verify_password(
-            &key(),
-            other_tenant,
-            BILLY,
-            &stored,
-            "correct horse",
-            &mut HashMemory::default()
-        )
-        .is_err()
-    );
+    assert!(verify(&key(), other_tenant, BILLY, &stored, "correct horse").is_err());
 }
 
 #[test]
@@ -378,28 +356,8 @@ fn password_changes_bump_the_version_agents_compare() {
     assert_eq!(set.password_version, 2);
     let tenant = state(&with(billy(), decision.events));
     let stored = &tenant.users[&BILLY].password.as_ref().unwrap().0;
-    assert!(
-        customer::verify_password(
-            &key(),
-            TENANT,
-            BILLY,
-            stored,
-            "battery staple",
-            &mut HashMemory::default()
-        )
-        .unwrap()
-    );
-    assert!(
-        !customer::verify_password(
-            &key(),
-            TENANT,
-            BILLY,
-            stored,
-            "correct horse",
-            &mut HashMemory::default()
-        )
-        .unwrap()
-    );
+    assert!(verify(&key(), TENANT, BILLY, stored, "battery staple").unwrap());
+    assert!(!verify(&key(), TENANT, BILLY, stored, "correct horse").unwrap());
     assert_eq!(
         when(
             &billy(),
@@ -844,6 +802,6 @@ proptest::proptest! {
         }
         let tenant = state(&given);
         let stored = &tenant.users[&BILLY].password.as_ref().unwrap().0;
-        proptest::prop_assert!(customer::verify_password(&key, TENANT, BILLY, stored, &secret, &mut HashMemory::default()).unwrap());
+        proptest::prop_assert!(verify(&key, TENANT, BILLY, stored, &secret).unwrap());
     }
 }
