@@ -29,8 +29,35 @@ type CachedPage = (u64, Arc<tokio::sync::OnceCell<Page>>);
 /// A page of one tenant's feed: its cursor and limit.
 type PageKey = (Uuid, Option<u64>, usize);
 
+/// Events recorded for the audit trail only: no feed entry comes from them, so they wake no
+/// agent. Without this, every workstation login of a tenant woke every agent of the tenant,
+/// each to find an empty page and wait again (1,000 wake-ups per login on a tenant with
+/// 1,000 workstations). An event type missing here wakes the agents in vain, nothing worse;
+/// one listed here by mistake would delay its changes until the next relevant commit or
+/// the agents' wait timeout, so only pure records belong here.
+const NEVER_IN_FEED: &[&str] = &[
+    "DesktopLoginRecorded",
+    "ElevationRecorded",
+    "SessionStarted",
+    "SessionEnded",
+    "EnrollmentTokenIssued",
+    "OnboardingCodeIssued",
+    "OnboardingCodeRejected",
+];
+
 /// Pages kept at most; beyond it, the cache starts over.
 const CACHED_PAGES: usize = 10_000;
+
+/// Adds to `seqs` each tenant's newest seq among `events` that can change its feed.
+fn feed_seqs(events: &[eventlog::RecordedEvent], seqs: &mut HashMap<Uuid, u64>) {
+    for event in events {
+        if NEVER_IN_FEED.contains(&event.event_type.as_str()) {
+            continue;
+        }
+        let seq = seqs.entry(event.stream.0).or_default();
+        *seq = (*seq).max(event.seq);
+    }
+}
 
 impl Feed {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, watch::Sender<u64>>> {
@@ -121,11 +148,10 @@ impl Feed {
                 match log.read_all(next, 10_000).await {
                     Ok(page) if page.is_empty() => break,
                     Ok(page) => {
-                        for event in &page {
-                            let seq = seqs.entry(event.stream.0).or_default();
-                            *seq = (*seq).max(event.seq);
-                            next = event.position + 1;
+                        if let Some(last) = page.last() {
+                            next = last.position + 1;
                         }
+                        feed_seqs(&page, &mut seqs);
                         events.extend(page.into_iter().map(|mut e| {
                             // Only the stream and type matter to the cache.
                             e.data = Vec::new();
@@ -158,6 +184,56 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use super::*;
+
+    fn recorded(tenant: Uuid, seq: u64, event_type: &str) -> eventlog::RecordedEvent {
+        eventlog::RecordedEvent {
+            id: Uuid::nil(),
+            stream: eventlog::StreamId(tenant),
+            seq,
+            position: seq,
+            event_type: event_type.into(),
+            schema_version: 1,
+            occurred_at: chrono::DateTime::from_timestamp(0, 0).unwrap(),
+            actor: String::new(),
+            data: Vec::new(),
+            prev_hash: eventlog::Digest32([0; 32]),
+            hash: eventlog::Digest32([0; 32]),
+        }
+    }
+
+    #[test]
+    fn audit_records_wake_no_agent_and_directory_changes_do() {
+        let (a, b) = (Uuid::from_u128(1), Uuid::from_u128(2));
+        let mut seqs = HashMap::new();
+        feed_seqs(
+            &[
+                recorded(a, 7, "DirectoryUserCreated"),
+                recorded(a, 8, "DesktopLoginRecorded"),
+                recorded(b, 3, "SessionStarted"),
+                recorded(b, 4, "ElevationRecorded"),
+            ],
+            &mut seqs,
+        );
+        assert_eq!(seqs, HashMap::from([(a, 7)]), "only a's user change wakes");
+        feed_seqs(
+            &[
+                recorded(b, 5, "BrandingUpdated"),
+                recorded(a, 9, "PasswordSet"),
+            ],
+            &mut seqs,
+        );
+        assert_eq!(seqs, HashMap::from([(a, 9), (b, 5)]));
+    }
+
+    #[test]
+    fn the_records_that_wake_no_agent_are_events_of_the_catalogue() {
+        for name in NEVER_IN_FEED {
+            assert!(
+                domain::event::CATALOGUE.iter().any(|(n, _)| n == name),
+                "{name} is not an event type (renamed?)"
+            );
+        }
+    }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_page_is_read_once_per_generation_however_many_ask_at_once() {

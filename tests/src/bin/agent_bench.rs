@@ -5,7 +5,9 @@
 //!    it receives each one. Printed: latency from the write's acknowledgement (and from its
 //!    request) to receipt, p50 and p99, and the server's memory per idle long-polling agent
 //!    (its RSS with the agents waiting, minus before, divided by N).
-//! 2. Password logins through `POST /api/v1/agent/login` at 8 × CPUs concurrent requests,
+//! 2. While the first run's agents long-poll their tenant's feed again (as a customer's
+//!    workstations do while its users log in), password logins through
+//!    `POST /api/v1/agent/login` at 8 × CPUs concurrent requests,
 //!    against the raw argon2id verification rate with the same parameters measured in this
 //!    process on every CPU (logins alone for S seconds), then the p99 of a read route while a
 //!    second wave of logins saturates the CPU (the probe's own requests are kept out of the
@@ -376,6 +378,7 @@ async fn main() {
     // One tenant, then spread over all of them (once, if there is only one).
     let mut spreads = vec![1, options.tenants];
     spreads.dedup();
+    let mut first_tenants_agents = Vec::new();
     for spread in spreads {
         let mut agents = Vec::new();
         for i in 0..options.agents {
@@ -383,9 +386,21 @@ async fn main() {
             agents.push(enroll(host.clone(), admin.clone()).await);
         }
         run_feed(&http, pid, &agents, &tenants[..spread], options.changes).await;
+        if spread == 1 {
+            first_tenants_agents = agents;
+        }
     }
 
+    // Logins happen while the tenant's agents long-poll its feed, as at a customer's site.
+    let waiting = start_agents(&http, &first_tenants_agents, &Arc::default()).await;
+    println!(
+        "logins with {} agents long-polling the same tenant's feed:",
+        waiting.len()
+    );
     run_logins(&http, &tenants[0], options.seconds).await;
+    for task in waiting {
+        task.abort();
+    }
     child.kill().await.unwrap();
 }
 
@@ -400,7 +415,68 @@ async fn run_feed(
     // Each agent starts from its tenant's current head (a snapshot first, then the cursor).
     let received: Arc<Received> = Arc::default();
     let rss_before = rss_kib(pid);
-    let stop = Arc::new(tokio::sync::Notify::new());
+    let tasks = start_agents(http, agents, &received).await;
+    // Every agent is now waiting (or about to): give the last requests a moment to arrive by
+    // asking the server something and getting the answer.
+    http.json(http.request(Method::GET, "", "/healthz")).await;
+    let rss_waiting = rss_kib(pid);
+
+    let (server_cpu, bench_cpu) = (cpu_time(&pid.to_string()), cpu_time("self"));
+    let mut since_ack = Vec::new();
+    let mut since_request = Vec::new();
+    let agents_of = |host: &str| agents.iter().filter(|(h, _)| h == host).count();
+    for n in 0..changes {
+        let (host, admin) = &tenants[n % tenants.len()];
+        let username = format!("u{}x{n}", tenants.len());
+        let sent = Instant::now();
+        let (status, _) = http
+            .json(http.request(Method::POST, host, "/api/v1/users").bearer_auth(admin).json(&json!({
+                "first_name": "U", "last_name": "U", "username": username, "email": "u@bench.example"})))
+            .await;
+        assert_eq!(status, 201);
+        let acked = Instant::now();
+        // Wait until every agent of that tenant has it (bounded), woken by the last one: a
+        // writer spinning on the count would take a CPU from the agents and the server.
+        let all = received
+            .wait_for(&username, agents_of(host), Duration::from_secs(30))
+            .await;
+        for at in all {
+            since_request.push(at.duration_since(sent).as_secs_f64() * 1000.0);
+            since_ack.push(at.saturating_duration_since(acked).as_secs_f64() * 1000.0);
+        }
+    }
+    let server_cpu = cpu_time(&pid.to_string()) - server_cpu;
+    let bench_cpu = cpu_time("self") - bench_cpu;
+    for task in tasks {
+        task.abort();
+    }
+    let deliveries = since_ack.len();
+    let per_delivery = |cpu: Duration| cpu.as_secs_f64() * 1e6 / deliveries.max(1) as f64;
+    println!(
+        "{} agents on {} tenant(s): {} deliveries of {} changes; from the write's acknowledgement p50 {:.2} ms p99 {:.2} ms; from its request p50 {:.2} ms p99 {:.2} ms; server RSS {} MiB idle → {} MiB with the agents waiting: {:.1} KiB per idle agent; CPU per delivery: server {:.0} µs, bench (agents and writer) {:.0} µs",
+        agents.len(),
+        tenants.len(),
+        deliveries,
+        changes,
+        percentile(&mut since_ack, 0.5),
+        percentile(&mut since_ack, 0.99),
+        percentile(&mut since_request, 0.5),
+        percentile(&mut since_request, 0.99),
+        rss_before / 1024,
+        rss_waiting / 1024,
+        rss_waiting.saturating_sub(rss_before) as f64 / agents.len() as f64,
+        per_delivery(server_cpu),
+        per_delivery(bench_cpu),
+    );
+}
+
+/// Starts `agents` long-polling their tenants' feeds, each recording in `received` when each
+/// change reached it; answers once every agent has its snapshot and is about to wait.
+async fn start_agents(
+    http: &Http,
+    agents: &[(String, String)],
+    received: &Arc<Received>,
+) -> Vec<tokio::task::JoinHandle<()>> {
     let mut tasks = Vec::new();
     let ready = Arc::new(tokio::sync::Semaphore::new(0));
     for (host, token) in agents {
@@ -445,65 +521,7 @@ async fn run_feed(
         }));
     }
     let _ = ready.acquire_many(agents.len() as u32).await.unwrap();
-    // Every agent is now waiting (or about to): give the last requests a moment to arrive by
-    // asking the server something and getting the answer.
-    http.json(http.request(Method::GET, "", "/healthz")).await;
-    let rss_waiting = rss_kib(pid);
-
-    let (server_cpu, bench_cpu) = (cpu_time(&pid.to_string()), cpu_time("self"));
-    let mut since_ack = Vec::new();
-    let mut since_request = Vec::new();
-    let per_tenant: HashMap<&str, usize> =
-        tenants.iter().fold(HashMap::new(), |mut m, (host, _)| {
-            *m.entry(host.as_str()).or_default() += 0;
-            m
-        });
-    let agents_of = |host: &str| agents.iter().filter(|(h, _)| h == host).count();
-    let _ = per_tenant;
-    for n in 0..changes {
-        let (host, admin) = &tenants[n % tenants.len()];
-        let username = format!("u{}x{n}", tenants.len());
-        let sent = Instant::now();
-        let (status, _) = http
-            .json(http.request(Method::POST, host, "/api/v1/users").bearer_auth(admin).json(&json!({
-                "first_name": "U", "last_name": "U", "username": username, "email": "u@bench.example"})))
-            .await;
-        assert_eq!(status, 201);
-        let acked = Instant::now();
-        // Wait until every agent of that tenant has it (bounded), woken by the last one: a
-        // writer spinning on the count would take a CPU from the agents and the server.
-        let all = received
-            .wait_for(&username, agents_of(host), Duration::from_secs(30))
-            .await;
-        for at in all {
-            since_request.push(at.duration_since(sent).as_secs_f64() * 1000.0);
-            since_ack.push(at.saturating_duration_since(acked).as_secs_f64() * 1000.0);
-        }
-    }
-    let server_cpu = cpu_time(&pid.to_string()) - server_cpu;
-    let bench_cpu = cpu_time("self") - bench_cpu;
-    stop.notify_waiters();
-    for task in tasks {
-        task.abort();
-    }
-    let deliveries = since_ack.len();
-    let per_delivery = |cpu: Duration| cpu.as_secs_f64() * 1e6 / deliveries.max(1) as f64;
-    println!(
-        "{} agents on {} tenant(s): {} deliveries of {} changes; from the write's acknowledgement p50 {:.2} ms p99 {:.2} ms; from its request p50 {:.2} ms p99 {:.2} ms; server RSS {} MiB idle → {} MiB with the agents waiting: {:.1} KiB per idle agent; CPU per delivery: server {:.0} µs, bench (agents and writer) {:.0} µs",
-        agents.len(),
-        tenants.len(),
-        deliveries,
-        changes,
-        percentile(&mut since_ack, 0.5),
-        percentile(&mut since_ack, 0.99),
-        percentile(&mut since_request, 0.5),
-        percentile(&mut since_request, 0.99),
-        rss_before / 1024,
-        rss_waiting / 1024,
-        rss_waiting.saturating_sub(rss_before) as f64 / agents.len() as f64,
-        per_delivery(server_cpu),
-        per_delivery(bench_cpu),
-    );
+    tasks
 }
 
 /// Password logins at 8 × CPUs concurrency against the raw argon2id rate, and a read route's
