@@ -194,20 +194,8 @@ impl Browser {
             "{}//button[normalize-space(.)='{label}']",
             css_to_xpath(scope)
         );
-        let button = match self
-            .client
-            .wait()
-            .at_most(PAGE_WAIT)
-            .for_element(Locator::XPath(&xpath))
-            .await
-        {
-            Ok(button) => button,
-            Err(e) => {
-                self.fail(&format!("no button {label:?} in {scope}: {e}"))
-                    .await
-            }
-        };
-        self.navigating(button).await;
+        self.click_and_follow(&xpath, &format!("button {label:?} in {scope}"))
+            .await;
     }
 
     /// Clicks the button or link `label` in the table row that mentions `row_text`, and waits
@@ -216,18 +204,22 @@ impl Browser {
         let xpath = format!(
             "//tr[contains(., '{row_text}')]//*[(self::button or self::a) and normalize-space(.)='{label}']"
         );
+        self.click_and_follow(&xpath, &format!("{label:?} in the row of {row_text}"))
+            .await;
+    }
+
+    /// Waits for the element at `xpath` (failing with "no `what`"), clicks it and waits for the
+    /// page it loads.
+    async fn click_and_follow(&self, xpath: &str, what: &str) {
         let target = match self
             .client
             .wait()
             .at_most(PAGE_WAIT)
-            .for_element(Locator::XPath(&xpath))
+            .for_element(Locator::XPath(xpath))
             .await
         {
             Ok(target) => target,
-            Err(e) => {
-                self.fail(&format!("no {label:?} in the row of {row_text}: {e}"))
-                    .await
-            }
+            Err(e) => self.fail(&format!("no {what}: {e}")).await,
         };
         self.navigating(target).await;
     }

@@ -28,17 +28,24 @@ const CUSTOMER_NAV: &[Nav] = &[
 ];
 const AUDITOR_NAV: &[Nav] = &[("/admin/audit", "Audit")];
 
+/// Every page's `<head>`: `title` then " · idem", and the one stylesheet.
+fn head(title: Markup) -> Markup {
+    html! {
+        head {
+            meta charset="utf-8";
+            meta name="viewport" content="width=device-width, initial-scale=1";
+            title { (title) " · idem" }
+            link rel="stylesheet" href="/assets/portal.css";
+        }
+    }
+}
+
 /// A bare page (the login page, errors): the tenant's name, no navigation.
 pub fn bare(title: &str, tenant: Option<&str>, body: Markup) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
-            head {
-                meta charset="utf-8";
-                meta name="viewport" content="width=device-width, initial-scale=1";
-                title { (title) @if let Some(t) = tenant { " · " (t) } " · idem" }
-                link rel="stylesheet" href="/assets/portal.css";
-            }
+            (head(html! { (title) @if let Some(t) = tenant { " · " (t) } }))
             body.bare {
                 main.card-page {
                     @if let Some(t) = tenant { p.tenant-name { (t) } }
@@ -55,12 +62,7 @@ pub fn page(page: &Page, title: &str, body: Markup) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
-            head {
-                meta charset="utf-8";
-                meta name="viewport" content="width=device-width, initial-scale=1";
-                title { (title) " · " (page.me.display_name) " · idem" }
-                link rel="stylesheet" href="/assets/portal.css";
-            }
+            (head(html! { (title) " · " (page.me.display_name) }))
             body {
                 a.skip href="#main" { "Skip to content" }
                 header.topbar {
