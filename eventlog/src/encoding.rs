@@ -281,13 +281,22 @@ pub mod keys {
         Some((position, hash))
     }
 
-    /// The half-open key range `[start, end)` holding everything under a 16-byte stream prefix.
-    pub fn stream_prefix_range(stream: StreamId) -> ([u8; 16], [u8; 17]) {
+    /// The half-open key range `[start, end)` holding everything under a 16-byte stream prefix:
+    /// `end` is the next prefix. (`stream ‖ 0xff` would not do: a key `stream ‖ 0xff ‖ …`, as a
+    /// digest suffix starts one time in 256, sorts after it.) The last possible prefix has no
+    /// next one; its `end` is longer than any key stored under a stream prefix.
+    pub fn stream_prefix_range(stream: StreamId) -> ([u8; 16], Vec<u8>) {
         let start = *stream.0.as_bytes();
-        let mut end = [0xffu8; 17];
-        end[..16].copy_from_slice(&start);
+        let end = match stream.0.as_u128().checked_add(1) {
+            Some(next) => next.to_be_bytes().to_vec(),
+            None => vec![0xff; 16 + MAX_SUFFIX_UNDER_STREAM + 1],
+        };
         (start, end)
     }
+
+    /// The longest suffix after a stream prefix in any column family: a SHA-256 digest
+    /// (`owned`, `blobs`).
+    const MAX_SUFFIX_UNDER_STREAM: usize = 32;
 
     /// `reservations`: SHA-256(`"idem.eventlog.reservation.v1\0"` ‖ len(scope) ‖ scope ‖ key)
     /// → owner stream. Keys are stored only as digests: a reservation is often personal data

@@ -398,3 +398,40 @@ fn rocksdb_computes_crc32c_in_hardware() {
         "{line} (a RUSTFLAGS environment variable replaces .cargo/config.toml's target flags)"
     );
 }
+
+/// A stream's reservations and blobs sit under it as `stream ‖ digest`; one digest in 256
+/// starts with 0xff. Those must go with the stream like any other (a range that ended at
+/// `stream ‖ 0xff` once left them behind).
+#[tokio::test]
+async fn deletion_takes_keys_whose_digest_starts_with_0xff() {
+    let (log, _dir) = open_fresh();
+    let s = stream();
+    let reservation = (0..)
+        .map(|i| Reservation::new("username", format!("user{i}")))
+        .find(|r| eventlog::encoding::keys::reservation(r)[0] == 0xff)
+        .unwrap();
+    let blob = (0u32..)
+        .map(|i| i.to_be_bytes().to_vec())
+        .find(|b| eventlog::blob_id(b).0[0] == 0xff)
+        .unwrap();
+    log.append(
+        StreamAppend::new(s, Expected::NoStream)
+            .event(event("T", ""))
+            .reserve(reservation.clone())
+            .blob(blob.clone()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(log.reservation_owner(&reservation).await.unwrap(), Some(s));
+    log.commit(Commit::new().delete(s)).await.unwrap();
+    assert_eq!(log.reservation_owner(&reservation).await.unwrap(), None);
+    assert_eq!(log.blob(s, eventlog::blob_id(&blob)).await.unwrap(), None);
+    // The name is free again for another stream.
+    log.append(
+        StreamAppend::new(stream(), Expected::NoStream)
+            .event(event("T", ""))
+            .reserve(reservation),
+    )
+    .await
+    .unwrap();
+}
