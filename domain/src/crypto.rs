@@ -93,9 +93,7 @@ impl RootKey {
     /// The contents of a root key file for this key.
     pub fn to_file_contents(&self) -> Zeroizing<String> {
         let mut out = Zeroizing::new(String::with_capacity(65));
-        for byte in self.0.0.iter() {
-            out.push_str(&format!("{byte:02x}"));
-        }
+        crate::hex::push_hex(&mut out, self.0.0.as_ref());
         out.push('\n');
         out
     }
@@ -107,7 +105,7 @@ impl RootKey {
             .chain_update(b"idem.root-key-id.v1\0")
             .chain_update(self.0.0.as_ref())
             .finalize();
-        digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+        crate::hex::hex(&digest[..8])
     }
 }
 
@@ -187,7 +185,7 @@ impl DataKey {
         let stored_id = &wrapped[1..1 + ROOT_ID_LEN];
         if stored_id != root_id_bytes(root) {
             return Err(CryptoError::WrongRootKey {
-                expected: stored_id.iter().map(|b| format!("{b:02x}")).collect(),
+                expected: crate::hex::hex(stored_id),
                 actual: root.id(),
             });
         }

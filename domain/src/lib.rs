@@ -11,12 +11,14 @@
 //! - [`session`]: QR approvals (what is signed, how it is checked) and portal sessions.
 //! - [`authz`]: who may run which command on which tenant, decided by one function.
 //! - [`decision`]: what `decide` answers (events, unique claims, refusals).
+//! - [`hex`]: the lowercase hex form of digests and key ids.
 
 pub mod authz;
 pub mod crypto;
 pub mod customer;
 pub mod decision;
 pub mod event;
+pub mod hex;
 pub mod ids;
 pub mod msp;
 pub mod onboarding;

@@ -24,7 +24,7 @@ pub fn code_digest(user: UserId, code: &str) -> String {
         .chain_update(user.0.as_bytes())
         .chain_update(code.as_bytes())
         .finalize();
-    digest.iter().map(|b| format!("{b:02x}")).collect()
+    crate::hex::hex(&digest)
 }
 
 /// An Ed25519 public key as a device sends it: 32 bytes, base64url without padding.

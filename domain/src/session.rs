@@ -53,7 +53,7 @@ pub fn token_digest(token: &str) -> String {
         .chain_update(b"idem.session-token.v1\0")
         .chain_update(token.as_bytes())
         .finalize();
-    digest.iter().map(|b| format!("{b:02x}")).collect()
+    crate::hex::hex(&digest)
 }
 
 /// The anti-forgery token of a session's forms: derived from the session token one way, so
@@ -64,7 +64,7 @@ pub fn csrf_token(token: &str) -> String {
         .chain_update(b"idem.csrf.v1\0")
         .chain_update(token.as_bytes())
         .finalize();
-    digest.iter().map(|b| format!("{b:02x}")).collect()
+    crate::hex::hex(&digest)
 }
 
 /// Whether `offered` is the anti-forgery token of the session `token`, in constant time.
