@@ -10,7 +10,6 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::extract::{Request, State};
-use axum::http::HeaderMap;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use domain::crypto::RootKey;
@@ -284,13 +283,8 @@ pub fn router(state: Shared) -> Router {
 /// Honours `Idem-Min-Position: N`: the request is handled once the read models have reached
 /// position N, or after a few seconds (then it reads what is there). A value that is not a
 /// position is a 400.
-async fn min_position(
-    State(state): State<Shared>,
-    headers: HeaderMap,
-    request: Request,
-    next: Next,
-) -> Response {
-    if let Some(value) = headers.get("idem-min-position") {
+async fn min_position(State(state): State<Shared>, request: Request, next: Next) -> Response {
+    if let Some(value) = request.headers().get("idem-min-position") {
         let Some(position) = value
             .to_str()
             .ok()
@@ -308,40 +302,45 @@ async fn min_position(
 
 /// Gives each request an id (or keeps the caller's `X-Request-Id`), logs it with the outcome,
 /// and answers with it.
-async fn request_id(
-    State(state): State<Shared>,
-    headers: HeaderMap,
-    request: Request,
-    next: Next,
-) -> Response {
-    let id = headers
+async fn request_id(State(state): State<Shared>, request: Request, next: Next) -> Response {
+    // Read from the request, not extracted: a `HeaderMap` extractor clones every header, on
+    // every request (a long-poll fan-out makes thousands of them at once).
+    let given = request
+        .headers()
         .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
-        .map_or_else(|| uuid::Uuid::now_v7().to_string(), str::to_owned);
+        .filter(|v| {
+            let v = v.as_bytes();
+            !v.is_empty() && v.len() <= 128 && v.iter().all(u8::is_ascii_graphic)
+        })
+        .cloned();
+    let id = given.unwrap_or_else(|| {
+        let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
+        let text = uuid::Uuid::now_v7().hyphenated().encode_lower(&mut text);
+        axum::http::HeaderValue::from_str(text).unwrap_or_else(|_| {
+            axum::http::HeaderValue::from_static("00000000-0000-0000-0000-000000000000")
+        })
+    });
     let method = request.method().clone();
-    let path = request.uri().path().to_owned();
+    let uri = request.uri().clone();
     // The route's pattern, not the path: ids and names stay out of the metrics' labels.
     let route = request
         .extensions()
         .get::<axum::extract::MatchedPath>()
-        .map_or("unmatched", |m| m.as_str())
-        .to_owned();
+        .cloned();
+    let route = route.as_ref().map_or("unmatched", |m| m.as_str());
     let started = std::time::Instant::now();
     let mut response = next.run(request).await;
     let status = response.status().as_u16();
     state
         .metrics
-        .request(&route, method.as_str(), status, started.elapsed());
+        .request(route, method.as_str(), status, started.elapsed());
     if status == 429 {
         state
             .metrics
-            .count(crate::metrics::Counter::RateLimited, &route);
+            .count(crate::metrics::Counter::RateLimited, route);
     }
-    tracing::info!(request_id = %id, %method, %path, status, elapsed_ms = started.elapsed().as_millis() as u64, "request");
-    if let Ok(value) = axum::http::HeaderValue::from_str(&id) {
-        response.headers_mut().insert("x-request-id", value);
-    }
+    tracing::info!(request_id = id.to_str().unwrap_or("-"), %method, path = uri.path(), status, elapsed_ms = started.elapsed().as_millis() as u64, "request");
+    response.headers_mut().insert("x-request-id", id);
     response
 }
 

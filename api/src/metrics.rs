@@ -19,12 +19,19 @@ struct Histogram {
     sum: f64,
 }
 
+/// What is counted of one route.
+#[derive(Default)]
+struct RouteStats {
+    /// (method, status, count): a handful per route, so a scan finds one without allocating.
+    outcomes: Vec<(String, u16, u64)>,
+    latency: Histogram,
+}
+
 #[derive(Default)]
 struct Inner {
-    /// (route, method, status) → count.
-    requests: BTreeMap<(String, String, u16), u64>,
-    /// route → latency histogram.
-    latency: BTreeMap<String, Histogram>,
+    /// route → its counts by method and status, and its latency histogram. Looked up by
+    /// `&str`: a request allocates nothing here once its route has been seen.
+    routes: BTreeMap<String, RouteStats>,
     /// (name, label value) → count, for the event counters below.
     events: BTreeMap<(&'static str, String), u64>,
 }
@@ -94,11 +101,21 @@ impl Metrics {
     /// Records one request to `route` (the router's pattern, never the raw path).
     pub fn request(&self, route: &str, method: &str, status: u16, elapsed: Duration) {
         let mut inner = self.lock();
-        *inner
-            .requests
-            .entry((route.to_owned(), method.to_owned(), status))
-            .or_default() += 1;
-        let histogram = inner.latency.entry(route.to_owned()).or_default();
+        if !inner.routes.contains_key(route) {
+            inner.routes.insert(route.to_owned(), RouteStats::default());
+        }
+        let Some(stats) = inner.routes.get_mut(route) else {
+            return;
+        };
+        match stats
+            .outcomes
+            .iter_mut()
+            .find(|(m, s, _)| *s == status && m == method)
+        {
+            Some((_, _, count)) => *count += 1,
+            None => stats.outcomes.push((method.to_owned(), status, 1)),
+        }
+        let histogram = &mut stats.latency;
         let seconds = elapsed.as_secs_f64();
         for (bucket, bound) in histogram.buckets.iter_mut().zip(BUCKETS) {
             if seconds <= bound {
@@ -126,18 +143,28 @@ impl Metrics {
             "# HELP idem_http_requests_total HTTP requests by route, method and status.\n\
              # TYPE idem_http_requests_total counter"
         );
-        for ((route, method, status), count) in &inner.requests {
-            let _ = writeln!(
-                out,
-                "idem_http_requests_total{{route=\"{route}\",method=\"{method}\",status=\"{status}\"}} {count}"
-            );
+        for (route, stats) in &inner.routes {
+            let mut outcomes: Vec<_> = stats.outcomes.iter().collect();
+            outcomes.sort();
+            for (method, status, count) in outcomes {
+                let _ = writeln!(
+                    out,
+                    "idem_http_requests_total{{route=\"{route}\",method=\"{method}\",status=\"{status}\"}} {count}"
+                );
+            }
         }
         let _ = writeln!(
             out,
             "# HELP idem_http_request_duration_seconds HTTP request latency by route.\n\
              # TYPE idem_http_request_duration_seconds histogram"
         );
-        for (route, histogram) in &inner.latency {
+        for (
+            route,
+            RouteStats {
+                latency: histogram, ..
+            },
+        ) in &inner.routes
+        {
             for (count, bound) in histogram.buckets.iter().zip(BUCKETS) {
                 let _ = writeln!(
                     out,

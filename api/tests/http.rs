@@ -510,3 +510,63 @@ async fn onboarding_is_rate_limited_per_account_alike_for_known_and_unknown_emai
     assert_eq!(last, 429);
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_ids_are_kept_or_made_and_metrics_count_routes_not_paths() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path()).await;
+    let get = |id: Option<&'static str>| {
+        let mut request = client().get(url(&server, "/healthz"));
+        if let Some(id) = id {
+            request = request.header("x-request-id", id);
+        }
+        request.send()
+    };
+    let id = |answer: &reqwest::Response| {
+        answer.headers()["x-request-id"]
+            .to_str()
+            .unwrap()
+            .to_owned()
+    };
+    // A caller's id is answered as given.
+    let kept = get(Some("trace-42")).await.unwrap();
+    assert_eq!(id(&kept), "trace-42");
+    // None, or one that is not a short visible token: a fresh UUID v7 instead.
+    for given in [None, Some("has space"), Some("")] {
+        let made = id(&get(given).await.unwrap());
+        let uuid = uuid::Uuid::parse_str(&made).unwrap();
+        assert_eq!(uuid.get_version_num(), 7, "{made}");
+        assert_eq!(made, uuid.hyphenated().to_string());
+    }
+    let first = id(&get(None).await.unwrap());
+    assert_ne!(first, id(&get(None).await.unwrap()));
+
+    // Six answered requests to one route; paths no route matches are counted as `unmatched`,
+    // never under their own path.
+    for path in ["/api/v1/no-such-route/1", "/api/v1/no-such-route/2"] {
+        let answer = client().get(url(&server, path)).send().await.unwrap();
+        assert_eq!(answer.status(), 404);
+    }
+    let metrics = client()
+        .get(url(&server, "/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(
+            "idem_http_requests_total{route=\"/healthz\",method=\"GET\",status=\"200\"} 6\n"
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(
+            "idem_http_requests_total{route=\"unmatched\",method=\"GET\",status=\"404\"} 2\n"
+        ),
+        "{metrics}"
+    );
+    assert!(!metrics.contains("no-such-route"), "{metrics}");
+    server.shutdown().await;
+}

@@ -77,9 +77,9 @@ pub async fn agent(state: &AppState, headers: &HeaderMap) -> Result<AgentCaller,
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split_once(' '))
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, token)| token.trim().to_owned())
+        .map(|(_, token)| token.trim())
         .ok_or_else(refused)?;
-    let digest = token_digest(&token);
+    let digest = token_digest(token);
     let (owner, device) = match state.cache.agent(&digest) {
         Some(found) => found,
         None => {
@@ -156,10 +156,12 @@ pub async fn enroll(
 /// `wait`, an empty answer waits (up to 60 s) until the tenant's next projected change.
 pub async fn changes(
     State(state): State<Shared>,
-    headers: HeaderMap,
     Query(query): Query<ChangesQuery>,
+    // The whole request rather than a `HeaderMap`, which would clone every header: a commit
+    // answers every agent of the tenant, and each comes straight back with a new request.
+    request: axum::extract::Request,
 ) -> Result<Response, Problem> {
-    let agent = agent(&state, &headers).await?;
+    let agent = agent(&state, request.headers()).await?;
     let after =
         match query.after.as_deref().map(str::trim) {
             None | Some("") => None,
