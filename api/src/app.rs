@@ -321,7 +321,9 @@ async fn request_id(State(state): State<Shared>, request: Request, next: Next) -
         })
     });
     let method = request.method().clone();
-    let uri = request.uri().clone();
+    // Copied only if it is logged: a clone of the URI would hold on to the connection's read
+    // buffer for as long as the request runs (a long-poll: a minute).
+    let path = tracing::enabled!(tracing::Level::INFO).then(|| request.uri().path().to_owned());
     // The route's pattern, not the path: ids and names stay out of the metrics' labels.
     let route = request
         .extensions()
@@ -339,7 +341,7 @@ async fn request_id(State(state): State<Shared>, request: Request, next: Next) -
             .metrics
             .count(crate::metrics::Counter::RateLimited, route);
     }
-    tracing::info!(request_id = id.to_str().unwrap_or("-"), %method, path = uri.path(), status, elapsed_ms = started.elapsed().as_millis() as u64, "request");
+    tracing::info!(request_id = id.to_str().unwrap_or("-"), %method, path = path.as_deref().unwrap_or(""), status, elapsed_ms = started.elapsed().as_millis() as u64, "request");
     response.headers_mut().insert("x-request-id", id);
     response
 }

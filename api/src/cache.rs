@@ -7,8 +7,8 @@
 //! generation before it reads, and is kept only if no invalidation happened meanwhile.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use eventlog::RecordedEvent;
 use projections::TenantRow;
@@ -32,7 +32,7 @@ const TENANT_ROW_EVENTS: &[&str] = &[
 pub struct Cache {
     generation: AtomicU64,
     /// Host label → tenant row.
-    hosts: Mutex<HashMap<String, TenantRow>>,
+    hosts: Mutex<HashMap<String, Arc<TenantRow>>>,
     /// Credential digest → (tenant, device).
     agents: Mutex<HashMap<String, (Uuid, Uuid)>>,
 }
@@ -50,12 +50,12 @@ impl Cache {
         self.generation.load(Ordering::SeqCst)
     }
 
-    pub fn host(&self, label: &str) -> Option<TenantRow> {
+    pub fn host(&self, label: &str) -> Option<Arc<TenantRow>> {
         lock(&self.hosts).get(label).cloned()
     }
 
     /// Keeps a host's row read at `generation`, unless something changed since.
-    pub fn keep_host(&self, label: &str, row: TenantRow, generation: u64) {
+    pub fn keep_host(&self, label: &str, row: Arc<TenantRow>, generation: u64) {
         let mut hosts = lock(&self.hosts);
         if self.generation() != generation {
             return;
@@ -128,8 +128,8 @@ mod tests {
         }
     }
 
-    fn row(id: Uuid) -> TenantRow {
-        TenantRow {
+    fn row(id: Uuid) -> Arc<TenantRow> {
+        Arc::new(TenantRow {
             id,
             kind: "customer".into(),
             msp_id: None,
@@ -147,7 +147,7 @@ mod tests {
             shared_account: None,
             created_at: String::new(),
             last_seq: 1,
-        }
+        })
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! The tenant of a request, from its Host header: the apex `{base domain}`, or a tenant at
 //! `{label}.{base domain}`. Anything else is a 404, never a fallback.
 
+use std::sync::Arc;
+
 use axum::http::{HeaderMap, header};
 use projections::TenantRow;
 
@@ -11,7 +13,8 @@ use crate::problem::Problem;
 pub enum Host {
     /// The platform itself (signup, health).
     Apex,
-    Tenant(Box<TenantRow>),
+    /// Shared with the host cache: every request of a tenant reads the same row.
+    Tenant(Arc<TenantRow>),
 }
 
 /// Resolves the request's Host header.
@@ -38,13 +41,14 @@ pub async fn resolve(state: &AppState, headers: &HeaderMap) -> Result<Host, Prob
         .filter(|label| !label.is_empty() && !label.contains('.'))
         .ok_or_else(unknown)?;
     if let Some(tenant) = state.cache.host(label) {
-        return Ok(Host::Tenant(Box::new(tenant)));
+        return Ok(Host::Tenant(tenant));
     }
     let generation = state.cache.generation();
     match state.read().tenant_by_host(label).await {
         Ok(Some(tenant)) => {
+            let tenant = Arc::new(tenant);
             state.cache.keep_host(label, tenant.clone(), generation);
-            Ok(Host::Tenant(Box::new(tenant)))
+            Ok(Host::Tenant(tenant))
         }
         Ok(None) => Err(unknown()),
         Err(e) => Err(Problem::internal(&e)),
@@ -52,11 +56,11 @@ pub async fn resolve(state: &AppState, headers: &HeaderMap) -> Result<Host, Prob
 }
 
 /// The tenant a request is addressed to; 404 on the apex, which has no tenant routes.
-pub async fn tenant(state: &AppState, headers: &HeaderMap) -> Result<TenantRow, Problem> {
+pub async fn tenant(state: &AppState, headers: &HeaderMap) -> Result<Arc<TenantRow>, Problem> {
     match resolve(state, headers).await? {
         Host::Apex => Err(Problem::not_found(
             "this is served on a tenant's own host, not the platform's",
         )),
-        Host::Tenant(row) => Ok(*row),
+        Host::Tenant(row) => Ok(row),
     }
 }

@@ -57,7 +57,7 @@ pub async fn page(
     let display_name = crate::host::tenant(api.state(), &headers)
         .await
         .ok()
-        .map(|tenant| tenant.display_name);
+        .map(|tenant| tenant.display_name.clone());
     let challenge = match api
         .send(
             Method::POST,

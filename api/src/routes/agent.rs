@@ -64,7 +64,7 @@ pub struct LoginRequest {
 
 /// An enrolled agent calling on its tenant's host.
 pub struct AgentCaller {
-    pub tenant: TenantRow,
+    pub tenant: std::sync::Arc<TenantRow>,
     pub device: Uuid,
 }
 
@@ -162,6 +162,9 @@ pub async fn changes(
     request: axum::extract::Request,
 ) -> Result<Response, Problem> {
     let agent = agent(&state, request.headers()).await?;
+    // Let go of the request's head while waiting: its bytes are hyper's read buffer, which
+    // the connection can then reuse for the agent's next request instead of allocating anew.
+    drop(request);
     let after =
         match query.after.as_deref().map(str::trim) {
             None | Some("") => None,

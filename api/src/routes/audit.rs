@@ -40,7 +40,7 @@ async fn context(
     state: &AppState,
     method: &Method,
     headers: &HeaderMap,
-) -> Result<TenantRow, Problem> {
+) -> Result<std::sync::Arc<TenantRow>, Problem> {
     let tenant = host::tenant(state, headers).await?;
     let caller = auth::caller(state, method, headers, &tenant).await?;
     caller.may(Action::ReadAudit, &tenant)?;

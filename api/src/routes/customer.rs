@@ -97,7 +97,7 @@ pub async fn context(
     method: &Method,
     headers: &HeaderMap,
     action: Action,
-) -> Result<(TenantRow, Caller), Problem> {
+) -> Result<(std::sync::Arc<TenantRow>, Caller), Problem> {
     let tenant = host::tenant(state, headers).await?;
     if tenant.msp_id.is_none() {
         return Err(Problem::not_found(

@@ -66,7 +66,7 @@ async fn context(
     state: &AppState,
     method: &Method,
     headers: &HeaderMap,
-) -> Result<(TenantRow, Caller), Problem> {
+) -> Result<(std::sync::Arc<TenantRow>, Caller), Problem> {
     let tenant = host::tenant(state, headers).await?;
     let caller = auth::caller(state, method, headers, &tenant).await?;
     Ok((tenant, caller))
@@ -77,7 +77,7 @@ async fn msp_context(
     state: &AppState,
     method: &Method,
     headers: &HeaderMap,
-) -> Result<(TenantRow, Caller), Problem> {
+) -> Result<(std::sync::Arc<TenantRow>, Caller), Problem> {
     let (tenant, caller) = context(state, method, headers).await?;
     if tenant.msp_id.is_some() {
         return Err(Problem::not_found(
