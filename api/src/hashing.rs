@@ -7,15 +7,23 @@
 //! hashing with no hand-over gap. The threads run at a lower scheduling priority (nice 10) than
 //! the rest of idemd: a flood of logins takes the CPU the other requests leave, instead of
 //! holding them up.
+//!
+//! The queue is fair between tenants: each tenant has its own line, and the threads take one
+//! job from each waiting tenant in turn. A tenant under a login flood (a password spray from
+//! one of its workstations, say) waits behind itself; another tenant's login waits for at most
+//! one job per waiting tenant, not for the flood. A tenant may hold at most half the queue, so
+//! a flood is refused before it can take every place.
+//!
 //! A job whose request went away before its turn is dropped unhashed, and the queue is bounded:
 //! past `QUEUED_PER_THREAD` jobs per thread (about two seconds of hashing) a request is refused
 //! at once with 503 and `Retry-After`, rather than queued behind a flood.
 
+use std::collections::{HashMap, VecDeque};
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use domain::crypto::HashMemory;
+use uuid::Uuid;
 
 type Job = Box<dyn FnOnce(&mut HashMemory) + Send>;
 
@@ -27,7 +35,7 @@ pub const QUEUED_PER_THREAD: usize = 128;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HashingError {
-    /// The queue is full: the caller should come back shortly.
+    /// The queue, or the tenant's share of it, is full: the caller should come back shortly.
     #[error("too many password checks are waiting; try again shortly")]
     Busy,
     /// The pool has stopped (idemd is shutting down) or the hash panicked.
@@ -35,13 +43,67 @@ pub enum HashingError {
     Failed,
 }
 
+/// The waiting jobs, one line per tenant, and whose turn is next.
+#[derive(Default)]
+struct Lines {
+    by_tenant: HashMap<Uuid, VecDeque<Job>>,
+    /// Tenants with waiting jobs, in the order they are served: one job each, round and round.
+    turns: VecDeque<Uuid>,
+    queued: usize,
+    /// Every handle has been dropped: the threads end.
+    closed: bool,
+}
+
+impl Lines {
+    /// The next job: the first job of the tenant whose turn it is, who then goes to the back.
+    fn next(&mut self) -> Option<Job> {
+        while let Some(tenant) = self.turns.pop_front() {
+            let Some(line) = self.by_tenant.get_mut(&tenant) else {
+                continue;
+            };
+            let job = line.pop_front();
+            if line.is_empty() {
+                self.by_tenant.remove(&tenant);
+            } else {
+                self.turns.push_back(tenant);
+            }
+            if let Some(job) = job {
+                self.queued -= 1;
+                return Some(job);
+            }
+        }
+        None
+    }
+}
+
+struct Queue {
+    lines: Mutex<Lines>,
+    ready: Condvar,
+    capacity: usize,
+    per_tenant: usize,
+}
+
+impl Queue {
+    fn lock(&self) -> MutexGuard<'_, Lines> {
+        self.lines.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Closes the queue when the last handle goes, so the threads end with idemd.
+struct Closer(Arc<Queue>);
+
+impl Drop for Closer {
+    fn drop(&mut self) {
+        self.0.lock().closed = true;
+        self.0.ready.notify_all();
+    }
+}
+
 /// Handle on the hashing threads; they end when the last handle is dropped.
 #[derive(Clone)]
 pub struct HashingPool {
-    jobs: mpsc::Sender<Job>,
-    /// Jobs sent and not yet taken by a thread.
-    queued: Arc<AtomicUsize>,
-    capacity: usize,
+    queue: Arc<Queue>,
+    _closer: Arc<Closer>,
 }
 
 impl HashingPool {
@@ -51,33 +113,33 @@ impl HashingPool {
         Self::with_capacity(threads, threads.max(1) * QUEUED_PER_THREAD)
     }
 
-    /// Starts `threads` hashing threads with room for `capacity` waiting jobs.
+    /// Starts `threads` hashing threads with room for `capacity` waiting jobs, at most half of
+    /// them (and at least one) from one tenant.
     pub fn with_capacity(threads: usize, capacity: usize) -> std::io::Result<Self> {
-        let (jobs, queue) = mpsc::channel::<Job>();
-        let queue = Arc::new(Mutex::new(queue));
-        let queued = Arc::new(AtomicUsize::new(0));
+        let queue = Arc::new(Queue {
+            lines: Mutex::default(),
+            ready: Condvar::new(),
+            capacity,
+            per_tenant: (capacity / 2).max(1),
+        });
         for n in 0..threads.max(1) {
-            let (queue, queued) = (queue.clone(), queued.clone());
+            let queue = queue.clone();
             std::thread::Builder::new()
                 .name(format!("idem-hashing-{n}"))
-                .spawn(move || work(&queue, &queued))?;
+                .spawn(move || work(&queue))?;
         }
         Ok(HashingPool {
-            jobs,
-            queued,
-            capacity,
+            _closer: Arc::new(Closer(queue.clone())),
+            queue,
         })
     }
 
-    /// Runs `hash` on a hashing thread with that thread's working memory.
+    /// Runs `hash` for `tenant` on a hashing thread with that thread's working memory.
     pub async fn run<T: Send + 'static>(
         &self,
+        tenant: Uuid,
         hash: impl FnOnce(&mut HashMemory) -> T + Send + 'static,
     ) -> Result<T, HashingError> {
-        if self.queued.fetch_add(1, Ordering::SeqCst) >= self.capacity {
-            self.queued.fetch_sub(1, Ordering::SeqCst);
-            return Err(HashingError::Busy);
-        }
         let (answer, answered) = tokio::sync::oneshot::channel();
         let job: Job = Box::new(move |memory| {
             // The request was dropped (its client went away) while queued: hash nothing.
@@ -86,26 +148,44 @@ impl HashingPool {
             }
             let _ = answer.send(hash(memory));
         });
-        if self.jobs.send(job).is_err() {
-            self.queued.fetch_sub(1, Ordering::SeqCst);
-            return Err(HashingError::Failed);
+        {
+            let mut lines = self.queue.lock();
+            let line = lines.by_tenant.get(&tenant).map_or(0, VecDeque::len);
+            if lines.queued >= self.queue.capacity || line >= self.queue.per_tenant {
+                return Err(HashingError::Busy);
+            }
+            if line == 0 {
+                lines.turns.push_back(tenant);
+            }
+            lines.by_tenant.entry(tenant).or_default().push_back(job);
+            lines.queued += 1;
         }
+        self.queue.ready.notify_one();
         answered.await.map_err(|_| HashingError::Failed)
+    }
+
+    /// Jobs waiting now (not counting those being hashed).
+    pub fn queued(&self) -> usize {
+        self.queue.lock().queued
     }
 }
 
-fn work(queue: &Mutex<mpsc::Receiver<Job>>, queued: &AtomicUsize) {
+fn work(queue: &Queue) {
     lower_priority();
     let mut memory = HashMemory::default();
     loop {
-        let job = match queue.lock() {
-            Ok(queue) => queue.recv(),
-            Err(_) => return,
+        let job = {
+            let mut lines = queue.lock();
+            loop {
+                if let Some(job) = lines.next() {
+                    break job;
+                }
+                if lines.closed {
+                    return; // every handle dropped: idemd is stopping
+                }
+                lines = queue.ready.wait(lines).unwrap_or_else(|e| e.into_inner());
+            }
         };
-        let Ok(job) = job else {
-            return; // every handle dropped: idemd is stopping
-        };
-        queued.fetch_sub(1, Ordering::SeqCst);
         // A panicking hash drops its answer (its request gets a 500); the thread carries on.
         if std::panic::catch_unwind(AssertUnwindSafe(|| job(&mut memory))).is_err() {
             tracing::error!("a password hash panicked");
@@ -135,6 +215,10 @@ mod tests {
         parallelism: 1,
     };
 
+    const TENANT: Uuid = Uuid::from_u128(1);
+    const OTHER: Uuid = Uuid::from_u128(2);
+    const THIRD: Uuid = Uuid::from_u128(3);
+
     #[tokio::test]
     async fn hashes_run_on_the_pool_threads_and_answer_their_callers() {
         let pool = HashingPool::start(2).unwrap();
@@ -143,7 +227,7 @@ mod tests {
             let (pool, verifier) = (pool.clone(), verifier.clone());
             async move {
                 let password = if n % 2 == 0 { "correct horse" } else { "wrong" };
-                pool.run(move |memory| {
+                pool.run(TENANT, move |memory| {
                     let thread = std::thread::current().name().map(str::to_owned);
                     let nice = rustix::process::getpriority_process(Some(rustix::thread::gettid()))
                         .unwrap();
@@ -175,7 +259,7 @@ mod tests {
         let (started, running) = tokio::sync::oneshot::channel();
         let pool = pool.clone();
         let holder = tokio::spawn(async move {
-            pool.run(move |_| {
+            pool.run(TENANT, move |_| {
                 let _ = started.send(());
                 let _ = held.recv();
                 "held"
@@ -186,17 +270,34 @@ mod tests {
         (release, holder)
     }
 
-    /// Queues a job answering `answer` and waits until it is in the queue.
+    /// Queues a job of `tenant` answering `answer` and waits until it is in the queue.
     async fn queue(
         pool: &HashingPool,
+        tenant: Uuid,
         answer: &'static str,
     ) -> tokio::task::JoinHandle<Result<&'static str, HashingError>> {
-        let before = pool.queued.load(Ordering::SeqCst);
+        queue_logged(pool, tenant, answer, &Arc::default()).await
+    }
+
+    /// Like `queue`, and the job notes `answer` in `ran` when it runs.
+    async fn queue_logged(
+        pool: &HashingPool,
+        tenant: Uuid,
+        answer: &'static str,
+        ran: &Arc<Mutex<Vec<&'static str>>>,
+    ) -> tokio::task::JoinHandle<Result<&'static str, HashingError>> {
+        let before = pool.queued();
         let job = tokio::spawn({
-            let pool = pool.clone();
-            async move { pool.run(move |_| answer).await }
+            let (pool, ran) = (pool.clone(), ran.clone());
+            async move {
+                pool.run(tenant, move |_| {
+                    ran.lock().unwrap().push(answer);
+                    answer
+                })
+                .await
+            }
         });
-        while pool.queued.load(Ordering::SeqCst) == before {
+        while pool.queued() == before {
             tokio::task::yield_now().await;
         }
         job
@@ -207,27 +308,102 @@ mod tests {
         let pool = HashingPool::with_capacity(1, 2).unwrap();
         let (release, holder) = hold_the_thread(&pool).await;
         // The thread is busy and both places in the queue are taken.
-        let second = queue(&pool, "second").await;
-        let third = queue(&pool, "third").await;
+        let second = queue(&pool, TENANT, "second").await;
+        let third = queue(&pool, OTHER, "third").await;
         assert!(matches!(
-            pool.run(|_| "fourth").await,
+            pool.run(THIRD, |_| "fourth").await,
             Err(HashingError::Busy)
         ));
         release.send(()).unwrap();
         assert_eq!(holder.await.unwrap().unwrap(), "held");
         assert_eq!(second.await.unwrap().unwrap(), "second");
         assert_eq!(third.await.unwrap().unwrap(), "third");
-        assert_eq!(pool.run(|_| "fifth").await.unwrap(), "fifth");
-        assert_eq!(pool.queued.load(Ordering::SeqCst), 0);
+        assert_eq!(pool.run(TENANT, |_| "fifth").await.unwrap(), "fifth");
+        assert_eq!(pool.queued(), 0);
+    }
+
+    #[tokio::test]
+    async fn tenants_take_turns_so_a_flood_does_not_delay_the_others() {
+        let pool = HashingPool::with_capacity(1, 16).unwrap();
+        let (release, holder) = hold_the_thread(&pool).await;
+        let ran = Arc::default();
+        let mut jobs = Vec::new();
+        // Tenant 1 floods the queue, then tenants 2 and 3 each ask once.
+        for answer in ["flood-1", "flood-2", "flood-3", "flood-4"] {
+            jobs.push(queue_logged(&pool, TENANT, answer, &ran).await);
+        }
+        jobs.push(queue_logged(&pool, OTHER, "other", &ran).await);
+        jobs.push(queue_logged(&pool, THIRD, "third", &ran).await);
+        jobs.push(queue_logged(&pool, OTHER, "other-again", &ran).await);
+        release.send(()).unwrap();
+        holder.await.unwrap().unwrap();
+        for job in jobs {
+            job.await.unwrap().unwrap();
+        }
+        // One job per waiting tenant in turn, each tenant's own jobs in order.
+        assert_eq!(
+            *ran.lock().unwrap(),
+            [
+                "flood-1",
+                "other",
+                "third",
+                "flood-2",
+                "other-again",
+                "flood-3",
+                "flood-4"
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn one_tenant_may_hold_at_most_half_the_queue() {
+        let pool = HashingPool::with_capacity(1, 4).unwrap();
+        let (release, holder) = hold_the_thread(&pool).await;
+        let first = queue(&pool, TENANT, "first").await;
+        let second = queue(&pool, TENANT, "second").await;
+        // Its half is taken: refused, though the queue has room, and the room stays for others.
+        assert!(matches!(
+            pool.run(TENANT, |_| "refused").await,
+            Err(HashingError::Busy)
+        ));
+        assert_eq!(pool.queued(), 2);
+        let other = queue(&pool, OTHER, "other").await;
+        release.send(()).unwrap();
+        holder.await.unwrap().unwrap();
+        assert_eq!(first.await.unwrap().unwrap(), "first");
+        assert_eq!(second.await.unwrap().unwrap(), "second");
+        assert_eq!(other.await.unwrap().unwrap(), "other");
+        // Drained: the tenant has its places back.
+        assert_eq!(pool.run(TENANT, |_| "again").await.unwrap(), "again");
+    }
+
+    #[test]
+    fn dropping_the_last_handle_ends_the_threads() {
+        let pool = HashingPool::start(2).unwrap();
+        let queue = Arc::downgrade(&pool.queue);
+        let copy = pool.clone();
+        drop(pool);
+        // A copy keeps the pool open.
+        assert!(!copy.queue.lock().closed);
+        drop(copy);
+        // Each thread holds the queue until it returns; wait (bounded) for both to let go.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while queue.strong_count() > 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "threads still running"
+            );
+            std::thread::yield_now();
+        }
     }
 
     #[tokio::test]
     async fn a_panicking_hash_fails_its_caller_and_the_pool_goes_on() {
         let pool = HashingPool::start(1).unwrap();
         #[allow(clippy::panic)]
-        let failed = pool.run(|_| -> u32 { panic!("boom") }).await;
+        let failed = pool.run(TENANT, |_| -> u32 { panic!("boom") }).await;
         assert!(failed.is_err());
-        assert_eq!(pool.run(|_| 7).await.unwrap(), 7);
+        assert_eq!(pool.run(TENANT, |_| 7).await.unwrap(), 7);
     }
 
     #[tokio::test]
@@ -241,14 +417,16 @@ mod tests {
         // passed: the caller went away while its job waited.
         let abandoned = tokio::time::timeout(
             std::time::Duration::ZERO,
-            pool.run(move |_| flag.store(true, std::sync::atomic::Ordering::SeqCst)),
+            pool.run(TENANT, move |_| {
+                flag.store(true, std::sync::atomic::Ordering::SeqCst)
+            }),
         )
         .await;
         assert!(abandoned.is_err());
         release.send(()).unwrap();
         holder.await.unwrap().unwrap();
         // A job queued after it runs, so the abandoned one has been taken off the queue.
-        assert_eq!(pool.run(|_| 1).await.unwrap(), 1);
+        assert_eq!(pool.run(TENANT, |_| 1).await.unwrap(), 1);
         assert!(!ran.load(std::sync::atomic::Ordering::SeqCst));
     }
 

@@ -156,7 +156,7 @@ async fn seal_password(
     let (salt, nonce) = (random(), random());
     state
         .hashing
-        .run(move |memory| {
+        .run(tenant, move |memory| {
             Sealer {
                 key: &key,
                 tenant: TenantId(tenant),
