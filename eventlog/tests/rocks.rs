@@ -435,3 +435,73 @@ async fn deletion_takes_keys_whose_digest_starts_with_0xff() {
     .await
     .unwrap();
 }
+
+/// A deletion reads the stream's index before it is queued (so the committer does not walk a
+/// large stream while writers wait): events appended to the stream after that read, up to
+/// the deletion's commit, must be deleted too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn deletion_takes_events_appended_while_it_was_queued() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = std::sync::Arc::new(RocksLog::open(dir.path()).unwrap());
+    let s = stream();
+    // Large enough that reading its index takes a while (tens of ms).
+    let mut written = 0u64;
+    while written < 100_000 {
+        let n = eventlog::MAX_COMMIT_EVENTS as u64;
+        log.append(
+            StreamAppend::new(s, Expected::At(written))
+                .events((0..n).map(|i| event("T", format!("{}", written + i)))),
+        )
+        .await
+        .unwrap();
+        written += n;
+    }
+    // Another writer keeps appending to the stream, one event at a time, until it is refused.
+    let (started, running) = tokio::sync::oneshot::channel();
+    let appender = tokio::spawn({
+        let log = log.clone();
+        async move {
+            let mut started = Some(started);
+            let mut acknowledged = Vec::new();
+            loop {
+                match log
+                    .append(StreamAppend::new(s, Expected::Any).event(event("T", "late")))
+                    .await
+                {
+                    Ok(_) => acknowledged.push(std::time::Instant::now()),
+                    Err(Error::StreamDeleted { .. }) => return acknowledged,
+                    Err(e) => panic!("{e}"),
+                }
+                if let Some(started) = started.take() {
+                    started.send(()).unwrap();
+                }
+            }
+        }
+    });
+    running.await.unwrap();
+    let asked = std::time::Instant::now();
+    log.commit(Commit::new().delete(s)).await.unwrap();
+    let acknowledged = appender.await.unwrap();
+    // The window this test is about was used: appends were acknowledged after the deletion
+    // was asked for (and so after its index read began).
+    let late = acknowledged.iter().filter(|at| **at > asked).count();
+    assert!(late > 0, "no append landed while the deletion was queued");
+    assert!(log.read_stream(s, 1, 10).await.unwrap().is_empty());
+    drop(log);
+
+    // Nothing of the stream is left in the events or the index, on disk.
+    let db = raw(dir.path());
+    for cf in ["events", "streams"] {
+        let mut left = 0;
+        for item in db.iterator_cf(db.cf_handle(cf).unwrap(), rocksdb::IteratorMode::Start) {
+            let (key, _) = item.unwrap();
+            let owner = if cf == "events" {
+                &key[8..24]
+            } else {
+                &key[..16]
+            };
+            left += usize::from(owner == s.0.as_bytes());
+        }
+        assert_eq!(left, 0, "{left} keys of the deleted stream left in {cf}");
+    }
+}

@@ -1,7 +1,8 @@
 //! The event log benchmark: prints, for one data directory's disk, the raw fsync rate R (before
 //! and after the appends, since some disks slow down after a burst), durable appends/s for one
 //! writer, for 64 concurrent writers on 64 streams and for batches of 100 events, whole-log scan
-//! events/s, the time to read back one stream of 1,000,000 events, and peak memory.
+//! events/s, the time to read back one stream of 1,000,000 events, how long deleting that stream
+//! holds up another writer, and peak memory.
 //!
 //! ```text
 //! cargo run --release -p idem-eventlog --bin eventlog-bench -- [--dir D] [--seconds S] [--stream-events N]
@@ -14,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use eventlog::{EventLog, Expected, NewEvent, RocksLog, StreamAppend, StreamId};
+use eventlog::{Commit, EventLog, Expected, NewEvent, RocksLog, StreamAppend, StreamId};
 use uuid::Uuid;
 
 type AnyError = Box<dyn std::error::Error + Send + Sync>;
@@ -169,6 +170,43 @@ async fn appends(
     Ok(run)
 }
 
+/// Deletes `stream` while another task appends one event at a time to a stream of its own:
+/// how long the deletion took, the writer's slowest append meanwhile, and how many it made.
+async fn delete_while_writing(
+    log: &Arc<RocksLog>,
+    stream: StreamId,
+) -> Result<(Duration, Duration, usize), AnyError> {
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (started, writing) = tokio::sync::oneshot::channel();
+    let writer = tokio::spawn({
+        let (log, stop) = (Arc::clone(log), Arc::clone(&stop));
+        async move {
+            let other = StreamId(Uuid::now_v7());
+            let mut latencies = Vec::new();
+            let mut started = Some(started);
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let n = latencies.len() as u64;
+                let t = Instant::now();
+                log.append(StreamAppend::new(other, Expected::At(n)).event(event(n)))
+                    .await?;
+                latencies.push(t.elapsed());
+                if let Some(started) = started.take() {
+                    let _ = started.send(());
+                }
+            }
+            Ok::<_, eventlog::Error>(latencies)
+        }
+    });
+    let _ = writing.await;
+    let start = Instant::now();
+    log.commit(Commit::new().delete(stream)).await?;
+    let deletion = start.elapsed();
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let latencies = writer.await??;
+    let slowest = latencies.iter().max().copied().unwrap_or_default();
+    Ok((deletion, slowest, latencies.len()))
+}
+
 /// Reads the whole log in pages, as a projector catching up does.
 async fn scan(log: &RocksLog) -> Result<(u64, Duration), AnyError> {
     let start = Instant::now();
@@ -282,6 +320,13 @@ async fn main() -> Result<(), AnyError> {
         "read back one stream:             {:>12.2} s        ({read} events, {:.0} events/s)",
         stream_read.as_secs_f64(),
         read as f64 / stream_read.as_secs_f64()
+    );
+
+    let (deletion, stalled, during) = delete_while_writing(&log, stream).await?;
+    println!(
+        "delete that stream:               {:>12.2} s        (meanwhile another writer's slowest append {:.1} ms, {during} appends)",
+        deletion.as_secs_f64(),
+        stalled.as_secs_f64() * 1000.0
     );
     drop(log);
 

@@ -29,6 +29,10 @@ use crate::{MAX_COMMIT_BYTES, MAX_COMMIT_EVENTS, MAX_EVENT_DATA};
 pub(crate) struct Request {
     pub(crate) commit: Commit,
     pub(crate) reply: oneshot::Sender<Result<Committed>>,
+    /// For each stream the commit deletes, its stream index as read before the commit was
+    /// queued: the committer then reads only what was appended since, instead of walking a
+    /// large stream's whole index while every writer waits for it.
+    pub(crate) known_index: HashMap<StreamId, Vec<(u64, u64)>>,
 }
 
 /// Heads of recently written streams kept in memory, so that an append needs no read of the
@@ -138,8 +142,9 @@ impl Committer {
             heads: &self.heads,
         };
         for request in group {
+            let mut known = request.known_index;
             let staged = validate(&request.commit)
-                .and_then(|()| stage(&durable, &pending, next_head, request.commit));
+                .and_then(|()| stage(&durable, &pending, next_head, request.commit, &mut known));
             let answer = match staged {
                 Ok(staged) => match staged.write_into(&self.shared, &mut batch) {
                     Ok(()) => {
@@ -472,7 +477,13 @@ impl Staged {
     }
 }
 
-fn stage(durable: &Durable<'_>, group: &Overlay, head: u64, commit: Commit) -> Result<Staged> {
+fn stage(
+    durable: &Durable<'_>,
+    group: &Overlay,
+    head: u64,
+    commit: Commit,
+    known_index: &mut HashMap<StreamId, Vec<(u64, u64)>>,
+) -> Result<Staged> {
     let mut staged = Staged {
         ops: Vec::new(),
         events: Vec::new(),
@@ -484,7 +495,8 @@ fn stage(durable: &Durable<'_>, group: &Overlay, head: u64, commit: Commit) -> R
         stage_append(durable, group, &mut staged, append)?;
     }
     for stream in commit.delete {
-        stage_deletion(durable, group, &mut staged, stream)?;
+        let known = known_index.remove(&stream).unwrap_or_default();
+        stage_deletion(durable, group, &mut staged, stream, known)?;
     }
     Ok(staged)
 }
@@ -633,12 +645,15 @@ fn stage_append(
 }
 
 /// Removes a stream with everything it holds: its events (by position, from the stream index),
-/// its index, its reservations, blobs and data keys, and leaves a tombstone.
+/// its index, its reservations, blobs and data keys, and leaves a tombstone. `known` is the
+/// start of the stream's stored index, read before the commit was queued (possibly empty); the
+/// rest is read here.
 fn stage_deletion(
     durable: &Durable<'_>,
     group: &Overlay,
     staged: &mut Staged,
     stream: StreamId,
+    known: Vec<(u64, u64)>,
 ) -> Result<()> {
     let shared = durable.shared;
     let view = View {
@@ -651,7 +666,11 @@ fn stage_deletion(
     }
 
     // Events: stored ones from the index, plus any an earlier commit of this group staged.
-    let mut events = stored_index(shared, stream)?;
+    // A stream's index only grows at its end (a deleted stream is never written again), so
+    // what was read before stays true: only entries after it are read now.
+    let after = known.last().map_or(0, |(seq, _)| *seq);
+    let mut events = known;
+    events.extend(stored_index(shared, stream, after)?);
     events.extend(group.events.get(&stream).into_iter().flatten().copied());
     events.sort_unstable_by_key(|(_, position)| *position);
     for run in events.chunk_by(|a, b| b.1 == a.1 + 1) {
@@ -715,9 +734,14 @@ fn stage_deletion(
     Ok(())
 }
 
-/// (seq, position) of every stored event of `stream`.
-fn stored_index(shared: &Shared, stream: StreamId) -> Result<Vec<(u64, u64)>> {
-    let (start, end) = keys::stream_prefix_range(stream);
+/// (seq, position) of every stored event of `stream` after seq `after` (0: all of them).
+pub(crate) fn stored_index(
+    shared: &Shared,
+    stream: StreamId,
+    after: u64,
+) -> Result<Vec<(u64, u64)>> {
+    let (_, end) = keys::stream_prefix_range(stream);
+    let start = keys::stream(stream, after.saturating_add(1));
     let mut options = rocksdb::ReadOptions::default();
     options.set_iterate_upper_bound(end.to_vec());
     let mut iter = shared

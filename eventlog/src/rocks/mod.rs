@@ -7,6 +7,7 @@
 mod committer;
 mod maintenance;
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, mpsc};
@@ -265,9 +266,22 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
 impl EventLog for RocksLog {
     async fn commit(&self, commit: Commit) -> Result<Committed> {
         let (sender, _) = self.writer.as_ref().ok_or(Error::Closed)?;
+        // A deleted stream's index is read here, off the committer: walking a million-event
+        // stream there held up every writer for the whole walk.
+        let mut known_index = HashMap::new();
+        for stream in commit.delete.iter().copied() {
+            let index = self
+                .read(move |shared| committer::stored_index(shared, stream, 0))
+                .await?;
+            known_index.insert(stream, index);
+        }
         let (reply, answer) = oneshot::channel();
         sender
-            .send(committer::Request { commit, reply })
+            .send(committer::Request {
+                commit,
+                reply,
+                known_index,
+            })
             .map_err(|_| Error::Closed)?;
         answer.await.map_err(|_| Error::Closed)?
     }
