@@ -305,20 +305,17 @@ async fn min_position(State(state): State<Shared>, request: Request, next: Next)
 async fn request_id(State(state): State<Shared>, request: Request, next: Next) -> Response {
     // Read from the request, not extracted: a `HeaderMap` extractor clones every header, on
     // every request (a long-poll fan-out makes thousands of them at once).
+    // A caller's id is copied, not cloned: a clone would share the connection's read buffer.
     let given = request
         .headers()
         .get("x-request-id")
-        .filter(|v| {
-            let v = v.as_bytes();
-            !v.is_empty() && v.len() <= 128 && v.iter().all(u8::is_ascii_graphic)
-        })
-        .cloned();
-    let id = given.unwrap_or_else(|| {
+        .map(|v| v.as_bytes())
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.iter().all(u8::is_ascii_graphic))
+        .and_then(|v| axum::http::HeaderValue::from_bytes(v).ok());
+    let id = given.or_else(|| {
         let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
         let text = uuid::Uuid::now_v7().hyphenated().encode_lower(&mut text);
-        axum::http::HeaderValue::from_str(text).unwrap_or_else(|_| {
-            axum::http::HeaderValue::from_static("00000000-0000-0000-0000-000000000000")
-        })
+        axum::http::HeaderValue::from_str(text).ok()
     });
     let method = request.method().clone();
     // Copied only if it is logged: a clone of the URI would hold on to the connection's read
@@ -341,8 +338,11 @@ async fn request_id(State(state): State<Shared>, request: Request, next: Next) -
             .metrics
             .count(crate::metrics::Counter::RateLimited, route);
     }
-    tracing::info!(request_id = id.to_str().unwrap_or("-"), %method, path = path.as_deref().unwrap_or(""), status, elapsed_ms = started.elapsed().as_millis() as u64, "request");
-    response.headers_mut().insert("x-request-id", id);
+    let shown = id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("-");
+    tracing::info!(request_id = shown, %method, path = path.as_deref().unwrap_or(""), status, elapsed_ms = started.elapsed().as_millis() as u64, "request");
+    if let Some(id) = id {
+        response.headers_mut().insert("x-request-id", id);
+    }
     response
 }
 
