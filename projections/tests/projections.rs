@@ -815,6 +815,54 @@ async fn one_batch_sees_its_own_changes_across_a_flush(store: &Store) {
     assert_eq!(dump, world.reference_dump(store).await);
 }
 
+/// Checks every customer's counts, as the customers list reports them, against its rows:
+/// enabled users with a password or a device; distinct users with an admin or a delegation
+/// row.
+async fn assert_counts_match_rows(world: &World, read: &projections::ReadModels) {
+    let mut msps = Vec::new();
+    let mut from = 1;
+    loop {
+        let page = eventlog::EventLog::read_all(&*world.log, from, 1000)
+            .await
+            .unwrap();
+        let Some(last) = page.last() else { break };
+        from = last.position + 1;
+        msps.extend(
+            page.iter()
+                .filter(|e| e.event_type == "MspTenantCreated")
+                .map(|e| e.stream.0),
+        );
+    }
+    let mut checked = 0;
+    for msp in msps {
+        for customer in read.customers_of(msp).await.unwrap() {
+            let active = read
+                .users_of(customer.id)
+                .await
+                .unwrap()
+                .iter()
+                .filter(|u| u.enabled && (u.has_password || u.devices > 0))
+                .count() as u64;
+            let technicians: std::collections::HashSet<_> = read
+                .access_to(customer.id)
+                .await
+                .unwrap()
+                .into_iter()
+                .filter(|a| a.via == "admin" || a.via == "delegation")
+                .map(|a| a.user_id)
+                .collect();
+            assert_eq!(
+                (customer.active_users, customer.technicians),
+                (active, technicians.len() as u64),
+                "{}",
+                customer.name
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked > 0, "no customer to check");
+}
+
 /// Gives every test the same history, with concurrency in the writes.
 async fn write_workload(world: &World, events: usize, seed: u64) {
     let commits = Workload::new(seed).commits(events, 40);
@@ -856,6 +904,7 @@ async fn a_crash_between_rows_and_checkpoint_loses_and_repeats_nothing(store: &S
     let projections = world.project(store, Options::default()).await;
     assert!(projections.wait_for(head, LONG).await);
     let recovered = projections.read_models().dump().await.unwrap();
+    assert_counts_match_rows(&world, projections.read_models()).await;
     projections.shutdown().await;
     assert_eq!(recovered, world.reference_dump(store).await);
 }
@@ -986,8 +1035,116 @@ async fn a_rebuild_serves_the_old_generation_until_it_has_caught_up(store: &Stor
     projections.shutdown().await;
 }
 
+/// The customers list's counts follow every change to a customer's users or to who reaches
+/// it: disabling, enabling, a first password, a phone enrolled by a passwordless user, a
+/// removal, and a technician removed from the MSP (whose access rows go by a statement of
+/// their own), alone or with other changes in one batch.
+async fn customer_counts_follow_users_and_access(store: &Store) {
+    let world = World::new();
+    let projections = world.project(store, Options::default()).await;
+    let read = projections.read_models().clone();
+    let acme = sign_up(&world, "acme").await;
+    let (contoso, _) = create_customer(&world, &acme, "acme", "contoso").await;
+    let (billy, jane) = (UserId(id()), UserId(id()));
+    world
+        .append(
+            acme.id,
+            vec![
+                Event::TechnicianDelegated(TechnicianDelegated {
+                    user_id: acme.tech1,
+                    customer_id: contoso,
+                }),
+                Event::AdminGranted(AdminGranted {
+                    user_id: acme.tech2,
+                }),
+            ],
+        )
+        .await;
+    world
+        .append(
+            contoso,
+            vec![
+                Event::MasterKeyEnabled(MasterKeyEnabled { key_version: 1 }),
+                user_created(billy, "billy", None),
+                password(billy, 1),
+                user_created(jane, "jane", None),
+            ],
+        )
+        .await;
+    let counts = |position: u64| {
+        let (projections, read) = (&projections, read.clone());
+        async move {
+            assert!(projections.wait_for(position, LONG).await);
+            let rows = read.customers_of(acme.id.0).await.unwrap();
+            let row = read
+                .customer_of(acme.id.0, "contoso")
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(rows, vec![row.clone()]);
+            (row.active_users, row.technicians)
+        }
+    };
+    // Billy has a password, Jane nothing yet; the admin, tech2 (admin) and tech1 (delegated).
+    assert_eq!(counts(world.head()).await, (1, 3));
+    let step = |tenant: TenantId, event: Event| world.append(tenant, vec![event]);
+    let disabled = Event::DirectoryUserDisabled(DirectoryUserDisabled { user_id: billy });
+    assert_eq!(counts(step(contoso, disabled).await).await, (0, 3));
+    let enabled = Event::DirectoryUserEnabled(DirectoryUserEnabled { user_id: billy });
+    assert_eq!(counts(step(contoso, enabled).await).await, (1, 3));
+    assert_eq!(counts(step(contoso, password(jane, 1)).await).await, (2, 3));
+    let removed = Event::MspUserRemoved(MspUserRemoved {
+        user_id: acme.tech1,
+    });
+    assert_eq!(counts(step(acme.id, removed).await).await, (2, 2));
+    // Removed together with another change in one batch: counted after both.
+    let position = world
+        .append(
+            acme.id,
+            vec![
+                Event::MspUserRemoved(MspUserRemoved {
+                    user_id: acme.tech2,
+                }),
+                Event::MspUserAdded(MspUserAdded {
+                    user_id: acme.tech1,
+                    email: "t1-again@acme.example".into(),
+                    first_name: None,
+                    last_name: None,
+                }),
+            ],
+        )
+        .await;
+    assert_eq!(counts(position).await, (2, 1));
+    let deleted = Event::DirectoryUserDeleted(DirectoryUserDeleted { user_id: billy });
+    assert_eq!(counts(step(contoso, deleted).await).await, (1, 1));
+    // A passwordless user counts once a phone is enrolled.
+    let dave = UserId(id());
+    let position = world
+        .append(
+            contoso,
+            vec![
+                user_created(dave, "dave", None),
+                Event::DeviceEnrolled(DeviceEnrolled {
+                    user_id: dave,
+                    device_id: DeviceId(id()),
+                    device_name: "Dave's phone".into(),
+                    public_key: "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo".into(),
+                }),
+            ],
+        )
+        .await;
+    assert_eq!(counts(position).await, (2, 1));
+    assert_counts_match_rows(&world, &read).await;
+    assert_eq!(
+        read.dump().await.unwrap(),
+        world.reference_dump(store).await
+    );
+    projections.shutdown().await;
+}
+
 on_both_databases!(
     read_models_follow_the_quick_start,
+    customer_counts_follow_users_and_access,
     change_feed_reports_every_change_once,
     deleting_a_tenant_leaves_no_row_of_it,
     a_failing_tenant_is_quarantined_and_others_go_on,
