@@ -26,6 +26,18 @@ fn url(server: &Server, path: &str) -> String {
     format!("http://127.0.0.1:{}{path}", server.addr.port())
 }
 
+/// The service's Prometheus text.
+async fn metrics(server: &Server) -> String {
+    client()
+        .get(url(server, "/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 async fn signup(server: &Server, body: Value) -> reqwest::Response {
     client()
         .post(url(server, "/api/v1/signup"))
@@ -115,14 +127,7 @@ async fn signup_creates_a_tenant_and_mails_its_admin_a_code() {
     }
 
     // The tenant's host now resolves (read-your-writes: the answer came after projection).
-    let metrics = client()
-        .get(url(&server, "/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics(&server).await;
     assert!(metrics.contains(&format!("idem_log_head_position {position}")));
     assert!(metrics.contains(&format!(
         "idem_projection_checkpoint{{projection=\"directory\"}} {position}"
@@ -209,14 +214,7 @@ async fn signup_refuses_bad_input_and_taken_names_and_stores_nothing() {
     assert_eq!(stranger.status(), 404);
 
     // Only the one good signup reached the log, and one mail was written.
-    let metrics = client()
-        .get(url(&server, "/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics(&server).await;
     assert!(metrics.contains("idem_log_head_position 2\n"), "{metrics}");
     assert_eq!(codes(&dir.path().join("mail")).len(), 1);
     server.shutdown().await;
@@ -547,14 +545,7 @@ async fn request_ids_are_kept_or_made_and_metrics_count_routes_not_paths() {
         let answer = client().get(url(&server, path)).send().await.unwrap();
         assert_eq!(answer.status(), 404);
     }
-    let metrics = client()
-        .get(url(&server, "/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics(&server).await;
     assert!(
         metrics.contains(
             "idem_http_requests_total{route=\"/healthz\",method=\"GET\",status=\"200\"} 6\n"

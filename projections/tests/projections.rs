@@ -118,6 +118,22 @@ async fn create_customer(world: &World, msp: &Msp, msp_name: &str, name: &str) -
     (customer, position)
 }
 
+/// Delegates the MSP's first technician to `customer` and makes the second an admin.
+async fn delegate_and_make_admin(world: &World, msp: &Msp, customer: TenantId) -> u64 {
+    world
+        .append(
+            msp.id,
+            vec![
+                Event::TechnicianDelegated(TechnicianDelegated {
+                    user_id: msp.tech1,
+                    customer_id: customer,
+                }),
+                Event::AdminGranted(AdminGranted { user_id: msp.tech2 }),
+            ],
+        )
+        .await
+}
+
 fn user_created(user: UserId, username: &str, personal: Option<Sealed>) -> Event {
     Event::DirectoryUserCreated(DirectoryUserCreated {
         user_id: user,
@@ -145,20 +161,7 @@ async fn read_models_follow_the_quick_start(store: &Store) {
     let acme = sign_up(&world, "acme").await;
     let (contoso, _) = create_customer(&world, &acme, "acme", "contoso").await;
     let (fabrikam, _) = create_customer(&world, &acme, "acme", "fabrikam").await;
-    world
-        .append(
-            acme.id,
-            vec![
-                Event::TechnicianDelegated(TechnicianDelegated {
-                    user_id: acme.tech1,
-                    customer_id: contoso,
-                }),
-                Event::AdminGranted(AdminGranted {
-                    user_id: acme.tech2,
-                }),
-            ],
-        )
-        .await;
+    delegate_and_make_admin(&world, &acme, contoso).await;
     let (billy, jane, carl) = (UserId(id()), UserId(id()), UserId(id()));
     let position = world
         .append(
@@ -1046,20 +1049,7 @@ async fn customer_counts_follow_users_and_access(store: &Store) {
     let acme = sign_up(&world, "acme").await;
     let (contoso, _) = create_customer(&world, &acme, "acme", "contoso").await;
     let (billy, jane) = (UserId(id()), UserId(id()));
-    world
-        .append(
-            acme.id,
-            vec![
-                Event::TechnicianDelegated(TechnicianDelegated {
-                    user_id: acme.tech1,
-                    customer_id: contoso,
-                }),
-                Event::AdminGranted(AdminGranted {
-                    user_id: acme.tech2,
-                }),
-            ],
-        )
-        .await;
+    delegate_and_make_admin(&world, &acme, contoso).await;
     world
         .append(
             contoso,
