@@ -339,7 +339,7 @@ async fn request_id(State(state): State<Shared>, request: Request, next: Next) -
             .count(crate::metrics::Counter::RateLimited, route);
     }
     let shown = id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("-");
-    tracing::info!(request_id = shown, %method, path = path.as_deref().unwrap_or(""), status, elapsed_ms = started.elapsed().as_millis() as u64, "request");
+    tracing::info!(request_id = %shown, %method, path = %path.as_deref().unwrap_or(""), status, elapsed_ms = started.elapsed().as_millis() as u64, "request");
     if let Some(id) = id {
         response.headers_mut().insert("x-request-id", id);
     }
