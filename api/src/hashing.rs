@@ -8,11 +8,14 @@
 //! the rest of idemd: a flood of logins takes the CPU the other requests leave, instead of
 //! holding them up.
 //!
-//! The queue is fair between tenants: each tenant has its own line, and the threads take one
-//! job from each waiting tenant in turn. A tenant under a login flood (a password spray from
-//! one of its workstations, say) waits behind itself; another tenant's login waits for at most
-//! one job per waiting tenant, not for the flood. A tenant may hold at most half the queue, so
-//! a flood is refused before it can take every place.
+//! The queue is fair between tenants, and within a tenant between the sources of its jobs
+//! (the workstation of an agent login, the person setting a password): each tenant has its
+//! own line, each source its own place in it, and the threads take one job from each waiting
+//! tenant in turn, that tenant's sources taking turns too. A password spray from one
+//! workstation waits behind itself; a login at another workstation, of the same tenant or
+//! another, waits for at most one job per waiting tenant and source, not for the flood. A
+//! tenant may hold at most half the queue and one source a quarter, so a flood is refused
+//! before it can take every place.
 //!
 //! A job whose request went away before its turn is dropped unhashed, and the queue is bounded:
 //! past `QUEUED_PER_THREAD` jobs per thread (about two seconds of hashing) a request is refused
@@ -43,29 +46,67 @@ pub enum HashingError {
     Failed,
 }
 
-/// The waiting jobs, one line per tenant, and whose turn is next.
-#[derive(Default)]
-struct Lines {
-    by_tenant: HashMap<Uuid, VecDeque<Job>>,
-    /// Tenants with waiting jobs, in the order they are served: one job each, round and round.
-    turns: VecDeque<Uuid>,
+/// Queues by key, served in turn: one item of each waiting key, round and round.
+struct Turns<T> {
+    by_key: HashMap<Uuid, T>,
+    /// Keys with waiting items, in the order they are served.
+    order: VecDeque<Uuid>,
     queued: usize,
-    /// Every handle has been dropped: the threads end.
-    closed: bool,
 }
 
-impl Lines {
-    /// The next job: the first job of the tenant whose turn it is, who then goes to the back.
-    fn next(&mut self) -> Option<Job> {
-        while let Some(tenant) = self.turns.pop_front() {
-            let Some(line) = self.by_tenant.get_mut(&tenant) else {
+impl<T> Default for Turns<T> {
+    fn default() -> Self {
+        Turns {
+            by_key: HashMap::new(),
+            order: VecDeque::new(),
+            queued: 0,
+        }
+    }
+}
+
+/// What `Turns` holds per key: a plain queue, or `Turns` again for a second level.
+trait Line: Default {
+    type Item;
+    fn push(&mut self, item: Self::Item);
+    fn pop(&mut self) -> Option<Job>;
+    /// Jobs waiting in this line.
+    fn held(&self) -> usize;
+}
+
+impl Line for VecDeque<Job> {
+    type Item = Job;
+    fn push(&mut self, job: Job) {
+        self.push_back(job);
+    }
+    fn pop(&mut self) -> Option<Job> {
+        self.pop_front()
+    }
+    fn held(&self) -> usize {
+        self.len()
+    }
+}
+
+impl<L: Line> Line for Turns<L> {
+    type Item = (Uuid, L::Item);
+    fn push(&mut self, (key, item): (Uuid, L::Item)) {
+        let line = self.by_key.entry(key).or_default();
+        if line.held() == 0 {
+            self.order.push_back(key);
+        }
+        line.push(item);
+        self.queued += 1;
+    }
+    /// The next job of the key whose turn it is; the key then goes to the back.
+    fn pop(&mut self) -> Option<Job> {
+        while let Some(key) = self.order.pop_front() {
+            let Some(line) = self.by_key.get_mut(&key) else {
                 continue;
             };
-            let job = line.pop_front();
-            if line.is_empty() {
-                self.by_tenant.remove(&tenant);
+            let job = line.pop();
+            if line.held() == 0 {
+                self.by_key.remove(&key);
             } else {
-                self.turns.push_back(tenant);
+                self.order.push_back(key);
             }
             if let Some(job) = job {
                 self.queued -= 1;
@@ -74,6 +115,24 @@ impl Lines {
         }
         None
     }
+    fn held(&self) -> usize {
+        self.queued
+    }
+}
+
+impl<L: Line> Turns<L> {
+    /// Jobs waiting under `key`.
+    fn held_by(&self, key: &Uuid) -> usize {
+        self.by_key.get(key).map_or(0, L::held)
+    }
+}
+
+/// The waiting jobs: by tenant, then by source within the tenant.
+#[derive(Default)]
+struct Lines {
+    jobs: Turns<Turns<VecDeque<Job>>>,
+    /// Every handle has been dropped: the threads end.
+    closed: bool,
 }
 
 struct Queue {
@@ -81,6 +140,7 @@ struct Queue {
     ready: Condvar,
     capacity: usize,
     per_tenant: usize,
+    per_source: usize,
 }
 
 impl Queue {
@@ -114,13 +174,14 @@ impl HashingPool {
     }
 
     /// Starts `threads` hashing threads with room for `capacity` waiting jobs, at most half of
-    /// them (and at least one) from one tenant.
+    /// them from one tenant and a quarter from one source (and at least one).
     pub fn with_capacity(threads: usize, capacity: usize) -> std::io::Result<Self> {
         let queue = Arc::new(Queue {
             lines: Mutex::default(),
             ready: Condvar::new(),
             capacity,
             per_tenant: (capacity / 2).max(1),
+            per_source: (capacity / 4).max(1),
         });
         for n in 0..threads.max(1) {
             let queue = queue.clone();
@@ -134,10 +195,12 @@ impl HashingPool {
         })
     }
 
-    /// Runs `hash` for `tenant` on a hashing thread with that thread's working memory.
+    /// Runs `hash` for `source` (a device, a person) of `tenant` on a hashing thread with that
+    /// thread's working memory.
     pub async fn run<T: Send + 'static>(
         &self,
         tenant: Uuid,
+        source: Uuid,
         hash: impl FnOnce(&mut HashMemory) -> T + Send + 'static,
     ) -> Result<T, HashingError> {
         let (answer, answered) = tokio::sync::oneshot::channel();
@@ -150,15 +213,15 @@ impl HashingPool {
         });
         {
             let mut lines = self.queue.lock();
-            let line = lines.by_tenant.get(&tenant).map_or(0, VecDeque::len);
-            if lines.queued >= self.queue.capacity || line >= self.queue.per_tenant {
+            let jobs = &mut lines.jobs;
+            let sources = jobs.by_key.get(&tenant);
+            if jobs.held() >= self.queue.capacity
+                || jobs.held_by(&tenant) >= self.queue.per_tenant
+                || sources.map_or(0, |line| line.held_by(&source)) >= self.queue.per_source
+            {
                 return Err(HashingError::Busy);
             }
-            if line == 0 {
-                lines.turns.push_back(tenant);
-            }
-            lines.by_tenant.entry(tenant).or_default().push_back(job);
-            lines.queued += 1;
+            jobs.push((tenant, (source, job)));
         }
         self.queue.ready.notify_one();
         answered.await.map_err(|_| HashingError::Failed)
@@ -166,7 +229,7 @@ impl HashingPool {
 
     /// Jobs waiting now (not counting those being hashed).
     pub fn queued(&self) -> usize {
-        self.queue.lock().queued
+        self.queue.lock().jobs.held()
     }
 }
 
@@ -177,7 +240,7 @@ fn work(queue: &Queue) {
         let job = {
             let mut lines = queue.lock();
             loop {
-                if let Some(job) = lines.next() {
+                if let Some(job) = lines.jobs.pop() {
                     break job;
                 }
                 if lines.closed {
@@ -218,6 +281,8 @@ mod tests {
     const TENANT: Uuid = Uuid::from_u128(1);
     const OTHER: Uuid = Uuid::from_u128(2);
     const THIRD: Uuid = Uuid::from_u128(3);
+    /// A workstation or person asking for hashes.
+    const SOURCE: Uuid = Uuid::from_u128(10);
 
     #[tokio::test]
     async fn hashes_run_on_the_pool_threads_and_answer_their_callers() {
@@ -227,7 +292,7 @@ mod tests {
             let (pool, verifier) = (pool.clone(), verifier.clone());
             async move {
                 let password = if n % 2 == 0 { "correct horse" } else { "wrong" };
-                pool.run(TENANT, move |memory| {
+                pool.run(TENANT, SOURCE, move |memory| {
                     let thread = std::thread::current().name().map(str::to_owned);
                     let nice = rustix::process::getpriority_process(Some(rustix::thread::gettid()))
                         .unwrap();
@@ -259,7 +324,7 @@ mod tests {
         let (started, running) = tokio::sync::oneshot::channel();
         let pool = pool.clone();
         let holder = tokio::spawn(async move {
-            pool.run(TENANT, move |_| {
+            pool.run(TENANT, SOURCE, move |_| {
                 let _ = started.send(());
                 let _ = held.recv();
                 "held"
@@ -270,19 +335,20 @@ mod tests {
         (release, holder)
     }
 
-    /// Queues a job of `tenant` answering `answer` and waits until it is in the queue.
+    /// Queues a job of `tenant` (from a source of its own) answering `answer` and waits until
+    /// it is in the queue.
     async fn queue(
         pool: &HashingPool,
         tenant: Uuid,
         answer: &'static str,
     ) -> tokio::task::JoinHandle<Result<&'static str, HashingError>> {
-        queue_logged(pool, tenant, answer, &Arc::default()).await
+        queue_logged(pool, (tenant, Uuid::now_v7()), answer, &Arc::default()).await
     }
 
-    /// Like `queue`, and the job notes `answer` in `ran` when it runs.
+    /// Like `queue` for a (tenant, source), and the job notes `answer` in `ran` when it runs.
     async fn queue_logged(
         pool: &HashingPool,
-        tenant: Uuid,
+        (tenant, source): (Uuid, Uuid),
         answer: &'static str,
         ran: &Arc<Mutex<Vec<&'static str>>>,
     ) -> tokio::task::JoinHandle<Result<&'static str, HashingError>> {
@@ -290,7 +356,7 @@ mod tests {
         let job = tokio::spawn({
             let (pool, ran) = (pool.clone(), ran.clone());
             async move {
-                pool.run(tenant, move |_| {
+                pool.run(tenant, source, move |_| {
                     ran.lock().unwrap().push(answer);
                     answer
                 })
@@ -311,14 +377,17 @@ mod tests {
         let second = queue(&pool, TENANT, "second").await;
         let third = queue(&pool, OTHER, "third").await;
         assert!(matches!(
-            pool.run(THIRD, |_| "fourth").await,
+            pool.run(THIRD, SOURCE, |_| "fourth").await,
             Err(HashingError::Busy)
         ));
         release.send(()).unwrap();
         assert_eq!(holder.await.unwrap().unwrap(), "held");
         assert_eq!(second.await.unwrap().unwrap(), "second");
         assert_eq!(third.await.unwrap().unwrap(), "third");
-        assert_eq!(pool.run(TENANT, |_| "fifth").await.unwrap(), "fifth");
+        assert_eq!(
+            pool.run(TENANT, SOURCE, |_| "fifth").await.unwrap(),
+            "fifth"
+        );
         assert_eq!(pool.queued(), 0);
     }
 
@@ -330,11 +399,11 @@ mod tests {
         let mut jobs = Vec::new();
         // Tenant 1 floods the queue, then tenants 2 and 3 each ask once.
         for answer in ["flood-1", "flood-2", "flood-3", "flood-4"] {
-            jobs.push(queue_logged(&pool, TENANT, answer, &ran).await);
+            jobs.push(queue_logged(&pool, (TENANT, SOURCE), answer, &ran).await);
         }
-        jobs.push(queue_logged(&pool, OTHER, "other", &ran).await);
-        jobs.push(queue_logged(&pool, THIRD, "third", &ran).await);
-        jobs.push(queue_logged(&pool, OTHER, "other-again", &ran).await);
+        jobs.push(queue_logged(&pool, (OTHER, SOURCE), "other", &ran).await);
+        jobs.push(queue_logged(&pool, (THIRD, SOURCE), "third", &ran).await);
+        jobs.push(queue_logged(&pool, (OTHER, SOURCE), "other-again", &ran).await);
         release.send(()).unwrap();
         holder.await.unwrap().unwrap();
         for job in jobs {
@@ -356,6 +425,52 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_tenants_sources_take_turns_within_its_turn() {
+        let pool = HashingPool::with_capacity(1, 16).unwrap();
+        let (release, holder) = hold_the_thread(&pool).await;
+        let ran = Arc::default();
+        let (spraying, other_desk) = (Uuid::from_u128(20), Uuid::from_u128(21));
+        let mut jobs = Vec::new();
+        // One workstation sprays; another workstation of the same tenant, then another
+        // tenant, each ask once.
+        for answer in ["spray-1", "spray-2", "spray-3"] {
+            jobs.push(queue_logged(&pool, (TENANT, spraying), answer, &ran).await);
+        }
+        jobs.push(queue_logged(&pool, (TENANT, other_desk), "desk", &ran).await);
+        jobs.push(queue_logged(&pool, (OTHER, SOURCE), "other", &ran).await);
+        release.send(()).unwrap();
+        holder.await.unwrap().unwrap();
+        for job in jobs {
+            job.await.unwrap().unwrap();
+        }
+        // Tenants in turn; within the tenant, its workstations in turn.
+        assert_eq!(
+            *ran.lock().unwrap(),
+            ["spray-1", "other", "desk", "spray-2", "spray-3"]
+        );
+    }
+
+    #[tokio::test]
+    async fn one_source_may_hold_at_most_a_quarter_of_the_queue() {
+        let pool = HashingPool::with_capacity(1, 8).unwrap();
+        let (release, holder) = hold_the_thread(&pool).await;
+        let ran = Arc::default();
+        let first = queue_logged(&pool, (TENANT, SOURCE), "first", &ran).await;
+        let second = queue_logged(&pool, (TENANT, SOURCE), "second", &ran).await;
+        assert!(matches!(
+            pool.run(TENANT, SOURCE, |_| "refused").await,
+            Err(HashingError::Busy)
+        ));
+        // The tenant's other sources still have room.
+        let desk = queue(&pool, TENANT, "desk").await;
+        release.send(()).unwrap();
+        holder.await.unwrap().unwrap();
+        for (job, answer) in [(first, "first"), (second, "second"), (desk, "desk")] {
+            assert_eq!(job.await.unwrap().unwrap(), answer);
+        }
+    }
+
+    #[tokio::test]
     async fn one_tenant_may_hold_at_most_half_the_queue() {
         let pool = HashingPool::with_capacity(1, 4).unwrap();
         let (release, holder) = hold_the_thread(&pool).await;
@@ -363,7 +478,7 @@ mod tests {
         let second = queue(&pool, TENANT, "second").await;
         // Its half is taken: refused, though the queue has room, and the room stays for others.
         assert!(matches!(
-            pool.run(TENANT, |_| "refused").await,
+            pool.run(TENANT, SOURCE, |_| "refused").await,
             Err(HashingError::Busy)
         ));
         assert_eq!(pool.queued(), 2);
@@ -374,7 +489,10 @@ mod tests {
         assert_eq!(second.await.unwrap().unwrap(), "second");
         assert_eq!(other.await.unwrap().unwrap(), "other");
         // Drained: the tenant has its places back.
-        assert_eq!(pool.run(TENANT, |_| "again").await.unwrap(), "again");
+        assert_eq!(
+            pool.run(TENANT, SOURCE, |_| "again").await.unwrap(),
+            "again"
+        );
     }
 
     #[test]
@@ -401,9 +519,11 @@ mod tests {
     async fn a_panicking_hash_fails_its_caller_and_the_pool_goes_on() {
         let pool = HashingPool::start(1).unwrap();
         #[allow(clippy::panic)]
-        let failed = pool.run(TENANT, |_| -> u32 { panic!("boom") }).await;
+        let failed = pool
+            .run(TENANT, SOURCE, |_| -> u32 { panic!("boom") })
+            .await;
         assert!(failed.is_err());
-        assert_eq!(pool.run(TENANT, |_| 7).await.unwrap(), 7);
+        assert_eq!(pool.run(TENANT, SOURCE, |_| 7).await.unwrap(), 7);
     }
 
     #[tokio::test]
@@ -417,7 +537,7 @@ mod tests {
         // passed: the caller went away while its job waited.
         let abandoned = tokio::time::timeout(
             std::time::Duration::ZERO,
-            pool.run(TENANT, move |_| {
+            pool.run(TENANT, SOURCE, move |_| {
                 flag.store(true, std::sync::atomic::Ordering::SeqCst)
             }),
         )
@@ -426,7 +546,7 @@ mod tests {
         release.send(()).unwrap();
         holder.await.unwrap().unwrap();
         // A job queued after it runs, so the abandoned one has been taken off the queue.
-        assert_eq!(pool.run(TENANT, |_| 1).await.unwrap(), 1);
+        assert_eq!(pool.run(TENANT, SOURCE, |_| 1).await.unwrap(), 1);
         assert!(!ran.load(std::sync::atomic::Ordering::SeqCst));
     }
 

@@ -315,7 +315,7 @@ pub async fn login(
     let user_id = user.id;
     let verified = state
         .hashing
-        .run(agent.tenant.id, move |memory| {
+        .run(agent.tenant.id, agent.device, move |memory| {
             customer::verify_password(&data_key, tenant_id, user_id, &sealed, &password, memory)
         })
         .await?

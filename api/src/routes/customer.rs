@@ -143,10 +143,12 @@ fn random<const N: usize>() -> [u8; N] {
 
 /// Checks and seals a password for `user` on the hashing pool: argon2id is costly by design,
 /// so it runs on its own threads, one hash per CPU, never on the async workers.
+/// `source` is who asks (the caller's user id): the hashing queue takes turns between them.
 async fn seal_password(
     state: &AppState,
     key: DataKey,
     tenant: Uuid,
+    source: Uuid,
     user: UserId,
     password: String,
 ) -> Result<Sealed, Problem> {
@@ -156,7 +158,7 @@ async fn seal_password(
     let (salt, nonce) = (random(), random());
     state
         .hashing
-        .run(tenant, move |memory| {
+        .run(tenant, source, move |memory| {
             Sealer {
                 key: &key,
                 tenant: TenantId(tenant),
@@ -338,24 +340,25 @@ pub async fn create_user(
     let (tenant, caller) = context(&state, &method, &headers, Action::ManageDirectory).await?;
     let request = body(request)?;
     let user = UserId(Uuid::now_v7());
-    let (password, personal_email) = if request.password.is_some()
-        || request.personal_email.is_some()
-    {
-        let key = data_key(&state, &tenant).await?;
-        let personal_email = request
-            .personal_email
-            .as_deref()
-            .filter(|e| !e.trim().is_empty())
-            .map(|e| seal_email(&key, tenant.id, user, e))
-            .transpose()?;
-        let password = match request.password {
-            Some(password) => Some(seal_password(&state, key, tenant.id, user, password).await?),
-            None => None,
+    let (password, personal_email) =
+        if request.password.is_some() || request.personal_email.is_some() {
+            let key = data_key(&state, &tenant).await?;
+            let personal_email = request
+                .personal_email
+                .as_deref()
+                .filter(|e| !e.trim().is_empty())
+                .map(|e| seal_email(&key, tenant.id, user, e))
+                .transpose()?;
+            let password = match request.password {
+                Some(password) => Some(
+                    seal_password(&state, key, tenant.id, caller.user().0, user, password).await?,
+                ),
+                None => None,
+            };
+            (password, personal_email)
+        } else {
+            (None, None)
         };
-        (password, personal_email)
-    } else {
-        (None, None)
-    };
     let committed = run(
         &state,
         &tenant,
@@ -474,7 +477,15 @@ pub async fn set_password(
     // An unknown user is a 404 before any hashing is spent on it.
     user_row(&state, tenant.id, user.0).await?;
     let key = data_key(&state, &tenant).await?;
-    let verifier = seal_password(&state, key, tenant.id, user, request.password).await?;
+    let verifier = seal_password(
+        &state,
+        key,
+        tenant.id,
+        caller.user().0,
+        user,
+        request.password,
+    )
+    .await?;
     let committed = run(
         &state,
         &tenant,
