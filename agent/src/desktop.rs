@@ -390,9 +390,12 @@ impl<A: LocalAccounts> Agent<A> {
     /// password that worked online before, for the user's current password version.
     pub async fn login(&mut self, username: &str, password: &str) -> Result<Login, AgentError> {
         let exists = self.accounts.find(username)?.is_some();
+        // A login refused as busy (the service's hashing queue is full) was not checked nor
+        // recorded: it is sent again after the wait the service asks for, a few times, so a
+        // flood elsewhere costs the person at the screen a pause rather than an error.
         let answer = self
             .client
-            .send(
+            .send_patiently(
                 Method::POST,
                 &self.base,
                 "/api/v1/agent/login",

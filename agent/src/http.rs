@@ -1,6 +1,7 @@
 //! The HTTP side of idem's clients: URLs of tenant hosts, a client that reaches
-//! `*.localhost` on loopback (RFC 6761) without any DNS set-up, and the service's
-//! problem+json errors turned into readable messages.
+//! `*.localhost` on loopback (RFC 6761) without any DNS set-up, the service's
+//! problem+json errors turned into readable messages, and a patient send for calls a busy
+//! service asks to retry (503 with `Retry-After`).
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
@@ -15,12 +16,14 @@ pub enum Error {
     Url(String, String),
     #[error("could not reach {0}: {1}")]
     Unreachable(String, String),
-    /// The service answered with an error: its status, title and detail.
+    /// The service answered with an error: its status, title and detail, and how long it
+    /// asked to wait before trying again (`Retry-After` in seconds), if it did.
     #[error("{status} {title}: {detail}")]
     Refused {
         status: u16,
         title: String,
         detail: String,
+        retry_after: Option<Duration>,
     },
     #[error("unexpected answer: {0}")]
     Answer(String),
@@ -37,6 +40,12 @@ pub fn parse_url(raw: &str) -> Result<Url, Error> {
     }
     Ok(url)
 }
+
+/// How many times `send_patiently` sends a request the service refuses as busy, in all.
+pub const BUSY_ATTEMPTS: usize = 3;
+/// The longest `send_patiently` waits between two sends, whatever `Retry-After` says: a
+/// person is waiting at the login screen.
+pub const BUSY_WAIT_MAX: Duration = Duration::from_secs(2);
 
 /// A client for one tenant URL.
 pub struct Client {
@@ -114,6 +123,12 @@ impl Client {
             .await
             .map_err(|e| Error::Unreachable(url.to_string(), e.to_string()))?;
         let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
         let body = response
             .bytes()
             .await
@@ -132,8 +147,148 @@ impl Client {
                 status: status.as_u16(),
                 title: text("title"),
                 detail: text("detail"),
+                retry_after,
             });
         }
         Ok(Answer { body })
+    }
+
+    /// Like `send`, but a 503 (the service is busy, e.g. its password-hashing queue is full,
+    /// which it answers before doing anything) is sent again after the wait the service asks
+    /// for (1 s if it names none; at most `BUSY_WAIT_MAX`), up to `BUSY_ATTEMPTS` sends in all.
+    /// Only for requests that a 503 leaves undone, so that sending again is safe.
+    pub async fn send_patiently(
+        &self,
+        method: reqwest::Method,
+        base: &Url,
+        path: &str,
+        bearer: Option<&str>,
+        body: Option<&serde_json::Value>,
+    ) -> Result<Answer, Error> {
+        let mut sent = 1;
+        loop {
+            match self.send(method.clone(), base, path, bearer, body).await {
+                Err(Error::Refused {
+                    status: 503,
+                    retry_after,
+                    ..
+                }) if sent < BUSY_ATTEMPTS => {
+                    let wait = retry_after.unwrap_or(Duration::from_secs(1));
+                    tokio::time::sleep(wait.min(BUSY_WAIT_MAX)).await;
+                    sent += 1;
+                }
+                answer => return answer,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A peer that answers each connection with the next of `answers` (then closes it), and
+    /// counts the requests it got.
+    async fn serve(
+        answers: Vec<&'static str>,
+    ) -> (Url, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = Url::parse(&format!("http://{}/", listener.local_addr().unwrap())).unwrap();
+        let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = count.clone();
+        tokio::spawn(async move {
+            for answer in answers {
+                let (mut socket, _) = listener.accept().await.unwrap();
+                // Read the head and the body its Content-Length announces.
+                let mut request = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    let n = socket.read(&mut chunk).await.unwrap();
+                    request.extend_from_slice(&chunk[..n]);
+                    let text = String::from_utf8_lossy(&request).to_string();
+                    if let Some(end) = text.find("\r\n\r\n") {
+                        let length = text[..end]
+                            .lines()
+                            .find_map(|l| {
+                                let (name, value) = l.split_once(':')?;
+                                name.eq_ignore_ascii_case("content-length")
+                                    .then(|| value.trim().parse::<usize>().ok())?
+                            })
+                            .unwrap_or(0);
+                        if request.len() >= end + 4 + length {
+                            break;
+                        }
+                    }
+                    if n == 0 {
+                        break;
+                    }
+                }
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                socket.write_all(answer.as_bytes()).await.unwrap();
+                socket.shutdown().await.unwrap();
+            }
+        });
+        (url, count)
+    }
+
+    const BUSY: &str = "HTTP/1.1 503 Service Unavailable\r\nretry-after: 0\r\n\
+        content-type: application/problem+json\r\nconnection: close\r\ncontent-length: 45\r\n\r\n\
+        {\"title\":\"Busy\",\"detail\":\"try again shortly\"}";
+    const OK: &str = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
+        connection: close\r\ncontent-length: 11\r\n\r\n{\"ok\":true}";
+    const REFUSED: &str = "HTTP/1.1 401 Unauthorized\r\ncontent-type: application/problem+json\r\n\
+        connection: close\r\ncontent-length: 2\r\n\r\n{}";
+
+    async fn login(url: &Url) -> Result<Answer, Error> {
+        Client::for_url(url)
+            .unwrap()
+            .send_patiently(
+                reqwest::Method::POST,
+                url,
+                "/api/v1/agent/login",
+                Some("token"),
+                Some(&serde_json::json!({"username": "u", "password": "p"})),
+            )
+            .await
+    }
+
+    #[tokio::test]
+    async fn a_busy_service_is_asked_again_after_its_retry_after() {
+        let (url, count) = serve(vec![BUSY, BUSY, OK]).await;
+        let answer = login(&url).await.unwrap();
+        assert_eq!(answer.json::<serde_json::Value>().unwrap()["ok"], true);
+        assert_eq!(count.load(std::sync::atomic::Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn a_service_busy_every_time_is_an_error_after_the_last_attempt() {
+        let (url, count) = serve(vec![BUSY; BUSY_ATTEMPTS + 1]).await;
+        match login(&url).await {
+            Err(Error::Refused {
+                status: 503,
+                detail,
+                retry_after,
+                ..
+            }) => {
+                assert_eq!(detail, "try again shortly");
+                assert_eq!(retry_after, Some(Duration::ZERO));
+            }
+            other => panic!("expected the last 503, got {:?}", other.map(|a| a.body)),
+        }
+        assert_eq!(
+            count.load(std::sync::atomic::Ordering::SeqCst),
+            BUSY_ATTEMPTS
+        );
+    }
+
+    #[tokio::test]
+    async fn other_refusals_are_not_sent_again() {
+        let (url, count) = serve(vec![REFUSED, OK]).await;
+        assert!(matches!(
+            login(&url).await,
+            Err(Error::Refused { status: 401, .. })
+        ));
+        assert_eq!(count.load(std::sync::atomic::Ordering::SeqCst), 1);
     }
 }
