@@ -341,6 +341,10 @@ pub mod keys {
     /// even when the streams holding the newest events are deleted.
     pub const HEAD: &[u8] = b"head";
 
+    /// `meta`: the oldest generation of the journal that recovery must replay; the table files
+    /// hold every write of the generations before it (see `rocks::journal`).
+    pub const JOURNAL_CHECKPOINT: &[u8] = b"journal-checkpoint";
+
     /// `meta`: a deleted stream's tombstone (value: the log head when it was deleted), so that a
     /// late write cannot bring it back.
     pub fn tombstone(stream: StreamId) -> [u8; 24] {

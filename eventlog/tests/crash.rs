@@ -2,8 +2,8 @@
 //! with SIGKILL at random moments, reopen the log, and check that every acknowledged event is
 //! there, byte for byte, with gap-free seqs and positions and sound chains.
 //!
-//! Every other round runs with small memtables, so kills also land during memtable flushes,
-//! WAL switches and compactions.
+//! Every other round runs with small memtables and small journal segments, so kills also land
+//! during memtable flushes, compactions, and the journal's rotations, retirements and zeroing.
 //!
 //! `IDEM_CRASH_ROUNDS` sets the number of rounds (default 50).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -16,14 +16,28 @@ use eventlog::{Digest32, EventLog, RecordedEvent, RocksLog, StreamId, verify};
 use rand::Rng;
 
 /// Memtables of every other round: they fill every few hundred events, so kills land while
-/// memtables are flushed, the WAL moves to new files and the old ones are deleted.
+/// memtables are flushed and table files compacted.
 const SMALL_MEMTABLE_BYTES: usize = 64 << 10;
+/// Journal segments of the same rounds: they fill every few dozen events, so kills land while
+/// the journal moves to a new segment, retires and zeroes old ones and prepares spares.
+const SMALL_SEGMENT_BYTES: u64 = 32 << 10;
 
-/// How many times RocksDB's info log of the writer's run says the WAL moved to a new file.
-fn wal_switches(dir: &std::path::Path) -> usize {
-    std::fs::read_to_string(dir.join("LOG")).map_or(0, |log| {
-        log.matches("New memtable created with log file").count()
-    })
+/// How many times RocksDB's info log of the writer's run says a memtable was flushed.
+fn memtable_flushes(dir: &std::path::Path) -> usize {
+    std::fs::read_to_string(dir.join("LOG"))
+        .map_or(0, |log| log.matches("Flushing memtable").count())
+}
+
+/// The newest journal generation on disk: the generation field (bytes 4..12) of each segment's
+/// first record. Each open starts a new generation and each move to a new segment another, so
+/// a run that went across segments ends more than one generation after the run before.
+fn newest_generation(dir: &std::path::Path) -> Option<u64> {
+    let files = std::fs::read_dir(dir.join("journal")).ok()?;
+    files
+        .filter_map(|f| std::fs::read(f.ok()?.path()).ok())
+        .filter(|bytes| bytes.len() >= 12 && bytes[..4] != [0; 4])
+        .map(|bytes| u64::from_le_bytes(bytes[4..12].try_into().unwrap()))
+        .max()
 }
 
 /// One acknowledged event as the child printed it.
@@ -54,7 +68,17 @@ fn parse(line: &str) -> ((StreamId, u64), Ack) {
 fn run_and_kill(dir: &std::path::Path, kill_after: usize, small_memtables: bool) -> Vec<String> {
     let mut child = Command::new(env!("CARGO_BIN_EXE_eventlog-crash-writer"))
         .arg(dir)
-        .args(small_memtables.then_some(SMALL_MEMTABLE_BYTES.to_string()))
+        .args(
+            small_memtables
+                .then(|| {
+                    [
+                        SMALL_MEMTABLE_BYTES.to_string(),
+                        SMALL_SEGMENT_BYTES.to_string(),
+                    ]
+                })
+                .into_iter()
+                .flatten(),
+        )
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -155,7 +179,9 @@ fn acknowledged_events_survive_sigkill() {
     let mut rng = rand::rng();
     let mut acked = HashMap::new();
     let mut total_lines = 0;
-    let mut rounds_across_wal_files = 0;
+    let mut rounds_through_flushes = 0;
+    let mut rounds_across_segments = 0;
+    let mut last_generation = None;
     for round in 0..rounds {
         // Kill at a random point of the writer's progress, sometimes before its first ack;
         // with small memtables, later on average, so that most rounds go through flushes.
@@ -166,9 +192,14 @@ fn acknowledged_events_survive_sigkill() {
             (_, true) => rng.random_range(1..3000),
         };
         let lines = run_and_kill(dir.path(), kill_after, small_memtables);
-        if small_memtables && wal_switches(dir.path()) > 1 {
-            rounds_across_wal_files += 1;
+        if small_memtables && memtable_flushes(dir.path()) > 1 {
+            rounds_through_flushes += 1;
         }
+        let generation = newest_generation(dir.path());
+        if small_memtables && generation > last_generation.map(|g| g + 1) {
+            rounds_across_segments += 1;
+        }
+        last_generation = generation.or(last_generation);
         total_lines += lines.len();
         for line in &lines {
             let (place, ack) = parse(line);
@@ -183,11 +214,16 @@ fn acknowledged_events_survive_sigkill() {
         "the writer acknowledged too little to test anything"
     );
     assert!(
-        rounds_across_wal_files > 0 || rounds < 10,
-        "no round was killed after its WAL moved to a new file"
+        rounds_through_flushes > 0 || rounds < 10,
+        "no round was killed after a memtable flush"
+    );
+    assert!(
+        rounds_across_segments > 0 || rounds < 10,
+        "no round was killed after the journal moved to a new segment"
     );
     eprintln!(
         "{rounds} rounds, {total_lines} acknowledged events, all present; \
-         {rounds_across_wal_files} rounds went through WAL switches"
+         {rounds_through_flushes} rounds went through memtable flushes, \
+         {rounds_across_segments} across journal segments"
     );
 }

@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 
 use eventlog::testkit::{event, stream};
 use eventlog::{
-    Commit, Error, EventLog, Expected, Reservation, RocksLog, StreamAppend, StreamId, verify,
+    Commit, Error, EventLog, Expected, Reservation, RocksLog, RocksOptions, StreamAppend, StreamId,
+    verify,
 };
 use rocksdb::{DB, Options};
 
@@ -281,11 +282,12 @@ async fn a_missing_event_is_a_broken_link() {
     );
 }
 
+/// Every file under `dir`, the journal's segments included.
 fn files(dir: &Path) -> Vec<PathBuf> {
     std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())
-        .filter(|p| p.is_file())
+        .flat_map(|p| if p.is_dir() { files(&p) } else { vec![p] })
         .collect()
 }
 
@@ -362,7 +364,7 @@ async fn deleted_data_leaves_the_files_on_disk() {
     log.settle().await.unwrap();
     log.flush().await.unwrap();
     log.settle().await.unwrap();
-    drop(log);
+    // Checked while the log is open: closing retires the whole journal anyway.
     let holding: Vec<_> = files(dir.path())
         .into_iter()
         .filter(|f| contains(f, marker))
@@ -371,6 +373,7 @@ async fn deleted_data_leaves_the_files_on_disk() {
         holding.is_empty(),
         "deleted data still on disk in {holding:?}"
     );
+    drop(log);
     let log = RocksLog::open(dir.path()).unwrap();
     assert_eq!(log.read_all(0, 100).await.unwrap().len(), 25);
     assert!(verify(&log, keep).await.unwrap().is_valid());
@@ -503,5 +506,73 @@ async fn deletion_takes_events_appended_while_it_was_queued() {
             left += usize::from(owner == s.0.as_bytes());
         }
         assert_eq!(left, 0, "{left} keys of the deleted stream left in {cf}");
+    }
+}
+
+#[tokio::test]
+async fn a_cleanly_closed_log_leaves_nothing_in_its_journal() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = dir.path().join("journal");
+    let s = stream();
+    let marker = b"written-before-the-log-was-closed";
+    {
+        let log = RocksLog::open(dir.path()).unwrap();
+        for _ in 0..20 {
+            log.append(StreamAppend::new(s, Expected::Any).event(event("T", marker.to_vec())))
+                .await
+                .unwrap();
+        }
+        assert!(
+            files(&journal).iter().any(|f| contains(f, marker)),
+            "appends are written to the journal"
+        );
+    }
+    for file in files(&journal) {
+        let bytes = std::fs::read(&file).unwrap();
+        assert!(
+            bytes.iter().all(|b| *b == 0),
+            "{} still holds data after a clean close",
+            file.display()
+        );
+    }
+    let log = RocksLog::open(dir.path()).unwrap();
+    assert_eq!(log.read_stream(s, 1, 100).await.unwrap().len(), 20);
+    assert!(verify(&log, s).await.unwrap().is_valid());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_journal_segments_lose_nothing_and_do_not_pile_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = || RocksOptions {
+        journal_segment_bytes: 4096,
+        ..RocksOptions::default()
+    };
+    let streams: Vec<_> = (0..5).map(|_| stream()).collect();
+    {
+        let log = RocksLog::open_with(dir.path(), options()).unwrap();
+        for i in 0..100 {
+            for s in &streams {
+                let data = format!("event {i} of {s}");
+                log.append(StreamAppend::new(*s, Expected::At(i)).event(event("T", data)))
+                    .await
+                    .unwrap();
+            }
+        }
+        log.settle().await.unwrap();
+        // ~150 KB went through 4 KiB segments: dozens of rotations, yet only the active
+        // segment and the spares remain.
+        let segments = files(&dir.path().join("journal")).len();
+        assert!(
+            segments <= 3,
+            "{segments} segment files: retired ones pile up"
+        );
+    }
+    let log = RocksLog::open_with(dir.path(), options()).unwrap();
+    assert_eq!(log.read_all(0, 1000).await.unwrap().len(), 500);
+    for s in &streams {
+        let events = log.read_stream(*s, 1, 1000).await.unwrap();
+        assert_eq!(events.len(), 100);
+        assert_eq!(events[99].data, format!("event 99 of {s}").into_bytes());
+        assert!(verify(&log, *s).await.unwrap().is_valid());
     }
 }

@@ -8,7 +8,9 @@
 //! the checker can tell that the bytes it reads back are the ones written.
 //!
 //! With a second argument, memtables are that small: they fill and flush every few hundred
-//! events, so kills also land during flushes, WAL switches and compactions.
+//! events, so kills also land during flushes and compactions; with a third, journal segments
+//! are: they fill every few dozen events, so kills also land while the journal moves to a new
+//! segment, retires old ones, zeroes them and prepares spares.
 
 use std::io::Write;
 use std::sync::Arc;
@@ -100,11 +102,14 @@ async fn racer(
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let usage = "usage: eventlog-crash-writer <dir> [memtable bytes]";
+    let usage = "usage: eventlog-crash-writer <dir> [memtable bytes [journal segment bytes]]";
     let dir = std::env::args().nth(1).ok_or(usage)?;
     let mut options = RocksOptions::default();
     if let Some(bytes) = std::env::args().nth(2) {
         options.memtable_bytes = bytes.parse().map_err(|_| usage)?;
+    }
+    if let Some(bytes) = std::env::args().nth(3) {
+        options.journal_segment_bytes = bytes.parse().map_err(|_| usage)?;
     }
     let log = Arc::new(RocksLog::open_with(&dir, options)?);
     let mut tasks = tokio::task::JoinSet::new();

@@ -4,6 +4,9 @@
 //! whatever is queued, so a lone writer is written at once, and writers that arrive during a
 //! sync share the next one.
 //!
+//! The batch goes to the [`journal`](super::journal) first, which syncs it; RocksDB then applies
+//! it without its own WAL.
+//!
 //! A commit that fails a check is answered with its error and contributes nothing to the batch;
 //! the other commits of its group are unaffected. Every answer is sent only after the group's
 //! sync, so nobody learns of a conflict with a write that is not yet durable.
@@ -16,6 +19,7 @@ use std::thread::JoinHandle;
 use rocksdb::{WriteBatch, WriteOptions};
 use tokio::sync::{oneshot, watch};
 
+use super::journal::{Chore, Journal};
 use super::maintenance::{self, Compaction};
 use super::{Cf, Shared};
 use crate::encoding::{self, keys};
@@ -85,6 +89,7 @@ pub(crate) fn start(
     head: u64,
     head_tx: watch::Sender<u64>,
     maintenance: mpsc::Sender<maintenance::Job>,
+    journal: Journal,
 ) -> Result<(mpsc::Sender<Request>, JoinHandle<()>)> {
     let (sender, queue) = mpsc::channel();
     let committer = Committer {
@@ -94,6 +99,7 @@ pub(crate) fn start(
         head_tx,
         maintenance,
         heads: HashMap::new(),
+        journal,
     };
     let thread = std::thread::Builder::new()
         .name("eventlog-committer".into())
@@ -112,6 +118,7 @@ struct Committer {
     /// Durable heads of live streams. Only this thread writes, so the cache cannot go stale:
     /// it is updated after each durable group, and a deleted stream is removed from it.
     heads: HashMap<StreamId, StreamHead>,
+    journal: Journal,
 }
 
 impl Committer {
@@ -128,6 +135,10 @@ impl Committer {
                 group.push(next);
             }
             self.commit_group(group);
+        }
+        // Closing: retire the journal, so that a log closed cleanly replays nothing at open.
+        if let Some(chore) = self.journal.close() {
+            let _ = self.maintenance.send(maintenance::Job::Journal(chore));
         }
     }
 
@@ -165,7 +176,7 @@ impl Committer {
 
         let batch_was_empty = batch.is_empty();
         let written = if batch_was_empty {
-            Ok(())
+            Ok(Vec::new())
         } else {
             self.write(batch, next_head)
         };
@@ -175,7 +186,7 @@ impl Committer {
         }
         for (_, answer) in &answers {
             match (answer, &written) {
-                (Ok(committed), Ok(())) => {
+                (Ok(committed), Ok(_)) => {
                     stats.commits.fetch_add(1, Ordering::Relaxed);
                     let events = committed.events.len() as u64;
                     stats.events.fetch_add(events, Ordering::Relaxed);
@@ -186,16 +197,23 @@ impl Committer {
             }
         }
         match written {
-            Ok(()) => {
+            Ok(mut chores) => {
                 self.head = next_head;
                 self.remember(pending);
                 self.head_tx.send_replace(next_head);
                 if !compactions.is_empty() {
+                    // The deleted streams' data is in the journal too: moving to a new
+                    // generation lets the maintenance thread zero the segments holding it. If
+                    // that fails, the next rotation retires them.
+                    chores.extend(self.journal.rotate().unwrap_or_default());
                     // The maintenance thread outlives the committer; if it is gone the log is
                     // closing, and the data is already unreadable: compaction only reclaims it.
                     let _ = self
                         .maintenance
                         .send(maintenance::Job::Compact(compactions));
+                }
+                for chore in chores {
+                    let _ = self.maintenance.send(maintenance::Job::Journal(chore));
                 }
                 for (reply, answer) in answers {
                     let _ = reply.send(answer);
@@ -227,20 +245,30 @@ impl Committer {
         }
     }
 
-    /// Writes the group's batch with a synced WAL. The error is a message, because every
-    /// commit of the group gets its own copy.
-    fn write(&self, mut batch: WriteBatch, head: u64) -> Result<(), String> {
+    /// Writes the group's batch to the journal, synced, then applies it to RocksDB. The error
+    /// is a message, because every commit of the group gets its own copy.
+    fn write(&mut self, mut batch: WriteBatch, head: u64) -> Result<Vec<Chore>, String> {
         if head != self.head {
             let meta = self.shared.cf(Cf::Meta).map_err(|e| e.to_string())?;
             batch.put_cf(meta, keys::HEAD, head.to_be_bytes());
         }
-        let mut options = WriteOptions::default();
-        options.set_sync(true);
-        self.shared
-            .db
-            .write_opt(batch, &options)
-            .map_err(|e| e.into_string())
+        let chores = self.journal.append(batch.data())?;
+        if let Err(e) = self.shared.db.write_opt(batch, &unlogged()) {
+            // The journal holds a batch RocksDB does not: recovery will apply it, but until
+            // then this process's view and the disk's differ, so it writes nothing more.
+            let message = e.into_string();
+            self.journal.fail(&message);
+            return Err(message);
+        }
+        Ok(chores)
     }
+}
+
+/// Options for RocksDB writes: the journal has made them durable already.
+pub(crate) fn unlogged() -> WriteOptions {
+    let mut options = WriteOptions::default();
+    options.disable_wal(true);
+    options
 }
 
 /// (events, bytes of payload) of a commit, for sizing groups.

@@ -1,14 +1,19 @@
-//! Background compactions after deletions. A range delete hides a stream's data from every
-//! read at once; compacting the range afterwards removes the bytes from the files on disk. It
-//! runs on its own thread so that a large compaction never stalls the committer.
+//! Background work the committer must not wait for: compactions after deletions (a range
+//! delete hides a stream's data from every read at once; compacting the range afterwards
+//! removes the bytes from the table files), and the journal's chores (retiring segments once
+//! RocksDB's table files hold their writes, zeroing them, preparing spares).
 
+use std::path::PathBuf;
 use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
 
 use rocksdb::{BottommostLevelCompaction, CompactOptions};
 use tokio::sync::oneshot;
 
+use super::committer;
+use super::journal::{self, Chore, Spares};
 use super::{Cf, Shared};
+use crate::encoding::keys;
 use crate::error::{Error, Result};
 
 /// A key range `[from, to)` of one column family to compact.
@@ -33,6 +38,7 @@ impl Compaction {
 
 pub(crate) enum Job {
     Compact(Vec<Compaction>),
+    Journal(Chore),
     /// Answered once every job queued before it has run.
     Settle(oneshot::Sender<()>),
 }
@@ -43,11 +49,11 @@ pub(crate) struct Handle {
 }
 
 impl Handle {
-    pub(crate) fn start(shared: Arc<Shared>) -> Result<Self> {
+    pub(crate) fn start(shared: Arc<Shared>, journal: JournalFiles) -> Result<Self> {
         let (sender, jobs) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("eventlog-maintenance".into())
-            .spawn(move || run(&shared, &jobs))
+            .spawn(move || run(&shared, journal, &jobs))
             .map_err(|e| Error::storage("starting the maintenance thread", e))?;
         Ok(Handle {
             sender: Some(sender),
@@ -82,18 +88,34 @@ impl Handle {
     }
 }
 
+/// The journal's files, as the maintenance thread sees them.
+pub(crate) struct JournalFiles {
+    pub(crate) spares: Spares,
+    pub(crate) segment_bytes: u64,
+    /// Retired files not zeroed yet because RocksDB could not be flushed: retried with the
+    /// next retirement (until then they hold generations recovery would replay).
+    pub(crate) unretired: Vec<PathBuf>,
+}
+
 /// Runs jobs as they come. Jobs queued together are merged: one compaction per column family
 /// over the range covering all of theirs. A burst of deletions (each of whose event ranges
 /// spans most of the log, as positions interleave tenants) then costs one compaction, not one
-/// each.
-fn run(shared: &Shared, jobs: &mpsc::Receiver<Job>) {
+/// each; and one flush serves every retirement queued together.
+fn run(shared: &Shared, mut journal: JournalFiles, jobs: &mpsc::Receiver<Job>) {
     while let Ok(first) = jobs.recv() {
         let mut ranges = Vec::new();
         let mut settled = Vec::new();
+        let mut retire_below = None;
+        let mut prepare = Vec::new();
         let mut next = Some(first);
         while let Some(job) = next {
             match job {
                 Job::Compact(more) => ranges.extend(more),
+                Job::Journal(Chore::Retire { below, files }) => {
+                    retire_below = retire_below.max(Some(below));
+                    journal.unretired.extend(files);
+                }
+                Job::Journal(Chore::Prepare(path)) => prepare.push(path),
                 Job::Settle(done) => settled.push(done),
             }
             next = jobs.try_recv().ok();
@@ -101,8 +123,59 @@ fn run(shared: &Shared, jobs: &mpsc::Receiver<Job>) {
         if !ranges.is_empty() {
             compact(shared, &cover(ranges));
         }
+        if let Some(below) = retire_below {
+            retire(shared, &mut journal, below);
+        }
+        for path in prepare {
+            // Without a spare the journal writes to a growing file: slower syncs, no harm.
+            if journal::lock(&journal.spares).len() < journal::MAX_SPARES
+                && journal::prepare(&path, journal.segment_bytes).is_ok()
+            {
+                journal::lock(&journal.spares).push(path);
+            } else {
+                let _ = std::fs::remove_file(&path);
+            }
+        }
         for done in settled {
             let _ = done.send(());
+        }
+    }
+}
+
+/// Makes RocksDB's table files hold every write of the generations below `below`, records
+/// that as the checkpoint, then zeroes the retired files and keeps a few as spares.
+fn retire(shared: &Shared, journal: &mut JournalFiles, below: u64) {
+    let flushed = Cf::ALL.iter().all(|cf| {
+        shared
+            .cf(*cf)
+            .is_ok_and(|handle| shared.db.flush_cf(handle).is_ok())
+    });
+    if !flushed {
+        return;
+    }
+    let Ok(meta) = shared.cf(Cf::Meta) else {
+        return;
+    };
+    let recorded = shared
+        .db
+        .put_cf_opt(
+            meta,
+            keys::JOURNAL_CHECKPOINT,
+            below.to_be_bytes(),
+            &committer::unlogged(),
+        )
+        .and_then(|()| shared.db.flush_cf(meta));
+    if recorded.is_err() {
+        return;
+    }
+    for path in journal.unretired.drain(..) {
+        let spare = journal::erase(&path, journal.segment_bytes).unwrap_or(false);
+        if spare && journal::lock(&journal.spares).len() < journal::MAX_SPARES {
+            journal::lock(&journal.spares).push(path);
+        } else {
+            // Zeroed (or, failing that, holding only generations below the checkpoint, which
+            // recovery ignores and zeroes again if the file outlives this).
+            let _ = std::fs::remove_file(&path);
         }
     }
 }

@@ -5,6 +5,7 @@
 //! straight to RocksDB on tokio's blocking pool.
 
 mod committer;
+mod journal;
 mod maintenance;
 
 use std::collections::HashMap;
@@ -67,9 +68,12 @@ impl Cf {
 pub struct RocksOptions {
     /// Shared block cache for all column families.
     pub block_cache_bytes: usize,
-    /// Memtable size per column family: each time one fills, it is flushed and the WAL moves
-    /// to a new file. Small only in tests that want many flushes and WAL switches.
+    /// Memtable size per column family: each time one fills, it is flushed to a table file.
+    /// Small only in tests that want many flushes.
     pub memtable_bytes: usize,
+    /// Size of a journal segment: each time one fills, the memtables are flushed and the
+    /// segment is zeroed for reuse. Small only in tests that want many rotations.
+    pub journal_segment_bytes: u64,
 }
 
 impl Default for RocksOptions {
@@ -77,6 +81,7 @@ impl Default for RocksOptions {
         RocksOptions {
             block_cache_bytes: 128 << 20,
             memtable_bytes: 64 << 20,
+            journal_segment_bytes: 64 << 20,
         }
     }
 }
@@ -142,15 +147,10 @@ impl RocksLog {
         db_options.create_missing_column_families(true);
         db_options.set_paranoid_checks(true);
         db_options.set_max_background_jobs(2);
-        // Several column families share one WAL; cap it so a quiet family cannot pin old logs
-        // (past the cap, the families holding the oldest WAL file are flushed, freeing it).
+        // Writes bypass RocksDB's WAL (the journal has made them durable), but a data
+        // directory written before the journal existed still has WAL files, replayed at open.
         db_options.set_max_total_wal_size(options.memtable_bytes.saturating_mul(4) as u64);
         db_options.set_keep_log_file_num(4);
-        // No WAL recycling, though it makes each sync cheaper (a recycled file is overwritten,
-        // so no growing size to journal: +15% for a lone writer here, BENCHMARKS.md) and
-        // RocksDB supports it with point-in-time recovery since 9.1. A recycled file keeps the
-        // bytes it held before, so a deleted tenant's events would stay on disk in it for as
-        // long as nothing overwrites them; deletion has to remove them for good.
         let descriptors = Cf::ALL.map(|cf| {
             let mut table = BlockBasedOptions::default();
             table.set_block_cache(&cache);
@@ -170,10 +170,42 @@ impl RocksLog {
             db,
             stats: Counters::default(),
         });
+        let spares = journal::Spares::default();
+        let (journal, chore) = journal::Journal::open(
+            &path.join("journal"),
+            options.journal_segment_bytes,
+            journal_checkpoint(&shared)?,
+            Arc::clone(&spares),
+            |batch| {
+                shared
+                    .db
+                    .write_opt(
+                        rocksdb::WriteBatch::from_data(batch),
+                        &committer::unlogged(),
+                    )
+                    .map_err(|e| Error::storage("replaying the journal", e))
+            },
+        )?;
         let head = committer::recorded_head(&shared)?;
         let (head_tx, head_rx) = watch::channel(head);
-        let maintenance = maintenance::Handle::start(Arc::clone(&shared))?;
-        let writer = committer::start(Arc::clone(&shared), head, head_tx, maintenance.sender())?;
+        let maintenance = maintenance::Handle::start(
+            Arc::clone(&shared),
+            maintenance::JournalFiles {
+                spares,
+                segment_bytes: options.journal_segment_bytes,
+                unretired: Vec::new(),
+            },
+        )?;
+        if let Some(chore) = chore {
+            let _ = maintenance.sender().send(maintenance::Job::Journal(chore));
+        }
+        let writer = committer::start(
+            Arc::clone(&shared),
+            head,
+            head_tx,
+            maintenance.sender(),
+            journal,
+        )?;
         Ok(RocksLog {
             shared,
             head: head_rx,
@@ -254,6 +286,24 @@ impl Drop for RocksLog {
             let _ = thread.join();
         }
         self.maintenance.stop();
+    }
+}
+
+/// The journal's checkpoint: the oldest generation recovery must replay (0 for a new log).
+fn journal_checkpoint(shared: &Shared) -> Result<u64> {
+    let stored = shared
+        .db
+        .get_pinned_cf(shared.cf(Cf::Meta)?, keys::JOURNAL_CHECKPOINT)
+        .map_err(|e| Error::storage("reading the journal checkpoint", e))?;
+    match stored {
+        None => Ok(0),
+        Some(bytes) => {
+            let bytes: [u8; 8] = bytes.as_ref().try_into().map_err(|_| Error::Corrupt {
+                at: Location::default(),
+                reason: format!("the journal checkpoint record has {} bytes", bytes.len()),
+            })?;
+            Ok(u64::from_be_bytes(bytes))
+        }
     }
 }
 
