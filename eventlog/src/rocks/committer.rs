@@ -202,10 +202,9 @@ impl Committer {
                 self.remember(pending);
                 self.head_tx.send_replace(next_head);
                 if !compactions.is_empty() {
-                    // The deleted streams' data is in the journal too: moving to a new
-                    // generation lets the maintenance thread zero the segments holding it. If
-                    // that fails, the next rotation retires them.
-                    chores.extend(self.journal.rotate().unwrap_or_default());
+                    // The deleted streams' data is in the journal too: moving to a clean
+                    // segment lets the maintenance thread zero every segment that may hold it.
+                    chores.extend(self.journal.rotate_for_erasure());
                     // The maintenance thread outlives the committer; if it is gone the log is
                     // closing, and the data is already unreadable: compaction only reclaims it.
                     let _ = self

@@ -24,13 +24,22 @@
 //! which nobody was told is durable. `previous` makes a record lost from the middle of an older
 //! generation an error instead of a silent truncation.
 //!
-//! Retirement: when the active segment is full (or a deletion wants its bytes gone), the journal
-//! moves to a new generation in a spare segment and hands the older files to the maintenance
-//! thread ([`Chore::Retire`]), which flushes RocksDB's memtables, records the *checkpoint* (the
-//! oldest generation still needed) in the `meta` family, zeroes the files and keeps up to
-//! [`MAX_SPARES`] of them for reuse. Recovery replays, in order, every record of the generations
-//! from the checkpoint on. Replaying a batch whose writes RocksDB already holds changes nothing:
-//! batches are puts and deletes (no merges), replayed in their original order.
+//! Retirement: when the active segment is full, the journal moves to a new generation in a spare
+//! segment and hands the older file to the maintenance thread ([`Chore::Retire`]), which
+//! flushes RocksDB's memtables, records the *checkpoint* (the oldest generation still needed)
+//! in the `meta` family and keeps up to [`MAX_SPARES`] files for reuse. Recovery replays, in
+//! order, every record of the generations from the checkpoint on. Replaying a batch whose
+//! writes RocksDB already holds changes nothing: batches are puts and deletes (no merges),
+//! replayed in their original order.
+//!
+//! Erasure: a reused spare still holds old generations past what is rewritten (harmless to
+//! recovery, which stops at a record of another generation), so a deletion must not leave its
+//! data there. A deletion makes the journal move to a *clean* (all-zero) spare or a new file,
+//! and sends the segment it left and every stale spare to be zeroed. The pool counts
+//! deletions; a retired file is zeroed before it becomes a spare if a deletion came after it
+//! started to be written, so that no file the committer can pick up holds deleted bytes. Zeroing
+//! only then, not at every retirement, halves the bytes the journal writes (~10% of throughput
+//! under sustained batches). A clean close and every open zero all the journal's files too.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufReader, Read};
@@ -44,7 +53,7 @@ use crate::error::{Error, Location, Result};
 
 /// Bytes before each record's payload.
 const HEADER: usize = 36;
-/// Zeroed segments kept for reuse; retired files beyond these are zeroed and deleted.
+/// Segments kept for reuse; retired files beyond these are deleted.
 pub(crate) const MAX_SPARES: usize = 2;
 const FILE_PREFIX: &str = "segment-";
 /// Once a segment that grows as it is written (not prefilled) holds this fraction of a
@@ -53,8 +62,23 @@ const PREPARE_SPARE_AFTER: u64 = 64;
 /// Zeroing works in chunks of this size.
 const CHUNK: usize = 1 << 20;
 
-/// Zeroed segment files ready to be written, shared with the maintenance thread that fills it.
-pub(crate) type Spares = Arc<Mutex<Vec<PathBuf>>>;
+/// Segment files ready to be written, and how many deletions have asked the journal to zero
+/// its copies of their data; shared with the maintenance thread.
+#[derive(Default, Debug)]
+pub(crate) struct Pool {
+    spares: Vec<Spare>,
+    erasures: u64,
+}
+
+/// A whole-segment file ready to be written.
+#[derive(Debug)]
+struct Spare {
+    path: PathBuf,
+    /// All zeros; otherwise it holds old generations.
+    clean: bool,
+}
+
+pub(crate) type Spares = Arc<Mutex<Pool>>;
 
 /// Work for the maintenance thread.
 #[derive(Debug, PartialEq, Eq)]
@@ -62,8 +86,19 @@ pub(crate) enum Chore {
     /// Create this file zero-filled to the segment size, and add it to the spares.
     Prepare(PathBuf),
     /// Once RocksDB's table files hold every generation below `below`, record `below` as the
-    /// checkpoint, then zero `files` (which hold only generations below it) for reuse.
-    Retire { below: u64, files: Vec<PathBuf> },
+    /// checkpoint, then give `files` (which hold only generations below it) back to the pool.
+    Retire { below: u64, files: Vec<Retired> },
+}
+
+/// A segment file on its way back to the pool.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Retired {
+    pub(crate) path: PathBuf,
+    /// Zero it first: it may hold a deleted stream's data.
+    pub(crate) erase: bool,
+    /// The pool's deletion count when the file started to be written: if a deletion came
+    /// since, it is zeroed too.
+    pub(crate) erasures: u64,
 }
 
 pub(crate) struct Journal {
@@ -92,6 +127,10 @@ struct Active {
     previous: u64,
     /// Zero-filled to the segment size beforehand: writes need no metadata to be durable.
     prefilled: bool,
+    /// Held nothing but zeros before this generation: no stale bytes after the records.
+    clean: bool,
+    /// The pool's deletion count when it became active.
+    erasures: u64,
 }
 
 impl Journal {
@@ -177,6 +216,8 @@ impl Journal {
                 offset: 0,
                 previous,
                 prefilled: false,
+                clean: true,
+                erasures: 0,
             },
             spares,
             next_file: next_file + 1,
@@ -184,7 +225,17 @@ impl Journal {
             buffer: Vec::new(),
             failed: None,
         };
-        let files: Vec<PathBuf> = live.into_iter().map(|(_, path)| path).chain(idle).collect();
+        // Zeroed, since a crash may have come between a deletion and the zeroing it asked for.
+        let files: Vec<Retired> = live
+            .into_iter()
+            .map(|(_, path)| path)
+            .chain(idle)
+            .map(|path| Retired {
+                path,
+                erase: true,
+                erasures: 0,
+            })
+            .collect();
         let chore = (!files.is_empty()).then_some(Chore::Retire {
             below: generation,
             files,
@@ -213,21 +264,52 @@ impl Journal {
         self.failed = Some(reason.to_string());
     }
 
-    /// Moves to a new generation, so that the records written so far can be retired (and
-    /// zeroed): after a deletion, whose data must not stay in the journal.
-    pub(crate) fn rotate(&mut self) -> Result<Vec<Chore>, String> {
-        if let Some(failure) = &self.failed {
-            // Retiring would record RocksDB's state as complete without the failed batch.
-            return Err(failure.clone());
+    /// After a deletion, whose data must not stay in the journal: counts the deletion, moves
+    /// to a clean segment (unless the active one is clean and empty) and sends the segment
+    /// left and every stale spare to be zeroed. Nothing after a failed write: retiring would
+    /// record RocksDB's state as complete without the failed batch. If moving fails, the
+    /// active segment is zeroed when it is retired, as it started before this deletion.
+    pub(crate) fn rotate_for_erasure(&mut self) -> Vec<Chore> {
+        if self.failed.is_some() {
+            return Vec::new();
         }
-        if self.active.records == 0 {
-            return Ok(Vec::new());
+        let mut files: Vec<Retired> = {
+            let mut pool = lock(&self.spares);
+            pool.erasures += 1;
+            let erasures = pool.erasures;
+            let (stale, clean) = std::mem::take(&mut pool.spares)
+                .into_iter()
+                .partition(|spare| !spare.clean);
+            pool.spares = clean;
+            stale
+                .into_iter()
+                .map(|spare: Spare| Retired {
+                    path: spare.path,
+                    erase: true,
+                    erasures,
+                })
+                .collect()
+        };
+        let mut below = self.active.generation;
+        if (self.active.records > 0 || !self.active.clean)
+            && let Ok(chores) = self.switch(true)
+        {
+            for chore in chores {
+                if let Chore::Retire { below: b, files: f } = chore {
+                    below = b;
+                    files.extend(f);
+                }
+            }
         }
-        self.switch()
+        if files.is_empty() {
+            return Vec::new();
+        }
+        vec![Chore::Retire { below, files }]
     }
 
-    /// Retires the active segment for good (the log is closing): a log closed cleanly leaves
-    /// nothing to replay. Nothing after a failed write, which recovery must settle.
+    /// Retires the active segment for good (the log is closing), zeroed: a log closed cleanly
+    /// leaves nothing to replay and nothing in its journal. Nothing after a failed write,
+    /// which recovery must settle.
     pub(crate) fn close(self) -> Option<Chore> {
         if self.failed.is_some() {
             return None;
@@ -235,7 +317,11 @@ impl Journal {
         let below = self.active.generation + u64::from(self.active.records > 0);
         Some(Chore::Retire {
             below,
-            files: vec![self.active.path],
+            files: vec![Retired {
+                path: self.active.path,
+                erase: true,
+                erasures: self.active.erasures,
+            }],
         })
     }
 
@@ -246,7 +332,7 @@ impl Journal {
         let mut chores = Vec::new();
         let full = self.active.records > 0 && self.active.offset + size > self.segment_bytes;
         if full || (!self.active.prefilled && self.spare_ready()) {
-            chores.extend(self.switch()?);
+            chores.extend(self.switch(false)?);
         }
         let active = &mut self.active;
         let previous = if active.records == 0 {
@@ -286,14 +372,24 @@ impl Journal {
     }
 
     fn spare_ready(&self) -> bool {
-        !lock(&self.spares).is_empty()
+        !lock(&self.spares).spares.is_empty()
     }
 
-    /// Continues in a spare (or a new file when there is none), in the next generation unless
-    /// the active one is still empty, and retires the file left.
-    fn switch(&mut self) -> Result<Vec<Chore>, String> {
-        let spare = lock(&self.spares).pop();
-        let (path, file, prefilled) = match spare {
+    /// Continues in a spare (only a clean one if `for_erasure`) or a new file when there is
+    /// none, in the next generation unless the active one is still empty, and retires the file
+    /// left (to be zeroed if `for_erasure`).
+    fn switch(&mut self, for_erasure: bool) -> Result<Vec<Chore>, String> {
+        let (spare, erasures) = {
+            let mut pool = lock(&self.spares);
+            let pick = if for_erasure {
+                pool.spares.iter().position(|spare| spare.clean)
+            } else {
+                pool.spares.len().checked_sub(1)
+            };
+            (pick.map(|at| pool.spares.swap_remove(at)), pool.erasures)
+        };
+        let clean = spare.as_ref().is_none_or(|spare| spare.clean);
+        let (path, file, prefilled) = match spare.map(|spare| spare.path) {
             Some(path) => {
                 let file = OpenOptions::new()
                     .read(true)
@@ -331,11 +427,17 @@ impl Journal {
                 offset: 0,
                 previous,
                 prefilled,
+                clean,
+                erasures,
             },
         );
         Ok(vec![Chore::Retire {
             below: generation,
-            files: vec![left.path],
+            files: vec![Retired {
+                path: left.path,
+                erase: for_erasure,
+                erasures: left.erasures,
+            }],
         }])
     }
 
@@ -354,10 +456,53 @@ pub(crate) fn prepare(path: &Path, segment_bytes: u64) -> std::io::Result<()> {
     file.sync_data()
 }
 
+/// Gives a retired file back to the pool once RocksDB holds its generations: zeroed first if
+/// it was retired for erasure or a deletion came since it started to be written; kept as a
+/// spare if it is a whole segment and the pool has room, deleted otherwise.
+pub(crate) fn give_back(spares: &Spares, retired: Retired, segment_bytes: u64) {
+    let mut erase = retired.erase;
+    loop {
+        if erase && self::erase(&retired.path).is_err() {
+            // Deleting it frees its blocks, as RocksDB does with its table files.
+            let _ = std::fs::remove_file(&retired.path);
+            return;
+        }
+        let whole = std::fs::metadata(&retired.path).is_ok_and(|m| m.len() >= segment_bytes);
+        let mut pool = lock(spares);
+        if !erase && pool.erasures > retired.erasures {
+            // A deletion came while it was written or since: its data may be in it. Checked
+            // under the lock that the deletion's rotation takes, so the committer can never
+            // pick the file up before it is zeroed.
+            erase = true;
+            continue;
+        }
+        if whole && pool.spares.len() < MAX_SPARES {
+            pool.spares.push(Spare {
+                path: retired.path,
+                clean: erase,
+            });
+            return;
+        }
+        drop(pool);
+        let _ = std::fs::remove_file(&retired.path);
+        return;
+    }
+}
+
+/// Adds a freshly zero-filled file to the spares, or deletes it if the pool is full.
+pub(crate) fn add_prepared(spares: &Spares, path: PathBuf) {
+    let mut pool = lock(spares);
+    if pool.spares.len() < MAX_SPARES {
+        pool.spares.push(Spare { path, clean: true });
+    } else {
+        drop(pool);
+        let _ = std::fs::remove_file(&path);
+    }
+}
+
 /// Overwrites every non-zero byte of the file with zeros, so that it holds nothing of what it
-/// held. Returns whether it is a whole segment long, to serve as a spare (a shorter one, from a
-/// segment that grew as it was written, would grow again: it is better deleted).
-pub(crate) fn erase(path: &Path, segment_bytes: u64) -> std::io::Result<bool> {
+/// held.
+fn erase(path: &Path) -> std::io::Result<()> {
     let file = OpenOptions::new().read(true).write(true).open(path)?;
     let length = file.metadata()?.len();
     let mut chunk = vec![0u8; CHUNK];
@@ -376,7 +521,7 @@ pub(crate) fn erase(path: &Path, segment_bytes: u64) -> std::io::Result<bool> {
     if wrote {
         file.sync_data()?;
     }
-    Ok(length >= segment_bytes)
+    Ok(())
 }
 
 fn zero(file: &File, from: u64, to: u64) -> std::io::Result<()> {
@@ -537,7 +682,7 @@ fn scan(
     })
 }
 
-pub(crate) fn lock(spares: &Spares) -> std::sync::MutexGuard<'_, Vec<PathBuf>> {
+pub(crate) fn lock(spares: &Spares) -> std::sync::MutexGuard<'_, Pool> {
     spares
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -705,7 +850,11 @@ mod tests {
         };
         // Every file but the new active one, replayed or not, is handed back for zeroing.
         assert_eq!(files.len(), segments(dir.path()).len() - 1);
-        assert!(!files.contains(&journal.active.path));
+        assert!(
+            files
+                .iter()
+                .all(|f| f.path != journal.active.path && f.erase)
+        );
     }
 
     /// How many records the generations below `below` hold, read from the files.
@@ -725,19 +874,23 @@ mod tests {
         let (mut journal, _, _) = open(dir.path(), 0).unwrap();
         append_all(&mut journal, 0..2);
         let old = journal.active.path.clone();
-        let retired = journal.rotate().unwrap();
+        let retired = journal.switch(false).unwrap();
         assert_eq!(
             retired,
             vec![Chore::Retire {
                 below: 1,
-                files: vec![old.clone()]
+                files: vec![Retired {
+                    path: old.clone(),
+                    erase: false,
+                    erasures: 0
+                }]
             }]
         );
         // The old file comes back as a spare without being zeroed: generation 0's two records
         // stay in it. The new active file is empty, so moving into the spare keeps generation
         // 1, whose first record (as long as generation 0's) then lies right before generation
         // 0's second record.
-        lock(&journal.spares).push(old.clone());
+        stale_spare(&journal, &old);
         journal.append(&payload(99)).unwrap();
         assert_eq!(journal.active.path, old);
         assert_eq!(journal.active.generation, 1);
@@ -774,13 +927,17 @@ mod tests {
             64 * 1024,
             "a spare is zero-filled to the segment size"
         );
-        lock(&journal.spares).push(prepares[0].clone());
+        add_prepared(&journal.spares, prepares[0].clone());
         let chores = journal.append(&payload(30)).unwrap();
         assert_eq!(
             chores,
             vec![Chore::Retire {
                 below: 1,
-                files: vec![first]
+                files: vec![Retired {
+                    path: first,
+                    erase: false,
+                    erasures: 0
+                }]
             }]
         );
         assert_eq!(journal.active.path, prepares[0]);
@@ -793,7 +950,7 @@ mod tests {
     }
 
     #[test]
-    fn erasing_zeroes_every_byte_and_tells_whether_the_file_can_be_a_spare() {
+    fn erasing_zeroes_every_byte() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("segment-7");
         let mut content = vec![0u8; 3 * CHUNK + 100];
@@ -801,16 +958,144 @@ mod tests {
         content[2 * CHUNK + 5] = 0xff;
         content[3 * CHUNK + 99] = 7;
         std::fs::write(&path, &content).unwrap();
-        assert!(
-            !erase(&path, 4 * CHUNK as u64).unwrap(),
-            "shorter than a segment"
-        );
+        erase(&path).unwrap();
         let after = std::fs::read(&path).unwrap();
         assert_eq!(after.len(), content.len());
         assert!(after.iter().all(|b| *b == 0));
-        std::fs::write(&path, &content).unwrap();
-        assert!(erase(&path, 3 * CHUNK as u64).unwrap(), "a whole segment");
-        assert!(std::fs::read(&path).unwrap().iter().all(|b| *b == 0));
+    }
+
+    fn stale_spare(journal: &Journal, path: &Path) {
+        lock(&journal.spares).spares.push(Spare {
+            path: path.to_path_buf(),
+            clean: false,
+        });
+    }
+
+    fn spares(journal: &Journal) -> Vec<(PathBuf, bool)> {
+        lock(&journal.spares)
+            .spares
+            .iter()
+            .map(|s| (s.path.clone(), s.clean))
+            .collect()
+    }
+
+    /// A whole segment of `byte`s, as a spare holding old generations would be.
+    fn whole_segment(dir: &Path, name: &str, byte: u8) -> PathBuf {
+        let path = dir.join("journal").join(name);
+        std::fs::write(&path, vec![byte; SEGMENT as usize]).unwrap();
+        path
+    }
+
+    #[test]
+    fn a_deletion_moves_to_a_clean_segment_and_sends_stale_ones_to_be_zeroed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut journal, _, _) = open(dir.path(), 0).unwrap();
+        journal.append(b"the deleted tenant's event").unwrap();
+        let left = journal.active.path.clone();
+        let stale = whole_segment(dir.path(), "segment-50", 0xaa);
+        let clean = whole_segment(dir.path(), "segment-51", 0);
+        stale_spare(&journal, &stale);
+        add_prepared(&journal.spares, clean.clone());
+
+        let chores = journal.rotate_for_erasure();
+        assert_eq!(journal.active.path, clean, "moved into the clean spare");
+        assert_eq!(journal.active.generation, 1);
+        let [Chore::Retire { below: 1, files }] = &chores[..] else {
+            panic!("{chores:?}");
+        };
+        let mut sent: Vec<_> = files.iter().map(|f| (f.path.clone(), f.erase)).collect();
+        sent.sort();
+        assert_eq!(sent, vec![(left, true), (stale, true)]);
+        assert!(
+            spares(&journal).is_empty(),
+            "no stale spare is left to pick"
+        );
+        assert_eq!(journal.active.erasures, 1);
+
+        // With no clean spare, a new file, not a stale one.
+        journal.append(b"another").unwrap();
+        let other_stale = whole_segment(dir.path(), "segment-52", 0xbb);
+        stale_spare(&journal, &other_stale);
+        journal.rotate_for_erasure();
+        assert_ne!(journal.active.path, other_stale);
+        assert!(journal.active.clean && !journal.active.prefilled);
+        // A clean, empty active segment needs no move; the stale spares still go.
+        let third_stale = whole_segment(dir.path(), "segment-53", 0xcc);
+        stale_spare(&journal, &third_stale);
+        let active = journal.active.path.clone();
+        let chores = journal.rotate_for_erasure();
+        assert_eq!(journal.active.path, active);
+        let [Chore::Retire { files, .. }] = &chores[..] else {
+            panic!("{chores:?}");
+        };
+        assert_eq!(files.len(), 1);
+        assert_eq!(files[0].path, third_stale);
+    }
+
+    #[test]
+    fn a_file_retired_before_a_deletion_is_zeroed_before_reuse() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut journal, _, _) = open(dir.path(), 0).unwrap();
+        let retired = whole_segment(dir.path(), "segment-60", 0xaa);
+        // Retired (not for erasure) before the deletion below, given back after it.
+        journal.rotate_for_erasure();
+        give_back(
+            &journal.spares,
+            Retired {
+                path: retired.clone(),
+                erase: false,
+                erasures: 0,
+            },
+            SEGMENT,
+        );
+        assert_eq!(spares(&journal), vec![(retired.clone(), true)]);
+        assert!(std::fs::read(&retired).unwrap().iter().all(|b| *b == 0));
+    }
+
+    #[test]
+    fn a_file_written_since_the_last_deletion_is_reused_as_it_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut journal, _, _) = open(dir.path(), 0).unwrap();
+        journal.rotate_for_erasure();
+        let retired = whole_segment(dir.path(), "segment-61", 0xaa);
+        give_back(
+            &journal.spares,
+            Retired {
+                path: retired.clone(),
+                erase: false,
+                erasures: 1,
+            },
+            SEGMENT,
+        );
+        assert_eq!(spares(&journal), vec![(retired.clone(), false)]);
+        assert!(std::fs::read(&retired).unwrap().iter().all(|b| *b == 0xaa));
+        // A file shorter than a segment is not worth keeping; nor is one past the pool's room.
+        let short = dir.path().join("journal").join("segment-62");
+        std::fs::write(&short, [1u8; 10]).unwrap();
+        give_back(
+            &journal.spares,
+            Retired {
+                path: short.clone(),
+                erase: false,
+                erasures: 1,
+            },
+            SEGMENT,
+        );
+        assert!(!short.exists());
+        for n in 63..65 {
+            let path = whole_segment(dir.path(), &format!("segment-{n}"), 0);
+            give_back(
+                &journal.spares,
+                Retired {
+                    path,
+                    erase: true,
+                    erasures: 1,
+                },
+                SEGMENT,
+            );
+        }
+        assert_eq!(spares(&journal).len(), MAX_SPARES);
+        assert!(!dir.path().join("journal/segment-64").exists());
     }
 
     #[test]
@@ -821,8 +1106,16 @@ mod tests {
         journal.fail("the disk said no");
         let refused = journal.append(b"refused").unwrap_err();
         assert!(refused.contains("the disk said no"), "{refused}");
-        assert!(journal.rotate().is_err(), "nothing may be retired either");
-        drop(journal);
+        assert!(
+            journal.rotate_for_erasure().is_empty(),
+            "nothing may be retired either"
+        );
+        let (mut journal, _, _) = {
+            drop(journal);
+            open(dir.path(), 0).unwrap()
+        };
+        journal.fail("again");
+        assert_eq!(journal.close(), None, "not even when closing");
         let (_, replayed, _) = open(dir.path(), 0).unwrap();
         assert_eq!(replayed, vec![b"kept".to_vec()]);
     }

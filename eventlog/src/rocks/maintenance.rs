@@ -3,7 +3,6 @@
 //! removes the bytes from the table files), and the journal's chores (retiring segments once
 //! RocksDB's table files hold their writes, zeroing them, preparing spares).
 
-use std::path::PathBuf;
 use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
 
@@ -11,7 +10,7 @@ use rocksdb::{BottommostLevelCompaction, CompactOptions};
 use tokio::sync::oneshot;
 
 use super::committer;
-use super::journal::{self, Chore, Spares};
+use super::journal::{self, Chore, Retired, Spares};
 use super::{Cf, Shared};
 use crate::encoding::keys;
 use crate::error::{Error, Result};
@@ -94,7 +93,7 @@ pub(crate) struct JournalFiles {
     pub(crate) segment_bytes: u64,
     /// Retired files not zeroed yet because RocksDB could not be flushed: retried with the
     /// next retirement (until then they hold generations recovery would replay).
-    pub(crate) unretired: Vec<PathBuf>,
+    pub(crate) unretired: Vec<Retired>,
 }
 
 /// Runs jobs as they come. Jobs queued together are merged: one compaction per column family
@@ -128,10 +127,8 @@ fn run(shared: &Shared, mut journal: JournalFiles, jobs: &mpsc::Receiver<Job>) {
         }
         for path in prepare {
             // Without a spare the journal writes to a growing file: slower syncs, no harm.
-            if journal::lock(&journal.spares).len() < journal::MAX_SPARES
-                && journal::prepare(&path, journal.segment_bytes).is_ok()
-            {
-                journal::lock(&journal.spares).push(path);
+            if journal::prepare(&path, journal.segment_bytes).is_ok() {
+                journal::add_prepared(&journal.spares, path);
             } else {
                 let _ = std::fs::remove_file(&path);
             }
@@ -143,7 +140,7 @@ fn run(shared: &Shared, mut journal: JournalFiles, jobs: &mpsc::Receiver<Job>) {
 }
 
 /// Makes RocksDB's table files hold every write of the generations below `below`, records
-/// that as the checkpoint, then zeroes the retired files and keeps a few as spares.
+/// that as the checkpoint, then gives the retired files back to the journal's pool.
 fn retire(shared: &Shared, journal: &mut JournalFiles, below: u64) {
     let flushed = Cf::ALL.iter().all(|cf| {
         shared
@@ -168,15 +165,8 @@ fn retire(shared: &Shared, journal: &mut JournalFiles, below: u64) {
     if recorded.is_err() {
         return;
     }
-    for path in journal.unretired.drain(..) {
-        let spare = journal::erase(&path, journal.segment_bytes).unwrap_or(false);
-        if spare && journal::lock(&journal.spares).len() < journal::MAX_SPARES {
-            journal::lock(&journal.spares).push(path);
-        } else {
-            // Zeroed (or, failing that, holding only generations below the checkpoint, which
-            // recovery ignores and zeroes again if the file outlives this).
-            let _ = std::fs::remove_file(&path);
-        }
+    for retired in journal.unretired.drain(..) {
+        journal::give_back(&journal.spares, retired, journal.segment_bytes);
     }
 }
 
