@@ -365,7 +365,15 @@ async fn deleted_data_leaves_the_files_on_disk() {
     log.flush().await.unwrap();
     log.settle().await.unwrap();
     // Checked while the log is open: closing retires the whole journal anyway.
-    let holding: Vec<_> = files(dir.path())
+    assert_no_file_holds(dir.path(), marker);
+    drop(log);
+    let log = RocksLog::open(dir.path()).unwrap();
+    assert_eq!(log.read_all(0, 100).await.unwrap().len(), 25);
+    assert!(verify(&log, keep).await.unwrap().is_valid());
+}
+
+fn assert_no_file_holds(dir: &Path, marker: &[u8]) {
+    let holding: Vec<_> = files(dir)
         .into_iter()
         .filter(|f| contains(f, marker))
         .collect();
@@ -373,10 +381,6 @@ async fn deleted_data_leaves_the_files_on_disk() {
         holding.is_empty(),
         "deleted data still on disk in {holding:?}"
     );
-    drop(log);
-    let log = RocksLog::open(dir.path()).unwrap();
-    assert_eq!(log.read_all(0, 100).await.unwrap().len(), 25);
-    assert!(verify(&log, keep).await.unwrap().is_valid());
 }
 
 /// Whether the file holds `needle`. Checked while the log is open, so RocksDB may delete a
@@ -622,13 +626,6 @@ async fn deleted_data_leaves_reused_journal_segments() {
     log.settle().await.unwrap();
     log.flush().await.unwrap();
     log.settle().await.unwrap();
-    let holding: Vec<_> = files(dir.path())
-        .into_iter()
-        .filter(|f| contains(f, marker))
-        .collect();
-    assert!(
-        holding.is_empty(),
-        "deleted data still on disk in {holding:?}"
-    );
+    assert_no_file_holds(dir.path(), marker);
     drop(log);
 }

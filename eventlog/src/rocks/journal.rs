@@ -979,6 +979,16 @@ mod tests {
             .collect()
     }
 
+    /// Gives a retired file back to the journal's pool, as the maintenance thread does.
+    fn hand_back(journal: &Journal, path: PathBuf, erase: bool, erasures: u64) {
+        let retired = Retired {
+            path,
+            erase,
+            erasures,
+        };
+        give_back(&journal.spares, retired, SEGMENT);
+    }
+
     /// A whole segment of `byte`s, as a spare holding old generations would be.
     fn whole_segment(dir: &Path, name: &str, byte: u8) -> PathBuf {
         let path = dir.join("journal").join(name);
@@ -1039,15 +1049,7 @@ mod tests {
         let retired = whole_segment(dir.path(), "segment-60", 0xaa);
         // Retired (not for erasure) before the deletion below, given back after it.
         journal.rotate_for_erasure();
-        give_back(
-            &journal.spares,
-            Retired {
-                path: retired.clone(),
-                erase: false,
-                erasures: 0,
-            },
-            SEGMENT,
-        );
+        hand_back(&journal, retired.clone(), false, 0);
         assert_eq!(spares(&journal), vec![(retired.clone(), true)]);
         assert!(std::fs::read(&retired).unwrap().iter().all(|b| *b == 0));
     }
@@ -1058,41 +1060,17 @@ mod tests {
         let (mut journal, _, _) = open(dir.path(), 0).unwrap();
         journal.rotate_for_erasure();
         let retired = whole_segment(dir.path(), "segment-61", 0xaa);
-        give_back(
-            &journal.spares,
-            Retired {
-                path: retired.clone(),
-                erase: false,
-                erasures: 1,
-            },
-            SEGMENT,
-        );
+        hand_back(&journal, retired.clone(), false, 1);
         assert_eq!(spares(&journal), vec![(retired.clone(), false)]);
         assert!(std::fs::read(&retired).unwrap().iter().all(|b| *b == 0xaa));
         // A file shorter than a segment is not worth keeping; nor is one past the pool's room.
         let short = dir.path().join("journal").join("segment-62");
         std::fs::write(&short, [1u8; 10]).unwrap();
-        give_back(
-            &journal.spares,
-            Retired {
-                path: short.clone(),
-                erase: false,
-                erasures: 1,
-            },
-            SEGMENT,
-        );
+        hand_back(&journal, short.clone(), false, 1);
         assert!(!short.exists());
         for n in 63..65 {
             let path = whole_segment(dir.path(), &format!("segment-{n}"), 0);
-            give_back(
-                &journal.spares,
-                Retired {
-                    path,
-                    erase: true,
-                    erasures: 1,
-                },
-                SEGMENT,
-            );
+            hand_back(&journal, path, true, 1);
         }
         assert_eq!(spares(&journal).len(), MAX_SPARES);
         assert!(!dir.path().join("journal/segment-64").exists());
