@@ -36,7 +36,8 @@ macro_rules! conformance_tests {
             deleted_stream_leaves_nothing,
             blobs_and_data_keys,
             concurrent_appends_to_one_stream,
-            concurrent_appends_to_many_streams
+            concurrent_appends_to_many_streams,
+            published_heads_are_readable_under_concurrent_writers
         );
     };
     (@each $open:expr; $($name:ident),* $(,)?) => {
@@ -779,4 +780,69 @@ pub async fn concurrent_appends_to_many_streams<L: EventLog>(log: Arc<L>) {
             .collect();
         assert_eq!(seqs, (1..=EACH).collect::<Vec<_>>());
     }
+}
+
+/// Under concurrent writers (whose groups a backend may write while earlier ones are still
+/// being made durable): every head a subscriber is told of is readable up to it with no gap,
+/// and every acknowledged append is readable at once, with the head at or past it.
+pub async fn published_heads_are_readable_under_concurrent_writers<L: EventLog>(log: Arc<L>) {
+    const WRITERS: usize = 64;
+    const EACH: u64 = 50;
+    let total = WRITERS as u64 * EACH;
+    let mut heads = log.subscribe();
+    let reader = {
+        let log = Arc::clone(&log);
+        tokio::spawn(async move {
+            let mut checked = 0u64;
+            let mut heads_seen = 0usize;
+            while checked < total {
+                tokio::time::timeout(Duration::from_secs(30), heads.changed())
+                    .await
+                    .expect("commits wake the subscriber")
+                    .unwrap();
+                let head = *heads.borrow_and_update();
+                heads_seen += 1;
+                while checked < head {
+                    let page = log.read_all(checked + 1, 1000).await.unwrap();
+                    let positions: Vec<u64> = page
+                        .iter()
+                        .map(|e| e.position)
+                        .take_while(|p| *p <= head)
+                        .collect();
+                    let expected: Vec<u64> =
+                        (checked + 1..=head.min(checked + positions.len() as u64)).collect();
+                    assert!(
+                        !positions.is_empty() && positions == expected,
+                        "head {head} was published, but reading from {} gave {positions:?}",
+                        checked + 1
+                    );
+                    checked += positions.len() as u64;
+                }
+            }
+            heads_seen
+        })
+    };
+    let mut writers = Vec::new();
+    for _ in 0..WRITERS {
+        let log = Arc::clone(&log);
+        writers.push(tokio::spawn(async move {
+            let s = stream();
+            for seq in 0..EACH {
+                let c = log
+                    .append(StreamAppend::new(s, Expected::At(seq)).event(event("Read", "")))
+                    .await
+                    .unwrap();
+                let position = c.events[0].position;
+                assert!(log.head_position() >= position, "the head is past an ack");
+                let read = log.read_all(position, 1).await.unwrap();
+                assert_eq!(read.first(), c.events.first(), "an ack is readable at once");
+            }
+        }));
+    }
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    let heads_seen = reader.await.unwrap();
+    assert!(heads_seen >= 1);
+    assert_eq!(log.head_position(), total);
 }

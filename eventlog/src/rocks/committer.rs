@@ -1,26 +1,29 @@
 //! The single writer. It takes commits from a queue, checks each against what is on disk plus
-//! what earlier commits of the same group will write, and writes the whole group as one RocksDB
-//! batch with one WAL sync: group commit. It never waits on a timer. When it is free it takes
-//! whatever is queued, so a lone writer is written at once, and writers that arrive during a
-//! sync share the next one.
+//! what earlier commits will write (those of the same group, and of groups written but not yet
+//! finished), and writes the whole group as one RocksDB batch to the journal: group commit. It
+//! never waits on a timer. When it is free it takes whatever is queued, so a lone writer is
+//! written at once, and writers that arrive during a sync share the next one.
 //!
-//! The batch goes to the [`journal`](super::journal) first, which syncs it; RocksDB then applies
-//! it without its own WAL.
+//! Syncing the record, applying the batch to RocksDB (with RocksDB's own WAL off) and
+//! answering is the [`pipeline`](super::pipeline)'s part: a lone commit with nothing ahead of it
+//! is finished here at once; other groups go to the syncer thread while this one stages the
+//! next group.
 //!
 //! A commit that fails a check is answered with its error and contributes nothing to the batch;
-//! the other commits of its group are unaffected. Every answer is sent only after the group's
-//! sync, so nobody learns of a conflict with a write that is not yet durable.
+//! the other commits of its group are unaffected. Every answer is sent only after the group
+//! and every group before it are durable, so nobody learns of a conflict with a write that is
+//! not yet durable.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::atomic::Ordering;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
 
 use rocksdb::{WriteBatch, WriteOptions};
 use tokio::sync::{oneshot, watch};
 
-use super::journal::{Chore, Journal};
+use super::journal::Journal;
 use super::maintenance::{self, Compaction};
+use super::pipeline::{self, Finisher, Progress, Written};
 use super::{Cf, Shared};
 use crate::encoding::{self, keys};
 use crate::error::{Error, Location, Result};
@@ -47,6 +50,9 @@ const HEAD_CACHE_ENTRIES: usize = 100_000;
 const GROUP_MAX_EVENTS: usize = 20_000;
 /// ... or this many bytes of payload.
 const GROUP_MAX_BYTES: usize = 64 << 20;
+/// Groups written but not finished at most: past this the committer waits for the syncer, so
+/// a slow disk holds back staging instead of piling up work in memory.
+const MAX_UNFINISHED_GROUPS: usize = 4;
 
 /// The head position recorded on disk, checked against the newest event actually stored.
 pub(crate) fn recorded_head(shared: &Shared) -> Result<u64> {
@@ -92,14 +98,24 @@ pub(crate) fn start(
     journal: Journal,
 ) -> Result<(mpsc::Sender<Request>, JoinHandle<()>)> {
     let (sender, queue) = mpsc::channel();
+    let finisher = Arc::new(Finisher {
+        shared: Arc::clone(&shared),
+        head_tx,
+        maintenance: maintenance.clone(),
+        progress: Arc::new(Progress::default()),
+    });
+    let (syncer, syncer_thread) = pipeline::start_syncer(Arc::clone(&finisher))?;
     let committer = Committer {
         shared,
         queue,
         head,
-        head_tx,
         maintenance,
         heads: HashMap::new(),
         journal,
+        finisher,
+        syncer: Some((syncer, syncer_thread)),
+        written: 0,
+        unfinished: VecDeque::new(),
     };
     let thread = std::thread::Builder::new()
         .name("eventlog-committer".into())
@@ -111,14 +127,22 @@ pub(crate) fn start(
 struct Committer {
     shared: Arc<Shared>,
     queue: mpsc::Receiver<Request>,
-    /// The newest durable position.
+    /// The newest position written to the journal (durable once its group is finished).
     head: u64,
-    head_tx: watch::Sender<u64>,
     maintenance: mpsc::Sender<maintenance::Job>,
-    /// Durable heads of live streams. Only this thread writes, so the cache cannot go stale:
-    /// it is updated after each durable group, and a deleted stream is removed from it.
+    /// Heads of live streams as RocksDB holds them. Only this thread writes, so the cache
+    /// cannot go stale: it takes a group's heads once the group is finished, and a deleted
+    /// stream is removed from it.
     heads: HashMap<StreamId, StreamHead>,
     journal: Journal,
+    finisher: Arc<Finisher>,
+    /// Finishes groups handed over while the committer stages the next ones.
+    syncer: Option<(mpsc::Sender<Written>, JoinHandle<()>)>,
+    /// Groups written so far (the number of the newest).
+    written: u64,
+    /// What each group written but not known to be finished changes, oldest first: staging
+    /// reads through these to the heads cache and RocksDB.
+    unfinished: VecDeque<(u64, Overlay)>,
 }
 
 impl Committer {
@@ -136,13 +160,56 @@ impl Committer {
             }
             self.commit_group(group);
         }
-        // Closing: retire the journal, so that a log closed cleanly replays nothing at open.
+        // Closing: let the syncer finish, then retire the journal, so that a log closed
+        // cleanly replays nothing at open.
+        if let Some((syncer, thread)) = self.syncer.take() {
+            drop(syncer);
+            let _ = thread.join();
+        }
+        if let Some(failure) = self.finisher.progress.failure() {
+            self.journal.fail(&failure);
+        }
         if let Some(chore) = self.journal.close() {
             let _ = self.maintenance.send(maintenance::Job::Journal(chore));
         }
     }
 
+    /// Takes the heads of the groups finished since the last call into the cache.
+    fn collect_finished(&mut self, finished: u64) {
+        while self
+            .unfinished
+            .front()
+            .is_some_and(|(number, _)| *number <= finished)
+        {
+            if let Some((_, overlay)) = self.unfinished.pop_front() {
+                self.remember(overlay);
+            }
+        }
+    }
+
+    /// Waits until every group written is finished.
+    fn drain(&mut self) {
+        let finished = self.finisher.progress.wait_for(self.written);
+        self.collect_finished(finished);
+    }
+
     fn commit_group(&mut self, group: Vec<Request>) {
+        // A deletion reads the stream's stored index and must leave nothing of the stream in
+        // the journal segment after its own: it waits for the groups before it, and the
+        // groups after it wait for it to be finished and the journal to move on.
+        let deletes = group.iter().any(|r| !r.commit.delete.is_empty());
+        let finished = if deletes || self.unfinished.len() >= MAX_UNFINISHED_GROUPS {
+            self.finisher.progress.wait_for(if deletes {
+                self.written
+            } else {
+                self.written + 1 - MAX_UNFINISHED_GROUPS as u64
+            })
+        } else {
+            self.finisher.progress.finished()
+        };
+        self.collect_finished(finished);
+        let lone = group.len() == 1 && self.unfinished.is_empty();
+
         let mut pending = Overlay::default();
         let mut batch = WriteBatch::default();
         let mut next_head = self.head;
@@ -151,6 +218,7 @@ impl Committer {
         let durable = Durable {
             shared: &self.shared,
             heads: &self.heads,
+            unfinished: &self.unfinished,
         };
         for request in group {
             let mut known = request.known_index;
@@ -174,60 +242,45 @@ impl Committer {
             answers.push((request.reply, answer));
         }
 
-        let batch_was_empty = batch.is_empty();
-        let written = if batch_was_empty {
-            Ok(Vec::new())
+        if let Some(failure) = self.finisher.progress.failure() {
+            self.journal.fail(&failure);
+        }
+        let (record, chores) = if batch.is_empty() {
+            (Ok(None), Vec::new())
         } else {
-            self.write(batch, next_head)
+            match self.write(&mut batch, next_head) {
+                Ok((record, chores)) => (Ok(Some(record)), chores),
+                Err(e) => (Err(e), Vec::new()),
+            }
         };
-        let stats = &self.shared.stats;
-        if written.is_ok() && !batch_was_empty {
-            stats.syncs.fetch_add(1, Ordering::Relaxed);
+        if record.is_ok() {
+            self.head = next_head;
         }
-        for (_, answer) in &answers {
-            match (answer, &written) {
-                (Ok(committed), Ok(_)) => {
-                    stats.commits.fetch_add(1, Ordering::Relaxed);
-                    let events = committed.events.len() as u64;
-                    stats.events.fetch_add(events, Ordering::Relaxed);
-                }
-                _ => {
-                    stats.rejected.fetch_add(1, Ordering::Relaxed);
-                }
-            }
+        self.written += 1;
+        self.unfinished.push_back((self.written, pending));
+        let written = Written {
+            number: self.written,
+            record,
+            batch,
+            head: self.head,
+            answers,
+            chores,
+            compactions,
+        };
+        let handed_over = match (&self.syncer, lone || deletes) {
+            (Some((syncer, _)), false) => syncer.send(written).map_err(|e| e.0),
+            (_, _) => Err(written),
+        };
+        if let Err(written) = handed_over {
+            self.finisher.finish(vec![written]);
         }
-        match written {
-            Ok(mut chores) => {
-                self.head = next_head;
-                self.remember(pending);
-                self.head_tx.send_replace(next_head);
-                if !compactions.is_empty() {
-                    // The deleted streams' data is in the journal too: moving to a clean
-                    // segment lets the maintenance thread zero every segment that may hold it.
-                    chores.extend(self.journal.rotate_for_erasure());
-                    // The maintenance thread outlives the committer; if it is gone the log is
-                    // closing, and the data is already unreadable: compaction only reclaims it.
-                    let _ = self
-                        .maintenance
-                        .send(maintenance::Job::Compact(compactions));
-                }
-                for chore in chores {
+        if deletes {
+            self.drain();
+            // The deleted streams' data is in the journal too: moving to a clean segment lets
+            // the maintenance thread zero every segment that may hold it.
+            if self.finisher.progress.failure().is_none() {
+                for chore in self.journal.rotate_for_erasure() {
                     let _ = self.maintenance.send(maintenance::Job::Journal(chore));
-                }
-                for (reply, answer) in answers {
-                    let _ = reply.send(answer);
-                }
-            }
-            Err(e) => {
-                for (reply, answer) in answers {
-                    let answer = match answer {
-                        Ok(_) => Err(Error::storage(
-                            "writing a commit",
-                            std::io::Error::other(e.clone()),
-                        )),
-                        rejected => rejected,
-                    };
-                    let _ = reply.send(answer);
                 }
             }
         }
@@ -244,22 +297,18 @@ impl Committer {
         }
     }
 
-    /// Writes the group's batch to the journal, synced, then applies it to RocksDB. The error
-    /// is a message, because every commit of the group gets its own copy.
-    fn write(&mut self, mut batch: WriteBatch, head: u64) -> Result<Vec<Chore>, String> {
+    /// Writes the group's batch to the journal, not synced yet. The error is a message,
+    /// because every commit of the group gets its own copy.
+    fn write(
+        &mut self,
+        batch: &mut WriteBatch,
+        head: u64,
+    ) -> Result<(super::journal::Unsynced, Vec<super::journal::Chore>), String> {
         if head != self.head {
             let meta = self.shared.cf(Cf::Meta).map_err(|e| e.to_string())?;
             batch.put_cf(meta, keys::HEAD, head.to_be_bytes());
         }
-        let chores = self.journal.append(batch.data())?;
-        if let Err(e) = self.shared.db.write_opt(batch, &unlogged()) {
-            // The journal holds a batch RocksDB does not: recovery will apply it, but until
-            // then this process's view and the disk's differ, so it writes nothing more.
-            let message = e.into_string();
-            self.journal.fail(&message);
-            return Err(message);
-        }
-        Ok(chores)
+        self.journal.write(batch.data())
     }
 }
 
@@ -404,10 +453,12 @@ impl Overlay {
     }
 }
 
-/// Durable state: the database, with the committer's cache of stream heads in front.
+/// State before the group: the database, with the committer's cache of stream heads in front,
+/// and in front of both what the groups written but not finished yet change.
 struct Durable<'a> {
     shared: &'a Shared,
     heads: &'a HashMap<StreamId, StreamHead>,
+    unfinished: &'a VecDeque<(u64, Overlay)>,
 }
 
 /// Stored state as the group will leave it: the commit's own changes, then the group's, then
@@ -419,12 +470,19 @@ struct View<'a> {
 }
 
 impl View<'_> {
-    fn layers(&self) -> [&Overlay; 2] {
-        [self.own, self.group]
+    /// Newest first: the commit's own changes, the group's, then each unfinished group's.
+    fn layers(&self) -> impl Iterator<Item = &Overlay> {
+        [self.own, self.group].into_iter().chain(
+            self.durable
+                .unfinished
+                .iter()
+                .rev()
+                .map(|(_, overlay)| overlay),
+        )
     }
 
     fn is_deleted(&self, stream: StreamId) -> Result<bool> {
-        if self.layers().iter().any(|l| l.deleted.contains(&stream)) {
+        if self.layers().any(|l| l.deleted.contains(&stream)) {
             return Ok(true);
         }
         if self.durable.heads.contains_key(&stream) {
@@ -457,7 +515,6 @@ impl View<'_> {
     fn has_data_key(&self, stream: StreamId, version: u32) -> Result<bool> {
         if self
             .layers()
-            .iter()
             .any(|l| l.data_keys.contains(&(stream, version)))
         {
             return Ok(true);

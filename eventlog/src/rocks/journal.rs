@@ -20,8 +20,10 @@
 //! generation's first record) is how many records the generation before holds, and `checksum` is
 //! the first 8 bytes of the SHA-256 of the 28 header bytes before it and the payload. Reading a
 //! segment stops at the first record that is zeros, torn, fails its checksum, or belongs to
-//! another generation (a reused segment's stale bytes): a crash can only tear the newest record,
-//! which nobody was told is durable. `previous` makes a record lost from the middle of an older
+//! another generation (a reused segment's stale bytes): a crash can only tear records nobody was
+//! told are durable (the newest few: the committer writes a group's record while the syncer
+//! may still be syncing the one before, and answers in order once each is synced), and any
+//! intact record after a torn one was never answered either. `previous` makes a record lost from the middle of an older
 //! generation an error instead of a silent truncation.
 //!
 //! Retirement: when the active segment is full, the journal moves to a new generation in a spare
@@ -116,10 +118,30 @@ pub(crate) struct Journal {
     failed: Option<String>,
 }
 
+/// A record written to its segment but maybe not on the disk yet.
+pub(crate) struct Unsynced {
+    file: Arc<File>,
+}
+
+impl Unsynced {
+    /// Makes this record durable, and every record written before it to the same segment.
+    pub(crate) fn sync(&self) -> Result<(), String> {
+        self.file
+            .sync_data()
+            .map_err(|e| format!("syncing the journal: {e}"))
+    }
+
+    /// Whether both records are in the same segment file (one sync covers both).
+    pub(crate) fn same_file(&self, other: &Unsynced) -> bool {
+        Arc::ptr_eq(&self.file, &other.file)
+    }
+}
+
 /// The segment being written.
 struct Active {
     path: PathBuf,
-    file: File,
+    /// Shared with the records written to it until they are synced (see [`Unsynced`]).
+    file: Arc<File>,
     generation: u64,
     records: u64,
     offset: u64,
@@ -138,7 +160,7 @@ impl Active {
     fn new_file(path: PathBuf, file: File, generation: u64, previous: u64) -> Self {
         Active {
             path,
-            file,
+            file: Arc::new(file),
             generation,
             records: 0,
             offset: 0,
@@ -251,8 +273,23 @@ impl Journal {
     }
 
     /// Writes `payload` as the next record and syncs it: when this returns `Ok`, the record
-    /// survives a crash. Returns chores for the maintenance thread.
+    /// survives a crash. Returns chores for the maintenance thread. (The committer writes and
+    /// syncs in two steps; see [`Journal::write`].)
+    #[cfg(test)]
     pub(crate) fn append(&mut self, payload: &[u8]) -> Result<Vec<Chore>, String> {
+        let (record, chores) = self.write(payload)?;
+        if let Err(e) = record.sync() {
+            self.failed = Some(e.clone());
+            return Err(e);
+        }
+        Ok(chores)
+    }
+
+    /// Writes `payload` as the next record without syncing it: the record is durable once
+    /// [`Unsynced::sync`] returned `Ok` for it or for any record written after it. Whoever
+    /// syncs must report a failure back through [`Journal::fail`]. Returns chores for the
+    /// maintenance thread, to be sent once the record is durable and applied.
+    pub(crate) fn write(&mut self, payload: &[u8]) -> Result<(Unsynced, Vec<Chore>), String> {
         if let Some(failure) = &self.failed {
             return Err(format!(
                 "the journal takes no writes after a failed one until the log is reopened \
@@ -266,7 +303,8 @@ impl Journal {
         written
     }
 
-    /// Stops all further writes: used when RocksDB refused a batch the journal already holds.
+    /// Stops all further writes: used when syncing a written record failed, or RocksDB refused a
+    /// batch the journal already holds.
     pub(crate) fn fail(&mut self, reason: &str) {
         self.failed = Some(reason.to_string());
     }
@@ -332,7 +370,7 @@ impl Journal {
         })
     }
 
-    fn write_record(&mut self, payload: &[u8]) -> Result<Vec<Chore>, String> {
+    fn write_record(&mut self, payload: &[u8]) -> Result<(Unsynced, Vec<Chore>), String> {
         let length = u32::try_from(payload.len())
             .map_err(|_| format!("a batch of {} bytes is too large", payload.len()))?;
         let size = (HEADER + payload.len()) as u64;
@@ -359,10 +397,9 @@ impl Journal {
             .file
             .write_all_at(&self.buffer, active.offset)
             .map_err(|e| format!("writing to the journal: {e}"))?;
-        active
-            .file
-            .sync_data()
-            .map_err(|e| format!("syncing the journal: {e}"))?;
+        let record = Unsynced {
+            file: Arc::clone(&active.file),
+        };
         active.offset += size;
         active.records += 1;
         // Kept for the next record up to 16 MiB: a full 10,000-event commit (~4 MB) reuses it
@@ -377,7 +414,7 @@ impl Journal {
             self.spare_requested = true;
             chores.push(Chore::Prepare(self.new_path()));
         }
-        Ok(chores)
+        Ok((record, chores))
     }
 
     fn spare_ready(&self) -> bool {

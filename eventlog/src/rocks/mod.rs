@@ -7,6 +7,7 @@
 mod committer;
 mod journal;
 mod maintenance;
+mod pipeline;
 
 use std::collections::HashMap;
 use std::path::Path;
