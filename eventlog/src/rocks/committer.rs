@@ -198,15 +198,13 @@ impl Committer {
         // the journal segment after its own: it waits for the groups before it, and the
         // groups after it wait for it to be finished and the journal to move on.
         let deletes = group.iter().any(|r| !r.commit.delete.is_empty());
-        let finished = if deletes || self.unfinished.len() >= MAX_UNFINISHED_GROUPS {
-            self.finisher.progress.wait_for(if deletes {
-                self.written
-            } else {
-                self.written + 1 - MAX_UNFINISHED_GROUPS as u64
-            })
+        // Any other group waits only while MAX_UNFINISHED_GROUPS are unfinished already.
+        let must_be_finished = if deletes {
+            self.written
         } else {
-            self.finisher.progress.finished()
+            (self.written + 1).saturating_sub(MAX_UNFINISHED_GROUPS as u64)
         };
+        let finished = self.finisher.progress.wait_for(must_be_finished);
         self.collect_finished(finished);
         let lone = group.len() == 1 && self.unfinished.is_empty();
 

@@ -69,7 +69,8 @@ impl Progress {
     }
 
     /// The number of the newest finished group.
-    pub(crate) fn finished(&self) -> u64 {
+    #[cfg(test)]
+    fn finished(&self) -> u64 {
         self.lock().finished
     }
 
@@ -78,7 +79,7 @@ impl Progress {
         self.lock().failure.clone()
     }
 
-    /// Waits until at least group `number` is finished.
+    /// Waits until at least group `number` is finished; returns the newest finished.
     pub(crate) fn wait_for(&self, number: u64) -> u64 {
         let mut state = self.lock();
         while state.finished < number {
