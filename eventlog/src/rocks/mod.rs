@@ -8,6 +8,7 @@ mod committer;
 mod journal;
 mod maintenance;
 mod pipeline;
+mod segment;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -75,6 +76,10 @@ pub struct RocksOptions {
     /// Size of a journal segment: each time one fills, the memtables are flushed and the
     /// segment is zeroed for reuse. Small only in tests that want many rotations.
     pub journal_segment_bytes: u64,
+    /// Write the journal's zero-filled segments with `O_DIRECT | O_DSYNC` where the
+    /// filesystem takes it (one syscall makes a record durable; faster on the disks measured).
+    /// Off: `pwrite` and `fdatasync`, as on a filesystem that refuses `O_DIRECT`.
+    pub journal_direct_io: bool,
 }
 
 impl Default for RocksOptions {
@@ -83,6 +88,7 @@ impl Default for RocksOptions {
             block_cache_bytes: 128 << 20,
             memtable_bytes: 64 << 20,
             journal_segment_bytes: 64 << 20,
+            journal_direct_io: true,
         }
     }
 }
@@ -175,6 +181,7 @@ impl RocksLog {
         let (journal, chore) = journal::Journal::open(
             &path.join("journal"),
             options.journal_segment_bytes,
+            options.journal_direct_io,
             journal_checkpoint(&shared)?,
             Arc::clone(&spares),
             |batch| {

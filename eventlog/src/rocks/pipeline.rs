@@ -11,7 +11,7 @@
 //! group is applied and answered only after every group before it, so no reader sees a later
 //! position before an earlier one, and nobody is answered (not even with a conflict) on the
 //! strength of a write that is not durable. The syncer takes every group queued for it and
-//! syncs once per segment file: a sync covers every record written to that file before it.
+//! writes once per segment file: one write makes every record given to that file durable.
 //!
 //! A failed sync or RocksDB write fails that group and every group after it (they were staged
 //! on its state), and the committer stops the journal ([`Progress::failure`]).
@@ -194,8 +194,7 @@ impl Finisher {
             let next_in_same_file = records
                 .get(i + 1)
                 .is_some_and(|next| next.same_file(record));
-            if !next_in_same_file {
-                record.sync()?;
+            if !next_in_same_file && record.sync()? {
                 self.shared.stats.syncs.fetch_add(1, Ordering::Relaxed);
             }
         }
