@@ -20,7 +20,11 @@
 //!
 //! little-endian, where `index` counts records within the generation from 0, `previous` (in a
 //! generation's first record) is how many records the generation before holds, and `checksum` is
-//! the first 8 bytes of the SHA-256 of the 28 header bytes before it and the payload. Reading a
+//! the CRC-32 of the 28 header bytes before it and the payload, then 4 zero bytes. The length's
+//! top bit marks that checksum; a record without it (written by an earlier version, found when
+//! a crash left it to replay) carries the first 8 bytes of the SHA-256 instead, and is read as
+//! well. A checksum only has to catch torn and stale records: the events inside carry their own
+//! SHA-256 hash chain, which `verify` checks. Reading a
 //! segment stops at the first record that is zeros, torn, fails its checksum, or belongs to
 //! another generation (a reused segment's stale bytes): a crash can only tear records nobody was
 //! told are durable (the newest few: groups are answered in order, each once its record is
@@ -58,6 +62,8 @@ use crate::error::{Error, Location, Result};
 
 /// Bytes before each record's payload.
 const HEADER: usize = 36;
+/// Set in a record's length field: its checksum is a CRC-32 (see the module's doc).
+const CRC_RECORD: u32 = 1 << 31;
 /// Segments kept for reuse; retired files beyond these are deleted.
 pub(crate) const MAX_SPARES: usize = 2;
 const FILE_PREFIX: &str = "segment-";
@@ -379,7 +385,9 @@ impl Journal {
 
     fn write_record(&mut self, payload: &[u8]) -> Result<(Unsynced, Vec<Chore>), String> {
         let length = u32::try_from(payload.len())
-            .map_err(|_| format!("a batch of {} bytes is too large", payload.len()))?;
+            .ok()
+            .filter(|length| *length < CRC_RECORD)
+            .ok_or_else(|| format!("a batch of {} bytes is too large", payload.len()))?;
         let size = (HEADER + payload.len()) as u64;
         let mut chores = Vec::new();
         let full = self.active.records > 0 && self.active.offset + size > self.segment_bytes;
@@ -392,7 +400,12 @@ impl Journal {
         } else {
             0
         };
-        let header = header(length, active.generation, active.records, previous);
+        let header = header(
+            length | CRC_RECORD,
+            active.generation,
+            active.records,
+            previous,
+        );
         let sum = checksum(&header, payload);
         let end = active.segment.add(&[&header, &sum, payload]);
         active.offset += size;
@@ -606,6 +619,16 @@ fn header(length: u32, generation: u64, index: u64, previous: u64) -> [u8; HEADE
 }
 
 fn checksum(header: &[u8], payload: &[u8]) -> [u8; 8] {
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(header);
+    crc.update(payload);
+    let mut sum = [0u8; 8];
+    sum[..4].copy_from_slice(&crc.finalize().to_le_bytes());
+    sum
+}
+
+/// The checksum of records written before [`CRC_RECORD`].
+fn legacy_checksum(header: &[u8], payload: &[u8]) -> [u8; 8] {
     let digest = Sha256::new()
         .chain_update(header)
         .chain_update(payload)
@@ -618,6 +641,8 @@ fn checksum(header: &[u8], payload: &[u8]) -> [u8; 8] {
 /// A record's header fields.
 struct Header {
     length: u64,
+    /// The checksum is a CRC-32, not the legacy SHA-256 prefix.
+    crc: bool,
     generation: u64,
     index: u64,
     previous: u64,
@@ -634,8 +659,10 @@ fn parse(bytes: &[u8; HEADER]) -> Header {
     length.copy_from_slice(&bytes[..4]);
     let mut checksum = [0u8; 8];
     checksum.copy_from_slice(&bytes[28..36]);
+    let length = u32::from_le_bytes(length);
     Header {
-        length: u64::from(u32::from_le_bytes(length)),
+        length: u64::from(length & !CRC_RECORD),
+        crc: length & CRC_RECORD != 0,
         generation: u64_at(4),
         index: u64_at(12),
         previous: u64_at(20),
@@ -676,7 +703,12 @@ fn read_records(
         reader
             .read_exact(&mut payload)
             .map_err(|e| storage("reading a journal segment", e))?;
-        if checksum(&bytes[..28], &payload) != header.checksum
+        let sum = if header.crc {
+            checksum(&bytes[..28], &payload)
+        } else {
+            legacy_checksum(&bytes[..28], &payload)
+        };
+        if sum != header.checksum
             || header.index != records
             || generation.is_some_and(|g| g != header.generation)
         {
@@ -1027,6 +1059,53 @@ mod tests {
         drop(journal);
         let (_, replayed) = open(dir.path());
         assert_eq!(replayed, records);
+    }
+
+    #[test]
+    fn records_with_the_legacy_checksum_are_replayed_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("journal")).unwrap();
+        // Two records as an earlier version wrote them: SHA-256 prefix, no CRC bit.
+        let mut bytes = Vec::new();
+        for index in 0..2u64 {
+            let payload = payload(index as usize);
+            let header = header(payload.len() as u32, 0, index, 0);
+            bytes.extend_from_slice(&header);
+            bytes.extend_from_slice(&legacy_checksum(&header, &payload));
+            bytes.extend_from_slice(&payload);
+        }
+        let path = dir.path().join("journal/segment-0");
+        std::fs::write(&path, &bytes).unwrap();
+        let (_, replayed, _) = open(dir.path(), 0).unwrap();
+        assert_eq!(replayed, vec![payload(0), payload(1)]);
+
+        // A changed byte in the second record's payload: it is torn, not replayed.
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        std::fs::write(&path, &bytes).unwrap();
+        let (_, replayed, _) = open(dir.path(), 0).unwrap();
+        assert_eq!(replayed, vec![payload(0)]);
+    }
+
+    #[test]
+    fn a_changed_byte_in_a_record_is_caught_by_its_crc() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut journal, _, _) = open(dir.path(), 0).unwrap();
+        append_all(&mut journal, 0..2);
+        let file = journal.active.path.clone();
+        drop(journal);
+        let mut bytes = std::fs::read(&file).unwrap();
+        let first_length = HEADER + payload(0).len();
+        assert_eq!(
+            u32::from_le_bytes(bytes[..4].try_into().unwrap()) & CRC_RECORD,
+            CRC_RECORD,
+            "new records carry a CRC"
+        );
+        // One bit of the second record's payload.
+        bytes[first_length + HEADER + 10] ^= 4;
+        std::fs::write(&file, &bytes).unwrap();
+        let (_, replayed, _) = open(dir.path(), 0).unwrap();
+        assert_eq!(replayed, vec![payload(0)]);
     }
 
     #[test]
