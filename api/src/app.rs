@@ -45,6 +45,8 @@ pub struct AppState {
     pub cache: Arc<crate::cache::Cache>,
     /// Turns true when the service begins to stop: long-polls answer at once.
     pub stopping: watch::Receiver<bool>,
+    /// Set once the reason the log stopped taking writes has been logged.
+    pub log_failure_logged: std::sync::atomic::AtomicBool,
 }
 
 impl AppState {
@@ -125,6 +127,8 @@ fn root_key(config: &Config) -> Result<RootKey, StartError> {
 pub struct Server {
     pub addr: SocketAddr,
     feed: Arc<crate::feed::Feed>,
+    /// Not an owner: the log closes when the service stops.
+    log: std::sync::Weak<RocksLog>,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -176,9 +180,11 @@ impl Server {
             feed: Arc::new(crate::feed::Feed::default()),
             cache: Arc::new(crate::cache::Cache::default()),
             hashing,
+            log_failure_logged: Default::default(),
         });
         let app = router(state.clone());
         let feed_handle = state.feed.clone();
+        let log_handle = Arc::downgrade(&state.log);
         let feed = tokio::spawn(state.feed.clone().run(
             state.log.clone(),
             state.projections.progress(),
@@ -235,9 +241,15 @@ impl Server {
         Ok(Server {
             addr,
             feed: feed_handle,
+            log: log_handle,
             stop,
             task,
         })
+    }
+
+    /// The running service's event log (`None` once the service has stopped and closed it).
+    pub fn log(&self) -> Option<Arc<RocksLog>> {
+        self.log.upgrade()
     }
 
     /// How many change-feed long-polls are waiting now.

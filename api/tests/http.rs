@@ -561,3 +561,50 @@ async fn request_ids_are_kept_or_made_and_metrics_count_routes_not_paths() {
     assert!(!metrics.contains("no-such-route"), "{metrics}");
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_that_stopped_taking_writes_fails_liveness_and_readiness_without_the_detail() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path()).await;
+    let acme = json!({"name": "acme", "display_name": "Acme IT", "admin_email": "a@acme.example"});
+    assert_eq!(signup(&server, acme).await.status(), 201);
+    assert!(metrics(&server).await.contains("\nidem_log_writable 1\n"));
+
+    // As after a failed journal sync (which needs a failing disk to happen for real; the
+    // log's own tests make one by taking its journal directory away).
+    let secret_detail = "journal segment /data/log/journal/segment-7: input/output error";
+    server.log().unwrap().fail_writes(secret_detail);
+
+    let health = client().get(url(&server, "/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), 503);
+    let text = health.text().await.unwrap();
+    assert!(text.contains("restart idemd"), "{text}");
+    assert!(
+        !text.contains("segment-7"),
+        "the detail stays in the log: {text}"
+    );
+
+    let ready = client().get(url(&server, "/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 503);
+    let body: Value = ready.json().await.unwrap();
+    assert_eq!(body["ready"], false);
+    assert_eq!(body["log_writable"], false);
+    assert!(!body.to_string().contains("segment-7"));
+    assert!(metrics(&server).await.contains("\nidem_log_writable 0\n"));
+
+    // Writes fail without their detail; reads go on.
+    let globex =
+        json!({"name": "globex", "display_name": "Globex", "admin_email": "g@globex.example"});
+    let refused = signup(&server, globex).await;
+    assert_eq!(refused.status(), 500);
+    let problem = refused.text().await.unwrap();
+    assert!(!problem.contains("segment-7"), "{problem}");
+    let taken =
+        json!({"name": "acme", "display_name": "Acme again", "admin_email": "b@acme.example"});
+    assert_eq!(
+        signup(&server, taken).await.status(),
+        409,
+        "refusals that need no write still read the stored state"
+    );
+    server.shutdown().await;
+}

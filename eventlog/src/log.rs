@@ -52,6 +52,12 @@ pub trait EventLog: Send + Sync + 'static {
     /// learn of the next commit without polling.
     fn subscribe(&self) -> watch::Receiver<u64>;
 
+    /// Why the log takes no more writes, once a write failed in a way only reopening it can
+    /// settle (a failed journal write or sync: whether its bytes reached the disk is unknown,
+    /// and recovery decides). Every commit fails from then on; reads go on. `None` while
+    /// writes work.
+    fn write_failure(&self) -> Option<String>;
+
     /// True once `stream` has been deleted.
     fn is_deleted(&self, stream: StreamId) -> impl Future<Output = Result<bool>> + Send;
 

@@ -629,3 +629,51 @@ async fn deleted_data_leaves_reused_journal_segments() {
     assert_no_file_holds(dir.path(), marker);
     drop(log);
 }
+
+#[tokio::test]
+async fn a_failed_journal_write_stops_writes_and_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = || RocksOptions {
+        journal_segment_bytes: 4096,
+        ..RocksOptions::default()
+    };
+    let s = stream();
+    let log = RocksLog::open_with(dir.path(), options()).unwrap();
+    log.append(StreamAppend::new(s, Expected::NoStream).event(event("T", "kept")))
+        .await
+        .unwrap();
+    assert_eq!(log.write_failure(), None);
+    // The journal's directory gives way under it: the next segment cannot be opened or made.
+    let journal = dir.path().join("journal");
+    std::fs::remove_dir_all(&journal).unwrap();
+    std::fs::write(&journal, b"not a directory").unwrap();
+    let head = log.head_position();
+    let mut seq = 1;
+    let failure = loop {
+        // 3 KB events: a 4 KiB segment takes one, the next needs another segment.
+        let data = "x".repeat(3000);
+        match log
+            .append(StreamAppend::new(s, Expected::At(seq)).event(event("T", data)))
+            .await
+        {
+            Ok(_) => seq += 1,
+            Err(error) => break error,
+        }
+        assert!(seq < 10, "a new segment was needed long ago");
+    };
+    assert!(matches!(failure, Error::Storage { .. }), "{failure:?}");
+    let reason = log.write_failure().expect("the log says writes stopped");
+    assert!(reason.contains("journal segment"), "{reason}");
+    // Every later commit fails, on any stream; reads go on; the head stays where it was.
+    let other = stream();
+    let refused = log
+        .append(StreamAppend::new(other, Expected::NoStream).event(event("T", "refused")))
+        .await
+        .unwrap_err();
+    assert!(matches!(refused, Error::Storage { .. }), "{refused:?}");
+    assert_eq!(log.head_position(), head + seq - 1);
+    let events = log.read_stream(s, 1, 100).await.unwrap();
+    assert_eq!(events.len() as u64, seq);
+    assert_eq!(events[0].data, b"kept");
+    assert!(log.read_stream(other, 1, 10).await.unwrap().is_empty());
+}

@@ -7,23 +7,48 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use eventlog::EventLog;
 
-use crate::app::Shared;
+use std::sync::atomic::Ordering;
+
+use crate::app::{AppState, Shared};
 
 /// The projection lag beyond which the service reports not ready.
 pub const MAX_READY_LAG: u64 = 10_000;
 
-/// Alive: the process answers.
-pub async fn healthz() -> &'static str {
-    "ok\n"
+/// What liveness and readiness say once the log stopped taking writes.
+const LOG_STOPPED: &str = "the event log stopped taking writes after a failed write to its \
+                           journal; restart idemd, whose recovery settles it";
+
+/// Alive: the process answers, and its log takes writes. A log that stopped after a failed
+/// journal write takes none until it is reopened, so the process is reported dead: a
+/// supervisor's restart is the remedy (recovery decides whether the failed write happened).
+pub async fn healthz(State(state): State<Shared>) -> Response {
+    match log_stopped(&state) {
+        false => "ok\n".into_response(),
+        true => (StatusCode::SERVICE_UNAVAILABLE, format!("{LOG_STOPPED}\n")).into_response(),
+    }
+}
+
+/// Whether the log takes no more writes; logs the reason once (it names files, and stays out
+/// of answers).
+fn log_stopped(state: &AppState) -> bool {
+    let Some(failure) = state.log.write_failure() else {
+        return false;
+    };
+    if !state.log_failure_logged.swap(true, Ordering::Relaxed) {
+        tracing::error!(%failure, "{LOG_STOPPED}");
+    }
+    true
 }
 
 /// Ready: every projector running and not failing, lag bounded. Quarantined tenants are listed
 /// in the body (and counted in /metrics) without making the service unready.
 pub async fn readyz(State(state): State<Shared>) -> Response {
     let status = state.projections.status();
-    let ready = status.is_ready(MAX_READY_LAG);
+    let log_writable = !log_stopped(&state);
+    let ready = log_writable && status.is_ready(MAX_READY_LAG);
     let body = serde_json::json!({
         "ready": ready,
+        "log_writable": log_writable,
         "head": status.head,
         "lag": status.lag(),
         "max_lag": MAX_READY_LAG,
@@ -68,6 +93,12 @@ pub async fn metrics(State(state): State<Shared>) -> Response {
         "idem_log_head_position",
         "Position of the newest durable event.",
         &[(None, state.log.head_position())],
+    );
+    gauge(
+        &mut out,
+        "idem_log_writable",
+        "1 while the log takes writes; 0 once a failed journal write stopped them.",
+        &[(None, u64::from(state.log.write_failure().is_none()))],
     );
     gauge(
         &mut out,

@@ -96,13 +96,14 @@ pub(crate) fn start(
     head_tx: watch::Sender<u64>,
     maintenance: mpsc::Sender<maintenance::Job>,
     journal: Journal,
+    progress: Arc<Progress>,
 ) -> Result<(mpsc::Sender<Request>, JoinHandle<()>)> {
     let (sender, queue) = mpsc::channel();
     let finisher = Arc::new(Finisher {
         shared: Arc::clone(&shared),
         head_tx,
         maintenance: maintenance.clone(),
-        progress: Arc::new(Progress::default()),
+        progress,
     });
     let (syncer, syncer_thread) = pipeline::start_syncer(Arc::clone(&finisher))?;
     let committer = Committer {

@@ -136,6 +136,8 @@ impl Shared {
 pub struct RocksLog {
     shared: Arc<Shared>,
     head: watch::Receiver<u64>,
+    /// How far the committer's groups are finished, and the failure that stopped writes.
+    progress: Arc<pipeline::Progress>,
     writer: Option<(mpsc::Sender<committer::Request>, JoinHandle<()>)>,
     maintenance: maintenance::Handle,
 }
@@ -207,19 +209,29 @@ impl RocksLog {
         if let Some(chore) = chore {
             let _ = maintenance.sender().send(maintenance::Job::Journal(chore));
         }
+        let progress = Arc::new(pipeline::Progress::default());
         let writer = committer::start(
             Arc::clone(&shared),
             head,
             head_tx,
             maintenance.sender(),
             journal,
+            Arc::clone(&progress),
         )?;
         Ok(RocksLog {
             shared,
             head: head_rx,
+            progress,
             writer: Some(writer),
             maintenance,
         })
+    }
+
+    /// Stops writes as a failed journal write would, with `reason`: for tests of what callers
+    /// do with a log in that state (a real failure needs a failing disk).
+    #[cfg(feature = "testkit")]
+    pub fn fail_writes(&self, reason: &str) {
+        self.progress.fail(reason);
     }
 
     /// What the log has written since it was opened.
@@ -369,6 +381,10 @@ impl EventLog for RocksLog {
 
     fn subscribe(&self) -> watch::Receiver<u64> {
         self.head.clone()
+    }
+
+    fn write_failure(&self) -> Option<String> {
+        self.progress.failure()
     }
 
     async fn is_deleted(&self, stream: StreamId) -> Result<bool> {

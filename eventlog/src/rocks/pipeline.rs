@@ -91,6 +91,16 @@ impl Progress {
         state.finished
     }
 
+    /// Stops writes with `reason` (unless they are stopped already): every group from now on
+    /// fails. Only for tests; a real failure is recorded when its group is finished.
+    #[cfg(any(test, feature = "testkit"))]
+    pub(crate) fn fail(&self, reason: &str) {
+        let mut state = self.lock();
+        if state.failure.is_none() {
+            state.failure = Some(reason.to_string());
+        }
+    }
+
     fn record(&self, finished: u64, failure: Option<&String>) {
         let mut state = self.lock();
         state.finished = finished;
@@ -134,6 +144,8 @@ impl Finisher {
                     Err(e) => Some(e),
                 };
             }
+            // Before the answers: a writer told of a failure finds the log saying so.
+            self.progress.record(group.number, failure.as_ref());
             match &failure {
                 None => {
                     self.head_tx.send_if_modified(|head| {
@@ -180,7 +192,6 @@ impl Finisher {
                     }
                 }
             }
-            self.progress.record(group.number, failure.as_ref());
         }
     }
 
