@@ -408,9 +408,8 @@ impl Journal {
         );
         let sum = checksum(&header, payload);
         let end = active.segment.add(&[&header, &sum, payload]);
-        active.offset += size;
+        active.offset = end;
         active.records += 1;
-        debug_assert_eq!(end, active.offset);
         let record = Unsynced {
             segment: Arc::clone(&active.segment),
             end,
