@@ -4,6 +4,9 @@
 //!
 //! Every other round runs with small memtables and small journal segments, so kills also land
 //! during memtable flushes, compactions, and the journal's rotations, retirements and zeroing.
+//! The journal writes both ways: the other rounds stay in the growing segment each open starts
+//! with (`pwrite` and `fdatasync`), the small-segment rounds go on into zero-filled ones
+//! (`O_DIRECT | O_DSYNC`).
 //!
 //! `IDEM_CRASH_ROUNDS` sets the number of rounds (default 50).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]

@@ -1053,7 +1053,7 @@ mod tests {
         assert!(
             direct > 20,
             "zero-filled segments are written direct ({direct} of 60 records; the test's \
-             directory must be on a disk, not tmpfs)"
+             directory must be on a filesystem that takes O_DIRECT)"
         );
         drop(journal);
         let (_, replayed) = open(dir.path());

@@ -15,7 +15,8 @@
 //!   rewrites that block whole: its first bytes again as they are, then the new records, then
 //!   zeros to the block's end.
 //! - *buffered*: a file that grows as it is written (not zero-filled), or one where `O_DIRECT`
-//!   is refused: `pwrite` of the pending bytes, then fdatasync.
+//!   is refused, at open or by a first write of zeros: `pwrite` of the pending bytes, then
+//!   fdatasync.
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
@@ -70,7 +71,9 @@ impl Segment {
     }
 
     /// Opens an existing whole segment file to write: direct if `direct` and the filesystem
-    /// takes `O_DIRECT` (tmpfs, for one, refuses it), buffered otherwise.
+    /// takes `O_DIRECT` (tmpfs before Linux 6.6, for one, refuses it), buffered otherwise.
+    /// The file must be zero-filled or hold only records nobody needs any more: its first
+    /// block is written with zeros to try a direct write.
     pub(crate) fn open(path: &Path, direct: bool) -> std::io::Result<Segment> {
         if direct {
             let opened = OpenOptions::new()
@@ -79,8 +82,19 @@ impl Segment {
                 .custom_flags(direct_flags())
                 .open(path);
             match opened {
-                Ok(file) => return Ok(Segment::new(file, true)),
-                Err(e) if e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) => {}
+                Ok(file) => {
+                    // Some filesystems take the flag at open and refuse the writes (or want
+                    // larger blocks than ours): one block, written as every record will be,
+                    // settles it before a record depends on it.
+                    let mut zeros = Aligned::with_capacity(BLOCK);
+                    zeros.extend(&[0u8; BLOCK]);
+                    match file.write_all_at(zeros.as_slice(), 0) {
+                        Ok(()) => return Ok(Segment::new(file, true)),
+                        Err(e) if refused(&e) => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                Err(e) if refused(&e) => {}
                 Err(e) => return Err(e),
             }
         }
@@ -211,6 +225,11 @@ impl Aligned {
     }
 }
 
+/// How Linux refuses `O_DIRECT` where a filesystem does not take it, or misaligned writes.
+fn refused(e: &std::io::Error) -> bool {
+    e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error())
+}
+
 fn direct_flags() -> i32 {
     // The flags' values differ between architectures; rustix knows them.
     (OFlags::DIRECT | OFlags::DSYNC).bits() as i32
@@ -231,7 +250,7 @@ mod tests {
         let path = dir.join("segment");
         std::fs::write(&path, vec![0u8; blocks * BLOCK]).unwrap();
         let segment = Segment::open(&path, direct).unwrap();
-        // The tests' directories are on a disk, not tmpfs: direct must be direct.
+        // The tests' directories are on a filesystem that takes O_DIRECT (a disk's).
         assert_eq!(segment.is_direct(), direct);
         segment
     }
@@ -285,6 +304,26 @@ mod tests {
             assert_eq!(on_disk[..12_000], records.concat()[..], "{direct}");
             assert!(on_disk[12_000..].iter().all(|b| *b == 0));
         }
+    }
+
+    #[test]
+    fn opening_direct_tries_a_direct_write_of_the_first_block() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("segment");
+        // A reused segment: stale bytes of generations nobody needs.
+        std::fs::write(&path, vec![7u8; 2 * BLOCK]).unwrap();
+        let segment = Segment::open(&path, true).unwrap();
+        assert!(segment.is_direct());
+        let on_disk = std::fs::read(&path).unwrap();
+        assert!(on_disk[..BLOCK].iter().all(|b| *b == 0));
+        assert!(
+            on_disk[BLOCK..].iter().all(|b| *b == 7),
+            "only the first block"
+        );
+        // Buffered: nothing written at open.
+        std::fs::write(&path, vec![7u8; 2 * BLOCK]).unwrap();
+        assert!(!Segment::open(&path, false).unwrap().is_direct());
+        assert!(std::fs::read(&path).unwrap().iter().all(|b| *b == 7));
     }
 
     #[test]
