@@ -551,9 +551,20 @@ async fn a_cleanly_closed_log_leaves_nothing_in_its_journal() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn small_journal_segments_lose_nothing_and_do_not_pile_up() {
+    small_journal_segments(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_journal_segments_written_without_o_direct_lose_nothing_either() {
+    small_journal_segments(false).await;
+}
+
+/// Dozens of rotations through 4 KiB segments, with direct journal writes or without.
+async fn small_journal_segments(direct: bool) {
     let dir = tempfile::tempdir().unwrap();
     let options = || RocksOptions {
         journal_segment_bytes: 4096,
+        journal_direct_io: direct,
         ..RocksOptions::default()
     };
     let streams: Vec<_> = (0..5).map(|_| stream()).collect();
