@@ -141,11 +141,6 @@ impl Unsynced {
     pub(crate) fn sync(&self) -> Result<bool, String> {
         self.segment.write_through(self.end)
     }
-
-    /// Whether both records are in the same segment file (one write covers both).
-    pub(crate) fn same_file(&self, other: &Unsynced) -> bool {
-        Arc::ptr_eq(&self.segment, &other.segment)
-    }
 }
 
 /// The segment being written.
@@ -1074,16 +1069,21 @@ mod tests {
             bytes.extend_from_slice(&payload);
         }
         let path = dir.path().join("journal/segment-0");
-        std::fs::write(&path, &bytes).unwrap();
-        let (_, replayed, _) = open(dir.path(), 0).unwrap();
-        assert_eq!(replayed, vec![payload(0), payload(1)]);
+        assert_eq!(
+            replayed_from(dir.path(), &path, &bytes),
+            vec![payload(0), payload(1)]
+        );
 
         // A changed byte in the second record's payload: it is torn, not replayed.
         let last = bytes.len() - 1;
         bytes[last] ^= 1;
-        std::fs::write(&path, &bytes).unwrap();
-        let (_, replayed, _) = open(dir.path(), 0).unwrap();
-        assert_eq!(replayed, vec![payload(0)]);
+        assert_eq!(replayed_from(dir.path(), &path, &bytes), vec![payload(0)]);
+    }
+
+    /// Writes `bytes` as the segment file `path`, then what reopening the journal replays.
+    fn replayed_from(dir: &Path, path: &Path, bytes: &[u8]) -> Vec<Vec<u8>> {
+        std::fs::write(path, bytes).unwrap();
+        open(dir, 0).unwrap().1
     }
 
     #[test]
@@ -1102,9 +1102,7 @@ mod tests {
         );
         // One bit of the second record's payload.
         bytes[first_length + HEADER + 10] ^= 4;
-        std::fs::write(&file, &bytes).unwrap();
-        let (_, replayed, _) = open(dir.path(), 0).unwrap();
-        assert_eq!(replayed, vec![payload(0)]);
+        assert_eq!(replayed_from(dir.path(), &file, &bytes), vec![payload(0)]);
     }
 
     #[test]

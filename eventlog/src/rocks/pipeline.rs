@@ -195,17 +195,14 @@ impl Finisher {
         }
     }
 
-    /// One sync per segment file the groups wrote to, oldest first.
+    /// Makes the groups' records durable, oldest first. The first record of each segment file
+    /// writes every byte pending in it, so the records after it in that file need no write.
     fn sync(&self, groups: &[Written]) -> std::result::Result<(), String> {
-        let records: Vec<&Unsynced> = groups
+        let records = groups
             .iter()
-            .filter_map(|group| group.record.as_ref().ok().and_then(Option::as_ref))
-            .collect();
-        for (i, record) in records.iter().enumerate() {
-            let next_in_same_file = records
-                .get(i + 1)
-                .is_some_and(|next| next.same_file(record));
-            if !next_in_same_file && record.sync()? {
+            .filter_map(|group| group.record.as_ref().ok().and_then(Option::as_ref));
+        for record in records {
+            if record.sync()? {
                 self.shared.stats.syncs.fetch_add(1, Ordering::Relaxed);
             }
         }
