@@ -39,3 +39,27 @@ install_browser_deps() {
   command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
   apt_install "the portals' browser tests" "${missing[@]}"
 }
+
+# Keeps the shared target directory from filling the disk: every dependency change leaves a
+# new copy of each test executable (about 100 MB each) beside the old ones, and nothing
+# removes them. Old test executables are never inputs of a build, so all but the newest two
+# of each name go. While the directory is still over IDEM_TARGET_MAX_GB (default 40), first
+# the incremental caches go (our crates compile once from scratch), then everything: the next
+# build is cold, with RocksDB's C++ from ccache.
+prune_target_dir() {
+  local deps="$CARGO_TARGET_DIR/debug/deps"
+  if [ -d "$deps" ]; then
+    # Test executables are named NAME-HASH (16 hex digits), with no extension.
+    find "$deps" -maxdepth 1 -type f -executable -regextype posix-extended -regex '.*-[0-9a-f]{16}' -printf '%T@ %p\n' |
+      sort -rn |
+      awk '{ name = $2; sub(/-[0-9a-f]+$/, "", name); if (++seen[name] > 2) print $2 }' |
+      xargs -r rm -f
+  fi
+  local max_gb="${IDEM_TARGET_MAX_GB:-40}" dir
+  for dir in "$CARGO_TARGET_DIR"/*/incremental "$CARGO_TARGET_DIR"; do
+    [ -e "$dir" ] || continue
+    [ "$(du -sk "$CARGO_TARGET_DIR" | cut -f1)" -gt $((max_gb * 1024 * 1024)) ] || return 0
+    echo "the target directory $CARGO_TARGET_DIR holds over ${max_gb} GB: removing $dir" >&2
+    rm -rf "$dir"
+  done
+}
