@@ -11,7 +11,9 @@
 
 use std::collections::{HashMap, HashSet};
 
+use chrono::{DateTime, Utc};
 use domain::event::{DesktopLoginMethod, Event, ImageRef, UserSource};
+use domain::ids::UserId;
 use eventlog::RecordedEvent;
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
@@ -1217,6 +1219,7 @@ pub(crate) async fn apply(
         // Attempts belong to the audit timeline.
         Event::DesktopLoginRecorded(_) | Event::ElevationRecorded(_) => {}
         Event::SessionStarted(e) => {
+            expire_sessions(conn, &tenant, &e.user_id, recorded.occurred_at).await?;
             let method = match e.method {
                 domain::event::SessionMethod::Qr => "qr",
                 domain::event::SessionMethod::Sso => "sso",
@@ -1253,6 +1256,44 @@ pub(crate) async fn apply(
         }
     }
     batch.last_seq.insert(tenant, seq);
+    Ok(())
+}
+
+/// Removes the sessions of `user` on `tenant`'s host that expired by `now`: the time of the
+/// login being projected, so that a rebuild removes the same rows. Without it the rows of
+/// expired sessions (refused when read) stayed until logout; now a user keeps at most the
+/// sessions started within one session lifetime before their latest login. Expiry is
+/// compared after parsing: timestamps as text do not sort by time under every PostgreSQL
+/// collation.
+async fn expire_sessions(
+    conn: &mut AnyConnection,
+    tenant: &str,
+    user: &UserId,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    let rows = fetch(
+        conn,
+        "SELECT session_id, expires_at FROM sessions WHERE tenant_id = $1 AND user_id = $2",
+        &[tenant.to_owned(), user.to_string()],
+    )
+    .await?;
+    for row in rows {
+        let session_id: String = row.try_get("session_id")?;
+        let expires_at: String = row.try_get("expires_at")?;
+        let expires_at = DateTime::parse_from_rfc3339(&expires_at).map_err(|e| {
+            Error::Corrupt(format!(
+                "session {session_id} expires at {expires_at:?}: {e}"
+            ))
+        })?;
+        if expires_at <= now {
+            execute(
+                conn,
+                "DELETE FROM sessions WHERE tenant_id = $1 AND session_id = $2",
+                vec![Value::Text(tenant.to_owned()), Value::Text(session_id)],
+            )
+            .await?;
+        }
+    }
     Ok(())
 }
 

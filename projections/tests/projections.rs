@@ -1132,7 +1132,63 @@ async fn customer_counts_follow_users_and_access(store: &Store) {
     projections.shutdown().await;
 }
 
+/// A session started by `user` at `at`, with the domain's lifetime; answers its token digest.
+fn session_started(user: UserId, at: chrono::DateTime<chrono::Utc>) -> (String, Event) {
+    let digest = format!("{:064x}", id().as_u128());
+    let event = Event::SessionStarted(SessionStarted {
+        session_id: id(),
+        user_id: user,
+        msp_id: None,
+        device_id: None,
+        method: SessionMethod::Qr,
+        token_digest: digest.clone(),
+        expires_at: at + domain::session::SESSION_LIFETIME,
+    });
+    (digest, event)
+}
+
+async fn expired_sessions_go_when_their_user_logs_in_again(store: &Store) {
+    let world = World::new();
+    let projections = world.project(store, Options::default()).await;
+    let read = projections.read_models().clone();
+    let acme = sign_up(&world, "acme").await;
+    let other = UserId(id());
+    let start = common::at();
+    let hours = chrono::Duration::hours;
+
+    let (first, started) = session_started(acme.admin, start);
+    world.append_at(acme.id, start, vec![started]).await;
+    let (second, started) = session_started(acme.admin, start + hours(2));
+    world
+        .append_at(acme.id, start + hours(2), vec![started])
+        .await;
+    let (others, started) = session_started(other, start);
+    world.append_at(acme.id, start, vec![started]).await;
+    assert!(projections.wait_for(world.head(), LONG).await);
+    for digest in [&first, &second, &others] {
+        assert!(read.session(digest).await.unwrap().is_some());
+    }
+
+    // 13 hours on, the first session has expired, the second has not.
+    let later = start + hours(13);
+    let (third, started) = session_started(acme.admin, later);
+    world.append_at(acme.id, later, vec![started]).await;
+    assert!(projections.wait_for(world.head(), LONG).await);
+    assert!(read.session(&first).await.unwrap().is_none(), "expired");
+    let second_row = read.session(&second).await.unwrap().unwrap();
+    assert_eq!(second_row.user_id, acme.admin.0);
+    assert!(read.session(&third).await.unwrap().is_some());
+    // Another user's expired session waits for that user's next login.
+    assert!(read.session(&others).await.unwrap().is_some());
+
+    // A rebuild from the log leaves the same rows.
+    let dump = read.dump().await.unwrap();
+    projections.shutdown().await;
+    assert_eq!(dump, world.reference_dump(store).await);
+}
+
 on_both_databases!(
+    expired_sessions_go_when_their_user_logs_in_again,
     read_models_follow_the_quick_start,
     customer_counts_follow_users_and_access,
     change_feed_reports_every_change_once,

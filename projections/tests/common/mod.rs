@@ -97,7 +97,11 @@ pub fn at() -> chrono::DateTime<Utc> {
 }
 
 fn encode(event: &Event) -> NewEvent {
-    codec::encode(event, Uuid::now_v7(), at(), "user:test").unwrap()
+    encode_at(event, at())
+}
+
+fn encode_at(event: &Event, occurred_at: chrono::DateTime<Utc>) -> NewEvent {
+    codec::encode(event, Uuid::now_v7(), occurred_at, "user:test").unwrap()
 }
 
 impl World {
@@ -113,6 +117,18 @@ impl World {
     /// Appends `events` to `tenant`'s stream; answers the commit's position.
     pub async fn append(&self, tenant: TenantId, events: Vec<Event>) -> u64 {
         self.commit(vec![(tenant, events)], None).await
+    }
+
+    /// Appends `events`, as having occurred at `occurred_at`, to `tenant`'s stream.
+    pub async fn append_at(
+        &self,
+        tenant: TenantId,
+        occurred_at: chrono::DateTime<Utc>,
+        events: Vec<Event>,
+    ) -> u64 {
+        let append = StreamAppend::new(StreamId(tenant.0), Expected::Any)
+            .events(events.iter().map(|e| encode_at(e, occurred_at)));
+        self.log.append(append).await.unwrap().position
     }
 
     /// One atomic commit of appends to several streams, and optionally a deletion.
