@@ -96,9 +96,7 @@ impl Segment {
                     // Some filesystems take the flag at open and refuse the writes (or want
                     // larger blocks than ours): one block, written as every record will be,
                     // settles it before a record depends on it.
-                    let mut zeros = Aligned::with_capacity(BLOCK);
-                    zeros.extend(&[0u8; BLOCK]);
-                    match first_write(&file, zeros.as_slice()) {
+                    match first_write(&file, Aligned::zero_block().as_slice()) {
                         Ok(()) => return Ok(Segment::new(file, true)),
                         Err(e) if refused(&e) => {}
                         Err(e) => return Err(e),
@@ -199,6 +197,13 @@ impl Aligned {
         Aligned { raw, at, len: 0 }
     }
 
+    /// One block of zeros, what a direct write of a segment's first block needs.
+    fn zero_block() -> Aligned {
+        let mut zeros = Aligned::with_capacity(BLOCK);
+        zeros.extend(&[0u8; BLOCK]);
+        zeros
+    }
+
     /// A multiple of [`BLOCK`].
     fn capacity(&self) -> usize {
         self.raw.len() - BLOCK
@@ -264,11 +269,7 @@ pub(crate) mod tests {
             .write(true)
             .custom_flags(direct_flags())
             .open(&path)
-            .and_then(|file| {
-                let mut zeros = Aligned::with_capacity(BLOCK);
-                zeros.extend(&[0u8; BLOCK]);
-                file.write_all_at(zeros.as_slice(), 0)
-            });
+            .and_then(|file| file.write_all_at(Aligned::zero_block().as_slice(), 0));
         std::fs::remove_file(&path).unwrap();
         match taken {
             Ok(()) => true,
