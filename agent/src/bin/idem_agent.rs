@@ -128,10 +128,7 @@ async fn run(cli: Cli) -> Result<(), desktop::AgentError> {
         Command::Elevate => {
             let mut agent = Agent::open(&cli.state_dir, accounts(&cli))?;
             let (account, password) = agent
-                .elevate(
-                    |qr| println!("Approve with your phone:\n{qr}"),
-                    Duration::from_secs(120),
-                )
+                .elevate(show_challenge, Duration::from_secs(120))
                 .await?;
             println!("elevated access: account {account}, password {password}");
         }
@@ -141,6 +138,17 @@ async fn run(cli: Cli) -> Result<(), desktop::AgentError> {
         }
     }
     Ok(())
+}
+
+/// Shows an elevation challenge: its QR code for a technician's phone, then its text on a
+/// line of its own (for the software authenticator, or a phone that cannot scan).
+fn show_challenge(url: &str) {
+    use std::io::IsTerminal;
+    println!("A technician of this customer approves with their phone:");
+    if let Some(code) = agent::qr::terminal_qr(url, std::io::stdout().is_terminal()) {
+        println!("{code}");
+    }
+    println!("{url}");
 }
 
 #[tokio::main]
