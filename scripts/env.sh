@@ -40,6 +40,14 @@ install_browser_deps() {
   apt_install "the portals' browser tests" "${missing[@]}"
 }
 
+# curl and jq, which the README's walkthrough uses (run as written by tests/tests/readme.rs).
+install_walkthrough_deps() {
+  local missing=()
+  command -v curl >/dev/null 2>&1 || missing+=(curl)
+  command -v jq >/dev/null 2>&1 || missing+=(jq)
+  apt_install "the README's walkthrough" "${missing[@]}"
+}
+
 # Keeps the shared target directory from filling the disk: every dependency change leaves a
 # new copy of each test executable (about 100 MB each) beside the old ones, and nothing
 # removes them. Old test executables are never inputs of a build, so all but the newest two
