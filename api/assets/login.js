@@ -37,8 +37,10 @@
         window.location.assign(answer.next || next);
         return;
       }
-      if (answer.status === "expired") {
-        window.location.assign("/login?expired=1&next=" + encodeURIComponent(next));
+      if (answer.status === "expired" || answer.status === "withdrawn") {
+        window.location.assign(
+          "/login?" + answer.status + "=1&next=" + encodeURIComponent(next),
+        );
         return;
       }
       status.textContent = "Waiting for your approval…";

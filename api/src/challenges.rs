@@ -2,11 +2,23 @@
 //! approval, and SSO hand-offs waiting to be opened on a customer host. Both live for minutes
 //! at most and are single-use; what outlives them (the session) is an event in the log. A
 //! restart forgets them, and the client simply asks for a new one.
+//!
+//! A portal challenge's poll needs nothing but its id (the contract's), and the id is in the
+//! QR code: anyone who sees the screen could poll too and race the browser for the session
+//! token. So a portal challenge also has a *poll secret*, given only to its creator (the
+//! portal keeps it in the login page's cookie; an API client sends it as `Idem-Poll-Secret`).
+//! A poll without it, while any other poll of the challenge waits, or a poll with it while
+//! one without it waits, means a second party: the challenge is *withdrawn*. Every poll of it
+//! answers `denied`, no approval is taken and no token is handed out; the person asks for a
+//! new code. Polls with the secret may overlap (two tabs of one browser share the cookie), and
+//! a lone poll without it (the contract's client) works as before. An agent's challenge is
+//! polled with the agent's credential and has no such rule.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 
 use chrono::{DateTime, Utc};
+use subtle::ConstantTimeEq;
 use tokio::sync::watch;
 use uuid::Uuid;
 
@@ -24,6 +36,8 @@ pub enum ChallengeState {
     Approved {
         token: Option<String>,
     },
+    /// Polled by two parties at once: no approval, no token.
+    Withdrawn,
 }
 
 /// A QR challenge, bound to the host it was created on.
@@ -37,6 +51,10 @@ pub struct Challenge {
     pub agent: Option<Uuid>,
     pub expires_at: DateTime<Utc>,
     state: watch::Sender<ChallengeState>,
+    /// A portal challenge's poll secret (see the module's documentation).
+    poll_secret: Option<String>,
+    /// Polls waiting on it now: with the poll secret, and without.
+    polls: [usize; 2],
 }
 
 /// What the waiting client learns.
@@ -46,6 +64,8 @@ pub enum Poll {
     Expired,
     /// The token, the first time only.
     Approved(Option<String>),
+    /// Withdrawn: two parties polled it at once.
+    Denied,
 }
 
 /// An SSO hand-off onto a customer host.
@@ -74,6 +94,8 @@ pub enum Refusal {
     Expired,
     /// Already approved, or being approved.
     Used,
+    /// Withdrawn: two parties polled it at once.
+    Withdrawn,
 }
 
 #[derive(Default)]
@@ -89,7 +111,8 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Store {
-    /// Records a new challenge; `None` when the store is full.
+    /// Records a new challenge; `None` when the store is full. A portal challenge (no `agent`)
+    /// takes `poll_secret`.
     #[allow(clippy::too_many_arguments)]
     pub fn create(
         &self,
@@ -99,6 +122,7 @@ impl Store {
         nonce: String,
         purpose: &'static str,
         agent: Option<Uuid>,
+        poll_secret: Option<String>,
         expires_at: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> Option<()> {
@@ -120,6 +144,8 @@ impl Store {
                 agent,
                 expires_at,
                 state,
+                poll_secret,
+                polls: [0; 2],
             },
         );
         Some(())
@@ -142,16 +168,17 @@ impl Store {
         if challenge.expires_at <= now {
             return Err(Refusal::Expired);
         }
-        let mut taken = false;
+        let mut refusal = None;
         challenge.state.send_if_modified(|state| {
-            if *state == ChallengeState::Pending {
-                *state = ChallengeState::Approving;
-                taken = true;
+            match state {
+                ChallengeState::Pending => *state = ChallengeState::Approving,
+                ChallengeState::Withdrawn => refusal = Some(Refusal::Withdrawn),
+                _ => refusal = Some(Refusal::Used),
             }
             false
         });
-        if !taken {
-            return Err(Refusal::Used);
+        if let Some(refusal) = refusal {
+            return Err(refusal);
         }
         Ok(Approving {
             host: challenge.host.clone(),
@@ -161,20 +188,32 @@ impl Store {
         })
     }
 
-    /// The approval failed its checks: the challenge waits for a genuine one.
+    /// The approval failed its checks: the challenge waits for a genuine one (unless it was
+    /// withdrawn meanwhile).
     pub fn release(&self, id: Uuid) {
-        if let Some(challenge) = lock(&self.challenges).get(&id) {
-            challenge.state.send_replace(ChallengeState::Pending);
-        }
+        self.end_approval(id, ChallengeState::Pending);
     }
 
-    /// The session is recorded: the waiting client may take its token.
-    pub fn approved(&self, id: Uuid, token: String) {
-        if let Some(challenge) = lock(&self.challenges).get(&id) {
-            challenge
-                .state
-                .send_replace(ChallengeState::Approved { token: Some(token) });
-        }
+    /// The session is recorded: the waiting client may take its token. `false` if the
+    /// challenge was withdrawn (or forgotten) while the approval was being recorded: nobody
+    /// gets the token.
+    pub fn approved(&self, id: Uuid, token: String) -> bool {
+        self.end_approval(id, ChallengeState::Approved { token: Some(token) })
+    }
+
+    /// Moves challenge `id` from approving to `next`; `false` if it was not approving.
+    fn end_approval(&self, id: Uuid, next: ChallengeState) -> bool {
+        let challenges = lock(&self.challenges);
+        let Some(challenge) = challenges.get(&id) else {
+            return false;
+        };
+        challenge.state.send_if_modified(|state| {
+            let approving = *state == ChallengeState::Approving;
+            if approving {
+                *state = next;
+            }
+            approving
+        })
     }
 
     /// Where challenge `id` of `tenant` stands; takes the token if it is there.
@@ -187,6 +226,10 @@ impl Store {
                 answer = Poll::Approved(token.take());
                 false
             }
+            ChallengeState::Withdrawn => {
+                answer = Poll::Denied;
+                false
+            }
             _ if challenge.expires_at <= now => {
                 answer = Poll::Expired;
                 false
@@ -197,12 +240,43 @@ impl Store {
     }
 
     /// Waits until challenge `id` of `tenant` is approved or expires, or `until`; `None` if
-    /// there is no such challenge on this host.
-    pub async fn poll(&self, id: Uuid, tenant: Uuid, until: DateTime<Utc>) -> Option<Poll> {
-        let mut changes = {
-            let challenges = lock(&self.challenges);
-            let challenge = challenges.get(&id).filter(|c| c.tenant == tenant)?;
-            challenge.state.subscribe()
+    /// there is no such challenge on this host. `secret` is the poll secret the caller sent;
+    /// a second party's poll of a portal challenge withdraws it, and every poll of it answers
+    /// [`Poll::Denied`].
+    pub async fn poll(
+        &self,
+        id: Uuid,
+        tenant: Uuid,
+        secret: Option<&str>,
+        until: DateTime<Utc>,
+    ) -> Option<Poll> {
+        let (mut changes, _waiting) = {
+            let mut challenges = lock(&self.challenges);
+            let challenge = challenges.get_mut(&id).filter(|c| c.tenant == tenant)?;
+            let owner = usize::from(match (&challenge.poll_secret, secret) {
+                (Some(expected), Some(given)) => {
+                    bool::from(expected.as_bytes().ct_eq(given.as_bytes()))
+                }
+                _ => false,
+            });
+            let [others, owners] = challenge.polls;
+            let second_party = if owner == 1 {
+                others > 0
+            } else {
+                others + owners > 0
+            };
+            if challenge.poll_secret.is_some() && second_party {
+                challenge.state.send_replace(ChallengeState::Withdrawn);
+                tracing::warn!(challenge = %id, "polled by a second party: challenge withdrawn");
+                return Some(Poll::Denied);
+            }
+            challenge.polls[owner] += 1;
+            let waiting = Waiting {
+                store: self,
+                id,
+                owner,
+            };
+            (challenge.state.subscribe(), waiting)
         };
         loop {
             // Marked seen before the check, so a change after it wakes the wait below.
@@ -268,6 +342,22 @@ impl Store {
     }
 }
 
+/// A poll waiting on a challenge (`owner`: 1 with the poll secret, 0 without); it stops
+/// counting when the poll ends or is dropped (its client went away).
+struct Waiting<'a> {
+    store: &'a Store,
+    id: Uuid,
+    owner: usize,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        if let Some(challenge) = lock(&self.store.challenges).get_mut(&self.id) {
+            challenge.polls[self.owner] = challenge.polls[self.owner].saturating_sub(1);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -288,6 +378,7 @@ mod tests {
                 "n".into(),
                 "portal",
                 None,
+                Some("secret".into()),
                 at(120),
                 at(0),
             )
@@ -312,7 +403,7 @@ mod tests {
         assert_eq!(store.begin_approval(id, tenant, at(1)), Err(Refusal::Used));
         store.release(id);
         assert!(store.begin_approval(id, tenant, at(2)).is_ok());
-        store.approved(id, "tok".into());
+        assert!(store.approved(id, "tok".into()));
         assert_eq!(store.begin_approval(id, tenant, at(3)), Err(Refusal::Used));
         assert_eq!(store.poll_now(id, other, at(3)), None);
         assert_eq!(
@@ -337,6 +428,7 @@ mod tests {
                 "n".into(),
                 "portal",
                 None,
+                Some("secret".into()),
                 at(120),
                 at(0),
             )
@@ -364,16 +456,17 @@ mod tests {
                 "n".into(),
                 "portal",
                 None,
+                Some("secret".into()),
                 expires,
                 Utc::now(),
             )
             .unwrap();
         let waiter = {
             let store = store.clone();
-            tokio::spawn(async move { store.poll(id, tenant, expires).await })
+            tokio::spawn(async move { store.poll(id, tenant, None, expires).await })
         };
         store.begin_approval(id, tenant, Utc::now()).unwrap();
-        store.approved(id, "tok".into());
+        assert!(store.approved(id, "tok".into()));
         // The waiter would otherwise wait two minutes; the approval ends it.
         let answer = tokio::time::timeout(std::time::Duration::from_secs(30), waiter)
             .await
@@ -398,5 +491,190 @@ mod tests {
         assert!(store.redeem("d", customer, at(1)).is_none(), "one use");
         store.hand_off("e".into(), handoff, at(0)).unwrap();
         assert!(store.redeem("e", customer, at(60)).is_none(), "expired");
+    }
+
+    /// A portal challenge with poll secret "secret", expiring in two minutes.
+    fn portal_challenge(store: &Store, id: Uuid, tenant: Uuid) -> DateTime<Utc> {
+        let expires = Utc::now() + chrono::Duration::minutes(2);
+        store
+            .create(
+                id,
+                tenant,
+                "h".into(),
+                "n".into(),
+                "portal",
+                None,
+                Some("secret".into()),
+                expires,
+                Utc::now(),
+            )
+            .unwrap();
+        expires
+    }
+
+    /// Starts a poll of `id` that waits, and lets it register before answering.
+    async fn waiting_poll(
+        store: &std::sync::Arc<Store>,
+        id: Uuid,
+        tenant: Uuid,
+        secret: Option<&'static str>,
+        until: DateTime<Utc>,
+    ) -> tokio::task::JoinHandle<Option<Poll>> {
+        let task = {
+            let store = store.clone();
+            tokio::spawn(async move { store.poll(id, tenant, secret, until).await })
+        };
+        while lock(&store.challenges)
+            .get(&id)
+            .unwrap()
+            .polls
+            .iter()
+            .sum::<usize>()
+            == 0
+        {
+            tokio::task::yield_now().await;
+        }
+        task
+    }
+
+    async fn answer(task: tokio::task::JoinHandle<Option<Poll>>) -> Option<Poll> {
+        tokio::time::timeout(std::time::Duration::from_secs(30), task)
+            .await
+            .unwrap()
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_second_party_polling_while_the_creator_waits_withdraws_the_challenge() {
+        for (creator, second) in [(Some("secret"), None), (None, None), (None, Some("secret"))] {
+            let store = std::sync::Arc::new(Store::default());
+            let (id, tenant) = (Uuid::from_u128(1), Uuid::from_u128(10));
+            let expires = portal_challenge(&store, id, tenant);
+            let waiting = waiting_poll(&store, id, tenant, creator, expires).await;
+
+            let now = Utc::now();
+            assert_eq!(
+                store.poll(id, tenant, second, now).await,
+                Some(Poll::Denied),
+                "{creator:?} then {second:?}"
+            );
+            assert_eq!(
+                answer(waiting).await,
+                Some(Poll::Denied),
+                "the waiting poll too"
+            );
+            assert_eq!(
+                store.begin_approval(id, tenant, Utc::now()),
+                Err(Refusal::Withdrawn)
+            );
+            assert_eq!(
+                store.poll(id, tenant, creator, now).await,
+                Some(Poll::Denied)
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn polls_with_the_secret_may_overlap_and_one_of_them_gets_the_token() {
+        let store = std::sync::Arc::new(Store::default());
+        let (id, tenant) = (Uuid::from_u128(1), Uuid::from_u128(10));
+        let expires = portal_challenge(&store, id, tenant);
+        let first = waiting_poll(&store, id, tenant, Some("secret"), expires).await;
+        let second = {
+            let store = store.clone();
+            tokio::spawn(async move { store.poll(id, tenant, Some("secret"), expires).await })
+        };
+        while lock(&store.challenges).get(&id).unwrap().polls[1] < 2 {
+            tokio::task::yield_now().await;
+        }
+        store.begin_approval(id, tenant, Utc::now()).unwrap();
+        assert!(store.approved(id, "tok".into()));
+        let mut answers = vec![answer(first).await, answer(second).await];
+        answers.sort_by_key(|a| format!("{a:?}"));
+        assert_eq!(
+            answers,
+            vec![
+                Some(Poll::Approved(None)),
+                Some(Poll::Approved(Some("tok".into())))
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn polls_one_after_another_and_ended_polls_withdraw_nothing() {
+        let store = std::sync::Arc::new(Store::default());
+        let (id, tenant) = (Uuid::from_u128(1), Uuid::from_u128(10));
+        let expires = portal_challenge(&store, id, tenant);
+        // One after another, without the secret: the contract's client.
+        for _ in 0..3 {
+            assert_eq!(
+                store.poll(id, tenant, None, Utc::now()).await,
+                Some(Poll::Pending)
+            );
+        }
+        // A waiting poll whose client went away (its future dropped) no longer counts.
+        let gone = waiting_poll(&store, id, tenant, None, expires).await;
+        gone.abort();
+        let _ = gone.await;
+        assert_eq!(lock(&store.challenges).get(&id).unwrap().polls, [0, 0]);
+        let waiting = waiting_poll(&store, id, tenant, None, expires).await;
+        store.begin_approval(id, tenant, Utc::now()).unwrap();
+        assert!(store.approved(id, "tok".into()));
+        assert_eq!(
+            answer(waiting).await,
+            Some(Poll::Approved(Some("tok".into())))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_challenge_withdrawn_while_its_approval_is_recorded_hands_out_no_token() {
+        let store = std::sync::Arc::new(Store::default());
+        let (id, tenant) = (Uuid::from_u128(1), Uuid::from_u128(10));
+        let expires = portal_challenge(&store, id, tenant);
+        let waiting = waiting_poll(&store, id, tenant, Some("secret"), expires).await;
+        store.begin_approval(id, tenant, Utc::now()).unwrap();
+        assert_eq!(
+            store.poll(id, tenant, None, Utc::now()).await,
+            Some(Poll::Denied)
+        );
+        assert!(!store.approved(id, "tok".into()), "the grant is dropped");
+        assert_eq!(answer(waiting).await, Some(Poll::Denied));
+        store.release(id);
+        assert_eq!(
+            store.begin_approval(id, tenant, Utc::now()),
+            Err(Refusal::Withdrawn),
+            "a release does not bring it back"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_agent_challenge_has_no_second_party_rule() {
+        let store = std::sync::Arc::new(Store::default());
+        let (id, tenant) = (Uuid::from_u128(1), Uuid::from_u128(10));
+        let expires = Utc::now() + chrono::Duration::minutes(2);
+        store
+            .create(
+                id,
+                tenant,
+                "h".into(),
+                "n".into(),
+                "elevate",
+                Some(Uuid::from_u128(7)),
+                None,
+                expires,
+                Utc::now(),
+            )
+            .unwrap();
+        let waiting = waiting_poll(&store, id, tenant, None, expires).await;
+        assert_eq!(
+            store.poll(id, tenant, None, Utc::now()).await,
+            Some(Poll::Pending)
+        );
+        store.begin_approval(id, tenant, Utc::now()).unwrap();
+        assert!(store.approved(id, "grant".into()));
+        assert_eq!(
+            answer(waiting).await,
+            Some(Poll::Approved(Some("grant".into())))
+        );
     }
 }

@@ -327,3 +327,79 @@ async fn sessions_survive_a_restart_and_pending_challenges_end_cleanly() {
     assert_ne!(again, token);
     platform.server.shutdown().await;
 }
+
+/// The id of a portal challenge is in its QR code, so anyone who sees the screen can poll
+/// it. A poll from someone without the creator's poll secret while the creator waits
+/// withdraws the challenge: nobody gets a token, and the phone's approval is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_onlooker_polling_the_qr_codes_id_withdraws_the_challenge() {
+    let platform = Platform::start().await;
+    platform.signup("acme", "Acme", "alice@acme.example").await;
+    let mut phone = Keyring::default();
+    platform
+        .enroll(&mut phone, "acme", "alice@acme.example")
+        .await;
+    let create = || async {
+        let (status, challenge) = Platform::call(
+            platform
+                .request(Method::POST, "acme", "/api/v1/login/challenges")
+                .json(&json!({"purpose": "portal"})),
+        )
+        .await;
+        assert_eq!(status, 201, "{challenge}");
+        let field = |name: &str| challenge[name].as_str().unwrap().to_owned();
+        (field("id"), field("qr"), field("poll_secret"))
+    };
+    let poll = |id: &str, secret: Option<&str>, wait: u64| {
+        let mut request = platform.request(
+            Method::GET,
+            "acme",
+            &format!("/api/v1/login/challenges/{id}?wait={wait}"),
+        );
+        if let Some(secret) = secret {
+            request = request.header("idem-poll-secret", secret);
+        }
+        request.send()
+    };
+
+    // The creator waits with its secret; an onlooker polls the id from the QR code.
+    let (id, qr, secret) = create().await;
+    assert!(!qr.contains(&secret), "the QR code never holds the secret");
+    let creator = tokio::spawn(poll(&id, Some(&secret), 30));
+    // The creator's poll is waiting once a poll with its secret, alone, is still pending.
+    let onlooker = loop {
+        let answer: Value = poll(&id, None, 0).await.unwrap().json().await.unwrap();
+        if answer["status"] != "pending" {
+            break answer;
+        }
+        // The onlooker came before the creator's poll was waiting: nothing overlapped yet.
+    };
+    assert_eq!(onlooker, json!({"status": "denied"}));
+    let creator: Value = creator.await.unwrap().unwrap().json().await.unwrap();
+    assert_eq!(creator, json!({"status": "denied"}));
+    let (status, problem) =
+        Platform::call(platform.request(Method::GET, "acme", "/api/v1/me")).await;
+    assert_eq!(status, 401, "{problem}");
+    let error = authenticator::approve(&phone, &qr).await.unwrap_err();
+    assert!(error.to_string().contains("withdrawn"), "{error}");
+
+    // Polls with the secret may overlap (two tabs of one browser), and a lone poll without
+    // it is the contract's client: both get through to the approval.
+    let (id, qr, secret) = create().await;
+    let tabs = [
+        tokio::spawn(poll(&id, Some(&secret), 30)),
+        tokio::spawn(poll(&id, Some(&secret), 30)),
+    ];
+    authenticator::approve(&phone, &qr).await.unwrap();
+    let mut tokens = 0;
+    for tab in tabs {
+        let answer: Value = tab.await.unwrap().unwrap().json().await.unwrap();
+        assert_eq!(answer["status"], "approved", "{answer}");
+        tokens += usize::from(answer["token"].is_string());
+    }
+    assert_eq!(tokens, 1, "the token is handed out once");
+    let token = platform.login(&phone, "acme").await;
+    let (status, _) =
+        Platform::call(platform.as_user(&token, Method::GET, "acme", "/api/v1/me")).await;
+    assert_eq!(status, 200);
+}

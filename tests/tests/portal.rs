@@ -7,7 +7,7 @@
 use agent::authenticator::Keyring;
 use harness::Platform;
 use reqwest::Method;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 async fn customers(platform: &Platform, token: &str) -> Vec<Value> {
     let (status, body) =
@@ -309,6 +309,76 @@ async fn the_login_page_stays_on_this_host_and_finishes_only_in_its_own_browser(
         .unwrap();
     let body: Value = answer.json().await.unwrap();
     assert_eq!(body["status"], "expired");
+}
+
+/// The login page's code can be seen by anyone near the screen. An onlooker who polls its id
+/// while the page waits withdraws it: the page is told, and shows a new code saying why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_login_code_polled_by_an_onlooker_is_withdrawn_and_the_page_says_so() {
+    let platform = Platform::start().await;
+    platform.signup("acme", "Acme IT", "admin@acme.test").await;
+    let answer = platform
+        .request(Method::GET, "acme", "/login?next=%2Fadmin")
+        .send()
+        .await
+        .unwrap();
+    let cookie = answer.headers()["set-cookie"].to_str().unwrap().to_owned();
+    let challenge = cookie.split(';').next().unwrap().to_owned();
+    let page = answer.text().await.unwrap();
+    let start = page.find("idem://approve?").unwrap();
+    let qr = page[start..page[start..].find('<').unwrap() + start].replace("&amp;", "&");
+    let id = agent::authenticator::parse_challenge(&qr).unwrap().id;
+    // The cookie holds the code's id and the poll secret, which the code does not.
+    let secret = challenge
+        .strip_prefix(&format!("idem_login={id}."))
+        .unwrap_or_else(|| panic!("{challenge}"));
+    assert!(secret.len() >= 40 && !qr.contains(secret), "{challenge}");
+
+    // The page waits on its code (as its script does)...
+    let waiting = tokio::spawn(
+        platform
+            .request(Method::POST, "acme", "/login")
+            .header("cookie", &challenge)
+            .header("accept", "application/json")
+            .form(&[("next", "/admin")])
+            .send(),
+    );
+    // ...and an onlooker polls the id read off the screen until their polls overlap.
+    let onlooker = loop {
+        let answer: Value = platform
+            .request(
+                Method::GET,
+                "acme",
+                &format!("/api/v1/login/challenges/{id}?wait=0"),
+            )
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if answer["status"] != "pending" {
+            break answer;
+        }
+    };
+    assert_eq!(onlooker["status"], "denied");
+    let answer = waiting.await.unwrap().unwrap();
+    assert!(answer.headers().get("set-cookie").is_none());
+    let body: Value = answer.json().await.unwrap();
+    assert_eq!(body, json!({"status": "withdrawn"}));
+
+    let page = platform
+        .request(Method::GET, "acme", "/login?withdrawn=1&next=%2Fadmin")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("Someone else asked for that code") && page.contains("idem://approve?"),
+        "{page}"
+    );
 }
 
 #[tokio::test]

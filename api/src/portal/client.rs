@@ -88,6 +88,8 @@ pub struct Client {
     token: Option<String>,
     /// The browser's address, for the routes that limit calls per address.
     peer: Option<std::net::SocketAddr>,
+    /// Headers sent with every call besides the host and the session.
+    extra: HeaderMap,
 }
 
 impl Client {
@@ -102,7 +104,14 @@ impl Client {
             host,
             token,
             peer: None,
+            extra: HeaderMap::new(),
         }
+    }
+
+    /// The same, sending `name: value` with every call.
+    pub fn with_header(mut self, name: &'static str, value: HeaderValue) -> Client {
+        self.extra.insert(name, value);
+        self
     }
 
     /// The same, calling on behalf of the browser at `peer`.
@@ -123,6 +132,9 @@ impl Client {
             .header(header::HOST, self.host.clone());
         if let Some(token) = &self.token {
             request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        for (name, value) in &self.extra {
+            request = request.header(name, value);
         }
         let request = match body {
             Some((content_type, bytes)) => request

@@ -69,7 +69,11 @@ pub async fn page(
         Ok(answer) => answer.body,
         Err(failure) => return error_page(display_name.as_deref(), &failure),
     };
-    let (Some(id), Some(qr)) = (challenge["id"].as_str(), challenge["qr"].as_str()) else {
+    let (Some(id), Some(qr), Some(secret)) = (
+        challenge["id"].as_str(),
+        challenge["qr"].as_str(),
+        challenge["poll_secret"].as_str(),
+    ) else {
         return error_page(
             display_name.as_deref(),
             &Failure::local(
@@ -85,6 +89,11 @@ pub async fn page(
         Some("No approval arrived for that code yet. Scan this new one.")
     } else if query_value(&uri, "expired").is_some() {
         Some("That code expired. Scan this new one.")
+    } else if query_value(&uri, "withdrawn").is_some() {
+        Some(
+            "Someone else asked for that code's answer, so it was withdrawn. Make sure nobody \
+             else can see your screen, and scan this new one.",
+        )
     } else if query_value(&uri, "out").is_some() {
         Some("You are signed out.")
     } else {
@@ -121,7 +130,7 @@ pub async fn page(
         ""
     };
     if let Ok(cookie) = HeaderValue::from_str(&format!(
-        "{LOGIN_COOKIE}={id}; Path=/login; HttpOnly; SameSite=Strict; Max-Age=300{secure}"
+        "{LOGIN_COOKIE}={id}.{secret}; Path=/login; HttpOnly; SameSite=Strict; Max-Age=300{secure}"
     )) {
         response.headers_mut().insert(header::SET_COOKIE, cookie);
     }
@@ -164,12 +173,19 @@ pub async fn finish(
             Redirect::to(&format!("/login?next={encoded_next}&{why}=1")).into_response()
         }
     };
-    let Some(id) =
-        auth::cookie(&headers, LOGIN_COOKIE).filter(|id| uuid::Uuid::parse_str(id).is_ok())
+    // The challenge's id and its poll secret: the secret makes this browser's polls its
+    // creator's, so that anyone else who polls the id shown in the QR code withdraws it.
+    let Some((id, secret)) = auth::cookie(&headers, LOGIN_COOKIE)
+        .and_then(|value| {
+            let (id, secret) = value.split_once('.')?;
+            Some((id.to_owned(), HeaderValue::from_str(secret).ok()?))
+        })
+        .filter(|(id, _)| uuid::Uuid::parse_str(id).is_ok())
     else {
         return again("expired");
     };
-    let api = Client::new(state.clone(), &headers, None);
+    let api = Client::new(state.clone(), &headers, None)
+        .with_header(crate::routes::login::POLL_SECRET_HEADER, secret);
     let answer = match api
         .get(&format!(
             "/api/v1/login/challenges/{id}?wait={WAIT_SECONDS}"
@@ -198,6 +214,7 @@ pub async fn finish(
             response
         }
         (Some("pending"), _) => again("pending"),
+        (Some("denied"), _) => again("withdrawn"),
         // Expired, or approved and handed out already.
         _ => again("expired"),
     }

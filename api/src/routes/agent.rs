@@ -483,13 +483,14 @@ pub async fn poll_challenge(
     let wait = query.wait.unwrap_or(0).min(MAX_WAIT_SECONDS);
     let until = Utc::now() + chrono::Duration::seconds(wait as i64);
     let answer = tokio::select! {
-        answer = state.challenges.poll(id, agent.tenant.id, until) => answer.ok_or_else(missing)?,
+        answer = state.challenges.poll(id, agent.tenant.id, None, until) => answer.ok_or_else(missing)?,
         () = state.stopped() => crate::challenges::Poll::Pending,
     };
     use crate::challenges::Poll;
     Ok(match answer {
         Poll::Pending => Json(json!({"status": "pending"})).into_response(),
         Poll::Expired => Json(json!({"status": "expired"})).into_response(),
+        Poll::Denied => Json(json!({"status": "denied"})).into_response(),
         Poll::Approved(None) => Json(json!({"status": "approved"})).into_response(),
         Poll::Approved(Some(grant)) => {
             let mut body: serde_json::Value =

@@ -57,6 +57,9 @@ pub struct HandoffQuery {
     token: Option<String>,
 }
 
+/// The header that carries a portal challenge's poll secret on its polls.
+pub const POLL_SECRET_HEADER: &str = "idem-poll-secret";
+
 fn limited(result: Result<(), std::time::Duration>) -> Result<(), Problem> {
     result.map_err(Problem::too_many)
 }
@@ -66,7 +69,8 @@ fn host_name(state: &AppState, tenant: &TenantRow) -> String {
     format!("{}.{}", tenant.host_label, state.config.base_domain)
 }
 
-/// `POST /api/v1/login/challenges` `{purpose: "portal"}` → 201 `{id, qr, expires_at}`.
+/// `POST /api/v1/login/challenges` `{purpose: "portal"}` → 201 `{id, qr, expires_at,
+/// poll_secret}`.
 pub async fn create_challenge(
     State(state): State<Shared>,
     ConnectInfo(client): ConnectInfo<SocketAddr>,
@@ -91,7 +95,7 @@ pub async fn create_challenge(
 }
 
 /// Creates a challenge on `tenant`'s host for `purpose` (asked by `agent` for the desktop
-/// ones): 201 `{id, qr, host, nonce, expires_at}`.
+/// ones): 201 `{id, qr, host, nonce, expires_at}`, and `poll_secret` for a portal one.
 pub fn new_challenge(
     state: &AppState,
     tenant: &TenantRow,
@@ -106,6 +110,8 @@ pub fn new_challenge(
     let nonce = URL_SAFE_NO_PAD.encode(nonce);
     let expires_at = now + session::CHALLENGE_LIFETIME;
     let host = host_name(state, tenant);
+    // Only the creator of a portal challenge learns it (an agent polls with its credential).
+    let poll_secret = agent.is_none().then(auth::new_token);
     state
         .challenges
         .create(
@@ -115,6 +121,7 @@ pub fn new_challenge(
             nonce.clone(),
             purpose,
             agent,
+            poll_secret.clone(),
             expires_at,
             now,
         )
@@ -125,7 +132,7 @@ pub fn new_challenge(
         "idem://approve?host={host}&id={id}&nonce={nonce}&origin={}",
         percent(&origin)
     );
-    let body = json!({
+    let mut body = json!({
         "id": id,
         "qr": qr,
         "host": host,
@@ -133,6 +140,9 @@ pub fn new_challenge(
         "purpose": purpose,
         "expires_at": expires_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
     });
+    if let Some(secret) = poll_secret {
+        body["poll_secret"] = json!(secret);
+    }
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 
@@ -248,6 +258,7 @@ pub async fn approve(
                     "Conflict",
                     "the challenge is already approved",
                 ),
+                Refusal::Withdrawn => withdrawn(),
             };
             state
                 .metrics
@@ -305,7 +316,14 @@ pub async fn approve(
                 .projections
                 .wait_for(committed.position, crate::app::READ_YOUR_WRITES)
                 .await;
-            state.challenges.approved(id, grant);
+            if !state.challenges.approved(id, grant) {
+                // Withdrawn while the approval was recorded: the grant is dropped unseen.
+                let problem = withdrawn();
+                state
+                    .metrics
+                    .count(Counter::Approvals, problem.status.as_str());
+                return Err(problem);
+            }
             state.metrics.count(Counter::Approvals, "approved");
             tracing::info!(challenge = %id, device = %request.device_id, "challenge approved");
             Ok(no_content(&state, Some(&committed)).await)
@@ -321,8 +339,18 @@ pub async fn approve(
     }
 }
 
+/// The answer to an approval of a withdrawn challenge (see [`crate::challenges`]).
+fn withdrawn() -> Problem {
+    Problem::new(
+        StatusCode::CONFLICT,
+        "Conflict",
+        "the challenge was withdrawn: a second party asked for its answer; ask for a new code",
+    )
+}
+
 /// `GET /api/v1/login/challenges/{id}?wait=S` → `{status, token?}`; the token once, with the
-/// session cookie for browsers.
+/// session cookie for browsers. A second party's poll withdraws the challenge (see
+/// [`crate::challenges`]): every poll of it answers `denied`.
 pub async fn poll(
     State(state): State<Shared>,
     Path(id): Path<String>,
@@ -338,8 +366,11 @@ pub async fn poll(
     let wait = query.wait.unwrap_or(0).min(MAX_WAIT_SECONDS);
     let until = Utc::now()
         + chrono::Duration::seconds(i64::try_from(wait).unwrap_or(MAX_WAIT_SECONDS as i64));
+    let secret = headers
+        .get(POLL_SECRET_HEADER)
+        .and_then(|v| v.to_str().ok());
     let answer = tokio::select! {
-        answer = state.challenges.poll(id, tenant.id, until) => {
+        answer = state.challenges.poll(id, tenant.id, secret, until) => {
             answer.ok_or_else(|| Problem::not_found("no such challenge"))?
         }
         // Stopping: the page asks again, of the next process.
@@ -348,6 +379,7 @@ pub async fn poll(
     Ok(match answer {
         Poll::Pending => Json(json!({"status": "pending"})).into_response(),
         Poll::Expired => Json(json!({"status": "expired"})).into_response(),
+        Poll::Denied => Json(json!({"status": "denied"})).into_response(),
         Poll::Approved(None) => Json(json!({"status": "approved"})).into_response(),
         Poll::Approved(Some(token)) => {
             let mut response = Json(json!({"status": "approved", "token": token})).into_response();
