@@ -7,12 +7,13 @@
 //! QR code: anyone who sees the screen could poll too and race the browser for the session
 //! token. So a portal challenge also has a *poll secret*, given only to its creator (the
 //! portal keeps it in the login page's cookie; an API client sends it as `Idem-Poll-Secret`).
-//! A poll without it, while any other poll of the challenge waits, or a poll with it while
-//! one without it waits, means a second party: the challenge is *withdrawn*. Every poll of it
-//! answers `denied`, no approval is taken and no token is handed out; the person asks for a
-//! new code. Polls with the secret may overlap (two tabs of one browser share the cookie), and
-//! a lone poll without it (the contract's client) works as before. An agent's challenge is
-//! polled with the agent's credential and has no such rule.
+//! A poll without it, while any other poll of the challenge waits or once a poll with it was
+//! seen, or a poll with it while one without it waits, means a second party: the challenge is
+//! *withdrawn*. Every poll of it answers `denied`, no approval is taken and no token is handed
+//! out; the person asks for a new code. Polls with the secret may overlap (two tabs of one
+//! browser share the cookie), and a lone poll without it from a client that never sends the
+//! secret (the contract's) works as before. An agent's challenge is polled with the agent's
+//! credential and has no such rule.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -53,8 +54,10 @@ pub struct Challenge {
     state: watch::Sender<ChallengeState>,
     /// A portal challenge's poll secret (see the module's documentation).
     poll_secret: Option<String>,
-    /// Polls waiting on it now: with the poll secret, and without.
+    /// Polls waiting on it now: without the poll secret, and with it.
     polls: [usize; 2],
+    /// Whether a poll with the poll secret was seen: its creator sends it.
+    secret_seen: bool,
 }
 
 /// What the waiting client learns.
@@ -146,6 +149,7 @@ impl Store {
                 state,
                 poll_secret,
                 polls: [0; 2],
+                secret_seen: false,
             },
         );
         Some(())
@@ -263,7 +267,7 @@ impl Store {
             let second_party = if owner == 1 {
                 others > 0
             } else {
-                others + owners > 0
+                others + owners > 0 || challenge.secret_seen
             };
             if challenge.poll_secret.is_some() && second_party {
                 challenge.state.send_replace(ChallengeState::Withdrawn);
@@ -271,6 +275,7 @@ impl Store {
                 return Some(Poll::Denied);
             }
             challenge.polls[owner] += 1;
+            challenge.secret_seen |= owner == 1;
             let waiting = Waiting {
                 store: self,
                 id,
@@ -572,6 +577,34 @@ mod tests {
                 Some(Poll::Denied)
             );
         }
+    }
+
+    #[tokio::test]
+    async fn once_its_creator_polled_with_the_secret_a_poll_without_it_withdraws_the_challenge() {
+        let store = std::sync::Arc::new(Store::default());
+        let (id, tenant) = (Uuid::from_u128(1), Uuid::from_u128(10));
+        portal_challenge(&store, id, tenant);
+        // A poll with a wrong secret is one without it.
+        assert_eq!(
+            store.poll(id, tenant, Some("guess"), Utc::now()).await,
+            Some(Poll::Pending)
+        );
+        assert_eq!(
+            store.poll(id, tenant, Some("secret"), Utc::now()).await,
+            Some(Poll::Pending)
+        );
+        // Nothing waits now, but the creator is known to send the secret.
+        store.begin_approval(id, tenant, Utc::now()).unwrap();
+        assert!(store.approved(id, "tok".into()));
+        assert_eq!(
+            store.poll(id, tenant, None, Utc::now()).await,
+            Some(Poll::Denied)
+        );
+        assert_eq!(
+            store.poll(id, tenant, Some("secret"), Utc::now()).await,
+            Some(Poll::Denied),
+            "the token is gone for everyone"
+        );
     }
 
     #[tokio::test]
