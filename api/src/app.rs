@@ -12,7 +12,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::extract::{Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use domain::crypto::RootKey;
+use domain::crypto::{CodeKey, RootKey};
 use eventlog::RocksLog;
 use projections::{Backend, Options, Projections, ReadModels};
 use tokio::net::TcpListener;
@@ -28,6 +28,8 @@ pub struct AppState {
     pub log: Arc<RocksLog>,
     pub projections: Projections<RocksLog>,
     pub root_key: RootKey,
+    /// Keys one-time onboarding codes before the domain digests them (see `CodeKey`).
+    pub code_key: CodeKey,
     pub mailer: Mailer,
     pub limits: crate::limits::Limits,
     /// QR challenges and SSO hand-offs in flight.
@@ -170,6 +172,7 @@ impl Server {
             config,
             log,
             projections,
+            code_key: root_key.code_key(),
             root_key,
             mailer,
             limits: crate::limits::Limits::new(login_rate),

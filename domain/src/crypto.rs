@@ -8,6 +8,9 @@
 //!   its field and its key version, so a ciphertext moved anywhere else fails to open.
 //! - Passwords become **argon2id verifiers** (OWASP parameters by default) in the PHC string
 //!   format, compared in constant time.
+//! - One-time onboarding codes (8 digits) are **keyed** with a key derived from the root key
+//!   before the domain digests them ([`CodeKey`]), so the digests in the log, which admins and
+//!   auditors read, cannot be searched for the code offline.
 //!
 //! Randomness (keys, nonces, salts) comes in as arguments: this crate does no IO.
 
@@ -17,6 +20,7 @@ use base64::Engine;
 use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
 use chacha20poly1305::aead::{Aead, Payload};
 use chacha20poly1305::{KeyInit, XChaCha20Poly1305, XNonce};
+use hmac::{Hmac, Mac};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -107,6 +111,48 @@ impl RootKey {
             .finalize();
         crate::hex::hex(&digest[..8])
     }
+}
+
+impl RootKey {
+    /// The key that one-time onboarding codes are keyed with, derived from this root key
+    /// (HMAC-SHA256 of a label), so the root key itself only ever wraps data keys.
+    pub fn code_key(&self) -> CodeKey {
+        let key = hmac_sha256(&self.0.0, &[b"idem.onboarding-code-key.v1"]);
+        CodeKey(KeyBytes(Zeroizing::new(key)))
+    }
+}
+
+/// The key one-time codes are keyed with (see [`RootKey::code_key`]).
+#[derive(Clone)]
+pub struct CodeKey(KeyBytes);
+
+impl fmt::Debug for CodeKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("CodeKey(..)")
+    }
+}
+
+impl CodeKey {
+    /// The code as the domain sees it: HMAC-SHA256 of what the person typed (or was sent), hex.
+    /// An 8-digit code has 10⁸ values, which anyone holding its digest could try in a second;
+    /// keyed, each try needs this key, which lives beside the log, never in it.
+    pub fn keyed(&self, code: &str) -> String {
+        let mac = hmac_sha256(&self.0.0, &[b"idem.onboarding-code.v1\0", code.as_bytes()]);
+        crate::hex::hex(&mac)
+    }
+}
+
+/// HMAC-SHA256 of `parts` (concatenated) under a 32-byte key. HMAC pads a key shorter than
+/// SHA-256's 64-byte block with zeros, so handing it the padded block is the same MAC, without
+/// the length check that makes `new_from_slice` fallible.
+fn hmac_sha256(key: &[u8; 32], parts: &[&[u8]]) -> [u8; 32] {
+    let mut block = Zeroizing::new([0u8; 64]);
+    block[..32].copy_from_slice(key);
+    let mut mac = <Hmac<Sha256> as KeyInit>::new(&(*block).into());
+    for part in parts {
+        mac.update(part);
+    }
+    mac.finalize().into_bytes().into()
 }
 
 /// One version of a tenant's data key (the "master key" of the product).

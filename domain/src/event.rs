@@ -216,7 +216,8 @@ events! {
     /// A one-time onboarding code was emailed. Only its digest is kept.
     OnboardingCodeIssued version 1 {
         user_id: UserId,
-        /// SHA-256 of the code bound to the user (see `onboarding::code_digest`), hex.
+        /// SHA-256 of the code, keyed by the api (`crypto::CodeKey`), bound to the user (see
+        /// `onboarding::code_digest`), hex.
         code_digest: String,
         expires_at: DateTime<Utc>,
     }

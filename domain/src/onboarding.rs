@@ -17,7 +17,9 @@ use crate::validate;
 use crate::validate::FieldError;
 
 /// The stored form of an onboarding code: SHA-256 over a domain tag, the user and the code,
-/// hex. Binding the user means a digest is useless for any other account.
+/// hex. Binding the user means a digest is useless for any other account. The code this
+/// sees is already keyed ([`crate::crypto::CodeKey::keyed`], by the api, which holds the
+/// key), so that the digest, which the log's readers see, cannot be searched for the code.
 pub fn code_digest(user: UserId, code: &str) -> String {
     let digest = Sha256::new()
         .chain_update(b"idem.onboarding-code.v1\0")

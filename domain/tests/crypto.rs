@@ -283,3 +283,32 @@ proptest! {
         prop_assert_eq!(text, sealed);
     }
 }
+
+#[test]
+fn onboarding_codes_are_keyed_with_a_key_derived_from_the_root_key() {
+    use hmac::{Hmac, Mac};
+    type HmacSha256 = Hmac<sha2::Sha256>;
+    let root_bytes = [42u8; 32];
+    let root = RootKey::from_bytes(root_bytes);
+    let code_key = root.code_key();
+
+    // HMAC-SHA256 as the hmac crate computes it from a slice: the derived key, then the code.
+    let mut derive = HmacSha256::new_from_slice(&root_bytes).unwrap();
+    derive.update(b"idem.onboarding-code-key.v1");
+    let derived = derive.finalize().into_bytes();
+    let mut mac = HmacSha256::new_from_slice(&derived).unwrap();
+    mac.update(b"idem.onboarding-code.v1\0");
+    mac.update(b"12345678");
+    let expected: String = mac
+        .finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(code_key.keyed("12345678"), expected);
+
+    assert_ne!(code_key.keyed("12345678"), code_key.keyed("12345679"));
+    let other = RootKey::from_bytes([43; 32]).code_key();
+    assert_ne!(other.keyed("12345678"), code_key.keyed("12345678"));
+    assert_eq!(format!("{code_key:?}"), "CodeKey(..)");
+}

@@ -308,3 +308,75 @@ async fn an_auditor_reads_one_tenants_audit_log_and_nothing_else() {
     assert_eq!(get("/api/v1/audit/verify").await.0, 401);
     platform.server.shutdown().await;
 }
+
+/// Admins and auditors read every onboarding code's digest in the log while the code is
+/// live. An 8-digit code has 10⁸ values: with a plain digest, reading it would be as good as
+/// reading the mail. The digest covers the code keyed with a key derived from the root key,
+/// which the log never holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_onboarding_codes_digest_in_the_log_cannot_be_searched_without_the_root_key() {
+    use domain::crypto::RootKey;
+    use domain::ids::UserId;
+    use domain::onboarding::code_digest;
+
+    let platform = Platform::start().await;
+    platform.signup("acme", "Acme", "alice@acme.example").await;
+    let mut phone = Keyring::default();
+    platform
+        .enroll(&mut phone, "acme", "alice@acme.example")
+        .await;
+    let admin = platform.login(&phone, "acme").await;
+    let (status, bob) = Platform::call(
+        platform
+            .as_user(&admin, Method::POST, "acme", "/api/v1/users")
+            .json(&json!({"email": "bob@acme.example"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{bob}");
+    let bob = UserId(bob["id"].as_str().unwrap().parse().unwrap());
+    agent::authenticator::request_code(&platform.url("acme"), "bob@acme.example")
+        .await
+        .unwrap();
+    let code = platform.code_for("bob@acme.example");
+
+    let export = platform
+        .as_user(&admin, Method::GET, "acme", "/api/v1/audit/events")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let issued: Value = export
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|e| e["type"] == "OnboardingCodeIssued")
+        .map(|e| e["data"].clone())
+        .find(|data| data["user_id"] == bob.0.to_string())
+        .expect("Bob's code is in the log");
+    let digest = issued["code_digest"].as_str().unwrap();
+    assert!(
+        !export.contains(&code),
+        "the code itself is nowhere in the log"
+    );
+    // What an offline search over every 8-digit code would compute never matches...
+    assert_ne!(digest, code_digest(bob, &code));
+    // ...because the code is keyed first, with a key only the root key gives.
+    let root = RootKey::from_file_contents(
+        &std::fs::read_to_string(platform.dir.join("root.key")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(digest, code_digest(bob, &root.code_key().keyed(&code)));
+
+    // And the code works, once.
+    let mut bob_phone = Keyring::default();
+    agent::authenticator::enroll(
+        &mut bob_phone,
+        &platform.url("acme"),
+        "bob@acme.example",
+        &code,
+        "Bob's phone",
+    )
+    .await
+    .unwrap();
+}

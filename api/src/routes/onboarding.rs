@@ -101,7 +101,7 @@ pub async fn start(
                 Some(fold_msp(history)?),
                 MspCommand::StartOnboarding {
                     email: email.clone(),
-                    code: code.clone(),
+                    code: state.code_key.keyed(&code),
                     now,
                 },
             )
@@ -110,7 +110,7 @@ pub async fn start(
                 Some(fold_customer(history)?),
                 CustomerCommand::StartOnboarding {
                     email: email.clone(),
-                    code: code.clone(),
+                    code: state.code_key.keyed(&code),
                     now,
                 },
             )
@@ -172,7 +172,7 @@ pub async fn complete(
                 Some(fold_msp(history)?),
                 MspCommand::CompleteOnboarding {
                     email: request.email.clone(),
-                    code: request.code.clone(),
+                    code: state.code_key.keyed(&request.code),
                     device_id,
                     device_name: request.device_name.clone(),
                     public_key: request.device_public_key.clone(),
@@ -185,7 +185,7 @@ pub async fn complete(
                 CustomerCommand::CompleteOnboarding {
                     email: request.email.clone(),
                     attempt: Attempt {
-                        code: request.code.clone(),
+                        code: state.code_key.keyed(&request.code),
                         device_id,
                         device_name: request.device_name.clone(),
                         public_key: request.device_public_key.clone(),

@@ -69,7 +69,7 @@ pub async fn signup(
         Some(&tenant),
         MspCommand::StartOnboarding {
             email: admin_email.clone(),
-            code: code.clone(),
+            code: state.code_key.keyed(&code),
             now,
         },
     )?;
