@@ -452,20 +452,7 @@ mod tests {
     async fn a_waiting_poll_wakes_on_approval() {
         let store = std::sync::Arc::new(Store::default());
         let (id, tenant) = (Uuid::from_u128(1), Uuid::from_u128(10));
-        let expires = Utc::now() + chrono::Duration::minutes(2);
-        store
-            .create(
-                id,
-                tenant,
-                "h".into(),
-                "n".into(),
-                "portal",
-                None,
-                Some("secret".into()),
-                expires,
-                Utc::now(),
-            )
-            .unwrap();
+        let expires = portal_challenge(&store, id, tenant);
         let waiter = {
             let store = store.clone();
             tokio::spawn(async move { store.poll(id, tenant, None, expires).await })
