@@ -33,6 +33,8 @@ pub struct Config {
     pub argon2: domain::crypto::Argon2Params,
     /// Password logins allowed per device and username in 5 minutes.
     pub agent_login_rate: u32,
+    /// Proxies whose `X-Forwarded-For` names the client (see `client_addr`).
+    pub trusted_proxies: crate::client_addr::TrustedProxies,
 }
 
 /// Settings as given, before defaults and checks. Field names are the TOML file's keys.
@@ -81,6 +83,10 @@ pub struct Settings {
     /// Workstation password logins allowed per device and username in 5 minutes [default: 10]
     #[arg(long, env = "IDEM_AGENT_LOGIN_RATE")]
     pub agent_login_rate: Option<u32>,
+    /// Reverse proxies whose X-Forwarded-For names the client, for the limits kept per client
+    /// address: addresses and networks, comma-separated (e.g. 127.0.0.1,10.0.0.0/8) [default: none]
+    #[arg(long, env = "IDEM_TRUSTED_PROXIES")]
+    pub trusted_proxies: Option<String>,
 }
 
 /// A setting that cannot work, named.
@@ -132,6 +138,7 @@ impl Settings {
             argon2_iterations: self.argon2_iterations.or(fallback.argon2_iterations),
             argon2_parallelism: self.argon2_parallelism.or(fallback.argon2_parallelism),
             agent_login_rate: self.agent_login_rate.or(fallback.agent_login_rate),
+            trusted_proxies: self.trusted_proxies.or(fallback.trusted_proxies),
         }
     }
 
@@ -270,6 +277,11 @@ impl Settings {
             return Err(invalid("IDEM_AGENT_LOGIN_RATE", "must be at least 1"));
         }
 
+        let trusted_proxies = crate::client_addr::TrustedProxies::parse(
+            self.trusted_proxies.as_deref().unwrap_or(""),
+        )
+        .map_err(|problem| invalid("IDEM_TRUSTED_PROXIES", problem))?;
+
         Ok(Config {
             bind,
             base_domain,
@@ -283,6 +295,7 @@ impl Settings {
             password_policy,
             argon2,
             agent_login_rate,
+            trusted_proxies,
         })
     }
 }

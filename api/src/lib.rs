@@ -7,6 +7,7 @@ pub mod audit;
 pub mod auth;
 pub mod cache;
 pub mod challenges;
+pub mod client_addr;
 pub mod command;
 pub mod config;
 pub mod feed;

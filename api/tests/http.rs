@@ -314,7 +314,18 @@ fn configuration_is_checked_with_clear_messages() {
         },
         "IDEM_ARGON2_PARALLELISM",
     );
+    bad(
+        Settings {
+            trusted_proxies: Some("10.0.0.0/8, proxy.internal".into()),
+            ..Settings::default()
+        },
+        "IDEM_TRUSTED_PROXIES",
+    );
     let config = Settings::default().resolve().unwrap();
+    assert!(
+        config.trusted_proxies.is_empty(),
+        "nobody is trusted by default"
+    );
     assert_eq!(config.password_policy.min_chars, 8);
     assert_eq!(config.argon2.memory_kib, 19_456);
     assert_eq!(config.bind.to_string(), "127.0.0.1:8080");

@@ -403,3 +403,73 @@ async fn an_onlooker_polling_the_qr_codes_id_withdraws_the_challenge() {
         Platform::call(platform.as_user(&token, Method::GET, "acme", "/api/v1/me")).await;
     assert_eq!(status, 200);
 }
+
+/// Creates login challenges on `acme` as the client `forwarded_for` says (through a proxy on
+/// loopback) until one is refused; answers how many were created.
+async fn challenges_until_refused(platform: &Platform, forwarded_for: &str) -> usize {
+    for created in 0..200 {
+        let answer = platform
+            .request(Method::POST, "acme", "/api/v1/login/challenges")
+            .header("x-forwarded-for", forwarded_for)
+            .json(&json!({"purpose": "portal"}))
+            .send()
+            .await
+            .unwrap();
+        match answer.status().as_u16() {
+            201 => {}
+            429 => return created,
+            other => panic!("{other}: {}", answer.text().await.unwrap()),
+        }
+    }
+    panic!("200 challenges from {forwarded_for} and no limit");
+}
+
+/// Behind a reverse proxy every connection comes from the proxy. With the proxy trusted, the
+/// per-address limits count the client it names, and a client cannot pick the address it is
+/// counted under; without, the header is nobody's word.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn limits_per_address_count_the_client_a_trusted_proxy_names() {
+    let behind_proxy = Platform::start_with(|settings| {
+        settings.trusted_proxies = Some("127.0.0.1, 10.0.0.0/8".into());
+    })
+    .await;
+    behind_proxy
+        .signup("acme", "Acme", "alice@acme.example")
+        .await;
+    // 120 challenges per 5 minutes per address (a token comes back every 2.5 s).
+    let first = challenges_until_refused(&behind_proxy, "203.0.113.1").await;
+    assert!(first >= 120, "{first}");
+    // Another client behind the same proxy has its own share...
+    let (status, body) = Platform::call(
+        behind_proxy
+            .request(Method::POST, "acme", "/api/v1/login/challenges")
+            .header("x-forwarded-for", "203.0.113.2, 10.1.2.3")
+            .json(&json!({"purpose": "portal"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    // ...but the limited client cannot escape by writing an address of its own: the proxy
+    // appends the address it saw, and that is the one counted.
+    let (status, _) = Platform::call(
+        behind_proxy
+            .request(Method::POST, "acme", "/api/v1/login/challenges")
+            .header("x-forwarded-for", "198.51.100.77, 203.0.113.1")
+            .json(&json!({"purpose": "portal"})),
+    )
+    .await;
+    assert_eq!(status, 429);
+
+    // Nobody trusted: the header changes nothing, loopback is the client.
+    let direct = Platform::start().await;
+    direct.signup("acme", "Acme", "alice@acme.example").await;
+    let first = challenges_until_refused(&direct, "203.0.113.1").await;
+    assert!(first >= 120, "{first}");
+    let (status, _) = Platform::call(
+        direct
+            .request(Method::POST, "acme", "/api/v1/login/challenges")
+            .header("x-forwarded-for", "203.0.113.2")
+            .json(&json!({"purpose": "portal"})),
+    )
+    .await;
+    assert_eq!(status, 429);
+}

@@ -7,7 +7,7 @@
 use axum::Form;
 use std::net::SocketAddr;
 
-use axum::extract::{ConnectInfo, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use base64::Engine;
@@ -18,6 +18,7 @@ use super::client::{Client, Failure};
 use super::{Fields, Page, Submission, error_page, html_response, layout, query_value};
 use crate::app::Shared;
 use crate::auth;
+use crate::client_addr::ClientAddr;
 
 /// The login challenge's cookie: this browser's challenge, for the login page only.
 const LOGIN_COOKIE: &str = "idem_login";
@@ -42,7 +43,7 @@ fn next_path(raw: Option<&str>) -> String {
 /// `GET /login?next=…`: a fresh QR challenge.
 pub async fn page(
     State(state): State<Shared>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ClientAddr(client): ClientAddr,
     headers: HeaderMap,
     uri: Uri,
 ) -> Response {
@@ -53,7 +54,8 @@ pub async fn page(
     {
         return Redirect::to(&next).into_response();
     }
-    let api = Client::new(state, &headers, None).from_peer(peer);
+    // The API's limits count the browser, not the proxy in front of us.
+    let api = Client::new(state, &headers, None).from_peer(SocketAddr::new(client, 0));
     let display_name = crate::host::tenant(api.state(), &headers)
         .await
         .ok()

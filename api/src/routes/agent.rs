@@ -4,13 +4,12 @@
 //! device credential enrollment gave them (`Authorization: Bearer`), valid on their tenant's
 //! host only and refused the moment the device is revoked. Admins list and revoke devices.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
@@ -27,6 +26,7 @@ use uuid::Uuid;
 
 use crate::app::{AppState, Shared};
 use crate::auth;
+use crate::client_addr::ClientAddr;
 use crate::command;
 use crate::host;
 use crate::problem::Problem;
@@ -105,7 +105,7 @@ pub async fn agent(state: &AppState, headers: &HeaderMap) -> Result<AgentCaller,
 /// device_token}`: the token is used up; only the credential's digest is recorded.
 pub async fn enroll(
     State(state): State<Shared>,
-    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    ClientAddr(client): ClientAddr,
     headers: HeaderMap,
     request: Result<Json<EnrollRequest>, JsonRejection>,
 ) -> Result<Response, Problem> {
@@ -116,7 +116,7 @@ pub async fn enroll(
         ));
     }
     let request = body(request)?;
-    let address = client.ip().to_string();
+    let address = client.to_string();
     state
         .limits
         .enrollments_per_address

@@ -2,12 +2,11 @@
 //! (`/api/v1/login/challenges`), the SSO hand-off's landing (`/sso`), `/api/v1/logout` and
 //! `/api/v1/me`.
 
-use std::net::SocketAddr;
 use std::time::Instant;
 
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
@@ -25,6 +24,7 @@ use uuid::Uuid;
 use crate::app::{AppState, Shared};
 use crate::auth::{self, Caller};
 use crate::challenges::{Poll, Refusal};
+use crate::client_addr::ClientAddr;
 use crate::command;
 use crate::host;
 use crate::metrics::Counter;
@@ -73,7 +73,7 @@ fn host_name(state: &AppState, tenant: &TenantRow) -> String {
 /// poll_secret}`.
 pub async fn create_challenge(
     State(state): State<Shared>,
-    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    ClientAddr(client): ClientAddr,
     headers: HeaderMap,
     request: Result<Json<ChallengeRequest>, JsonRejection>,
 ) -> Result<Response, Problem> {
@@ -89,7 +89,7 @@ pub async fn create_challenge(
         state
             .limits
             .challenges_per_address
-            .take(&client.ip().to_string(), Instant::now()),
+            .take(&client.to_string(), Instant::now()),
     )?;
     new_challenge(&state, &tenant, "portal", None)
 }
@@ -221,7 +221,7 @@ async fn approver(
 /// `POST /api/v1/login/challenges/{id}/approve` `{device_id, signature}` → 204.
 pub async fn approve(
     State(state): State<Shared>,
-    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    ClientAddr(client): ClientAddr,
     Path(id): Path<String>,
     headers: HeaderMap,
     request: Result<Json<ApproveRequest>, JsonRejection>,
@@ -234,7 +234,7 @@ pub async fn approve(
         state
             .limits
             .approvals_per_address
-            .take(&client.ip().to_string(), now_instant)
+            .take(&client.to_string(), now_instant)
             .and_then(|()| {
                 state
                     .limits

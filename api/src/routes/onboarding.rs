@@ -3,8 +3,8 @@
 //! MSP's host; directory users invited to passwordless MFA on their customer's host.
 
 use axum::Json;
+use axum::extract::State;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
@@ -15,11 +15,12 @@ use domain::msp::{self, MspCommand};
 use domain::onboarding::Attempt;
 use serde::Deserialize;
 use serde_json::json;
-use std::net::SocketAddr;
+use std::net::IpAddr;
 use std::time::Instant;
 use uuid::Uuid;
 
 use crate::app::{AppState, Shared};
+use crate::client_addr::ClientAddr;
 use crate::command::{self, fold_customer, fold_msp};
 use crate::host::{self, Host};
 use crate::limits::Limiter;
@@ -62,7 +63,7 @@ fn account(tenant: TenantId, email: &str) -> String {
 fn limit(
     per_account: &Limiter,
     state: &AppState,
-    client: SocketAddr,
+    client: IpAddr,
     tenant: TenantId,
     email: &str,
 ) -> Result<(), Problem> {
@@ -70,7 +71,7 @@ fn limit(
     state
         .limits
         .onboarding_per_address
-        .take(&client.ip().to_string(), now)
+        .take(&client.to_string(), now)
         .and_then(|()| per_account.take(&account(tenant, email), now))
         .map_err(Problem::too_many)
 }
@@ -79,7 +80,7 @@ fn limit(
 /// mailed only if a user with that email may onboard.
 pub async fn start(
     State(state): State<Shared>,
-    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    ClientAddr(client): ClientAddr,
     headers: HeaderMap,
     request: Result<Json<StartRequest>, JsonRejection>,
 ) -> Result<Response, Problem> {
@@ -151,7 +152,7 @@ pub async fn start(
 /// towards the code's five tries.
 pub async fn complete(
     State(state): State<Shared>,
-    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    ClientAddr(client): ClientAddr,
     headers: HeaderMap,
     request: Result<Json<CompleteRequest>, JsonRejection>,
 ) -> Result<Response, Problem> {
