@@ -188,6 +188,7 @@ async fn the_readme_walkthrough_runs_as_written() {
         "\"via\":[\"delegation\"]",
         "303 See Other",
         "\"roles\":[\"technician\"]",
+        "{\"source\":\"local\"}",
         "\"key_version\":1",
         "\"username\":\"billy\"",
         "\"username\":\"idem-admin\"",
