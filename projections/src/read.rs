@@ -128,6 +128,15 @@ pub struct AccessRow {
     pub via: String,
 }
 
+/// An auditor role held by an MSP's user: on the MSP itself or on one of its customers.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize)]
+pub struct AuditorRole {
+    pub user_id: Uuid,
+    pub tenant_id: Uuid,
+    /// The tenant's name (the MSP's own, or the customer's).
+    pub tenant_name: String,
+}
+
 /// A tenant a user can open from the user portal.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize)]
 pub struct App {
@@ -509,6 +518,27 @@ impl ReadModels {
         .fetch_all(&self.directory())
         .await?;
         rows.iter().map(access_row).collect()
+    }
+
+    /// The auditor roles `msp`'s users hold, by user, then tenant name.
+    pub async fn auditor_roles_of(&self, msp: Uuid) -> Result<Vec<AuditorRole>> {
+        let rows = sqlx::query(
+            "SELECT a.user_id, a.tenant_id, t.name FROM access a \
+             JOIN tenants t ON t.tenant_id = a.tenant_id \
+             WHERE a.msp_id = $1 AND a.via = 'auditor' ORDER BY a.user_id, t.name",
+        )
+        .bind(msp.to_string())
+        .fetch_all(&self.directory())
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(AuditorRole {
+                    user_id: uuid(&row.try_get::<String, _>("user_id")?)?,
+                    tenant_id: uuid(&row.try_get::<String, _>("tenant_id")?)?,
+                    tenant_name: row.try_get("name")?,
+                })
+            })
+            .collect()
     }
 
     /// Every way any user reaches `tenant`.

@@ -1187,7 +1187,54 @@ async fn expired_sessions_go_when_their_user_logs_in_again(store: &Store) {
     assert_eq!(dump, world.reference_dump(store).await);
 }
 
+async fn auditor_roles_name_the_tenants_their_holders_audit(store: &Store) {
+    let world = World::new();
+    let projections = world.project(store, Options::default()).await;
+    let read = projections.read_models().clone();
+    let acme = sign_up(&world, "acme").await;
+    let globex = sign_up(&world, "globex").await;
+    let (contoso, _) = create_customer(&world, &acme, "acme", "contoso").await;
+    let (fabrikam, _) = create_customer(&world, &acme, "acme", "fabrikam").await;
+    let grant = |user_id, tenant_id| Event::AuditorGranted(AuditorGranted { user_id, tenant_id });
+    world
+        .append(
+            acme.id,
+            vec![
+                grant(acme.tech2, contoso),
+                grant(acme.tech2, acme.id),
+                grant(acme.tech1, fabrikam),
+                Event::AuditorRevoked(AuditorRevoked {
+                    user_id: acme.tech1,
+                    tenant_id: fabrikam,
+                }),
+            ],
+        )
+        .await;
+    world
+        .append(globex.id, vec![grant(globex.tech1, globex.id)])
+        .await;
+    assert!(projections.wait_for(world.head(), LONG).await);
+
+    let roles: Vec<_> = read
+        .auditor_roles_of(acme.id.0)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.user_id, r.tenant_id, r.tenant_name))
+        .collect();
+    assert_eq!(
+        roles,
+        vec![
+            (acme.tech2.0, acme.id.0, "acme".to_owned()),
+            (acme.tech2.0, contoso.0, "contoso".to_owned()),
+        ],
+        "revoked roles and other MSPs' are not listed"
+    );
+    projections.shutdown().await;
+}
+
 on_both_databases!(
+    auditor_roles_name_the_tenants_their_holders_audit,
     expired_sessions_go_when_their_user_logs_in_again,
     read_models_follow_the_quick_start,
     customer_counts_follow_users_and_access,

@@ -248,6 +248,48 @@ async fn an_auditor_reads_one_tenants_audit_log_and_nothing_else() {
     )
     .await;
     assert_eq!(status, 404);
+    // The admin sees who audits what, in the users list and on the user.
+    let auditor_roles = || async {
+        let (status, users) =
+            Platform::call(platform.as_user(&admin, Method::GET, "acme", "/api/v1/users")).await;
+        assert_eq!(status, 200);
+        let roles = |email: &str| {
+            let user = users
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|u| u["email"] == email);
+            user.unwrap()["auditor"].clone()
+        };
+        let (status, one) = Platform::call(platform.as_user(
+            &admin,
+            Method::GET,
+            "acme",
+            &format!("/api/v1/users/{bob_id}"),
+        ))
+        .await;
+        assert_eq!(status, 200);
+        assert_eq!(one["auditor"], roles("bob@acme.example"));
+        (roles("bob@acme.example"), roles("alice@acme.example"))
+    };
+    assert_eq!(
+        auditor_roles().await,
+        (
+            json!({"msp": false, "customers": ["contoso"]}),
+            json!({"msp": false, "customers": []})
+        )
+    );
+    // So does the admin portal's users page.
+    let page = platform
+        .request(Method::GET, "acme", "/admin/users")
+        .header("cookie", format!("idem_session={admin}"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(page.matches("Auditor of contoso").count(), 1, "{page}");
 
     let mut bob_phone = Keyring::default();
     platform
@@ -306,6 +348,27 @@ async fn an_auditor_reads_one_tenants_audit_log_and_nothing_else() {
     .await;
     assert_eq!(status, 204);
     assert_eq!(get("/api/v1/audit/verify").await.0, 401);
+    assert_eq!(
+        auditor_roles().await.0,
+        json!({"msp": false, "customers": []})
+    );
+    // An auditor of the MSP itself.
+    let (status, _) = Platform::call(
+        platform
+            .as_user(
+                &admin,
+                Method::POST,
+                "acme",
+                &format!("/api/v1/users/{bob_id}/auditor"),
+            )
+            .json(&json!({})),
+    )
+    .await;
+    assert_eq!(status, 204);
+    assert_eq!(
+        auditor_roles().await.0,
+        json!({"msp": true, "customers": []})
+    );
     platform.server.shutdown().await;
 }
 

@@ -393,7 +393,13 @@ pub async fn users(page: Page, form: FormState) -> Response {
                     tr {
                         td { (person(user)) }
                         td { (s(user, "email")) }
-                        td { @if admin { span.badge { "Admin" } } @else { span.badge.info { "Technician" } } }
+                        td {
+                            @if admin { span.badge { "Admin" } } @else { span.badge.info { "Technician" } }
+                            @if user["auditor"]["msp"].as_bool().unwrap_or(false) { " " span.badge.info { "Auditor" } }
+                            @for customer in list(&user["auditor"]["customers"]) {
+                                " " span.badge.info { "Auditor of " (customer.as_str().unwrap_or_default()) }
+                            }
+                        }
                         td { @if user["onboarded"].as_bool().unwrap_or(false) { "Enrolled" } @else { span.muted { "Not yet" } } }
                         td.actions {
                             @if id != page.me.user_id {

@@ -19,7 +19,7 @@ use domain::event::UserSource;
 use domain::ids::{TenantId, UserId};
 use domain::msp::{self, MspCommand};
 use domain::session;
-use projections::{TenantRow, UserRow};
+use projections::{AuditorRole, TenantRow, UserRow};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -98,20 +98,37 @@ async fn run(
     command::on_msp(state, TenantId(tenant.id), &caller.actor, command).await
 }
 
-fn user_json(user: &UserRow) -> Value {
+/// An MSP user as the routes answer it; `auditor`: the auditor roles they hold, on the MSP
+/// itself and on customers by name (the shapes `POST /api/v1/users/{id}/auditor` takes).
+fn user_json_with(user: &UserRow, auditor: &[AuditorRole], msp: Uuid) -> Value {
+    let held = auditor.iter().filter(|role| role.user_id == user.id);
+    let customers: Vec<&str> = held
+        .clone()
+        .filter(|role| role.tenant_id != msp)
+        .map(|role| role.tenant_name.as_str())
+        .collect();
     json!({
         "id": user.id,
         "email": user.email,
         "first_name": user.first_name,
         "last_name": user.last_name,
         "admin": user.is_admin,
+        "auditor": {
+            "msp": held.clone().any(|role| role.tenant_id == msp),
+            "customers": customers,
+        },
         "onboarded": user.devices > 0,
         "devices": user.devices,
         "created_at": user.created_at,
     })
 }
 
-/// `GET /api/v1/users`: the MSP's users (admins).
+/// A user who holds no auditor role (just added).
+fn user_json(user: &UserRow) -> Value {
+    user_json_with(user, &[], user.tenant_id)
+}
+
+/// `GET /api/v1/users`: the MSP's users, with their admin and auditor roles.
 pub async fn list_users(
     State(state): State<Shared>,
     method: Method,
@@ -119,8 +136,14 @@ pub async fn list_users(
 ) -> Result<Response, Problem> {
     let (tenant, caller) = msp_context(&state, &method, &headers).await?;
     caller.may(Action::ReadMspUsers, &tenant)?;
-    let users = state.read().users_of(tenant.id).await?;
-    Ok(Json(users.iter().map(user_json).collect::<Vec<_>>()).into_response())
+    let read = state.read();
+    let users = read.users_of(tenant.id).await?;
+    let auditor = read.auditor_roles_of(tenant.id).await?;
+    let users: Vec<Value> = users
+        .iter()
+        .map(|user| user_json_with(user, &auditor, tenant.id))
+        .collect();
+    Ok(Json(users).into_response())
 }
 
 /// `POST /api/v1/users` `{email, first_name?, last_name?}` → 201 the user.
@@ -170,7 +193,8 @@ pub async fn get_user(
         caller.may(Action::ReadMspUsers, &tenant)?;
     }
     let user = user_row(&state, tenant.id, id).await?;
-    Ok(Json(user_json(&user)).into_response())
+    let auditor = state.read().auditor_roles_of(tenant.id).await?;
+    Ok(Json(user_json_with(&user, &auditor, tenant.id)).into_response())
 }
 
 /// `DELETE /api/v1/users/{id}` → 204: the user, their devices, roles, delegations and
