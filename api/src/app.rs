@@ -315,8 +315,29 @@ async fn min_position(State(state): State<Shared>, request: Request, next: Next)
     next.run(request).await
 }
 
+/// Headers every answer carries. API answers hold tokens and tenant data: no cache may keep
+/// one (`no-store`, as OAuth requires of token answers) unless the route says otherwise (the
+/// branding images do). Behind https, browsers are told to stay on https.
+fn guard_response(config: &crate::config::Config, api: bool, response: &mut Response) {
+    use axum::http::{HeaderValue, header};
+    let headers = response.headers_mut();
+    if api && !headers.contains_key(header::CACHE_CONTROL) {
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    if config.public_scheme == "https" {
+        headers.insert(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static("max-age=31536000"),
+        );
+    }
+}
+
 /// Gives each request an id (or keeps the caller's `X-Request-Id`), logs it with the outcome,
-/// and answers with it.
+/// and answers with it, with the headers of [`guard_response`].
 async fn request_id(State(state): State<Shared>, request: Request, next: Next) -> Response {
     // Read from the request, not extracted: a `HeaderMap` extractor clones every header, on
     // every request (a long-poll fan-out makes thousands of them at once).
@@ -333,6 +354,7 @@ async fn request_id(State(state): State<Shared>, request: Request, next: Next) -
         axum::http::HeaderValue::from_str(text).ok()
     });
     let method = request.method().clone();
+    let api = request.uri().path().starts_with("/api/");
     // Copied only if it is logged: a clone of the URI would hold on to the connection's read
     // buffer for as long as the request runs (a long-poll: a minute).
     let path = tracing::enabled!(tracing::Level::INFO).then(|| request.uri().path().to_owned());
@@ -358,6 +380,7 @@ async fn request_id(State(state): State<Shared>, request: Request, next: Next) -
     if let Some(id) = id {
         response.headers_mut().insert("x-request-id", id);
     }
+    guard_response(&state.config, api, &mut response);
     response
 }
 

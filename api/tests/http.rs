@@ -520,6 +520,52 @@ async fn onboarding_is_rate_limited_per_account_alike_for_known_and_unknown_emai
     server.shutdown().await;
 }
 
+/// API answers hold tokens and tenant data: no cache keeps them, and no browser sniffs a
+/// type. Behind https, browsers are told to stay on https; on plain http, nothing is said.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_are_never_cached_and_https_deployments_ask_for_https() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path()).await;
+    let answer = signup(
+        &server,
+        json!({"name": "acme", "display_name": "Acme", "admin_email": "a@acme.example"}),
+    )
+    .await;
+    assert_eq!(answer.status(), 201);
+    let refused = client()
+        .get(url(&server, "/api/v1/me"))
+        .header("host", "acme.localhost")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 401);
+    for answer in [&answer, &refused] {
+        assert_eq!(answer.headers()["cache-control"], "no-store");
+        assert_eq!(answer.headers()["x-content-type-options"], "nosniff");
+        assert!(answer.headers().get("strict-transport-security").is_none());
+    }
+    // Outside the API, the route decides what may be cached.
+    let health = client().get(url(&server, "/healthz")).send().await.unwrap();
+    assert!(health.headers().get("cache-control").is_none());
+    assert_eq!(health.headers()["x-content-type-options"], "nosniff");
+    server.shutdown().await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let settings = Settings {
+        bind: Some("127.0.0.1:0".into()),
+        data_dir: Some(dir.path().to_path_buf()),
+        public_scheme: Some("https".into()),
+        ..Settings::default()
+    };
+    let server = Server::start(settings.resolve().unwrap()).await.unwrap();
+    let health = client().get(url(&server, "/healthz")).send().await.unwrap();
+    assert_eq!(
+        health.headers()["strict-transport-security"],
+        "max-age=31536000"
+    );
+    server.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_ids_are_kept_or_made_and_metrics_count_routes_not_paths() {
     let dir = tempfile::tempdir().unwrap();
