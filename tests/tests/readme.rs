@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use harness::Platform;
 
-/// The sections of the README whose first `sh` block is a part of the walkthrough, in order.
+/// The sections of the README whose `sh` blocks make up the walkthrough, in order.
 const SECTIONS: [&str; 3] = [
     "## Quick start",
     "### The customer tenant's routes",
@@ -46,18 +46,24 @@ fn sh_blocks(markdown: &str) -> Vec<(String, String)> {
     blocks
 }
 
-/// The walkthrough's script: the first block of each section in order, without the line that
+/// The walkthrough's script: the blocks of each section in order, without the line that
 /// starts the service (the test runs it), with `port` for 8080 and `scratch` for the agent's
 /// `/tmp` directories.
 fn walkthrough(readme: &str, port: u16, scratch: &Path) -> String {
     let blocks = sh_blocks(readme);
     let mut script = String::from("set -euo pipefail\n");
     for section in SECTIONS {
-        let (_, text) = blocks
+        let texts: Vec<&String> = blocks
             .iter()
-            .find(|(heading, _)| heading == section)
-            .unwrap_or_else(|| panic!("README: no sh block under {section:?}"));
-        for line in text.lines().filter(|l| !l.starts_with("scripts/serve")) {
+            .filter(|(heading, _)| heading == section)
+            .map(|(_, text)| text)
+            .collect();
+        assert!(!texts.is_empty(), "README: no sh block under {section:?}");
+        for line in texts
+            .iter()
+            .flat_map(|text| text.lines())
+            .filter(|l| !l.starts_with("scripts/serve"))
+        {
             script.push_str(line);
             script.push('\n');
         }
@@ -93,8 +99,16 @@ fn client_programs() -> PathBuf {
 
 /// The directory the walkthrough runs in: `data` is the service's data directory (the
 /// development mailer's codes are under `data/mail`), `scripts/` runs the programs just built,
-/// and `home` is `~` (the authenticator's keys).
+/// `home` is `~` (the authenticator's keys), and the branding step's two images are there (a
+/// PNG named `.jpg`: images are known by their bytes).
 fn work_dir(root: &Path, data: &Path, programs: &Path) {
+    let image = |top, bottom| harness::gradient_png(64, 48, top, bottom);
+    std::fs::write(
+        root.join("wallpaper.jpg"),
+        image([20, 40, 90], [90, 140, 200]),
+    )
+    .unwrap();
+    std::fs::write(root.join("logo.png"), image([200, 60, 40], [250, 200, 60])).unwrap();
     std::os::unix::fs::symlink(data, root.join("data")).unwrap();
     std::fs::create_dir_all(root.join("home")).unwrap();
     let scripts = root.join("scripts");
@@ -192,11 +206,13 @@ async fn the_readme_walkthrough_runs_as_written() {
         "\"key_version\":1",
         "\"username\":\"billy\"",
         "\"username\":\"idem-admin\"",
+        "Welcome to Contoso",
         "enrolled as device",
         "welcome: billy (create)",
         "idem://approve?",
         "elevated access: account idem-admin, password ",
         "shared account: idem-admin",
+        "branding version: 1",
     ] {
         let at = rest
             .find(step)
