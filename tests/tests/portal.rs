@@ -381,6 +381,93 @@ async fn a_login_code_polled_by_an_onlooker_is_withdrawn_and_the_page_says_so() 
     );
 }
 
+/// An admin gives and ends auditor roles from the Users page: on the MSP itself or on one
+/// customer, and the page shows who audits what.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_users_page_gives_and_ends_auditor_roles() {
+    let platform = Platform::start().await;
+    let (_, token) = platform.acme_with_contoso("admin@acme.test").await;
+    let (status, bob) = Platform::call(
+        platform
+            .as_user(&token, Method::POST, "acme", "/api/v1/users")
+            .json(&json!({"email": "bob@acme.test"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{bob}");
+    let bob = bob["id"].as_str().unwrap().to_owned();
+    let csrf = domain::session::csrf_token(&token);
+    let page = || async {
+        platform
+            .request(Method::GET, "acme", "/admin/users")
+            .header("cookie", format!("idem_session={token}"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    let roles = || async {
+        let (_, user) = Platform::call(platform.as_user(
+            &token,
+            Method::GET,
+            "acme",
+            &format!("/api/v1/users/{bob}"),
+        ))
+        .await;
+        user["auditor"].clone()
+    };
+    let post = |path: String, fields: Vec<(&'static str, String)>| {
+        let (platform, token, csrf) = (&platform, &token, &csrf);
+        async move {
+            let mut form = vec![("csrf", csrf.as_str())];
+            form.extend(fields.iter().map(|(k, v)| (*k, v.as_str())));
+            post_on(platform, "acme", token, &path, &form).await
+        }
+    };
+    let grant = |customer: &str| {
+        post(
+            "/admin/auditors".into(),
+            vec![("user", bob.clone()), ("customer", customer.to_owned())],
+        )
+    };
+    let end = |customer: Option<&str>| {
+        let fields = customer
+            .map(|c| vec![("customer", c.to_owned())])
+            .unwrap_or_default();
+        post(format!("/admin/users/{bob}/revoke-auditor"), fields)
+    };
+
+    let before = page().await;
+    assert!(
+        before.contains("action=\"/admin/auditors\"")
+            && before.contains(&format!("<option value=\"{bob}\">bob@acme.test</option>"))
+            && before.contains("<option value=\"contoso\">"),
+        "the page offers its users, the MSP and its customers: {before}"
+    );
+    assert_eq!(grant("contoso").await.status(), 303);
+    assert_eq!(grant("").await.status(), 303);
+    assert_eq!(
+        roles().await,
+        json!({"msp": true, "customers": ["contoso"]})
+    );
+    let after = page().await;
+    assert!(after.contains("Auditor of contoso"), "{after}");
+    assert!(after.contains(&format!("/admin/users/{bob}/revoke-auditor")));
+
+    // A customer that does not exist: refused, and nothing changes.
+    assert_eq!(grant("nosuch").await.status(), 404);
+    assert_eq!(
+        roles().await,
+        json!({"msp": true, "customers": ["contoso"]})
+    );
+
+    assert_eq!(end(Some("contoso")).await.status(), 303);
+    assert_eq!(roles().await, json!({"msp": true, "customers": []}));
+    assert_eq!(end(None).await.status(), 303);
+    assert_eq!(roles().await, json!({"msp": false, "customers": []}));
+}
+
 #[tokio::test]
 async fn choices_a_page_does_not_offer_are_refused_next_to_their_field() {
     let platform = Platform::start().await;

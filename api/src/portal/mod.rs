@@ -58,6 +58,7 @@ pub fn router(config: &Config) -> Router<Shared> {
             post(msp::revoke),
         )
         .route("/admin/users", get(users).post(add_user))
+        .route("/admin/auditors", post(grant_auditor))
         .route("/admin/users/{id}", get(customer::user))
         .route("/admin/users/{id}/{action}", post(user_action))
         .route("/admin/settings", get(settings).post(save_settings))
@@ -419,6 +420,8 @@ fn notice(key: &str) -> Option<&'static str> {
         "user-removed" => "User removed.",
         "admin-granted" => "The user is an admin now, of every customer.",
         "admin-revoked" => "Admin role revoked.",
+        "auditor-granted" => "The user may read and verify that tenant's audit log now.",
+        "auditor-revoked" => "Auditor role ended.",
         "settings-saved" => "Settings saved.",
         "password-set" => "Password changed. Workstations refuse the old one from now on.",
         "passwordless" => "Passwordless invitation sent.",
@@ -542,12 +545,24 @@ async fn add_user(Submission { page, fields }: Submission) -> Response {
     }
 }
 
+/// Auditor roles are the MSP's to give.
+async fn grant_auditor(Submission { page, fields }: Submission) -> Response {
+    if page.me.is_msp() {
+        msp::grant_auditor(page, fields).await
+    } else {
+        page.failed(&client::Failure::local(
+            StatusCode::NOT_FOUND,
+            "auditor roles are given on the MSP's host",
+        ))
+    }
+}
+
 async fn user_action(
     Path((id, action)): Path<(String, String)>,
     Submission { page, fields }: Submission,
 ) -> Response {
     if page.me.is_msp() {
-        msp::user_action(page, &id, &action).await
+        msp::user_action(page, &id, &action, fields).await
     } else {
         customer::user_action(page, &id, &action, fields).await
     }

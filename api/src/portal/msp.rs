@@ -382,6 +382,11 @@ pub async fn users(page: Page, form: FormState) -> Response {
         Ok(users) => users,
         Err(failure) => return page.failed(&failure),
     };
+    // The tenants an auditor role can be for: the MSP itself, and its customers.
+    let customers = match page.api.get("/api/v1/customers").await {
+        Ok(customers) => customers,
+        Err(failure) => return page.failed(&failure),
+    };
     let body = html! {
         table.data {
             caption.visually-hidden { "Users of your MSP" }
@@ -395,9 +400,14 @@ pub async fn users(page: Page, form: FormState) -> Response {
                         td { (s(user, "email")) }
                         td {
                             @if admin { span.badge { "Admin" } } @else { span.badge.info { "Technician" } }
-                            @if user["auditor"]["msp"].as_bool().unwrap_or(false) { " " span.badge.info { "Auditor" } }
+                            @if user["auditor"]["msp"].as_bool().unwrap_or(false) {
+                                " " span.badge.info { "Auditor" }
+                                " " (auditor_end_form(&page, id, None, s(user, "email")))
+                            }
                             @for customer in list(&user["auditor"]["customers"]) {
-                                " " span.badge.info { "Auditor of " (customer.as_str().unwrap_or_default()) }
+                                @let name = customer.as_str().unwrap_or_default();
+                                " " span.badge.info { "Auditor of " (name) }
+                                " " (auditor_end_form(&page, id, Some(name), s(user, "email")))
                             }
                         }
                         td { @if user["onboarded"].as_bool().unwrap_or(false) { "Enrolled" } @else { span.muted { "Not yet" } } }
@@ -430,6 +440,7 @@ pub async fn users(page: Page, form: FormState) -> Response {
                 button.primary type="submit" { "Add user" }
             }
         }
+        (auditor_panel(&page, &users, &customers))
     };
     if status.is_success() {
         page.render("Users", body)
@@ -456,9 +467,97 @@ pub async fn add_user(page: Page, fields: Fields) -> Response {
     }
 }
 
-/// `POST /admin/users/{id}/{make-admin|revoke-admin|remove}` on the MSP's host.
-pub async fn user_action(page: Page, id: &str, action: &str) -> Response {
+/// The form that gives a user an auditor role: on the MSP itself or on one customer. The
+/// role lets them sign in on that tenant's host and read and verify its audit log, nothing
+/// else.
+fn auditor_panel(page: &Page, users: &Value, customers: &Value) -> Markup {
+    let people: Vec<(String, String)> = list(users)
+        .iter()
+        .map(|u| (s(u, "id").to_owned(), s(u, "email").to_owned()))
+        .collect();
+    let tenants: Vec<(String, String)> = std::iter::once((String::new(), "This MSP".to_owned()))
+        .chain(
+            list(customers)
+                .iter()
+                .map(|c| (s(c, "name").to_owned(), s(c, "display_name").to_owned())),
+        )
+        .collect();
+    let form = FormState::default();
+    html! {
+        section.panel aria-labelledby="auditors" {
+            h2 #auditors { "Give an auditor role" }
+            p.muted { "An auditor signs in on that tenant's address and may read and verify its audit log, and nothing else." }
+            form method="post" novalidate action="/admin/auditors" {
+                (csrf_field(page))
+                (select(&form, "auditor", "user", "User", &people, ""))
+                (select(&form, "auditor", "customer", "Tenant", &tenants, ""))
+                button.primary type="submit" { "Make auditor" }
+            }
+        }
+    }
+}
+
+/// `POST /admin/auditors` `user`, `customer` (empty: the MSP itself) on the MSP's host.
+pub async fn grant_auditor(page: Page, fields: Fields) -> Response {
+    let user = segment(fields.get("user").map_or("", String::as_str));
+    let body = match fields
+        .get("customer")
+        .map(|c| c.trim())
+        .filter(|c| !c.is_empty())
+    {
+        Some(name) => json!({"customer": name}),
+        None => json!({}),
+    };
+    match page
+        .api
+        .send(
+            Method::POST,
+            &format!("/api/v1/users/{user}/auditor"),
+            Some(body),
+        )
+        .await
+    {
+        Ok(_) => done("/admin/users", "auditor-granted"),
+        Err(failure) => page.failed(&failure),
+    }
+}
+
+/// The button that ends user `id`'s auditor role on `customer` (or on the MSP itself).
+fn auditor_end_form(page: &Page, id: &str, customer: Option<&str>, about: &str) -> Markup {
+    let of = customer.map_or_else(|| "this MSP".to_owned(), |name| name.to_owned());
+    html! {
+        form.inline method="post" novalidate action=(format!("/admin/users/{id}/revoke-auditor")) {
+            (csrf_field(page))
+            @if let Some(customer) = customer { input type="hidden" name="customer" value=(customer); }
+            button type="submit" aria-label=(format!("End audit of {of} by {about}")) { "End" }
+        }
+    }
+}
+
+/// `POST /admin/users/{id}/{make-admin|revoke-admin|revoke-auditor|remove}` on the MSP's
+/// host; `revoke-auditor` takes `customer` (none or empty: the MSP itself).
+pub async fn user_action(page: Page, id: &str, action: &str, fields: Fields) -> Response {
     let id = segment(id);
+    let customer = fields
+        .get("customer")
+        .map(|c| c.trim().to_owned())
+        .filter(|c| !c.is_empty());
+    if action == "revoke-auditor" {
+        let query =
+            customer.map_or_else(String::new, |name| format!("?customer={}", segment(&name)));
+        return match page
+            .api
+            .send(
+                Method::DELETE,
+                &format!("/api/v1/users/{id}/auditor{query}"),
+                None,
+            )
+            .await
+        {
+            Ok(_) => done("/admin/users", "auditor-revoked"),
+            Err(failure) => page.failed(&failure),
+        };
+    }
     let (method, path, notice) = match action {
         "make-admin" => (
             Method::POST,
