@@ -77,6 +77,14 @@ pub struct State {
     offline: BTreeMap<Uuid, OfflineVerifier>,
 }
 
+/// A passwordless login's outcome: the local account opened, `create` or `takeover`, and the
+/// password it was given for the login screen to sign in with (no `Debug`: it holds it).
+pub struct OpenedAccount {
+    pub account: String,
+    pub action: String,
+    pub password: String,
+}
+
 /// How a login ended.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Login {
@@ -422,18 +430,13 @@ impl<A: LocalAccounts> Agent<A> {
                     .as_str()
                     .unwrap_or("create")
                     .to_owned();
-                let account = match self.accounts.find(&name)? {
-                    Some(account) => account.name,
-                    None => {
-                        let full = format!(
-                            "{} {}",
-                            answer["first_name"].as_str().unwrap_or_default(),
-                            answer["last_name"].as_str().unwrap_or_default()
-                        );
-                        self.accounts.create(&name, full.trim())?;
-                        self.accounts.find(&name)?.map_or(name.clone(), |a| a.name)
-                    }
-                };
+                let full = format!(
+                    "{} {}",
+                    answer["first_name"].as_str().unwrap_or_default(),
+                    answer["last_name"].as_str().unwrap_or_default()
+                );
+                // The service's word on create or takeover is the one recorded and answered.
+                let (account, _) = self.local_account(&name, full.trim())?;
                 self.accounts.set_password(&account, password)?;
                 self.accounts.set_disabled(&account, false)?;
                 let version = answer["password_version"].as_u64().unwrap_or(0) as u32;
@@ -489,6 +492,107 @@ impl<A: LocalAccounts> Agent<A> {
         Ok(Login::Offline { account })
     }
 
+    /// Shows a QR challenge for `purpose` (through `show`) and waits, up to `timeout`, for a
+    /// phone's approval; the service's answer once approved.
+    async fn approved(
+        &mut self,
+        purpose: &str,
+        show: impl Fn(&str),
+        timeout: Duration,
+    ) -> Result<Value, AgentError> {
+        let challenge = self
+            .call(
+                Method::POST,
+                "/api/v1/agent/challenges",
+                Some(&json!({"purpose": purpose})),
+            )
+            .await?;
+        let id = challenge["id"].as_str().unwrap_or_default().to_owned();
+        show(challenge["qr"].as_str().unwrap_or_default());
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            // Long-polls of at most 30 s, and none past the deadline.
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let wait = left.as_secs().min(30);
+            let answer = self
+                .call(
+                    Method::GET,
+                    &format!("/api/v1/agent/challenges/{id}?wait={wait}"),
+                    None,
+                )
+                .await?;
+            match answer["status"].as_str() {
+                Some("approved") => return Ok(answer),
+                Some("pending") if tokio::time::Instant::now() < deadline => continue,
+                other => {
+                    return Err(AgentError::Refused(format!(
+                        "{purpose} not approved ({})",
+                        other.unwrap_or("unknown")
+                    )));
+                }
+            }
+        }
+    }
+
+    /// Finds local account `name` (any case) or creates it as `full_name`; answers its name
+    /// as the system spells it and whether it was `create`d or taken over (`takeover`).
+    fn local_account(
+        &mut self,
+        name: &str,
+        full_name: &str,
+    ) -> Result<(String, String), AgentError> {
+        if let Some(existing) = self.accounts.find(name)? {
+            return Ok((existing.name, "takeover".into()));
+        }
+        self.accounts.create(name, full_name)?;
+        let created = self
+            .accounts
+            .find(name)?
+            .map_or(name.to_owned(), |a| a.name);
+        Ok((created, "create".into()))
+    }
+
+    /// A random password for an account nobody types in (the shared admin account, or a
+    /// passwordless user's), base64url of 18 random bytes.
+    fn random_password() -> String {
+        use base64::Engine;
+        let mut secret = [0u8; 18];
+        rand::fill(&mut secret);
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret)
+    }
+
+    /// A passwordless login at the workstation: shows a QR challenge (through `show`); the
+    /// user approves it with their own enrolled phone; the service answers who they are, and
+    /// their local account is created or taken over, enabled, with a fresh random password
+    /// the login screen signs in with (nobody types it). Online only: there is nothing to
+    /// check offline.
+    pub async fn login_passwordless(
+        &mut self,
+        show: impl Fn(&str),
+        timeout: Duration,
+    ) -> Result<OpenedAccount, AgentError> {
+        let answer = self.approved("desktop", show, timeout).await?;
+        let user = &answer["user"];
+        let username = user["username"]
+            .as_str()
+            .filter(|u| !u.is_empty())
+            .ok_or_else(|| AgentError::Refused("approved without a username".into()))?;
+        let full_name = format!(
+            "{} {}",
+            user["first_name"].as_str().unwrap_or_default(),
+            user["last_name"].as_str().unwrap_or_default()
+        );
+        let (account, action) = self.local_account(username, full_name.trim())?;
+        let password = Self::random_password();
+        self.accounts.set_password(&account, &password)?;
+        self.accounts.set_disabled(&account, false)?;
+        Ok(OpenedAccount {
+            account,
+            action,
+            password,
+        })
+    }
+
     /// Elevated access: shows a QR challenge (through `show`), waits for a technician's
     /// approval, then makes sure the shared admin account exists, is an administrator and
     /// has a fresh random password, which it answers.
@@ -497,55 +601,13 @@ impl<A: LocalAccounts> Agent<A> {
         show: impl Fn(&str),
         timeout: Duration,
     ) -> Result<(String, String), AgentError> {
-        let challenge = self
-            .call(
-                Method::POST,
-                "/api/v1/agent/challenges",
-                Some(&json!({"purpose": "elevate"})),
-            )
-            .await?;
-        let id = challenge["id"].as_str().unwrap_or_default().to_owned();
-        show(challenge["qr"].as_str().unwrap_or_default());
-        let deadline = tokio::time::Instant::now() + timeout;
-        let account = loop {
-            let answer = self
-                .call(
-                    Method::GET,
-                    &format!("/api/v1/agent/challenges/{id}?wait=30"),
-                    None,
-                )
-                .await?;
-            match answer["status"].as_str() {
-                Some("approved") => {
-                    break answer["account"]["username"]
-                        .as_str()
-                        .map(str::to_owned)
-                        .ok_or_else(|| {
-                            AgentError::Refused("approved without an account".into())
-                        })?;
-                }
-                Some("pending") if tokio::time::Instant::now() < deadline => continue,
-                other => {
-                    return Err(AgentError::Refused(format!(
-                        "elevation not approved ({})",
-                        other.unwrap_or("unknown")
-                    )));
-                }
-            }
-        };
-        let name = match self.accounts.find(&account)? {
-            Some(existing) => existing.name,
-            None => {
-                self.accounts.create(&account, "idem shared admin")?;
-                self.accounts
-                    .find(&account)?
-                    .map_or(account.clone(), |a| a.name)
-            }
-        };
-        let mut secret = [0u8; 18];
-        rand::fill(&mut secret);
-        use base64::Engine;
-        let password = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret);
+        let answer = self.approved("elevate", show, timeout).await?;
+        let account = answer["account"]["username"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| AgentError::Refused("approved without an account".into()))?;
+        let (name, _) = self.local_account(&account, "idem shared admin")?;
+        let password = Self::random_password();
         self.accounts.set_password(&name, &password)?;
         self.accounts.set_disabled(&name, false)?;
         self.accounts.make_admin(&name)?;

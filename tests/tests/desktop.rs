@@ -288,3 +288,112 @@ async fn a_workstation_follows_its_tenant() {
     assert_eq!(restarted.status().lines().count(), 7);
     platform.server.shutdown().await;
 }
+
+/// Passwordless desktop login: the workstation shows a QR code, the user approves it with
+/// their own phone, and their local account is opened (here taken over: Carol had one) with
+/// a fresh password nobody types. Another person's phone cannot approve it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_passwordless_user_opens_their_account_with_their_phone() {
+    let platform = Platform::start().await;
+    let (alice_phone, _) = platform.acme_with_contoso("alice@acme.example").await;
+    let host = "contoso-acme";
+    let admin = platform.login(&alice_phone, host).await;
+    let call = |method: Method, path: &str, body: Option<Value>| {
+        let mut request = platform.as_user(&admin, method, host, path);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        Platform::call(request)
+    };
+    call(
+        Method::PUT,
+        "/api/v1/settings/desktop-login",
+        Some(json!({"enabled": true, "method": "passwordless"})),
+    )
+    .await;
+    let (status, carol) = call(
+        Method::POST,
+        "/api/v1/users",
+        Some(json!({"first_name": "Carol", "last_name": "C",
+        "username": "Carol", "email": "carol@contoso.example"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{carol}");
+    let carol_id = carol["id"].as_str().unwrap().to_owned();
+    let (status, _) = call(
+        Method::POST,
+        &format!("/api/v1/users/{carol_id}/passwordless"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let mut carol_phone = Keyring::default();
+    platform
+        .enroll(&mut carol_phone, host, "carol@contoso.example")
+        .await;
+
+    let work = tempfile::tempdir().unwrap();
+    let root = work.path().join("root");
+    system_root(&root);
+    let state_dir = work.path().join("agent");
+    let (_, token) = call(Method::POST, "/api/v1/agent/enrollment-tokens", None).await;
+    desktop::enroll(
+        &state_dir,
+        &platform.url(host),
+        token["token"].as_str().unwrap(),
+        "WS-02",
+    )
+    .await
+    .unwrap();
+    let mut agent = Agent::open(&state_dir, LinuxAccounts::new(&root)).unwrap();
+    sync_all(&mut agent).await;
+
+    // The QR code goes to whoever the test hands it to: first Alice (refused), then Carol.
+    let approve_with = |phone: &Keyring| {
+        let keys = serde_json::to_string(&phone.devices).unwrap();
+        let (qr_tx, mut qr_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+        let approver = tokio::spawn(async move {
+            let qr = qr_rx.recv().await.unwrap();
+            let keyring = Keyring {
+                devices: serde_json::from_str(&keys).unwrap(),
+            };
+            agent::authenticator::approve(&keyring, &qr).await
+        });
+        (qr_tx, approver)
+    };
+    let shadow = || std::fs::read_to_string(root.join("etc/shadow")).unwrap();
+    let before = shadow();
+    let (qr_tx, approver) = approve_with(&alice_phone);
+    let refused = agent
+        .login_passwordless(
+            move |qr| qr_tx.send(qr.to_owned()).unwrap(),
+            Duration::from_secs(3),
+        )
+        .await;
+    assert!(approver.await.unwrap().is_err(), "a technician's phone");
+    assert!(refused.is_err(), "nobody approved within the wait");
+    assert_eq!(shadow(), before, "Carol's account is untouched");
+
+    let (qr_tx, approver) = approve_with(&carol_phone);
+    let opened = agent
+        .login_passwordless(
+            move |qr| qr_tx.send(qr.to_owned()).unwrap(),
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap();
+    approver.await.unwrap().unwrap();
+    assert_eq!(
+        (opened.account.as_str(), opened.action.as_str()),
+        ("carol", "takeover")
+    );
+    let account = agent.accounts.find("carol").unwrap().unwrap();
+    assert!(!account.disabled && !account.admin);
+    assert!(
+        agent
+            .accounts
+            .check_password("carol", &opened.password)
+            .unwrap()
+    );
+    assert!(opened.password.len() >= 24);
+}

@@ -49,6 +49,9 @@ enum Command {
     Sync,
     /// Checks USER's password (read from standard input) as the login screen would.
     Login { user: String },
+    /// Passwordless login: shows a QR code the user approves with their own phone, then opens
+    /// their local account (created or taken over, with a fresh password nobody types).
+    Passwordless,
     /// Elevated access: shows a QR code to approve, then prepares the shared admin account.
     Elevate,
     /// What the agent knows.
@@ -125,10 +128,29 @@ async fn run(cli: Cli) -> Result<(), desktop::AgentError> {
                 Login::Offline { account } => println!("welcome: {account} (offline)"),
             }
         }
+        Command::Passwordless => {
+            let mut agent = Agent::open(&cli.state_dir, accounts(&cli))?;
+            let shown = |url: &str| show_challenge("The user approves with their own phone:", url);
+            let opened = agent
+                .login_passwordless(shown, Duration::from_secs(120))
+                .await?;
+            println!(
+                "welcome: {} ({}, passwordless)",
+                opened.account, opened.action
+            );
+        }
         Command::Elevate => {
             let mut agent = Agent::open(&cli.state_dir, accounts(&cli))?;
             let (account, password) = agent
-                .elevate(show_challenge, Duration::from_secs(120))
+                .elevate(
+                    |url| {
+                        show_challenge(
+                            "A technician of this customer approves with their phone:",
+                            url,
+                        )
+                    },
+                    Duration::from_secs(120),
+                )
                 .await?;
             println!("elevated access: account {account}, password {password}");
         }
@@ -140,11 +162,11 @@ async fn run(cli: Cli) -> Result<(), desktop::AgentError> {
     Ok(())
 }
 
-/// Shows an elevation challenge: its QR code for a technician's phone, then its text on a
-/// line of its own (for the software authenticator, or a phone that cannot scan).
-fn show_challenge(url: &str) {
+/// Shows a challenge: who approves it, its QR code, then its text on a line of its own (for
+/// the software authenticator, or a phone that cannot scan).
+fn show_challenge(who: &str, url: &str) {
     use std::io::IsTerminal;
-    println!("A technician of this customer approves with their phone:");
+    println!("{who}");
     if let Some(code) = agent::qr::terminal_qr(url, std::io::stdout().is_terminal()) {
         println!("{code}");
     }
