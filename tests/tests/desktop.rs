@@ -51,6 +51,32 @@ async fn sync_all<A: LocalAccounts>(agent: &mut Agent<A>) {
     while agent.sync_once(Duration::ZERO).await.unwrap() > 0 {}
 }
 
+/// A workstation with a throwaway system root (`root/`, from [`system_root`]) and its agent's
+/// state (`agent/`) in a temporary directory, enrolled on `host` with the enrollment token
+/// answer `token` and synced.
+async fn workstation(
+    platform: &Platform,
+    host: &str,
+    token: &Value,
+    hostname: &str,
+) -> (tempfile::TempDir, Agent<LinuxAccounts>) {
+    let work = tempfile::tempdir().unwrap();
+    let root = work.path().join("root");
+    system_root(&root);
+    let state_dir = work.path().join("agent");
+    desktop::enroll(
+        &state_dir,
+        &platform.url(host),
+        token["token"].as_str().unwrap(),
+        hostname,
+    )
+    .await
+    .unwrap();
+    let mut agent = Agent::open(&state_dir, LinuxAccounts::new(&root)).unwrap();
+    sync_all(&mut agent).await;
+    (work, agent)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_workstation_follows_its_tenant() {
     let platform = Platform::start().await;
@@ -99,21 +125,9 @@ async fn a_workstation_follows_its_tenant() {
     .await;
 
     // Step 7: install and enroll the agent; it syncs the directory.
-    let work = tempfile::tempdir().unwrap();
-    let root = work.path().join("root");
-    system_root(&root);
-    let state_dir = work.path().join("agent");
     let (_, token) = call(Method::POST, "/api/v1/agent/enrollment-tokens", None).await;
-    desktop::enroll(
-        &state_dir,
-        &platform.url(host),
-        token["token"].as_str().unwrap(),
-        "WS-01",
-    )
-    .await
-    .unwrap();
-    let mut agent = Agent::open(&state_dir, LinuxAccounts::new(&root)).unwrap();
-    sync_all(&mut agent).await;
+    let (work, mut agent) = workstation(&platform, host, &token, "WS-01").await;
+    let (root, state_dir) = (work.path().join("root"), work.path().join("agent"));
     assert_eq!(agent.state.users.len(), 2);
     assert_eq!(agent.state.shared_account.as_deref(), Some("idem-admin"));
     assert_eq!(
@@ -332,21 +346,9 @@ async fn a_passwordless_user_opens_their_account_with_their_phone() {
         .enroll(&mut carol_phone, host, "carol@contoso.example")
         .await;
 
-    let work = tempfile::tempdir().unwrap();
-    let root = work.path().join("root");
-    system_root(&root);
-    let state_dir = work.path().join("agent");
     let (_, token) = call(Method::POST, "/api/v1/agent/enrollment-tokens", None).await;
-    desktop::enroll(
-        &state_dir,
-        &platform.url(host),
-        token["token"].as_str().unwrap(),
-        "WS-02",
-    )
-    .await
-    .unwrap();
-    let mut agent = Agent::open(&state_dir, LinuxAccounts::new(&root)).unwrap();
-    sync_all(&mut agent).await;
+    let (work, mut agent) = workstation(&platform, host, &token, "WS-02").await;
+    let root = work.path().join("root");
 
     // The QR code goes to whoever the test hands it to: first Alice (refused), then Carol.
     let approve_with = |phone: &Keyring| {
