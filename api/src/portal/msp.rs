@@ -497,14 +497,18 @@ fn auditor_panel(page: &Page, users: &Value, customers: &Value) -> Markup {
     }
 }
 
+/// The customer an auditor form names; none (or empty) for the MSP itself.
+fn auditor_customer(fields: &Fields) -> Option<String> {
+    fields
+        .get("customer")
+        .map(|c| c.trim().to_owned())
+        .filter(|c| !c.is_empty())
+}
+
 /// `POST /admin/auditors` `user`, `customer` (empty: the MSP itself) on the MSP's host.
 pub async fn grant_auditor(page: Page, fields: Fields) -> Response {
     let user = segment(fields.get("user").map_or("", String::as_str));
-    let body = match fields
-        .get("customer")
-        .map(|c| c.trim())
-        .filter(|c| !c.is_empty())
-    {
+    let body = match auditor_customer(&fields) {
         Some(name) => json!({"customer": name}),
         None => json!({}),
     };
@@ -538,26 +542,6 @@ fn auditor_end_form(page: &Page, id: &str, customer: Option<&str>, about: &str) 
 /// host; `revoke-auditor` takes `customer` (none or empty: the MSP itself).
 pub async fn user_action(page: Page, id: &str, action: &str, fields: Fields) -> Response {
     let id = segment(id);
-    let customer = fields
-        .get("customer")
-        .map(|c| c.trim().to_owned())
-        .filter(|c| !c.is_empty());
-    if action == "revoke-auditor" {
-        let query =
-            customer.map_or_else(String::new, |name| format!("?customer={}", segment(&name)));
-        return match page
-            .api
-            .send(
-                Method::DELETE,
-                &format!("/api/v1/users/{id}/auditor{query}"),
-                None,
-            )
-            .await
-        {
-            Ok(_) => done("/admin/users", "auditor-revoked"),
-            Err(failure) => page.failed(&failure),
-        };
-    }
     let (method, path, notice) = match action {
         "make-admin" => (
             Method::POST,
@@ -574,6 +558,15 @@ pub async fn user_action(page: Page, id: &str, action: &str, fields: Fields) -> 
             format!("/api/v1/users/{id}"),
             "user-removed",
         ),
+        "revoke-auditor" => {
+            let query = auditor_customer(&fields)
+                .map_or_else(String::new, |name| format!("?customer={}", segment(&name)));
+            (
+                Method::DELETE,
+                format!("/api/v1/users/{id}/auditor{query}"),
+                "auditor-revoked",
+            )
+        }
         _ => {
             return page.failed(&super::client::Failure::local(
                 StatusCode::NOT_FOUND,
