@@ -222,6 +222,23 @@ impl Platform {
         body["token"].as_str().unwrap().to_owned()
     }
 
+    /// Calls `path` on host `label` with `token`'s session and an optional JSON body: the
+    /// status and JSON body. The request is built at once, so the answer borrows nothing.
+    pub fn call_as(
+        &self,
+        token: &str,
+        method: Method,
+        label: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> impl Future<Output = (u16, Value)> + use<> {
+        let mut request = self.as_user(token, method, label, path);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        Platform::call(request)
+    }
+
     /// Sends `request` and answers its status and JSON body (`Null` if none).
     pub async fn call(request: RequestBuilder) -> (u16, Value) {
         let answer = request.send().await.unwrap();

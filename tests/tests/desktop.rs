@@ -84,11 +84,7 @@ async fn a_workstation_follows_its_tenant() {
     let host = "contoso-acme";
     let admin = platform.login(&phone, host).await;
     let call = |method: Method, path: &str, body: Option<Value>| {
-        let mut request = platform.as_user(&admin, method, host, path);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        Platform::call(request)
+        platform.call_as(&admin, method, host, path, body)
     };
     call(
         Method::PUT,
@@ -313,11 +309,7 @@ async fn a_passwordless_user_opens_their_account_with_their_phone() {
     let host = "contoso-acme";
     let admin = platform.login(&alice_phone, host).await;
     let call = |method: Method, path: &str, body: Option<Value>| {
-        let mut request = platform.as_user(&admin, method, host, path);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        Platform::call(request)
+        platform.call_as(&admin, method, host, path, body)
     };
     call(
         Method::PUT,

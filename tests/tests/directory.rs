@@ -59,11 +59,7 @@ async fn step_6_configures_a_customer_tenant_and_keeps_its_secrets_sealed() {
     let mut responses: Vec<String> = Vec::new();
     let host = "contoso-acme";
     let call = |method: Method, path: &str, body: Option<Value>| {
-        let mut request = platform.as_user(&admin, method, host, path);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        Platform::call(request)
+        platform.call_as(&admin, method, host, path, body)
     };
     macro_rules! call {
         ($method:expr, $path:expr) => {{
