@@ -1,72 +1,10 @@
-//! The workstation's local accounts, as the agent manages them: find one by name
-//! (case-insensitively, as Windows does), create it, set its password, disable or enable it,
-//! make it an administrator. Two implementations:
-//!
-//! - [`LinuxAccounts`] edits `etc/passwd`, `etc/shadow` and `etc/group` under a root
-//!   directory (`/` on a real machine, a throwaway directory in tests), holding the shadow
-//!   suite's lock file while it reads and rewrites them, replacing each file atomically.
-//!   Passwords are stored as SHA-512 crypt (`$6$`) hashes, which every Linux PAM accepts.
-//! - [`FileAccounts`] keeps them in one JSON file, for tests of the sync logic.
+//! [`LinuxAccounts`]: `etc/passwd`, `etc/shadow` and `etc/group` under a root directory,
+//! edited under the shadow suite's lock file.
 
-use std::collections::BTreeMap;
-use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
-
-/// What went wrong with the local accounts.
-#[derive(Debug, thiserror::Error)]
-pub enum AccountError {
-    #[error("{0}: {1}")]
-    Io(PathBuf, std::io::Error),
-    #[error("{0}")]
-    Invalid(String),
-}
-
-/// A local account as the agent sees it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Account {
-    /// The name as the system has it (its case may differ from the cloud username).
-    pub name: String,
-    pub disabled: bool,
-    pub admin: bool,
-}
-
-/// The local account store of a workstation.
-pub trait LocalAccounts: Send {
-    /// The account named `name`, compared case-insensitively.
-    fn find(&self, name: &str) -> Result<Option<Account>, AccountError>;
-    /// Creates `name` (enabled, without a usable password until one is set).
-    fn create(&mut self, name: &str, full_name: &str) -> Result<(), AccountError>;
-    fn set_password(&mut self, name: &str, password: &str) -> Result<(), AccountError>;
-    /// Whether `password` is the account's (for tests and offline checks of the system).
-    fn check_password(&self, name: &str, password: &str) -> Result<bool, AccountError>;
-    fn set_disabled(&mut self, name: &str, disabled: bool) -> Result<(), AccountError>;
-    fn make_admin(&mut self, name: &str) -> Result<(), AccountError>;
-}
-
-/// Either implementation, chosen at run time.
-impl LocalAccounts for Box<dyn LocalAccounts> {
-    fn find(&self, name: &str) -> Result<Option<Account>, AccountError> {
-        (**self).find(name)
-    }
-    fn create(&mut self, name: &str, full_name: &str) -> Result<(), AccountError> {
-        (**self).create(name, full_name)
-    }
-    fn set_password(&mut self, name: &str, password: &str) -> Result<(), AccountError> {
-        (**self).set_password(name, password)
-    }
-    fn check_password(&self, name: &str, password: &str) -> Result<bool, AccountError> {
-        (**self).check_password(name, password)
-    }
-    fn set_disabled(&mut self, name: &str, disabled: bool) -> Result<(), AccountError> {
-        (**self).set_disabled(name, disabled)
-    }
-    fn make_admin(&mut self, name: &str) -> Result<(), AccountError> {
-        (**self).make_admin(name)
-    }
-}
+use super::{Account, AccountError, LocalAccounts, replace};
 
 /// A Windows-style account name is also acceptable to Linux only in its lowercase, portable
 /// form: letters, digits, `.`, `_`, `-`, not starting with `-`.
@@ -85,22 +23,6 @@ fn linux_name(name: &str) -> Result<String, AccountError> {
             "{name:?} cannot be a Linux account name"
         )))
     }
-}
-
-/// Writes `contents` to `path` atomically with `mode`: a temporary file, synced, renamed.
-fn replace(path: &Path, contents: &str, mode: u32) -> Result<(), AccountError> {
-    let io = |e| AccountError::Io(path.to_owned(), e);
-    let temporary = path.with_extension("idem-tmp");
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(&temporary)
-        .map_err(io)?;
-    file.write_all(contents.as_bytes()).map_err(io)?;
-    file.sync_all().map_err(io)?;
-    std::fs::rename(&temporary, path).map_err(io)
 }
 
 /// Accounts in `etc/passwd`, `etc/shadow` and `etc/group` under `root`.
@@ -356,139 +278,10 @@ impl LocalAccounts for LinuxAccounts {
     }
 }
 
-/// Accounts in a JSON file (tests of the sync logic).
-pub struct FileAccounts {
-    path: PathBuf,
-}
-
-#[derive(Default, Serialize, Deserialize)]
-struct Stored {
-    /// By lowercase name.
-    accounts: BTreeMap<String, (Account, Option<String>)>,
-}
-
-impl FileAccounts {
-    pub fn new(path: impl Into<PathBuf>) -> FileAccounts {
-        FileAccounts { path: path.into() }
-    }
-
-    fn load(&self) -> Result<Stored, AccountError> {
-        match std::fs::read_to_string(&self.path) {
-            Ok(text) => serde_json::from_str(&text)
-                .map_err(|e| AccountError::Invalid(format!("{}: {e}", self.path.display()))),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Stored::default()),
-            Err(e) => Err(AccountError::Io(self.path.clone(), e)),
-        }
-    }
-
-    fn save(&self, stored: &Stored) -> Result<(), AccountError> {
-        let text = serde_json::to_string_pretty(stored)
-            .map_err(|e| AccountError::Invalid(e.to_string()))?;
-        replace(&self.path, &text, 0o600)
-    }
-
-    fn change(
-        &mut self,
-        name: &str,
-        f: impl FnOnce(&mut (Account, Option<String>)),
-    ) -> Result<(), AccountError> {
-        let mut stored = self.load()?;
-        let entry = stored
-            .accounts
-            .get_mut(&name.trim().to_lowercase())
-            .ok_or_else(|| AccountError::Invalid(format!("no account {name}")))?;
-        f(entry);
-        self.save(&stored)
-    }
-}
-
-impl LocalAccounts for FileAccounts {
-    fn find(&self, name: &str) -> Result<Option<Account>, AccountError> {
-        Ok(self
-            .load()?
-            .accounts
-            .get(&name.trim().to_lowercase())
-            .map(|(a, _)| a.clone()))
-    }
-
-    fn create(&mut self, name: &str, _full_name: &str) -> Result<(), AccountError> {
-        let mut stored = self.load()?;
-        let key = name.trim().to_lowercase();
-        if stored.accounts.contains_key(&key) {
-            return Err(AccountError::Invalid(format!("{name} exists")));
-        }
-        stored.accounts.insert(
-            key,
-            (
-                Account {
-                    name: name.trim().to_owned(),
-                    disabled: false,
-                    admin: false,
-                },
-                None,
-            ),
-        );
-        self.save(&stored)
-    }
-
-    fn set_password(&mut self, name: &str, password: &str) -> Result<(), AccountError> {
-        let params = sha_crypt::Sha512Params::new(sha_crypt::ROUNDS_MIN)
-            .map_err(|e| AccountError::Invalid(format!("{e:?}")))?;
-        let hash = sha_crypt::sha512_simple(password, &params)
-            .map_err(|e| AccountError::Invalid(format!("{e:?}")))?;
-        self.change(name, |(_, stored)| *stored = Some(hash))
-    }
-
-    fn check_password(&self, name: &str, password: &str) -> Result<bool, AccountError> {
-        Ok(self
-            .load()?
-            .accounts
-            .get(&name.trim().to_lowercase())
-            .is_some_and(|(account, hash)| {
-                !account.disabled
-                    && hash
-                        .as_deref()
-                        .is_some_and(|h| sha_crypt::sha512_check(password, h).is_ok())
-            }))
-    }
-
-    fn set_disabled(&mut self, name: &str, disabled: bool) -> Result<(), AccountError> {
-        self.change(name, |(account, _)| account.disabled = disabled)
-    }
-
-    fn make_admin(&mut self, name: &str) -> Result<(), AccountError> {
-        self.change(name, |(account, _)| account.admin = true)
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use super::super::tests::exercise;
     use super::*;
-
-    fn exercise(accounts: &mut dyn LocalAccounts) {
-        assert_eq!(accounts.find("Billy").unwrap(), None);
-        accounts.create("billy", "Billy Jones").unwrap();
-        assert!(
-            accounts.create("BILLY", "again").is_err(),
-            "names are case-insensitive"
-        );
-        let found = accounts.find("BILLY").unwrap().unwrap();
-        assert_eq!(found.name, "billy");
-        assert!(!found.admin);
-        assert!(!accounts.check_password("billy", "pw-one-1234").unwrap());
-        accounts.set_password("Billy", "pw-one-1234").unwrap();
-        assert!(accounts.check_password("billy", "pw-one-1234").unwrap());
-        assert!(!accounts.check_password("billy", "pw-two-1234").unwrap());
-        accounts.set_disabled("billy", true).unwrap();
-        assert!(accounts.find("billy").unwrap().unwrap().disabled);
-        assert!(!accounts.check_password("billy", "pw-one-1234").unwrap());
-        accounts.set_disabled("billy", false).unwrap();
-        assert!(accounts.check_password("billy", "pw-one-1234").unwrap());
-        accounts.make_admin("billy").unwrap();
-        accounts.make_admin("billy").unwrap();
-        assert!(accounts.find("billy").unwrap().unwrap().admin);
-        assert!(accounts.set_password("nobody", "x").is_err());
-    }
 
     #[test]
     fn linux_accounts_under_a_root_directory() {
@@ -528,11 +321,5 @@ mod tests {
                 .create("bad name", "")
                 .is_err()
         );
-    }
-
-    #[test]
-    fn file_accounts() {
-        let dir = tempfile::tempdir().unwrap();
-        exercise(&mut FileAccounts::new(dir.path().join("accounts.json")));
     }
 }

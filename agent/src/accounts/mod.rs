@@ -1,0 +1,127 @@
+//! The workstation's local accounts, as the agent manages them: find one by name
+//! (case-insensitively, as Windows does), create it, set its password, disable or enable it,
+//! make it an administrator. Two implementations:
+//!
+//! - [`LinuxAccounts`] edits `etc/passwd`, `etc/shadow` and `etc/group` under a root
+//!   directory (`/` on a real machine, a throwaway directory in tests), holding the shadow
+//!   suite's lock file while it reads and rewrites them, replacing each file atomically.
+//!   Passwords are stored as SHA-512 crypt (`$6$`) hashes, which every Linux PAM accepts.
+//! - [`FileAccounts`] keeps them in one JSON file, for tests of the sync logic.
+
+mod file;
+mod linux;
+
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+pub use file::FileAccounts;
+pub use linux::LinuxAccounts;
+
+/// What went wrong with the local accounts.
+#[derive(Debug, thiserror::Error)]
+pub enum AccountError {
+    #[error("{0}: {1}")]
+    Io(PathBuf, std::io::Error),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// A local account as the agent sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Account {
+    /// The name as the system has it (its case may differ from the cloud username).
+    pub name: String,
+    pub disabled: bool,
+    pub admin: bool,
+}
+
+/// The local account store of a workstation.
+pub trait LocalAccounts: Send {
+    /// The account named `name`, compared case-insensitively.
+    fn find(&self, name: &str) -> Result<Option<Account>, AccountError>;
+    /// Creates `name` (enabled, without a usable password until one is set).
+    fn create(&mut self, name: &str, full_name: &str) -> Result<(), AccountError>;
+    fn set_password(&mut self, name: &str, password: &str) -> Result<(), AccountError>;
+    /// Whether `password` is the account's (for tests and offline checks of the system).
+    fn check_password(&self, name: &str, password: &str) -> Result<bool, AccountError>;
+    fn set_disabled(&mut self, name: &str, disabled: bool) -> Result<(), AccountError>;
+    fn make_admin(&mut self, name: &str) -> Result<(), AccountError>;
+}
+
+/// Either implementation, chosen at run time.
+impl LocalAccounts for Box<dyn LocalAccounts> {
+    fn find(&self, name: &str) -> Result<Option<Account>, AccountError> {
+        (**self).find(name)
+    }
+    fn create(&mut self, name: &str, full_name: &str) -> Result<(), AccountError> {
+        (**self).create(name, full_name)
+    }
+    fn set_password(&mut self, name: &str, password: &str) -> Result<(), AccountError> {
+        (**self).set_password(name, password)
+    }
+    fn check_password(&self, name: &str, password: &str) -> Result<bool, AccountError> {
+        (**self).check_password(name, password)
+    }
+    fn set_disabled(&mut self, name: &str, disabled: bool) -> Result<(), AccountError> {
+        (**self).set_disabled(name, disabled)
+    }
+    fn make_admin(&mut self, name: &str) -> Result<(), AccountError> {
+        (**self).make_admin(name)
+    }
+}
+
+/// Writes `contents` to `path` atomically with `mode`: a temporary file, synced, renamed.
+fn replace(path: &Path, contents: &str, mode: u32) -> Result<(), AccountError> {
+    let io = |e| AccountError::Io(path.to_owned(), e);
+    let temporary = path.with_extension("idem-tmp");
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(&temporary)
+        .map_err(io)?;
+    file.write_all(contents.as_bytes()).map_err(io)?;
+    file.sync_all().map_err(io)?;
+    std::fs::rename(&temporary, path).map_err(io)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What every implementation must do alike.
+    pub(super) fn exercise(accounts: &mut dyn LocalAccounts) {
+        assert_eq!(accounts.find("Billy").unwrap(), None);
+        accounts.create("billy", "Billy Jones").unwrap();
+        assert!(
+            accounts.create("BILLY", "again").is_err(),
+            "names are case-insensitive"
+        );
+        let found = accounts.find("BILLY").unwrap().unwrap();
+        assert_eq!(found.name, "billy");
+        assert!(!found.admin);
+        assert!(!accounts.check_password("billy", "pw-one-1234").unwrap());
+        accounts.set_password("Billy", "pw-one-1234").unwrap();
+        assert!(accounts.check_password("billy", "pw-one-1234").unwrap());
+        assert!(!accounts.check_password("billy", "pw-two-1234").unwrap());
+        accounts.set_disabled("billy", true).unwrap();
+        assert!(accounts.find("billy").unwrap().unwrap().disabled);
+        assert!(!accounts.check_password("billy", "pw-one-1234").unwrap());
+        accounts.set_disabled("billy", false).unwrap();
+        assert!(accounts.check_password("billy", "pw-one-1234").unwrap());
+        accounts.make_admin("billy").unwrap();
+        accounts.make_admin("billy").unwrap();
+        assert!(accounts.find("billy").unwrap().unwrap().admin);
+        assert!(accounts.set_password("nobody", "x").is_err());
+    }
+
+    #[test]
+    fn file_accounts() {
+        let dir = tempfile::tempdir().unwrap();
+        exercise(&mut FileAccounts::new(dir.path().join("accounts.json")));
+    }
+}
