@@ -4,15 +4,21 @@
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
+use super::home::{Owner, create_home, running_as_root};
 use super::{Account, AccountError, LocalAccounts, replace};
 
 /// A Windows-style account name is also acceptable to Linux only in its lowercase, portable
-/// form: letters, digits, `.`, `_`, `-`, not starting with `-`.
+/// form: letters, digits, `.`, `_`, `-`, starting with a letter, digit or `_`, and not all
+/// digits (a numeric name reads as a uid to `chown` and friends). The name is also the home
+/// directory's, so `.` and `..` must never pass.
 fn linux_name(name: &str) -> Result<String, AccountError> {
     let lower = name.trim().to_lowercase();
-    let ok = !lower.is_empty()
-        && lower.len() <= 32
-        && !lower.starts_with('-')
+    let ok = lower.len() <= 32
+        && lower
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !lower.chars().all(|c| c.is_ascii_digit())
         && lower
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
@@ -25,9 +31,38 @@ fn linux_name(name: &str) -> Result<String, AccountError> {
     }
 }
 
+/// The ids of regular users and groups, as `login.defs` sets them by default.
+const FIRST_ID: u32 = 1000;
+const LAST_ID: u32 = 59_999;
+
+/// The next id free as both a uid and a gid: one more than the highest regular one in use in
+/// either file, as `useradd` allocates them, so that the account's own group can share its
+/// number.
+fn next_id(files: &Files) -> Result<u32, AccountError> {
+    let ids = |rows: &[Vec<String>], field: usize| -> Vec<u32> {
+        rows.iter()
+            .filter_map(|r| r.get(field)?.parse::<u32>().ok())
+            .filter(|id| (FIRST_ID..=LAST_ID).contains(id))
+            .collect()
+    };
+    let highest = ids(&files.passwd, 2)
+        .into_iter()
+        .chain(ids(&files.group, 2))
+        .max();
+    match highest {
+        None => Ok(FIRST_ID),
+        Some(id) if id < LAST_ID => Ok(id + 1),
+        Some(_) => Err(AccountError::Invalid(format!(
+            "no user id left between {FIRST_ID} and {LAST_ID}"
+        ))),
+    }
+}
+
 /// Accounts in `etc/passwd`, `etc/shadow` and `etc/group` under `root`.
 pub struct LinuxAccounts {
     root: PathBuf,
+    /// Whether homes are given to their accounts (only root may).
+    chown: bool,
 }
 
 /// The files, read under the lock.
@@ -57,7 +92,10 @@ fn today() -> u64 {
 
 impl LinuxAccounts {
     pub fn new(root: impl Into<PathBuf>) -> LinuxAccounts {
-        LinuxAccounts { root: root.into() }
+        LinuxAccounts {
+            root: root.into(),
+            chown: running_as_root(),
+        }
     }
 
     fn path(&self, name: &str) -> PathBuf {
@@ -160,25 +198,33 @@ impl LocalAccounts for LinuxAccounts {
             if row(&files.passwd, &name).is_some() {
                 return Err(AccountError::Invalid(format!("{name} exists")));
             }
-            // Regular users from 1000 up, as useradd allocates them.
-            let uid = files
-                .passwd
-                .iter()
-                .filter_map(|r| r.get(2)?.parse::<u32>().ok())
-                .filter(|uid| (1000..60_000).contains(uid))
-                .max()
-                .map_or(1000, |max| max + 1);
-            files.group.push(vec![
-                name.clone(),
-                "x".into(),
-                uid.to_string(),
-                String::new(),
-            ]);
+            let uid = next_id(files)?;
+            // A group already named after the account (left by one removed earlier, or made
+            // by an administrator for it) becomes its primary group, as `useradd -g` would.
+            let gid = match row(&files.group, &name) {
+                Some(index) => files.group[index]
+                    .get(2)
+                    .and_then(|gid| gid.parse::<u32>().ok())
+                    .ok_or_else(|| {
+                        AccountError::Invalid(format!("group {name} has no valid gid"))
+                    })?,
+                None => {
+                    files.group.push(vec![
+                        name.clone(),
+                        "x".into(),
+                        uid.to_string(),
+                        String::new(),
+                    ]);
+                    uid
+                }
+            };
+            // The home first: if it cannot be made, no account appears without one.
+            create_home(&self.root, &name, Owner { uid, gid }, self.chown)?;
             files.passwd.push(vec![
                 name.clone(),
                 "x".into(),
                 uid.to_string(),
-                uid.to_string(),
+                gid.to_string(),
                 gecos,
                 format!("/home/{name}"),
                 "/bin/bash".into(),
@@ -283,43 +329,210 @@ mod tests {
     use super::super::tests::exercise;
     use super::*;
 
-    #[test]
-    fn linux_accounts_under_a_root_directory() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+    /// A throwaway system directory with `etc/passwd`, `etc/group` and `etc/shadow` (mode
+    /// 0640), and `group` appended to the group file.
+    fn system(group: &str) -> tempfile::TempDir {
         let root = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(root.path().join("etc")).unwrap();
+        let etc = root.path().join("etc");
+        std::fs::create_dir_all(&etc).unwrap();
         std::fs::write(
-            root.path().join("etc/passwd"),
+            etc.join("passwd"),
             "root:x:0:0:root:/root:/bin/bash\nalice:x:1000:1000::/home/alice:/bin/bash\n",
         )
         .unwrap();
         std::fs::write(
-            root.path().join("etc/group"),
-            "root:x:0:\nsudo:x:27:alice\n",
+            etc.join("group"),
+            format!("root:x:0:\nsudo:x:27:alice\n{group}"),
         )
         .unwrap();
-        std::fs::write(
+        std::fs::write(etc.join("shadow"), "root:*:19000:0:99999:7:::\n").unwrap();
+        std::fs::set_permissions(etc.join("shadow"), PermissionsExt::from_mode(0o640)).unwrap();
+        root
+    }
+
+    fn read(root: &tempfile::TempDir, file: &str) -> String {
+        std::fs::read_to_string(root.path().join(file)).unwrap()
+    }
+
+    #[test]
+    fn linux_accounts_under_a_root_directory() {
+        let root = system("");
+        // Debian's shadow belongs to the `shadow` group (42), which screen lockers read it by;
+        // only root can hand a file to another group.
+        // Fedora's is 0000, Debian's 0640; here a mode the agent would not pick itself.
+        std::fs::set_permissions(
             root.path().join("etc/shadow"),
-            "root:*:19000:0:99999:7:::\n",
+            PermissionsExt::from_mode(0o600),
         )
         .unwrap();
+        let as_root = running_as_root();
+        if as_root {
+            std::os::unix::fs::chown(root.path().join("etc/shadow"), None, Some(42)).unwrap();
+        }
         let mut accounts = LinuxAccounts::new(root.path());
         exercise(&mut accounts);
-        let passwd = std::fs::read_to_string(root.path().join("etc/passwd")).unwrap();
+        let passwd = read(&root, "etc/passwd");
         assert!(
             passwd.contains("billy:x:1001:1001:Billy Jones:/home/billy:/bin/bash"),
             "{passwd}"
         );
-        let group = std::fs::read_to_string(root.path().join("etc/group")).unwrap();
+        let group = read(&root, "etc/group");
         assert!(group.contains("sudo:x:27:alice,billy"), "{group}");
-        let shadow = std::fs::read_to_string(root.path().join("etc/shadow")).unwrap();
+        assert!(group.contains("billy:x:1001:\n"), "{group}");
+        let shadow = read(&root, "etc/shadow");
         assert!(shadow.contains("billy:$6$"), "{shadow}");
         assert!(!shadow.contains("pw-one-1234"));
         // Untouched lines stay as they were.
         assert!(shadow.starts_with("root:*:19000:0:99999:7:::\n"));
+        // The rewritten shadow keeps its mode and group.
+        let metadata = std::fs::metadata(root.path().join("etc/shadow")).unwrap();
+        assert_eq!(metadata.mode() & 0o7777, 0o600);
+        if as_root {
+            assert_eq!(metadata.gid(), 42);
+        }
         assert!(
             LinuxAccounts::new(root.path())
                 .create("bad name", "")
                 .is_err()
+        );
+    }
+
+    #[test]
+    fn a_new_account_gets_a_home_copied_from_skel() {
+        let root = system("");
+        let skel = root.path().join("etc/skel");
+        std::fs::create_dir_all(skel.join(".config/app")).unwrap();
+        std::fs::write(skel.join(".bashrc"), "# the site's bashrc\n").unwrap();
+        std::fs::set_permissions(skel.join(".bashrc"), PermissionsExt::from_mode(0o600)).unwrap();
+        std::fs::write(skel.join(".config/app/settings"), "theme=dark\n").unwrap();
+        std::os::unix::fs::symlink(".bashrc", skel.join(".profile")).unwrap();
+        LinuxAccounts::new(root.path())
+            .create("Billy", "Billy Jones")
+            .unwrap();
+
+        let home = root.path().join("home/billy");
+        let metadata = std::fs::metadata(&home).unwrap();
+        assert!(metadata.is_dir());
+        assert_eq!(metadata.mode() & 0o7777, 0o700);
+        assert_eq!(
+            std::fs::read_to_string(home.join(".bashrc")).unwrap(),
+            "# the site's bashrc\n"
+        );
+        assert_eq!(
+            std::fs::metadata(home.join(".bashrc")).unwrap().mode() & 0o777,
+            0o600
+        );
+        assert_eq!(
+            std::fs::read_to_string(home.join(".config/app/settings")).unwrap(),
+            "theme=dark\n"
+        );
+        assert_eq!(
+            std::fs::read_link(home.join(".profile")).unwrap(),
+            Path::new(".bashrc")
+        );
+        // Nothing of the temporary build is left beside it.
+        let names: Vec<_> = std::fs::read_dir(root.path().join("home"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["billy"]);
+        if running_as_root() {
+            for path in [
+                home.clone(),
+                home.join(".bashrc"),
+                home.join(".config/app/settings"),
+                home.join(".profile"),
+            ] {
+                let owner = std::fs::symlink_metadata(&path).unwrap();
+                assert_eq!((owner.uid(), owner.gid()), (1001, 1001), "{path:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn ids_are_free_as_both_user_and_group() {
+        // A group at 1001 (a package's, or a removed user's) pushes the account to 1002.
+        let root = system("docker:x:1001:\n");
+        LinuxAccounts::new(root.path()).create("billy", "").unwrap();
+        assert!(read(&root, "etc/passwd").contains("billy:x:1002:1002::/home/billy:"));
+        assert!(read(&root, "etc/group").contains("billy:x:1002:\n"));
+    }
+
+    #[test]
+    fn a_group_named_after_the_account_becomes_its_primary_group() {
+        let root = system("billy:x:1500:\n");
+        LinuxAccounts::new(root.path()).create("billy", "").unwrap();
+        assert!(read(&root, "etc/passwd").contains("billy:x:1501:1500::/home/billy:"));
+        let group = read(&root, "etc/group");
+        assert_eq!(group.matches("billy:").count(), 1, "{group}");
+    }
+
+    #[test]
+    fn names_that_are_not_portable_or_could_leave_the_home_directory_are_refused() {
+        let root = system("");
+        let before = (read(&root, "etc/passwd"), read(&root, "etc/shadow"));
+        let mut accounts = LinuxAccounts::new(root.path());
+        for name in [
+            "", "..", ".", ".hidden", "-x", "1234", "a/b", "bad name", "b:c", "é",
+        ] {
+            let refused = accounts.create(name, "").unwrap_err();
+            assert!(
+                refused
+                    .to_string()
+                    .contains("cannot be a Linux account name"),
+                "{name:?}: {refused}"
+            );
+        }
+        assert_eq!(
+            (read(&root, "etc/passwd"), read(&root, "etc/shadow")),
+            before
+        );
+        assert!(!root.path().join("home").exists());
+        // Digits with a letter are fine.
+        accounts.create("user2", "").unwrap();
+    }
+
+    #[test]
+    fn an_existing_home_is_left_as_it_is() {
+        let root = system("");
+        std::fs::create_dir_all(root.path().join("etc/skel")).unwrap();
+        std::fs::write(root.path().join("etc/skel/.bashrc"), "skel\n").unwrap();
+        let home = root.path().join("home/billy");
+        std::fs::create_dir_all(&home).unwrap();
+        std::fs::set_permissions(&home, PermissionsExt::from_mode(0o750)).unwrap();
+        std::fs::write(home.join("notes.txt"), "kept\n").unwrap();
+        LinuxAccounts::new(root.path()).create("billy", "").unwrap();
+        assert_eq!(
+            std::fs::read_to_string(home.join("notes.txt")).unwrap(),
+            "kept\n"
+        );
+        assert!(!home.join(".bashrc").exists());
+        assert_eq!(std::fs::metadata(&home).unwrap().mode() & 0o7777, 0o750);
+    }
+
+    #[test]
+    fn no_account_is_written_when_its_home_cannot_be_made() {
+        let root = system("");
+        // `home` is a file: no directory can be made under it.
+        std::fs::write(root.path().join("home"), "").unwrap();
+        let before = (
+            read(&root, "etc/passwd"),
+            read(&root, "etc/shadow"),
+            read(&root, "etc/group"),
+        );
+        let failed = LinuxAccounts::new(root.path())
+            .create("billy", "")
+            .unwrap_err();
+        assert!(matches!(failed, AccountError::Io(..)), "{failed}");
+        assert_eq!(
+            (
+                read(&root, "etc/passwd"),
+                read(&root, "etc/shadow"),
+                read(&root, "etc/group")
+            ),
+            before
         );
     }
 }
