@@ -243,3 +243,140 @@ async fn the_operator_exports_verifies_offline_and_replays_a_tenant() {
             .starts_with("BROKEN at line 1")
     );
 }
+
+/// Whether the tenant named `name` exists as the service sees it: its host answers (401 to an
+/// anonymous `/api/v1/me`) rather than 404.
+async fn tenant_visible(http: &reqwest::Client, port: u16, name: &str) -> bool {
+    let status = http
+        .get(format!("http://127.0.0.1:{port}/api/v1/me"))
+        .header("host", format!("{name}.localhost:{port}"))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16();
+    assert!(matches!(status, 401 | 404), "{name}: {status}");
+    status == 401
+}
+
+/// Waits until the read models hold every event of the log (`/readyz` reports no lag).
+async fn projected(http: &reqwest::Client, port: u16) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let ready: serde_json::Value = http
+            .get(format!("http://127.0.0.1:{port}/readyz"))
+            .header("host", format!("localhost:{port}"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if ready["lag"] == 0 {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "read models still behind: {ready}"
+        );
+        // A poll interval, not a guess at timing: the loop ends on the condition.
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
+
+/// Signups (each a new tenant stream, its host label reserved and its read models written)
+/// from four clients at once, idemd killed with SIGKILL at a random moment, restarted: every
+/// acknowledged signup is there, in the log (its name is taken) and in the read models (its
+/// host answers); every signup in flight at the kill is either all there or not at all; and
+/// at the end every chain verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_loses_no_acknowledged_write_and_leaves_none_half_done() {
+    use rand::Rng;
+    const ROUNDS: usize = 12;
+    const WRITERS: usize = 4;
+    let dir = tempfile::tempdir().unwrap();
+    let http = reqwest::Client::new();
+    let mut acknowledged: Vec<String> = Vec::new();
+    let mut in_flight: Vec<String> = Vec::new();
+    let mut killed_mid_write = 0;
+    for round in 0..=ROUNDS {
+        let (mut child, port) = spawn(dir.path()).await;
+        projected(&http, port).await;
+        for name in &acknowledged {
+            assert!(
+                tenant_visible(&http, port, name).await,
+                "acknowledged {name} lost (round {round})"
+            );
+        }
+        // A signup the kill interrupted: its name is taken exactly when its tenant exists.
+        for name in in_flight.drain(..) {
+            let visible = tenant_visible(&http, port, &name).await;
+            let again = http
+                .post(format!("http://127.0.0.1:{port}/api/v1/signup"))
+                .header("host", format!("localhost:{port}"))
+                .json(&json!({"name": name, "display_name": "Again", "admin_email": "b@x.example"}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16();
+            assert_eq!(again, if visible { 409 } else { 201 }, "{name}");
+            acknowledged.push(name);
+        }
+        if round == ROUNDS {
+            child.kill().await.unwrap();
+            break;
+        }
+
+        let writers: Vec<_> = (0..WRITERS)
+            .map(|writer| {
+                let http = http.clone();
+                tokio::spawn(async move {
+                    let (mut done, mut sent) = (Vec::new(), None);
+                    for n in 0.. {
+                        let name = format!("k{round}w{writer}n{n}");
+                        sent = Some(name.clone());
+                        let answer = http
+                            .post(format!("http://127.0.0.1:{port}/api/v1/signup"))
+                            .header("host", format!("localhost:{port}"))
+                            .json(&json!({"name": name, "display_name": "K", "admin_email": "a@k.example"}))
+                            .send()
+                            .await;
+                        match answer {
+                            Ok(answer) if answer.status() == 201 => done.push(name),
+                            Ok(answer) => panic!("{name}: {}", answer.status()),
+                            Err(_) => break,
+                        }
+                    }
+                    (done, sent)
+                })
+            })
+            .collect();
+        let wait = rand::rng().random_range(20..300);
+        tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
+        child.start_kill().unwrap();
+        child.wait().await.unwrap();
+        for writer in writers {
+            let (done, sent) = writer.await.unwrap();
+            if sent.as_ref() != done.last() {
+                killed_mid_write += 1;
+                in_flight.extend(sent);
+            }
+            acknowledged.extend(done);
+        }
+    }
+    assert!(
+        acknowledged.len() > ROUNDS * WRITERS,
+        "too few writes to mean anything: {}",
+        acknowledged.len()
+    );
+    // Each writer had a request out when the process died, nearly always.
+    assert!(killed_mid_write > 0);
+    eprintln!(
+        "{} signups over {ROUNDS} kills, {killed_mid_write} of them in flight at a kill",
+        acknowledged.len()
+    );
+    let (code, report) = idemd(&["verify"], dir.path()).await;
+    assert_eq!(code, 0, "{report}");
+    assert_eq!(report.matches("\tvalid\t").count(), acknowledged.len());
+}
