@@ -12,8 +12,8 @@ use axum::extract::DefaultBodyLimit;
 use axum::extract::{Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use domain::crypto::{CodeKey, RootKey};
-use eventlog::RocksLog;
+use domain::crypto::{CodeKey, DataKey, RootKey};
+use eventlog::{EventLog, RocksLog};
 use projections::{Backend, Options, Projections, ReadModels};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -86,8 +86,29 @@ pub enum StartError {
     Hashing(std::io::Error),
 }
 
-/// Reads the root key, or creates it (mode 0600) if the file does not exist.
-fn root_key(config: &Config) -> Result<RootKey, StartError> {
+/// Reads the root key and checks it against the keys stored in `log`; creates it (mode 0600)
+/// only if the file does not exist and the log holds no event yet. A missing or different
+/// root key in front of an existing log stops idemd at start: a new key would open none of
+/// the tenants' sealed data, and tenants created with it would mix two root keys in one log.
+async fn root_key(config: &Config, log: &RocksLog) -> Result<RootKey, StartError> {
+    let key = read_or_create_root_key(config, log.head_position() > 0)?;
+    if let Some((tenant, wrapped)) = log.first_data_key().await? {
+        DataKey::unwrap(&key, tenant.0, wrapped.version, &wrapped.wrapped).map_err(|e| {
+            StartError::RootKey(
+                config.root_key_file.display().to_string(),
+                format!(
+                    "does not open the tenant keys stored in the log ({e}): is it this data \
+                     directory's root key?"
+                ),
+            )
+        })?;
+    }
+    Ok(key)
+}
+
+/// Reads the root key, or creates it (mode 0600) if the file does not exist and `log_in_use`
+/// is false.
+fn read_or_create_root_key(config: &Config, log_in_use: bool) -> Result<RootKey, StartError> {
     let path = &config.root_key_file;
     let shown = path.display().to_string();
     let err = |e: &dyn std::fmt::Display| StartError::RootKey(shown.clone(), e.to_string());
@@ -105,6 +126,11 @@ fn root_key(config: &Config) -> Result<RootKey, StartError> {
             }
             RootKey::from_file_contents(&contents).map_err(|e| err(&e))
         }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && log_in_use => Err(err(&format!(
+            "{e}, and the event log in {} already holds events: restore the root key it was \
+             written with (a new one would open none of the tenants' sealed data)",
+            config.data_dir.join("log").display()
+        ))),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let mut bytes = [0u8; 32];
             rand::fill(&mut bytes);
@@ -141,8 +167,8 @@ impl Server {
         let data = &config.data_dir;
         std::fs::create_dir_all(data)
             .map_err(|e| StartError::DataDir(data.display().to_string(), e))?;
-        let root_key = root_key(&config)?;
         let log = Arc::new(RocksLog::open(data.join("log"))?);
+        let root_key = root_key(&config, &log).await?;
         let backend =
             Backend::from_config(&data.join("readmodels"), config.database_url.as_deref())?;
         let projections = Projections::start(log.clone(), backend, Options::default()).await?;

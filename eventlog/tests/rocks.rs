@@ -688,3 +688,28 @@ async fn a_failed_journal_write_stops_writes_and_says_why() {
     assert_eq!(events[0].data, b"kept");
     assert!(log.read_stream(other, 1, 10).await.unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn the_first_data_key_is_the_lowest_stream_and_version_and_goes_with_its_stream() {
+    let (log, _dir) = open_fresh();
+    assert_eq!(log.first_data_key().await.unwrap(), None);
+    let (mut a, mut b) = (stream(), stream());
+    if b.0 < a.0 {
+        std::mem::swap(&mut a, &mut b);
+    }
+    for (s, versions) in [(b, [1, 2]), (a, [3, 2])] {
+        let mut append = StreamAppend::new(s, Expected::NoStream).event(event("KeyMade", ""));
+        for version in versions {
+            append = append.key(eventlog::WrappedKey {
+                version,
+                wrapped: vec![version as u8; 48],
+            });
+        }
+        log.append(append).await.unwrap();
+    }
+    let (stream, key) = log.first_data_key().await.unwrap().unwrap();
+    assert_eq!((stream, key.version, key.wrapped), (a, 2, vec![2; 48]));
+    log.commit(Commit::new().delete(a)).await.unwrap();
+    let (stream, key) = log.first_data_key().await.unwrap().unwrap();
+    assert_eq!((stream, key.version), (b, 1));
+}

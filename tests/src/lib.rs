@@ -31,6 +31,34 @@ fn settings(dir: &Path, port: u16) -> Settings {
     }
 }
 
+/// A stopped platform: its data directory, kept until this is dropped.
+pub struct Stopped {
+    pub dir: PathBuf,
+    _temp: Option<tempfile::TempDir>,
+    http: reqwest::Client,
+}
+
+impl Stopped {
+    /// Starts idemd again on the data directory with settings changed by `adjust`: the running
+    /// platform, or why idemd refused to start (and the directory, to try again).
+    pub async fn start_with(
+        self,
+        adjust: impl FnOnce(&mut Settings),
+    ) -> Result<Platform, (api::StartError, Stopped)> {
+        let mut settings = settings(&self.dir, 0);
+        adjust(&mut settings);
+        match Server::start(settings.resolve().unwrap()).await {
+            Ok(server) => Ok(Platform {
+                server,
+                dir: self.dir,
+                _temp: self._temp,
+                http: self.http,
+            }),
+            Err(e) => Err((e, self)),
+        }
+    }
+}
+
 impl Platform {
     /// A new platform on a fresh data directory.
     pub async fn start() -> Platform {
@@ -75,6 +103,16 @@ impl Platform {
             .await
             .unwrap();
         Platform { server, ..self }
+    }
+
+    /// Stops the service gracefully, keeping its data directory.
+    pub async fn stop(self) -> Stopped {
+        self.server.shutdown().await;
+        Stopped {
+            dir: self.dir,
+            _temp: self._temp,
+            http: self.http,
+        }
     }
 
     pub fn port(&self) -> u16 {

@@ -445,3 +445,61 @@ async fn elevation_and_passwordless_login_are_approved_on_a_phone() {
     assert!(export.contains("\"method\":\"passwordless\""));
     platform.server.shutdown().await;
 }
+
+/// The root key wraps every tenant's data key: idemd refuses to start on a log that holds
+/// events without the root key it was written with, instead of making a new one that opens
+/// none of them, and refuses another deployment's root key; the right one opens everything
+/// again (a workstation login checks the password against the verifier sealed before).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn idemd_refuses_to_start_with_a_lost_or_different_root_key() {
+    let platform = Platform::start().await;
+    let (phone, _) = platform.acme_with_contoso("alice@acme.example").await;
+    let admin = customer(&platform, &phone, "acme", "contoso").await;
+    let (_, device_token) = enroll(&platform, &admin, "contoso-acme").await;
+    let stopped = platform.stop().await;
+    let root_key = stopped.dir.join("root.key");
+    let right_key = std::fs::read(&root_key).unwrap();
+
+    // Lost: the file is gone, and none is made in its place.
+    std::fs::remove_file(&root_key).unwrap();
+    let (refused, stopped) = stopped.start_with(|_| {}).await.err().unwrap();
+    let message = refused.to_string();
+    assert!(message.contains("already holds events"), "{message}");
+    assert!(message.contains("root.key"), "{message}");
+    assert!(!root_key.exists());
+
+    // Different: another deployment's key (made by a fresh platform, mode 0600).
+    let other = Platform::start().await.stop().await;
+    let other_key = other.dir.join("root.key");
+    let (refused, stopped) = stopped
+        .start_with(|settings| settings.root_key_file = Some(other_key.clone()))
+        .await
+        .err()
+        .unwrap();
+    let message = refused.to_string();
+    assert!(
+        message.contains("does not open the tenant keys stored in the log"),
+        "{message}"
+    );
+
+    // The right key back.
+    std::fs::write(&root_key, &right_key).unwrap();
+    std::fs::set_permissions(
+        &root_key,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    let platform = match stopped.start_with(|_| {}).await {
+        Ok(platform) => platform,
+        Err((e, _)) => panic!("the right root key was refused: {e}"),
+    };
+    let (status, ok) = Platform::call(
+        platform
+            .request(Method::POST, "contoso-acme", "/api/v1/agent/login")
+            .bearer_auth(&device_token)
+            .json(&json!({"username": "billy", "password": PASSWORD,
+                          "local_account_exists": false})),
+    )
+    .await;
+    assert_eq!(status, 200, "{ok}");
+}

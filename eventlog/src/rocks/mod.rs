@@ -289,6 +289,32 @@ impl RocksLog {
         .await
     }
 
+    /// The first data key in the key store (by stream, then version), if any: lets the
+    /// service check at start that its root key is the one these keys were wrapped with.
+    pub async fn first_data_key(&self) -> Result<Option<(StreamId, WrappedKey)>> {
+        self.read(|shared| {
+            let mut iter = shared.db.raw_iterator_cf(shared.cf(Cf::Keys)?);
+            iter.seek_to_first();
+            let first = match iter.item() {
+                Some((key, value)) => {
+                    let (stream, version) = parse_data_key(key)?;
+                    Some((
+                        stream,
+                        WrappedKey {
+                            version,
+                            wrapped: value.to_vec(),
+                        },
+                    ))
+                }
+                None => None,
+            };
+            iter.status()
+                .map_err(|e| Error::storage("reading data keys", e))?;
+            Ok(first)
+        })
+        .await
+    }
+
     fn read<T: Send + 'static>(
         &self,
         read: impl FnOnce(&Shared) -> Result<T> + Send + 'static,
@@ -475,18 +501,9 @@ fn data_keys(shared: &Shared, stream: StreamId) -> Result<Vec<WrappedKey>> {
     iter.seek(start);
     let mut out = Vec::new();
     while let Some((key, value)) = iter.item() {
-        let version: [u8; 4] = key
-            .get(16..)
-            .and_then(|v| v.try_into().ok())
-            .ok_or_else(|| Error::Corrupt {
-                at: Location {
-                    stream: Some(stream),
-                    ..Location::default()
-                },
-                reason: format!("data key entry has a {}-byte key", key.len()),
-            })?;
+        let (_, version) = parse_data_key(key)?;
         out.push(WrappedKey {
-            version: u32::from_be_bytes(version),
+            version,
             wrapped: value.to_vec(),
         });
         iter.next();
@@ -494,6 +511,25 @@ fn data_keys(shared: &Shared, stream: StreamId) -> Result<Vec<WrappedKey>> {
     iter.status()
         .map_err(|e| Error::storage("reading data keys", e))?;
     Ok(out)
+}
+
+/// A key store entry's stream and version (`keys::data_key`'s layout).
+fn parse_data_key(key: &[u8]) -> Result<(StreamId, u32)> {
+    let stream = key
+        .get(..16)
+        .and_then(|s| s.try_into().ok())
+        .map(|s| StreamId(uuid::Uuid::from_bytes(s)));
+    let version = key
+        .get(16..)
+        .and_then(|v| <[u8; 4]>::try_from(v).ok())
+        .map(u32::from_be_bytes);
+    stream.zip(version).ok_or_else(|| Error::Corrupt {
+        at: Location {
+            stream,
+            ..Location::default()
+        },
+        reason: format!("data key entry has a {}-byte key", key.len()),
+    })
 }
 
 fn read_all(shared: &Shared, from_position: u64, limit: usize) -> Result<Vec<RecordedEvent>> {
