@@ -380,3 +380,48 @@ async fn sigkill_loses_no_acknowledged_write_and_leaves_none_half_done() {
     assert_eq!(code, 0, "{report}");
     assert_eq!(report.matches("\tvalid\t").count(), acknowledged.len());
 }
+
+/// Copies the directory `from` into `to`, recursively (files and directories only).
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+/// The README's backup: with idemd stopped, `log/` and the root key are all it takes; in an
+/// empty data directory they bring back every tenant, the read models projected anew.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_log_and_the_root_key_restore_a_stopped_service() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, port) = spawn(dir.path()).await;
+    assert_eq!(signup(port).await, 201);
+    let pid = child.id().unwrap().to_string();
+    let stopped = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(stopped.success());
+    assert!(child.wait().await.unwrap().success());
+
+    let restored = tempfile::tempdir().unwrap();
+    copy_dir(&dir.path().join("log"), &restored.path().join("log"));
+    std::fs::copy(
+        dir.path().join("root.key"),
+        restored.path().join("root.key"),
+    )
+    .unwrap();
+    assert!(!restored.path().join("readmodels").exists());
+    let (mut child, port) = spawn(restored.path()).await;
+    let http = reqwest::Client::new();
+    projected(&http, port).await;
+    assert!(tenant_visible(&http, port, "acme").await);
+    assert_eq!(signup(port).await, 409);
+    child.kill().await.unwrap();
+}
