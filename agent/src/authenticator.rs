@@ -3,8 +3,7 @@
 //! device's Ed25519 key in a file only its owner can read, and approves QR challenges by
 //! signing `idem-approve:v1:{host}:{id}:{nonce}`. It speaks only the public HTTP contract.
 
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use base64::Engine;
@@ -14,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use url::Url;
 use uuid::Uuid;
 
+use crate::files::{Mode, write_atomically};
 use crate::http::{self, Client};
 
 /// What can go wrong.
@@ -97,24 +97,8 @@ impl Keyring {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| err(&e))?;
         }
-        let temporary = path.with_extension(format!("tmp{}", std::process::id()));
         let json = serde_json::to_vec_pretty(self).map_err(|e| err(&e))?;
-        let written = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&temporary)
-            .and_then(|mut file| {
-                file.write_all(&json)?;
-                file.sync_all()
-            })
-            .and_then(|()| std::fs::rename(&temporary, path));
-        if let Err(e) = written {
-            let _ = std::fs::remove_file(&temporary);
-            return Err(err(&e));
-        }
-        Ok(())
+        write_atomically(path, &json, Mode::Exactly(0o600)).map_err(|e| err(&e))
     }
 
     /// The device to approve a challenge on `host` with: one enrolled on that host, or on the

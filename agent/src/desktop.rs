@@ -9,8 +9,6 @@
 //! last page, and applying a page twice gives the same accounts.
 
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -22,6 +20,7 @@ use url::Url;
 use uuid::Uuid;
 
 use crate::accounts::{AccountError, LocalAccounts};
+use crate::files::{Mode, write_atomically};
 use crate::http::{self, Client};
 
 /// What can go wrong.
@@ -103,18 +102,7 @@ fn save(dir: &Path, state: &State) -> Result<(), AgentError> {
     let err = |e: &dyn std::fmt::Display| AgentError::State(path.clone(), e.to_string());
     std::fs::create_dir_all(dir).map_err(|e| err(&e))?;
     let text = serde_json::to_vec_pretty(state).map_err(|e| err(&e))?;
-    let temporary = path.with_extension("tmp");
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&temporary)
-        .map_err(|e| err(&e))?;
-    file.write_all(&text)
-        .and_then(|()| file.sync_all())
-        .map_err(|e| err(&e))?;
-    std::fs::rename(&temporary, &path).map_err(|e| err(&e))
+    write_atomically(&path, &text, Mode::Exactly(0o600)).map_err(|e| err(&e))
 }
 
 /// Enrolls this workstation into the tenant at `url` with a one-time `token`; the state goes
@@ -307,9 +295,7 @@ impl<A: LocalAccounts> Agent<A> {
                             None,
                         )
                         .await?;
-                    let temporary = path.with_extension("tmp");
-                    std::fs::write(&temporary, image.bytes())
-                        .and_then(|()| std::fs::rename(&temporary, &path))
+                    write_atomically(&path, image.bytes(), Mode::Exactly(0o644))
                         .map_err(|e| err(&e))?;
                 }
                 None => {

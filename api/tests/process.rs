@@ -54,20 +54,25 @@ async fn signup(port: u16) -> u16 {
         .as_u16()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_stops_cleanly_and_keeps_what_was_acknowledged() {
-    let dir = tempfile::tempdir().unwrap();
-    let (mut child, port) = spawn(dir.path()).await;
-    assert_eq!(signup(port).await, 201);
-
+/// Stops idemd with SIGTERM, as an operator or systemd would, and checks it exits cleanly.
+async fn terminate(mut child: Child) {
     let pid = child.id().unwrap().to_string();
-    let killed = std::process::Command::new("kill")
+    let sent = std::process::Command::new("kill")
         .args(["-TERM", &pid])
         .status()
         .unwrap();
-    assert!(killed.success());
+    assert!(sent.success());
     let status = child.wait().await.unwrap();
     assert!(status.success(), "idemd exited with {status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_cleanly_and_keeps_what_was_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let (child, port) = spawn(dir.path()).await;
+    assert_eq!(signup(port).await, 201);
+
+    terminate(child).await;
 
     let (mut child, port) = spawn(dir.path()).await;
     assert_eq!(signup(port).await, 409);
@@ -400,15 +405,9 @@ fn copy_dir(from: &Path, to: &Path) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_log_and_the_root_key_restore_a_stopped_service() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut child, port) = spawn(dir.path()).await;
+    let (child, port) = spawn(dir.path()).await;
     assert_eq!(signup(port).await, 201);
-    let pid = child.id().unwrap().to_string();
-    let stopped = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
-    assert!(stopped.success());
-    assert!(child.wait().await.unwrap().success());
+    terminate(child).await;
 
     let restored = tempfile::tempdir().unwrap();
     copy_dir(&dir.path().join("log"), &restored.path().join("log"));

@@ -4,7 +4,8 @@
 use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::Path;
 
-use super::{AccountError, sync_directory};
+use super::AccountError;
+use crate::files::sync_parent;
 
 /// Who owns what the agent creates for an account.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -56,7 +57,7 @@ pub(super) fn create_home(
     }
     set_owner(&building, owner, chown)?;
     std::fs::rename(&building, &home).map_err(io(&home))?;
-    sync_directory(&home)
+    sync_parent(&home).map_err(io(&homes))
 }
 
 /// Copies the contents of `from` into the existing directory `to`, giving each copy to `owner`.

@@ -13,10 +13,9 @@ mod file;
 mod home;
 mod linux;
 
-use std::io::Write;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use crate::files::{Mode, write_atomically};
 use serde::{Deserialize, Serialize};
 
 pub use file::FileAccounts;
@@ -75,52 +74,11 @@ impl LocalAccounts for Box<dyn LocalAccounts> {
     }
 }
 
-/// Writes `contents` to `path` atomically: a temporary file, synced, renamed over it, and
-/// the directory synced so that the rename survives a crash. The new file keeps the old one's
-/// permissions, owner and group (Debian's `/etc/shadow` is `root:shadow 0640`, and
-/// `unix_chkpwd`, which checks passwords for screen lockers, reads it through that group);
-/// a file that did not exist gets `mode`.
+/// Writes `contents` to `path` atomically, keeping an existing file's mode, owner and group
+/// (see [`write_atomically`]).
 fn replace(path: &Path, contents: &str, mode: u32) -> Result<(), AccountError> {
-    let io = |e| AccountError::Io(path.to_owned(), e);
-    let before = match std::fs::metadata(path) {
-        Ok(metadata) => Some(metadata),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => return Err(io(e)),
-    };
-    let temporary = path.with_extension("idem-tmp");
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&temporary)
-        .map_err(io)?;
-    let mode = before.as_ref().map_or(mode, |m| m.mode() & 0o7777);
-    if let Some(before) = &before {
-        let now = file.metadata().map_err(io)?;
-        if (now.uid(), now.gid()) != (before.uid(), before.gid()) {
-            std::os::unix::fs::fchown(&file, Some(before.uid()), Some(before.gid())).map_err(io)?;
-        }
-    }
-    // After the owner: changing it clears set-id bits.
-    file.set_permissions(std::fs::Permissions::from_mode(mode))
-        .map_err(io)?;
-    file.write_all(contents.as_bytes()).map_err(io)?;
-    file.sync_all().map_err(io)?;
-    drop(file);
-    std::fs::rename(&temporary, path).map_err(io)?;
-    sync_directory(path)
-}
-
-/// Syncs the directory holding `path`, so that a rename or creation in it is durable.
-fn sync_directory(path: &Path) -> Result<(), AccountError> {
-    let directory = match path.parent() {
-        Some(parent) if !parent.as_os_str().is_empty() => parent,
-        _ => Path::new("."),
-    };
-    std::fs::File::open(directory)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| AccountError::Io(directory.to_owned(), e))
+    write_atomically(path, contents.as_bytes(), Mode::KeepOr(mode))
+        .map_err(|e| AccountError::Io(path.to_owned(), e))
 }
 
 #[cfg(test)]
