@@ -177,14 +177,21 @@ impl Platform {
         answer.json().await.unwrap()
     }
 
+    /// The MSP `acme` ("Acme") signed up with `admin_email` as its admin, her phone enrolled
+    /// and her session on its host: answers the phone and the session.
+    pub async fn acme(&self, admin_email: &str) -> (Keyring, String) {
+        self.signup("acme", "Acme", admin_email).await;
+        let mut phone = Keyring::default();
+        self.enroll(&mut phone, "acme", admin_email).await;
+        let session = self.login(&phone, "acme").await;
+        (phone, session)
+    }
+
     /// The set-up most tests start from: the MSP `acme` ("Acme") signed up with `admin_email`
     /// as its admin, her phone enrolled, and its customer `contoso` (host `contoso-acme`).
     /// Answers the phone and her session on the MSP's host.
     pub async fn acme_with_contoso(&self, admin_email: &str) -> (Keyring, String) {
-        self.signup("acme", "Acme", admin_email).await;
-        let mut phone = Keyring::default();
-        self.enroll(&mut phone, "acme", admin_email).await;
-        let msp = self.login(&phone, "acme").await;
+        let (phone, msp) = self.acme(admin_email).await;
         let (status, body) = Platform::call(
             self.as_user(&msp, Method::POST, "acme", "/api/v1/customers")
                 .json(&json!({"name": "contoso", "display_name": "Contoso"})),

@@ -85,12 +85,7 @@ async fn enroll(platform: &Platform, admin: &str, host: &str) -> (String, String
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn agents_enroll_follow_the_feed_and_check_logins() {
     let platform = Platform::start().await;
-    platform.signup("acme", "Acme", "alice@acme.example").await;
-    let mut phone = Keyring::default();
-    platform
-        .enroll(&mut phone, "acme", "alice@acme.example")
-        .await;
-    let msp = platform.login(&phone, "acme").await;
+    let (phone, msp) = platform.acme("alice@acme.example").await;
     for name in ["contoso", "fabrikam"] {
         let (status, _) = Platform::call(
             platform

@@ -13,12 +13,7 @@ use serde_json::{Value, json};
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_export_verifies_offline_and_the_replayed_state_matches_the_read_models() {
     let platform = Platform::start().await;
-    platform.signup("acme", "Acme", "alice@acme.example").await;
-    let mut phone = Keyring::default();
-    platform
-        .enroll(&mut phone, "acme", "alice@acme.example")
-        .await;
-    let admin = platform.login(&phone, "acme").await;
+    let (_, admin) = platform.acme("alice@acme.example").await;
     let call = |method: Method, label: &str, path: &str, body: Option<Value>| {
         let mut request = platform.as_user(&admin, method, label, path);
         if let Some(body) = body {
@@ -202,12 +197,7 @@ async fn the_export_verifies_offline_and_the_replayed_state_matches_the_read_mod
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_auditor_reads_one_tenants_audit_log_and_nothing_else() {
     let platform = Platform::start().await;
-    platform.signup("acme", "Acme", "alice@acme.example").await;
-    let mut phone = Keyring::default();
-    platform
-        .enroll(&mut phone, "acme", "alice@acme.example")
-        .await;
-    let admin = platform.login(&phone, "acme").await;
+    let (_, admin) = platform.acme("alice@acme.example").await;
     for name in ["contoso", "fabrikam"] {
         let (status, _) = Platform::call(
             platform
@@ -383,12 +373,7 @@ async fn an_onboarding_codes_digest_in_the_log_cannot_be_searched_without_the_ro
     use domain::onboarding::code_digest;
 
     let platform = Platform::start().await;
-    platform.signup("acme", "Acme", "alice@acme.example").await;
-    let mut phone = Keyring::default();
-    platform
-        .enroll(&mut phone, "acme", "alice@acme.example")
-        .await;
-    let admin = platform.login(&phone, "acme").await;
+    let (_, admin) = platform.acme("alice@acme.example").await;
     let (status, bob) = Platform::call(
         platform
             .as_user(&admin, Method::POST, "acme", "/api/v1/users")

@@ -302,12 +302,7 @@ async fn approvals_are_rate_limited_per_device() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_survive_a_restart_and_pending_challenges_end_cleanly() {
     let platform = Platform::start().await;
-    platform.signup("acme", "Acme", "alice@acme.example").await;
-    let mut phone = Keyring::default();
-    platform
-        .enroll(&mut phone, "acme", "alice@acme.example")
-        .await;
-    let token = platform.login(&phone, "acme").await;
+    let (phone, token) = platform.acme("alice@acme.example").await;
     let (pending, _) = platform.challenge("acme").await;
 
     let platform = platform.restart().await;
