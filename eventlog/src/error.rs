@@ -83,6 +83,10 @@ pub enum Error {
         source: Box<dyn std::error::Error + Send + Sync>,
     },
 
+    /// A backup cannot be written where it was asked to go; nothing was written there.
+    #[error("cannot back up to {path}: {reason}")]
+    BackupTarget { path: String, reason: String },
+
     /// The log's writer has stopped (the log is being closed).
     #[error("the event log is closed")]
     Closed,

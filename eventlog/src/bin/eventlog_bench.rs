@@ -1,8 +1,8 @@
 //! The event log benchmark: prints, for one data directory's disk, the raw fsync rate R (before
 //! and after the appends, since some disks slow down after a burst), durable appends/s for one
 //! writer, for 64 concurrent writers on 64 streams and for batches of 100 events, whole-log scan
-//! events/s, the time to read back one stream of 1,000,000 events, how long deleting that stream
-//! holds up another writer, and peak memory.
+//! events/s, the time to read back one stream of 1,000,000 events, an online backup's rate,
+//! how long deleting that stream holds up another writer, and peak memory.
 //!
 //! ```text
 //! cargo run --release -p idem-eventlog --bin eventlog-bench -- [--dir D] [--seconds S] [--stream-events N]
@@ -186,12 +186,13 @@ async fn appends(
     Ok(run)
 }
 
-/// Deletes `stream` while another task appends one event at a time to a stream of its own:
-/// how long the deletion took, the writer's slowest append meanwhile, and how many it made.
-async fn delete_while_writing(
+/// Runs `work` while another writer appends to its own stream one event at a time; answers
+/// what `work` answered, how long it took, that writer's slowest append meanwhile and how
+/// many it made.
+async fn while_writing<T>(
     log: &Arc<RocksLog>,
-    stream: StreamId,
-) -> Result<(Duration, Duration, usize), AnyError> {
+    work: impl std::future::Future<Output = Result<T, eventlog::Error>>,
+) -> Result<(T, Duration, Duration, usize), AnyError> {
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let (started, writing) = tokio::sync::oneshot::channel();
     let writer = tokio::spawn({
@@ -215,12 +216,12 @@ async fn delete_while_writing(
     });
     let _ = writing.await;
     let start = Instant::now();
-    log.commit(Commit::new().delete(stream)).await?;
-    let deletion = start.elapsed();
+    let done = work.await?;
+    let took = start.elapsed();
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     let latencies = writer.await??;
     let slowest = latencies.iter().max().copied().unwrap_or_default();
-    Ok((deletion, slowest, latencies.len()))
+    Ok((done, took, slowest, latencies.len()))
 }
 
 /// Reads the whole log in pages, as a projector catching up does.
@@ -339,7 +340,21 @@ async fn main() -> Result<(), AnyError> {
         read as f64 / stream_read.as_secs_f64()
     );
 
-    let (deletion, stalled, during) = delete_while_writing(&log, stream).await?;
+    let backup_dir = args.dir.join("backup");
+    let (backup, backup_time, stalled, during) =
+        while_writing(&log, log.backup(&backup_dir)).await?;
+    std::fs::remove_dir_all(&backup_dir)?;
+    println!(
+        "backup of the whole log:          {:>12.0} events/s  ({} events, {:.0} MiB in {:.1} s; meanwhile another writer's slowest append {:.1} ms, {during} appends)",
+        backup.events as f64 / backup_time.as_secs_f64(),
+        backup.events,
+        backup.bytes as f64 / (1u64 << 20) as f64,
+        backup_time.as_secs_f64(),
+        stalled.as_secs_f64() * 1000.0
+    );
+
+    let (_, deletion, stalled, during) =
+        while_writing(&log, log.commit(Commit::new().delete(stream))).await?;
     println!(
         "delete that stream:               {:>12.2} s        (meanwhile another writer's slowest append {:.1} ms, {during} appends)",
         deletion.as_secs_f64(),

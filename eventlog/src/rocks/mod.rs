@@ -4,6 +4,7 @@
 //! Writes go through one committer thread that group-commits (see [`committer`]); reads go
 //! straight to RocksDB on tokio's blocking pool.
 
+mod backup;
 mod committer;
 mod journal;
 mod maintenance;
@@ -21,6 +22,8 @@ use rocksdb::{
     ReadOptions,
 };
 use tokio::sync::{oneshot, watch};
+
+pub use backup::BackupReport;
 
 use crate::encoding::{self, keys};
 use crate::error::{Error, Location, Result};
@@ -160,21 +163,12 @@ impl RocksLog {
         // directory written before the journal existed still has WAL files, replayed at open.
         db_options.set_max_total_wal_size(options.memtable_bytes.saturating_mul(4) as u64);
         db_options.set_keep_log_file_num(4);
-        let descriptors = Cf::ALL.map(|cf| {
-            let mut table = BlockBasedOptions::default();
-            table.set_block_cache(&cache);
-            if cf != Cf::Events {
-                // Point lookups (heads, reservations, tombstones) skip files without the key.
-                table.set_bloom_filter(10.0, false);
-            }
-            let mut cf_options = Options::default();
-            cf_options.set_compression_type(DBCompressionType::Lz4);
-            cf_options.set_write_buffer_size(options.memtable_bytes);
-            cf_options.set_block_based_table_factory(&table);
-            ColumnFamilyDescriptor::new(cf.name(), cf_options)
-        });
-        let db = DB::open_cf_descriptors(&db_options, path, descriptors)
-            .map_err(|e| Error::storage("opening the event log", e))?;
+        let db = DB::open_cf_descriptors(
+            &db_options,
+            path,
+            descriptors(&cache, options.memtable_bytes),
+        )
+        .map_err(|e| Error::storage("opening the event log", e))?;
         let shared = Arc::new(Shared {
             db,
             stats: Counters::default(),
@@ -289,6 +283,14 @@ impl RocksLog {
         .await
     }
 
+    /// Writes a consistent copy of the whole log, as it stands now, into the new directory
+    /// `to`, while commits go on (see [`backup`]). The copy opens with [`RocksLog::open`]; it
+    /// holds the tenants' wrapped data keys, so it is as sensitive as the log itself.
+    pub async fn backup(&self, to: impl AsRef<Path>) -> Result<BackupReport> {
+        let to = to.as_ref().to_path_buf();
+        self.read(move |shared| backup::write(shared, &to)).await
+    }
+
     /// The first data key in the key store (by stream, then version), if any: lets the
     /// service check at start that its root key is the one these keys were wrapped with.
     pub async fn first_data_key(&self) -> Result<Option<(StreamId, WrappedKey)>> {
@@ -333,6 +335,23 @@ impl Drop for RocksLog {
         }
         self.maintenance.stop();
     }
+}
+
+/// Every column family with its options: LZ4 tables sharing `cache`, and bloom filters for the
+/// families read by point lookups (heads, reservations, tombstones).
+fn descriptors(cache: &Cache, memtable_bytes: usize) -> [ColumnFamilyDescriptor; 7] {
+    Cf::ALL.map(|cf| {
+        let mut table = BlockBasedOptions::default();
+        table.set_block_cache(cache);
+        if cf != Cf::Events {
+            table.set_bloom_filter(10.0, false);
+        }
+        let mut cf_options = Options::default();
+        cf_options.set_compression_type(DBCompressionType::Lz4);
+        cf_options.set_write_buffer_size(memtable_bytes);
+        cf_options.set_block_based_table_factory(&table);
+        ColumnFamilyDescriptor::new(cf.name(), cf_options)
+    })
 }
 
 /// The journal's checkpoint: the oldest generation recovery must replay (0 for a new log).
