@@ -82,6 +82,8 @@ pub enum StartError {
     Mail(String),
     #[error("listening on {0}: {1}")]
     Bind(SocketAddr, std::io::Error),
+    #[error("control socket {0}: {1}")]
+    Control(String, std::io::Error),
     #[error("starting the password-hashing threads: {0}")]
     Hashing(std::io::Error),
 }
@@ -187,6 +189,8 @@ impl Server {
             .map_err(|e| StartError::Bind(config.bind, e))?;
         // With port 0 the system picked one: the URLs handed out must name it.
         config.bind = addr;
+        let control_path = crate::control::socket_path(&config);
+        let control_listener = crate::control::bind(&control_path)?;
         let (stop, mut stopped) = watch::channel(false);
         let login_rate = config.agent_login_rate;
         let hashing = crate::hashing::HashingPool::start(
@@ -212,6 +216,12 @@ impl Server {
             log_failure_logged: Default::default(),
         });
         let app = router(state.clone());
+        let control = tokio::spawn(serve_control(
+            control_listener,
+            control_path,
+            crate::control::router(state.clone()),
+            stop.subscribe(),
+        ));
         let feed_handle = state.feed.clone();
         let log_handle = Arc::downgrade(&state.log);
         let feed = tokio::spawn(state.feed.clone().run(
@@ -240,8 +250,10 @@ impl Server {
             {
                 tracing::error!(error = %e, "server failed");
             }
-            // The feed's task holds the log too: it ends on the same signal.
+            // The feed's and the control socket's tasks hold the log too: they end on the
+            // same signal.
             let _ = feed.await;
+            let _ = control.await;
             // Every request has finished, but the connection tasks may still be dropping their
             // handles on the state: wait for them (briefly), so that the projections stop and
             // the log closes before `shutdown` returns, and the data directory can be reopened.
@@ -290,6 +302,30 @@ impl Server {
     pub async fn shutdown(self) {
         self.stop.send_replace(true);
         let _ = self.task.await;
+    }
+}
+
+/// Serves the operator's control socket until the service stops, then removes its file.
+async fn serve_control(
+    listener: tokio::net::UnixListener,
+    path: std::path::PathBuf,
+    app: Router,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let shutdown = async move {
+        let _ = stopped.wait_for(|s| *s).await;
+    };
+    if let Err(e) = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<crate::control::Peer>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+    {
+        tracing::error!(error = %e, "control socket failed");
+    }
+    if let Err(e) = std::fs::remove_file(&path) {
+        tracing::warn!(error = %e, path = %path.display(), "control socket file not removed");
     }
 }
 

@@ -10,6 +10,7 @@ pub mod challenges;
 pub mod client_addr;
 pub mod command;
 pub mod config;
+pub mod control;
 pub mod feed;
 pub mod hashing;
 pub mod host;

@@ -4,6 +4,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use api::control::client::ClientError;
 use api::{Config, Server, Settings};
 use clap::{Parser, Subcommand};
 use projections::Projection;
@@ -53,6 +54,31 @@ enum Command {
     Verify {
         #[arg(default_value = "all")]
         tenant: String,
+        #[arg(long, env = "IDEM_CONFIG")]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        settings: Settings,
+    },
+    /// Creates an MSP tenant and mails its admin an onboarding code, through the running
+    /// service's control socket (also while public signup is closed).
+    Signup {
+        /// The tenant's name, which becomes its host label.
+        name: String,
+        #[arg(long)]
+        display_name: String,
+        #[arg(long)]
+        admin_email: String,
+        #[arg(long, env = "IDEM_CONFIG")]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        settings: Settings,
+    },
+    /// Writes a consistent copy of the event log into a new directory: through the running
+    /// service's control socket while it runs (writes go on), directly while it is stopped.
+    /// Keep the root key apart from it.
+    Backup {
+        /// A new directory.
+        to: PathBuf,
         #[arg(long, env = "IDEM_CONFIG")]
         config: Option<PathBuf>,
         #[command(flatten)]
@@ -110,6 +136,24 @@ async fn main() -> ExitCode {
             settings,
         } => match load(config, settings) {
             Ok(config) => verify(config, &tenant).await,
+            Err(code) => code,
+        },
+        Command::Signup {
+            name,
+            display_name,
+            admin_email,
+            config,
+            settings,
+        } => match load(config, settings) {
+            Ok(config) => signup(config, name, display_name, admin_email).await,
+            Err(code) => code,
+        },
+        Command::Backup {
+            to,
+            config,
+            settings,
+        } => match load(config, settings) {
+            Ok(config) => backup(config, &to).await,
             Err(code) => code,
         },
         Command::State {
@@ -231,6 +275,69 @@ async fn state(config: Config, tenant: &str, at: &str) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+async fn signup(config: Config, name: String, display_name: String, email: String) -> ExitCode {
+    let request = serde_json::json!({
+        "name": name, "display_name": display_name, "admin_email": email,
+    });
+    let socket = api::control::socket_path(&config);
+    match api::control::client::call(&socket, "/v1/signup", &request).await {
+        Ok(created) => {
+            let text = serde_json::to_string_pretty(&created).unwrap_or_default();
+            let _ = writeln!(std::io::stdout(), "{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e @ ClientError::NotRunning(_)) => {
+            eprintln!("idemd: signup needs the running service, which mails the admin: {e}");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("idemd: signup: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn backup(config: Config, to: &std::path::Path) -> ExitCode {
+    // The service may resolve paths from another working directory.
+    let to = match std::path::absolute(to) {
+        Ok(to) => to,
+        Err(e) => {
+            eprintln!("idemd: backup: {}: {e}", to.display());
+            return ExitCode::from(2);
+        }
+    };
+    let socket = api::control::socket_path(&config);
+    let request = serde_json::json!({ "to": to });
+    let started = std::time::Instant::now();
+    let (head, events) = match api::control::client::call(&socket, "/v1/backup", &request).await {
+        Ok(report) => {
+            let number = |field: &str| report.get(field).and_then(|v| v.as_u64()).unwrap_or(0);
+            (number("head"), number("events"))
+        }
+        Err(ClientError::NotRunning(_)) => match api::operator::backup(&config, &to).await {
+            Ok(report) => (report.head, report.events),
+            Err(e) => {
+                eprintln!("idemd: backup: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        Err(e) => {
+            eprintln!("idemd: backup: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    println!(
+        "backed up the log up to position {head} ({events} events) to {} in {:.1} s",
+        to.display(),
+        started.elapsed().as_secs_f64()
+    );
+    println!(
+        "it holds the tenants' keys wrapped by the root key {}: keep that key apart from it",
+        config.root_key_file.display()
+    );
+    ExitCode::SUCCESS
 }
 
 /// The checked configuration, or the exit code of a bad one (its message printed).

@@ -1,7 +1,10 @@
 //! Operator commands that work on the data directory while the service is stopped: rebuild
-//! read models, export a tenant's log, verify chains, replay a tenant's state at a time.
+//! read models, export a tenant's log, verify chains, replay a tenant's state at a time, back
+//! up the log. (`idemd signup` and `idemd backup` reach a running service through its control
+//! socket: `crate::control`.)
 //! (Checking an exported file needs no data directory: see [`crate::audit::verify_file`].)
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -69,6 +72,16 @@ async fn tenant_stream(log: &RocksLog, tenant: &str) -> Result<StreamId, Operato
     log.reservation_owner(&Reservation::new("host", tenant.to_ascii_lowercase()))
         .await?
         .ok_or_else(|| OperatorError::Usage(format!("no tenant is named {tenant:?}")))
+}
+
+/// Writes a consistent copy of the log into the new directory `to`, with idemd stopped (a
+/// running service backs up through its control socket instead: `crate::control`).
+pub async fn backup(config: &Config, to: &Path) -> Result<eventlog::BackupReport, OperatorError> {
+    let log = RocksLog::open(config.data_dir.join("log"))?;
+    log.backup(to).await.map_err(|e| match e {
+        eventlog::Error::BackupTarget { .. } => OperatorError::Usage(e.to_string()),
+        other => OperatorError::Log(other),
+    })
 }
 
 /// Why an operator command failed.

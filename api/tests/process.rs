@@ -11,6 +11,11 @@ use tokio::process::{Child, Command};
 
 /// Starts idemd on a free port; answers once it logs that it listens.
 async fn spawn(data: &Path) -> (Child, u16) {
+    spawn_with(data, &[]).await
+}
+
+/// [`spawn`] with more settings for `idemd serve`.
+async fn spawn_with(data: &Path, settings: &[&str]) -> (Child, u16) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -18,6 +23,7 @@ async fn spawn(data: &Path) -> (Child, u16) {
         .port();
     let mut child = Command::new(env!("CARGO_BIN_EXE_idemd"))
         .args(["serve", "--bind", &format!("127.0.0.1:{port}")])
+        .args(settings)
         .arg("--data-dir")
         .arg(data)
         .env_remove("IDEM_DATABASE_URL")
@@ -170,6 +176,12 @@ async fn rebuild_replays_the_read_models_while_idemd_is_stopped() {
 
 /// Runs `idemd ARGS` to completion: its exit code and standard output.
 async fn idemd(args: &[&str], data: &Path) -> (i32, String) {
+    let (code, stdout, _) = idemd_with_errors(args, data).await;
+    (code, stdout)
+}
+
+/// An operator command's exit code, standard output and standard error.
+async fn idemd_with_errors(args: &[&str], data: &Path) -> (i32, String, String) {
     let output = Command::new(env!("CARGO_BIN_EXE_idemd"))
         .args(args)
         .arg("--data-dir")
@@ -181,6 +193,7 @@ async fn idemd(args: &[&str], data: &Path) -> (i32, String) {
     (
         output.status.code().unwrap_or(-1),
         String::from_utf8(output.stdout).unwrap(),
+        String::from_utf8(output.stderr).unwrap(),
     )
 }
 
@@ -423,4 +436,200 @@ async fn the_log_and_the_root_key_restore_a_stopped_service() {
     assert!(tenant_visible(&http, port, "acme").await);
     assert_eq!(signup(port).await, 409);
     child.kill().await.unwrap();
+}
+
+/// Mails the development mailer has written so far, as text.
+fn mails(data: &Path) -> Vec<String> {
+    std::fs::read_dir(data.join("mail"))
+        .map(|entries| {
+            entries
+                .map(|e| e.unwrap().path())
+                .filter(|p| p.extension().is_some_and(|x| x == "eml"))
+                .map(|p| std::fs::read_to_string(p).unwrap())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// With public signup closed, the operator creates MSP tenants with `idemd signup` through
+/// the running service's control socket: the tenant is served, its admin gets the onboarding
+/// mail, the log records the operator as actor, and bad input is refused with the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operator_signs_up_tenants_through_the_control_socket_while_signup_is_closed() {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    let dir = tempfile::tempdir().unwrap();
+    let (child, port) = spawn_with(dir.path(), &["--signup", "closed"]).await;
+    assert_eq!(signup(port).await, 404, "public signup is closed");
+    let socket = dir.path().join("control.sock");
+    let meta = std::fs::metadata(&socket).unwrap();
+    assert!(meta.file_type().is_socket());
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+
+    let create = [
+        "signup",
+        "acme",
+        "--display-name",
+        "Acme",
+        "--admin-email",
+        "a@acme.example",
+    ];
+    let (code, out, err) = idemd_with_errors(&create, dir.path()).await;
+    assert_eq!(code, 0, "{err}");
+    let created: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(created["tenant"]["name"], "acme");
+    assert_eq!(created["admin"]["email"], "a@acme.example");
+    let http = reqwest::Client::new();
+    projected(&http, port).await;
+    assert!(tenant_visible(&http, port, "acme").await);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !mails(dir.path())
+        .iter()
+        .any(|m| m.contains("To: a@acme.example") && m.contains("Code: "))
+    {
+        assert!(std::time::Instant::now() < deadline, "no onboarding mail");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+
+    // The same name again, and a bad address: refused, with the reason, nothing written.
+    let head = |_: ()| async {
+        let ready: serde_json::Value = http
+            .get(format!("http://127.0.0.1:{port}/readyz"))
+            .header("host", format!("localhost:{port}"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        ready["head"].clone()
+    };
+    let before = head(()).await;
+    let (code, _, err) = idemd_with_errors(&create, dir.path()).await;
+    assert_eq!(code, 1);
+    assert!(err.contains("acme"), "{err}");
+    let bad = [
+        "signup",
+        "globex",
+        "--display-name",
+        "Globex",
+        "--admin-email",
+        "not an address",
+    ];
+    let (code, _, err) = idemd_with_errors(&bad, dir.path()).await;
+    assert_eq!(code, 1);
+    assert!(err.contains("admin_email"), "{err}");
+    assert_eq!(head(()).await, before, "a refused signup writes nothing");
+    assert!(!tenant_visible(&http, port, "globex").await);
+
+    terminate(child).await;
+    assert!(!socket.exists(), "the socket goes with the service");
+    let (code, _, err) = idemd_with_errors(&create, dir.path()).await;
+    assert_eq!(code, 1);
+    assert!(err.contains("not running"), "{err}");
+    let (code, export) = idemd(&["export", "acme"], dir.path()).await;
+    assert_eq!(code, 0);
+    assert!(
+        export.lines().all(|l| l.contains(r#""actor":"operator""#)),
+        "{export}"
+    );
+}
+
+/// `idemd backup` while the service runs and four clients sign up tenants: the copy, with
+/// the root key, restores a service holding every tenant acknowledged before the backup
+/// began, each whole; with the service stopped the same command copies the log directly; a
+/// directory already there is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_online_backup_restores_every_tenant_acknowledged_before_it() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    let dir = tempfile::tempdir().unwrap();
+    let (child, port) = spawn(dir.path()).await;
+    let acknowledged = Arc::new(Mutex::new(Vec::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut writers = tokio::task::JoinSet::new();
+    for writer in 0..4 {
+        let (acknowledged, stop) = (Arc::clone(&acknowledged), Arc::clone(&stop));
+        writers.spawn(async move {
+            let http = reqwest::Client::new();
+            let mut n = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let name = format!("t{writer}x{n}");
+                let status = http
+                    .post(format!("http://127.0.0.1:{port}/api/v1/signup"))
+                    .header("host", format!("localhost:{port}"))
+                    .json(&json!({"name": name, "display_name": name,
+                                  "admin_email": format!("a@{name}.example")}))
+                    .send()
+                    .await
+                    .unwrap()
+                    .status();
+                assert_eq!(status, 201);
+                acknowledged.lock().unwrap().push(name);
+                n += 1;
+            }
+        });
+    }
+    while acknowledged.lock().unwrap().len() < 40 {
+        tokio::task::yield_now().await;
+    }
+    let before: Vec<String> = acknowledged.lock().unwrap().clone();
+    let online = dir.path().join("backups").join("online");
+    let (code, out, err) =
+        idemd_with_errors(&["backup", online.to_str().unwrap()], dir.path()).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("backed up the log up to position"), "{out}");
+    stop.store(true, Ordering::Relaxed);
+    while let Some(done) = writers.join_next().await {
+        done.unwrap();
+    }
+    let all: Vec<String> = acknowledged.lock().unwrap().clone();
+    assert!(
+        all.len() > before.len(),
+        "signups went on around the backup"
+    );
+    // Refused: the directory exists now.
+    let (code, _, err) = idemd_with_errors(&["backup", online.to_str().unwrap()], dir.path()).await;
+    assert_eq!(code, 1);
+    assert!(err.contains("already exists"), "{err}");
+    terminate(child).await;
+
+    // Stopped: the same command copies the log itself.
+    let offline = dir.path().join("backups").join("offline");
+    let (code, _, err) =
+        idemd_with_errors(&["backup", offline.to_str().unwrap()], dir.path()).await;
+    assert_eq!(code, 0, "{err}");
+
+    for (backup, expected) in [(&online, &before), (&offline, &all)] {
+        let restored = tempfile::tempdir().unwrap();
+        std::fs::rename(backup, restored.path().join("log")).unwrap();
+        std::fs::copy(
+            dir.path().join("root.key"),
+            restored.path().join("root.key"),
+        )
+        .unwrap();
+        let (child, port) = spawn(restored.path()).await;
+        let http = reqwest::Client::new();
+        projected(&http, port).await;
+        for name in expected.iter() {
+            assert!(tenant_visible(&http, port, name).await, "{name} is missing");
+        }
+        // The signups acknowledged while the backup ran may or may not be in it, but each is
+        // whole: served if and only if its name is taken.
+        for name in all.iter().filter(|name| !expected.contains(name)) {
+            let visible = tenant_visible(&http, port, name).await;
+            let again = http
+                .post(format!("http://127.0.0.1:{port}/api/v1/signup"))
+                .header("host", format!("localhost:{port}"))
+                .json(&json!({"name": name, "display_name": name, "admin_email": "b@x.example"}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16();
+            assert_eq!(again, if visible { 409 } else { 201 }, "{name}");
+        }
+        terminate(child).await;
+        let (code, report) = idemd(&["verify"], restored.path()).await;
+        assert_eq!(code, 0, "{report}");
+    }
 }

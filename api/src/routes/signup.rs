@@ -1,5 +1,6 @@
 //! `POST /api/v1/signup` on the apex host: a new MSP tenant with its first admin, who is sent
-//! an onboarding code, all in one atomic commit.
+//! an onboarding code, all in one atomic commit. The operator's `idemd signup` (the control
+//! socket) creates tenants through the same [`create_msp`].
 
 use axum::Json;
 use axum::extract::State;
@@ -43,7 +44,17 @@ pub async fn signup(
     if state.config.signup == Signup::Closed {
         return Err(Problem::not_found("signup is closed on this platform"));
     }
-    let request = body(request)?;
+    create_msp(&state, body(request)?, "signup").await
+}
+
+/// Creates an MSP tenant with its first admin and mails the admin an onboarding code: the
+/// public signup's work, and the operator's (`idemd signup`, whatever `IDEM_SIGNUP` says).
+/// `actor` is who the log records as having done it.
+pub async fn create_msp(
+    state: &Shared,
+    request: SignupRequest,
+    actor: &str,
+) -> Result<Response, Problem> {
     let tenant_id = TenantId(Uuid::now_v7());
     let admin_id = UserId(Uuid::now_v7());
     let now = Utc::now();
@@ -86,7 +97,7 @@ pub async fn signup(
 
     // A new stream: the commit expects none, and takes the host label's reservation.
     let (committed, _) =
-        command::execute(&state, tenant_id, "signup", now, |_| Ok(decision.clone())).await?;
+        command::execute(state, tenant_id, actor, now, |_| Ok(decision.clone())).await?;
     let committed = committed.ok_or_else(|| Problem::internal(&"signup wrote nothing"))?;
 
     let message = Message {
@@ -110,7 +121,7 @@ pub async fn signup(
         "admin": { "id": admin_id.0, "email": admin_email },
     });
     Ok(written(
-        &state,
+        state,
         Some(&committed),
         (StatusCode::CREATED, Json(body)).into_response(),
     )

@@ -1,0 +1,154 @@
+//! The operator's control socket: `control.sock` in the data directory, where the `idemd`
+//! commands that need the running service reach it (`idemd signup` while public signup is
+//! closed; `idemd backup` while the service holds the log). HTTP over a Unix socket, JSON in
+//! and out, errors as problem+json like the public API.
+//!
+//! Who may use it: the socket is created 0600 and every connection's peer credentials are
+//! checked, so only the service's own user (and root) get an answer. It is not a network
+//! interface and has no other authentication.
+
+pub mod client;
+
+use std::path::{Path, PathBuf};
+
+use axum::extract::connect_info::Connected;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::serve::IncomingStream;
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+use tokio::net::UnixListener;
+
+use crate::app::{Shared, StartError};
+use crate::config::Config;
+use crate::problem::Problem;
+use crate::routes::body;
+use crate::routes::signup::{SignupRequest, create_msp};
+
+/// The socket's file name in the data directory.
+pub const SOCKET: &str = "control.sock";
+
+/// Where the service at `config` listens for operator commands.
+pub fn socket_path(config: &Config) -> PathBuf {
+    config.data_dir.join(SOCKET)
+}
+
+/// Binds the control socket, owner-only. A socket file left by a service that died is
+/// replaced: the event log's lock, taken before this, proves no other service uses this data
+/// directory.
+pub fn bind(path: &Path) -> Result<UnixListener, StartError> {
+    let err = |e: std::io::Error| StartError::Control(path.display().to_string(), e);
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(err(e)),
+    }
+    // Narrowed to 0600 once bound. (Not through the umask: it is the whole process's, and
+    // other threads create files.) A connection in between meets the peer check below.
+    let listener = UnixListener::bind(path).map_err(err)?;
+    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .map_err(err)?;
+    Ok(listener)
+}
+
+/// The connecting process's user, from the socket's peer credentials.
+#[derive(Clone, Copy, Debug)]
+pub struct Peer {
+    uid: Option<u32>,
+}
+
+impl Connected<IncomingStream<'_, UnixListener>> for Peer {
+    fn connect_info(stream: IncomingStream<'_, UnixListener>) -> Self {
+        Peer {
+            uid: stream.io().peer_cred().ok().map(|c| c.uid()),
+        }
+    }
+}
+
+/// The operator's routes.
+pub fn router(state: Shared) -> Router {
+    Router::new()
+        .route("/v1/signup", post(signup))
+        .route("/v1/backup", post(backup))
+        .fallback(crate::routes::not_found)
+        .layer(middleware::from_fn(same_user))
+        .with_state(state)
+}
+
+/// Answers only the service's own user and root.
+async fn same_user(ConnectInfo(peer): ConnectInfo<Peer>, request: Request, next: Next) -> Response {
+    let own = rustix::process::geteuid().as_raw();
+    match peer.uid {
+        Some(uid) if uid == own || uid == 0 => next.run(request).await,
+        _ => Problem::new(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            "the control socket answers the service's own user and root only",
+        )
+        .into_response(),
+    }
+}
+
+/// `POST /v1/signup`: a new MSP tenant, whether or not public signup is open.
+async fn signup(
+    State(state): State<Shared>,
+    request: Result<Json<SignupRequest>, JsonRejection>,
+) -> Result<Response, Problem> {
+    create_msp(&state, body(request)?, "operator").await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BackupRequest {
+    /// A new directory, on the service's machine.
+    to: PathBuf,
+}
+
+/// `POST /v1/backup`: a consistent copy of the log into a new directory, while the service
+/// goes on (see `RocksLog::backup`).
+async fn backup(
+    State(state): State<Shared>,
+    request: Result<Json<BackupRequest>, JsonRejection>,
+) -> Result<Response, Problem> {
+    let request = body(request)?;
+    if !request.to.is_absolute() {
+        return Err(Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Invalid backup directory",
+            "the backup directory must be an absolute path (the service may run elsewhere than the command)",
+        ));
+    }
+    let started = std::time::Instant::now();
+    let report = state
+        .log
+        .backup(&request.to)
+        .await
+        .map_err(backup_problem)?;
+    tracing::info!(to = %request.to.display(), head = report.head, events = report.events, "backup written");
+    Ok(Json(json!({
+        "to": request.to,
+        "head": report.head,
+        "events": report.events,
+        "entries": report.entries,
+        "bytes": report.bytes,
+        "seconds": started.elapsed().as_secs_f64(),
+    }))
+    .into_response())
+}
+
+/// A destination the operator can fix is a 409 naming it; anything else a logged 500.
+pub fn backup_problem(error: eventlog::Error) -> Problem {
+    match error {
+        eventlog::Error::BackupTarget { .. } => Problem::new(
+            StatusCode::CONFLICT,
+            "Backup directory refused",
+            error.to_string(),
+        ),
+        other => Problem::from(other),
+    }
+}
