@@ -713,3 +713,30 @@ async fn the_first_data_key_is_the_lowest_stream_and_version_and_goes_with_its_s
     let (stream, key) = log.first_data_key().await.unwrap().unwrap();
     assert_eq!((stream, key.version), (b, 1));
 }
+
+#[tokio::test]
+async fn streams_lists_every_stream_with_events_and_none_deleted() {
+    let (log, _dir) = open_fresh();
+    assert!(log.streams().await.unwrap().is_empty());
+    let mut expected: Vec<StreamId> = Vec::new();
+    for i in 0..20u64 {
+        let s = stream();
+        log.append(
+            StreamAppend::new(s, Expected::NoStream).events((0..i + 1).map(|_| event("T", ""))),
+        )
+        .await
+        .unwrap();
+        expected.push(s);
+    }
+    // The extremes of the id space, where the next prefix overflows.
+    for edge in [StreamId(uuid::Uuid::nil()), StreamId(uuid::Uuid::max())] {
+        log.append(StreamAppend::new(edge, Expected::NoStream).event(event("T", "")))
+            .await
+            .unwrap();
+        expected.push(edge);
+    }
+    let deleted = expected.remove(3);
+    log.commit(Commit::new().delete(deleted)).await.unwrap();
+    expected.sort_by_key(|s| s.0);
+    assert_eq!(log.streams().await.unwrap(), expected);
+}

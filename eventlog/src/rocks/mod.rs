@@ -291,6 +291,29 @@ impl RocksLog {
         self.read(move |shared| backup::write(shared, &to)).await
     }
 
+    /// Every stream that holds events, in id order: one seek per stream in the stream index,
+    /// not a walk of the log (deleted streams are not listed).
+    pub async fn streams(&self) -> Result<Vec<StreamId>> {
+        self.read(|shared| {
+            let mut iter = shared.db.raw_iterator_cf(shared.cf(Cf::Streams)?);
+            let mut streams = Vec::new();
+            iter.seek_to_first();
+            while let Some(key) = iter.key() {
+                let (stream, _) = keys::parse_stream(key).ok_or_else(|| Error::Corrupt {
+                    at: Location::default(),
+                    reason: format!("a stream index key has {} bytes", key.len()),
+                })?;
+                streams.push(stream);
+                let (_, next) = keys::stream_prefix_range(stream);
+                iter.seek(next);
+            }
+            iter.status()
+                .map_err(|e| Error::storage("listing streams", e))?;
+            Ok(streams)
+        })
+        .await
+    }
+
     /// The first data key in the key store (by stream, then version), if any: lets the
     /// service check at start that its root key is the one these keys were wrapped with.
     pub async fn first_data_key(&self) -> Result<Option<(StreamId, WrappedKey)>> {
