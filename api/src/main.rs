@@ -230,18 +230,15 @@ async fn verify(config: Config, tenant: &str) -> ExitCode {
     match api::operator::verify(&config, which).await {
         Ok(reports) => {
             let mut valid = true;
-            for report in &reports {
-                match &report.first_broken {
+            for check in &reports {
+                match &check.broken {
                     None => println!(
                         "{}\tvalid\t{} events\thead {}",
-                        report.stream, report.events, report.head_hash
+                        check.tenant, check.events, check.head_hash
                     ),
-                    Some(broken) => {
+                    Some((seq, reason)) => {
                         valid = false;
-                        println!(
-                            "{}\tBROKEN at seq {}: {}",
-                            report.stream, broken.seq, broken.reason
-                        );
+                        println!("{}\tBROKEN at seq {seq}: {reason}", check.tenant);
                     }
                 }
             }
@@ -308,21 +305,9 @@ async fn backup(config: Config, to: &std::path::Path) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let socket = api::control::socket_path(&config);
-    let request = serde_json::json!({ "to": to });
     let started = std::time::Instant::now();
-    let (head, events) = match api::control::client::call(&socket, "/v1/backup", &request).await {
-        Ok(report) => {
-            let number = |field: &str| report.get(field).and_then(|v| v.as_u64()).unwrap_or(0);
-            (number("head"), number("events"))
-        }
-        Err(ClientError::NotRunning(_)) => match api::operator::backup(&config, &to).await {
-            Ok(report) => (report.head, report.events),
-            Err(e) => {
-                eprintln!("idemd: backup: {e}");
-                return ExitCode::FAILURE;
-            }
-        },
+    let (head, events) = match api::operator::backup(&config, &to).await {
+        Ok(report) => (report.head, report.events),
         Err(e) => {
             eprintln!("idemd: backup: {e}");
             return ExitCode::FAILURE;

@@ -1,7 +1,7 @@
-//! Operator commands that work on the data directory while the service is stopped: rebuild
-//! read models, export a tenant's log, verify chains, replay a tenant's state at a time, back
-//! up the log. (`idemd signup` and `idemd backup` reach a running service through its control
-//! socket: `crate::control`.)
+//! The operator's commands. `rebuild` works on a stopped service's data directory. `export`,
+//! `verify`, `state` and `backup` ask the running service through its control socket
+//! (`crate::control`) and, when none runs on the data directory, open the log themselves; the
+//! functions taking a `&RocksLog` are what both sides run.
 //! (Checking an exported file needs no data directory: see [`crate::audit::verify_file`].)
 
 use std::path::Path;
@@ -11,9 +11,12 @@ use std::time::{Duration, Instant};
 use eventlog::{EventLog, Reservation, RocksLog, StreamId, VerifyReport};
 use indicatif::{ProgressBar, ProgressStyle};
 use projections::{Backend, Options, Projection, Projections};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
 
 use crate::app::StartError;
 use crate::config::Config;
+use crate::control::{self, client, client::ClientError};
 
 /// Rebuilds each of `which` from position 0 into a new generation, with a progress bar on a
 /// terminal; answers each projection's new generation and how long it took. The event log
@@ -65,7 +68,7 @@ pub async fn rebuild(
 }
 
 /// A tenant named by its id or its host label (`acme`, `contoso-acme`).
-async fn tenant_stream(log: &RocksLog, tenant: &str) -> Result<StreamId, OperatorError> {
+pub async fn tenant_stream(log: &RocksLog, tenant: &str) -> Result<StreamId, OperatorError> {
     if let Ok(id) = uuid::Uuid::parse_str(tenant) {
         return Ok(StreamId(id));
     }
@@ -74,14 +77,29 @@ async fn tenant_stream(log: &RocksLog, tenant: &str) -> Result<StreamId, Operato
         .ok_or_else(|| OperatorError::Usage(format!("no tenant is named {tenant:?}")))
 }
 
-/// Writes a consistent copy of the log into the new directory `to`, with idemd stopped (a
-/// running service backs up through its control socket instead: `crate::control`).
+/// Writes a consistent copy of the log into the new directory `to`: through the running
+/// service's control socket, or, with idemd stopped, directly.
 pub async fn backup(config: &Config, to: &Path) -> Result<eventlog::BackupReport, OperatorError> {
-    let log = RocksLog::open(config.data_dir.join("log"))?;
-    log.backup(to).await.map_err(|e| match e {
-        eventlog::Error::BackupTarget { .. } => OperatorError::Usage(e.to_string()),
-        other => OperatorError::Log(other),
-    })
+    let request = json!({ "to": to });
+    match client::call(&control::socket_path(config), "/v1/backup", &request).await {
+        Ok(report) => {
+            let number = |field: &str| report.get(field).and_then(Value::as_u64).unwrap_or(0);
+            Ok(eventlog::BackupReport {
+                head: number("head"),
+                events: number("events"),
+                entries: number("entries"),
+                bytes: number("bytes"),
+            })
+        }
+        Err(ClientError::NotRunning(_)) => {
+            let log = open(config)?;
+            log.backup(to).await.map_err(|e| match e {
+                eventlog::Error::BackupTarget { .. } => OperatorError::Usage(e.to_string()),
+                other => OperatorError::Log(other),
+            })
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Why an operator command failed.
@@ -89,7 +107,7 @@ pub async fn backup(config: &Config, to: &Path) -> Result<eventlog::BackupReport
 pub enum OperatorError {
     #[error("{0}")]
     Usage(String),
-    #[error("event log: {0} (is idemd running? stop it first)")]
+    #[error("event log: {0}")]
     Log(#[from] eventlog::Error),
     #[error("{0}")]
     Io(#[from] std::io::Error),
@@ -99,6 +117,16 @@ pub enum OperatorError {
     Fold(#[from] domain::decision::DomainError),
     #[error("an event does not decode: {0}")]
     Decode(#[from] domain::event::DecodeError),
+    /// The running service refused, or could not be reached.
+    #[error("{0}")]
+    Service(#[from] ClientError),
+    #[error("the service's answer is not what this idemd expects: {0}")]
+    Answer(#[from] serde_json::Error),
+}
+
+/// The log of a stopped service (the commands that find none running on the data directory).
+fn open(config: &Config) -> Result<RocksLog, OperatorError> {
+    Ok(RocksLog::open(config.data_dir.join("log"))?)
 }
 
 fn progress(total: u64, message: &str) -> ProgressBar {
@@ -114,75 +142,159 @@ fn progress(total: u64, message: &str) -> ProgressBar {
     bar
 }
 
-/// Writes `tenant`'s whole log as NDJSON to `out`; answers the number of events.
+/// The most NDJSON lines one page of an export carries over the control socket.
+pub const EXPORT_PAGE: usize = 10_000;
+
+/// One page of a tenant's log as NDJSON lines, from `from_seq` on.
+#[derive(Serialize, Deserialize, Debug)]
+pub struct ExportPage {
+    pub lines: Vec<String>,
+    /// Where the next page starts, if there may be one.
+    pub next: Option<u64>,
+}
+
+/// Up to [`EXPORT_PAGE`] lines of `stream`'s log from `from_seq` on.
+pub async fn export_page(
+    log: &RocksLog,
+    stream: StreamId,
+    from_seq: u64,
+) -> Result<ExportPage, OperatorError> {
+    let page = log.read_stream(stream, from_seq, EXPORT_PAGE).await?;
+    let lines = page
+        .iter()
+        .map(crate::audit::line)
+        .collect::<Result<Vec<_>, _>>()?;
+    let next = match page.last() {
+        Some(last) if page.len() == EXPORT_PAGE => Some(last.seq + 1),
+        _ => None,
+    };
+    Ok(ExportPage { lines, next })
+}
+
+/// Writes `tenant`'s whole log as NDJSON to `out`, from the running service or, with idemd
+/// stopped, from the log itself; answers the number of events.
 pub async fn export(
     config: &Config,
     tenant: &str,
     out: &mut dyn std::io::Write,
 ) -> Result<u64, OperatorError> {
-    let log = RocksLog::open(config.data_dir.join("log"))?;
-    let stream = tenant_stream(&log, tenant).await?;
-    let head = log.stream_head(stream).await?.map_or(0, |h| h.seq);
-    let bar = progress(head, "exporting");
-    let mut seq = 1;
+    let socket = control::socket_path(config);
     let mut count = 0;
-    loop {
-        let page = log.read_stream(stream, seq, 1000).await?;
-        let Some(last) = page.last() else { break };
-        seq = last.seq + 1;
-        for event in &page {
-            writeln!(out, "{}", crate::audit::line(event)?)?;
-            count += 1;
+    let mut from_seq = 1;
+    let first = json!({ "tenant": tenant, "from_seq": from_seq });
+    let mut online = match client::call(&socket, "/v1/export", &first).await {
+        Ok(page) => Some(page),
+        Err(ClientError::NotRunning(_)) => None,
+        Err(e) => return Err(e.into()),
+    };
+    if online.is_none() {
+        let log = open(config)?;
+        let stream = tenant_stream(&log, tenant).await?;
+        let bar = progress(
+            log.stream_head(stream).await?.map_or(0, |h| h.seq),
+            "exporting",
+        );
+        loop {
+            let page = export_page(&log, stream, from_seq).await?;
+            count += write_lines(out, &page.lines)?;
+            bar.set_position(count);
+            let Some(next) = page.next else { break };
+            from_seq = next;
         }
-        bar.set_position(count);
+        bar.finish_and_clear();
+    }
+    while let Some(answer) = online.take() {
+        let page: ExportPage = serde_json::from_value(answer)?;
+        count += write_lines(out, &page.lines)?;
+        if let Some(next) = page.next {
+            let request = json!({ "tenant": tenant, "from_seq": next });
+            online = Some(client::call(&socket, "/v1/export", &request).await?);
+        }
     }
     out.flush()?;
-    bar.finish_and_clear();
     Ok(count)
 }
 
-/// Verifies the chain of one tenant, or of every tenant in the log when `tenant` is `None`.
-pub async fn verify(
-    config: &Config,
-    tenant: Option<&str>,
-) -> Result<Vec<VerifyReport>, OperatorError> {
-    let log = RocksLog::open(config.data_dir.join("log"))?;
-    let streams = match tenant {
-        Some(tenant) => vec![tenant_stream(&log, tenant).await?],
-        None => {
-            // Every stream that still has events, found by walking the log once.
-            let bar = progress(log.head_position(), "finding tenants");
-            let mut seen = std::collections::BTreeSet::new();
-            let mut position = 1;
-            loop {
-                let page = log.read_all(position, 10_000).await?;
-                let Some(last) = page.last() else { break };
-                position = last.position + 1;
-                seen.extend(page.iter().map(|e| e.stream));
-                bar.set_position(last.position);
-            }
-            bar.finish_and_clear();
-            seen.into_iter().collect()
+fn write_lines(out: &mut dyn std::io::Write, lines: &[String]) -> Result<u64, OperatorError> {
+    for line in lines {
+        writeln!(out, "{line}")?;
+    }
+    Ok(lines.len() as u64)
+}
+
+/// One tenant's chain as `idemd verify` reports it.
+#[derive(Serialize, Deserialize, Clone, PartialEq, Eq, Debug)]
+pub struct ChainCheck {
+    pub tenant: uuid::Uuid,
+    /// Events found sound, from seq 1 up to the first broken link.
+    pub events: u64,
+    pub head_seq: u64,
+    pub head_hash: String,
+    /// The first event that does not verify: its seq and why.
+    pub broken: Option<(u64, String)>,
+}
+
+impl ChainCheck {
+    pub fn is_valid(&self) -> bool {
+        self.broken.is_none()
+    }
+}
+
+impl From<VerifyReport> for ChainCheck {
+    fn from(report: VerifyReport) -> Self {
+        ChainCheck {
+            tenant: report.stream.0,
+            events: report.events,
+            head_seq: report.head_seq,
+            head_hash: report.head_hash.to_string(),
+            broken: report.first_broken.map(|b| (b.seq, b.reason)),
         }
+    }
+}
+
+/// Verifies the chain of one tenant, or of every tenant in `log` when `tenant` is `None`.
+pub async fn verify_log(
+    log: &RocksLog,
+    tenant: Option<&str>,
+    show_progress: bool,
+) -> Result<Vec<ChainCheck>, OperatorError> {
+    let streams = match tenant {
+        Some(tenant) => vec![tenant_stream(log, tenant).await?],
+        None => log.streams().await?,
     };
-    let bar = progress(streams.len() as u64, "verifying");
-    let mut reports = Vec::new();
+    let bar = if show_progress {
+        progress(streams.len() as u64, "verifying")
+    } else {
+        ProgressBar::hidden()
+    };
+    let mut checks = Vec::new();
     for stream in streams {
-        reports.push(eventlog::verify(&log, stream).await?);
+        checks.push(eventlog::verify(log, stream).await?.into());
         bar.inc(1);
     }
     bar.finish_and_clear();
-    Ok(reports)
+    Ok(checks)
 }
 
-/// `tenant`'s state as it stood at `at`, replayed from its log (as the audit route shows it).
-pub async fn state_at(
+/// [`verify_log`] on the running service, or, with idemd stopped, on the log itself.
+pub async fn verify(
     config: &Config,
-    tenant: &str,
+    tenant: Option<&str>,
+) -> Result<Vec<ChainCheck>, OperatorError> {
+    let request = json!({ "tenant": tenant });
+    match client::call(&control::socket_path(config), "/v1/verify", &request).await {
+        Ok(checks) => Ok(serde_json::from_value(checks)?),
+        Err(ClientError::NotRunning(_)) => verify_log(&open(config)?, tenant, true).await,
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `stream`'s state as it stood at `at`, replayed from its log (as the audit route shows it).
+pub async fn state_of(
+    log: &RocksLog,
+    stream: StreamId,
     at: chrono::DateTime<chrono::Utc>,
-) -> Result<serde_json::Value, OperatorError> {
-    let log = RocksLog::open(config.data_dir.join("log"))?;
-    let stream = tenant_stream(&log, tenant).await?;
+) -> Result<Value, OperatorError> {
     let recorded = log.read_stream(stream, 1, usize::MAX).await?;
     let mut events = Vec::new();
     for event in recorded.iter().take_while(|e| e.occurred_at <= at) {
@@ -196,9 +308,28 @@ pub async fn state_at(
             .map(|t| crate::routes::audit::customer_json(&t)),
         None => None,
     };
-    Ok(serde_json::json!({
+    Ok(json!({
         "tenant": stream.0,
         "at": at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         "state": state,
     }))
+}
+
+/// [`state_of`] a tenant named by id or host label, from the running service or, with idemd
+/// stopped, from the log itself.
+pub async fn state_at(
+    config: &Config,
+    tenant: &str,
+    at: chrono::DateTime<chrono::Utc>,
+) -> Result<Value, OperatorError> {
+    let request = json!({ "tenant": tenant, "at": at });
+    match client::call(&control::socket_path(config), "/v1/state", &request).await {
+        Ok(state) => Ok(state),
+        Err(ClientError::NotRunning(_)) => {
+            let log = open(config)?;
+            let stream = tenant_stream(&log, tenant).await?;
+            state_of(&log, stream, at).await
+        }
+        Err(e) => Err(e.into()),
+    }
 }

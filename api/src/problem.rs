@@ -140,6 +140,17 @@ impl From<eventlog::Error> for Problem {
     }
 }
 
+/// An operator command run by the service: a tenant that does not exist is a 404 naming it,
+/// anything else a logged 500.
+impl From<crate::operator::OperatorError> for Problem {
+    fn from(error: crate::operator::OperatorError) -> Problem {
+        match error {
+            crate::operator::OperatorError::Usage(detail) => Problem::not_found(detail),
+            other => Problem::internal(&other),
+        }
+    }
+}
+
 /// The password-hashing pool: full is a 503 to retry shortly; gone or panicked, a logged 500.
 impl From<crate::hashing::HashingError> for Problem {
     fn from(error: crate::hashing::HashingError) -> Problem {

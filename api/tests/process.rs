@@ -202,18 +202,29 @@ async fn the_operator_exports_verifies_offline_and_replays_a_tenant() {
     let dir = tempfile::tempdir().unwrap();
     let (mut child, port) = spawn(dir.path()).await;
     assert_eq!(signup(port).await, 201);
-    // Refused while the service holds the log.
+    // While the service runs, through its control socket.
     let export = dir.path().join("acme.ndjson");
     let out = export.to_str().unwrap();
-    assert_ne!(
-        idemd(&["export", "acme", "--out", out], dir.path()).await.0,
-        0
-    );
+    let (code, _, err) = idemd_with_errors(&["export", "acme", "--out", out], dir.path()).await;
+    assert_eq!(code, 0, "{err}");
+    let online = std::fs::read_to_string(&export).unwrap();
+    let (code, online_report) = idemd(&["verify"], dir.path()).await;
+    assert_eq!(code, 0);
+    let at = ["state", "acme", "--at", "2100-01-01T00:00:00Z"];
+    let (code, online_state) = idemd(&at, dir.path()).await;
+    assert_eq!(code, 0);
+    let (code, _, err) = idemd_with_errors(&["export", "globex"], dir.path()).await;
+    assert_eq!(code, 1);
+    assert!(err.contains("no tenant is named \"globex\""), "{err}");
     child.kill().await.unwrap();
     child.wait().await.unwrap();
 
+    // Stopped: the same commands open the log themselves, and find the same.
     let (code, _) = idemd(&["export", "acme", "--out", out], dir.path()).await;
     assert_eq!(code, 0);
+    assert_eq!(std::fs::read_to_string(&export).unwrap(), online);
+    assert_eq!(idemd(&["verify"], dir.path()).await, (0, online_report));
+    assert_eq!(idemd(&at, dir.path()).await, (0, online_state));
     // verify-export needs nothing but the file.
     let offline = Command::new(env!("CARGO_BIN_EXE_idemd"))
         .args(["verify-export", out])

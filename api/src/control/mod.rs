@@ -1,7 +1,7 @@
 //! The operator's control socket: `control.sock` in the data directory, where the `idemd`
-//! commands that need the running service reach it (`idemd signup` while public signup is
-//! closed; `idemd backup` while the service holds the log). HTTP over a Unix socket, JSON in
-//! and out, errors as problem+json like the public API.
+//! commands reach the running service (it holds the log exclusively): `signup` (also while
+//! public signup is closed), `backup`, `export`, `verify` and `state`. HTTP over a Unix
+//! socket, JSON in and out, errors as problem+json like the public API.
 //!
 //! Who may use it: the socket is created 0600 and every connection's peer credentials are
 //! checked, so only the service's own user (and root) get an answer. It is not a network
@@ -26,6 +26,7 @@ use tokio::net::UnixListener;
 
 use crate::app::{Shared, StartError};
 use crate::config::Config;
+use crate::operator;
 use crate::problem::Problem;
 use crate::routes::body;
 use crate::routes::signup::{SignupRequest, create_msp};
@@ -75,17 +76,24 @@ pub fn router(state: Shared) -> Router {
     Router::new()
         .route("/v1/signup", post(signup))
         .route("/v1/backup", post(backup))
+        .route("/v1/verify", post(verify))
+        .route("/v1/export", post(export))
+        .route("/v1/state", post(state_at))
         .fallback(crate::routes::not_found)
         .layer(middleware::from_fn(same_user))
         .with_state(state)
 }
 
+/// Whether a peer of user `peer` may use the socket of a service running as `own`.
+fn allowed(peer: Option<u32>, own: u32) -> bool {
+    matches!(peer, Some(uid) if uid == own || uid == 0)
+}
+
 /// Answers only the service's own user and root.
 async fn same_user(ConnectInfo(peer): ConnectInfo<Peer>, request: Request, next: Next) -> Response {
-    let own = rustix::process::geteuid().as_raw();
-    match peer.uid {
-        Some(uid) if uid == own || uid == 0 => next.run(request).await,
-        _ => Problem::new(
+    match allowed(peer.uid, rustix::process::geteuid().as_raw()) {
+        true => next.run(request).await,
+        false => Problem::new(
             StatusCode::FORBIDDEN,
             "Forbidden",
             "the control socket answers the service's own user and root only",
@@ -150,5 +158,77 @@ pub fn backup_problem(error: eventlog::Error) -> Problem {
             error.to_string(),
         ),
         other => Problem::from(other),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VerifyRequest {
+    /// A tenant's id or host label; every tenant if absent.
+    tenant: Option<String>,
+}
+
+/// `POST /v1/verify`: the tenants' hash chains, walked on the live log.
+async fn verify(
+    State(state): State<Shared>,
+    request: Result<Json<VerifyRequest>, JsonRejection>,
+) -> Result<Response, Problem> {
+    let request = body(request)?;
+    let checks = operator::verify_log(&state.log, request.tenant.as_deref(), false).await?;
+    Ok(Json(checks).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExportRequest {
+    tenant: String,
+    #[serde(default = "first_seq")]
+    from_seq: u64,
+}
+
+fn first_seq() -> u64 {
+    1
+}
+
+/// `POST /v1/export`: a page of a tenant's log as NDJSON lines (`operator::ExportPage`).
+async fn export(
+    State(state): State<Shared>,
+    request: Result<Json<ExportRequest>, JsonRejection>,
+) -> Result<Response, Problem> {
+    let request = body(request)?;
+    let stream = operator::tenant_stream(&state.log, &request.tenant).await?;
+    let page = operator::export_page(&state.log, stream, request.from_seq.max(1)).await?;
+    Ok(Json(page).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StateRequest {
+    tenant: String,
+    at: chrono::DateTime<chrono::Utc>,
+}
+
+/// `POST /v1/state`: a tenant as it stood at a time, replayed from its log.
+async fn state_at(
+    State(state): State<Shared>,
+    request: Result<Json<StateRequest>, JsonRejection>,
+) -> Result<Response, Problem> {
+    let request = body(request)?;
+    let stream = operator::tenant_stream(&state.log, &request.tenant).await?;
+    Ok(Json(operator::state_of(&state.log, stream, request.at).await?).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::allowed;
+
+    #[test]
+    fn only_the_services_own_user_and_root_may_connect() {
+        assert!(allowed(Some(1000), 1000));
+        assert!(allowed(Some(0), 1000));
+        assert!(allowed(Some(0), 0));
+        assert!(!allowed(Some(1001), 1000));
+        assert!(!allowed(Some(65534), 0));
+        assert!(!allowed(None, 1000), "unknown credentials are refused");
     }
 }
