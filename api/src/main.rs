@@ -4,7 +4,6 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use api::control::client::ClientError;
 use api::{Config, Server, Settings};
 use clap::{Parser, Subcommand};
 use projections::Projection;
@@ -275,19 +274,11 @@ async fn state(config: Config, tenant: &str, at: &str) -> ExitCode {
 }
 
 async fn signup(config: Config, name: String, display_name: String, email: String) -> ExitCode {
-    let request = serde_json::json!({
-        "name": name, "display_name": display_name, "admin_email": email,
-    });
-    let socket = api::control::socket_path(&config);
-    match api::control::client::call(&socket, "/v1/signup", &request).await {
+    match api::operator::signup(&config, &name, &display_name, &email).await {
         Ok(created) => {
             let text = serde_json::to_string_pretty(&created).unwrap_or_default();
             let _ = writeln!(std::io::stdout(), "{text}");
             ExitCode::SUCCESS
-        }
-        Err(e @ ClientError::NotRunning(_)) => {
-            eprintln!("idemd: signup needs the running service, which mails the admin: {e}");
-            ExitCode::FAILURE
         }
         Err(e) => {
             eprintln!("idemd: signup: {e}");

@@ -77,6 +77,24 @@ pub async fn tenant_stream(log: &RocksLog, tenant: &str) -> Result<StreamId, Ope
         .ok_or_else(|| OperatorError::Usage(format!("no tenant is named {tenant:?}")))
 }
 
+/// Creates an MSP tenant through the running service (which mails its admin the onboarding
+/// code); answers the tenant and admin as the public signup does.
+pub async fn signup(
+    config: &Config,
+    name: &str,
+    display_name: &str,
+    admin_email: &str,
+) -> Result<Value, OperatorError> {
+    let request = json!({ "name": name, "display_name": display_name, "admin_email": admin_email });
+    match client::call(&control::socket_path(config), "/v1/signup", &request).await {
+        Ok(created) => Ok(created),
+        Err(e @ ClientError::NotRunning(_)) => Err(OperatorError::Usage(format!(
+            "signup needs the running service, which mails the admin: {e}"
+        ))),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Writes a consistent copy of the log into the new directory `to`: through the running
 /// service's control socket, or, with idemd stopped, directly.
 pub async fn backup(config: &Config, to: &Path) -> Result<eventlog::BackupReport, OperatorError> {

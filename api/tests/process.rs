@@ -288,19 +288,23 @@ async fn tenant_visible(http: &reqwest::Client, port: u16, name: &str) -> bool {
     status == 401
 }
 
+/// What `/readyz` says: the log's head, the read models' lag, ...
+async fn readiness(http: &reqwest::Client, port: u16) -> serde_json::Value {
+    http.get(format!("http://127.0.0.1:{port}/readyz"))
+        .header("host", format!("localhost:{port}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 /// Waits until the read models hold every event of the log (`/readyz` reports no lag).
 async fn projected(http: &reqwest::Client, port: u16) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     loop {
-        let ready: serde_json::Value = http
-            .get(format!("http://127.0.0.1:{port}/readyz"))
-            .header("host", format!("localhost:{port}"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let ready = readiness(http, port).await;
         if ready["lag"] == 0 {
             return;
         }
@@ -502,19 +506,7 @@ async fn the_operator_signs_up_tenants_through_the_control_socket_while_signup_i
     }
 
     // The same name again, and a bad address: refused, with the reason, nothing written.
-    let head = |_: ()| async {
-        let ready: serde_json::Value = http
-            .get(format!("http://127.0.0.1:{port}/readyz"))
-            .header("host", format!("localhost:{port}"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        ready["head"].clone()
-    };
-    let before = head(()).await;
+    let before = readiness(&http, port).await["head"].clone();
     let (code, _, err) = idemd_with_errors(&create, dir.path()).await;
     assert_eq!(code, 1);
     assert!(err.contains("acme"), "{err}");
@@ -529,7 +521,11 @@ async fn the_operator_signs_up_tenants_through_the_control_socket_while_signup_i
     let (code, _, err) = idemd_with_errors(&bad, dir.path()).await;
     assert_eq!(code, 1);
     assert!(err.contains("admin_email"), "{err}");
-    assert_eq!(head(()).await, before, "a refused signup writes nothing");
+    assert_eq!(
+        readiness(&http, port).await["head"],
+        before,
+        "a refused signup writes nothing"
+    );
     assert!(!tenant_visible(&http, port, "globex").await);
 
     terminate(child).await;
