@@ -95,26 +95,40 @@ pub async fn signup(
     }
 }
 
+/// What a backup holds, as the control socket answers it (`eventlog::BackupReport`).
+#[derive(Serialize, Deserialize, Clone, Copy, PartialEq, Eq, Debug)]
+pub struct BackupDone {
+    /// The log's head position the copy reaches.
+    pub head: u64,
+    pub events: u64,
+    pub entries: u64,
+    pub bytes: u64,
+}
+
+impl From<eventlog::BackupReport> for BackupDone {
+    fn from(report: eventlog::BackupReport) -> Self {
+        BackupDone {
+            head: report.head,
+            events: report.events,
+            entries: report.entries,
+            bytes: report.bytes,
+        }
+    }
+}
+
 /// Writes a consistent copy of the log into the new directory `to`: through the running
 /// service's control socket, or, with idemd stopped, directly.
-pub async fn backup(config: &Config, to: &Path) -> Result<eventlog::BackupReport, OperatorError> {
+pub async fn backup(config: &Config, to: &Path) -> Result<BackupDone, OperatorError> {
     let request = json!({ "to": to });
     match client::call(&control::socket_path(config), "/v1/backup", &request).await {
-        Ok(report) => {
-            let number = |field: &str| report.get(field).and_then(Value::as_u64).unwrap_or(0);
-            Ok(eventlog::BackupReport {
-                head: number("head"),
-                events: number("events"),
-                entries: number("entries"),
-                bytes: number("bytes"),
-            })
-        }
+        Ok(done) => Ok(serde_json::from_value(done)?),
         Err(ClientError::NotRunning(_)) => {
             let log = open(config)?;
-            log.backup(to).await.map_err(|e| match e {
+            let report = log.backup(to).await.map_err(|e| match e {
                 eventlog::Error::BackupTarget { .. } => OperatorError::Usage(e.to_string()),
                 other => OperatorError::Log(other),
-            })
+            })?;
+            Ok(report.into())
         }
         Err(e) => Err(e.into()),
     }

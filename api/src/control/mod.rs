@@ -21,7 +21,6 @@ use axum::routing::post;
 use axum::serve::IncomingStream;
 use axum::{Json, Router};
 use serde::Deserialize;
-use serde_json::json;
 use tokio::net::UnixListener;
 
 use crate::app::{Shared, StartError};
@@ -131,26 +130,17 @@ async fn backup(
             "the backup directory must be an absolute path (the service may run elsewhere than the command)",
         ));
     }
-    let started = std::time::Instant::now();
     let report = state
         .log
         .backup(&request.to)
         .await
         .map_err(backup_problem)?;
     tracing::info!(to = %request.to.display(), head = report.head, events = report.events, "backup written");
-    Ok(Json(json!({
-        "to": request.to,
-        "head": report.head,
-        "events": report.events,
-        "entries": report.entries,
-        "bytes": report.bytes,
-        "seconds": started.elapsed().as_secs_f64(),
-    }))
-    .into_response())
+    Ok(Json(operator::BackupDone::from(report)).into_response())
 }
 
 /// A destination the operator can fix is a 409 naming it; anything else a logged 500.
-pub fn backup_problem(error: eventlog::Error) -> Problem {
+fn backup_problem(error: eventlog::Error) -> Problem {
     match error {
         eventlog::Error::BackupTarget { .. } => Problem::new(
             StatusCode::CONFLICT,
