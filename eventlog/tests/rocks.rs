@@ -654,6 +654,9 @@ async fn a_failed_journal_write_stops_writes_and_says_why() {
         .await
         .unwrap();
     assert_eq!(log.write_failure(), None);
+    // The maintenance thread may still be preparing a spare segment in the journal's
+    // directory (a chore of the append above): let it finish, or the removal below races it.
+    log.settle().await.unwrap();
     // The journal's directory gives way under it: the next segment cannot be opened or made.
     let journal = dir.path().join("journal");
     std::fs::remove_dir_all(&journal).unwrap();
