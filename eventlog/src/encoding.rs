@@ -341,6 +341,10 @@ pub mod keys {
     /// even when the streams holding the newest events are deleted.
     pub const HEAD: &[u8] = b"head";
 
+    /// `meta`, in a backup only: the data keys the backup left out (each a [`data_key`] key,
+    /// 20 bytes, one after the other), which a restore must put back.
+    pub const KEYS_LEFT_OUT: &[u8] = b"keys-left-out";
+
     /// `meta`: the oldest generation of the journal that recovery must replay; the table files
     /// hold every write of the generations before it (see `rocks::journal`).
     pub const JOURNAL_CHECKPOINT: &[u8] = b"journal-checkpoint";

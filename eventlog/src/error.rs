@@ -87,6 +87,14 @@ pub enum Error {
     #[error("cannot back up to {path}: {reason}")]
     BackupTarget { path: String, reason: String },
 
+    /// A log cannot be restored where it was asked to go; nothing was written there.
+    #[error("cannot restore into {path}: {reason}")]
+    RestoreTarget { path: String, reason: String },
+
+    /// A directory given to restore from is not a backup written by [`crate::RocksLog::backup`].
+    #[error("cannot restore from {path}: {reason}")]
+    NotABackup { path: String, reason: String },
+
     /// The log's writer has stopped (the log is being closed).
     #[error("the event log is closed")]
     Closed,

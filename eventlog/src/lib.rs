@@ -29,7 +29,7 @@ pub use model::{
     BadDigest, BlobId, BrokenLink, Commit, Committed, Digest32, Expected, NewEvent, RecordedEvent,
     Reservation, StreamAppend, StreamHead, StreamId, VerifyReport, WrappedKey, ZERO_HASH, blob_id,
 };
-pub use rocks::{BackupReport, RocksLog, RocksOptions, WriteStats};
+pub use rocks::{BackupReport, RestoreReport, RocksLog, RocksOptions, WriteStats};
 
 /// The largest `data` of one event. Large values (images) belong in blobs.
 pub const MAX_EVENT_DATA: usize = 1 << 20;

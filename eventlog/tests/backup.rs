@@ -1,5 +1,7 @@
-//! Online backups of the RocksDB log: the copy opens as a log holding exactly what the source
-//! held when it was taken, while commits go on, and a bad destination is refused untouched.
+//! Online backups of the RocksDB log: the copy holds exactly what the source held when it was
+//! taken, while commits go on, except the data keys, which a restore puts back from the live
+//! key store (a key deleted meanwhile stays gone); bad sources and destinations are refused
+//! untouched.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::HashMap;
@@ -61,10 +63,32 @@ async fn a_backup_opens_as_the_log_it_copied_without_what_was_deleted() {
     let report = log.backup(&to).await.unwrap();
     assert_eq!(report.head, log.head_position());
     assert_eq!(report.events, 51);
+    assert_eq!(report.keys_left_out, 1);
     let before = everything(&log).await;
+    let key_store = log.data_key_store().await.unwrap();
+    assert_eq!(key_store, vec![(kept, key.clone())]);
     drop(log);
 
-    let copy = RocksLog::open(&to).unwrap();
+    // The backup holds no key, only which one it left out.
+    for entry in walk(&to) {
+        let bytes = std::fs::read(&entry).unwrap();
+        assert!(
+            !bytes.windows(key.wrapped.len()).any(|w| w == key.wrapped),
+            "{} holds a wrapped data key",
+            entry.display()
+        );
+    }
+
+    let restored = dir.path().join("restored");
+    let put_back = RocksLog::restore(&to, &restored, &key_store).unwrap();
+    assert_eq!(put_back.head, report.head);
+    assert_eq!((put_back.restored, put_back.missing), (1, Vec::new()));
+    let backup = RocksLog::open(&to).unwrap();
+    assert!(backup.data_keys(kept).await.unwrap().is_empty());
+    assert_eq!(backup.keys_left_out().await.unwrap(), Some(vec![(kept, 1)]));
+    drop(backup);
+    let copy = RocksLog::open(&restored).unwrap();
+    assert_eq!(copy.keys_left_out().await.unwrap(), None);
     assert_eq!(copy.head_position(), report.head);
     assert_eq!(
         everything(&copy).await,
@@ -102,14 +126,17 @@ async fn a_backup_opens_as_the_log_it_copied_without_what_was_deleted() {
         .unwrap();
     assert_eq!(next.position, report.head + 1);
     drop(copy);
-    assert!(
-        !std::fs::read_dir(to.parent().unwrap()).unwrap().any(|e| e
-            .unwrap()
-            .file_name()
-            .to_string_lossy()
-            .contains("partial")),
-        "no partial copy is left beside the backup"
-    );
+    for parent in [to.parent().unwrap(), dir.path()] {
+        assert!(
+            !std::fs::read_dir(parent).unwrap().any(|e| e
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .contains("partial")),
+            "no partial copy is left in {}",
+            parent.display()
+        );
+    }
     let text = b"secret of a deleted tenant";
     for entry in walk(&to) {
         let bytes = std::fs::read(&entry).unwrap();
@@ -239,10 +266,129 @@ async fn a_backup_is_refused_where_something_already_is() {
     let in_the_way = dir.path().join(".tuesday.partial");
     std::fs::create_dir(&in_the_way).unwrap();
     let err = log.backup(dir.path().join("tuesday")).await.unwrap_err();
-    assert!(err.to_string().contains("interrupted backup"), "{err}");
+    assert!(err.to_string().contains("is in the way"), "{err}");
     assert!(in_the_way.exists() && !dir.path().join("tuesday").exists());
 
     // The log is unharmed and a backup to a new directory works.
     let report = log.backup(dir.path().join("wednesday")).await.unwrap();
     assert_eq!(report.events, 1);
+}
+
+#[tokio::test]
+async fn a_key_deleted_after_a_backup_stays_gone_when_it_is_restored() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = RocksLog::open(dir.path().join("log")).unwrap();
+    let (kept, shredded) = (stream(), stream());
+    let key = |version: u32, bytes: &str| WrappedKey {
+        version,
+        wrapped: bytes.as_bytes().to_vec(),
+    };
+    for (s, name) in [(kept, "kept"), (shredded, "shredded")] {
+        log.append(
+            StreamAppend::new(s, Expected::NoStream)
+                .event(event("Opened", name))
+                .key(key(1, &format!("{name} key v1"))),
+        )
+        .await
+        .unwrap();
+    }
+    log.append(
+        StreamAppend::new(kept, Expected::At(1))
+            .event(event("Rotated", "kept"))
+            .key(key(2, "kept key v2")),
+    )
+    .await
+    .unwrap();
+    let to = dir.path().join("backup");
+    assert_eq!(log.backup(&to).await.unwrap().keys_left_out, 3);
+    let key_store_then = log.data_key_store().await.unwrap();
+    // After the backup: one stream deleted (its key with it), another key added.
+    log.commit(Commit::new().delete(shredded)).await.unwrap();
+    let later = stream();
+    log.append(
+        StreamAppend::new(later, Expected::NoStream)
+            .event(event("Opened", "later"))
+            .key(key(1, "later key")),
+    )
+    .await
+    .unwrap();
+    let key_store = log.data_key_store().await.unwrap();
+    assert_eq!(key_store.len(), 3, "kept's two keys and later's");
+
+    let into = dir.path().join("restored");
+    let report = RocksLog::restore(&to, &into, &key_store).unwrap();
+    assert_eq!(report.restored, 2);
+    assert_eq!(report.missing, vec![(shredded, 1)]);
+    let restored = RocksLog::open(&into).unwrap();
+    assert_eq!(
+        restored.data_keys(kept).await.unwrap(),
+        vec![key(1, "kept key v1"), key(2, "kept key v2")]
+    );
+    // The deleted stream's events are back as the backup had them, its key is not.
+    assert!(restored.data_keys(shredded).await.unwrap().is_empty());
+    assert_eq!(
+        restored.stream_head(shredded).await.unwrap().unwrap().seq,
+        1
+    );
+    // A key of a stream the backup does not hold is not taken in.
+    assert!(restored.data_keys(later).await.unwrap().is_empty());
+    assert_eq!(restored.keys_left_out().await.unwrap(), None);
+    drop(restored);
+
+    // The backup itself is unchanged: it restores again, with every key this time.
+    let again = RocksLog::restore(&to, dir.path().join("again"), &key_store_then).unwrap();
+    assert_eq!((again.restored, again.missing), (3, Vec::new()));
+    // Opened as a log, a backup is no longer one to restore from.
+    let backup = RocksLog::open(&to).unwrap();
+    assert_eq!(backup.keys_left_out().await.unwrap().unwrap().len(), 3);
+    drop(backup);
+    let err = RocksLog::restore(&to, dir.path().join("third"), &key_store).unwrap_err();
+    assert!(err.to_string().contains("opened as a log"), "{err}");
+}
+
+#[tokio::test]
+async fn a_restore_is_refused_from_what_is_not_a_backup_and_into_what_exists() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("log");
+    let log = RocksLog::open(&source).unwrap();
+    log.append(StreamAppend::new(stream(), Expected::NoStream).event(event("T", "x")))
+        .await
+        .unwrap();
+    let backup = dir.path().join("backup");
+    log.backup(&backup).await.unwrap();
+    drop(log);
+
+    let into = dir.path().join("into");
+    for (from, why) in [
+        (dir.path().join("nothing"), "not a directory"),
+        // A log (with its journal directory) is not a backup.
+        (source.clone(), "has a journal"),
+    ] {
+        let err = RocksLog::restore(&from, &into, &[]).unwrap_err();
+        assert!(matches!(err, Error::NotABackup { .. }), "{err}");
+        assert!(err.to_string().contains(why), "{err}");
+        assert!(!into.exists());
+    }
+    // A log's files without the journal: opens, but records no keys left out.
+    let files_only = dir.path().join("files-only");
+    std::fs::create_dir(&files_only).unwrap();
+    for entry in std::fs::read_dir(&source).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            std::fs::copy(&path, files_only.join(path.file_name().unwrap())).unwrap();
+        }
+    }
+    let err = RocksLog::restore(&files_only, &into, &[]).unwrap_err();
+    assert!(err.to_string().contains("not a backup"), "{err}");
+    assert!(!into.exists() && !dir.path().join(".into.partial").exists());
+
+    std::fs::create_dir(&into).unwrap();
+    std::fs::write(into.join("notes.txt"), b"keep me").unwrap();
+    let err = RocksLog::restore(&backup, &into, &[]).unwrap_err();
+    assert!(matches!(err, Error::RestoreTarget { .. }), "{err}");
+    assert_eq!(std::fs::read_dir(&into).unwrap().count(), 1);
+
+    // The refusals changed nothing: the backup restores.
+    let report = RocksLog::restore(&backup, dir.path().join("fresh"), &[]).unwrap();
+    assert_eq!(report.head, 1);
 }

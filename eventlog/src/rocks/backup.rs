@@ -1,6 +1,6 @@
 //! Online backups: a consistent copy of the whole log (events, indexes, reservations, blobs,
-//! data keys, tombstones, the head) read from one RocksDB snapshot while writes go on, written
-//! as a new database that [`RocksLog::open`](super::RocksLog::open) opens as it is.
+//! tombstones, the head) read from one RocksDB snapshot while writes go on, written as a new
+//! database; and the restore that turns such a copy back into a log.
 //!
 //! Why a snapshot and not RocksDB's checkpoint (hard links to the table files): the memtables
 //! hold what the journal, not RocksDB's WAL, made durable, so a checkpoint would have to flush
@@ -9,16 +9,24 @@
 //! batch whole or not at all. The copy also leaves out everything deleted before it was taken
 //! (a deleted tenant's events are not in it), and it can go to another filesystem.
 //!
-//! The copy is built under a hidden sibling name and renamed into place once every file is
-//! synced: a backup directory is complete or absent.
+//! **A backup holds no data keys.** It records which keys it left out (their stream and
+//! version, no key material), and [`restore`] puts them back from a copy of the key store the
+//! caller keeps apart. A stream's key deleted from that copy before the restore stays missing,
+//! so deleting a tenant's key shreds its sealed data in every backup taken before, as it does
+//! in the live log. A backup copy whose keys were not put back reports them through
+//! [`RocksLog::keys_left_out`](super::RocksLog::keys_left_out).
+//!
+//! Both build their result under a hidden sibling name and rename it into place once every
+//! file is synced: a backup or restored log is complete or absent.
 
 use std::path::{Path, PathBuf};
 
 use rocksdb::{Cache, DB, Options, ReadOptions, WriteBatch};
 
-use super::{Cf, Shared, committer, descriptors};
+use super::{Cf, Shared, committer, descriptors, parse_data_key};
 use crate::encoding::keys;
-use crate::error::{Error, Result};
+use crate::error::{Error, Location, Result};
+use crate::model::{StreamId, WrappedKey};
 
 /// Batches written to the copy are about this big.
 const BATCH_BYTES: usize = 4 << 20;
@@ -35,44 +43,221 @@ pub struct BackupReport {
     pub entries: u64,
     /// Bytes of keys and values copied (before the copy's compression).
     pub bytes: u64,
+    /// Data keys in the key store at the snapshot, left out of the copy (see the module's doc).
+    pub keys_left_out: u64,
+}
+
+/// What a restore put back.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct RestoreReport {
+    /// The log's head position in the backup.
+    pub head: u64,
+    /// Data keys the backup left out and the given key store held: put back.
+    pub restored: u64,
+    /// Data keys the backup left out that the given key store no longer holds (their streams'
+    /// sealed data stays unreadable), by stream and version.
+    pub missing: Vec<(StreamId, u32)>,
+}
+
+/// Where a new directory is built before it is published under its name.
+struct Staging {
+    target: PathBuf,
+    parent: PathBuf,
+    partial: PathBuf,
+}
+
+impl Staging {
+    /// Checks that `target` is free and nothing is left in the way of its hidden partial name.
+    fn new(target: &Path, refuse: impl Fn(String) -> Error) -> Result<Staging> {
+        if target.exists() {
+            return Err(refuse(
+                "it already exists (the result goes to a new directory)".into(),
+            ));
+        }
+        let name = target
+            .file_name()
+            .ok_or_else(|| refuse("it names no directory".into()))?;
+        let parent = match target.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        std::fs::create_dir_all(&parent)
+            .map_err(|e| refuse(format!("creating its parent: {e}")))?;
+        let partial = parent.join(format!(".{}.partial", name.to_string_lossy()));
+        if partial.exists() {
+            return Err(refuse(format!(
+                "{} is in the way (left by an interrupted run?); remove it first",
+                partial.display()
+            )));
+        }
+        Ok(Staging {
+            target: target.to_path_buf(),
+            parent,
+            partial,
+        })
+    }
+
+    /// Runs `build` on the partial directory; on success syncs it and renames it into place,
+    /// on failure removes it.
+    fn build<T>(self, build: impl FnOnce(&Path) -> Result<T>) -> Result<T> {
+        let built = build(&self.partial).inspect_err(|_| {
+            let _ = std::fs::remove_dir_all(&self.partial);
+        })?;
+        sync_files(&self.partial).map_err(|e| Error::storage("syncing the new directory", e))?;
+        std::fs::rename(&self.partial, &self.target)
+            .map_err(|e| Error::storage("renaming the new directory into place", e))?;
+        std::fs::File::open(&self.parent)
+            .and_then(|dir| dir.sync_all())
+            .map_err(|e| Error::storage("syncing the new directory's parent", e))?;
+        Ok(built)
+    }
 }
 
 /// Copies the log as it stands now into the new directory `to`.
 pub(crate) fn write(shared: &Shared, to: &Path) -> Result<BackupReport> {
-    let target = |reason: String| Error::BackupTarget {
+    let staging = Staging::new(to, |reason| Error::BackupTarget {
         path: to.display().to_string(),
         reason,
-    };
-    if to.exists() {
-        return Err(target(
-            "it already exists (a backup goes to a new directory)".into(),
-        ));
-    }
-    let name = to
-        .file_name()
-        .ok_or_else(|| target("it names no directory".into()))?;
-    let parent = match to.parent() {
-        Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    std::fs::create_dir_all(&parent).map_err(|e| target(format!("creating its parent: {e}")))?;
-    let partial = parent.join(format!(".{}.partial", name.to_string_lossy()));
-    if partial.exists() {
-        return Err(target(format!(
-            "{} is in the way (left by an interrupted backup?); remove it first",
-            partial.display()
-        )));
-    }
-
-    let report = copy(shared, &partial).inspect_err(|_| {
-        let _ = std::fs::remove_dir_all(&partial);
     })?;
-    sync_files(&partial).map_err(|e| Error::storage("syncing the backup", e))?;
-    std::fs::rename(&partial, to).map_err(|e| Error::storage("renaming the backup", e))?;
-    std::fs::File::open(&parent)
-        .and_then(|dir| dir.sync_all())
-        .map_err(|e| Error::storage("syncing the backup's directory", e))?;
+    staging.build(|partial| copy(shared, partial))
+}
+
+/// Turns the backup in `backup` into a log in the new directory `into`, with the data keys
+/// the backup left out put back from `key_store` (entries of other streams or versions are
+/// ignored). `backup` is not changed.
+pub(crate) fn restore(
+    backup: &Path,
+    into: &Path,
+    key_store: &[(StreamId, WrappedKey)],
+) -> Result<RestoreReport> {
+    let not_a_backup = |reason: String| Error::NotABackup {
+        path: backup.display().to_string(),
+        reason,
+    };
+    if !backup.is_dir() {
+        return Err(not_a_backup("it is not a directory".into()));
+    }
+    let staging = Staging::new(into, |reason| Error::RestoreTarget {
+        path: into.display().to_string(),
+        reason,
+    })?;
+    staging.build(|partial| {
+        copy_files(backup, partial, &not_a_backup)?;
+        put_back_keys(partial, key_store, &not_a_backup)
+    })
+}
+
+/// Copies the files of the directory `from` (a RocksDB database: no subdirectories).
+fn copy_files(from: &Path, to: &Path, not_a_backup: &dyn Fn(String) -> Error) -> Result<()> {
+    std::fs::create_dir(to).map_err(|e| Error::storage("creating the restored log", e))?;
+    let entries = std::fs::read_dir(from).map_err(|e| not_a_backup(e.to_string()))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| not_a_backup(e.to_string()))?;
+        let path = entry.path();
+        if entry.file_name() == "journal" {
+            return Err(not_a_backup(
+                "it has been opened as a log since it was written (it has a journal): restore \
+                 from an untouched backup"
+                    .into(),
+            ));
+        }
+        if !path.is_file() {
+            return Err(not_a_backup(format!(
+                "{} is not a file (a backup is one directory of files)",
+                path.display()
+            )));
+        }
+        std::fs::copy(&path, to.join(entry.file_name()))
+            .map_err(|e| Error::storage("copying a backup's file", e))?;
+    }
+    Ok(())
+}
+
+/// Puts the keys the copy in `dir` left out back into its key store and removes the record
+/// of them, so that the copy opens as a log.
+fn put_back_keys(
+    dir: &Path,
+    key_store: &[(StreamId, WrappedKey)],
+    not_a_backup: &dyn Fn(String) -> Error,
+) -> Result<RestoreReport> {
+    let mut options = Options::default();
+    options.set_paranoid_checks(true);
+    let cache = Cache::new_lru_cache(8 << 20);
+    let db = DB::open_cf_descriptors(&options, dir, descriptors(&cache, 16 << 20))
+        .map_err(|e| not_a_backup(format!("it does not open as an event log: {e}")))?;
+    let cf = |cf: Cf| {
+        db.cf_handle(cf.name()).ok_or_else(|| {
+            Error::storage(
+                "opening the restored log",
+                std::io::Error::other(format!("column family {} is missing", cf.name())),
+            )
+        })
+    };
+    let (meta, keys_cf) = (cf(Cf::Meta)?, cf(Cf::Keys)?);
+    let read = |key: &[u8]| {
+        db.get_cf(meta, key)
+            .map_err(|e| Error::storage("reading the backup", e))
+    };
+    let left_out = read(keys::KEYS_LEFT_OUT)?.ok_or_else(|| {
+        not_a_backup(
+            "it records no data keys left out: it is a log, not a backup of one (a log opens \
+             as it is)"
+                .into(),
+        )
+    })?;
+    let left_out = parse_left_out(&left_out)?;
+    let head = match read(keys::HEAD)? {
+        None => 0,
+        Some(value) => parse_head(&value)?,
+    };
+
+    let offered: std::collections::HashMap<(StreamId, u32), &[u8]> = key_store
+        .iter()
+        .map(|(stream, key)| ((*stream, key.version), key.wrapped.as_slice()))
+        .collect();
+    let mut batch = WriteBatch::default();
+    let mut report = RestoreReport {
+        head,
+        restored: 0,
+        missing: Vec::new(),
+    };
+    for (stream, version) in left_out {
+        match offered.get(&(stream, version)) {
+            Some(wrapped) => {
+                batch.put_cf(keys_cf, keys::data_key(stream, version), wrapped);
+                report.restored += 1;
+            }
+            None => report.missing.push((stream, version)),
+        }
+    }
+    batch.delete_cf(meta, keys::KEYS_LEFT_OUT);
+    write_batch(&db, batch)?;
+    for handle in [keys_cf, meta] {
+        db.flush_cf(handle)
+            .map_err(|e| Error::storage("flushing the restored log", e))?;
+    }
     Ok(report)
+}
+
+/// The record of the keys a backup left out.
+pub(crate) fn parse_left_out(value: &[u8]) -> Result<Vec<(StreamId, u32)>> {
+    if !value.len().is_multiple_of(20) {
+        return Err(Error::Corrupt {
+            at: Location::default(),
+            reason: format!("the backup's record of its keys has {} bytes", value.len()),
+        });
+    }
+    value.chunks_exact(20).map(parse_data_key).collect()
+}
+
+fn parse_head(value: &[u8]) -> Result<u64> {
+    value
+        .try_into()
+        .map(u64::from_be_bytes)
+        .map_err(|_| Error::Corrupt {
+            at: Location::default(),
+            reason: format!("the log head record has {} bytes", value.len()),
+        })
 }
 
 fn copy(shared: &Shared, into: &Path) -> Result<BackupReport> {
@@ -91,7 +276,9 @@ fn copy(shared: &Shared, into: &Path) -> Result<BackupReport> {
         events: 0,
         entries: 0,
         bytes: 0,
+        keys_left_out: 0,
     };
+    let mut left_out = Vec::new();
     for cf in Cf::ALL {
         let target = copy.cf_handle(cf.name()).ok_or_else(|| {
             Error::storage(
@@ -107,18 +294,19 @@ fn copy(shared: &Shared, into: &Path) -> Result<BackupReport> {
         iter.seek_to_first();
         let mut batch = WriteBatch::default();
         while let Some((key, value)) = iter.item() {
+            if cf == Cf::Keys {
+                // Only which key it was: the wrapped key itself stays in the live key store.
+                parse_data_key(key)?;
+                left_out.extend_from_slice(key);
+                report.keys_left_out += 1;
+                iter.next();
+                continue;
+            }
             if cf == Cf::Events {
                 report.events += 1;
             }
             if cf == Cf::Meta && key == keys::HEAD {
-                report.head =
-                    value
-                        .try_into()
-                        .map(u64::from_be_bytes)
-                        .map_err(|_| Error::Corrupt {
-                            at: Default::default(),
-                            reason: format!("the log head record has {} bytes", value.len()),
-                        })?;
+                report.head = parse_head(value)?;
             }
             report.entries += 1;
             report.bytes += (key.len() + value.len()) as u64;
@@ -130,6 +318,9 @@ fn copy(shared: &Shared, into: &Path) -> Result<BackupReport> {
         }
         iter.status()
             .map_err(|e| Error::storage("reading the log for a backup", e))?;
+        if cf == Cf::Meta {
+            batch.put_cf(target, keys::KEYS_LEFT_OUT, &left_out);
+        }
         write_batch(&copy, batch)?;
         copy.flush_cf(target)
             .map_err(|e| Error::storage("flushing the backup", e))?;
@@ -141,7 +332,8 @@ fn write_batch(copy: &DB, batch: WriteBatch) -> Result<()> {
     if batch.is_empty() {
         return Ok(());
     }
-    // Durable once flushed and synced at the end, as a whole: the copy is not in use before.
+    // Durable once flushed and synced at the end, as a whole: the copy is not in use before
+    // it is renamed into place.
     copy.write_opt(batch, &committer::unlogged())
         .map_err(|e| Error::storage("writing the backup", e))
 }

@@ -23,7 +23,7 @@ use rocksdb::{
 };
 use tokio::sync::{oneshot, watch};
 
-pub use backup::BackupReport;
+pub use backup::{BackupReport, RestoreReport};
 
 use crate::encoding::{self, keys};
 use crate::error::{Error, Location, Result};
@@ -284,11 +284,64 @@ impl RocksLog {
     }
 
     /// Writes a consistent copy of the whole log, as it stands now, into the new directory
-    /// `to`, while commits go on (see [`backup`]). The copy opens with [`RocksLog::open`]; it
-    /// holds the tenants' wrapped data keys, so it is as sensitive as the log itself.
+    /// `to`, while commits go on (see [`backup`]). The copy holds no data keys, only which
+    /// ones it left out: [`RocksLog::restore`] turns it back into a log with them.
     pub async fn backup(&self, to: impl AsRef<Path>) -> Result<BackupReport> {
         let to = to.as_ref().to_path_buf();
         self.read(move |shared| backup::write(shared, &to)).await
+    }
+
+    /// Makes the backup in `backup` a log in the new directory `into` (complete or absent),
+    /// putting back the data keys the backup left out from `key_store`: the live key store's
+    /// entries, as [`RocksLog::data_key_store`] read them, kept apart from the backups. A
+    /// key missing there stays missing (the report names it). Blocking: file copies.
+    pub fn restore(
+        backup: impl AsRef<Path>,
+        into: impl AsRef<Path>,
+        key_store: &[(StreamId, WrappedKey)],
+    ) -> Result<RestoreReport> {
+        backup::restore(backup.as_ref(), into.as_ref(), key_store)
+    }
+
+    /// The data keys a backup left out, when this log is such a backup opened as it is
+    /// (`None` for a log, or a backup restored with [`RocksLog::restore`]): such a copy holds
+    /// every event but none of the keys its sealed data needs.
+    pub async fn keys_left_out(&self) -> Result<Option<Vec<(StreamId, u32)>>> {
+        self.read(|shared| {
+            let stored = shared
+                .db
+                .get_pinned_cf(shared.cf(Cf::Meta)?, keys::KEYS_LEFT_OUT)
+                .map_err(|e| Error::storage("reading the backup's record of its keys", e))?;
+            stored
+                .map(|value| backup::parse_left_out(&value))
+                .transpose()
+        })
+        .await
+    }
+
+    /// Every entry of the key store (each stream's wrapped data keys), by stream then
+    /// version: what a copy of the key store kept apart from the backups holds.
+    pub async fn data_key_store(&self) -> Result<Vec<(StreamId, WrappedKey)>> {
+        self.read(|shared| {
+            let mut iter = shared.db.raw_iterator_cf(shared.cf(Cf::Keys)?);
+            iter.seek_to_first();
+            let mut out = Vec::new();
+            while let Some((key, value)) = iter.item() {
+                let (stream, version) = parse_data_key(key)?;
+                out.push((
+                    stream,
+                    WrappedKey {
+                        version,
+                        wrapped: value.to_vec(),
+                    },
+                ));
+                iter.next();
+            }
+            iter.status()
+                .map_err(|e| Error::storage("reading data keys", e))?;
+            Ok(out)
+        })
+        .await
     }
 
     /// Every stream that holds events, in id order: one seek per stream in the stream index,
@@ -556,7 +609,7 @@ fn data_keys(shared: &Shared, stream: StreamId) -> Result<Vec<WrappedKey>> {
 }
 
 /// A key store entry's stream and version (`keys::data_key`'s layout).
-fn parse_data_key(key: &[u8]) -> Result<(StreamId, u32)> {
+pub(crate) fn parse_data_key(key: &[u8]) -> Result<(StreamId, u32)> {
     let stream = key
         .get(..16)
         .and_then(|s| s.try_into().ok())
