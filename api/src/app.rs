@@ -49,9 +49,22 @@ pub struct AppState {
     pub stopping: watch::Receiver<bool>,
     /// Set once the reason the log stopped taking writes has been logged.
     pub log_failure_logged: std::sync::atomic::AtomicBool,
+    /// The copy of the key store that restores need, if configured.
+    pub key_mirror: Option<crate::key_mirror::KeyMirror>,
 }
 
 impl AppState {
+    /// Brings the key mirror up to date, after a deletion took tenants' keys out of the key
+    /// store: they must leave the mirror too. A failure is logged; the keys go at the next
+    /// deletion, backup or start.
+    pub async fn refresh_key_mirror(&self) {
+        if let Some(mirror) = &self.key_mirror
+            && let Err(e) = mirror.refresh(&self.log).await
+        {
+            tracing::error!(error = %e, "the key mirror may still hold a deleted tenant's key; it goes at the next deletion, backup or start");
+        }
+    }
+
     /// Resolves when the service begins to stop.
     pub async fn stopped(&self) {
         let mut stopping = self.stopping.clone();
@@ -86,6 +99,13 @@ pub enum StartError {
     Control(String, std::io::Error),
     #[error("starting the password-hashing threads: {0}")]
     Hashing(std::io::Error),
+    #[error(
+        "the event log in {0} is a backup whose {1} tenant keys were not put back: restore it \
+         with `idemd restore` into an empty data directory"
+    )]
+    UnrestoredBackup(String, usize),
+    #[error("{0}")]
+    KeyMirror(#[from] crate::key_mirror::MirrorError),
 }
 
 /// Reads the root key and checks it against the keys stored in `log`; creates it (mode 0600)
@@ -170,7 +190,22 @@ impl Server {
         std::fs::create_dir_all(data)
             .map_err(|e| StartError::DataDir(data.display().to_string(), e))?;
         let log = Arc::new(RocksLog::open(data.join("log"))?);
+        if let Some(left_out) = log.keys_left_out().await? {
+            return Err(StartError::UnrestoredBackup(
+                data.join("log").display().to_string(),
+                left_out.len(),
+            ));
+        }
         let root_key = root_key(&config, &log).await?;
+        let key_mirror = match &config.key_mirror {
+            Some(path) => {
+                let mirror = crate::key_mirror::KeyMirror::new(path.clone());
+                let keys = mirror.refresh(&log).await?;
+                tracing::info!(path = %path.display(), keys, "key mirror up to date");
+                Some(mirror)
+            }
+            None => None,
+        };
         let backend =
             Backend::from_config(&data.join("readmodels"), config.database_url.as_deref())?;
         let projections = Projections::start(log.clone(), backend, Options::default()).await?;
@@ -214,6 +249,7 @@ impl Server {
             cache: Arc::new(crate::cache::Cache::default()),
             hashing,
             log_failure_logged: Default::default(),
+            key_mirror,
         });
         let app = router(state.clone());
         let control = tokio::spawn(serve_control(

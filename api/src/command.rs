@@ -390,6 +390,10 @@ pub async fn execute_plan(
                 state
                     .metrics
                     .count(crate::metrics::Counter::Commits, "command");
+                if !deleted.is_empty() {
+                    // The deleted tenants' keys left the key store: they leave its copy too.
+                    state.refresh_key_mirror().await;
+                }
                 if let Some(refusal) = decision.refusal {
                     return Err(refusal.into());
                 }

@@ -23,6 +23,9 @@ pub struct Config {
     pub public_scheme: String,
     pub data_dir: PathBuf,
     pub root_key_file: PathBuf,
+    /// Where the copy of the key store that restores need is kept (`crate::key_mirror`);
+    /// backups need one.
+    pub key_mirror: Option<PathBuf>,
     pub database_url: Option<String>,
     pub smtp_url: Option<String>,
     pub mail_from: String,
@@ -56,6 +59,10 @@ pub struct Settings {
     /// The operator's root key, created with mode 0600 if absent [default: $IDEM_DATA_DIR/root.key]
     #[arg(long, env = "IDEM_ROOT_KEY_FILE")]
     pub root_key_file: Option<PathBuf>,
+    /// The copy of the tenants' wrapped keys kept apart from the data directory, which
+    /// backups leave out and restores need; backups refuse to run without it [default: none]
+    #[arg(long, env = "IDEM_KEY_MIRROR")]
+    pub key_mirror: Option<PathBuf>,
     /// postgres://... puts the read models in PostgreSQL [default: SQLite in the data directory]
     #[arg(long, env = "IDEM_DATABASE_URL")]
     pub database_url: Option<String>,
@@ -129,6 +136,7 @@ impl Settings {
             public_scheme: self.public_scheme.or(fallback.public_scheme),
             data_dir: self.data_dir.or(fallback.data_dir),
             root_key_file: self.root_key_file.or(fallback.root_key_file),
+            key_mirror: self.key_mirror.or(fallback.key_mirror),
             database_url: self.database_url.or(fallback.database_url),
             smtp_url: self.smtp_url.or(fallback.smtp_url),
             mail_from: self.mail_from.or(fallback.mail_from),
@@ -184,6 +192,16 @@ impl Settings {
         let root_key_file = self
             .root_key_file
             .unwrap_or_else(|| data_dir.join("root.key"));
+
+        let key_mirror = self.key_mirror.filter(|p| !p.as_os_str().is_empty());
+        if let Some(path) = &key_mirror
+            && (path.file_name().is_none() || path.is_dir())
+        {
+            return Err(invalid(
+                "IDEM_KEY_MIRROR",
+                format!("{} must name a file", path.display()),
+            ));
+        }
 
         let database_url = self.database_url.filter(|u| !u.is_empty());
         if let Some(url) = &database_url
@@ -288,6 +306,7 @@ impl Settings {
             public_scheme,
             data_dir,
             root_key_file,
+            key_mirror,
             database_url,
             smtp_url,
             mail_from,

@@ -14,6 +14,7 @@ pub mod control;
 pub mod feed;
 pub mod hashing;
 pub mod host;
+pub mod key_mirror;
 pub mod limits;
 pub mod mail;
 pub mod metrics;

@@ -74,10 +74,23 @@ enum Command {
     },
     /// Writes a consistent copy of the event log into a new directory: through the running
     /// service's control socket while it runs (writes go on), directly while it is stopped.
-    /// Keep the root key apart from it.
+    /// The copy holds no tenant keys: the key mirror (IDEM_KEY_MIRROR) is brought up to date
+    /// with them, and a restore takes them from there.
     Backup {
         /// A new directory.
         to: PathBuf,
+        #[arg(long, env = "IDEM_CONFIG")]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        settings: Settings,
+    },
+    /// Makes a backup the event log of a data directory that has none (idemd stopped), with
+    /// the tenants' keys put back from the key mirror; the read models are projected again
+    /// when idemd starts. A tenant deleted after the backup has no key there any more: its
+    /// events come back, its sealed data stays unreadable.
+    Restore {
+        /// A directory written by `idemd backup`.
+        from: PathBuf,
         #[arg(long, env = "IDEM_CONFIG")]
         config: Option<PathBuf>,
         #[command(flatten)]
@@ -153,6 +166,14 @@ async fn main() -> ExitCode {
             settings,
         } => match load(config, settings) {
             Ok(config) => backup(config, &to).await,
+            Err(code) => code,
+        },
+        Command::Restore {
+            from,
+            config,
+            settings,
+        } => match load(config, settings) {
+            Ok(config) => restore(config, &from).await,
             Err(code) => code,
         },
         Command::State {
@@ -297,22 +318,61 @@ async fn backup(config: Config, to: &std::path::Path) -> ExitCode {
         }
     };
     let started = std::time::Instant::now();
-    let (head, events) = match api::operator::backup(&config, &to).await {
-        Ok(report) => (report.head, report.events),
+    let done = match api::operator::backup(&config, &to).await {
+        Ok(done) => done,
         Err(e) => {
             eprintln!("idemd: backup: {e}");
             return ExitCode::FAILURE;
         }
     };
     println!(
-        "backed up the log up to position {head} ({events} events) to {} in {:.1} s",
+        "backed up the log up to position {} ({} events) to {} in {:.1} s",
+        done.head,
+        done.events,
         to.display(),
         started.elapsed().as_secs_f64()
     );
     println!(
-        "it holds the tenants' keys wrapped by the root key {}: keep that key apart from it",
+        "it holds no tenant keys ({} left out); the key mirror {} holds {} and a restore takes \
+         them from there: keep it apart from the backups, and the root key {} apart from both",
+        done.keys_left_out,
+        done.key_mirror.display(),
+        done.mirrored_keys,
         config.root_key_file.display()
     );
+    ExitCode::SUCCESS
+}
+
+async fn restore(config: Config, from: &std::path::Path) -> ExitCode {
+    let report = match api::operator::restore(&config, from).await {
+        Ok(report) => report,
+        Err(e) => {
+            eprintln!("idemd: restore: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    println!(
+        "restored the log up to position {} into {}: {} tenant keys put back from {}",
+        report.head,
+        config.data_dir.join("log").display(),
+        report.restored,
+        config
+            .key_mirror
+            .as_deref()
+            .unwrap_or(std::path::Path::new("?"))
+            .display()
+    );
+    if !report.missing.is_empty() {
+        println!(
+            "{} keys are no longer in the key mirror (their tenants were deleted after the \
+             backup): those tenants' sealed data stays unreadable",
+            report.missing.len()
+        );
+        for (tenant, version) in &report.missing {
+            println!("  tenant {tenant}: key version {version}");
+        }
+    }
+    println!("start idemd on this data directory: the read models are projected again");
     ExitCode::SUCCESS
 }
 

@@ -1,14 +1,15 @@
-//! The operator's commands. `rebuild` works on a stopped service's data directory. `export`,
+//! The operator's commands. `rebuild` and `restore` work on a stopped service's data
+//! directory. `export`,
 //! `verify`, `state` and `backup` ask the running service through its control socket
 //! (`crate::control`) and, when none runs on the data directory, open the log themselves; the
 //! functions taking a `&RocksLog` are what both sides run.
 //! (Checking an exported file needs no data directory: see [`crate::audit::verify_file`].)
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use eventlog::{EventLog, Reservation, RocksLog, StreamId, VerifyReport};
+use eventlog::{EventLog, Reservation, RestoreReport, RocksLog, StreamId, VerifyReport};
 use indicatif::{ProgressBar, ProgressStyle};
 use projections::{Backend, Options, Projection, Projections};
 use serde::{Deserialize, Serialize};
@@ -17,6 +18,7 @@ use serde_json::{Value, json};
 use crate::app::StartError;
 use crate::config::Config;
 use crate::control::{self, client, client::ClientError};
+use crate::key_mirror::KeyMirror;
 
 /// Rebuilds each of `which` from position 0 into a new generation, with a progress bar on a
 /// terminal; answers each projection's new generation and how long it took. The event log
@@ -95,25 +97,19 @@ pub async fn signup(
     }
 }
 
-/// What a backup holds, as the control socket answers it (`eventlog::BackupReport`).
-#[derive(Serialize, Deserialize, Clone, Copy, PartialEq, Eq, Debug)]
+/// What a backup holds and where its keys went, as the control socket answers it.
+#[derive(Serialize, Deserialize, Clone, PartialEq, Eq, Debug)]
 pub struct BackupDone {
     /// The log's head position the copy reaches.
     pub head: u64,
     pub events: u64,
     pub entries: u64,
     pub bytes: u64,
-}
-
-impl From<eventlog::BackupReport> for BackupDone {
-    fn from(report: eventlog::BackupReport) -> Self {
-        BackupDone {
-            head: report.head,
-            events: report.events,
-            entries: report.entries,
-            bytes: report.bytes,
-        }
-    }
+    /// The tenants' data keys the copy left out (restores take them from the key mirror).
+    pub keys_left_out: u64,
+    /// The key mirror brought up to date after the copy, and how many keys it holds.
+    pub key_mirror: PathBuf,
+    pub mirrored_keys: usize,
 }
 
 /// Writes a consistent copy of the log into the new directory `to`: through the running
@@ -124,14 +120,84 @@ pub async fn backup(config: &Config, to: &Path) -> Result<BackupDone, OperatorEr
         Ok(done) => Ok(serde_json::from_value(done)?),
         Err(ClientError::NotRunning(_)) => {
             let log = open(config)?;
-            let report = log.backup(to).await.map_err(|e| match e {
-                eventlog::Error::BackupTarget { .. } => OperatorError::Usage(e.to_string()),
-                other => OperatorError::Log(other),
-            })?;
-            Ok(report.into())
+            let mirror = config.key_mirror.clone().map(KeyMirror::new);
+            backup_log(&log, mirror.as_ref(), to).await
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// Backs `log` up into `to`, then brings `mirror` up to date, so that it holds every key the
+/// backup left out: a backup is done only once its keys are in the mirror (if they cannot be
+/// written there, the backup is removed).
+pub async fn backup_log(
+    log: &RocksLog,
+    mirror: Option<&KeyMirror>,
+    to: &Path,
+) -> Result<BackupDone, OperatorError> {
+    let mirror = mirror.ok_or_else(|| {
+        OperatorError::Refused(
+            "backups hold no tenant keys, and a restore takes them from the key mirror: set \
+             IDEM_KEY_MIRROR (--key-mirror) to a file kept apart from the data directory and \
+             from the backups"
+                .into(),
+        )
+    })?;
+    let report = log.backup(to).await.map_err(|e| match e {
+        eventlog::Error::BackupTarget { .. } => OperatorError::Refused(e.to_string()),
+        other => OperatorError::Log(other),
+    })?;
+    let mirrored_keys = match mirror.refresh(log).await {
+        Ok(keys) => keys,
+        Err(e) => {
+            let removed = std::fs::remove_dir_all(to);
+            return Err(OperatorError::Refused(format!(
+                "{e}; the backup in {} {}, as it could not be restored without its keys",
+                to.display(),
+                match removed {
+                    Ok(()) => "was removed".to_string(),
+                    Err(e) => format!("could not be removed ({e}): delete it"),
+                }
+            )));
+        }
+    };
+    Ok(BackupDone {
+        head: report.head,
+        events: report.events,
+        entries: report.entries,
+        bytes: report.bytes,
+        keys_left_out: report.keys_left_out,
+        key_mirror: mirror.path().to_path_buf(),
+        mirrored_keys,
+    })
+}
+
+/// Makes the backup in `backup` the event log of the configured data directory, which must
+/// not have one, with the tenants' keys put back from the key mirror. idemd must be stopped;
+/// the read models are projected again when it starts.
+pub async fn restore(config: &Config, backup: &Path) -> Result<RestoreReport, OperatorError> {
+    let mirror = config.key_mirror.clone().ok_or_else(|| {
+        OperatorError::Refused(
+            "a restore takes the tenants' keys from the key mirror: set IDEM_KEY_MIRROR \
+             (--key-mirror) to the file the service kept them in"
+                .into(),
+        )
+    })?;
+    let keys =
+        crate::key_mirror::read(&mirror).map_err(|e| OperatorError::Refused(e.to_string()))?;
+    let into = config.data_dir.join("log");
+    let from = backup.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        std::fs::create_dir_all(into.parent().unwrap_or(Path::new(".")))?;
+        RocksLog::restore(&from, &into, &keys).map_err(|e| match e {
+            eventlog::Error::RestoreTarget { .. } | eventlog::Error::NotABackup { .. } => {
+                OperatorError::Refused(e.to_string())
+            }
+            other => OperatorError::Log(other),
+        })
+    })
+    .await
+    .map_err(|e| OperatorError::Io(std::io::Error::other(e)))?
 }
 
 /// Why an operator command failed.
@@ -139,6 +205,9 @@ pub async fn backup(config: &Config, to: &Path) -> Result<BackupDone, OperatorEr
 pub enum OperatorError {
     #[error("{0}")]
     Usage(String),
+    /// What was asked cannot be done as things stand (a setting missing, a target taken).
+    #[error("{0}")]
+    Refused(String),
     #[error("event log: {0}")]
     Log(#[from] eventlog::Error),
     #[error("{0}")]

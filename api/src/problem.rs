@@ -141,11 +141,14 @@ impl From<eventlog::Error> for Problem {
 }
 
 /// An operator command run by the service: a tenant that does not exist is a 404 naming it,
-/// anything else a logged 500.
+/// a refusal the operator can fix a 409 saying why, anything else a logged 500.
 impl From<crate::operator::OperatorError> for Problem {
     fn from(error: crate::operator::OperatorError) -> Problem {
         match error {
             crate::operator::OperatorError::Usage(detail) => Problem::not_found(detail),
+            crate::operator::OperatorError::Refused(detail) => {
+                Problem::new(axum::http::StatusCode::CONFLICT, "Refused", detail)
+            }
             other => Problem::internal(&other),
         }
     }

@@ -541,16 +541,19 @@ async fn the_operator_signs_up_tenants_through_the_control_socket_while_signup_i
     );
 }
 
-/// `idemd backup` while the service runs and four clients sign up tenants: the copy, with
-/// the root key, restores a service holding every tenant acknowledged before the backup
-/// began, each whole; with the service stopped the same command copies the log directly; a
-/// directory already there is refused.
+/// `idemd backup` while the service runs and four clients sign up tenants: `idemd restore`
+/// of the copy, with the root key, gives a service holding every tenant acknowledged before
+/// the backup began, each whole; with the service stopped the same command copies the log
+/// directly; a directory already there is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_online_backup_restores_every_tenant_acknowledged_before_it() {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::{Arc, Mutex};
     let dir = tempfile::tempdir().unwrap();
-    let (child, port) = spawn(dir.path()).await;
+    let apart = tempfile::tempdir().unwrap();
+    let mirror = apart.path().join("keys.json");
+    let mirror = mirror.to_str().unwrap();
+    let (child, port) = spawn_with(dir.path(), &["--key-mirror", mirror]).await;
     let acknowledged = Arc::new(Mutex::new(Vec::new()));
     let stop = Arc::new(AtomicBool::new(false));
     let mut writers = tokio::task::JoinSet::new();
@@ -581,10 +584,17 @@ async fn an_online_backup_restores_every_tenant_acknowledged_before_it() {
     }
     let before: Vec<String> = acknowledged.lock().unwrap().clone();
     let online = dir.path().join("backups").join("online");
-    let (code, out, err) =
-        idemd_with_errors(&["backup", online.to_str().unwrap()], dir.path()).await;
+    let (code, out, err) = idemd_with_errors(
+        &["backup", online.to_str().unwrap(), "--key-mirror", mirror],
+        dir.path(),
+    )
+    .await;
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("backed up the log up to position"), "{out}");
+    assert!(
+        out.contains(&format!("the key mirror {mirror} holds")),
+        "{out}"
+    );
     stop.store(true, Ordering::Relaxed);
     while let Some(done) = writers.join_next().await {
         done.unwrap();
@@ -600,20 +610,33 @@ async fn an_online_backup_restores_every_tenant_acknowledged_before_it() {
     assert!(err.contains("already exists"), "{err}");
     terminate(child).await;
 
-    // Stopped: the same command copies the log itself.
+    // Stopped: the same command copies the log itself; without a key mirror it refuses.
     let offline = dir.path().join("backups").join("offline");
     let (code, _, err) =
         idemd_with_errors(&["backup", offline.to_str().unwrap()], dir.path()).await;
+    assert_eq!(code, 1);
+    assert!(err.contains("IDEM_KEY_MIRROR"), "{err}");
+    let (code, _, err) = idemd_with_errors(
+        &["backup", offline.to_str().unwrap(), "--key-mirror", mirror],
+        dir.path(),
+    )
+    .await;
     assert_eq!(code, 0, "{err}");
 
     for (backup, expected) in [(&online, &before), (&offline, &all)] {
         let restored = tempfile::tempdir().unwrap();
-        std::fs::rename(backup, restored.path().join("log")).unwrap();
         std::fs::copy(
             dir.path().join("root.key"),
             restored.path().join("root.key"),
         )
         .unwrap();
+        let (code, out, err) = idemd_with_errors(
+            &["restore", backup.to_str().unwrap(), "--key-mirror", mirror],
+            restored.path(),
+        )
+        .await;
+        assert_eq!(code, 0, "{err}");
+        assert!(out.contains("restored the log up to position"), "{out}");
         let (child, port) = spawn(restored.path()).await;
         let http = reqwest::Client::new();
         projected(&http, port).await;

@@ -31,6 +31,14 @@ fn settings(dir: &Path, port: u16) -> Settings {
     }
 }
 
+/// The HTTP client of the tests: redirects are for them to follow or not.
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
 /// A stopped platform: its data directory, kept until this is dropped.
 pub struct Stopped {
     pub dir: PathBuf,
@@ -39,6 +47,15 @@ pub struct Stopped {
 }
 
 impl Stopped {
+    /// A data directory made elsewhere (a restore, say), to start idemd on.
+    pub fn in_dir(dir: PathBuf) -> Stopped {
+        Stopped {
+            dir,
+            _temp: None,
+            http: client(),
+        }
+    }
+
     /// Starts idemd again on the data directory with settings changed by `adjust`: the running
     /// platform, or why idemd refused to start (and the directory, to try again).
     pub async fn start_with(
@@ -76,10 +93,7 @@ impl Platform {
             server,
             dir,
             _temp: Some(temp),
-            http: reqwest::Client::builder()
-                .redirect(reqwest::redirect::Policy::none())
-                .build()
-                .unwrap(),
+            http: client(),
         }
     }
 

@@ -117,7 +117,7 @@ struct BackupRequest {
 }
 
 /// `POST /v1/backup`: a consistent copy of the log into a new directory, while the service
-/// goes on (see `RocksLog::backup`).
+/// goes on (see `RocksLog::backup`), then the key mirror brought up to date.
 async fn backup(
     State(state): State<Shared>,
     request: Result<Json<BackupRequest>, JsonRejection>,
@@ -130,25 +130,9 @@ async fn backup(
             "the backup directory must be an absolute path (the service may run elsewhere than the command)",
         ));
     }
-    let report = state
-        .log
-        .backup(&request.to)
-        .await
-        .map_err(backup_problem)?;
-    tracing::info!(to = %request.to.display(), head = report.head, events = report.events, "backup written");
-    Ok(Json(operator::BackupDone::from(report)).into_response())
-}
-
-/// A destination the operator can fix is a 409 naming it; anything else a logged 500.
-fn backup_problem(error: eventlog::Error) -> Problem {
-    match error {
-        eventlog::Error::BackupTarget { .. } => Problem::new(
-            StatusCode::CONFLICT,
-            "Backup directory refused",
-            error.to_string(),
-        ),
-        other => Problem::from(other),
-    }
+    let done = operator::backup_log(&state.log, state.key_mirror.as_ref(), &request.to).await?;
+    tracing::info!(to = %request.to.display(), head = done.head, events = done.events, keys = done.mirrored_keys, "backup written");
+    Ok(Json(done).into_response())
 }
 
 #[derive(Deserialize)]

@@ -127,10 +127,15 @@ pub async fn data_key(state: &AppState, tenant: &TenantRow) -> Result<DataKey, P
         ))
     })?;
     let keys = state.log.data_keys(StreamId(tenant.id)).await?;
-    let wrapped = keys
-        .iter()
-        .find(|k| k.version == version)
-        .ok_or_else(|| Problem::internal(&format!("data key version {version} is missing")))?;
+    // Missing only in a log restored from a backup taken before the tenant was deleted: its
+    // key left the key mirror with the deletion (crypto-shredding, backups included).
+    let wrapped = keys.iter().find(|k| k.version == version).ok_or_else(|| {
+        Problem::from(DomainError::Conflict(format!(
+            "this tenant's data key (version {version}) was destroyed (the tenant was deleted \
+             after the backup this service was restored from): its sealed data (passwords, \
+             personal emails) cannot be opened"
+        )))
+    })?;
     DataKey::unwrap(&state.root_key, tenant.id, version, &wrapped.wrapped)
         .map_err(|e| Problem::internal(&e))
 }

@@ -1,0 +1,274 @@
+//! The key mirror: the one copy of the tenants' wrapped data keys kept apart from the data
+//! directory, which is what makes backups restorable without putting keys in them.
+//!
+//! Backups of the log hold no data keys (see `eventlog`'s backup module): a restore takes them
+//! from this file. Deleting a tenant removes its keys from the live key store and, right after,
+//! from the mirror, so the tenant's sealed data stays unreadable in every backup taken before,
+//! as the product brief promises (crypto-shredding, backups included). The mirror only ever
+//! gains the live store's keys and loses those of deleted tenants: a service started on an
+//! older restored log must not drop the keys a newer backup needs.
+//!
+//! The file is JSON (`{"format": "idem-key-mirror", "version": 1, "keys": [...]}`), each key
+//! still wrapped by the root key, written whole under a temporary name, synced and renamed,
+//! mode 0600. It must not itself go into long-lived backups: a copy of it escapes deletions.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use eventlog::{EventLog, RocksLog, StreamId, WrappedKey};
+use serde::{Deserialize, Serialize};
+
+const FORMAT: &str = "idem-key-mirror";
+const VERSION: u32 = 1;
+
+/// Why the mirror could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum MirrorError {
+    #[error("key mirror {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("key mirror {path} is not one idemd wrote: {reason}")]
+    Format { path: String, reason: String },
+    #[error("reading the key store: {0}")]
+    Log(#[from] eventlog::Error),
+}
+
+#[derive(Serialize, Deserialize)]
+struct File {
+    format: String,
+    version: u32,
+    keys: Vec<Entry>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Entry {
+    tenant: uuid::Uuid,
+    version: u32,
+    /// The data key wrapped by the root key, base64.
+    wrapped: String,
+}
+
+/// The mirror file at one path; one writer at a time.
+pub struct KeyMirror {
+    path: PathBuf,
+    writing: tokio::sync::Mutex<()>,
+}
+
+impl KeyMirror {
+    pub fn new(path: PathBuf) -> Self {
+        KeyMirror {
+            path,
+            writing: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Brings the mirror up to date with `log`'s key store: every key the log holds is added,
+    /// the keys of streams the log knows as deleted are removed, others are kept. Answers how
+    /// many keys the mirror holds.
+    pub async fn refresh(&self, log: &RocksLog) -> Result<usize, MirrorError> {
+        let _turn = self.writing.lock().await;
+        let mut keys: BTreeMap<(StreamId, u32), Vec<u8>> = match read(&self.path) {
+            Ok(keys) => keys
+                .into_iter()
+                .map(|(stream, key)| ((stream, key.version), key.wrapped))
+                .collect(),
+            Err(MirrorError::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                BTreeMap::new()
+            }
+            // Never overwrite what cannot be read: it may hold the only copy of a key.
+            Err(e) => return Err(e),
+        };
+        let mut deleted = BTreeMap::new();
+        for (stream, _) in keys.keys() {
+            if !deleted.contains_key(stream) {
+                deleted.insert(*stream, log.is_deleted(*stream).await?);
+            }
+        }
+        keys.retain(|(stream, _), _| !deleted.get(stream).copied().unwrap_or(false));
+        for (stream, key) in log.data_key_store().await? {
+            keys.insert((stream, key.version), key.wrapped);
+        }
+        let count = keys.len();
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || write(&path, &keys))
+            .await
+            .map_err(|e| MirrorError::Io {
+                path: self.path.display().to_string(),
+                source: std::io::Error::other(e),
+            })??;
+        Ok(count)
+    }
+}
+
+/// The keys in the mirror at `path`.
+pub fn read(path: &Path) -> Result<Vec<(StreamId, WrappedKey)>, MirrorError> {
+    let shown = || path.display().to_string();
+    let bytes = std::fs::read(path).map_err(|source| MirrorError::Io {
+        path: shown(),
+        source,
+    })?;
+    let format = |reason: String| MirrorError::Format {
+        path: shown(),
+        reason,
+    };
+    let file: File = serde_json::from_slice(&bytes).map_err(|e| format(e.to_string()))?;
+    if file.format != FORMAT || file.version != VERSION {
+        return Err(format(format!(
+            "its format is {:?} version {}, this idemd reads {FORMAT:?} version {VERSION}",
+            file.format, file.version
+        )));
+    }
+    file.keys
+        .into_iter()
+        .map(|entry| {
+            let wrapped = BASE64.decode(&entry.wrapped).map_err(|e| {
+                format(format!(
+                    "tenant {}'s key version {}: {e}",
+                    entry.tenant, entry.version
+                ))
+            })?;
+            Ok((
+                StreamId(entry.tenant),
+                WrappedKey {
+                    version: entry.version,
+                    wrapped,
+                },
+            ))
+        })
+        .collect()
+}
+
+/// Writes the mirror whole: a temporary file beside it, synced, renamed over it, and the
+/// directory synced, so that a crash leaves the old mirror or the new one.
+fn write(path: &Path, keys: &BTreeMap<(StreamId, u32), Vec<u8>>) -> Result<(), MirrorError> {
+    let io = |source| MirrorError::Io {
+        path: path.display().to_string(),
+        source,
+    };
+    let file = File {
+        format: FORMAT.into(),
+        version: VERSION,
+        keys: keys
+            .iter()
+            .map(|((stream, version), wrapped)| Entry {
+                tenant: stream.0,
+                version: *version,
+                wrapped: BASE64.encode(wrapped),
+            })
+            .collect(),
+    };
+    let bytes = serde_json::to_vec_pretty(&file).map_err(|e| io(std::io::Error::other(e)))?;
+    let name = path
+        .file_name()
+        .ok_or_else(|| io(std::io::Error::other("the path names no file")))?;
+    let parent = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let temporary = parent.join(format!(".{}.tmp", name.to_string_lossy()));
+    let mut out = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&temporary)
+        .map_err(io)?;
+    out.write_all(&bytes)
+        .and_then(|()| out.sync_all())
+        .map_err(io)?;
+    drop(out);
+    std::fs::rename(&temporary, path).map_err(io)?;
+    std::fs::File::open(&parent)
+        .and_then(|dir| dir.sync_all())
+        .map_err(io)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::*;
+    use eventlog::testkit::{event, stream};
+    use eventlog::{Commit, Expected, StreamAppend};
+    use std::os::unix::fs::PermissionsExt;
+
+    fn opened(stream: StreamId, key: &[u8]) -> StreamAppend {
+        StreamAppend::new(stream, Expected::NoStream)
+            .event(event("Opened", "{}"))
+            .key(WrappedKey {
+                version: 1,
+                wrapped: key.to_vec(),
+            })
+    }
+
+    #[tokio::test]
+    async fn the_mirror_gains_live_keys_loses_deleted_ones_and_keeps_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = RocksLog::open(dir.path().join("log")).unwrap();
+        let (a, b) = (stream(), stream());
+        log.append(opened(a, b"key of a")).await.unwrap();
+        log.append(opened(b, b"key of b")).await.unwrap();
+        let mirror = KeyMirror::new(dir.path().join("keys.json"));
+        assert_eq!(mirror.refresh(&log).await.unwrap(), 2);
+        let mode = std::fs::metadata(mirror.path())
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+
+        // A key the live log does not hold (a tenant of a newer backup) stays; a deleted
+        // tenant's key goes.
+        drop(log);
+        let other = RocksLog::open(dir.path().join("older")).unwrap();
+        other.append(opened(b, b"key of b")).await.unwrap();
+        other.commit(Commit::new().delete(b)).await.unwrap();
+        assert_eq!(mirror.refresh(&other).await.unwrap(), 1);
+        let keys = read(mirror.path()).unwrap();
+        assert_eq!(
+            keys,
+            vec![(
+                a,
+                WrappedKey {
+                    version: 1,
+                    wrapped: b"key of a".to_vec()
+                }
+            )]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_mirror_that_does_not_read_is_refused_and_left_as_it_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = RocksLog::open(dir.path().join("log")).unwrap();
+        let path = dir.path().join("keys.json");
+        for (contents, why) in [
+            (&b"{\"format\": \"idem-key-mirror\", \"version\": 1, \"ke"[..], "EOF"),
+            (
+                &b"{\"format\": \"something-else\", \"version\": 1, \"keys\": []}"[..],
+                "something-else",
+            ),
+            (
+                &b"{\"format\": \"idem-key-mirror\", \"version\": 1, \"keys\": [{\"tenant\": \"0190f7b5-0000-7000-8000-000000000000\", \"version\": 1, \"wrapped\": \"***\"}]}"[..],
+                "key version 1",
+            ),
+        ] {
+            std::fs::write(&path, contents).unwrap();
+            let err = KeyMirror::new(path.clone()).refresh(&log).await.unwrap_err();
+            assert!(err.to_string().contains(why), "{err}");
+            assert_eq!(std::fs::read(&path).unwrap(), contents);
+        }
+    }
+}
