@@ -60,15 +60,16 @@ pub struct RestoreReport {
 }
 
 /// Where a new directory is built before it is published under its name.
-struct Staging {
+struct Staging<'a> {
     target: PathBuf,
     parent: PathBuf,
     partial: PathBuf,
+    refuse: Box<dyn Fn(String) -> Error + 'a>,
 }
 
-impl Staging {
+impl<'a> Staging<'a> {
     /// Checks that `target` is free and nothing is left in the way of its hidden partial name.
-    fn new(target: &Path, refuse: impl Fn(String) -> Error) -> Result<Staging> {
+    fn new(target: &Path, refuse: impl Fn(String) -> Error + 'a) -> Result<Staging<'a>> {
         if target.exists() {
             return Err(refuse(
                 "it already exists (the result goes to a new directory)".into(),
@@ -94,6 +95,7 @@ impl Staging {
             target: target.to_path_buf(),
             parent,
             partial,
+            refuse: Box::new(refuse),
         })
     }
 
@@ -104,12 +106,32 @@ impl Staging {
             let _ = std::fs::remove_dir_all(&self.partial);
         })?;
         sync_files(&self.partial).map_err(|e| Error::storage("syncing the new directory", e))?;
-        std::fs::rename(&self.partial, &self.target)
-            .map_err(|e| Error::storage("renaming the new directory into place", e))?;
+        if let Err(e) = publish(&self.partial, &self.target) {
+            let _ = std::fs::remove_dir_all(&self.partial);
+            return Err(if e.kind() == std::io::ErrorKind::AlreadyExists {
+                (self.refuse)("it appeared while the copy was being written".into())
+            } else {
+                Error::storage("renaming the new directory into place", e)
+            });
+        }
         std::fs::File::open(&self.parent)
             .and_then(|dir| dir.sync_all())
             .map_err(|e| Error::storage("syncing the new directory's parent", e))?;
         Ok(built)
+    }
+}
+
+/// Renames `partial` to `target`, which must not exist: a plain rename would replace an empty
+/// directory created there since the check (`RENAME_NOREPLACE`; a filesystem without it gets
+/// the plain rename).
+fn publish(partial: &Path, target: &Path) -> std::io::Result<()> {
+    use rustix::fs::{CWD, RenameFlags, renameat_with};
+    match renameat_with(CWD, partial, CWD, target, RenameFlags::NOREPLACE) {
+        Ok(()) => Ok(()),
+        Err(rustix::io::Errno::INVAL) | Err(rustix::io::Errno::NOSYS) => {
+            std::fs::rename(partial, target)
+        }
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -348,4 +370,47 @@ fn sync_files(dir: &Path) -> std::io::Result<()> {
         }
     }
     std::fs::File::open(dir)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::*;
+
+    #[test]
+    fn a_target_that_appears_while_the_copy_is_written_is_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("monday");
+        let refuse = |reason: String| Error::BackupTarget {
+            path: "monday".into(),
+            reason,
+        };
+        let staging = Staging::new(&target, refuse).unwrap();
+        // Someone makes the directory (empty, which a plain rename would replace) meanwhile.
+        std::fs::create_dir(&target).unwrap();
+        let err = staging
+            .build(|partial| {
+                std::fs::create_dir(partial).unwrap();
+                std::fs::write(partial.join("CURRENT"), b"copy").unwrap();
+                Ok(())
+            })
+            .unwrap_err();
+        assert!(matches!(err, Error::BackupTarget { .. }), "{err}");
+        assert!(err.to_string().contains("appeared"), "{err}");
+        assert_eq!(std::fs::read_dir(&target).unwrap().count(), 0);
+        assert!(!dir.path().join(".monday.partial").exists());
+
+        // Free again, the same build publishes.
+        std::fs::remove_dir(&target).unwrap();
+        let staging = Staging::new(&target, refuse).unwrap();
+        staging
+            .build(|partial| {
+                std::fs::create_dir(partial).unwrap();
+                std::fs::write(partial.join("CURRENT"), b"copy").unwrap();
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(std::fs::read(target.join("CURRENT")).unwrap(), b"copy");
+    }
 }
