@@ -33,7 +33,12 @@ pub async fn rebuild(
         &config.data_dir.join("readmodels"),
         config.database_url.as_deref(),
     )?;
-    let projections = Projections::start(log.clone(), backend, Options::default()).await?;
+    // Rebuilding is also how read models of another log (ahead of this one) are replaced.
+    let options = Options {
+        allow_ahead_of_log: true,
+        ..Options::default()
+    };
+    let projections = Projections::start(log.clone(), backend, options).await?;
     let head = log.head_position();
     let mut done = Vec::new();
     for &projection in which {
@@ -186,6 +191,14 @@ pub async fn restore(config: &Config, backup: &Path) -> Result<RestoreReport, Op
     let keys =
         crate::key_mirror::read(&mirror).map_err(|e| OperatorError::Refused(e.to_string()))?;
     let into = config.data_dir.join("log");
+    let readmodels = config.data_dir.join("readmodels");
+    if config.database_url.is_none() && readmodels.exists() {
+        return Err(OperatorError::Refused(format!(
+            "{} holds read models projected from another log: remove it (they are projected \
+             again from the restored log when idemd starts)",
+            readmodels.display()
+        )));
+    }
     let from = backup.to_path_buf();
     tokio::task::spawn_blocking(move || {
         std::fs::create_dir_all(into.parent().unwrap_or(Path::new(".")))?;

@@ -31,6 +31,18 @@ pub enum Error {
     /// An injected fault (tests of crash recovery).
     #[error("injected fault at {0:?}")]
     Injected(crate::FaultPoint),
+    /// A read model has applied more of the log than the log holds: it was projected from
+    /// another log.
+    #[error(
+        "the {projection} read model has applied the log up to position {checkpoint}, but the \
+         log ends at {head}: it was projected from another log (read models left beside a \
+         restored backup?); rebuild it from this log with `idemd rebuild`"
+    )]
+    AheadOfLog {
+        projection: &'static str,
+        checkpoint: u64,
+        head: u64,
+    },
     /// The projections were shut down.
     #[error("projections are shut down")]
     Closed,

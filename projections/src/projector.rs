@@ -70,6 +70,9 @@ pub struct Options {
     /// since the last one.
     pub batch_size: usize,
     pub faults: Faults,
+    /// Start even when a read model has applied more of the log than the log holds (read
+    /// models of another log): only to rebuild them, which `idemd rebuild` does.
+    pub allow_ahead_of_log: bool,
 }
 
 impl Default for Options {
@@ -77,6 +80,7 @@ impl Default for Options {
         Options {
             batch_size: 20_000,
             faults: Faults::default(),
+            allow_ahead_of_log: false,
         }
     }
 }
@@ -207,6 +211,18 @@ impl<L: EventLog> Projections<L> {
         let mut slots = HashMap::new();
         for projection in Projection::ALL {
             let target = Target::serve(&backend, projection).await?;
+            // Read models past the log's head were projected from events this log does not
+            // hold (left beside a restored backup, or another deployment's database): serving
+            // them would show what is not in the log, and the events still to come would be
+            // taken as applied already.
+            let head = log.head_position();
+            if target.checkpoint > head && !options.allow_ahead_of_log {
+                return Err(Error::AheadOfLog {
+                    projection: projection.name(),
+                    checkpoint: target.checkpoint,
+                    head,
+                });
+            }
             let slot = watch::channel(target.generation.clone()).0;
             let status = watch::channel(ProjectorStatus {
                 projection: projection.name(),
@@ -581,12 +597,14 @@ impl<L: EventLog> Runner<L> {
         }
     }
 
-    /// Swaps the rebuilt generation in once it has reached the served one's checkpoint.
+    /// Swaps the rebuilt generation in once it has reached the served one's checkpoint (or
+    /// the log's head, when the served one was projected from a longer log).
     async fn swap_if_caught_up(&mut self) -> Result<bool> {
+        let goal = self.live.checkpoint.min(self.log.head_position());
         let caught_up = self
             .rebuild
             .as_ref()
-            .is_some_and(|(t, _)| t.checkpoint >= self.live.checkpoint);
+            .is_some_and(|(t, _)| t.checkpoint >= goal);
         if !caught_up {
             return Ok(false);
         }

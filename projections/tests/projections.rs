@@ -655,6 +655,7 @@ async fn a_failing_tenant_is_quarantined_and_others_go_on(store: &Store) {
                     seq: 2,
                 }
         }),
+        ..Options::default()
     };
     let projections = world.project(store, options).await;
     assert!(projections.wait_for(world.head(), LONG).await);
@@ -891,6 +892,7 @@ async fn a_crash_between_rows_and_checkpoint_loses_and_repeats_nothing(store: &S
             } if position > head / 2 => !fault.swap(true, Ordering::SeqCst),
             _ => false,
         }),
+        ..Options::default()
     };
     let projections = world.project(store, options).await;
     let mut directory = projections.watch(Projection::Directory).unwrap();
@@ -959,6 +961,7 @@ async fn a_rebuild_serves_the_old_generation_until_it_has_caught_up(store: &Stor
             }
             false
         }),
+        ..Options::default()
     };
     let projections = Arc::new(world.project(store, options).await);
     assert!(projections.wait_for(world.head(), LONG).await);
@@ -1233,7 +1236,52 @@ async fn auditor_roles_name_the_tenants_their_holders_audit(store: &Store) {
     projections.shutdown().await;
 }
 
+/// Read models left from a longer log (beside a restored backup, or another deployment's
+/// database) are refused at start instead of served; a rebuild replaces them with this log's.
+async fn read_models_of_another_log_are_refused_until_rebuilt(store: &Store) {
+    let world = World::new();
+    write_workload(&world, 600, 41).await;
+    let projections = world.project(store, Options::default()).await;
+    assert!(projections.wait_for(world.head(), LONG).await);
+    projections.shutdown().await;
+
+    let other = World::new();
+    write_workload(&other, 200, 42).await;
+    assert!(other.head() < world.head());
+    let err = projections::Projections::start(
+        other.log.clone(),
+        store.backend.clone(),
+        Options::default(),
+    )
+    .await
+    .err()
+    .unwrap();
+    assert!(
+        matches!(err, projections::Error::AheadOfLog { checkpoint, head, .. }
+            if checkpoint == world.head() && head == other.head()),
+        "{err}"
+    );
+    assert!(err.to_string().contains("idemd rebuild"), "{err}");
+
+    let allowed = Options {
+        allow_ahead_of_log: true,
+        ..Options::default()
+    };
+    let projections = other.project(store, allowed).await;
+    for projection in Projection::ALL {
+        projections.rebuild(projection).await.unwrap();
+    }
+    assert!(projections.wait_for(other.head(), LONG).await);
+    let rebuilt = projections.read_models().dump().await.unwrap();
+    projections.shutdown().await;
+    assert_eq!(rebuilt, other.reference_dump(store).await);
+    // Rebuilt, they start as any others.
+    let projections = other.project(store, Options::default()).await;
+    projections.shutdown().await;
+}
+
 on_both_databases!(
+    read_models_of_another_log_are_refused_until_rebuilt,
     auditor_roles_name_the_tenants_their_holders_audit,
     expired_sessions_go_when_their_user_logs_in_again,
     read_models_follow_the_quick_start,

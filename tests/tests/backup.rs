@@ -124,6 +124,14 @@ async fn a_tenant_deleted_after_a_backup_comes_back_from_it_without_its_key() {
     // The machine is lost; the backup, the mirror and the root key restore it elsewhere.
     let fresh = tempfile::tempdir().unwrap();
     std::fs::copy(old.dir.join("root.key"), fresh.path().join("root.key")).unwrap();
+    // Read models left in the way would show what the restored log does not hold.
+    std::fs::create_dir(fresh.path().join("readmodels")).unwrap();
+    let err = api::operator::restore(&config(fresh.path(), Some(&mirror)), &backup)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("readmodels"), "{err}");
+    assert!(!fresh.path().join("log").exists());
+    std::fs::remove_dir(fresh.path().join("readmodels")).unwrap();
     let restored = api::operator::restore(&config(fresh.path(), Some(&mirror)), &backup)
         .await
         .unwrap();
