@@ -322,26 +322,8 @@ impl RocksLog {
     /// Every entry of the key store (each stream's wrapped data keys), by stream then
     /// version: what a copy of the key store kept apart from the backups holds.
     pub async fn data_key_store(&self) -> Result<Vec<(StreamId, WrappedKey)>> {
-        self.read(|shared| {
-            let mut iter = shared.db.raw_iterator_cf(shared.cf(Cf::Keys)?);
-            iter.seek_to_first();
-            let mut out = Vec::new();
-            while let Some((key, value)) = iter.item() {
-                let (stream, version) = parse_data_key(key)?;
-                out.push((
-                    stream,
-                    WrappedKey {
-                        version,
-                        wrapped: value.to_vec(),
-                    },
-                ));
-                iter.next();
-            }
-            iter.status()
-                .map_err(|e| Error::storage("reading data keys", e))?;
-            Ok(out)
-        })
-        .await
+        self.read(|shared| key_store_entries(shared, None, usize::MAX))
+            .await
     }
 
     /// Every stream that holds events, in id order: one seek per stream in the stream index,
@@ -370,27 +352,8 @@ impl RocksLog {
     /// The first data key in the key store (by stream, then version), if any: lets the
     /// service check at start that its root key is the one these keys were wrapped with.
     pub async fn first_data_key(&self) -> Result<Option<(StreamId, WrappedKey)>> {
-        self.read(|shared| {
-            let mut iter = shared.db.raw_iterator_cf(shared.cf(Cf::Keys)?);
-            iter.seek_to_first();
-            let first = match iter.item() {
-                Some((key, value)) => {
-                    let (stream, version) = parse_data_key(key)?;
-                    Some((
-                        stream,
-                        WrappedKey {
-                            version,
-                            wrapped: value.to_vec(),
-                        },
-                    ))
-                }
-                None => None,
-            };
-            iter.status()
-                .map_err(|e| Error::storage("reading data keys", e))?;
-            Ok(first)
-        })
-        .await
+        self.read(|shared| Ok(key_store_entries(shared, None, 1)?.pop()))
+            .await
     }
 
     fn read<T: Send + 'static>(
@@ -589,18 +552,39 @@ pub(crate) fn reservation_owner(shared: &Shared, key: &[u8]) -> Result<Option<St
 }
 
 fn data_keys(shared: &Shared, stream: StreamId) -> Result<Vec<WrappedKey>> {
-    let (start, end) = keys::stream_prefix_range(stream);
+    let entries = key_store_entries(shared, Some(stream), usize::MAX)?;
+    Ok(entries.into_iter().map(|(_, key)| key).collect())
+}
+
+/// Up to `limit` entries of the key store, by stream then version: one stream's, or all.
+fn key_store_entries(
+    shared: &Shared,
+    stream: Option<StreamId>,
+    limit: usize,
+) -> Result<Vec<(StreamId, WrappedKey)>> {
     let mut options = ReadOptions::default();
-    options.set_iterate_upper_bound(end.to_vec());
+    let start = match stream {
+        Some(stream) => {
+            let (start, end) = keys::stream_prefix_range(stream);
+            options.set_iterate_upper_bound(end.to_vec());
+            start.to_vec()
+        }
+        None => Vec::new(),
+    };
     let mut iter = shared.db.raw_iterator_cf_opt(shared.cf(Cf::Keys)?, options);
     iter.seek(start);
     let mut out = Vec::new();
-    while let Some((key, value)) = iter.item() {
-        let (_, version) = parse_data_key(key)?;
-        out.push(WrappedKey {
-            version,
-            wrapped: value.to_vec(),
-        });
+    while out.len() < limit
+        && let Some((key, value)) = iter.item()
+    {
+        let (stream, version) = parse_data_key(key)?;
+        out.push((
+            stream,
+            WrappedKey {
+                version,
+                wrapped: value.to_vec(),
+            },
+        ));
         iter.next();
     }
     iter.status()
