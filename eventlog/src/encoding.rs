@@ -351,9 +351,12 @@ pub mod keys {
 
     /// `meta`: a deleted stream's tombstone (value: the log head when it was deleted), so that a
     /// late write cannot bring it back.
+    /// What every stream tombstone's key starts with (in `meta`).
+    pub const TOMBSTONE_PREFIX: &[u8] = b"deleted:";
+
     pub fn tombstone(stream: StreamId) -> [u8; 24] {
         let mut key = [0u8; 24];
-        key[..8].copy_from_slice(b"deleted:");
+        key[..8].copy_from_slice(TOMBSTONE_PREFIX);
         key[8..].copy_from_slice(stream.0.as_bytes());
         key
     }

@@ -67,6 +67,7 @@ async fn a_backup_opens_as_the_log_it_copied_without_what_was_deleted() {
     let before = everything(&log).await;
     let key_store = log.data_key_store().await.unwrap();
     assert_eq!(key_store, vec![(kept, key.clone())]);
+    assert_eq!(log.deleted_streams().await.unwrap(), vec![gone]);
     drop(log);
 
     // The backup holds no key, only which one it left out.
@@ -107,6 +108,7 @@ async fn a_backup_opens_as_the_log_it_copied_without_what_was_deleted() {
 
     // The deleted stream stays deleted: no events, reservation or key, and no new writes.
     assert!(copy.is_deleted(gone).await.unwrap());
+    assert_eq!(copy.deleted_streams().await.unwrap(), vec![gone]);
     assert!(copy.data_keys(gone).await.unwrap().is_empty());
     assert_eq!(
         copy.reservation_owner(&Reservation::new("host", "gone"))

@@ -718,7 +718,7 @@ async fn the_first_data_key_is_the_lowest_stream_and_version_and_goes_with_its_s
 }
 
 #[tokio::test]
-async fn streams_lists_every_stream_with_events_and_none_deleted() {
+async fn streams_lists_every_stream_with_events_and_deleted_streams_the_others() {
     let (log, _dir) = open_fresh();
     assert!(log.streams().await.unwrap().is_empty());
     let mut expected: Vec<StreamId> = Vec::new();
@@ -738,8 +738,15 @@ async fn streams_lists_every_stream_with_events_and_none_deleted() {
             .unwrap();
         expected.push(edge);
     }
-    let deleted = expected.remove(3);
-    log.commit(Commit::new().delete(deleted)).await.unwrap();
+    assert!(log.deleted_streams().await.unwrap().is_empty());
+    let mut deleted = vec![expected.remove(3), expected.remove(7)];
+    // The last id is where the tombstones' range ends.
+    deleted.push(expected.pop().unwrap());
+    for gone in &deleted {
+        log.commit(Commit::new().delete(*gone)).await.unwrap();
+    }
     expected.sort_by_key(|s| s.0);
+    deleted.sort_by_key(|s| s.0);
     assert_eq!(log.streams().await.unwrap(), expected);
+    assert_eq!(log.deleted_streams().await.unwrap(), deleted);
 }

@@ -349,6 +349,35 @@ impl RocksLog {
         .await
     }
 
+    /// Every stream this log deleted, in id order (its tombstones in `meta`): what a copy of
+    /// the key store kept apart from the backups must forget, and what a restore of an older
+    /// backup must delete again.
+    pub async fn deleted_streams(&self) -> Result<Vec<StreamId>> {
+        self.read(|shared| {
+            let prefix = keys::TOMBSTONE_PREFIX;
+            let mut options = rocksdb::ReadOptions::default();
+            options.set_iterate_range(rocksdb::PrefixRange(prefix));
+            let mut iter = shared.db.raw_iterator_cf_opt(shared.cf(Cf::Meta)?, options);
+            let mut deleted = Vec::new();
+            iter.seek(prefix);
+            while let Some(key) = iter.key() {
+                let id = key
+                    .strip_prefix(prefix)
+                    .and_then(|id| uuid::Uuid::from_slice(id).ok())
+                    .ok_or_else(|| Error::Corrupt {
+                        at: Location::default(),
+                        reason: format!("a stream tombstone key has {} bytes", key.len()),
+                    })?;
+                deleted.push(StreamId(id));
+                iter.next();
+            }
+            iter.status()
+                .map_err(|e| Error::storage("listing deleted streams", e))?;
+            Ok(deleted)
+        })
+        .await
+    }
+
     /// The first data key in the key store (by stream, then version), if any: lets the
     /// service check at start that its root key is the one these keys were wrapped with.
     pub async fn first_data_key(&self) -> Result<Option<(StreamId, WrappedKey)>> {
