@@ -106,6 +106,8 @@ pub enum StartError {
     UnrestoredBackup(String, usize),
     #[error("{0}")]
     KeyMirror(#[from] crate::key_mirror::MirrorError),
+    #[error("{0}")]
+    Redelete(#[from] crate::redelete::RedeleteError),
 }
 
 /// Reads the root key and checks it against the keys stored in `log`; creates it (mode 0600)
@@ -197,18 +199,22 @@ impl Server {
             ));
         }
         let root_key = root_key(&config, &log).await?;
-        let key_mirror = match &config.key_mirror {
+        let (key_mirror, undeleted) = match &config.key_mirror {
             Some(path) => {
                 let mirror = crate::key_mirror::KeyMirror::new(path.clone());
-                let keys = mirror.refresh(&log).await?;
-                tracing::info!(path = %path.display(), keys, "key mirror up to date");
-                Some(mirror)
+                let refreshed = mirror.refresh(&log).await?;
+                tracing::info!(
+                    path = %path.display(),
+                    keys = refreshed.keys,
+                    deleted = refreshed.deleted,
+                    "key mirror up to date"
+                );
+                (Some(mirror), refreshed.undeleted)
             }
-            None => None,
+            None => (None, Vec::new()),
         };
         let backend =
             Backend::from_config(&data.join("readmodels"), config.database_url.as_deref())?;
-        let projections = Projections::start(log.clone(), backend, Options::default()).await?;
         let mailer = match &config.smtp_url {
             Some(url) => Mailer::smtp(url, config.mail_from.clone())
                 .map_err(|e| StartError::Mail(e.to_string()))?,
@@ -232,6 +238,8 @@ impl Server {
             std::thread::available_parallelism().map_or(2, |n| n.get()),
         )
         .map_err(StartError::Hashing)?;
+        // Started last: once running, the projectors hold the log until shut down.
+        let projections = Projections::start(log.clone(), backend, Options::default()).await?;
         let state = Arc::new(AppState {
             stopping: stop.subscribe(),
             config,
@@ -251,6 +259,15 @@ impl Server {
             log_failure_logged: Default::default(),
             key_mirror,
         });
+        // Before anyone is served: a tenant deleted after the restored backup was taken must
+        // not be seen again.
+        if let Err(e) = crate::redelete::delete_again(&state, &undeleted).await {
+            // Close the log before answering, so that the data directory can be opened again.
+            if let Ok(state) = Arc::try_unwrap(state) {
+                state.projections.shutdown().await;
+            }
+            return Err(e.into());
+        }
         let app = router(state.clone());
         let control = tokio::spawn(serve_control(
             control_listener,

@@ -8,11 +8,16 @@
 //! gains the live store's keys and loses those of deleted tenants: a service started on an
 //! older restored log must not drop the keys a newer backup needs.
 //!
-//! The file is JSON (`{"format": "idem-key-mirror", "version": 1, "keys": [...]}`), each key
-//! still wrapped by the root key, written whole under a temporary name, synced and renamed,
-//! mode 0600. It must not itself go into long-lived backups: a copy of it escapes deletions.
+//! The mirror also remembers every tenant deleted (ids only, never dropped): a backup taken
+//! before a deletion brings the tenant's events back when it is restored, and idemd deletes
+//! such a tenant again as it starts (`crate::redelete`).
+//!
+//! The file is JSON (`{"format": "idem-key-mirror", "version": 2, "keys": [...], "deleted":
+//! [...]}`; version 1 had no `deleted`), each key still wrapped by the root key, written whole
+//! under a temporary name, synced and renamed, mode 0600. It must not itself go into
+//! long-lived backups: a copy of it escapes deletions.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -23,7 +28,8 @@ use eventlog::{EventLog, RocksLog, StreamId, WrappedKey};
 use serde::{Deserialize, Serialize};
 
 const FORMAT: &str = "idem-key-mirror";
-const VERSION: u32 = 1;
+/// What this idemd writes; it reads every version up to it.
+const VERSION: u32 = 2;
 
 /// Why the mirror could not be read or written.
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +51,9 @@ struct File {
     format: String,
     version: u32,
     keys: Vec<Entry>,
+    /// Every tenant deleted so far (version 2).
+    #[serde(default)]
+    deleted: Vec<uuid::Uuid>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -53,6 +62,27 @@ struct Entry {
     version: u32,
     /// The data key wrapped by the root key, base64.
     wrapped: String,
+}
+
+/// What a mirror file holds.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Contents {
+    /// Wrapped data keys, by stream then version.
+    pub keys: Vec<(StreamId, WrappedKey)>,
+    /// Every tenant deleted while this mirror was kept.
+    pub deleted: BTreeSet<StreamId>,
+}
+
+/// What a refresh left in the mirror.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Refreshed {
+    /// How many keys the mirror holds.
+    pub keys: usize,
+    /// How many deleted tenants it remembers.
+    pub deleted: usize,
+    /// Deleted tenants whose events the log holds again (it was restored from a backup taken
+    /// before they were deleted): they must be deleted again.
+    pub undeleted: Vec<StreamId>,
 }
 
 /// The mirror file at one path; one writer at a time.
@@ -73,48 +103,61 @@ impl KeyMirror {
         &self.path
     }
 
-    /// Brings the mirror up to date with `log`'s key store: every key the log holds is added,
-    /// the keys of streams the log knows as deleted are removed, others are kept. Answers how
-    /// many keys the mirror holds.
-    pub async fn refresh(&self, log: &RocksLog) -> Result<usize, MirrorError> {
+    /// Brings the mirror up to date with `log`: every key the log holds is added, every
+    /// stream the log deleted is remembered as deleted, the keys of deleted streams are
+    /// removed, other keys are kept. Answers what the mirror holds, and which deleted tenants
+    /// the log holds events of again.
+    pub async fn refresh(&self, log: &RocksLog) -> Result<Refreshed, MirrorError> {
         let _turn = self.writing.lock().await;
-        let mut keys: BTreeMap<(StreamId, u32), Vec<u8>> = match read(&self.path) {
-            Ok(keys) => keys
-                .into_iter()
-                .map(|(stream, key)| ((stream, key.version), key.wrapped))
-                .collect(),
+        let stored = match read(&self.path) {
+            Ok(contents) => contents,
             Err(MirrorError::Io { source, .. })
                 if source.kind() == std::io::ErrorKind::NotFound =>
             {
-                BTreeMap::new()
+                Contents::default()
             }
             // Never overwrite what cannot be read: it may hold the only copy of a key.
             Err(e) => return Err(e),
         };
-        let mut deleted = BTreeMap::new();
-        for (stream, _) in keys.keys() {
-            if !deleted.contains_key(stream) {
-                deleted.insert(*stream, log.is_deleted(*stream).await?);
+        let mut keys: BTreeMap<(StreamId, u32), Vec<u8>> = stored
+            .keys
+            .into_iter()
+            .map(|(stream, key)| ((stream, key.version), key.wrapped))
+            .collect();
+        let tombstones: BTreeSet<StreamId> = log.deleted_streams().await?.into_iter().collect();
+        let mut undeleted = Vec::new();
+        for stream in stored.deleted.difference(&tombstones) {
+            // Deleted since the log's backup was taken, or before its stream was created.
+            if log.stream_head(*stream).await?.is_some() {
+                undeleted.push(*stream);
             }
         }
-        keys.retain(|(stream, _), _| !deleted.get(stream).copied().unwrap_or(false));
+        let mut deleted = stored.deleted;
+        deleted.extend(tombstones);
+        keys.retain(|(stream, _), _| !deleted.contains(stream));
         for (stream, key) in log.data_key_store().await? {
-            keys.insert((stream, key.version), key.wrapped);
+            if !deleted.contains(&stream) {
+                keys.insert((stream, key.version), key.wrapped);
+            }
         }
-        let count = keys.len();
+        let refreshed = Refreshed {
+            keys: keys.len(),
+            deleted: deleted.len(),
+            undeleted,
+        };
         let path = self.path.clone();
-        tokio::task::spawn_blocking(move || write(&path, &keys))
+        tokio::task::spawn_blocking(move || write(&path, &keys, &deleted))
             .await
             .map_err(|e| MirrorError::Io {
                 path: self.path.display().to_string(),
                 source: std::io::Error::other(e),
             })??;
-        Ok(count)
+        Ok(refreshed)
     }
 }
 
-/// The keys in the mirror at `path`.
-pub fn read(path: &Path) -> Result<Vec<(StreamId, WrappedKey)>, MirrorError> {
+/// What the mirror at `path` holds.
+pub fn read(path: &Path) -> Result<Contents, MirrorError> {
     let shown = || path.display().to_string();
     let bytes = std::fs::read(path).map_err(|source| MirrorError::Io {
         path: shown(),
@@ -125,13 +168,14 @@ pub fn read(path: &Path) -> Result<Vec<(StreamId, WrappedKey)>, MirrorError> {
         reason,
     };
     let file: File = serde_json::from_slice(&bytes).map_err(|e| format(e.to_string()))?;
-    if file.format != FORMAT || file.version != VERSION {
+    if file.format != FORMAT || !(1..=VERSION).contains(&file.version) {
         return Err(format(format!(
-            "its format is {:?} version {}, this idemd reads {FORMAT:?} version {VERSION}",
+            "its format is {:?} version {}, this idemd reads {FORMAT:?} versions 1 to {VERSION}",
             file.format, file.version
         )));
     }
-    file.keys
+    let keys = file
+        .keys
         .into_iter()
         .map(|entry| {
             let wrapped = BASE64.decode(&entry.wrapped).map_err(|e| {
@@ -148,12 +192,20 @@ pub fn read(path: &Path) -> Result<Vec<(StreamId, WrappedKey)>, MirrorError> {
                 },
             ))
         })
-        .collect()
+        .collect::<Result<_, MirrorError>>()?;
+    Ok(Contents {
+        keys,
+        deleted: file.deleted.into_iter().map(StreamId).collect(),
+    })
 }
 
 /// Writes the mirror whole: a temporary file beside it, synced, renamed over it, and the
 /// directory synced, so that a crash leaves the old mirror or the new one.
-fn write(path: &Path, keys: &BTreeMap<(StreamId, u32), Vec<u8>>) -> Result<(), MirrorError> {
+fn write(
+    path: &Path,
+    keys: &BTreeMap<(StreamId, u32), Vec<u8>>,
+    deleted: &BTreeSet<StreamId>,
+) -> Result<(), MirrorError> {
     let io = |source| MirrorError::Io {
         path: path.display().to_string(),
         source,
@@ -169,6 +221,7 @@ fn write(path: &Path, keys: &BTreeMap<(StreamId, u32), Vec<u8>>) -> Result<(), M
                 wrapped: BASE64.encode(wrapped),
             })
             .collect(),
+        deleted: deleted.iter().map(|stream| stream.0).collect(),
     };
     let bytes = serde_json::to_vec_pretty(&file).map_err(|e| io(std::io::Error::other(e)))?;
     let name = path
@@ -222,7 +275,7 @@ mod tests {
         log.append(opened(a, b"key of a")).await.unwrap();
         log.append(opened(b, b"key of b")).await.unwrap();
         let mirror = KeyMirror::new(dir.path().join("keys.json"));
-        assert_eq!(mirror.refresh(&log).await.unwrap(), 2);
+        assert_eq!(mirror.refresh(&log).await.unwrap().keys, 2);
         let mode = std::fs::metadata(mirror.path())
             .unwrap()
             .permissions()
@@ -235,10 +288,17 @@ mod tests {
         let other = RocksLog::open(dir.path().join("older")).unwrap();
         other.append(opened(b, b"key of b")).await.unwrap();
         other.commit(Commit::new().delete(b)).await.unwrap();
-        assert_eq!(mirror.refresh(&other).await.unwrap(), 1);
-        let keys = read(mirror.path()).unwrap();
         assert_eq!(
-            keys,
+            mirror.refresh(&other).await.unwrap(),
+            Refreshed {
+                keys: 1,
+                deleted: 1,
+                undeleted: Vec::new()
+            }
+        );
+        let contents = read(mirror.path()).unwrap();
+        assert_eq!(
+            contents.keys,
             vec![(
                 a,
                 WrappedKey {
@@ -247,6 +307,85 @@ mod tests {
                 }
             )]
         );
+        assert_eq!(contents.deleted, BTreeSet::from([b]));
+    }
+
+    #[tokio::test]
+    async fn deletions_outlive_the_log_and_a_log_holding_a_deleted_tenant_is_told() {
+        let dir = tempfile::tempdir().unwrap();
+        let mirror = KeyMirror::new(dir.path().join("keys.json"));
+        let (kept, gone, never_keyed) = (stream(), stream(), stream());
+        let older = RocksLog::open(dir.path().join("older")).unwrap();
+        older.append(opened(kept, b"key of kept")).await.unwrap();
+        older.append(opened(gone, b"key of gone")).await.unwrap();
+        older
+            .append(StreamAppend::new(never_keyed, Expected::NoStream).event(event("Opened", "{}")))
+            .await
+            .unwrap();
+        mirror.refresh(&older).await.unwrap();
+        // The same tenants, then both deleted: a tenant without a key is remembered too.
+        let newer = RocksLog::open(dir.path().join("newer")).unwrap();
+        for s in [kept, gone] {
+            newer.append(opened(s, b"key")).await.unwrap();
+        }
+        newer
+            .append(StreamAppend::new(never_keyed, Expected::NoStream).event(event("Opened", "{}")))
+            .await
+            .unwrap();
+        newer
+            .commit(Commit::new().delete(gone).delete(never_keyed))
+            .await
+            .unwrap();
+        let refreshed = mirror.refresh(&newer).await.unwrap();
+        assert_eq!((refreshed.keys, refreshed.deleted), (1, 2));
+        assert!(refreshed.undeleted.is_empty());
+        drop(newer);
+
+        // The older log (a backup taken before the deletion) holds both again: it is told, and
+        // the gone tenant's key, still in that log's key store, does not come back.
+        let mut expected = vec![gone, never_keyed];
+        expected.sort();
+        for _ in 0..2 {
+            let refreshed = mirror.refresh(&older).await.unwrap();
+            assert_eq!(refreshed.undeleted, expected);
+            assert_eq!((refreshed.keys, refreshed.deleted), (1, 2));
+        }
+        let contents = read(mirror.path()).unwrap();
+        assert_eq!(
+            contents.keys.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
+            vec![kept]
+        );
+        // A log that never held them (restored from a backup older than both) is not told.
+        let oldest = RocksLog::open(dir.path().join("oldest")).unwrap();
+        assert!(mirror.refresh(&oldest).await.unwrap().undeleted.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_version_1_mirror_is_read_and_rewritten_as_version_2() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = RocksLog::open(dir.path().join("log")).unwrap();
+        let path = dir.path().join("keys.json");
+        let tenant = stream();
+        std::fs::write(
+            &path,
+            format!(
+                "{{\"format\": \"idem-key-mirror\", \"version\": 1, \"keys\": [{{\"tenant\": \"{}\", \"version\": 3, \"wrapped\": \"a2V5\"}}]}}",
+                tenant.0
+            ),
+        )
+        .unwrap();
+        let expected = vec![(
+            tenant,
+            WrappedKey {
+                version: 3,
+                wrapped: b"key".to_vec(),
+            },
+        )];
+        assert_eq!(read(&path).unwrap().keys, expected);
+        KeyMirror::new(path.clone()).refresh(&log).await.unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains("\"version\": 2"), "{text}");
+        assert_eq!(read(&path).unwrap().keys, expected);
     }
 
     #[tokio::test]
@@ -259,6 +398,10 @@ mod tests {
             (
                 &b"{\"format\": \"something-else\", \"version\": 1, \"keys\": []}"[..],
                 "something-else",
+            ),
+            (
+                &b"{\"format\": \"idem-key-mirror\", \"version\": 3, \"keys\": []}"[..],
+                "version 3",
             ),
             (
                 &b"{\"format\": \"idem-key-mirror\", \"version\": 1, \"keys\": [{\"tenant\": \"0190f7b5-0000-7000-8000-000000000000\", \"version\": 1, \"wrapped\": \"***\"}]}"[..],

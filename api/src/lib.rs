@@ -22,6 +22,7 @@ pub mod openapi;
 pub mod operator;
 pub mod portal;
 pub mod problem;
+pub mod redelete;
 pub mod routes;
 
 pub use app::{Server, StartError};

@@ -344,23 +344,20 @@ async fn backup(config: Config, to: &std::path::Path) -> ExitCode {
 }
 
 async fn restore(config: Config, from: &std::path::Path) -> ExitCode {
-    let report = match api::operator::restore(&config, from).await {
-        Ok(report) => report,
+    let restored = match api::operator::restore(&config, from).await {
+        Ok(restored) => restored,
         Err(e) => {
             eprintln!("idemd: restore: {e}");
             return ExitCode::FAILURE;
         }
     };
+    let report = &restored.report;
     println!(
         "restored the log up to position {} into {}: {} tenant keys put back from {}",
         report.head,
         config.data_dir.join("log").display(),
         report.restored,
-        config
-            .key_mirror
-            .as_deref()
-            .unwrap_or(std::path::Path::new("?"))
-            .display()
+        restored.key_mirror.display()
     );
     if !report.missing.is_empty() {
         println!(
@@ -370,6 +367,16 @@ async fn restore(config: Config, from: &std::path::Path) -> ExitCode {
         );
         for (tenant, version) in &report.missing {
             println!("  tenant {tenant}: key version {version}");
+        }
+    }
+    if !restored.to_delete_again.is_empty() {
+        println!(
+            "{} tenants in this backup were deleted after it was taken: idemd deletes them \
+             again when it starts, before it serves anyone",
+            restored.to_delete_again.len()
+        );
+        for tenant in &restored.to_delete_again {
+            println!("  tenant {}", tenant.0);
         }
     }
     println!("start idemd on this data directory: the read models are projected again");

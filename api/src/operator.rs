@@ -153,7 +153,7 @@ pub async fn backup_log(
         other => OperatorError::Log(other),
     })?;
     let mirrored_keys = match mirror.refresh(log).await {
-        Ok(keys) => keys,
+        Ok(refreshed) => refreshed.keys,
         Err(e) => {
             let removed = std::fs::remove_dir_all(to);
             return Err(OperatorError::Refused(format!(
@@ -177,10 +177,21 @@ pub async fn backup_log(
     })
 }
 
+/// What `idemd restore` did.
+#[derive(Debug)]
+pub struct Restored {
+    pub report: RestoreReport,
+    pub key_mirror: PathBuf,
+    /// Tenants the restored log holds that were deleted after the backup was taken: idemd
+    /// deletes them again as it starts.
+    pub to_delete_again: Vec<StreamId>,
+}
+
 /// Makes the backup in `backup` the event log of the configured data directory, which must
 /// not have one, with the tenants' keys put back from the key mirror. idemd must be stopped;
-/// the read models are projected again when it starts.
-pub async fn restore(config: &Config, backup: &Path) -> Result<RestoreReport, OperatorError> {
+/// the read models are projected again when it starts, after it has deleted again the
+/// tenants deleted since the backup.
+pub async fn restore(config: &Config, backup: &Path) -> Result<Restored, OperatorError> {
     let mirror = config.key_mirror.clone().ok_or_else(|| {
         OperatorError::Refused(
             "a restore takes the tenants' keys from the key mirror: set IDEM_KEY_MIRROR \
@@ -188,7 +199,7 @@ pub async fn restore(config: &Config, backup: &Path) -> Result<RestoreReport, Op
                 .into(),
         )
     })?;
-    let keys =
+    let mirrored =
         crate::key_mirror::read(&mirror).map_err(|e| OperatorError::Refused(e.to_string()))?;
     let into = config.data_dir.join("log");
     let readmodels = config.data_dir.join("readmodels");
@@ -200,7 +211,9 @@ pub async fn restore(config: &Config, backup: &Path) -> Result<RestoreReport, Op
         )));
     }
     let from = backup.to_path_buf();
-    tokio::task::spawn_blocking(move || {
+    let restored_into = into.clone();
+    let keys = mirrored.keys;
+    let report = tokio::task::spawn_blocking(move || {
         std::fs::create_dir_all(into.parent().unwrap_or(Path::new(".")))?;
         RocksLog::restore(&from, &into, &keys).map_err(|e| match e {
             eventlog::Error::RestoreTarget { .. } | eventlog::Error::NotABackup { .. } => {
@@ -210,7 +223,19 @@ pub async fn restore(config: &Config, backup: &Path) -> Result<RestoreReport, Op
         })
     })
     .await
-    .map_err(|e| OperatorError::Io(std::io::Error::other(e)))?
+    .map_err(|e| OperatorError::Io(std::io::Error::other(e)))??;
+    let log = RocksLog::open(&restored_into)?;
+    let to_delete_again = log
+        .streams()
+        .await?
+        .into_iter()
+        .filter(|stream| mirrored.deleted.contains(stream))
+        .collect();
+    Ok(Restored {
+        report,
+        key_mirror: mirror,
+        to_delete_again,
+    })
 }
 
 /// Why an operator command failed.

@@ -1,7 +1,8 @@
 //! Backups and crypto-shredding, end to end: a backup holds no tenant key, the key mirror
-//! loses a deleted tenant's key at once, and a restore brings the other tenants back with
-//! their sealed data while the deleted one's stays unreadable. A backup is refused without a
-//! key mirror, and idemd refuses to run on a backup that was not restored.
+//! loses a deleted tenant's key at once and remembers the deletion, and a restore brings the
+//! other tenants back with their sealed data while the deleted one, back in the backup's log
+//! without its key, is deleted again before idemd serves anyone. A backup is refused without
+//! a key mirror, and idemd refuses to run on a backup that was not restored.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::{Path, PathBuf};
@@ -31,7 +32,7 @@ fn files(dir: &Path) -> Vec<PathBuf> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_tenant_deleted_after_a_backup_comes_back_from_it_without_its_key() {
+async fn a_tenant_deleted_after_a_backup_is_deleted_again_when_it_is_restored() {
     let apart = tempfile::tempdir().unwrap();
     let mirror = apart.path().join("keys.json");
     let backup = apart.path().join("backups").join("monday");
@@ -89,7 +90,7 @@ async fn a_tenant_deleted_after_a_backup_comes_back_from_it_without_its_key() {
         .await
         .unwrap();
     assert_eq!((done.keys_left_out, done.mirrored_keys), (2, 2));
-    let mirrored = api::key_mirror::read(&mirror).unwrap();
+    let mirrored = api::key_mirror::read(&mirror).unwrap().keys;
     assert_eq!(mirrored.len(), 2);
     for file in files(&backup) {
         let bytes = std::fs::read(&file).unwrap();
@@ -113,12 +114,11 @@ async fn a_tenant_deleted_after_a_backup_comes_back_from_it_without_its_key() {
         )
         .await;
     assert_eq!(status, 204);
-    let mirrored: Vec<uuid::Uuid> = api::key_mirror::read(&mirror)
-        .unwrap()
-        .into_iter()
-        .map(|(tenant, _)| tenant.0)
-        .collect();
-    assert_eq!(mirrored, vec![contoso]);
+    let mirrored = api::key_mirror::read(&mirror).unwrap();
+    let keys: Vec<uuid::Uuid> = mirrored.keys.iter().map(|(tenant, _)| tenant.0).collect();
+    assert_eq!(keys, vec![contoso]);
+    let deleted: Vec<uuid::Uuid> = mirrored.deleted.iter().map(|tenant| tenant.0).collect();
+    assert_eq!(deleted, vec![fabrikam]);
     let old = platform.stop().await;
 
     // The machine is lost; the backup, the mirror and the root key restore it elsewhere.
@@ -135,9 +135,17 @@ async fn a_tenant_deleted_after_a_backup_comes_back_from_it_without_its_key() {
     let restored = api::operator::restore(&config(fresh.path(), Some(&mirror)), &backup)
         .await
         .unwrap();
-    assert_eq!(restored.restored, 1);
-    let missing: Vec<(uuid::Uuid, u32)> = restored.missing.iter().map(|(t, v)| (t.0, *v)).collect();
+    assert_eq!(restored.report.restored, 1);
+    let missing: Vec<(uuid::Uuid, u32)> = restored
+        .report
+        .missing
+        .iter()
+        .map(|(t, v)| (t.0, *v))
+        .collect();
     assert_eq!(missing, vec![(fabrikam, 1)]);
+    let to_delete: Vec<uuid::Uuid> = restored.to_delete_again.iter().map(|t| t.0).collect();
+    assert_eq!(to_delete, vec![fabrikam]);
+    assert_eq!(restored.key_mirror, mirror);
     // Once there, a log is not restored over.
     let again = api::operator::restore(&config(fresh.path(), Some(&mirror)), &backup)
         .await
@@ -150,30 +158,81 @@ async fn a_tenant_deleted_after_a_backup_comes_back_from_it_without_its_key() {
         .await
         .map_err(|(e, _)| e)
         .unwrap();
-    for (host, _, billy) in &customers {
-        let admin = platform.login(&phone, host).await;
-        let (status, answer) = platform
-            .call_as(
-                &admin,
-                Method::PUT,
-                host,
-                &format!("/api/v1/users/{billy}/password"),
-                Some(json!({"password": "a new password for billy"})),
-            )
+    // Contoso is back with its sealed data.
+    let (host, _, billy) = &customers[0];
+    let admin = platform.login(&phone, host).await;
+    let (status, answer) = platform
+        .call_as(
+            &admin,
+            Method::PUT,
+            host,
+            &format!("/api/v1/users/{billy}/password"),
+            Some(json!({"password": "a new password for billy"})),
+        )
+        .await;
+    assert_eq!(status, 204, "{answer}");
+
+    // Fabrikam was deleted again before the service answered anyone: gone from the MSP's
+    // customers, its host unknown, its name free, and the MSP's log says who deleted it.
+    let msp = platform.login(&phone, "acme").await;
+    let (status, list) = platform
+        .call_as(&msp, Method::GET, "acme", "/api/v1/customers", None)
+        .await;
+    assert_eq!(status, 200, "{list}");
+    let names: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, vec!["contoso"]);
+    let (status, _) =
+        Platform::call(platform.request(Method::POST, "fabrikam-acme", "/api/v1/login/challenges"))
             .await;
-        if *host == "contoso-acme" {
-            assert_eq!(status, 204, "{answer}");
-        } else {
-            // Back as the backup had it, but nothing sealed with its key opens again.
-            assert_eq!(status, 409, "{answer}");
-            assert!(
-                answer["detail"].as_str().unwrap().contains("destroyed"),
-                "{answer}"
-            );
-        }
-    }
-    // Starting on the restored log kept the mirror as it was (nothing deleted since).
-    assert_eq!(api::key_mirror::read(&mirror).unwrap().len(), 1);
+    assert_eq!(status, 404);
+    let export = platform
+        .as_user(&msp, Method::GET, "acme", "/api/v1/audit/events")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let deletions: Vec<serde_json::Value> = export
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|e| e["type"] == "CustomerTenantDeleted")
+        .collect();
+    assert_eq!(deletions.len(), 1, "{deletions:?}");
+    assert_eq!(deletions[0]["actor"], api::redelete::ACTOR);
+    assert_eq!(deletions[0]["data"]["customer_id"], fabrikam.to_string());
+    let (status, body) = platform
+        .call_as(
+            &msp,
+            Method::POST,
+            "acme",
+            "/api/v1/customers",
+            Some(json!({"name": "fabrikam", "display_name": "Fabrikam again"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    // The mirror kept Contoso's key and the deletion; a restart deletes nothing more.
+    let kept = api::key_mirror::read(&mirror).unwrap();
+    assert_eq!(kept.keys.len(), 1);
+    assert_eq!(kept.deleted.len(), 1);
+    let again_mirror = mirror.clone();
+    let platform = platform
+        .stop()
+        .await
+        .start_with(|s| s.key_mirror = Some(again_mirror))
+        .await
+        .map_err(|(e, _)| e)
+        .unwrap();
+    let msp = platform.login(&phone, "acme").await;
+    let (_, list) = platform
+        .call_as(&msp, Method::GET, "acme", "/api/v1/customers", None)
+        .await;
+    assert_eq!(list.as_array().unwrap().len(), 2, "{list}");
     platform.stop().await;
 }
 
@@ -207,4 +266,49 @@ async fn no_backup_without_a_key_mirror_and_no_service_on_an_unrestored_backup()
         .unwrap();
     assert!(matches!(err, StartError::UnrestoredBackup(..)), "{err}");
     assert!(err.to_string().contains("idemd restore"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idemd_does_not_start_while_a_tenant_it_must_delete_again_cannot_be() {
+    let platform = Platform::start().await;
+    let signed_up = platform.signup("acme", "Acme", "alice@acme.example").await;
+    let acme = signed_up["tenant"]["id"].as_str().unwrap().to_owned();
+    let stopped = platform.stop().await;
+
+    // A mirror that says the MSP itself was deleted (no command deletes an MSP): idemd
+    // cannot delete it again the way it deletes customers, and must not serve it either.
+    let apart = tempfile::tempdir().unwrap();
+    let mirror = apart.path().join("keys.json");
+    std::fs::write(
+        &mirror,
+        format!(
+            r#"{{"format": "idem-key-mirror", "version": 2, "keys": [], "deleted": ["{acme}"]}}"#
+        ),
+    )
+    .unwrap();
+    let refused_with = mirror.clone();
+    let (err, stopped) = stopped
+        .start_with(|s| s.key_mirror = Some(refused_with))
+        .await
+        .err()
+        .unwrap();
+    assert!(matches!(err, StartError::Redelete(_)), "{err}");
+    let message = err.to_string();
+    assert!(message.contains(&acme), "{message}");
+    assert!(message.contains("only customer tenants"), "{message}");
+
+    // Without that mirror, the MSP is served as before: nothing of it was deleted.
+    let platform = stopped
+        .start_with(|_| {})
+        .await
+        .map_err(|(e, _)| e)
+        .unwrap();
+    let (status, _) = Platform::call(
+        platform
+            .request(Method::POST, "acme", "/api/v1/login/challenges")
+            .json(&json!({"purpose": "portal"})),
+    )
+    .await;
+    assert_eq!(status, 201);
+    platform.stop().await;
 }

@@ -451,24 +451,35 @@ pub async fn delete_customer(
     let (tenant, caller) = msp_context(&state, &method, &headers).await?;
     caller.may(Action::ManageCustomers, &tenant)?;
     let customer = customer(&state, &tenant, &name).await?;
-    let customer_id = TenantId(customer.id);
-    let (committed, _) = command::execute_plan(
+    let committed = delete_customer_tenant(
         &state,
         TenantId(tenant.id),
+        TenantId(customer.id),
         &caller.actor,
-        Utc::now(),
-        |history| {
-            Ok(Plan {
-                deleted: vec![customer_id],
-                ..Plan::on_tenant(msp::decide(
-                    Some(fold_msp(history)?),
-                    MspCommand::DeleteCustomer { customer_id },
-                )?)
-            })
-        },
     )
     .await?;
     Ok(no_content(&state, committed.as_ref()).await)
+}
+
+/// Deletes the MSP's customer tenant: `CustomerTenantDeleted` in the MSP's stream and the
+/// customer's stream, reservations and keys gone, in one commit.
+pub async fn delete_customer_tenant(
+    state: &AppState,
+    msp: TenantId,
+    customer_id: TenantId,
+    actor: &str,
+) -> Result<Option<eventlog::Committed>, Problem> {
+    let (committed, _) = command::execute_plan(state, msp, actor, Utc::now(), |history| {
+        Ok(Plan {
+            deleted: vec![customer_id],
+            ..Plan::on_tenant(msp::decide(
+                Some(fold_msp(history)?),
+                MspCommand::DeleteCustomer { customer_id },
+            )?)
+        })
+    })
+    .await?;
+    Ok(committed)
 }
 
 /// `GET /api/v1/customers/{name}/technicians`: who reaches the customer, and how.
