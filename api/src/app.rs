@@ -55,13 +55,13 @@ pub struct AppState {
 
 impl AppState {
     /// Brings the key mirror up to date, after a deletion took tenants' keys out of the key
-    /// store: they must leave the mirror too. A failure is logged; the keys go at the next
-    /// deletion, backup or start.
+    /// store: they must leave the mirror too. A failure is logged and reported by readiness;
+    /// the mirror is tried again every [`KEY_MIRROR_RETRY`] until it is current.
     pub async fn refresh_key_mirror(&self) {
         if let Some(mirror) = &self.key_mirror
             && let Err(e) = mirror.refresh(&self.log).await
         {
-            tracing::error!(error = %e, "the key mirror may still hold a deleted tenant's key; it goes at the next deletion, backup or start");
+            tracing::error!(error = %e, "the key mirror may still hold a deleted tenant's key; it is tried again until it is current");
         }
     }
 
@@ -79,6 +79,9 @@ impl AppState {
 }
 
 pub type Shared = Arc<AppState>;
+
+/// How often a key mirror whose refresh failed is tried again.
+pub const KEY_MIRROR_RETRY: Duration = Duration::from_secs(30);
 
 /// Why the service could not start.
 #[derive(Debug, thiserror::Error)]
@@ -275,6 +278,15 @@ impl Server {
             crate::control::router(state.clone()),
             stop.subscribe(),
         ));
+        let mirror_state = state.clone();
+        let mirror_stopping = stop.subscribe();
+        let key_mirror = tokio::spawn(async move {
+            if let Some(mirror) = &mirror_state.key_mirror {
+                mirror
+                    .keep_current(&mirror_state.log, KEY_MIRROR_RETRY, mirror_stopping)
+                    .await;
+            }
+        });
         let feed_handle = state.feed.clone();
         let log_handle = Arc::downgrade(&state.log);
         let feed = tokio::spawn(state.feed.clone().run(
@@ -307,6 +319,7 @@ impl Server {
             // same signal.
             let _ = feed.await;
             let _ = control.await;
+            let _ = key_mirror.await;
             // Every request has finished, but the connection tasks may still be dropping their
             // handles on the state: wait for them (briefly), so that the projections stop and
             // the log closes before `shutdown` returns, and the data directory can be reopened.

@@ -21,6 +21,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -89,6 +90,8 @@ pub struct Refreshed {
 pub struct KeyMirror {
     path: PathBuf,
     writing: tokio::sync::Mutex<()>,
+    /// The last refresh failed: the file may hold keys of tenants deleted since.
+    behind: AtomicBool,
 }
 
 impl KeyMirror {
@@ -96,11 +99,44 @@ impl KeyMirror {
         KeyMirror {
             path,
             writing: tokio::sync::Mutex::new(()),
+            behind: AtomicBool::new(false),
         }
     }
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Whether the last refresh failed, so that the file may still hold the keys of tenants
+    /// deleted since (and lack new tenants' keys): readiness and metrics report it.
+    pub fn is_behind(&self) -> bool {
+        self.behind.load(Ordering::Relaxed)
+    }
+
+    /// While the service runs, refreshes the mirror every `every` for as long as it is
+    /// behind, so that a deletion's shredding of the backups does not wait for the next
+    /// deletion, backup or start once the mirror's storage is back.
+    pub async fn keep_current(
+        &self,
+        log: &RocksLog,
+        every: std::time::Duration,
+        mut stopping: tokio::sync::watch::Receiver<bool>,
+    ) {
+        loop {
+            tokio::select! {
+                _ = stopping.wait_for(|stop| *stop) => return,
+                () = tokio::time::sleep(every) => {}
+            }
+            if !self.is_behind() {
+                continue;
+            }
+            match self.refresh(log).await {
+                Ok(refreshed) => {
+                    tracing::info!(keys = refreshed.keys, "the key mirror is up to date again");
+                }
+                Err(e) => tracing::warn!(error = %e, "the key mirror is still behind"),
+            }
+        }
     }
 
     /// Brings the mirror up to date with `log`: every key the log holds is added, every
@@ -109,6 +145,12 @@ impl KeyMirror {
     /// the log holds events of again.
     pub async fn refresh(&self, log: &RocksLog) -> Result<Refreshed, MirrorError> {
         let _turn = self.writing.lock().await;
+        let refreshed = self.refresh_now(log).await;
+        self.behind.store(refreshed.is_err(), Ordering::Relaxed);
+        refreshed
+    }
+
+    async fn refresh_now(&self, log: &RocksLog) -> Result<Refreshed, MirrorError> {
         let stored = match read(&self.path) {
             Ok(contents) => contents,
             Err(MirrorError::Io { source, .. })
@@ -358,6 +400,47 @@ mod tests {
         // A log that never held them (restored from a backup older than both) is not told.
         let oldest = RocksLog::open(dir.path().join("oldest")).unwrap();
         assert!(mirror.refresh(&oldest).await.unwrap().undeleted.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_mirror_behind_is_tried_again_until_it_is_current() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = RocksLog::open(dir.path().join("log")).unwrap();
+        let tenant = stream();
+        log.append(opened(tenant, b"key")).await.unwrap();
+        // Its directory is gone, and a file is in its place: nothing can be written there.
+        let folder = dir.path().join("mirror");
+        let mirror = KeyMirror::new(folder.join("keys.json"));
+        std::fs::write(&folder, b"not a directory").unwrap();
+        assert!(mirror.refresh(&log).await.is_err());
+        assert!(mirror.is_behind());
+
+        let (stop, stopping) = tokio::sync::watch::channel(false);
+        let retrying = mirror.keep_current(&log, std::time::Duration::from_millis(5), stopping);
+        let storage_back = async {
+            // Still behind while the storage is away...
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            assert!(mirror.is_behind());
+            std::fs::remove_file(&folder).unwrap();
+            std::fs::create_dir(&folder).unwrap();
+            // ...current once a retry could write it.
+            for _ in 0..2000 {
+                if !mirror.is_behind() {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+            assert!(!mirror.is_behind());
+            stop.send(true).unwrap();
+        };
+        tokio::join!(retrying, storage_back);
+        let keys: Vec<StreamId> = read(mirror.path())
+            .unwrap()
+            .keys
+            .into_iter()
+            .map(|(s, _)| s)
+            .collect();
+        assert_eq!(keys, vec![tenant]);
     }
 
     #[tokio::test]

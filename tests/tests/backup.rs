@@ -312,3 +312,73 @@ async fn idemd_does_not_start_while_a_tenant_it_must_delete_again_cannot_be() {
     assert_eq!(status, 201);
     platform.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deletion_the_mirror_missed_is_reported_and_caught_up() {
+    let apart = tempfile::tempdir().unwrap();
+    let folder = apart.path().join("mirror");
+    std::fs::create_dir(&folder).unwrap();
+    let mirror = folder.join("keys.json");
+    let with_mirror = mirror.clone();
+    let platform = Platform::start_with(|s| s.key_mirror = Some(with_mirror)).await;
+    let (_, msp) = platform.acme_with_contoso("alice@acme.example").await;
+    let ready = || async {
+        let (status, body) = Platform::call(platform.request(Method::GET, "", "/readyz")).await;
+        assert_eq!(
+            status, 200,
+            "a mirror behind does not make the service unready: {body}"
+        );
+        body["key_mirror_current"].clone()
+    };
+    let gauge = || async {
+        let text = platform
+            .request(Method::GET, "", "/metrics")
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix("idem_key_mirror_current "))
+            .map(str::to_owned)
+    };
+    assert_eq!(ready().await, json!(true));
+    assert_eq!(gauge().await.as_deref(), Some("1"));
+
+    // The mirror's storage goes away; Contoso's deletion cannot reach it.
+    let away = apart.path().join("away");
+    std::fs::rename(&folder, &away).unwrap();
+    std::fs::write(&folder, b"not a directory").unwrap();
+    let delete = |name: &str| {
+        platform.call_as(
+            &msp,
+            Method::DELETE,
+            "acme",
+            &format!("/api/v1/customers/{name}"),
+            None,
+        )
+    };
+    assert_eq!(delete("contoso").await.0, 204);
+    assert_eq!(ready().await, json!(false));
+    assert_eq!(gauge().await.as_deref(), Some("0"));
+
+    // Back: the next refresh (here another deletion) records both deletions.
+    std::fs::remove_file(&folder).unwrap();
+    std::fs::rename(&away, &folder).unwrap();
+    let (status, body) = platform
+        .call_as(
+            &msp,
+            Method::POST,
+            "acme",
+            "/api/v1/customers",
+            Some(json!({"name": "fabrikam", "display_name": "Fabrikam"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(delete("fabrikam").await.0, 204);
+    assert_eq!(ready().await, json!(true));
+    assert_eq!(gauge().await.as_deref(), Some("1"));
+    assert_eq!(api::key_mirror::read(&mirror).unwrap().deleted.len(), 2);
+    platform.stop().await;
+}

@@ -41,7 +41,8 @@ fn log_stopped(state: &AppState) -> bool {
 }
 
 /// Ready: every projector running and not failing, lag bounded. Quarantined tenants are listed
-/// in the body (and counted in /metrics) without making the service unready.
+/// in the body (and counted in /metrics) without making the service unready; so is a key
+/// mirror whose last refresh failed (`key_mirror_current`: false; null without a mirror).
 pub async fn readyz(State(state): State<Shared>) -> Response {
     let status = state.projections.status();
     let log_writable = !log_stopped(&state);
@@ -53,6 +54,7 @@ pub async fn readyz(State(state): State<Shared>) -> Response {
         "lag": status.lag(),
         "max_lag": MAX_READY_LAG,
         "projections": status.projectors,
+        "key_mirror_current": state.key_mirror.as_ref().map(|m| !m.is_behind()),
     });
     let code = if ready {
         StatusCode::OK
@@ -100,6 +102,15 @@ pub async fn metrics(State(state): State<Shared>) -> Response {
         "1 while the log takes writes; 0 once a failed journal write stopped them.",
         &[(None, u64::from(state.log.write_failure().is_none()))],
     );
+    if let Some(mirror) = &state.key_mirror {
+        gauge(
+            &mut out,
+            "idem_key_mirror_current",
+            "1 while the key mirror is up to date; 0 after a failed refresh (it may still \
+             hold a deleted tenant's key), until a retry succeeds.",
+            &[(None, u64::from(!mirror.is_behind()))],
+        );
+    }
     gauge(
         &mut out,
         "idem_projection_checkpoint",
