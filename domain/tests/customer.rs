@@ -657,6 +657,41 @@ fn agents_enroll_once_per_token_before_it_expires() {
     );
     let revoked = when(&given, C::RevokeAgent { device_id: AGENT }).unwrap();
     let given = with(given, revoked.events);
+
+    // Among many tokens, the one whose digest is presented is used, and only it.
+    let mut many = given.clone();
+    for i in 0..5u128 {
+        let issued = when(
+            &many,
+            C::IssueEnrollmentToken {
+                token_id: Uuid::from_u128(100 + i),
+                token_digest: format!("many-{i}"),
+                expires_at: now() + Duration::hours(1),
+            },
+        )
+        .unwrap();
+        many = with(many, issued.events);
+    }
+    let enroll_new = |digest: &str, device: u128| C::EnrollAgent {
+        token_digest: digest.into(),
+        device_id: DeviceId(Uuid::from_u128(device)),
+        hostname: "WS-002".into(),
+        credential_digest: "c2".into(),
+        now: now(),
+    };
+    let enrolled = when(&many, enroll_new("many-2", 77)).unwrap();
+    assert!(
+        matches!(&enrolled.events[..], [Event::AgentEnrolled(e)] if e.token_id == Uuid::from_u128(102)),
+        "{:?}",
+        enrolled.events
+    );
+    let many = with(many, enrolled.events);
+    assert!(matches!(
+        when(&many, enroll_new("many-2", 78)),
+        Err(DomainError::Unauthenticated(_))
+    ));
+    assert!(when(&many, enroll_new("many-1", 78)).is_ok());
+
     assert_eq!(
         when(&given, C::RecordDesktopLogin(login)),
         Err(DomainError::NotFound("device"))
