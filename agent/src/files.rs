@@ -39,6 +39,26 @@ pub fn write_atomically(path: &Path, contents: &[u8], mode: Mode) -> std::io::Re
     sync_parent(path)
 }
 
+/// Writes a copy of `from` to `to` atomically, with `from`'s mode, owner and group: the
+/// `passwd-`, `shadow-` and `group-` copies that shadow-utils keeps of the files it edits,
+/// which an administrator restores a damaged file from. `Ok(false)` if `from` does not exist.
+pub fn copy_atomically(from: &Path, to: &Path) -> std::io::Result<bool> {
+    let contents = match std::fs::read(from) {
+        Ok(contents) => contents,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    let metadata = std::fs::metadata(from)?;
+    let temporary = temporary_beside(to);
+    let written = write_new(&temporary, &contents, 0o600, Some(&metadata))
+        .and_then(|()| std::fs::rename(&temporary, to));
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&temporary);
+        return Err(e);
+    }
+    sync_parent(to).map(|()| true)
+}
+
 /// `path`'s name with `.PID.idem-tmp` added: two processes writing the same file never share
 /// a temporary.
 fn temporary_beside(path: &Path) -> PathBuf {
@@ -101,6 +121,21 @@ mod tests {
         assert_eq!(mode(&path), 0o600);
         // Nothing but the file itself is left in the directory.
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn a_copy_keeps_the_contents_and_mode_and_a_missing_file_is_not_copied() {
+        let dir = tempfile::tempdir().unwrap();
+        let (from, to) = (dir.path().join("shadow"), dir.path().join("shadow-"));
+        assert!(!copy_atomically(&from, &to).unwrap());
+        assert!(!to.exists());
+        std::fs::write(&from, b"root:*:19000::::::\n").unwrap();
+        std::fs::set_permissions(&from, std::fs::Permissions::from_mode(0o640)).unwrap();
+        std::fs::write(&to, b"an older copy").unwrap();
+        assert!(copy_atomically(&from, &to).unwrap());
+        assert_eq!(std::fs::read(&to).unwrap(), b"root:*:19000::::::\n");
+        assert_eq!(std::fs::metadata(&to).unwrap().mode() & 0o7777, 0o640);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
     }
 
     #[test]

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use super::home::{Owner, create_home, running_as_root};
 use super::{Account, AccountError, LocalAccounts, replace};
+use crate::files::copy_atomically;
 
 /// A Windows-style account name is also acceptable to Linux only in its lowercase, portable
 /// form: letters, digits, `.`, `_`, `-`, starting with a letter, digit or `_`, and not all
@@ -135,15 +136,19 @@ impl LinuxAccounts {
             group: read("group")?,
         };
         let (answer, changed) = change(&mut files)?;
-        // Shadow first: an account never appears in passwd without its shadow entry.
-        if changed[1] {
-            replace(&self.path("shadow"), &render(&files.shadow), 0o640)?;
-        }
-        if changed[2] {
-            replace(&self.path("group"), &render(&files.group), 0o644)?;
-        }
-        if changed[0] {
-            replace(&self.path("passwd"), &render(&files.passwd), 0o644)?;
+        // Shadow first: an account never appears in passwd without its shadow entry. Each
+        // file's previous contents are kept as `NAME-`, as shadow-utils does.
+        for (name, rows, mode, is_changed) in [
+            ("shadow", &files.shadow, 0o640, changed[1]),
+            ("group", &files.group, 0o644, changed[2]),
+            ("passwd", &files.passwd, 0o644, changed[0]),
+        ] {
+            if is_changed {
+                let path = self.path(name);
+                let backup = self.path(&format!("{name}-"));
+                copy_atomically(&path, &backup).map_err(io(&backup))?;
+                replace(&path, &render(rows), mode)?;
+            }
         }
         drop(lock);
         Ok(answer)
@@ -386,12 +391,21 @@ mod tests {
         assert!(!shadow.contains("pw-one-1234"));
         // Untouched lines stay as they were.
         assert!(shadow.starts_with("root:*:19000:0:99999:7:::\n"));
-        // The rewritten shadow keeps its mode and group.
-        let metadata = std::fs::metadata(root.path().join("etc/shadow")).unwrap();
-        assert_eq!(metadata.mode() & 0o7777, 0o600);
-        if as_root {
-            assert_eq!(metadata.gid(), 42);
+        // The rewritten shadow keeps its mode and group, and so does its backup copy.
+        for file in ["etc/shadow", "etc/shadow-"] {
+            let metadata = std::fs::metadata(root.path().join(file)).unwrap();
+            assert_eq!(metadata.mode() & 0o7777, 0o600, "{file}");
+            if as_root {
+                assert_eq!(metadata.gid(), 42, "{file}");
+            }
         }
+        // Each file's previous contents are kept beside it, as shadow-utils keeps them.
+        let before = read(&root, "etc/passwd");
+        accounts.create("carol", "Carol").unwrap();
+        assert_eq!(read(&root, "etc/passwd-"), before);
+        assert!(read(&root, "etc/passwd").contains("carol:x:"));
+        assert!(!read(&root, "etc/shadow-").contains("carol:"));
+        assert!(read(&root, "etc/group-").contains("billy:x:1001:"));
         assert!(
             LinuxAccounts::new(root.path())
                 .create("bad name", "")
