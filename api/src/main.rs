@@ -25,7 +25,9 @@ enum Command {
         #[command(flatten)]
         settings: Settings,
     },
-    /// Rebuilds read models from the event log into new generations (idemd must be stopped).
+    /// Rebuilds read models from the event log into new generations: the running service
+    /// serves the current ones meanwhile and swaps the new ones in once caught up; with idemd
+    /// stopped, the command does it itself.
     Rebuild {
         /// directory, audit, or all
         #[arg(default_value = "all")]
@@ -414,16 +416,16 @@ async fn rebuild(config: Config, which: &str) -> ExitCode {
     };
     match api::operator::rebuild(&config, &projections).await {
         Ok(done) => {
-            for (projection, generation, took) in done {
+            for rebuilt in done {
                 println!(
-                    "{projection}: rebuilt into generation {generation} in {:.1} s",
-                    took.as_secs_f64()
+                    "{}: rebuilt into generation {} in {:.1} s",
+                    rebuilt.projection, rebuilt.generation, rebuilt.seconds
                 );
             }
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("idemd: rebuild: {e} (is idemd running? stop it first)");
+            eprintln!("idemd: rebuild: {e}");
             ExitCode::FAILURE
         }
     }

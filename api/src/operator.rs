@@ -1,8 +1,7 @@
-//! The operator's commands. `rebuild` and `restore` work on a stopped service's data
-//! directory. `export`,
-//! `verify`, `state` and `backup` ask the running service through its control socket
-//! (`crate::control`) and, when none runs on the data directory, open the log themselves; the
-//! functions taking a `&RocksLog` are what both sides run.
+//! The operator's commands. `restore` works on a stopped service's data directory.
+//! `rebuild`, `export`, `verify`, `state` and `backup` ask the running service through its
+//! control socket (`crate::control`) and, when none runs on the data directory, open the log
+//! themselves; the functions taking a `&RocksLog` are what both sides run.
 //! (Checking an exported file needs no data directory: see [`crate::audit::verify_file`].)
 
 use std::path::{Path, PathBuf};
@@ -20,11 +19,39 @@ use crate::config::Config;
 use crate::control::{self, client, client::ClientError};
 use crate::key_mirror::KeyMirror;
 
-/// Rebuilds each of `which` from position 0 into a new generation, with a progress bar on a
-/// terminal; answers each projection's new generation and how long it took. The event log
-/// is opened exclusively: idemd must be stopped (a running service rebuilds online through
-/// the projections library instead).
-pub async fn rebuild(
+/// One projection rebuilt: the generation now served, and how long the rebuild took.
+#[derive(Serialize, Deserialize, Clone, PartialEq, Debug)]
+pub struct Rebuilt {
+    pub projection: String,
+    pub generation: u64,
+    pub seconds: f64,
+}
+
+/// Rebuilds each of `which` from position 0 into a new generation: by the running service
+/// through its control socket (it goes on serving the current generation meanwhile and
+/// swaps the new one in once caught up), or, with idemd stopped, here with a progress bar.
+pub async fn rebuild(config: &Config, which: &[Projection]) -> Result<Vec<Rebuilt>, OperatorError> {
+    let names: Vec<&str> = which.iter().map(|p| p.name()).collect();
+    let request = json!({ "projections": names });
+    match client::call(&control::socket_path(config), "/v1/rebuild", &request).await {
+        Ok(done) => Ok(serde_json::from_value(done)?),
+        Err(ClientError::NotRunning(_)) => Ok(rebuild_stopped(config, which)
+            .await?
+            .into_iter()
+            .map(|(projection, generation, took)| Rebuilt {
+                projection: projection.name().to_owned(),
+                generation,
+                seconds: took.as_secs_f64(),
+            })
+            .collect()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Rebuilds each of `which` in a stopped service's data directory (the event log is opened
+/// exclusively), with a progress bar on a terminal; answers each projection's new
+/// generation and how long it took.
+async fn rebuild_stopped(
     config: &Config,
     which: &[Projection],
 ) -> Result<Vec<(Projection, u64, Duration)>, StartError> {
@@ -261,6 +288,8 @@ pub enum OperatorError {
     Service(#[from] ClientError),
     #[error("the service's answer is not what this idemd expects: {0}")]
     Answer(#[from] serde_json::Error),
+    #[error("{0}")]
+    Start(#[from] StartError),
 }
 
 /// The log of a stopped service (the commands that find none running on the data directory).

@@ -1,5 +1,6 @@
 //! The control socket in process: an export pages through a log longer than one page, online
-//! and offline alike, and a connection from another user is refused.
+//! and offline alike, a rebuild asked for a projection that does not exist is refused, and a
+//! connection from another user is refused.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::io::{Read, Write};
@@ -116,5 +117,40 @@ async fn a_connection_from_another_user_is_refused() {
         .await
         .unwrap();
     assert!(own.starts_with("HTTP/1.1 200"), "{own}");
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_online_rebuild_of_no_projection_or_an_unknown_one_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(config(dir.path())).await.unwrap();
+    let socket = dir.path().join("control.sock");
+    for (request, why) in [
+        (serde_json::json!({"projections": []}), "at least one"),
+        (
+            serde_json::json!({"projections": ["directory", "everything"]}),
+            "no projection \"everything\"",
+        ),
+        (serde_json::json!({"projection": "audit"}), "projection"),
+    ] {
+        let err = api::control::client::call(&socket, "/v1/rebuild", &request)
+            .await
+            .unwrap_err();
+        match &err {
+            api::control::client::ClientError::Refused { status, detail, .. } => {
+                assert!(*status == 422 || *status == 400, "{err}");
+                assert!(detail.contains(why), "{err}");
+            }
+            other => panic!("{other}"),
+        }
+    }
+    // Nothing was rebuilt: generation 1 is still the only one.
+    let mut files: Vec<String> = std::fs::read_dir(dir.path().join("readmodels"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|f| f.ends_with(".sqlite"))
+        .collect();
+    files.sort();
+    assert_eq!(files, vec!["audit.g1.sqlite", "directory.g1.sqlite"]);
     server.shutdown().await;
 }

@@ -1,6 +1,6 @@
 //! The operator's control socket: `control.sock` in the data directory, where the `idemd`
 //! commands reach the running service (it holds the log exclusively): `signup` (also while
-//! public signup is closed), `backup`, `export`, `verify` and `state`. HTTP over a Unix
+//! public signup is closed), `backup`, `rebuild`, `export`, `verify` and `state`. HTTP over a Unix
 //! socket, JSON in and out, errors as problem+json like the public API.
 //!
 //! Who may use it: the socket is created 0600 and every connection's peer credentials are
@@ -20,6 +20,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::serve::IncomingStream;
 use axum::{Json, Router};
+use projections::Projection;
 use serde::Deserialize;
 use tokio::net::UnixListener;
 
@@ -75,6 +76,7 @@ pub fn router(state: Shared) -> Router {
     Router::new()
         .route("/v1/signup", post(signup))
         .route("/v1/backup", post(backup))
+        .route("/v1/rebuild", post(rebuild))
         .route("/v1/verify", post(verify))
         .route("/v1/export", post(export))
         .route("/v1/state", post(state_at))
@@ -132,6 +134,63 @@ async fn backup(
     }
     let done = operator::backup_log(&state.log, state.key_mirror.as_ref(), &request.to).await?;
     tracing::info!(to = %request.to.display(), head = done.head, events = done.events, keys = done.mirrored_keys, "backup written");
+    Ok(Json(done).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RebuildRequest {
+    /// Projection names (`directory`, `audit`), rebuilt one after the other.
+    projections: Vec<String>,
+}
+
+/// `POST /v1/rebuild`: each projection rebuilt from the log into a new generation while the
+/// current one is served, and swapped in once caught up; answers once all are.
+async fn rebuild(
+    State(state): State<Shared>,
+    request: Result<Json<RebuildRequest>, JsonRejection>,
+) -> Result<Response, Problem> {
+    let request = body(request)?;
+    if request.projections.is_empty() {
+        return Err(Problem::invalid(
+            "projections",
+            "name at least one projection",
+        ));
+    }
+    let mut which = Vec::new();
+    for name in &request.projections {
+        match Projection::from_name(name) {
+            Some(projection) if !which.contains(&projection) => which.push(projection),
+            Some(_) => {}
+            None => {
+                return Err(Problem::invalid(
+                    "projections",
+                    &format!("no projection {name:?}: directory or audit"),
+                ));
+            }
+        }
+    }
+    let mut done = Vec::new();
+    for projection in which {
+        let started = std::time::Instant::now();
+        let generation = state
+            .projections
+            .rebuild(projection)
+            .await
+            .map_err(|e| match e {
+                // Another rebuild of it is running.
+                projections::Error::Config(detail) => {
+                    Problem::new(StatusCode::CONFLICT, "Refused", detail)
+                }
+                other => Problem::internal(&other),
+            })?;
+        tracing::info!(%projection, generation, "rebuilt online");
+        done.push(operator::Rebuilt {
+            projection: projection.name().to_owned(),
+            generation,
+            seconds: started.elapsed().as_secs_f64(),
+        });
+    }
     Ok(Json(done).into_response())
 }
 
