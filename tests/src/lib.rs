@@ -298,6 +298,34 @@ impl Platform {
         Platform::call(request)
     }
 
+    /// The audit export of host `label`'s tenant as `token` may read it: one JSON value per
+    /// NDJSON line.
+    pub async fn audit_events(&self, token: &str, label: &str) -> Vec<Value> {
+        let export = self
+            .as_user(token, Method::GET, label, "/api/v1/audit/events")
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        export
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect()
+    }
+
+    /// The service's `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        self.request(Method::GET, "", "/metrics")
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     /// Sends `request` and answers its status and JSON body (`Null` if none).
     pub async fn call(request: RequestBuilder) -> (u16, Value) {
         let answer = request.send().await.unwrap();

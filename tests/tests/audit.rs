@@ -48,17 +48,10 @@ async fn the_export_verifies_offline_and_the_replayed_state_matches_the_read_mod
     .await;
     assert_eq!(status, 200);
     // "Then" is when Bob was added: his event's time, from the export.
-    let export = platform
-        .as_user(&admin, Method::GET, "acme", "/api/v1/audit/events")
-        .send()
+    let added: Value = platform
+        .audit_events(&admin, "acme")
         .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let added: Value = export
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .into_iter()
         .find(|e| e["type"] == "MspUserAdded")
         .unwrap();
     let at = added["occurred_at"].as_str().unwrap().to_owned();

@@ -190,17 +190,10 @@ async fn a_tenant_deleted_after_a_backup_is_deleted_again_when_it_is_restored() 
         Platform::call(platform.request(Method::POST, "fabrikam-acme", "/api/v1/login/challenges"))
             .await;
     assert_eq!(status, 404);
-    let export = platform
-        .as_user(&msp, Method::GET, "acme", "/api/v1/audit/events")
-        .send()
+    let deletions: Vec<serde_json::Value> = platform
+        .audit_events(&msp, "acme")
         .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let deletions: Vec<serde_json::Value> = export
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .into_iter()
         .filter(|e| e["type"] == "CustomerTenantDeleted")
         .collect();
     assert_eq!(deletions.len(), 1, "{deletions:?}");
@@ -331,14 +324,7 @@ async fn a_deletion_the_mirror_missed_is_reported_and_caught_up() {
         body["key_mirror_current"].clone()
     };
     let gauge = || async {
-        let text = platform
-            .request(Method::GET, "", "/metrics")
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = platform.metrics().await;
         text.lines()
             .find_map(|l| l.strip_prefix("idem_key_mirror_current "))
             .map(str::to_owned)

@@ -275,14 +275,7 @@ async fn approvals_are_rate_limited_per_device() {
     let seconds: u64 = retry_after.unwrap().to_str().unwrap().parse().unwrap();
     assert!(seconds >= 1);
     // The refusals are counted by route pattern (never by id) and by outcome.
-    let metrics = platform
-        .request(Method::GET, "", "/metrics")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = platform.metrics().await;
     let route = "/api/v1/login/challenges/{id}/approve";
     for line in [
         format!("idem_rate_limited_total{{limit=\"{route}\"}} 10"),
