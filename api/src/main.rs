@@ -60,6 +60,14 @@ enum Command {
         #[command(flatten)]
         settings: Settings,
     },
+    /// Retries the tenants the read models quarantined (an event they could not apply), in
+    /// the running service: those whose events now apply catch up. A start retries them too.
+    RetryQuarantined {
+        #[arg(long, env = "IDEM_CONFIG")]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        settings: Settings,
+    },
     /// Creates an MSP tenant and mails its admin an onboarding code, through the running
     /// service's control socket (also while public signup is closed).
     Signup {
@@ -150,6 +158,10 @@ async fn main() -> ExitCode {
             settings,
         } => match load(config, settings) {
             Ok(config) => verify(config, &tenant).await,
+            Err(code) => code,
+        },
+        Command::RetryQuarantined { config, settings } => match load(config, settings) {
+            Ok(config) => retry_quarantined(config).await,
             Err(code) => code,
         },
         Command::Signup {
@@ -305,6 +317,24 @@ async fn signup(config: Config, name: String, display_name: String, email: Strin
         }
         Err(e) => {
             eprintln!("idemd: signup: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn retry_quarantined(config: Config) -> ExitCode {
+    match api::operator::retry_quarantined(&config).await {
+        Ok(left) => {
+            for projection in left {
+                println!(
+                    "{}: {} tenants stay quarantined",
+                    projection.projection, projection.quarantined
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("idemd: retry-quarantined: {e}");
             ExitCode::FAILURE
         }
     }

@@ -129,6 +129,31 @@ pub async fn signup(
     }
 }
 
+/// How many tenants of a projection stay quarantined after a retry.
+#[derive(Serialize, Deserialize, Clone, PartialEq, Eq, Debug)]
+pub struct StillQuarantined {
+    pub projection: String,
+    pub quarantined: usize,
+}
+
+/// Retries the quarantined tenants of every projection in the running service (a start
+/// retries them too, so there is nothing to do while it is stopped).
+pub async fn retry_quarantined(config: &Config) -> Result<Vec<StillQuarantined>, OperatorError> {
+    match client::call(
+        &control::socket_path(config),
+        "/v1/retry-quarantined",
+        &json!({}),
+    )
+    .await
+    {
+        Ok(left) => Ok(serde_json::from_value(left)?),
+        Err(e @ ClientError::NotRunning(_)) => Err(OperatorError::Usage(format!(
+            "{e}; quarantined tenants are retried when it starts"
+        ))),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// What a backup holds and where its keys went, as the control socket answers it.
 #[derive(Serialize, Deserialize, Clone, PartialEq, Eq, Debug)]
 pub struct BackupDone {

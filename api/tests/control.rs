@@ -1,6 +1,7 @@
 //! The control socket in process: an export pages through a log longer than one page, online
-//! and offline alike, a rebuild asked for a projection that does not exist is refused, and a
-//! connection from another user is refused.
+//! and offline alike, a rebuild asked for a projection that does not exist is refused,
+//! quarantined tenants are retried on demand (none here; the retry itself is tested in the
+//! projections crate), and a connection from another user is refused.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::io::{Read, Write};
@@ -153,4 +154,20 @@ async fn an_online_rebuild_of_no_projection_or_an_unknown_one_is_refused() {
     files.sort();
     assert_eq!(files, vec!["audit.g1.sqlite", "directory.g1.sqlite"]);
     server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quarantined_tenants_are_retried_in_the_running_service_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path());
+    let server = Server::start(config.clone()).await.unwrap();
+    let left = api::operator::retry_quarantined(&config).await.unwrap();
+    let left: Vec<(String, usize)> = left
+        .into_iter()
+        .map(|p| (p.projection, p.quarantined))
+        .collect();
+    assert_eq!(left, vec![("directory".into(), 0), ("audit".into(), 0)]);
+    server.shutdown().await;
+    let err = api::operator::retry_quarantined(&config).await.unwrap_err();
+    assert!(err.to_string().contains("retried when it starts"), "{err}");
 }

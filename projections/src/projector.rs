@@ -157,6 +157,8 @@ impl Status {
 
 enum Command {
     Rebuild(oneshot::Sender<Result<u64>>),
+    /// Answers how many tenants stay quarantined.
+    RetryQuarantined(oneshot::Sender<Result<usize>>),
 }
 
 struct Worker {
@@ -320,6 +322,23 @@ impl<L: EventLog> Projections<L> {
             .await
             .map_err(|_| Error::Closed)?;
         answer.await.map_err(|_| Error::Closed)?
+    }
+
+    /// Retries every quarantined tenant of every projection now, as a start does: a tenant
+    /// whose events now apply (a bug fixed by an upgrade, a transient failure gone) catches
+    /// up and leaves quarantine. Answers, per projection, how many tenants stay quarantined.
+    pub async fn retry_quarantined(&self) -> Result<Vec<(Projection, usize)>> {
+        let mut left = Vec::new();
+        for worker in &self.workers {
+            let (reply, answer) = oneshot::channel();
+            worker
+                .commands
+                .send(Command::RetryQuarantined(reply))
+                .await
+                .map_err(|_| Error::Closed)?;
+            left.push((worker.projection, answer.await.map_err(|_| Error::Closed)??));
+        }
+        Ok(left)
     }
 
     /// Stops every projector after its current batch.
@@ -569,6 +588,11 @@ impl<L: EventLog> Runner<L> {
 
     async fn command(&mut self, command: Command) {
         match command {
+            Command::RetryQuarantined(reply) => {
+                let retried = self.retry_quarantined().await;
+                self.publish(None);
+                let _ = reply.send(retried.map(|()| self.live.quarantined.len()));
+            }
             Command::Rebuild(reply) => {
                 if self.rebuild.is_some() {
                     let _ = reply.send(Err(Error::Config(format!(

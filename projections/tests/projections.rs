@@ -644,16 +644,19 @@ async fn a_failing_tenant_is_quarantined_and_others_go_on(store: &Store) {
     // must survive it anyway): caught only when rows are written back in bulk.
     let twin = sign_up(&world, "acme").await;
 
-    // flaky's seq 2 fails once (as a bug fixed by an upgrade would).
+    // flaky's seq 2 fails for a while (as a transient failure, or a bug fixed by an upgrade).
+    let failing = Arc::new(AtomicBool::new(true));
+    let still_failing = failing.clone();
     let options = Options {
         batch_size: 4,
         faults: Faults::new(move |point| {
-            point
-                == FaultPoint::Apply {
-                    projection: Projection::Directory,
-                    tenant: flaky.0,
-                    seq: 2,
-                }
+            still_failing.load(Ordering::SeqCst)
+                && point
+                    == FaultPoint::Apply {
+                        projection: Projection::Directory,
+                        tenant: flaky.0,
+                        seq: 2,
+                    }
         }),
         ..Options::default()
     };
@@ -695,10 +698,29 @@ async fn a_failing_tenant_is_quarantined_and_others_go_on(store: &Store) {
     assert!(read.users_of(good.0).await.unwrap().is_empty());
     assert!(read.users_of(flaky.0).await.unwrap().is_empty());
     assert_eq!(read.customers_of(acme.id.0).await.unwrap().len(), 3);
+
+    // Retried online while the fault lasts: every tenant stays quarantined.
+    assert_eq!(
+        projections.retry_quarantined().await.unwrap(),
+        vec![(Projection::Directory, 4), (Projection::Audit, 0)]
+    );
+    // The fault gone, an online retry lets flaky catch up; the others fail again,
+    // deterministically, and stay quarantined.
+    failing.store(false, Ordering::SeqCst);
+    assert_eq!(
+        projections.retry_quarantined().await.unwrap(),
+        vec![(Projection::Directory, 3), (Projection::Audit, 0)]
+    );
+    let tenants: Vec<_> = projections.status().projectors[0]
+        .quarantined
+        .iter()
+        .map(|q| q.tenant)
+        .collect();
+    assert_eq!(tenants, vec![bad.0, good.0, twin.id.0]);
+    assert_eq!(read.users_of(flaky.0).await.unwrap().len(), 2);
     projections.shutdown().await;
 
-    // After a restart (the fault gone), flaky is retried and catches up; the others fail
-    // again, deterministically, and stay quarantined.
+    // After a restart they are retried again, with the same outcome.
     let projections = world.project(store, Options::default()).await;
     assert!(projections.wait_for(world.head(), LONG).await);
     let tenants: Vec<_> = projections.status().projectors[0]

@@ -1,6 +1,7 @@
 //! The operator's control socket: `control.sock` in the data directory, where the `idemd`
 //! commands reach the running service (it holds the log exclusively): `signup` (also while
-//! public signup is closed), `backup`, `rebuild`, `export`, `verify` and `state`. HTTP over a Unix
+//! public signup is closed), `backup`, `rebuild`, `retry-quarantined`, `export`, `verify`
+//! and `state`. HTTP over a Unix
 //! socket, JSON in and out, errors as problem+json like the public API.
 //!
 //! Who may use it: the socket is created 0600 and every connection's peer credentials are
@@ -77,6 +78,7 @@ pub fn router(state: Shared) -> Router {
         .route("/v1/signup", post(signup))
         .route("/v1/backup", post(backup))
         .route("/v1/rebuild", post(rebuild))
+        .route("/v1/retry-quarantined", post(retry_quarantined))
         .route("/v1/verify", post(verify))
         .route("/v1/export", post(export))
         .route("/v1/state", post(state_at))
@@ -192,6 +194,21 @@ async fn rebuild(
         });
     }
     Ok(Json(done).into_response())
+}
+
+/// `POST /v1/retry-quarantined`: every quarantined tenant retried now; answers how many stay
+/// quarantined, per projection.
+async fn retry_quarantined(State(state): State<Shared>) -> Result<Response, Problem> {
+    let left = state.projections.retry_quarantined().await?;
+    tracing::info!(?left, "quarantined tenants retried");
+    let left: Vec<operator::StillQuarantined> = left
+        .into_iter()
+        .map(|(projection, quarantined)| operator::StillQuarantined {
+            projection: projection.name().to_owned(),
+            quarantined,
+        })
+        .collect();
+    Ok(Json(left).into_response())
 }
 
 #[derive(Deserialize)]
