@@ -118,6 +118,27 @@ async fn rebuild_replays_the_read_models_online_and_while_idemd_is_stopped() {
         files.sort();
         files
     };
+    // `idemd rebuild` succeeds and says so, and the files are the new generation's.
+    let rebuilds_into = |generation: u64| async move {
+        let rebuilt = rebuild().await.unwrap();
+        assert!(rebuilt.status.success(), "{rebuilt:?}");
+        let stdout = String::from_utf8(rebuilt.stdout).unwrap();
+        for projection in ["directory", "audit"] {
+            assert!(
+                stdout.contains(&format!(
+                    "{projection}: rebuilt into generation {generation}"
+                )),
+                "{stdout}"
+            );
+        }
+        assert_eq!(
+            sqlite_files(),
+            vec![
+                format!("audit.g{generation}.sqlite"),
+                format!("directory.g{generation}.sqlite")
+            ]
+        );
+    };
     // The tenant's host resolves through the served generation (a host it did not know
     // would be "no tenant is served at ...").
     let acme_resolves = |port: u16| async move {
@@ -138,19 +159,7 @@ async fn rebuild_replays_the_read_models_online_and_while_idemd_is_stopped() {
     };
 
     // While idemd runs, it rebuilds itself: new generations swapped in, service going on.
-    let online = rebuild().await.unwrap();
-    assert!(online.status.success(), "{online:?}");
-    let stdout = String::from_utf8(online.stdout).unwrap();
-    for projection in ["directory", "audit"] {
-        assert!(
-            stdout.contains(&format!("{projection}: rebuilt into generation 2")),
-            "{stdout}"
-        );
-    }
-    assert_eq!(
-        sqlite_files(),
-        vec!["audit.g2.sqlite", "directory.g2.sqlite"]
-    );
+    rebuilds_into(2).await;
     acme_resolves(port).await;
 
     let pid = child.id().unwrap().to_string();
@@ -160,19 +169,7 @@ async fn rebuild_replays_the_read_models_online_and_while_idemd_is_stopped() {
         .unwrap();
     assert!(child.wait().await.unwrap().success());
 
-    let rebuilt = rebuild().await.unwrap();
-    assert!(rebuilt.status.success(), "{rebuilt:?}");
-    let stdout = String::from_utf8(rebuilt.stdout).unwrap();
-    for projection in ["directory", "audit"] {
-        assert!(
-            stdout.contains(&format!("{projection}: rebuilt into generation 3")),
-            "{stdout}"
-        );
-    }
-    assert_eq!(
-        sqlite_files(),
-        vec!["audit.g3.sqlite", "directory.g3.sqlite"]
-    );
+    rebuilds_into(3).await;
 
     // The rebuilt generation serves.
     let (mut child, port) = spawn(dir.path()).await;

@@ -298,18 +298,22 @@ impl Platform {
         Platform::call(request)
     }
 
-    /// The audit export of host `label`'s tenant as `token` may read it: one JSON value per
-    /// NDJSON line.
-    pub async fn audit_events(&self, token: &str, label: &str) -> Vec<Value> {
-        let export = self
-            .as_user(token, Method::GET, label, "/api/v1/audit/events")
+    /// The audit export (NDJSON text) of host `label`'s tenant as `token` may read it.
+    pub async fn audit_export(&self, token: &str, label: &str) -> String {
+        self.as_user(token, Method::GET, label, "/api/v1/audit/events")
             .send()
             .await
             .unwrap()
             .text()
             .await
-            .unwrap();
-        export
+            .unwrap()
+    }
+
+    /// The audit export of host `label`'s tenant as `token` may read it: one JSON value per
+    /// NDJSON line.
+    pub async fn audit_events(&self, token: &str, label: &str) -> Vec<Value> {
+        self.audit_export(token, label)
+            .await
             .lines()
             .map(|line| serde_json::from_str(line).unwrap())
             .collect()

@@ -212,14 +212,7 @@ async fn agents_enroll_follow_the_feed_and_check_logins() {
         401,
         "no password set"
     );
-    let export = platform
-        .as_user(&admin, Method::GET, host, "/api/v1/audit/events")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let export = platform.audit_export(&admin, host).await;
     let outcomes: Vec<String> = export
         .lines()
         .map(|l| serde_json::from_str::<Value>(l).unwrap())
@@ -412,14 +405,7 @@ async fn elevation_and_passwordless_login_are_approved_on_a_phone() {
     )
     .await;
     assert_eq!(status, 422);
-    let export = platform
-        .as_user(&admin, Method::GET, host, "/api/v1/audit/events")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let export = platform.audit_export(&admin, host).await;
     let elevations: Vec<(String, String)> = export
         .lines()
         .map(|l| serde_json::from_str::<Value>(l).unwrap())

@@ -159,14 +159,7 @@ async fn the_export_verifies_offline_and_the_replayed_state_matches_the_read_mod
     }
 
     // The operator's export of the stopped service is the same file, and checks.
-    let final_export = platform
-        .as_user(&admin, Method::GET, "acme", "/api/v1/audit/events")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let final_export = platform.audit_export(&admin, "acme").await;
     let dir = platform.dir.clone();
     platform.server.shutdown().await;
     let config = Settings {

@@ -258,14 +258,7 @@ async fn step_6_configures_a_customer_tenant_and_keeps_its_secrets_sealed() {
 
     // The audit export of the customer checks offline, and its replayed state is what the
     // read models say.
-    let export = platform
-        .as_user(&admin, Method::GET, host, "/api/v1/audit/events")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let export = platform.audit_export(&admin, host).await;
     responses.push(export.clone());
     let report = api::audit::verify_file(export.as_bytes()).unwrap();
     assert!(report.is_valid(), "{report:?}");
