@@ -39,6 +39,8 @@ enum Command {
     /// Enrolls this workstation: URL is the customer tenant's, TOKEN from its portal.
     Enroll {
         url: String,
+        /// Tokens are base64url: one in 64 starts with `-`, and is still the token.
+        #[arg(allow_hyphen_values = true)]
         token: String,
         #[arg(long)]
         hostname: Option<String>,
@@ -180,6 +182,35 @@ async fn main() -> ExitCode {
         Err(e) => {
             eprintln!("idem-agent: {e}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::*;
+
+    #[test]
+    fn an_enrollment_token_starting_with_a_hyphen_is_the_token() {
+        let cli = Cli::try_parse_from([
+            "idem-agent",
+            "enroll",
+            "http://contoso-acme.localhost:8080",
+            "-B3xYz_token",
+            "--hostname",
+            "WS-001",
+        ])
+        .unwrap();
+        match cli.command {
+            Command::Enroll {
+                token, hostname, ..
+            } => {
+                assert_eq!(token, "-B3xYz_token");
+                assert_eq!(hostname.as_deref(), Some("WS-001"));
+            }
+            _ => panic!("not enroll"),
         }
     }
 }
