@@ -32,6 +32,9 @@ pub struct CustomerTenant {
     pub users: BTreeMap<UserId, DirectoryUser>,
     pub branding: Branding,
     pub shared_account: Option<String>,
+    /// The enrollment tokens that may still be used: a token leaves when an agent enrolls with
+    /// it, or once it has expired (see [`EnrollmentToken`]), so a tenant enrolling thousands
+    /// of workstations does not carry every token it ever issued.
     pub enrollment_tokens: BTreeMap<Uuid, EnrollmentToken>,
     /// Each enrollment token's id by its digest: an enrollment finds its token in one lookup
     /// instead of comparing against every token ever issued. Only a digest of a random token
@@ -76,12 +79,17 @@ pub struct Branding {
     pub text: Option<String>,
 }
 
+/// An enrollment token not used yet. Every token lives [`ENROLLMENT_TOKEN_LIFETIME`] from its
+/// issue, so when a token is issued, every token that expired a lifetime before the new one
+/// expires had expired when it was issued: the fold drops those, with no clock of its own.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct EnrollmentToken {
     pub digest: String,
     pub expires_at: DateTime<Utc>,
-    pub used: bool,
 }
+
+/// How long an enrollment token may be used after it is issued.
+pub const ENROLLMENT_TOKEN_LIFETIME: chrono::Duration = chrono::Duration::hours(24);
 
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct Agent {
@@ -121,6 +129,28 @@ impl CustomerTenant {
             enrollment_tokens: BTreeMap::new(),
             enrollment_token_digests: BTreeMap::new(),
             agents: BTreeMap::new(),
+        }
+    }
+
+    fn forget_token(&mut self, token_id: Uuid) {
+        if let Some(token) = self.enrollment_tokens.remove(&token_id) {
+            // A digest issued again under another id points at that one now.
+            if self.enrollment_token_digests.get(&token.digest) == Some(&token_id) {
+                self.enrollment_token_digests.remove(&token.digest);
+            }
+        }
+    }
+
+    /// Drops the tokens expired at `instant` (those expiring at it or before).
+    fn forget_tokens_expired_by(&mut self, instant: DateTime<Utc>) {
+        let expired: Vec<Uuid> = self
+            .enrollment_tokens
+            .iter()
+            .filter(|(_, token)| token.expires_at <= instant)
+            .map(|(id, _)| *id)
+            .collect();
+        for token_id in expired {
+            self.forget_token(token_id);
         }
     }
 
@@ -187,6 +217,7 @@ impl CustomerTenant {
             }
             Event::SharedAccountConfigured(e) => self.shared_account = Some(e.username.clone()),
             Event::EnrollmentTokenIssued(e) => {
+                self.forget_tokens_expired_by(e.expires_at - ENROLLMENT_TOKEN_LIFETIME);
                 self.enrollment_token_digests
                     .insert(e.token_digest.clone(), e.token_id);
                 self.enrollment_tokens.insert(
@@ -194,15 +225,14 @@ impl CustomerTenant {
                     EnrollmentToken {
                         digest: e.token_digest.clone(),
                         expires_at: e.expires_at,
-                        used: false,
                     },
                 );
             }
             Event::AgentEnrolled(e) => {
-                self.enrollment_tokens
-                    .get_mut(&e.token_id)
-                    .ok_or_else(|| corrupt("enrollment token"))?
-                    .used = true;
+                // A used token is forgotten. Its absence is no corruption: a history written
+                // while the clock stepped back may enroll with a token the fold has since
+                // forgotten as expired.
+                self.forget_token(e.token_id);
                 self.agents.insert(
                     e.device_id,
                     Agent {
@@ -450,10 +480,11 @@ pub enum CustomerCommand {
     ConfigureSharedAccount {
         username: String,
     },
+    /// A token that lives [`ENROLLMENT_TOKEN_LIFETIME`] from `now`.
     IssueEnrollmentToken {
         token_id: Uuid,
         token_digest: String,
-        expires_at: DateTime<Utc>,
+        now: DateTime<Utc>,
     },
     EnrollAgent {
         token_digest: String,
@@ -716,7 +747,7 @@ fn decide_on(t: &CustomerTenant, command: CustomerCommand) -> Result<Decision, D
         C::IssueEnrollmentToken {
             token_id,
             token_digest,
-            expires_at,
+            now,
         } => {
             if t.enrollment_tokens.contains_key(&token_id) {
                 return Err(DomainError::Conflict("the token id is taken".into()));
@@ -724,7 +755,7 @@ fn decide_on(t: &CustomerTenant, command: CustomerCommand) -> Result<Decision, D
             Ok(Decision::event(EnrollmentTokenIssued {
                 token_id,
                 token_digest,
-                expires_at,
+                expires_at: now + ENROLLMENT_TOKEN_LIFETIME,
             }))
         }
         C::EnrollAgent {
@@ -741,7 +772,7 @@ fn decide_on(t: &CustomerTenant, command: CustomerCommand) -> Result<Decision, D
                 .get(&token_digest)
                 .and_then(|id| Some((id, t.enrollment_tokens.get(id)?)))
                 .ok_or_else(refused)?;
-            if token.used || token.expires_at <= now {
+            if token.expires_at <= now {
                 return Err(refused());
             }
             let hostname = validate::display_name("hostname", &hostname)

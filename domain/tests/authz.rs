@@ -302,7 +302,7 @@ fn every_customer_command_is_for_its_tenants_managers_or_its_agents() {
         C::IssueEnrollmentToken {
             token_id: Uuid::nil(),
             token_digest: "d".into(),
-            expires_at: now,
+            now,
         },
         C::RevokeAgent { device_id: device },
     ];

@@ -4,7 +4,9 @@
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use domain::crypto::{Argon2Params, DataKey, HashMemory, Sealed};
-use domain::customer::{self, CustomerCommand as C, CustomerTenant, Sealer};
+use domain::customer::{
+    self, CustomerCommand as C, CustomerTenant, ENROLLMENT_TOKEN_LIFETIME, Sealer,
+};
 use domain::decision::{Claim, Decision, DomainError};
 use domain::event::*;
 use domain::ids::{DeviceId, TenantId, UserId};
@@ -595,6 +597,98 @@ fn the_shared_admin_account_is_a_windows_username() {
 }
 
 #[test]
+fn enrollment_tokens_leave_the_state_once_used_or_expired() {
+    let issue = |given: &Vec<Event>, id: u128, digest: &str, at: DateTime<Utc>| {
+        let issued = when(
+            given,
+            C::IssueEnrollmentToken {
+                token_id: Uuid::from_u128(id),
+                token_digest: digest.into(),
+                now: at,
+            },
+        )
+        .unwrap();
+        with(given.clone(), issued.events)
+    };
+    let enroll = |given: &Vec<Event>, digest: &str, device: u128, at: DateTime<Utc>| {
+        when(
+            given,
+            C::EnrollAgent {
+                token_digest: digest.into(),
+                device_id: DeviceId(Uuid::from_u128(device)),
+                hostname: "WS".into(),
+                credential_digest: format!("c{device}"),
+                now: at,
+            },
+        )
+    };
+    let tokens = |events: &Vec<Event>| {
+        let tenant = CustomerTenant::replay(events).unwrap().unwrap();
+        let mut digests: Vec<String> = tenant.enrollment_token_digests.keys().cloned().collect();
+        digests.sort();
+        let mut ids: Vec<u128> = tenant
+            .enrollment_tokens
+            .keys()
+            .map(|id| id.as_u128())
+            .collect();
+        ids.sort();
+        (ids, digests)
+    };
+
+    // A token issued a minute short of a lifetime after another leaves that one usable.
+    let early = issue(&opened(), 1, "a", now());
+    let later = now() + ENROLLMENT_TOKEN_LIFETIME - Duration::minutes(1);
+    let given = issue(&early, 2, "b", later);
+    assert_eq!(tokens(&given), (vec![1, 2], vec!["a".into(), "b".into()]));
+    assert!(enroll(&given, "a", 70, later).is_ok());
+
+    // One issued a whole lifetime after it forgets it: it had expired by then.
+    let given = issue(&early, 3, "c", now() + ENROLLMENT_TOKEN_LIFETIME);
+    assert_eq!(tokens(&given), (vec![3], vec!["c".into()]));
+    assert!(matches!(
+        enroll(&given, "a", 71, now()),
+        Err(DomainError::Unauthenticated(_))
+    ));
+
+    // A used token is forgotten, and stays refused.
+    let enrolled = enroll(&given, "c", 72, now() + ENROLLMENT_TOKEN_LIFETIME).unwrap();
+    let given = with(given, enrolled.events);
+    assert_eq!(tokens(&given), (vec![], vec![]));
+    assert!(matches!(
+        enroll(&given, "c", 73, now() + ENROLLMENT_TOKEN_LIFETIME),
+        Err(DomainError::Unauthenticated(_))
+    ));
+
+    // A digest issued again under a new id is that new token, and forgetting the old one
+    // does not lose it.
+    let reissued = issue(&early, 4, "a", now() + Duration::minutes(1));
+    let enrolled = enroll(&reissued, "a", 74, now() + Duration::minutes(2)).unwrap();
+    assert!(
+        matches!(&enrolled.events[..], [Event::AgentEnrolled(e)] if e.token_id == Uuid::from_u128(4)),
+        "{:?}",
+        enrolled.events
+    );
+    let given = with(reissued, enrolled.events);
+    assert_eq!(tokens(&given), (vec![1], vec![]));
+
+    // A history in which an agent enrolled with a token already forgotten (written while the
+    // clock stepped back) still folds.
+    let stepped_back = with(
+        issue(&early, 5, "e", now() + ENROLLMENT_TOKEN_LIFETIME * 2),
+        [AgentEnrolled {
+            device_id: DeviceId(Uuid::from_u128(75)),
+            token_id: Uuid::from_u128(1),
+            hostname: "WS".into(),
+            credential_digest: "c75".into(),
+        }
+        .into()],
+    );
+    let tenant = CustomerTenant::replay(&stepped_back).unwrap().unwrap();
+    assert!(tenant.agents.contains_key(&DeviceId(Uuid::from_u128(75))));
+    assert_eq!(tokens(&stepped_back), (vec![5], vec!["e".into()]));
+}
+
+#[test]
 fn agents_enroll_once_per_token_before_it_expires() {
     let token = Uuid::from_u128(40);
     let issued = when(
@@ -602,7 +696,7 @@ fn agents_enroll_once_per_token_before_it_expires() {
         C::IssueEnrollmentToken {
             token_id: token,
             token_digest: "d1".into(),
-            expires_at: now() + Duration::hours(1),
+            now: now() + Duration::hours(1) - ENROLLMENT_TOKEN_LIFETIME,
         },
     )
     .unwrap();
@@ -666,7 +760,7 @@ fn agents_enroll_once_per_token_before_it_expires() {
             C::IssueEnrollmentToken {
                 token_id: Uuid::from_u128(100 + i),
                 token_digest: format!("many-{i}"),
-                expires_at: now() + Duration::hours(1),
+                now: now(),
             },
         )
         .unwrap();

@@ -117,10 +117,10 @@ fn command() -> impl Strategy<Value = C> {
                 text,
             }),
         "[a-zA-Z0-9$@-]{1,22}".prop_map(|username| C::ConfigureSharedAccount { username }),
-        (0u8..3, when.clone()).prop_map(|(n, expires_at)| C::IssueEnrollmentToken {
+        (0u8..3, when.clone()).prop_map(|(n, now)| C::IssueEnrollmentToken {
             token_id: Uuid::from_u128(60 + u128::from(n)),
             token_digest: format!("token-{n}"),
-            expires_at,
+            now,
         }),
         (0u8..3, 0u8..2, "[A-Z0-9-]{1,10}", when.clone()).prop_map(|(t, d, hostname, now)| {
             C::EnrollAgent {

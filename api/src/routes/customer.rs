@@ -36,9 +36,6 @@ use crate::routes::{
     written,
 };
 
-/// How long an agent enrollment token can be used.
-const ENROLLMENT_TOKEN_LIFETIME: chrono::Duration = chrono::Duration::hours(24);
-
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MasterKeyBody {
@@ -582,7 +579,8 @@ pub async fn issue_enrollment_token(
 ) -> Result<Response, Problem> {
     let (tenant, caller) = context(&state, &method, &headers, Action::ManageAgents).await?;
     let token = auth::new_token();
-    let expires_at = Utc::now() + ENROLLMENT_TOKEN_LIFETIME;
+    let now = Utc::now();
+    let expires_at = now + domain::customer::ENROLLMENT_TOKEN_LIFETIME;
     let token_id = Uuid::now_v7();
     let committed = run(
         &state,
@@ -591,7 +589,7 @@ pub async fn issue_enrollment_token(
         CustomerCommand::IssueEnrollmentToken {
             token_id,
             token_digest: domain::session::token_digest(&token),
-            expires_at,
+            now,
         },
     )
     .await?;
