@@ -195,6 +195,7 @@ impl Server {
         std::fs::create_dir_all(data)
             .map_err(|e| StartError::DataDir(data.display().to_string(), e))?;
         let log = Arc::new(RocksLog::open(data.join("log"))?);
+        tracing::info!(log_id = %log.log_id(), head = log.head_position(), "event log open");
         if let Some(left_out) = log.keys_left_out().await? {
             return Err(StartError::UnrestoredBackup(
                 data.join("log").display().to_string(),

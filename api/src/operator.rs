@@ -62,7 +62,7 @@ async fn rebuild_stopped(
     )?;
     // Rebuilding is also how read models of another log (ahead of this one) are replaced.
     let options = Options {
-        allow_ahead_of_log: true,
+        allow_other_log: true,
         ..Options::default()
     };
     let projections = Projections::start(log.clone(), backend, options).await?;

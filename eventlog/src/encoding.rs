@@ -349,11 +349,15 @@ pub mod keys {
     /// hold every write of the generations before it (see `rocks::journal`).
     pub const JOURNAL_CHECKPOINT: &[u8] = b"journal-checkpoint";
 
-    /// `meta`: a deleted stream's tombstone (value: the log head when it was deleted), so that a
-    /// late write cannot bring it back.
+    /// `meta`: the log's identity, a UUID made when the log was created (or first opened by a
+    /// build that knew of it), which backups and restores carry along.
+    pub const LOG_ID: &[u8] = b"log-id";
+
     /// What every stream tombstone's key starts with (in `meta`).
     pub const TOMBSTONE_PREFIX: &[u8] = b"deleted:";
 
+    /// `meta`: a deleted stream's tombstone (value: the log head when it was deleted), so that a
+    /// late write cannot bring it back.
     pub fn tombstone(stream: StreamId) -> [u8; 24] {
         let mut key = [0u8; 24];
         key[..8].copy_from_slice(TOMBSTONE_PREFIX);

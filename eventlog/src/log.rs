@@ -48,6 +48,11 @@ pub trait EventLog: Send + Sync + 'static {
     /// The position of the newest durable event (0 for an empty log).
     fn head_position(&self) -> u64;
 
+    /// This log's identity: made once when the log is created, the same for its whole life and
+    /// in every copy of it (backups, restores), and different for any other log. Whatever is
+    /// derived from a log (read models) records it, to tell its own log from another one.
+    fn log_id(&self) -> uuid::Uuid;
+
     /// A receiver of the head position, updated after each durable commit: await `changed()` to
     /// learn of the next commit without polling.
     fn subscribe(&self) -> watch::Receiver<u64>;

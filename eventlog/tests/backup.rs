@@ -349,6 +349,32 @@ async fn a_key_deleted_after_a_backup_stays_gone_when_it_is_restored() {
 }
 
 #[tokio::test]
+async fn a_log_keeps_its_identity_in_every_copy_and_no_other_log_has_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = RocksLog::open(dir.path().join("log")).unwrap();
+    let id = log.log_id();
+    let other = RocksLog::open(dir.path().join("other")).unwrap();
+    assert_ne!(other.log_id(), id, "two new logs");
+    drop(other);
+
+    log.append(StreamAppend::new(stream(), Expected::NoStream).event(event("Opened", "a")))
+        .await
+        .unwrap();
+    let backup = dir.path().join("backup");
+    log.backup(&backup).await.unwrap();
+    let key_store = log.data_key_store().await.unwrap();
+    drop(log);
+    let reopened = RocksLog::open(dir.path().join("log")).unwrap();
+    assert_eq!(reopened.log_id(), id, "reopened");
+    drop(reopened);
+
+    let restored = dir.path().join("restored");
+    RocksLog::restore(&backup, &restored, &key_store).unwrap();
+    assert_eq!(RocksLog::open(&restored).unwrap().log_id(), id, "restored");
+    assert_eq!(RocksLog::open(&backup).unwrap().log_id(), id, "the backup");
+}
+
+#[tokio::test]
 async fn a_restore_is_refused_from_what_is_not_a_backup_and_into_what_exists() {
     let dir = tempfile::tempdir().unwrap();
     let source = dir.path().join("log");

@@ -31,12 +31,23 @@ pub enum Error {
     /// An injected fault (tests of crash recovery).
     #[error("injected fault at {0:?}")]
     Injected(crate::FaultPoint),
+    /// A read model records another log's identity: it was projected from another log.
+    #[error(
+        "the {projection} read model was projected from the log {projected_from}, not from this \
+         log ({log}): it belongs to another deployment (a database or read models copied or \
+         shared by mistake?); rebuild it from this log with `idemd rebuild`"
+    )]
+    OtherLog {
+        projection: &'static str,
+        projected_from: uuid::Uuid,
+        log: uuid::Uuid,
+    },
     /// A read model has applied more of the log than the log holds: it was projected from
-    /// another log.
+    /// another log, or from this one before it was restored from a backup.
     #[error(
         "the {projection} read model has applied the log up to position {checkpoint}, but the \
-         log ends at {head}: it was projected from another log (read models left beside a \
-         restored backup?); rebuild it from this log with `idemd rebuild`"
+         log ends at {head}: it was projected from another log, or from this one before it \
+         was restored from a backup; rebuild it from this log with `idemd rebuild`"
     )]
     AheadOfLog {
         projection: &'static str,

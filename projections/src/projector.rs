@@ -70,9 +70,10 @@ pub struct Options {
     /// since the last one.
     pub batch_size: usize,
     pub faults: Faults,
-    /// Start even when a read model has applied more of the log than the log holds (read
-    /// models of another log): only to rebuild them, which `idemd rebuild` does.
-    pub allow_ahead_of_log: bool,
+    /// Start even when a read model was projected from another log (it records another log's
+    /// identity, or has applied more than this log holds): only to rebuild them, which
+    /// `idemd rebuild` does.
+    pub allow_other_log: bool,
 }
 
 impl Default for Options {
@@ -80,7 +81,7 @@ impl Default for Options {
         Options {
             batch_size: 20_000,
             faults: Faults::default(),
-            allow_ahead_of_log: false,
+            allow_other_log: false,
         }
     }
 }
@@ -212,13 +213,29 @@ impl<L: EventLog> Projections<L> {
         let mut workers = Vec::new();
         let mut slots = HashMap::new();
         for projection in Projection::ALL {
-            let target = Target::serve(&backend, projection).await?;
+            let mut target = Target::serve(&backend, projection).await?;
+            // Read models of another log (another deployment's database, a data directory's
+            // read models copied beside this log) would show what is not in this log, and the
+            // events still to come would be applied on top of what they do not follow.
+            let log_id = log.log_id();
+            match target.log_id {
+                Some(projected_from) if projected_from != log_id => {
+                    if !options.allow_other_log {
+                        return Err(Error::OtherLog {
+                            projection: projection.name(),
+                            projected_from,
+                            log: log_id,
+                        });
+                    }
+                }
+                Some(_) => {}
+                // A new generation, or one made before logs had an identity: it is this log's.
+                None => target.record_log_id(log_id).await?,
+            }
             // Read models past the log's head were projected from events this log does not
-            // hold (left beside a restored backup, or another deployment's database): serving
-            // them would show what is not in the log, and the events still to come would be
-            // taken as applied already.
+            // hold: another log's, or this one's before it was restored from a backup.
             let head = log.head_position();
-            if target.checkpoint > head && !options.allow_ahead_of_log {
+            if target.checkpoint > head && !options.allow_other_log {
                 return Err(Error::AheadOfLog {
                     projection: projection.name(),
                     checkpoint: target.checkpoint,
@@ -358,6 +375,8 @@ struct Target {
     generation: Arc<Generation>,
     checkpoint: u64,
     quarantined: HashMap<Uuid, Quarantined>,
+    /// The log this generation was projected from; `None` until it is recorded.
+    log_id: Option<Uuid>,
 }
 
 impl Target {
@@ -386,10 +405,15 @@ impl Target {
     }
 
     async fn open(generation: Generation) -> Result<Target> {
-        let row = sqlx::query("SELECT position FROM projector_state WHERE singleton = 1")
+        let row = sqlx::query("SELECT position, log_id FROM projector_state WHERE singleton = 1")
             .fetch_one(&generation.pool)
             .await?;
         let checkpoint = unsigned(row.try_get::<i64, _>(0)?)?;
+        let log_id = row
+            .try_get::<Option<String>, _>(1)?
+            .map(|id| Uuid::parse_str(&id))
+            .transpose()
+            .map_err(|e| Error::Corrupt(format!("the recorded log identity: {e}")))?;
         let rows =
             sqlx::query("SELECT tenant_id, seq, position, event_type, error FROM quarantine")
                 .fetch_all(&generation.pool)
@@ -413,7 +437,18 @@ impl Target {
             generation: Arc::new(generation),
             checkpoint,
             quarantined,
+            log_id,
         })
+    }
+
+    /// Records that this generation is projected from the log `log_id`.
+    async fn record_log_id(&mut self, log_id: Uuid) -> Result<()> {
+        sqlx::query("UPDATE projector_state SET log_id = $1 WHERE singleton = 1")
+            .bind(log_id.to_string())
+            .execute(&self.generation.pool)
+            .await?;
+        self.log_id = Some(log_id);
+        Ok(())
     }
 
     fn skips(&self, recorded: &RecordedEvent) -> bool {
@@ -632,9 +667,10 @@ impl<L: EventLog> Runner<L> {
         if !caught_up {
             return Ok(false);
         }
-        let Some((new, reply)) = self.rebuild.take() else {
+        let Some((mut new, reply)) = self.rebuild.take() else {
             return Ok(false);
         };
+        new.record_log_id(self.log.log_id()).await?;
         sqlx::query("UPDATE projector_state SET active = 1 WHERE singleton = 1")
             .execute(&new.generation.pool)
             .await?;

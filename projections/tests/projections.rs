@@ -11,6 +11,7 @@ use common::{LONG, Store, World};
 use domain::crypto::Sealed;
 use domain::event::*;
 use domain::ids::{DeviceId, TenantId, UserId};
+use eventlog::EventLog;
 use projections::workload::Workload;
 use projections::{Change, FaultPoint, Faults, Options, Projection};
 use uuid::Uuid;
@@ -1258,35 +1259,58 @@ async fn auditor_roles_name_the_tenants_their_holders_audit(store: &Store) {
     projections.shutdown().await;
 }
 
-/// Read models left from a longer log (beside a restored backup, or another deployment's
-/// database) are refused at start instead of served; a rebuild replaces them with this log's.
+/// Read models projected from another log (another deployment's database) are refused at
+/// start, whether that log was longer or shorter than this one, and so are this log's own read
+/// models ahead of it (left beside a restored backup); a rebuild replaces them with this log's.
 async fn read_models_of_another_log_are_refused_until_rebuilt(store: &Store) {
     let world = World::new();
-    write_workload(&world, 600, 41).await;
+    let mut commits = Workload::new(41).commits(600, 40).into_iter();
+    for commit in commits.by_ref().take(5) {
+        eventlog::EventLog::commit(&*world.log, commit)
+            .await
+            .unwrap();
+    }
+    let restored = world.restored_copy().await;
+    for commit in commits {
+        eventlog::EventLog::commit(&*world.log, commit)
+            .await
+            .unwrap();
+    }
+    assert!(restored.head() < world.head());
     let projections = world.project(store, Options::default()).await;
     assert!(projections.wait_for(world.head(), LONG).await);
     projections.shutdown().await;
+    let start = |log: Arc<eventlog::RocksLog>| {
+        projections::Projections::start(log, store.backend.clone(), Options::default())
+    };
 
-    let other = World::new();
-    write_workload(&other, 200, 42).await;
-    assert!(other.head() < world.head());
-    let err = projections::Projections::start(
-        other.log.clone(),
-        store.backend.clone(),
-        Options::default(),
-    )
-    .await
-    .err()
-    .unwrap();
+    // This log, restored from a backup older than its read models.
+    let err = start(restored.log.clone()).await.err().unwrap();
     assert!(
         matches!(err, projections::Error::AheadOfLog { checkpoint, head, .. }
-            if checkpoint == world.head() && head == other.head()),
+            if checkpoint == world.head() && head == restored.head()),
         "{err}"
     );
     assert!(err.to_string().contains("idemd rebuild"), "{err}");
 
+    // Other logs, shorter and longer than the one the read models follow.
+    let other = World::new();
+    write_workload(&other, 200, 42).await;
+    let longer = World::new();
+    write_workload(&longer, 900, 43).await;
+    assert!(other.head() < world.head() && longer.head() > world.head());
+    for log in [&other, &longer] {
+        let err = start(log.log.clone()).await.err().unwrap();
+        assert!(
+            matches!(err, projections::Error::OtherLog { projected_from, log: this, .. }
+                if projected_from == world.log.log_id() && this == log.log.log_id()),
+            "{err}"
+        );
+        assert!(err.to_string().contains("idemd rebuild"), "{err}");
+    }
+
     let allowed = Options {
-        allow_ahead_of_log: true,
+        allow_other_log: true,
         ..Options::default()
     };
     let projections = other.project(store, allowed).await;
@@ -1297,9 +1321,15 @@ async fn read_models_of_another_log_are_refused_until_rebuilt(store: &Store) {
     let rebuilt = projections.read_models().dump().await.unwrap();
     projections.shutdown().await;
     assert_eq!(rebuilt, other.reference_dump(store).await);
-    // Rebuilt, they start as any others.
+    // Rebuilt, they are the other log's: they start with it, and no longer with the first.
     let projections = other.project(store, Options::default()).await;
     projections.shutdown().await;
+    let err = start(world.log.clone()).await.err().unwrap();
+    assert!(
+        matches!(err, projections::Error::OtherLog { projected_from, .. }
+            if projected_from == other.log.log_id()),
+        "{err}"
+    );
 }
 
 on_both_databases!(

@@ -22,6 +22,7 @@ use rocksdb::{
     ReadOptions,
 };
 use tokio::sync::{oneshot, watch};
+use uuid::Uuid;
 
 pub use backup::{BackupReport, RestoreReport};
 
@@ -143,6 +144,7 @@ pub struct RocksLog {
     progress: Arc<pipeline::Progress>,
     writer: Option<(mpsc::Sender<committer::Request>, JoinHandle<()>)>,
     maintenance: maintenance::Handle,
+    log_id: Uuid,
 }
 
 impl RocksLog {
@@ -173,6 +175,9 @@ impl RocksLog {
             db,
             stats: Counters::default(),
         });
+        // Before the journal's replay, so that the flush making the identity durable flushes
+        // nothing else.
+        let log_id = log_identity(&shared)?;
         let spares = journal::Spares::default();
         let (journal, chore) = journal::Journal::open(
             &path.join("journal"),
@@ -218,6 +223,7 @@ impl RocksLog {
             progress,
             writer: Some(writer),
             maintenance,
+            log_id,
         })
     }
 
@@ -422,6 +428,33 @@ fn descriptors(cache: &Cache, memtable_bytes: usize) -> [ColumnFamilyDescriptor;
     })
 }
 
+/// The log's identity ([`EventLog::log_id`]), made and flushed on the first open without one:
+/// a new log, or one written before logs had an identity.
+fn log_identity(shared: &Shared) -> Result<Uuid> {
+    let meta = shared.cf(Cf::Meta)?;
+    let stored = shared
+        .db
+        .get_pinned_cf(meta, keys::LOG_ID)
+        .map_err(|e| Error::storage("reading the log's identity", e))?;
+    if let Some(bytes) = stored {
+        return Uuid::from_slice(&bytes).map_err(|_| Error::Corrupt {
+            at: Location::default(),
+            reason: format!("the log's identity record has {} bytes", bytes.len()),
+        });
+    }
+    let id = Uuid::now_v7();
+    shared
+        .db
+        .put_cf_opt(meta, keys::LOG_ID, id.as_bytes(), &committer::unlogged())
+        .map_err(|e| Error::storage("recording the log's identity", e))?;
+    // Unlogged, like every write outside the journal: durable once flushed.
+    shared
+        .db
+        .flush_cf(meta)
+        .map_err(|e| Error::storage("recording the log's identity", e))?;
+    Ok(id)
+}
+
 /// The journal's checkpoint: the oldest generation recovery must replay (0 for a new log).
 fn journal_checkpoint(shared: &Shared) -> Result<u64> {
     let stored = shared
@@ -490,6 +523,10 @@ impl EventLog for RocksLog {
 
     fn head_position(&self) -> u64 {
         *self.head.borrow()
+    }
+
+    fn log_id(&self) -> Uuid {
+        self.log_id
     }
 
     fn subscribe(&self) -> watch::Receiver<u64> {

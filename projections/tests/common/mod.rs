@@ -114,6 +114,21 @@ impl World {
         }
     }
 
+    /// This log as a backup of it taken now and restored holds it: the same log, by its
+    /// identity, at today's head.
+    pub async fn restored_copy(&self) -> World {
+        let dir = tempfile::tempdir().unwrap();
+        let backup = dir.path().join("backup");
+        self.log.backup(&backup).await.unwrap();
+        let key_store = self.log.data_key_store().await.unwrap();
+        RocksLog::restore(&backup, dir.path().join("log"), &key_store).unwrap();
+        let log = RocksLog::open(dir.path().join("log")).unwrap();
+        World {
+            log: Arc::new(log),
+            _dir: dir,
+        }
+    }
+
     /// Appends `events` to `tenant`'s stream; answers the commit's position.
     pub async fn append(&self, tenant: TenantId, events: Vec<Event>) -> u64 {
         self.commit(vec![(tenant, events)], None).await
