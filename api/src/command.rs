@@ -76,11 +76,11 @@ impl Drop for Turn<'_> {
 /// the whole stream, however many logins and sessions it holds).
 pub struct History {
     pub seq: u64,
-    folded: Folded,
+    pub(crate) folded: Folded,
 }
 
 /// The state folded from a stream so far.
-enum Folded {
+pub(crate) enum Folded {
     Empty,
     Msp(domain::msp::MspTenant),
     Customer(Box<domain::customer::CustomerTenant>),
@@ -98,7 +98,7 @@ impl History {
     }
 
     /// Folds in the next event, exactly as the domain's `replay` would have.
-    fn fold(&mut self, event: &domain::event::Event) {
+    pub(crate) fn fold(&mut self, event: &domain::event::Event) {
         let folded = std::mem::replace(&mut self.folded, Folded::Empty);
         self.folded = match folded {
             Folded::Empty => match event {
@@ -176,15 +176,39 @@ async fn catch_up(
     tenant: TenantId,
     history: &mut History,
 ) -> Result<(), Problem> {
-    let recorded = state
-        .log
-        .read_stream(StreamId(tenant.0), history.seq + 1, usize::MAX)
-        .await?;
-    for event in &recorded {
-        history.fold(&codec::decode(event).map_err(|e| Problem::internal(&e))?);
-        history.seq = event.seq;
+    fold_from_log(state.log.as_ref(), tenant, history, |_| true).await
+}
+
+/// Events read from the log at a time while folding a history: a tenant with millions of
+/// events (every workstation login is one) is folded in bounded memory.
+const HISTORY_PAGE: usize = 4096;
+
+/// Folds `tenant`'s events after `history.seq` into it, in pages, up to the end of the
+/// stream or the first event `wanted` refuses.
+pub async fn fold_from_log<L: EventLog, E>(
+    log: &L,
+    tenant: TenantId,
+    history: &mut History,
+    wanted: impl Fn(&eventlog::RecordedEvent) -> bool,
+) -> Result<(), E>
+where
+    E: From<eventlog::Error> + From<domain::event::DecodeError>,
+{
+    loop {
+        let page = log
+            .read_stream(StreamId(tenant.0), history.seq + 1, HISTORY_PAGE)
+            .await?;
+        for event in &page {
+            if !wanted(event) {
+                return Ok(());
+            }
+            history.fold(&codec::decode(event)?);
+            history.seq = event.seq;
+        }
+        if page.len() < HISTORY_PAGE {
+            return Ok(());
+        }
     }
-    Ok(())
 }
 
 /// An MSP tenant's state from its history; `NotFound` if the stream is empty.

@@ -488,19 +488,12 @@ pub async fn state_of(
     stream: StreamId,
     at: chrono::DateTime<chrono::Utc>,
 ) -> Result<Value, OperatorError> {
-    let recorded = log.read_stream(stream, 1, usize::MAX).await?;
-    let mut events = Vec::new();
-    for event in recorded.iter().take_while(|e| e.occurred_at <= at) {
-        events.push(projections::codec::decode(event)?);
-    }
-    let state = match events.first() {
-        Some(domain::event::Event::MspTenantCreated(_)) => {
-            domain::msp::MspTenant::replay(&events)?.map(|t| crate::routes::audit::msp_json(&t))
-        }
-        Some(_) => domain::customer::CustomerTenant::replay(&events)?
-            .map(|t| crate::routes::audit::customer_json(&t)),
-        None => None,
-    };
+    let (_, state) = crate::routes::audit::replay_until::<_, OperatorError>(
+        log,
+        domain::ids::TenantId(stream.0),
+        at,
+    )
+    .await?;
     Ok(json!({
         "tenant": stream.0,
         "at": at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),

@@ -132,6 +132,13 @@ impl From<projections::Error> for Problem {
     }
 }
 
+/// A stored event that does not decode: the log is damaged or newer than this build.
+impl From<domain::event::DecodeError> for Problem {
+    fn from(error: domain::event::DecodeError) -> Problem {
+        Problem::internal(&error)
+    }
+}
+
 /// The event log failing where no caller mistake can explain it (the write path maps its
 /// conflicts itself): a logged 500.
 impl From<eventlog::Error> for Problem {

@@ -180,6 +180,91 @@ async fn the_export_verifies_offline_and_the_replayed_state_matches_the_read_mod
     assert!(reports.iter().all(|r| r.is_valid()));
 }
 
+/// A tenant's state at a time is replayed page by page (never its whole stream in memory):
+/// with more events than one page, the state and seq at a time on the second page are those
+/// of exactly the events up to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_state_at_a_time_is_replayed_across_pages_of_a_long_history() {
+    use eventlog::{EventLog, Expected, NewEvent, StreamAppend, StreamId};
+
+    let platform = Platform::start().await;
+    let (_, admin) = platform.acme("alice@acme.example").await;
+    let (status, bob) = Platform::call(
+        platform
+            .as_user(&admin, Method::POST, "acme", "/api/v1/users")
+            .json(&json!({"email": "bob@acme.example"})),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let events = platform.audit_events(&admin, "acme").await;
+    let acme = StreamId(
+        events[0]["data"]["tenant_id"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap(),
+    );
+    let before = events.len() as u64;
+
+    // Given: Bob made admin and revoked in turn, one second apart from tomorrow on; the last
+    // of 4,501 toggles grants (more than one page of 4,096 events).
+    let log = platform.server.log().unwrap();
+    let tomorrow = chrono::Utc::now() + chrono::Duration::days(1);
+    let toggles = 4501u32;
+    let toggle = |i: u32| NewEvent {
+        id: uuid::Uuid::now_v7(),
+        event_type: if i.is_multiple_of(2) {
+            "AdminGranted"
+        } else {
+            "AdminRevoked"
+        }
+        .into(),
+        schema_version: 1,
+        occurred_at: tomorrow + chrono::Duration::seconds(i.into()),
+        actor: format!("user:{}", bob["id"].as_str().unwrap()),
+        data: json!({"user_id": bob["id"]}).to_string().into_bytes(),
+    };
+    log.append(StreamAppend::new(acme, Expected::At(before)).events((0..toggles).map(toggle)))
+        .await
+        .unwrap();
+    drop(log);
+
+    let state_at = |at: Option<chrono::DateTime<chrono::Utc>>| {
+        let mut request = platform.as_user(&admin, Method::GET, "acme", "/api/v1/audit/state");
+        if let Some(at) = at {
+            request = request.query(&[("at", at.to_rfc3339())]);
+        }
+        Platform::call(request)
+    };
+    let bob_is_admin = |state: &Value| {
+        state["state"]["users"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|u| u["email"] == "bob@acme.example")
+            .unwrap()["admin"]
+            .as_bool()
+            .unwrap()
+    };
+    // Now: none of tomorrow's toggles yet.
+    let (status, now) = state_at(None).await;
+    assert_eq!(status, 200, "{now}");
+    assert_eq!(now["seq"], before);
+    assert!(!bob_is_admin(&now));
+    // Up to toggle 4,200 (a grant, on the stream's second page), 4,201, and the last.
+    for (last, admin) in [(4200u32, true), (4201, false), (toggles - 1, true)] {
+        let (status, then) =
+            state_at(Some(tomorrow + chrono::Duration::seconds(last.into()))).await;
+        assert_eq!(status, 200, "{then}");
+        assert_eq!(
+            then["seq"],
+            before + u64::from(last) + 1,
+            "after toggle {last}"
+        );
+        assert_eq!(bob_is_admin(&then), admin, "after toggle {last}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_auditor_reads_one_tenants_audit_log_and_nothing_else() {
     let platform = Platform::start().await;

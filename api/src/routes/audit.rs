@@ -10,15 +10,18 @@ use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use domain::authz::Action;
 use domain::customer::CustomerTenant;
+use domain::decision::DomainError;
+use domain::ids::TenantId;
 use domain::msp::MspTenant;
 use eventlog::{EventLog, StreamId};
-use projections::{TenantRow, codec};
+use projections::TenantRow;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::app::{AppState, Shared};
 use crate::audit;
 use crate::auth;
+use crate::command::{self, Folded, History};
 use crate::host;
 use crate::problem::Problem;
 
@@ -118,27 +121,37 @@ pub async fn state_at(
             })?
             .with_timezone(&Utc),
     };
-    let recorded = state
-        .log
-        .read_stream(StreamId(tenant.id), 1, usize::MAX)
-        .await?;
-    let mut events = Vec::new();
-    let mut seq = 0;
-    for event in recorded.iter().take_while(|e| e.occurred_at <= at) {
-        events.push(codec::decode(event).map_err(|e| Problem::internal(&e))?);
-        seq = event.seq;
-    }
-    let state_json = if tenant.msp_id.is_some() {
-        CustomerTenant::replay(&events)?.map(|t| customer_json(&t))
-    } else {
-        MspTenant::replay(&events)?.map(|t| msp_json(&t))
-    };
+    let (seq, state_json) =
+        replay_until::<_, Problem>(state.log.as_ref(), TenantId(tenant.id), at).await?;
     Ok(Json(json!({
         "at": at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         "seq": seq,
         "state": state_json,
     }))
     .into_response())
+}
+
+/// `tenant`'s state as it stood at `at`, replayed from its log page by page (never its whole
+/// stream in memory; a fresh history, as the cached ones are at the head): the seq of the last
+/// event folded, and the state as auditors see it (`None` before the tenant's first event).
+pub async fn replay_until<L: EventLog, E>(
+    log: &L,
+    tenant: TenantId,
+    at: DateTime<Utc>,
+) -> Result<(u64, Option<Value>), E>
+where
+    E: From<eventlog::Error> + From<domain::event::DecodeError> + From<DomainError>,
+{
+    let mut history = History::new();
+    command::fold_from_log::<_, E>(log, tenant, &mut history, |event| event.occurred_at <= at)
+        .await?;
+    let state = match &history.folded {
+        Folded::Empty => None,
+        Folded::Msp(t) => Some(msp_json(t)),
+        Folded::Customer(t) => Some(customer_json(t)),
+        Folded::Corrupt(e) => return Err(e.clone().into()),
+    };
+    Ok((history.seq, state))
 }
 
 /// An MSP tenant's state, for auditors.
