@@ -413,12 +413,15 @@ pub fn username_claim(tenant: TenantId, username: &str) -> Claim {
 /// Commands on a customer tenant. Secrets arrive sealed; ids and times come from the caller.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub enum CustomerCommand {
+    /// Opens the tenant's stream, in the commit of its MSP's `MspCommand::CreateCustomer`:
+    /// the name and display name are checked here, and the host label `{name}-{msp_name}` is
+    /// derived and claimed by this stream, so that deleting it frees the name.
     Open {
         tenant_id: TenantId,
         msp_id: TenantId,
+        msp_name: String,
         name: String,
         display_name: String,
-        host_label: String,
     },
     SetUserSource {
         source: UserSource,
@@ -510,17 +513,33 @@ pub fn decide(
             CustomerCommand::Open {
                 tenant_id,
                 msp_id,
+                msp_name,
                 name,
                 display_name,
-                host_label,
             },
-        ) => Ok(Decision::event(CustomerTenantOpened {
-            tenant_id,
-            msp_id,
-            name,
-            display_name,
-            host_label,
-        })),
+        ) => {
+            let mut errors = Vec::new();
+            let name = field(&mut errors, validate::tenant_name("name", &name));
+            let label = name
+                .as_ref()
+                .and_then(|n| field(&mut errors, validate::customer_host_label(n, &msp_name)));
+            let display_name = field(
+                &mut errors,
+                validate::display_name("display_name", &display_name),
+            );
+            let (Some(name), Some(host_label), Some(display_name)) = (name, label, display_name)
+            else {
+                return Err(DomainError::Invalid(errors));
+            };
+            Ok(Decision::event(CustomerTenantOpened {
+                tenant_id,
+                msp_id,
+                name,
+                display_name,
+                host_label: host_label.clone(),
+            })
+            .claim(crate::msp::host_claim(&host_label)))
+        }
         (None, _) => Err(DomainError::NotFound("tenant")),
         (Some(tenant), command) => decide_on(tenant, command),
     }

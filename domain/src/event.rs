@@ -158,9 +158,21 @@ pub enum DecodeError {
 /// One step of schema history: turns `type_name` data at version `from` into version `from + 1`.
 type Upcaster = fn(serde_json::Value) -> serde_json::Value;
 
-/// The schema history. Empty while every event is at version 1; a change to an event's data
-/// adds a step here and bumps its version in the catalogue, and the old shape keeps decoding.
-const UPCASTERS: &[(&str, u32, Upcaster)] = &[];
+/// The schema history: a change to an event's data adds a step here and bumps its version in
+/// the catalogue, and the old shape keeps decoding.
+const UPCASTERS: &[(&str, u32, Upcaster)] = &[
+    ("CustomerTenantCreated", 1, keep_customer_id),
+    ("CustomerTenantDeleted", 1, keep_customer_id),
+];
+
+/// Version 1 of the MSP's records of a customer also held the customer's names; version 2
+/// keeps its id only. Data without an id is left as it is, to fail decoding as malformed.
+fn keep_customer_id(value: serde_json::Value) -> serde_json::Value {
+    match value.get("customer_id") {
+        Some(id) => serde_json::json!({ "customer_id": id }),
+        None => value,
+    }
+}
 
 /// Brings `value`, stored at `version`, up to `current` through [`UPCASTERS`].
 fn upcast(
@@ -232,14 +244,14 @@ events! {
         public_key: String,
     }
     /// A customer tenant was created under this MSP (its own stream starts at the same time).
-    CustomerTenantCreated version 1 {
-        customer_id: TenantId,
-        name: String,
-        display_name: String,
-        host_label: String,
-    }
-    /// A customer tenant and all its data were deleted; this is all the MSP keeps of it.
-    CustomerTenantDeleted version 1 { customer_id: TenantId, name: String }
+    ///
+    /// The customer's id only: its name, display name and host label are in its own stream's
+    /// `CustomerTenantOpened`, deleted with it, so that the MSP's log keeps nothing of a
+    /// deleted customer but the fact. Version 1 held them too.
+    CustomerTenantCreated version 2 { customer_id: TenantId }
+    /// A customer tenant and all its data were deleted; this is all the MSP keeps of it (the
+    /// actor and time are the envelope's). Version 1 held the customer's name too.
+    CustomerTenantDeleted version 2 { customer_id: TenantId }
     /// A technician was given access to one customer tenant.
     TechnicianDelegated version 1 { user_id: UserId, customer_id: TenantId }
     DelegationRevoked version 1 { user_id: UserId, customer_id: TenantId }

@@ -22,7 +22,8 @@ pub struct MspTenant {
     pub host_label: String,
     pub user_source: UserSource,
     pub users: BTreeMap<UserId, MspUser>,
-    pub customers: BTreeMap<TenantId, Customer>,
+    /// The customer tenants, by id only: their names are in their own streams.
+    pub customers: BTreeSet<TenantId>,
 }
 
 #[derive(Clone, PartialEq, Eq, Debug)]
@@ -36,14 +37,6 @@ pub struct MspUser {
     pub delegations: BTreeSet<TenantId>,
     /// Tenants (this MSP or its customers) whose audit log the user may read.
     pub auditor_of: BTreeSet<TenantId>,
-}
-
-#[derive(Clone, PartialEq, Eq, Debug)]
-pub struct Customer {
-    pub id: TenantId,
-    pub name: String,
-    pub display_name: String,
-    pub host_label: String,
 }
 
 impl MspUser {
@@ -89,7 +82,7 @@ impl MspTenant {
             host_label: e.host_label.clone(),
             user_source: UserSource::Local,
             users: BTreeMap::from([(admin.id, admin)]),
-            customers: BTreeMap::new(),
+            customers: BTreeSet::new(),
         }
     }
 
@@ -133,20 +126,12 @@ impl MspTenant {
                 .enrollment
                 .device_enrolled(e),
             Event::CustomerTenantCreated(e) => {
-                self.customers.insert(
-                    e.customer_id,
-                    Customer {
-                        id: e.customer_id,
-                        name: e.name.clone(),
-                        display_name: e.display_name.clone(),
-                        host_label: e.host_label.clone(),
-                    },
-                );
+                self.customers.insert(e.customer_id);
             }
             Event::CustomerTenantDeleted(e) => {
-                self.customers
-                    .remove(&e.customer_id)
-                    .ok_or_else(|| missing("customer"))?;
+                if !self.customers.remove(&e.customer_id) {
+                    return Err(missing("customer"));
+                }
                 for user in self.users.values_mut() {
                     user.delegations.remove(&e.customer_id);
                     user.auditor_of.remove(&e.customer_id);
@@ -203,27 +188,21 @@ impl MspTenant {
             .find(|u| validate::email_key(&u.email) == key)
     }
 
-    pub fn customer_by_name(&self, name: &str) -> Option<&Customer> {
-        self.customers.values().find(|c| c.name == name)
-    }
-
     /// Users who can reach `customer`: admins plus technicians delegated to it.
     pub fn technicians_of(&self, customer: TenantId) -> usize {
         self.users.values().filter(|u| u.reaches(customer)).count()
     }
 
-    /// The customers `user` can open, in name order.
-    pub fn reachable_by(&self, user: UserId) -> Vec<&Customer> {
+    /// The customers `user` can open, in id order.
+    pub fn reachable_by(&self, user: UserId) -> Vec<TenantId> {
         let Some(user) = self.users.get(&user) else {
             return Vec::new();
         };
-        let mut customers: Vec<_> = self
-            .customers
-            .values()
-            .filter(|c| user.reaches(c.id))
-            .collect();
-        customers.sort_by(|a, b| a.name.cmp(&b.name));
-        customers
+        self.customers
+            .iter()
+            .copied()
+            .filter(|c| user.reaches(*c))
+            .collect()
     }
 
     fn admins(&self) -> usize {
@@ -274,10 +253,10 @@ pub enum MspCommand {
         public_key: String,
         now: DateTime<Utc>,
     },
+    /// Records that a customer tenant exists under this MSP. Its name and display name are
+    /// decided by its own stream's `CustomerCommand::Open`, committed with this.
     CreateCustomer {
         customer_id: TenantId,
-        name: String,
-        display_name: String,
     },
     DeleteCustomer {
         customer_id: TenantId,
@@ -427,46 +406,19 @@ pub fn decide(state: Option<&MspTenant>, command: MspCommand) -> Result<Decision
             };
             user.enrollment.complete(user.id, attempt, device_taken)
         }
-        MspCommand::CreateCustomer {
-            customer_id,
-            name,
-            display_name,
-        } => {
-            let mut errors = Vec::new();
-            let name = field(&mut errors, validate::tenant_name("name", &name));
-            let label = name
-                .as_ref()
-                .and_then(|n| field(&mut errors, validate::customer_host_label(n, &tenant.name)));
-            let display_name = field(
-                &mut errors,
-                validate::display_name("display_name", &display_name),
-            );
-            let (Some(name), Some(host_label), Some(display_name)) = (name, label, display_name)
-            else {
-                return Err(DomainError::Invalid(errors));
-            };
-            if tenant.customer_by_name(&name).is_some()
-                || tenant.customers.contains_key(&customer_id)
-            {
-                return Err(DomainError::Conflict(format!("customer {name} exists")));
+        MspCommand::CreateCustomer { customer_id } => {
+            if tenant.customers.contains(&customer_id) {
+                return Err(DomainError::Conflict(format!(
+                    "customer {customer_id} exists"
+                )));
             }
-            Ok(Decision::event(CustomerTenantCreated {
-                customer_id,
-                name,
-                display_name,
-                host_label: host_label.clone(),
-            })
-            .claim(host_claim(&host_label)))
+            Ok(Decision::event(CustomerTenantCreated { customer_id }))
         }
         MspCommand::DeleteCustomer { customer_id } => {
-            let customer = tenant
-                .customers
-                .get(&customer_id)
-                .ok_or(DomainError::NotFound("customer"))?;
-            Ok(Decision::event(CustomerTenantDeleted {
-                customer_id,
-                name: customer.name.clone(),
-            }))
+            if !tenant.customers.contains(&customer_id) {
+                return Err(DomainError::NotFound("customer"));
+            }
+            Ok(Decision::event(CustomerTenantDeleted { customer_id }))
         }
         MspCommand::Delegate {
             user_id,
@@ -476,10 +428,9 @@ pub fn decide(state: Option<&MspTenant>, command: MspCommand) -> Result<Decision
                 .users
                 .get(&user_id)
                 .ok_or(DomainError::NotFound("user"))?;
-            tenant
-                .customers
-                .get(&customer_id)
-                .ok_or(DomainError::NotFound("customer"))?;
+            if !tenant.customers.contains(&customer_id) {
+                return Err(DomainError::NotFound("customer"));
+            }
             Ok(if user.delegations.contains(&customer_id) {
                 Decision::none()
             } else {
@@ -494,7 +445,7 @@ pub fn decide(state: Option<&MspTenant>, command: MspCommand) -> Result<Decision
                 .users
                 .get(&user_id)
                 .ok_or(DomainError::NotFound("user"))?;
-            if tenant_id != tenant.id && !tenant.customers.contains_key(&tenant_id) {
+            if tenant_id != tenant.id && !tenant.customers.contains(&tenant_id) {
                 return Err(DomainError::NotFound("customer"));
             }
             Ok(if user.auditor_of.contains(&tenant_id) {

@@ -415,11 +415,7 @@ fn every_command_needs_an_action_its_rightful_caller_has() {
             user_id: user,
             tenant_id: C1,
         },
-        MspCommand::CreateCustomer {
-            customer_id: C1,
-            name: "c".into(),
-            display_name: "C".into(),
-        },
+        MspCommand::CreateCustomer { customer_id: C1 },
         MspCommand::DeleteCustomer { customer_id: C1 },
         MspCommand::Delegate {
             user_id: user,
@@ -467,14 +463,7 @@ fn roles_come_from_the_msp_state_so_revocation_is_immediate() {
             last_name: None,
         },
     );
-    run(
-        &mut history,
-        MspCommand::CreateCustomer {
-            customer_id: C1,
-            name: "c1".into(),
-            display_name: "C1".into(),
-        },
-    );
+    run(&mut history, MspCommand::CreateCustomer { customer_id: C1 });
     let c1 = Scope::Customer {
         tenant: C1,
         msp: MSP_A,

@@ -126,24 +126,49 @@ fn invalid_fields(result: Result<Decision, DomainError>) -> Vec<&'static str> {
     }
 }
 
+fn open(name: &str, display_name: &str) -> C {
+    C::Open {
+        tenant_id: TENANT,
+        msp_id: MSP,
+        msp_name: "acme".into(),
+        name: name.into(),
+        display_name: display_name.into(),
+    }
+}
+
 #[test]
 fn commands_need_an_opened_tenant() {
     assert_eq!(
         when(&[], C::DisableMasterKey),
         Err(DomainError::NotFound("tenant"))
     );
-    let open = C::Open {
-        tenant_id: TENANT,
-        msp_id: MSP,
-        name: "globex".into(),
-        display_name: "Globex".into(),
-        host_label: "globex-acme".into(),
-    };
-    assert_eq!(when(&[], open.clone()).unwrap().events, opened());
     assert!(matches!(
-        when(&opened(), open),
+        when(&opened(), open("globex", "Globex")),
         Err(DomainError::Conflict(_))
     ));
+}
+
+#[test]
+fn a_customer_opens_with_its_name_and_claims_its_host_label_under_the_msp() {
+    let decision = when(&[], open("globex", "  Globex  ")).unwrap();
+    assert_eq!(decision.events, opened(), "the display name is trimmed");
+    assert_eq!(decision.claims, vec![Claim::new("host", "globex-acme")]);
+    assert_eq!(
+        invalid_fields(when(&[], open(&"g".repeat(59), "Globex"))),
+        vec!["name"]
+    );
+    assert!(
+        when(&[], open(&"g".repeat(58), "Globex")).is_ok(),
+        "58 + '-acme' = 63"
+    );
+    assert_eq!(
+        invalid_fields(when(&[], open("admin", "Globex"))),
+        vec!["name"]
+    );
+    assert_eq!(
+        invalid_fields(when(&[], open("Globex!", " "))),
+        vec!["name", "display_name"]
+    );
 }
 
 #[test]

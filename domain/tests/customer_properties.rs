@@ -170,9 +170,9 @@ proptest! {
         let open = C::Open {
             tenant_id: TENANT,
             msp_id: TenantId(Uuid::from_u128(1)),
+            msp_name: "acme".into(),
             name: "globex".into(),
             display_name: "Globex".into(),
-            host_label: "globex-acme".into(),
         };
         let mut history = customer::decide(None, open).unwrap().events;
         let mut state = CustomerTenant::replay(&history).unwrap().unwrap();

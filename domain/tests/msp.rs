@@ -58,9 +58,6 @@ fn customer() -> Vec<Event> {
         technician(),
         [CustomerTenantCreated {
             customer_id: CUSTOMER,
-            name: "globex".into(),
-            display_name: "Globex".into(),
-            host_label: "globex-acme".into(),
         }
         .into()],
     )
@@ -373,30 +370,35 @@ fn expired_codes_and_bad_keys_are_refused() {
 }
 
 #[test]
-fn customers_get_a_host_label_under_the_msp() {
-    let create = |name: &str| MspCommand::CreateCustomer {
+fn the_msp_records_a_customer_by_its_id_alone() {
+    let create = MspCommand::CreateCustomer {
         customer_id: CUSTOMER,
-        name: name.into(),
-        display_name: "Globex".into(),
     };
-    let decision = when(&technician(), create("globex")).unwrap();
+    let decision = when(&technician(), create.clone()).unwrap();
     assert_eq!(decision.events, customer()[2..].to_vec());
-    assert_eq!(decision.claims, vec![Claim::new("host", "globex-acme")]);
+    assert!(
+        decision.claims.is_empty(),
+        "the host label is the customer stream's claim"
+    );
+    let recorded: serde_json::Value =
+        serde_json::from_slice(&decision.events[0].to_json().unwrap()).unwrap();
+    assert_eq!(
+        recorded,
+        serde_json::json!({ "customer_id": CUSTOMER.to_string() }),
+        "no name, display name or host label in the MSP's log"
+    );
     assert!(matches!(
-        when(&customer(), create("globex")),
+        when(&customer(), create),
         Err(DomainError::Conflict(_))
     ));
     assert_eq!(
-        invalid_fields(when(&technician(), create(&"g".repeat(59)))),
-        vec!["name"]
-    );
-    assert!(
-        when(&technician(), create(&"g".repeat(58))).is_ok(),
-        "58 + '-acme' = 63"
-    );
-    assert_eq!(
-        invalid_fields(when(&technician(), create("admin"))),
-        vec!["name"]
+        when(
+            &customer(),
+            MspCommand::DeleteCustomer {
+                customer_id: TenantId(Uuid::nil())
+            }
+        ),
+        Err(DomainError::NotFound("customer"))
     );
 }
 
@@ -417,7 +419,7 @@ fn delegation_decides_who_reaches_a_customer() {
     .unwrap();
     let tenant = then(&given, &delegated);
     assert_eq!(tenant.technicians_of(CUSTOMER), 2);
-    assert_eq!(tenant.reachable_by(TECH)[0].name, "globex");
+    assert_eq!(tenant.reachable_by(TECH), vec![CUSTOMER]);
     let given = with(given, delegated.events);
     assert_eq!(
         when(
@@ -483,7 +485,6 @@ fn deleting_a_customer_ends_its_delegations() {
         decision.events,
         vec![Event::from(CustomerTenantDeleted {
             customer_id: CUSTOMER,
-            name: "globex".into()
         })]
     );
     let tenant = then(&given, &decision);
@@ -557,7 +558,6 @@ fn every_event_round_trips_through_its_stored_form() {
             .into(),
             CustomerTenantDeleted {
                 customer_id: CUSTOMER,
-                name: "globex".into(),
             }
             .into(),
             MspUserRemoved { user_id: TECH }.into(),
@@ -612,6 +612,45 @@ fn stored_events_from_elsewhere_fail_clearly() {
             1,
             b"{\"user_id\":\"00000000-0000-0000-0000-00000000000b\",\"extra\":1}"
         ),
+        Err(DecodeError::Malformed(..))
+    ));
+}
+
+#[test]
+fn version_1_records_of_a_customer_decode_without_its_names() {
+    let id = CUSTOMER.to_string();
+    let created_v1 = format!(
+        r#"{{"customer_id":"{id}","name":"globex","display_name":"Globex","host_label":"globex-acme"}}"#
+    );
+    let deleted_v1 = format!(r#"{{"customer_id":"{id}","name":"globex"}}"#);
+    let created = Event::from_stored("CustomerTenantCreated", 1, created_v1.as_bytes()).unwrap();
+    let deleted = Event::from_stored("CustomerTenantDeleted", 1, deleted_v1.as_bytes()).unwrap();
+    assert_eq!(
+        created,
+        CustomerTenantCreated {
+            customer_id: CUSTOMER
+        }
+        .into()
+    );
+    assert_eq!(
+        deleted,
+        CustomerTenantDeleted {
+            customer_id: CUSTOMER
+        }
+        .into()
+    );
+    // A history written before the change still folds, and the same way as a current one.
+    let old = with(technician(), [created.clone()]);
+    assert_eq!(
+        MspTenant::replay(&old).unwrap(),
+        MspTenant::replay(&customer()).unwrap()
+    );
+    assert!(matches!(
+        Event::from_stored("CustomerTenantCreated", 1, br#"{"name":"globex"}"#),
+        Err(DecodeError::Malformed(..))
+    ));
+    assert!(matches!(
+        Event::from_stored("CustomerTenantCreated", 2, created_v1.as_bytes()),
         Err(DecodeError::Malformed(..))
     ));
 }

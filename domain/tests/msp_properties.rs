@@ -31,10 +31,8 @@ fn command() -> impl Strategy<Value = MspCommand> {
         (0u8..4).prop_map(|n| MspCommand::RemoveUser { user_id: user(n) }),
         (0u8..4).prop_map(|n| MspCommand::MakeAdmin { user_id: user(n) }),
         (0u8..4).prop_map(|n| MspCommand::RevokeAdmin { user_id: user(n) }),
-        (0u8..3, "[a-c]{1,2}").prop_map(|(n, name)| MspCommand::CreateCustomer {
+        (0u8..3).prop_map(|n| MspCommand::CreateCustomer {
             customer_id: customer(n),
-            name,
-            display_name: "C".into(),
         }),
         (0u8..3).prop_map(|n| MspCommand::DeleteCustomer {
             customer_id: customer(n)

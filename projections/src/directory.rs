@@ -973,16 +973,9 @@ pub(crate) async fn apply(
             ]);
         }
         Event::CustomerTenantCreated(e) => {
+            // The customer's row comes from its own stream's `CustomerTenantOpened`, in the
+            // same commit: the MSP's record holds the id alone.
             let customer = e.customer_id.to_string();
-            batch.put_tenant(TenantRow::new(
-                customer.clone(),
-                "customer",
-                Some(tenant.clone()),
-                &e.name,
-                &e.display_name,
-                &e.host_label,
-                at,
-            ));
             let (_, admins) = batch.msp_sets(&tenant)?;
             for admin in admins {
                 batch.access.insert(

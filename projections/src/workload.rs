@@ -32,7 +32,6 @@ struct Msp {
 
 struct Customer {
     id: TenantId,
-    name: String,
     users: Vec<(UserId, String, u32, bool)>,
     next_user: u32,
     delegated: Vec<UserId>,
@@ -220,17 +219,12 @@ impl Workload {
         let name = format!("cust{}", self.msps[m].next_customer);
         let host_label = format!("{name}-{}", self.msps[m].name);
         let display_name = format!("Customer {}", self.msps[m].next_customer);
-        let created = Event::CustomerTenantCreated(CustomerTenantCreated {
-            customer_id: id,
-            name: name.clone(),
-            display_name: display_name.clone(),
-            host_label: host_label.clone(),
-        });
+        let created = Event::CustomerTenantCreated(CustomerTenantCreated { customer_id: id });
         let opened = vec![
             Event::CustomerTenantOpened(CustomerTenantOpened {
                 tenant_id: id,
                 msp_id: msp,
-                name: name.clone(),
+                name,
                 display_name,
                 host_label,
             }),
@@ -245,7 +239,6 @@ impl Workload {
         ];
         self.msps[m].customers.push(Customer {
             id,
-            name,
             users: Vec::new(),
             next_user: 0,
             delegated: Vec::new(),
@@ -264,7 +257,6 @@ impl Workload {
                 self.msps[m].id,
                 vec![Event::CustomerTenantDeleted(CustomerTenantDeleted {
                     customer_id: customer.id,
-                    name: customer.name,
                 })],
             )],
             delete: Some(customer.id),

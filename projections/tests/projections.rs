@@ -97,9 +97,6 @@ async fn create_customer(world: &World, msp: &Msp, msp_name: &str, name: &str) -
                     msp.id,
                     vec![Event::CustomerTenantCreated(CustomerTenantCreated {
                         customer_id: customer,
-                        name: name.into(),
-                        display_name: format!("{name} Ltd"),
-                        host_label: host_label.clone(),
                     })],
                 ),
                 (
@@ -565,7 +562,6 @@ async fn deleting_a_tenant_leaves_no_row_of_it(store: &Store) {
                 acme.id,
                 vec![Event::CustomerTenantDeleted(CustomerTenantDeleted {
                     customer_id: contoso,
-                    name: "contoso".into(),
                 })],
             )],
             Some(contoso),
@@ -782,20 +778,12 @@ async fn one_batch_sees_its_own_changes_across_a_flush(store: &Store) {
                             user_id: acme.tech1,
                             tenant_id: stays,
                         }),
-                        Event::CustomerTenantDeleted(CustomerTenantDeleted {
-                            customer_id: gone,
-                            name: "gone".into(),
-                        }),
+                        Event::CustomerTenantDeleted(CustomerTenantDeleted { customer_id: gone }),
                         Event::DelegationRevoked(DelegationRevoked {
                             user_id: acme.tech1,
                             customer_id: stays,
                         }),
-                        Event::CustomerTenantCreated(CustomerTenantCreated {
-                            customer_id: fresh,
-                            name: "fresh".into(),
-                            display_name: "Fresh".into(),
-                            host_label: "fresh-acme".into(),
-                        }),
+                        Event::CustomerTenantCreated(CustomerTenantCreated { customer_id: fresh }),
                         Event::AdminGranted(AdminGranted {
                             user_id: acme.tech2,
                         }),

@@ -100,14 +100,22 @@ async fn invalid_input_to_the_msp_routes_is_refused_and_writes_nothing() {
     assert_eq!(status, 422);
     assert_eq!(problem["errors"][0]["field"], "source");
 
-    // Taken names are conflicts.
-    let (status, _) = Platform::call(
+    // Taken names are conflicts (the host label's reservation, taken by the customer's own
+    // stream), and the refused commit leaves no second customer behind.
+    let (status, problem) = Platform::call(
         platform
             .as_user(&admin, Method::POST, "acme", "/api/v1/customers")
             .json(&json!({"name": "contoso", "display_name": "Again"})),
     )
     .await;
     assert_eq!(status, 409);
+    assert!(
+        problem["detail"].as_str().unwrap().contains("contoso-acme"),
+        "{problem}"
+    );
+    let (_, customers) =
+        Platform::call(platform.as_user(&admin, Method::GET, "acme", "/api/v1/customers")).await;
+    assert_eq!(customers.as_array().unwrap().len(), 1, "{customers}");
     let (status, _) = Platform::call(
         platform
             .as_user(&admin, Method::POST, "acme", "/api/v1/users")

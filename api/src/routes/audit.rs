@@ -173,12 +173,8 @@ pub fn msp_json(t: &MspTenant) -> Value {
             "delegations": u.delegations,
             "auditor_of": u.auditor_of,
         })).collect::<Vec<_>>(),
-        "customers": t.customers.values().map(|c| json!({
-            "id": c.id,
-            "name": c.name,
-            "display_name": c.display_name,
-            "host_label": c.host_label,
-        })).collect::<Vec<_>>(),
+        // By id: a customer's names are in its own log, not in its MSP's.
+        "customers": t.customers.iter().map(|id| json!({ "id": id })).collect::<Vec<_>>(),
     })
 }
 

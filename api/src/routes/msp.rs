@@ -14,7 +14,6 @@ use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use domain::authz::{self, Action};
 use domain::customer::{self, CustomerCommand};
-use domain::decision::DomainError;
 use domain::event::UserSource;
 use domain::ids::{TenantId, UserId};
 use domain::msp::{self, MspCommand};
@@ -386,32 +385,23 @@ pub async fn create_customer(
     let request = body(request)?;
     let customer_id = TenantId(Uuid::now_v7());
     let msp_id = TenantId(tenant.id);
-    let (committed, decision) =
+    let (committed, _) =
         command::execute_plan(&state, msp_id, &caller.actor, Utc::now(), |history| {
-            let mut created = msp::decide(
-                Some(fold_msp(history)?),
-                MspCommand::CreateCustomer {
-                    customer_id,
-                    name: request.name.clone(),
-                    display_name: request.display_name.clone(),
-                },
-            )?;
-            let Some(domain::event::Event::CustomerTenantCreated(e)) = created.events.first()
-            else {
-                return Err(DomainError::Corrupt("no customer was created".into()));
-            };
-            let mut opened = customer::decide(
+            let msp = fold_msp(history)?;
+            // The customer's own stream checks and records its names and claims its host
+            // label; the MSP's records the customer's id alone (nothing of a deleted customer
+            // may stay in the MSP's log).
+            let opened = customer::decide(
                 None,
                 CustomerCommand::Open {
                     tenant_id: customer_id,
                     msp_id,
-                    name: e.name.clone(),
-                    display_name: e.display_name.clone(),
-                    host_label: e.host_label.clone(),
+                    msp_name: msp.name.clone(),
+                    name: request.name.clone(),
+                    display_name: request.display_name.clone(),
                 },
             )?;
-            // The host label belongs to the customer's stream, so deleting it frees the name.
-            opened.claims.append(&mut created.claims);
+            let created = msp::decide(Some(msp), MspCommand::CreateCustomer { customer_id })?;
             Ok(Plan {
                 new_streams: vec![(customer_id, opened)],
                 ..Plan::on_tenant(created)
@@ -419,20 +409,12 @@ pub async fn create_customer(
         })
         .await?;
     settle(&state, committed.as_ref()).await;
-    let name = decision
-        .events
-        .iter()
-        .find_map(|e| match e {
-            domain::event::Event::CustomerTenantCreated(c) => Some(c.name.clone()),
-            _ => None,
-        })
-        .ok_or_else(|| Problem::internal(&"no customer was created"))?;
     let row = state
         .read()
         .customers_of(tenant.id)
         .await?
         .into_iter()
-        .find(|c| c.name == name)
+        .find(|c| c.id == customer_id.0)
         .ok_or_else(|| Problem::internal(&"the new customer is not in the read models"))?;
     Ok(with_position(
         committed.as_ref(),

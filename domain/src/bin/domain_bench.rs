@@ -88,13 +88,11 @@ fn msp_tenant() -> Result<(MspTenant, Vec<UserId>, Vec<TenantId>), AnyError> {
             },
         )?;
     }
-    for (n, customer) in customers.iter().enumerate() {
+    for customer in &customers {
         run(
             &mut state,
             MspCommand::CreateCustomer {
                 customer_id: *customer,
-                name: format!("c{n}"),
-                display_name: format!("Customer {n}"),
             },
         )?;
     }
@@ -138,9 +136,9 @@ fn commands(seconds: f64) -> Result<(), AnyError> {
             CustomerCommand::Open {
                 tenant_id: tenant,
                 msp_id: TenantId(Uuid::from_u128(1)),
+                msp_name: "acme".into(),
                 name: "globex".into(),
                 display_name: "Globex".into(),
-                host_label: "globex-acme".into(),
             },
         )?
         .events,
