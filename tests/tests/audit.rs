@@ -112,6 +112,12 @@ async fn the_export_verifies_offline_and_the_replayed_state_matches_the_read_mod
     assert_eq!(server["valid"], true);
     assert_eq!(server["events"], offline.events);
     assert_eq!(server["head_hash"], offline.head_hash);
+    // The head, read without walking the chain, is where the walk ended.
+    let (status, head) = call(Method::GET, "acme", "/api/v1/audit/head", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(head["head_seq"], server["head_seq"]);
+    assert_eq!(head["head_seq"], export.lines().count());
+    assert_eq!(head["head_hash"], offline.head_hash);
     assert!(export.contains("\"type\":\"AdminGranted\""));
     // Paging: two events after the first, with the next page named.
     let page = platform
@@ -152,6 +158,7 @@ async fn the_export_verifies_offline_and_the_replayed_state_matches_the_read_mod
     let bob = platform.login(&bob_phone, "acme").await;
     for path in [
         "/api/v1/audit/events",
+        "/api/v1/audit/head",
         "/api/v1/audit/verify",
         "/api/v1/audit/state",
     ] {
@@ -364,6 +371,7 @@ async fn an_auditor_reads_one_tenants_audit_log_and_nothing_else() {
     assert_eq!((status, me["roles"].clone()), (200, json!(["auditor"])));
     for path in [
         "/api/v1/audit/events",
+        "/api/v1/audit/head",
         "/api/v1/audit/verify",
         "/api/v1/audit/state",
     ] {

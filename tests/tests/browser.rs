@@ -428,8 +428,10 @@ async fn the_seeds_in_the_portals() {
     admin.click_in_row("WS-FRONTDESK", "Revoke").await;
     assert!(admin.text("table").await.contains("Revoked"));
 
-    // Audit: the timeline, newest first, on a verified chain.
+    // Audit: the timeline, newest first; the chain verified on demand.
     admin.follow("nav a[href='/admin/audit']").await;
+    assert!(!admin.text(".lead").await.contains("Chain verified"));
+    admin.follow("a[href='/admin/audit?verify=1']").await;
     assert!(admin.text(".lead").await.contains("Chain verified"));
     let timeline = admin.text(".timeline").await;
     let revoked = timeline.find("AgentRevoked").unwrap();

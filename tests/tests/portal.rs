@@ -643,3 +643,48 @@ async fn a_form_sent_after_the_session_ended_signs_in_again_and_comes_back_to_it
     assert_eq!(answer.status(), 303);
     assert_eq!(answer.headers()["location"], "/login?next=%2Fadmin&ended=1");
 }
+
+/// The audit page pages from the log's head without walking the chain; the chain is verified
+/// when the admin asks, and the answer counts every event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_page_verifies_the_chain_on_demand() {
+    let platform = Platform::start().await;
+    let (_, token) = platform.acme_with_contoso("admin@acme.test").await;
+    let page = |path: &'static str| {
+        let (platform, token) = (&platform, &token);
+        async move {
+            let answer = platform
+                .request(Method::GET, "acme", path)
+                .header("cookie", format!("idem_session={token}"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(answer.status(), 200, "{path}");
+            answer.text().await.unwrap()
+        }
+    };
+    let (_, head) =
+        Platform::call(platform.as_user(&token, Method::GET, "acme", "/api/v1/audit/head")).await;
+    let events = head["head_seq"].as_u64().unwrap();
+    assert!(events > 3, "{head}");
+
+    let plain = page("/admin/audit").await;
+    assert!(plain.contains(&format!("{events} events.")), "{plain}");
+    assert!(plain.contains("href=\"/admin/audit?verify=1\""), "{plain}");
+    assert!(!plain.contains("Chain verified") && !plain.contains("Chain broken"));
+    assert!(
+        plain.contains(&format!("start=\"{events}\"")),
+        "the timeline starts at the head: {plain}"
+    );
+
+    let checked = page("/admin/audit?verify=1").await;
+    assert!(checked.contains("Chain verified"), "{checked}");
+    assert!(
+        checked.contains(&format!("All {events} events")),
+        "{checked}"
+    );
+
+    let older = page("/admin/audit?before=3").await;
+    assert!(older.contains("start=\"2\""), "{older}");
+    platform.server.shutdown().await;
+}

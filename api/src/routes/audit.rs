@@ -104,6 +104,20 @@ pub async fn verify(
     .into_response())
 }
 
+/// `GET /api/v1/audit/head` → `{head_seq, head_hash}`: where the tenant's log ends, read from
+/// its head without walking the chain (what a page needs to page from the newest event;
+/// `verify` walks it).
+pub async fn head(
+    State(state): State<Shared>,
+    method: Method,
+    headers: HeaderMap,
+) -> Result<Response, Problem> {
+    let tenant = context(&state, &method, &headers).await?;
+    let head = state.log.stream_head(StreamId(tenant.id)).await?;
+    let (seq, hash) = head.map_or((0, eventlog::ZERO_HASH), |h| (h.seq, h.hash));
+    Ok(Json(json!({ "head_seq": seq, "head_hash": hash.to_hex() })).into_response())
+}
+
 /// `GET /api/v1/audit/state?at=T`: the tenant replayed from its log up to T (RFC 3339; now if
 /// absent). Secrets stay out: only whether a password or personal email was set.
 pub async fn state_at(

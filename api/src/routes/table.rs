@@ -122,6 +122,7 @@ pub mod session {
         "/api/v1/customers/{name}/sso" => { post(msp::sso) "A one-time, 60-second hand-off URL onto the customer's host" }
         "/api/v1/apps" => { get(msp::apps) "The customer tenants the caller can open" }
         "/api/v1/audit/events" => { get(audit::events) "The tenant's log as NDJSON" }
+        "/api/v1/audit/head" => { get(audit::head) "Where the tenant's log ends (seq and hash), without walking it" }
         "/api/v1/audit/verify" => { get(audit::verify) "The tenant's hash chain, verified" }
         "/api/v1/audit/state" => { get(audit::state_at) "The tenant's state at a time, replayed" }
     }
