@@ -315,6 +315,8 @@ pub struct Plan {
     pub keys: Vec<eventlog::WrappedKey>,
     /// Blobs (branding images) stored for the tenant with this commit.
     pub blobs: Vec<Vec<u8>>,
+    /// The tenant's blobs removed with this commit (images nothing shows any more).
+    pub drop_blobs: Vec<eventlog::BlobId>,
 }
 
 impl Plan {
@@ -325,6 +327,7 @@ impl Plan {
             deleted: Vec::new(),
             keys: Vec::new(),
             blobs: Vec::new(),
+            drop_blobs: Vec::new(),
         }
     }
 }
@@ -377,6 +380,7 @@ pub async fn execute_plan(
             deleted,
             keys,
             blobs,
+            drop_blobs,
         } = planned?;
         if decision.events.is_empty() && new_streams.is_empty() && deleted.is_empty() {
             if let Some(refusal) = decision.refusal {
@@ -395,6 +399,9 @@ pub async fn execute_plan(
         }
         for blob in blobs {
             append = append.blob(blob);
+        }
+        for id in drop_blobs {
+            append = append.drop_blob(id);
         }
         let mut commit = Commit::new().append(append);
         for (other, other_decision) in &new_streams {

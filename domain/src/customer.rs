@@ -79,6 +79,35 @@ pub struct Branding {
     pub text: Option<String>,
 }
 
+impl Branding {
+    /// The blobs (content addresses) of the images this branding shows.
+    pub fn blobs(&self) -> impl Iterator<Item = &str> {
+        self.background
+            .iter()
+            .chain(self.logo.iter())
+            .map(|image| image.blob.as_str())
+    }
+
+    /// The blobs this branding shows that `next` no longer does: what replacing it leaves
+    /// unused, to be removed with the update (the log's older events name them, but nothing
+    /// serves an image that is not the current one).
+    pub fn replaced_by(&self, next: &BrandingUpdated) -> Vec<String> {
+        let kept = |blob: &str| {
+            next.background
+                .iter()
+                .chain(next.logo.iter())
+                .any(|image| image.blob == blob)
+        };
+        let mut gone: Vec<String> = self
+            .blobs()
+            .filter(|blob| !kept(blob))
+            .map(str::to_owned)
+            .collect();
+        gone.dedup();
+        gone
+    }
+}
+
 /// An enrollment token not used yet. Every token lives [`ENROLLMENT_TOKEN_LIFETIME`] from its
 /// issue, so when a token is issued, every token that expired a lifetime before the new one
 /// expires had expired when it was issued: the fold drops those, with no clock of its own.

@@ -596,6 +596,48 @@ fn branding_changes_carry_a_growing_version() {
 }
 
 #[test]
+fn a_branding_update_names_the_images_it_leaves_unused() {
+    let update = |background, logo| C::UpdateBranding {
+        background,
+        logo,
+        text: None,
+    };
+    let replaced = |given: &[Event], command| {
+        let decision = when(given, command).unwrap();
+        let Event::BrandingUpdated(next) = &decision.events[0] else {
+            panic!("{decision:?}")
+        };
+        (
+            state(given).branding.replaced_by(next),
+            with(given.to_vec(), decision.events.clone()),
+        )
+    };
+    let (gone, given) = replaced(&opened(), update(Some(image(1)), Some(image(2))));
+    assert!(gone.is_empty(), "nothing was shown before");
+    // A new logo: the old one is unused, the background kept.
+    let (gone, given) = replaced(&given, update(None, Some(image(3))));
+    assert_eq!(gone, vec![image(2).blob]);
+    // The logo becomes the background's image: the old background goes, the shared one stays.
+    let (gone, given) = replaced(&given, update(Some(image(3)), None));
+    assert_eq!(gone, vec![image(1).blob]);
+    // Text only, or the same images again: nothing goes.
+    let (gone, given) = replaced(
+        &given,
+        C::UpdateBranding {
+            background: None,
+            logo: None,
+            text: Some("Hello".into()),
+        },
+    );
+    assert!(gone.is_empty());
+    let (gone, given) = replaced(&given, update(Some(image(3)), Some(image(3))));
+    assert!(gone.is_empty());
+    // Both replaced while they share one image: it is named once.
+    let (gone, _) = replaced(&given, update(Some(image(4)), Some(image(5))));
+    assert_eq!(gone, vec![image(3).blob]);
+}
+
+#[test]
 fn the_shared_admin_account_is_a_windows_username() {
     let decision = when(
         &opened(),

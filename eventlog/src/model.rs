@@ -189,6 +189,10 @@ pub struct StreamAppend {
     pub release: Vec<Reservation>,
     /// Blobs stored under this stream, addressed by [`blob_id`].
     pub blobs: Vec<Vec<u8>>,
+    /// Blobs of this stream removed (those no event the caller still serves names, such as a
+    /// replaced branding image). Removed before `blobs` are stored, so an append may drop and
+    /// store the same content and keep it; dropping a blob the stream does not hold is no error.
+    pub drop_blobs: Vec<BlobId>,
     /// Data keys stored for this stream; a version already stored is a conflict.
     pub keys: Vec<WrappedKey>,
 }
@@ -202,6 +206,7 @@ impl StreamAppend {
             reserve: Vec::new(),
             release: Vec::new(),
             blobs: Vec::new(),
+            drop_blobs: Vec::new(),
             keys: Vec::new(),
         }
     }
@@ -228,6 +233,11 @@ impl StreamAppend {
 
     pub fn blob(mut self, bytes: Vec<u8>) -> Self {
         self.blobs.push(bytes);
+        self
+    }
+
+    pub fn drop_blob(mut self, id: BlobId) -> Self {
+        self.drop_blobs.push(id);
         self
     }
 

@@ -670,7 +670,83 @@ pub async fn blobs_and_data_keys<L: EventLog>(log: Arc<L>) {
     )
     .await
     .unwrap();
-    assert_eq!(log.blob(s, blob_id(&logo)).await.unwrap(), Some(logo));
+    assert_eq!(
+        log.blob(s, blob_id(&logo)).await.unwrap(),
+        Some(logo.clone())
+    );
+
+    // A replaced image leaves with the append that replaces it; the other stays.
+    let new_logo = b"new logo bytes".to_vec();
+    log.append(
+        StreamAppend::new(s, Expected::Any)
+            .event(event("BrandingUpdated", ""))
+            .blob(new_logo.clone())
+            .drop_blob(blob_id(&logo)),
+    )
+    .await
+    .unwrap();
+    assert_eq!(log.blob(s, blob_id(&logo)).await.unwrap(), None);
+    assert_eq!(
+        log.blob(s, blob_id(&new_logo)).await.unwrap(),
+        Some(new_logo.clone())
+    );
+    assert!(
+        log.blob(s, blob_id(&vec![7u8; 100_000]))
+            .await
+            .unwrap()
+            .is_some()
+    );
+    // Dropping and storing the same content in one append keeps it; dropping what the stream
+    // does not hold (or another stream holds) is no error and touches nothing else.
+    let other = stream();
+    log.append(
+        StreamAppend::new(other, Expected::NoStream)
+            .event(event("BrandingUpdated", ""))
+            .blob(new_logo.clone()),
+    )
+    .await
+    .unwrap();
+    log.append(
+        StreamAppend::new(s, Expected::Any)
+            .event(event("BrandingUpdated", ""))
+            .drop_blob(blob_id(&new_logo))
+            .blob(new_logo.clone())
+            .drop_blob(blob_id(b"never stored")),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        log.blob(s, blob_id(&new_logo)).await.unwrap(),
+        Some(new_logo.clone())
+    );
+    log.append(
+        StreamAppend::new(s, Expected::Any)
+            .event(event("BrandingUpdated", ""))
+            .drop_blob(blob_id(&new_logo)),
+    )
+    .await
+    .unwrap();
+    assert_eq!(log.blob(s, blob_id(&new_logo)).await.unwrap(), None);
+    assert_eq!(
+        log.blob(other, blob_id(&new_logo)).await.unwrap(),
+        Some(new_logo),
+        "blobs are dropped per stream"
+    );
+    // A failed append drops nothing.
+    let failed = log
+        .append(
+            StreamAppend::new(s, Expected::NoStream)
+                .event(event("T", ""))
+                .drop_blob(blob_id(&vec![7u8; 100_000])),
+        )
+        .await;
+    assert!(matches!(failed, Err(Error::WrongExpectedSeq { .. })));
+    assert!(
+        log.blob(s, blob_id(&vec![7u8; 100_000]))
+            .await
+            .unwrap()
+            .is_some()
+    );
 }
 
 /// Many writers race for each seq of one stream with exact expectations: exactly one wins each.

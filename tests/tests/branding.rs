@@ -39,7 +39,7 @@ fn file(bytes: Vec<u8>, name: &str, mime: &str) -> Part {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn branding_images_are_checked_by_content_and_served_back() {
     let platform = Platform::start().await;
-    let (phone, _) = platform.acme_with_contoso("alice@acme.example").await;
+    let (phone, msp) = platform.acme_with_contoso("alice@acme.example").await;
     let admin = platform.login(&phone, "contoso-acme").await;
     let host = "contoso-acme";
     let put = |form: Form| {
@@ -166,5 +166,39 @@ async fn branding_images_are_checked_by_content_and_served_back() {
     assert_eq!(again.status(), 304);
     let (status, _): (u16, Value) = get("/api/v1/branding/favicon").await;
     assert_eq!(status, 404);
+
+    // A new logo: the one it replaces leaves the blob store with the update (only the current
+    // images are served), the background stays; text alone removed nothing before.
+    let (_, contoso) =
+        Platform::call(platform.as_user(&msp, Method::GET, "acme", "/api/v1/customers/contoso"))
+            .await;
+    let stream = eventlog::StreamId(contoso["id"].as_str().unwrap().parse().unwrap());
+    let log = platform.server.log().unwrap();
+    let stored = |bytes: Vec<u8>| {
+        let log = log.clone();
+        async move {
+            eventlog::EventLog::blob(&*log, stream, eventlog::blob_id(&bytes))
+                .await
+                .unwrap()
+                .is_some()
+        }
+    };
+    let (old_logo, new_logo) = (jpeg(200, 80), png(300, 100, 10));
+    assert!(stored(old_logo.clone()).await && stored(background.clone()).await);
+    let (status, branding) =
+        put(Form::new().part("logo", file(new_logo.clone(), "logo.png", "image/png"))).await;
+    assert_eq!(status, 200, "{branding}");
+    assert_eq!(branding["version"], 3);
+    assert!(!stored(old_logo).await, "the replaced logo is gone");
+    assert!(stored(new_logo.clone()).await);
+    assert!(stored(background.clone()).await, "the background stays");
+    let logo_url = branding["logo"]["url"].as_str().unwrap().to_owned();
+    let answer = platform
+        .as_user(&admin, Method::GET, host, &logo_url)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    assert_eq!(answer.bytes().await.unwrap().to_vec(), new_logo);
     platform.server.shutdown().await;
 }

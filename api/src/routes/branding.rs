@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use domain::authz::Action;
 use domain::customer::{self, CustomerCommand};
-use domain::event::ImageRef;
+use domain::event::{Event, ImageRef};
 use domain::ids::TenantId;
 use domain::validate::{self, ImageLimits};
 use eventlog::{Digest32, EventLog, StreamId};
@@ -151,16 +151,30 @@ pub async fn put_branding(
         &caller.actor,
         Utc::now(),
         |history| {
+            let tenant = fold_customer(history)?;
             let decision = customer::decide(
-                Some(fold_customer(history)?),
+                Some(tenant),
                 CustomerCommand::UpdateBranding {
                     background: background.as_ref().map(|(r, _)| r.clone()),
                     logo: logo.as_ref().map(|(r, _)| r.clone()),
                     text: text.clone(),
                 },
             )?;
+            // Replaced images leave the blob store in the same commit: only the current
+            // branding's images are ever served.
+            let drop_blobs = decision
+                .events
+                .iter()
+                .filter_map(|event| match event {
+                    Event::BrandingUpdated(next) => Some(tenant.branding.replaced_by(next)),
+                    _ => None,
+                })
+                .flatten()
+                .filter_map(|blob| blob.parse::<Digest32>().ok())
+                .collect();
             Ok(Plan {
                 blobs: blobs.clone(),
+                drop_blobs,
                 ..Plan::on_tenant(decision)
             })
         },
@@ -215,11 +229,16 @@ pub async fn image_response(
             .blob
             .parse()
             .map_err(|_| Problem::internal(&"a branding image names a malformed blob"))?;
+        // Between a branding update's commit and the read models catching up, the row read
+        // here may still name the image it replaced, which left with that commit.
         let bytes = state
             .log
             .blob(StreamId(tenant.id), id)
             .await?
-            .ok_or_else(|| Problem::internal(&"a branding image's blob is missing"))?;
+            .ok_or_else(|| {
+                tracing::warn!(tenant = %tenant.id, blob = %image.blob, "a branding image's blob is not stored");
+                Problem::not_found(format!("the {which} was replaced: read the branding again"))
+            })?;
         let mut response = bytes.into_response();
         if let Ok(media_type) = HeaderValue::from_str(&image.media_type) {
             response

@@ -673,6 +673,11 @@ fn stage_append(
         ));
         staged.delta.data_keys.insert((stream, key.version));
     }
+    for id in &append.drop_blobs {
+        staged
+            .ops
+            .push(Op::Delete(Cf::Blobs, keys::blob(stream, id).to_vec()));
+    }
     for blob in append.blobs {
         let id = blob_id(&blob);
         staged
