@@ -224,3 +224,53 @@ async fn invalid_input_to_the_msp_routes_is_refused_and_writes_nothing() {
     assert_eq!(state().await, before, "nothing was written");
     platform.server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_parameters_of_the_wrong_type_are_problems_naming_them() {
+    let platform = Platform::start().await;
+    let (_, admin) = platform.acme("alice@acme.example").await;
+    let (challenge, _) = platform.challenge("acme").await;
+    let cases = [
+        ("/api/v1/audit/events?after=abc".to_owned(), "after"),
+        ("/api/v1/audit/events?after=1&limit=-1".to_owned(), "limit"),
+        (
+            "/api/v1/audit/events?limit=99999999999999999999999".to_owned(),
+            "limit",
+        ),
+        (
+            format!("/api/v1/login/challenges/{challenge}?wait=soon"),
+            "wait",
+        ),
+    ];
+    for (path, field) in cases {
+        let answer = platform
+            .as_user(&admin, Method::GET, "acme", &path)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 422, "{path}");
+        assert_eq!(
+            answer.headers()["content-type"],
+            "application/problem+json",
+            "{path}"
+        );
+        let problem = harness::body(answer).await;
+        assert_eq!(problem["errors"][0]["field"], field, "{path}: {problem}");
+        assert_eq!(problem["status"], 422);
+    }
+    // Credentials are checked first: a caller without them learns nothing of the parameters.
+    let (status, _) =
+        Platform::call(platform.request(Method::GET, "acme", "/api/v1/audit/events?after=abc"))
+            .await;
+    assert_eq!(status, 401);
+    // Parameters of the right type still work, and unknown ones are ignored.
+    let (status, _) = Platform::call(platform.as_user(
+        &admin,
+        Method::GET,
+        "acme",
+        "/api/v1/audit/events?after=0&limit=1&utm_source=x",
+    ))
+    .await;
+    assert_eq!(status, 200);
+    platform.server.shutdown().await;
+}

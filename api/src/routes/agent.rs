@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
@@ -30,6 +30,7 @@ use crate::client_addr::ClientAddr;
 use crate::command;
 use crate::host;
 use crate::problem::Problem;
+use crate::routes::params::Params;
 use crate::routes::{body, no_content, written};
 
 /// The longest a feed request may wait.
@@ -156,12 +157,13 @@ pub async fn enroll(
 /// `wait`, an empty answer waits (up to 60 s) until the tenant's next projected change.
 pub async fn changes(
     State(state): State<Shared>,
-    Query(query): Query<ChangesQuery>,
+    query: Result<Params<ChangesQuery>, Problem>,
     // The whole request rather than a `HeaderMap`, which would clone every header: a commit
     // answers every agent of the tenant, and each comes straight back with a new request.
     request: axum::extract::Request,
 ) -> Result<Response, Problem> {
     let agent = agent(&state, request.headers()).await?;
+    let Params(query) = query?;
     // Let go of the request's head while waiting: its bytes are a slice of the connection's
     // read buffer (8 KiB), which would otherwise stay allocated for the whole wait, up to a
     // minute, beside the buffer hyper has already taken for the agent's next request.
@@ -471,9 +473,10 @@ pub async fn poll_challenge(
     State(state): State<Shared>,
     headers: HeaderMap,
     Path(id): Path<String>,
-    Query(query): Query<WaitQuery>,
+    query: Result<Params<WaitQuery>, Problem>,
 ) -> Result<Response, Problem> {
     let agent = agent(&state, &headers).await?;
+    let Params(query) = query?;
     let missing = || Problem::not_found("no such challenge");
     let id = Uuid::parse_str(&id).map_err(|_| missing())?;
     match state.challenges.owner(id, agent.tenant.id) {

@@ -4,7 +4,7 @@
 //! and to users given the auditor role for that tenant.
 
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, Method, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
@@ -24,6 +24,7 @@ use crate::auth;
 use crate::command::{self, Folded, History};
 use crate::host;
 use crate::problem::Problem;
+use crate::routes::params::Params;
 
 /// Events per export request at most; page on with `after`.
 const MAX_EXPORT: usize = 10_000;
@@ -57,9 +58,10 @@ pub async fn events(
     State(state): State<Shared>,
     method: Method,
     headers: HeaderMap,
-    Query(query): Query<EventsQuery>,
+    query: Result<Params<EventsQuery>, Problem>,
 ) -> Result<Response, Problem> {
     let tenant = context(&state, &method, &headers).await?;
+    let Params(query) = query?;
     let after = query.after.unwrap_or(0);
     let limit = query.limit.unwrap_or(MAX_EXPORT).clamp(1, MAX_EXPORT);
     let events = state
@@ -124,9 +126,10 @@ pub async fn state_at(
     State(state): State<Shared>,
     method: Method,
     headers: HeaderMap,
-    Query(query): Query<StateQuery>,
+    query: Result<Params<StateQuery>, Problem>,
 ) -> Result<Response, Problem> {
     let tenant = context(&state, &method, &headers).await?;
+    let Params(query) = query?;
     let at = match query.at.as_deref() {
         None => Utc::now(),
         Some(text) => DateTime::parse_from_rfc3339(text)

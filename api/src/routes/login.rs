@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
@@ -29,6 +29,7 @@ use crate::command;
 use crate::host;
 use crate::metrics::Counter;
 use crate::problem::Problem;
+use crate::routes::params::Params;
 use crate::routes::{body, no_content, written};
 
 /// The longest a client may wait in one poll.
@@ -354,10 +355,11 @@ fn withdrawn() -> Problem {
 pub async fn poll(
     State(state): State<Shared>,
     Path(id): Path<String>,
-    Query(query): Query<WaitQuery>,
+    query: Result<Params<WaitQuery>, Problem>,
     headers: HeaderMap,
 ) -> Result<Response, Problem> {
     let tenant = host::tenant(&state, &headers).await?;
+    let Params(query) = query?;
     let id = Uuid::parse_str(&id).map_err(|_| Problem::not_found("no such challenge"))?;
     // An agent's challenge is answered to that agent only (`/api/v1/agent/challenges/{id}`).
     if !matches!(state.challenges.owner(id, tenant.id), Some(("portal", _))) {
@@ -396,10 +398,11 @@ pub async fn poll(
 /// portal. One use, 60 seconds, and only while the user still reaches the customer.
 pub async fn open_handoff(
     State(state): State<Shared>,
-    Query(query): Query<HandoffQuery>,
+    query: Result<Params<HandoffQuery>, Problem>,
     headers: HeaderMap,
 ) -> Result<Response, Problem> {
     let tenant = host::tenant(&state, &headers).await?;
+    let Params(query) = query?;
     let refused = || Problem::unauthorized("the sign-in link is invalid, used or expired");
     let token = query.token.ok_or_else(refused)?;
     let now = Utc::now();

@@ -8,6 +8,7 @@ pub mod health;
 pub mod login;
 pub mod msp;
 pub mod onboarding;
+pub mod params;
 pub mod signup;
 pub mod table;
 

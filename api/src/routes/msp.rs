@@ -29,6 +29,7 @@ use crate::challenges::Handoff;
 use crate::command::{self, Plan, fold_msp};
 use crate::host;
 use crate::problem::Problem;
+use crate::routes::params::Params;
 use crate::routes::{
     body, no_content, settings_written, settle, user_id, user_row, user_written, with_position,
 };
@@ -694,8 +695,8 @@ pub async fn revoke_auditor(
     method: Method,
     headers: HeaderMap,
     Path(id): Path<String>,
-    axum::extract::Query(query): axum::extract::Query<AuditorQuery>,
+    query: Result<Params<AuditorQuery>, Problem>,
 ) -> Result<Response, Problem> {
-    let customer = || Ok(query.customer);
+    let customer = || query.map(|Params(query)| query.customer);
     set_auditor(state, method, headers, id, customer, false).await
 }
