@@ -411,6 +411,7 @@ pub fn api_routes() -> Router<Shared> {
             routes::table::uploads::router()
                 .layer(DefaultBodyLimit::max(routes::branding::UPLOAD_LIMIT)),
         )
+        .layer(middleware::map_response(crate::problem::from_plain_refusal))
 }
 
 /// Every route: the API, and the portals' pages.

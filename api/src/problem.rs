@@ -206,6 +206,37 @@ impl IntoResponse for Problem {
     }
 }
 
+/// The API's answers are problems, including the refusals axum's own extractors make in plain
+/// text before a handler runs (a path segment that is not UTF-8, say): those become problems
+/// with the same status, their text as the detail.
+pub async fn from_plain_refusal(response: Response) -> Response {
+    let plain = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"text/plain"));
+    let status = response.status();
+    if !(plain && status.is_client_error()) {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let detail = match axum::body::to_bytes(body, 4096).await {
+        Ok(text) => String::from_utf8_lossy(&text).into_owned(),
+        Err(_) => String::new(),
+    };
+    let problem = Problem::new(
+        status,
+        status.canonical_reason().unwrap_or("Refused"),
+        detail,
+    )
+    .into_response();
+    let (problem_parts, problem_body) = problem.into_parts();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    for (name, value) in &problem_parts.headers {
+        parts.headers.insert(name, value.clone());
+    }
+    Response::from_parts(parts, problem_body)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -226,7 +226,7 @@ async fn invalid_input_to_the_msp_routes_is_refused_and_writes_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn query_parameters_of_the_wrong_type_are_problems_naming_them() {
+async fn parameters_of_the_wrong_type_are_problems_naming_them() {
     let platform = Platform::start().await;
     let (_, admin) = platform.acme("alice@acme.example").await;
     let (challenge, _) = platform.challenge("acme").await;
@@ -257,6 +257,27 @@ async fn query_parameters_of_the_wrong_type_are_problems_naming_them() {
         let problem = harness::body(answer).await;
         assert_eq!(problem["errors"][0]["field"], field, "{path}: {problem}");
         assert_eq!(problem["status"], 422);
+    }
+    // A path segment that does not decode to UTF-8 is refused before any handler runs, by
+    // axum's own extractor, and still answered as a problem.
+    for path in ["/api/v1/users/%FF", "/api/v1/customers/%FF%FE/technicians"] {
+        let answer = platform
+            .as_user(&admin, Method::GET, "acme", path)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 400, "{path}");
+        assert_eq!(
+            answer.headers()["content-type"],
+            "application/problem+json",
+            "{path}"
+        );
+        let problem = harness::body(answer).await;
+        assert_eq!(problem["status"], 400, "{path}: {problem}");
+        assert!(
+            problem["detail"].as_str().unwrap().contains("UTF-8"),
+            "{path}: {problem}"
+        );
     }
     // Credentials are checked first: a caller without them learns nothing of the parameters.
     let (status, _) =
