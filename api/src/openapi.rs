@@ -2,6 +2,8 @@
 //! `routes/table.rs` (the same tables the router is built from).
 
 use axum::Json;
+use schemars::generate::SchemaSettings;
+use schemars::{Schema, SchemaGenerator};
 use serde_json::{Map, Value, json};
 
 use crate::routes::table::{Operation, public, session, uploads};
@@ -14,8 +16,83 @@ pub fn operations() -> impl Iterator<Item = &'static Operation> {
         .chain(uploads::OPERATIONS)
 }
 
+/// The generator of the request schemas: JSON Schema 2020-12 (OpenAPI 3.1's dialect), with
+/// named types under the document's components.
+fn generator() -> SchemaGenerator {
+    SchemaSettings::draft2020_12()
+        .with(|settings| {
+            settings.definitions_path = "/components/schemas".into();
+            settings.meta_schema = None;
+        })
+        .for_deserialize()
+        .into_generator()
+}
+
+/// The query parameters of an object schema: one per property.
+fn query_parameters(schema: &Schema) -> Vec<Value> {
+    let required: Vec<&str> = schema
+        .get("required")
+        .and_then(Value::as_array)
+        .map(|names| names.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    let Some(properties) = schema.get("properties").and_then(Value::as_object) else {
+        return Vec::new();
+    };
+    properties
+        .iter()
+        .map(|(name, property)| {
+            let mut property = property.clone();
+            let description = property
+                .as_object_mut()
+                .and_then(|p| p.remove("description"));
+            // An optional field is nullable in a JSON body; a query string has no null.
+            if let Some(types) = property.get_mut("type").and_then(Value::as_array_mut) {
+                types.retain(|t| t != "null");
+                if let [only] = types.as_slice() {
+                    property["type"] = only.clone();
+                }
+            }
+            let mut parameter = json!({
+                "name": name,
+                "in": "query",
+                "required": required.contains(&name.as_str()),
+                "schema": property,
+            });
+            if let Some(description) = description {
+                parameter["description"] = description;
+            }
+            parameter
+        })
+        .collect()
+}
+
+/// The branding upload's body (multipart, read part by part rather than decoded).
+fn branding_upload() -> Value {
+    let image = json!({
+        "type": "string",
+        "format": "binary",
+        "description": "PNG or JPEG, at most 2 MiB and 4096x4096 pixels",
+    });
+    let image_types = json!({"contentType": "image/png, image/jpeg"});
+    json!({
+        "required": true,
+        "content": {"multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "properties": {
+                    "background": image,
+                    "logo": image,
+                    "text": {"type": "string", "description": "The login screen's text; empty removes it"},
+                },
+            },
+            "encoding": {"background": image_types, "logo": image_types},
+        }},
+    })
+}
+
 /// The document.
 pub fn build() -> Value {
+    let mut generator = generator();
     let mut paths = Map::new();
     for operation in operations() {
         let mut parameters = Vec::new();
@@ -25,6 +102,9 @@ pub fn build() -> Value {
                     "name": name, "in": "path", "required": true, "schema": {"type": "string"},
                 }));
             }
+        }
+        if let Some(query) = operation.query {
+            parameters.extend(query_parameters(&query(&mut generator)));
         }
         let mut entry = json!({
             "summary": operation.summary,
@@ -40,11 +120,21 @@ pub fn build() -> Value {
         if operation.session {
             entry["security"] = json!([{"bearer": []}, {"cookie": []}]);
         }
+        if let Some(body) = operation.body {
+            entry["requestBody"] = json!({
+                "required": true,
+                "content": {"application/json": {"schema": body(&mut generator)}},
+            });
+        } else if operation.method == "put" && operation.path == "/api/v1/branding" {
+            entry["requestBody"] = branding_upload();
+        }
         let path = paths
             .entry(operation.path.to_owned())
             .or_insert_with(|| json!({}));
         path[operation.method] = entry;
     }
+    let mut schemas = generator.take_definitions(true);
+    schemas.insert("Problem".to_owned(), problem_schema());
     json!({
         "openapi": "3.1.0",
         "info": {
@@ -58,22 +148,25 @@ pub fn build() -> Value {
                 "bearer": {"type": "http", "scheme": "bearer"},
                 "cookie": {"type": "apiKey", "in": "cookie", "name": crate::auth::COOKIE},
             },
-            "schemas": {
-                "Problem": {
-                    "type": "object",
-                    "required": ["type", "title", "status", "detail"],
-                    "properties": {
-                        "type": {"type": "string"},
-                        "title": {"type": "string"},
-                        "status": {"type": "integer"},
-                        "detail": {"type": "string"},
-                        "errors": {"type": "array", "items": {
-                            "type": "object",
-                            "properties": {"field": {"type": "string"}, "message": {"type": "string"}},
-                        }},
-                    },
-                },
-            },
+            "schemas": schemas,
+        },
+    })
+}
+
+/// RFC 9457's problem, as every error is answered.
+fn problem_schema() -> Value {
+    json!({
+        "type": "object",
+        "required": ["type", "title", "status", "detail"],
+        "properties": {
+            "type": {"type": "string"},
+            "title": {"type": "string"},
+            "status": {"type": "integer"},
+            "detail": {"type": "string"},
+            "errors": {"type": "array", "items": {
+                "type": "object",
+                "properties": {"field": {"type": "string"}, "message": {"type": "string"}},
+            }},
         },
     })
 }

@@ -5,7 +5,7 @@
 
 use harness::Platform;
 use reqwest::Method;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 /// The router's answer for a path it does not have.
 fn is_fallback(status: u16, body: &Value) -> bool {
@@ -117,5 +117,206 @@ async fn the_document_lists_every_route_the_router_serves() {
     let (status, body) =
         Platform::call(platform.request(Method::GET, "acme", "/api/v1/not-a-route")).await;
     assert!(is_fallback(status, &body));
+    platform.server.shutdown().await;
+}
+
+/// Every `$ref` under `value`.
+fn references<'a>(value: &'a Value, found: &mut Vec<&'a str>) {
+    match value {
+        Value::Object(map) => {
+            for (key, inner) in map {
+                match (key.as_str(), inner) {
+                    ("$ref", Value::String(target)) => found.push(target),
+                    _ => references(inner, found),
+                }
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|item| references(item, found)),
+        _ => {}
+    }
+}
+
+/// A schema with its reference followed.
+fn resolved<'a>(document: &'a Value, schema: &'a Value) -> &'a Value {
+    match schema["$ref"].as_str() {
+        Some(target) => document
+            .pointer(target.trim_start_matches('#'))
+            .unwrap_or_else(|| panic!("{target} does not resolve")),
+        None => schema,
+    }
+}
+
+fn sorted(values: &Value) -> Vec<String> {
+    let mut names: Vec<String> = values
+        .as_array()
+        .map(|v| v.iter().map(|s| s.as_str().unwrap().to_owned()).collect())
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_document_describes_the_bodies_and_parameters_each_operation_decodes() {
+    let platform = Platform::start().await;
+    let (_, document) =
+        Platform::call(platform.request(Method::GET, "", "/api/v1/openapi.json")).await;
+    let mut found = Vec::new();
+    references(&document, &mut found);
+    assert!(found.len() > 20, "{found:?}");
+    for target in found {
+        assert!(
+            target.starts_with("#/components/schemas/") && document.pointer(&target[1..]).is_some(),
+            "{target} does not resolve"
+        );
+    }
+
+    // The contract's bodies, with the fields each requires.
+    let bodies: [(&str, &str, &[&str]); 14] = [
+        (
+            "post",
+            "/api/v1/signup",
+            &["admin_email", "display_name", "name"],
+        ),
+        ("post", "/api/v1/onboarding/start", &["email"]),
+        (
+            "post",
+            "/api/v1/onboarding/complete",
+            &["code", "device_name", "device_public_key", "email"],
+        ),
+        ("post", "/api/v1/login/challenges", &["purpose"]),
+        (
+            "post",
+            "/api/v1/login/challenges/{id}/approve",
+            &["device_id", "signature"],
+        ),
+        ("put", "/api/v1/settings/user-source", &["source"]),
+        ("post", "/api/v1/customers", &["display_name", "name"]),
+        ("post", "/api/v1/customers/{name}/technicians", &["user_id"]),
+        ("put", "/api/v1/settings/master-key", &["enabled"]),
+        (
+            "put",
+            "/api/v1/settings/desktop-login",
+            &["enabled", "method"],
+        ),
+        ("put", "/api/v1/users/{id}/password", &["password"]),
+        ("put", "/api/v1/accounts/shared", &["username"]),
+        (
+            "post",
+            "/api/v1/agent/enroll",
+            &["enrollment_token", "hostname"],
+        ),
+        ("post", "/api/v1/agent/login", &["password", "username"]),
+    ];
+    for (method, path, required) in bodies {
+        let operation = &document["paths"][path][method];
+        let schema = resolved(
+            &document,
+            &operation["requestBody"]["content"]["application/json"]["schema"],
+        );
+        assert_eq!(sorted(&schema["required"]), required, "{method} {path}");
+        assert_eq!(
+            schema["additionalProperties"], false,
+            "{method} {path}: unknown fields are refused"
+        );
+    }
+    // Both kinds of user that `POST /api/v1/users` creates, one per kind of host.
+    let users = resolved(
+        &document,
+        &document["paths"]["/api/v1/users"]["post"]["requestBody"]["content"]["application/json"]["schema"],
+    );
+    let kinds: Vec<Vec<String>> = users["anyOf"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|kind| sorted(&resolved(&document, kind)["required"]))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            vec!["email".to_owned()],
+            ["email", "first_name", "last_name", "username"]
+                .map(str::to_owned)
+                .to_vec()
+        ]
+    );
+    // The upload is multipart.
+    assert!(
+        document["paths"]["/api/v1/branding"]["put"]["requestBody"]["content"]
+            ["multipart/form-data"]["schema"]["properties"]["logo"]
+            .is_object()
+    );
+    // Operations that read no body declare none.
+    for (method, path) in [
+        ("post", "/api/v1/logout"),
+        ("post", "/api/v1/customers/{name}/sso"),
+        ("post", "/api/v1/agent/enrollment-tokens"),
+        ("post", "/api/v1/users/{id}/admin"),
+        ("get", "/api/v1/users"),
+    ] {
+        assert!(
+            document["paths"][path][method]["requestBody"].is_null(),
+            "{method} {path}"
+        );
+    }
+
+    // Query parameters, none of them required, each with its type.
+    for (path, expected) in [
+        ("/api/v1/agent/changes", vec!["after", "limit", "wait"]),
+        ("/api/v1/audit/events", vec!["after", "limit"]),
+        ("/api/v1/audit/state", vec!["at"]),
+        ("/api/v1/login/challenges/{id}", vec!["wait"]),
+    ] {
+        let parameters = document["paths"][path]["get"]["parameters"]
+            .as_array()
+            .unwrap();
+        let mut names = Vec::new();
+        for parameter in parameters.iter().filter(|p| p["in"] == "query") {
+            assert_eq!(parameter["required"], false, "{path}: {parameter}");
+            assert!(
+                parameter["schema"]["type"].is_string(),
+                "{path}: {parameter}"
+            );
+            names.push(parameter["name"].as_str().unwrap());
+        }
+        names.sort();
+        assert_eq!(names, expected, "{path}");
+    }
+
+    // What the document says is what the route does: a signup with a field it does not
+    // list is refused, and so is one without a field it requires.
+    let signup = json!({"name": "acme", "display_name": "Acme", "admin_email": "a@acme.example"});
+    let mut extra = signup.clone();
+    extra["plan"] = json!("gold");
+    let (status, problem) = Platform::call(
+        platform
+            .request(Method::POST, "", "/api/v1/signup")
+            .json(&extra),
+    )
+    .await;
+    assert_eq!(status, 400, "{problem}");
+    assert!(
+        problem["detail"].as_str().unwrap().contains("plan"),
+        "{problem}"
+    );
+    let mut missing = signup.clone();
+    missing.as_object_mut().unwrap().remove("admin_email");
+    let (status, problem) = Platform::call(
+        platform
+            .request(Method::POST, "", "/api/v1/signup")
+            .json(&missing),
+    )
+    .await;
+    assert_eq!(status, 400, "{problem}");
+    assert!(
+        problem["detail"].as_str().unwrap().contains("admin_email"),
+        "{problem}"
+    );
+    let (status, _) = Platform::call(
+        platform
+            .request(Method::POST, "", "/api/v1/signup")
+            .json(&signup),
+    )
+    .await;
+    assert_eq!(status, 201);
     platform.server.shutdown().await;
 }

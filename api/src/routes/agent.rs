@@ -20,6 +20,7 @@ use domain::event::{AttemptOutcome, DesktopLoginMethod, DesktopLoginRecorded, Lo
 use domain::ids::{DeviceId, TenantId, UserId};
 use domain::session::token_digest;
 use projections::TenantRow;
+use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::json;
 use uuid::Uuid;
@@ -38,24 +39,30 @@ const MAX_WAIT_SECONDS: u64 = 60;
 /// Feed entries per page at most.
 const MAX_PAGE: usize = 1000;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EnrollRequest {
+    /// The one-time token an admin or technician issued.
     enrollment_token: String,
+    /// The workstation's name, as the device list shows it.
     hostname: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 pub struct ChangesQuery {
+    /// The `next` of the previous answer; absent or empty for a snapshot.
     after: Option<String>,
+    /// Seconds to wait for a change when there is none (at most 60).
     wait: Option<u64>,
+    /// Most changes in the answer (1 to 1000).
     limit: Option<usize>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LoginRequest {
     username: String,
+    #[schemars(extend("writeOnly" = true))]
     password: String,
     /// Whether the workstation already has a local account of that name (any case): it is
     /// then taken over rather than created.
@@ -423,14 +430,19 @@ pub async fn revoke_device(
     Ok(no_content(&state, committed.as_ref()).await)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "AgentChallengeRequest")]
 pub struct ChallengeRequest {
+    /// `desktop`: a directory user's passwordless login; `elevate`: a technician's elevated
+    /// access through the shared account.
+    #[schemars(extend("enum" = ["desktop", "elevate"]))]
     purpose: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 pub struct WaitQuery {
+    /// Seconds to wait for an approval (at most 60).
     wait: Option<u64>,
 }
 

@@ -15,6 +15,7 @@ use domain::ids::TenantId;
 use domain::msp::MspTenant;
 use eventlog::{EventLog, StreamId};
 use projections::TenantRow;
+use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -29,14 +30,18 @@ use crate::routes::params::Params;
 /// Events per export request at most; page on with `after`.
 const MAX_EXPORT: usize = 10_000;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 pub struct EventsQuery {
+    /// The seq after which the page starts (0 or absent: the first event).
     after: Option<u64>,
+    /// Most events in the page (1 to 10000).
     limit: Option<usize>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 pub struct StateQuery {
+    /// An RFC 3339 time; now if absent.
+    #[schemars(extend("format" = "date-time"))]
     at: Option<String>,
 }
 

@@ -22,6 +22,7 @@ use domain::event::DesktopLoginMethod;
 use domain::ids::{TenantId, UserId};
 use eventlog::{EventLog, StreamId, WrappedKey};
 use projections::{TenantRow, UserRow};
+use schemars::JsonSchema;
 use serde::{Deserialize, Deserializer};
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -36,27 +37,35 @@ use crate::routes::{
     written,
 };
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MasterKeyBody {
     enabled: bool,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DesktopLoginBody {
     enabled: bool,
+    #[schemars(extend("enum" = ["password", "passwordless"]))]
     method: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "DirectoryNewUser")]
 pub struct NewUser {
     first_name: String,
     last_name: String,
+    /// The workstation login name, unique in the tenant whatever its case.
     username: String,
+    #[schemars(extend("format" = "email"))]
     email: String,
+    /// Sealed with the tenant's master key; never answered.
+    #[schemars(extend("writeOnly" = true))]
     password: Option<String>,
+    /// Sealed with the tenant's master key; needs the master key enabled.
+    #[schemars(extend("format" = "email"))]
     personal_email: Option<String>,
 }
 
@@ -65,26 +74,30 @@ fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D:
     Option::<String>::deserialize(d).map(Some)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UserPatch {
     first_name: Option<String>,
     last_name: Option<String>,
+    #[schemars(extend("format" = "email"))]
     email: Option<String>,
+    /// `null` removes it.
     #[serde(default, deserialize_with = "present")]
     personal_email: Option<Option<String>>,
     enabled: Option<bool>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PasswordBody {
+    #[schemars(extend("writeOnly" = true))]
     password: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SharedAccountBody {
+    /// The shared local admin account's name on every workstation.
     username: String,
 }
 

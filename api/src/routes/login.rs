@@ -17,6 +17,7 @@ use domain::event::SessionMethod;
 use domain::ids::{DeviceId, TenantId, UserId};
 use domain::session::{self, NewSession};
 use projections::TenantRow;
+use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::json;
 use uuid::Uuid;
@@ -35,26 +36,31 @@ use crate::routes::{body, no_content, written};
 /// The longest a client may wait in one poll.
 const MAX_WAIT_SECONDS: u64 = 60;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "LoginChallengeRequest")]
 pub struct ChallengeRequest {
+    #[schemars(extend("enum" = ["portal"]))]
     purpose: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ApproveRequest {
     device_id: Uuid,
+    /// The device's Ed25519 signature of the challenge (base64url).
     signature: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 pub struct WaitQuery {
+    /// Seconds to wait for the approval (at most 60).
     wait: Option<u64>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 pub struct HandoffQuery {
+    /// The hand-off's one-time token.
     token: Option<String>,
 }
 

@@ -145,6 +145,16 @@ pub mod by_host {
         )*};
     }
 
+    /// `POST /api/v1/users`'s body as the API document shows it: an MSP user on an MSP's
+    /// host, a directory user on a customer's (each handler decodes its own).
+    #[derive(schemars::JsonSchema)]
+    #[schemars(untagged)]
+    #[allow(dead_code)]
+    pub enum UserToAdd {
+        Msp(msp::NewUser),
+        Directory(customer::NewUser),
+    }
+
     dispatch! {
         list_users => msp::list_users, customer::list_users;
         add_user => msp::add_user, customer::create_user;

@@ -19,6 +19,7 @@ use domain::ids::{TenantId, UserId};
 use domain::msp::{self, MspCommand};
 use domain::session;
 use projections::{AuditorRole, TenantRow, UserRow};
+use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -34,28 +35,34 @@ use crate::routes::{
     body, no_content, settings_written, settle, user_id, user_row, user_written, with_position,
 };
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "MspNewUser")]
 pub struct NewUser {
+    #[schemars(extend("format" = "email"))]
     email: String,
     first_name: Option<String>,
     last_name: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UserSourceBody {
+    #[schemars(extend("enum" = ["local"]))]
     source: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewCustomer {
+    /// Lowercase letters, digits and inner hyphens; the customer's host is
+    /// `{name}-{msp}.{base domain}`.
+    #[schemars(regex(pattern = r"^[a-z0-9]+(-[a-z0-9]+)*$"), length(max = 63))]
     name: String,
     display_name: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewDelegation {
     user_id: Uuid,
@@ -628,15 +635,16 @@ pub async fn apps(
     Ok(Json(apps).into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AuditorBody {
     /// A customer's name; absent for the MSP tenant itself.
     customer: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 pub struct AuditorQuery {
+    /// A customer's name; absent for the MSP tenant itself.
     customer: Option<String>,
 }
 

@@ -13,6 +13,7 @@ use domain::event::Event;
 use domain::ids::{DeviceId, TenantId};
 use domain::msp::{self, MspCommand};
 use domain::onboarding::Attempt;
+use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::json;
 use std::net::IpAddr;
@@ -28,18 +29,22 @@ use crate::mail::Message;
 use crate::problem::Problem;
 use crate::routes::{body, one_time_code, written};
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StartRequest {
+    /// Whatever it is (even not an email), the answer is the same 202.
     email: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CompleteRequest {
+    #[schemars(extend("format" = "email"))]
     email: String,
+    /// The 8-digit code the email carried.
     code: String,
     device_name: String,
+    /// The device's Ed25519 public key (base64url, 32 bytes).
     device_public_key: String,
 }
 

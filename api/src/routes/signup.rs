@@ -11,6 +11,7 @@ use chrono::Utc;
 use domain::decision::Decision;
 use domain::ids::{TenantId, UserId};
 use domain::msp::{self, MspCommand, MspTenant};
+use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::json;
 use uuid::Uuid;
@@ -23,11 +24,15 @@ use crate::mail::Message;
 use crate::problem::Problem;
 use crate::routes::{body, one_time_code, written};
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SignupRequest {
+    /// Lowercase letters, digits and inner hyphens: the tenant's host is
+    /// `{name}.{base domain}`.
+    #[schemars(regex(pattern = r"^[a-z0-9]+(-[a-z0-9]+)*$"), length(max = 63))]
     name: String,
     display_name: String,
+    #[schemars(extend("format" = "email"))]
     admin_email: String,
 }
 

@@ -9,17 +9,45 @@ use crate::routes::{
     agent, audit, branding, by_host, customer, health, login, msp, onboarding, signup,
 };
 
-/// One operation: method, path pattern, summary.
+/// The JSON Schema of a type the handler decodes, from its `JsonSchema` derive.
+pub type SchemaFn = fn(&mut schemars::SchemaGenerator) -> schemars::Schema;
+
+/// One operation: method, path pattern, summary, and what it decodes.
 pub struct Operation {
     pub method: &'static str,
     pub path: &'static str,
     pub summary: &'static str,
     /// Whether the operation needs a session (bearer token or cookie).
     pub session: bool,
+    /// Its JSON request body.
+    pub body: Option<SchemaFn>,
+    /// Its query string's parameters (an object's properties).
+    pub query: Option<SchemaFn>,
+}
+
+/// The schema of `T` as a reference into the document's components.
+fn reference<T: schemars::JsonSchema>(
+    generator: &mut schemars::SchemaGenerator,
+) -> schemars::Schema {
+    generator.subschema_for::<T>()
+}
+
+/// The schema of `T` itself (an object whose properties are query parameters).
+fn inline<T: schemars::JsonSchema>(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    T::json_schema(generator)
+}
+
+macro_rules! schema {
+    ($how:ident) => {
+        None
+    };
+    ($how:ident $type:ty) => {
+        Some($how::<$type> as SchemaFn)
+    };
 }
 
 macro_rules! routes {
-    ($session:literal; $( $path:literal => { $( $method:ident ( $handler:path ) $summary:literal ),+ $(,)? } )*) => {
+    ($session:literal; $( $path:literal => { $( $method:ident ( $handler:path $(, body = $body:ty)? $(, query = $query:ty)? ) $summary:literal ),+ $(,)? } )*) => {
         /// The router of this table's routes.
         pub fn router() -> Router<Shared> {
             Router::new() $( .route($path, MethodRouter::new() $( .$method($handler) )+ ) )*
@@ -31,6 +59,8 @@ macro_rules! routes {
             path: $path,
             summary: $summary,
             session: $session,
+            body: schema!(reference $($body)?),
+            query: schema!(inline $($query)?),
         }, )+ )* ];
     };
 }
@@ -44,19 +74,19 @@ pub mod public {
         "/readyz" => { get(health::readyz) "Readiness: projectors running, lag bounded" }
         "/metrics" => { get(health::metrics) "Prometheus metrics" }
         "/api/v1/openapi.json" => { get(crate::openapi::document) "This document" }
-        "/api/v1/signup" => { post(signup::signup) "Sign up an MSP tenant (apex host)" }
-        "/api/v1/onboarding/start" => { post(onboarding::start) "Email a one-time onboarding code (always 202)" }
-        "/api/v1/onboarding/complete" => { post(onboarding::complete) "Verify the code and register a device's Ed25519 key" }
-        "/api/v1/login/challenges" => { post(login::create_challenge) "A QR login challenge" }
-        "/api/v1/login/challenges/{id}" => { get(login::poll) "Wait for a challenge's approval (long-poll); the token once" }
-        "/api/v1/login/challenges/{id}/approve" => { post(login::approve) "Approve a challenge with a device's signature" }
-        "/sso" => { get(login::open_handoff) "Open an SSO hand-off on a customer host" }
-        "/api/v1/agent/enroll" => { post(agent::enroll) "Exchange an enrollment token for a device credential" }
-        "/api/v1/agent/changes" => { get(agent::changes) "The directory change feed (device credential; long-poll)" }
-        "/api/v1/agent/login" => { post(agent::login) "Check a workstation password login (device credential)" }
+        "/api/v1/signup" => { post(signup::signup, body = signup::SignupRequest) "Sign up an MSP tenant (apex host)" }
+        "/api/v1/onboarding/start" => { post(onboarding::start, body = onboarding::StartRequest) "Email a one-time onboarding code (always 202)" }
+        "/api/v1/onboarding/complete" => { post(onboarding::complete, body = onboarding::CompleteRequest) "Verify the code and register a device's Ed25519 key" }
+        "/api/v1/login/challenges" => { post(login::create_challenge, body = login::ChallengeRequest) "A QR login challenge" }
+        "/api/v1/login/challenges/{id}" => { get(login::poll, query = login::WaitQuery) "Wait for a challenge's approval (long-poll); the token once" }
+        "/api/v1/login/challenges/{id}/approve" => { post(login::approve, body = login::ApproveRequest) "Approve a challenge with a device's signature" }
+        "/sso" => { get(login::open_handoff, query = login::HandoffQuery) "Open an SSO hand-off on a customer host" }
+        "/api/v1/agent/enroll" => { post(agent::enroll, body = agent::EnrollRequest) "Exchange an enrollment token for a device credential" }
+        "/api/v1/agent/changes" => { get(agent::changes, query = agent::ChangesQuery) "The directory change feed (device credential; long-poll)" }
+        "/api/v1/agent/login" => { post(agent::login, body = agent::LoginRequest) "Check a workstation password login (device credential)" }
         "/api/v1/agent/branding" => { get(agent::branding) "The login screen's branding (device credential)" }
-        "/api/v1/agent/challenges" => { post(agent::create_challenge) "A QR challenge for a passwordless login or elevated access (device credential)" }
-        "/api/v1/agent/challenges/{id}" => { get(agent::poll_challenge) "Wait for an agent challenge's approval: the user or the shared account (device credential)" }
+        "/api/v1/agent/challenges" => { post(agent::create_challenge, body = agent::ChallengeRequest) "A QR challenge for a passwordless login or elevated access (device credential)" }
+        "/api/v1/agent/challenges/{id}" => { get(agent::poll_challenge, query = agent::WaitQuery) "Wait for an agent challenge's approval: the user or the shared account (device credential)" }
         "/api/v1/agent/branding/{image}" => { get(agent::branding_image) "A branding image (device credential)" }
     }
 }
@@ -70,11 +100,11 @@ pub mod session {
         "/api/v1/logout" => { post(login::logout) "End the session" }
         "/api/v1/users" => {
             get(by_host::list_users) "MSP users, or the customer's directory",
-            post(by_host::add_user) "Add an MSP user by email, or create a directory user",
+            post(by_host::add_user, body = by_host::UserToAdd) "Add an MSP user by email, or create a directory user",
         }
         "/api/v1/users/{id}" => {
             get(by_host::get_user) "One user",
-            patch(customer::update_user) "Change a directory user's names, emails, enabled",
+            patch(customer::update_user, body = customer::UserPatch) "Change a directory user's names, emails, enabled",
             delete(by_host::remove_user) "Remove a user",
         }
         "/api/v1/users/{id}/admin" => {
@@ -82,33 +112,33 @@ pub mod session {
             delete(msp::revoke_admin) "Revoke the admin role",
         }
         "/api/v1/users/{id}/auditor" => {
-            post(msp::grant_auditor) "Give a user the auditor role of the MSP or one customer",
-            delete(msp::revoke_auditor) "End an auditor role (?customer=NAME)",
+            post(msp::grant_auditor, body = msp::AuditorBody) "Give a user the auditor role of the MSP or one customer",
+            delete(msp::revoke_auditor, query = msp::AuditorQuery) "End an auditor role (?customer=NAME)",
         }
-        "/api/v1/users/{id}/password" => { put(customer::set_password) "Set a directory user's password" }
+        "/api/v1/users/{id}/password" => { put(customer::set_password, body = customer::PasswordBody) "Set a directory user's password" }
         "/api/v1/users/{id}/passwordless" => { post(customer::enable_passwordless) "Invite a directory user to passwordless MFA" }
         "/api/v1/settings/user-source" => {
             get(msp::get_user_source) "The tenant's user source",
-            put(msp::put_user_source) "Choose the user source",
+            put(msp::put_user_source, body = msp::UserSourceBody) "Choose the user source",
         }
         "/api/v1/settings/master-key" => {
             get(customer::get_master_key) "The customer's master key",
-            put(customer::put_master_key) "Enable (or disable, if nothing is sealed) the master key",
+            put(customer::put_master_key, body = customer::MasterKeyBody) "Enable (or disable, if nothing is sealed) the master key",
         }
         "/api/v1/settings/desktop-login" => {
             get(customer::get_desktop_login) "Desktop login settings",
-            put(customer::put_desktop_login) "Enable desktop login and choose its method",
+            put(customer::put_desktop_login, body = customer::DesktopLoginBody) "Enable desktop login and choose its method",
         }
         "/api/v1/accounts/shared" => {
             get(customer::get_shared_account) "The shared local admin account",
-            put(customer::put_shared_account) "Configure the shared local admin account",
+            put(customer::put_shared_account, body = customer::SharedAccountBody) "Configure the shared local admin account",
         }
         "/api/v1/agent/enrollment-tokens" => { post(customer::issue_enrollment_token) "A one-time agent enrollment token" }
         "/api/v1/agent/devices" => { get(agent::devices) "The tenant's enrolled agents" }
         "/api/v1/agent/devices/{id}" => { delete(agent::revoke_device) "Revoke an agent, at once" }
         "/api/v1/customers" => {
             get(msp::list_customers) "Customers with active users and technicians",
-            post(msp::create_customer) "Create a customer tenant",
+            post(msp::create_customer, body = msp::NewCustomer) "Create a customer tenant",
         }
         "/api/v1/customers/{name}" => {
             get(msp::get_customer) "One customer with its active users and technicians",
@@ -116,15 +146,15 @@ pub mod session {
         }
         "/api/v1/customers/{name}/technicians" => {
             get(msp::list_technicians) "Who reaches the customer, and how",
-            post(msp::delegate) "Delegate the customer to a technician",
+            post(msp::delegate, body = msp::NewDelegation) "Delegate the customer to a technician",
         }
         "/api/v1/customers/{name}/technicians/{user_id}" => { delete(msp::revoke_delegation) "Revoke a delegation, at once" }
         "/api/v1/customers/{name}/sso" => { post(msp::sso) "A one-time, 60-second hand-off URL onto the customer's host" }
         "/api/v1/apps" => { get(msp::apps) "The customer tenants the caller can open" }
-        "/api/v1/audit/events" => { get(audit::events) "The tenant's log as NDJSON" }
+        "/api/v1/audit/events" => { get(audit::events, query = audit::EventsQuery) "The tenant's log as NDJSON" }
         "/api/v1/audit/head" => { get(audit::head) "Where the tenant's log ends (seq and hash), without walking it" }
         "/api/v1/audit/verify" => { get(audit::verify) "The tenant's hash chain, verified" }
-        "/api/v1/audit/state" => { get(audit::state_at) "The tenant's state at a time, replayed" }
+        "/api/v1/audit/state" => { get(audit::state_at, query = audit::StateQuery) "The tenant's state at a time, replayed" }
     }
 }
 
