@@ -32,6 +32,9 @@ pub struct AppState {
     pub code_key: CodeKey,
     pub mailer: Mailer,
     pub limits: crate::limits::Limits,
+    /// Whole-stream walks running at once (audit verify and state): half the CPUs, so that
+    /// auditors of many tenants at once cannot take the service's every CPU.
+    pub audit_walks: tokio::sync::Semaphore,
     /// QR challenges and SSO hand-offs in flight.
     pub challenges: crate::challenges::Store,
     /// Commands on one tenant take turns.
@@ -253,6 +256,9 @@ impl Server {
             root_key,
             mailer,
             limits: crate::limits::Limits::new(login_rate),
+            audit_walks: tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1)),
+            ),
             challenges: crate::challenges::Store::default(),
             tenant_locks: crate::command::TenantLocks::default(),
             histories: crate::command::HistoryCache::default(),

@@ -85,6 +85,8 @@ pub struct Limits {
     pub enrollments_per_address: Limiter,
     /// Password logins per device and username.
     pub logins_per_account: Limiter,
+    /// Whole-stream walks (verifying the chain, replaying a state) per tenant.
+    pub audit_walks_per_tenant: Limiter,
 }
 
 impl Limits {
@@ -144,6 +146,12 @@ impl Default for Limits {
             logins_per_account: Limiter::new(Rate {
                 burst: 10,
                 window: Duration::from_secs(5 * 60),
+            }),
+            // Each walk reads and hashes the tenant's whole stream: an auditor checks a few
+            // times in a session, a script looping on it would keep a CPU busy.
+            audit_walks_per_tenant: Limiter::new(Rate {
+                burst: 10,
+                window: Duration::from_secs(10 * 60),
             }),
         }
     }

@@ -604,3 +604,51 @@ async fn a_deleted_customer_leaves_nothing_but_the_fact_in_its_msps_log() {
     assert!(!holds_a_trace(&state.to_string()), "{state}");
     platform.server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn walks_of_a_tenants_whole_log_are_limited_per_tenant() {
+    let platform = Platform::start().await;
+    let (keyring, acme) = platform.acme_with_contoso("alice@acme.example").await;
+    let walk = |token: &str, label: &str, path: &str| {
+        platform.as_user(token, Method::GET, label, path).send()
+    };
+    // Verifying and replaying share one budget per tenant: ten in ten minutes.
+    for round in 0..5 {
+        for path in ["/api/v1/audit/verify", "/api/v1/audit/state"] {
+            let answer = walk(&acme, "acme", path).await.unwrap();
+            assert_eq!(answer.status(), 200, "{path}, round {round}");
+        }
+    }
+    let answer = walk(&acme, "acme", "/api/v1/audit/verify").await.unwrap();
+    assert_eq!(answer.status(), 429);
+    let wait: u64 = answer.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&wait), "{wait}");
+    let problem = harness::body(answer).await;
+    assert_eq!(problem["status"], 429, "{problem}");
+    assert_eq!(
+        walk(&acme, "acme", "/api/v1/audit/state")
+            .await
+            .unwrap()
+            .status(),
+        429
+    );
+    // What does not walk the log is not limited, and another tenant has its own budget.
+    for path in ["/api/v1/audit/head", "/api/v1/audit/events"] {
+        assert_eq!(
+            walk(&acme, "acme", path).await.unwrap().status(),
+            200,
+            "{path}"
+        );
+    }
+    let contoso = platform.login(&keyring, "contoso-acme").await;
+    let answer = walk(&contoso, "contoso-acme", "/api/v1/audit/verify")
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    assert_eq!(harness::body(answer).await["valid"], true);
+    platform.server.shutdown().await;
+}

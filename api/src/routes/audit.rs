@@ -45,6 +45,24 @@ pub struct StateQuery {
     at: Option<String>,
 }
 
+/// A turn to walk the tenant's whole stream: within the tenant's rate (429 beyond it), then
+/// one of the few walks that may run at once (waiting in line for it).
+async fn walk<'a>(
+    state: &'a AppState,
+    tenant: &TenantRow,
+) -> Result<tokio::sync::SemaphorePermit<'a>, Problem> {
+    state
+        .limits
+        .audit_walks_per_tenant
+        .take(&tenant.id.to_string(), std::time::Instant::now())
+        .map_err(Problem::too_many)?;
+    state
+        .audit_walks
+        .acquire()
+        .await
+        .map_err(|e| Problem::internal(&e))
+}
+
 async fn context(
     state: &AppState,
     method: &Method,
@@ -100,6 +118,7 @@ pub async fn verify(
     headers: HeaderMap,
 ) -> Result<Response, Problem> {
     let tenant = context(&state, &method, &headers).await?;
+    let _walking = walk(&state, &tenant).await?;
     let report = eventlog::verify(state.log.as_ref(), StreamId(tenant.id)).await?;
     Ok(Json(json!({
         "events": report.events,
@@ -135,6 +154,7 @@ pub async fn state_at(
 ) -> Result<Response, Problem> {
     let tenant = context(&state, &method, &headers).await?;
     let Params(query) = query?;
+    let _walking = walk(&state, &tenant).await?;
     let at = match query.at.as_deref() {
         None => Utc::now(),
         Some(text) => DateTime::parse_from_rfc3339(text)
