@@ -143,15 +143,49 @@ pub async fn page(
 /// an image cannot run anything).
 fn qr_image(text: &str) -> Option<String> {
     let code = qrcode::QrCode::new(text.as_bytes()).ok()?;
-    let svg = code
-        .render::<qrcode::render::svg::Color<'_>>()
-        .min_dimensions(240, 240)
-        .quiet_zone(true)
-        .build();
+    let svg = qr_svg(code.width(), &code.to_colors());
     Some(format!(
         "data:image/svg+xml;base64,{}",
         base64::engine::general_purpose::STANDARD.encode(svg)
     ))
+}
+
+/// Modules of white around the code, as the QR standard asks.
+const QUIET_ZONE: usize = 4;
+
+/// A QR code's modules (`width` × `width`, row by row) as one SVG path: each row's runs of dark
+/// modules are one rectangle each, in module units scaled by the view box. A few KB, where a
+/// `<rect>` per module (the qrcode crate's renderer) made ~35 KB.
+fn qr_svg(width: usize, modules: &[qrcode::Color]) -> String {
+    use std::fmt::Write;
+    let size = width + 2 * QUIET_ZONE;
+    let mut path = String::new();
+    for (y, row) in modules.chunks(width.max(1)).enumerate() {
+        let mut x = 0;
+        while x < row.len() {
+            if row[x] == qrcode::Color::Light {
+                x += 1;
+                continue;
+            }
+            let run = row[x..]
+                .iter()
+                .take_while(|&&c| c == qrcode::Color::Dark)
+                .count();
+            let _ = write!(
+                path,
+                "M{} {}h{run}v1h-{run}z",
+                x + QUIET_ZONE,
+                y + QUIET_ZONE
+            );
+            x += run;
+        }
+    }
+    format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"240\" height=\"240\" \
+         viewBox=\"0 0 {size} {size}\" shape-rendering=\"crispEdges\">\
+         <rect width=\"{size}\" height=\"{size}\" fill=\"#fff\"/>\
+         <path fill=\"#000\" d=\"{path}\"/></svg>"
+    )
 }
 
 /// `POST /login` `next=…`: waits for this browser's challenge. The page's script asks with
@@ -234,4 +268,84 @@ pub async fn logout(Submission { page, .. }: Submission) -> Response {
         .headers_mut()
         .insert(header::SET_COOKIE, auth::cleared_cookie(page.api.state()));
     response
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+
+    /// The dark modules an SVG of [`qr_svg`] draws: its view box's size and, per `M x y h n
+    /// v1 h-n z` piece, `n` modules from (x, y). Anything else in the path fails the test.
+    fn drawn(svg: &str) -> (usize, Vec<(usize, usize)>) {
+        let view = svg.split("viewBox=\"0 0 ").nth(1).unwrap();
+        let size: usize = view.split(' ').next().unwrap().parse().unwrap();
+        let path = svg
+            .split(" d=\"")
+            .nth(1)
+            .unwrap()
+            .split('"')
+            .next()
+            .unwrap();
+        let mut dark = Vec::new();
+        for piece in path.split('M').filter(|p| !p.is_empty()) {
+            let (start, rest) = piece.split_once('h').unwrap();
+            let (x, y) = start.split_once(' ').unwrap();
+            let (x, y): (usize, usize) = (x.parse().unwrap(), y.parse().unwrap());
+            let (run, rest) = rest.split_once("v1h-").unwrap();
+            let run: usize = run.parse().unwrap();
+            assert_eq!(rest, format!("{run}z"), "{piece}");
+            dark.extend((x..x + run).map(|x| (x, y)));
+        }
+        (size, dark)
+    }
+
+    #[test]
+    fn the_login_qr_code_reads_back_as_the_challenge_it_shows() {
+        let text = "idem://approve?host=contoso-acme.idem.example&id=01a20a1f-18b1-72cc-bc09-523fb5cb4c1a&nonce=H-y22RCDEBluIDPYuNGk5t9HZHXVr4C0_FzHurr__OA";
+        let image = qr_image(text).unwrap();
+        let svg = base64::engine::general_purpose::STANDARD
+            .decode(image.strip_prefix("data:image/svg+xml;base64,").unwrap())
+            .unwrap();
+        let svg = String::from_utf8(svg).unwrap();
+        // A fraction of the `<rect>` per module that the qrcode crate's renderer draws.
+        let per_module = qrcode::QrCode::new(text.as_bytes())
+            .unwrap()
+            .render::<qrcode::render::svg::Color<'_>>()
+            .build();
+        assert!(
+            svg.len() * 2 < per_module.len(),
+            "{} bytes against {}",
+            svg.len(),
+            per_module.len()
+        );
+        let (size, dark) = drawn(&svg);
+        // The quiet zone stays light on every side.
+        assert!(
+            dark.iter()
+                .all(|&(x, y)| (QUIET_ZONE..size - QUIET_ZONE).contains(&x)
+                    && (QUIET_ZONE..size - QUIET_ZONE).contains(&y))
+        );
+        let dark: std::collections::HashSet<_> = dark.into_iter().collect();
+        const PIXELS: usize = 4;
+        let mut picture =
+            rqrr::PreparedImage::prepare_from_bitmap(size * PIXELS, size * PIXELS, |x, y| {
+                dark.contains(&(x / PIXELS, y / PIXELS))
+            });
+        let grids = picture.detect_grids();
+        assert_eq!(grids.len(), 1);
+        let (_, content) = grids[0].decode().unwrap();
+        assert_eq!(content, text);
+    }
+
+    #[test]
+    fn a_qr_svg_draws_each_run_of_dark_modules_once() {
+        use qrcode::Color::{Dark, Light};
+        // Two rows of three: a run of two, a gap; then one, a gap, one.
+        let svg = qr_svg(3, &[Dark, Dark, Light, Dark, Light, Dark]);
+        let (size, dark) = drawn(&svg);
+        assert_eq!(size, 3 + 2 * QUIET_ZONE);
+        let q = QUIET_ZONE;
+        assert_eq!(dark, [(q, q), (q + 1, q), (q, q + 1), (q + 2, q + 1)]);
+    }
 }
