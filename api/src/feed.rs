@@ -41,6 +41,7 @@ const NEVER_IN_FEED: &[&str] = &[
     "SessionStarted",
     "SessionEnded",
     "EnrollmentTokenIssued",
+    "EnrollmentTokenRevoked",
     "OnboardingCodeIssued",
     "OnboardingCodeRejected",
 ];

@@ -253,7 +253,9 @@ impl CustomerCommand {
             C::CompleteOnboarding { .. } => Action::CompleteOnboarding,
             C::UpdateBranding { .. } => Action::ManageBranding,
             C::ConfigureSharedAccount { .. } => Action::ManageSharedAccount,
-            C::IssueEnrollmentToken { .. } | C::RevokeAgent { .. } => Action::ManageAgents,
+            C::IssueEnrollmentToken { .. }
+            | C::RevokeEnrollmentToken { .. }
+            | C::RevokeAgent { .. } => Action::ManageAgents,
             C::EnrollAgent { .. } => Action::EnrollAgent,
             C::RecordDesktopLogin(_) | C::RecordElevation(_) => Action::AgentWork,
         }

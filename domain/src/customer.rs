@@ -257,6 +257,8 @@ impl CustomerTenant {
                     },
                 );
             }
+            // Like a used one, and as leniently: a token forgotten as expired is no corruption.
+            Event::EnrollmentTokenRevoked(e) => self.forget_token(e.token_id),
             Event::AgentEnrolled(e) => {
                 // A used token is forgotten. Its absence is no corruption: a history written
                 // while the clock stepped back may enroll with a token the fold has since
@@ -516,6 +518,11 @@ pub enum CustomerCommand {
     IssueEnrollmentToken {
         token_id: Uuid,
         token_digest: String,
+        now: DateTime<Utc>,
+    },
+    /// Withdraws a token not used yet and not expired at `now`.
+    RevokeEnrollmentToken {
+        token_id: Uuid,
         now: DateTime<Utc>,
     },
     EnrollAgent {
@@ -805,6 +812,15 @@ fn decide_on(t: &CustomerTenant, command: CustomerCommand) -> Result<Decision, D
                 token_digest,
                 expires_at: now + ENROLLMENT_TOKEN_LIFETIME,
             }))
+        }
+        C::RevokeEnrollmentToken { token_id, now } => {
+            match t.enrollment_tokens.get(&token_id) {
+                Some(token) if token.expires_at > now => {
+                    Ok(Decision::event(EnrollmentTokenRevoked { token_id }))
+                }
+                // Used, expired, revoked or never issued: nothing left to withdraw.
+                _ => Err(DomainError::NotFound("enrollment token")),
+            }
         }
         C::EnrollAgent {
             token_digest,

@@ -323,6 +323,9 @@ events! {
         token_digest: String,
         expires_at: DateTime<Utc>,
     }
+    /// An enrollment token withdrawn before any agent used it (a token seen by someone it was
+    /// not meant for): it enrolls nothing from now on.
+    EnrollmentTokenRevoked version 1 { token_id: Uuid }
     /// A desktop agent exchanged a token for a device credential (kept as a digest).
     AgentEnrolled version 1 {
         device_id: DeviceId,

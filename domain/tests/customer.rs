@@ -906,6 +906,16 @@ fn every_event_of_the_catalogue_round_trips() {
                 expires_at: now(),
             }
             .into(),
+            EnrollmentTokenIssued {
+                token_id: Uuid::from_u128(41),
+                token_digest: "e".into(),
+                expires_at: now(),
+            }
+            .into(),
+            EnrollmentTokenRevoked {
+                token_id: Uuid::from_u128(41),
+            }
+            .into(),
             AgentEnrolled {
                 device_id: AGENT,
                 token_id: Uuid::from_u128(40),
@@ -1000,4 +1010,77 @@ proptest::proptest! {
         let stored = &tenant.users[&BILLY].password.as_ref().unwrap().0;
         proptest::prop_assert!(verify(&key, TENANT, BILLY, stored, &secret).unwrap());
     }
+}
+
+#[test]
+fn a_revoked_enrollment_token_enrolls_nothing() {
+    let issue = |given: &Vec<Event>, id: u128, digest: &str| {
+        let issued = when(
+            given,
+            C::IssueEnrollmentToken {
+                token_id: Uuid::from_u128(id),
+                token_digest: digest.into(),
+                now: now(),
+            },
+        )
+        .unwrap();
+        with(given.clone(), issued.events)
+    };
+    let given = issue(&issue(&opened(), 1, "a"), 2, "b");
+    let revoke = |id: u128, at: DateTime<Utc>| C::RevokeEnrollmentToken {
+        token_id: Uuid::from_u128(id),
+        now: at,
+    };
+    let revoked = when(&given, revoke(1, now() + Duration::hours(1))).unwrap();
+    assert_eq!(
+        revoked.events,
+        vec![Event::from(EnrollmentTokenRevoked {
+            token_id: Uuid::from_u128(1)
+        })]
+    );
+    let given = with(given, revoked.events);
+    let enroll = |digest: &str, device: u128| C::EnrollAgent {
+        token_digest: digest.into(),
+        device_id: DeviceId(Uuid::from_u128(device)),
+        hostname: "WS".into(),
+        credential_digest: format!("c{device}"),
+        now: now() + Duration::hours(2),
+    };
+    assert!(matches!(
+        when(&given, enroll("a", 70)),
+        Err(DomainError::Unauthenticated(_))
+    ));
+    // The other token is untouched.
+    let enrolled = when(&given, enroll("b", 71)).unwrap();
+    let given = with(given, enrolled.events);
+
+    // Nothing is left to withdraw of a revoked, used, expired or unknown token.
+    for (id, at) in [
+        (1, now() + Duration::hours(3)),
+        (2, now() + Duration::hours(3)),
+        (9, now()),
+    ] {
+        assert!(
+            matches!(
+                when(&given, revoke(id, at)),
+                Err(DomainError::NotFound("enrollment token"))
+            ),
+            "{id}"
+        );
+    }
+    let expiring = issue(&opened(), 3, "c");
+    assert!(matches!(
+        when(&expiring, revoke(3, now() + ENROLLMENT_TOKEN_LIFETIME)),
+        Err(DomainError::NotFound(_))
+    ));
+    assert!(
+        when(
+            &expiring,
+            revoke(3, now() + ENROLLMENT_TOKEN_LIFETIME - Duration::seconds(1))
+        )
+        .is_ok()
+    );
+    let tenant = state(&given);
+    assert!(tenant.enrollment_tokens.is_empty());
+    assert!(tenant.enrollment_token_digests.is_empty());
 }

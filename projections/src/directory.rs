@@ -1147,6 +1147,18 @@ pub(crate) async fn apply(
             )
             .await?;
         }
+        Event::EnrollmentTokenRevoked(e) => {
+            execute(
+                conn,
+                "DELETE FROM enrollment_tokens WHERE tenant_id = $1 AND token_id = $2 \
+                 AND device_id IS NULL",
+                vec![
+                    Value::Text(tenant.clone()),
+                    Value::Text(e.token_id.to_string()),
+                ],
+            )
+            .await?;
+        }
         Event::AgentEnrolled(e) => {
             let device = e.device_id.to_string();
             let used = execute(

@@ -27,6 +27,6 @@ pub use projector::{
     RebuildProgress, Status,
 };
 pub use read::{
-    AccessRow, App, AuditorRole, Change, Changes, CustomerRow, DeviceRow, ReadModels, SessionRow,
-    TenantRow, TimelineEntry, UserRow,
+    AccessRow, App, AuditorRole, Change, Changes, CustomerRow, DeviceRow, EnrollmentTokenRow,
+    ReadModels, SessionRow, TenantRow, TimelineEntry, UserRow,
 };

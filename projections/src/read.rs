@@ -159,6 +159,15 @@ pub struct DeviceRow {
     pub revoked: bool,
 }
 
+/// An enrollment token no agent has used (only its id and times: the token itself was shown
+/// once, and its digest stays in the log).
+#[derive(Clone, PartialEq, Eq, Debug, Serialize)]
+pub struct EnrollmentTokenRow {
+    pub id: Uuid,
+    pub issued_at: String,
+    pub expires_at: String,
+}
+
 /// One entry of the directory change feed; never a password or verifier.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -597,6 +606,44 @@ impl ReadModels {
                 })
             })
             .collect()
+    }
+
+    /// The tenant's enrollment tokens that are neither used, revoked nor expired at `now`,
+    /// oldest first.
+    pub async fn pending_enrollment_tokens(
+        &self,
+        tenant: Uuid,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Vec<EnrollmentTokenRow>> {
+        let rows = sqlx::query(
+            "SELECT token_id, issued_at, expires_at FROM enrollment_tokens \
+             WHERE tenant_id = $1 AND device_id IS NULL ORDER BY issued_at, token_id",
+        )
+        .bind(tenant.to_string())
+        .fetch_all(&self.directory())
+        .await?;
+        // Read as times (compared as such, whatever offset notation the text has) and
+        // answered to the second, as the token's issue answered them.
+        let time = |row: &sqlx::any::AnyRow, column: &str| -> Result<_> {
+            let text: String = row.try_get(column)?;
+            Ok(chrono::DateTime::parse_from_rfc3339(&text)
+                .map_err(|e| Error::Corrupt(format!("an enrollment token's {column}: {e}")))?
+                .with_timezone(&chrono::Utc))
+        };
+        let shown =
+            |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        let mut pending = Vec::new();
+        for row in &rows {
+            let expires_at = time(row, "expires_at")?;
+            if expires_at > now {
+                pending.push(EnrollmentTokenRow {
+                    id: uuid(&row.try_get::<String, _>("token_id")?)?,
+                    issued_at: shown(time(row, "issued_at")?),
+                    expires_at: shown(expires_at),
+                });
+            }
+        }
+        Ok(pending)
     }
 
     /// The directory change feed of a customer tenant after `after` (a tenant seq), at most

@@ -1320,7 +1320,103 @@ async fn read_models_of_another_log_are_refused_until_rebuilt(store: &Store) {
     );
 }
 
+async fn pending_enrollment_tokens_leave_when_used_revoked_or_expired(store: &Store) {
+    let world = World::new();
+    let projections = world.project(store, Options::default()).await;
+    let read = projections.read_models().clone();
+    let acme = sign_up(&world, "acme").await;
+    let (contoso, _) = create_customer(&world, &acme, "acme", "contoso").await;
+    let start = common::at();
+    let (used, revoked, kept, short) = (
+        Uuid::now_v7(),
+        Uuid::now_v7(),
+        Uuid::now_v7(),
+        Uuid::now_v7(),
+    );
+    let issued = |token_id: Uuid, hours: i64| {
+        Event::EnrollmentTokenIssued(EnrollmentTokenIssued {
+            token_id,
+            token_digest: format!("{token_id:x}"),
+            expires_at: start + chrono::Duration::hours(hours),
+        })
+    };
+    world
+        .append_at(
+            contoso,
+            start,
+            vec![
+                issued(used, 24),
+                issued(revoked, 24),
+                issued(kept, 24),
+                issued(short, 1),
+            ],
+        )
+        .await;
+    world
+        .append_at(
+            contoso,
+            start,
+            vec![
+                Event::AgentEnrolled(AgentEnrolled {
+                    device_id: DeviceId(id()),
+                    token_id: used,
+                    hostname: "ws-01".into(),
+                    credential_digest: "ef".repeat(32),
+                }),
+                Event::EnrollmentTokenRevoked(EnrollmentTokenRevoked { token_id: revoked }),
+            ],
+        )
+        .await;
+    assert!(projections.wait_for(world.head(), LONG).await);
+    let pending = |at| {
+        let read = read.clone();
+        async move {
+            read.pending_enrollment_tokens(contoso.0, at)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|t| t.id)
+                .collect::<Vec<_>>()
+        }
+    };
+    let mut both = vec![kept, short];
+    both.sort();
+    let mut now = pending(start).await;
+    now.sort();
+    assert_eq!(now, both);
+    assert_eq!(
+        pending(start + chrono::Duration::hours(1)).await,
+        vec![kept]
+    );
+    assert!(
+        pending(start + chrono::Duration::hours(24))
+            .await
+            .is_empty()
+    );
+    let row = &read
+        .pending_enrollment_tokens(contoso.0, start)
+        .await
+        .unwrap()[0];
+    assert!(
+        row.expires_at.ends_with('Z') && !row.expires_at.contains('.'),
+        "{row:?}"
+    );
+    // Another tenant has none of them.
+    assert!(
+        read.pending_enrollment_tokens(acme.id.0, start)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // A rebuild from the log leaves the same rows.
+    let dump = read.dump().await.unwrap();
+    projections.shutdown().await;
+    assert_eq!(dump, world.reference_dump(store).await);
+}
+
 on_both_databases!(
+    pending_enrollment_tokens_leave_when_used_revoked_or_expired,
     read_models_of_another_log_are_refused_until_rebuilt,
     auditor_roles_name_the_tenants_their_holders_audit,
     expired_sessions_go_when_their_user_logs_in_again,

@@ -484,3 +484,112 @@ async fn idemd_refuses_to_start_with_a_lost_or_different_root_key() {
     .await;
     assert_eq!(status, 200, "{ok}");
 }
+
+/// The ids of the enrollment tokens `label`'s admin sees as not used yet.
+async fn pending_tokens(platform: &Platform, admin: &str, label: &str) -> Vec<String> {
+    let (status, list) = Platform::call(platform.as_user(
+        admin,
+        Method::GET,
+        label,
+        "/api/v1/agent/enrollment-tokens",
+    ))
+    .await;
+    assert_eq!(status, 200, "{list}");
+    list.as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enrollment_tokens_are_listed_until_used_and_can_be_revoked_before() {
+    let platform = Platform::start().await;
+    let (phone, msp) = platform.acme("alice@acme.example").await;
+    for name in ["contoso", "fabrikam"] {
+        let (status, _) = Platform::call(
+            platform
+                .as_user(&msp, Method::POST, "acme", "/api/v1/customers")
+                .json(&json!({"name": name, "display_name": name})),
+        )
+        .await;
+        assert_eq!(status, 201);
+    }
+    let host = "contoso-acme";
+    let admin = platform.login(&phone, host).await;
+    let other = platform.login(&phone, "fabrikam-acme").await;
+    let tokens_path = "/api/v1/agent/enrollment-tokens";
+    let issue = || async {
+        let (status, token) =
+            Platform::call(platform.as_user(&admin, Method::POST, host, tokens_path)).await;
+        assert_eq!(status, 201, "{token}");
+        token
+    };
+    let enroll_with = |token: &Value| {
+        Platform::call(
+            platform
+                .request(Method::POST, host, "/api/v1/agent/enroll")
+                .json(&json!({"enrollment_token": token, "hostname": "WS-01"})),
+        )
+    };
+    let leaked = issue().await;
+    let kept = issue().await;
+    let id = |token: &Value| token["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        pending_tokens(&platform, &admin, host).await,
+        [id(&leaked), id(&kept)]
+    );
+    // The list holds ids and times, never the token itself.
+    let (_, list) = Platform::call(platform.as_user(&admin, Method::GET, host, tokens_path)).await;
+    assert!(!list.to_string().contains(leaked["token"].as_str().unwrap()));
+    assert_eq!(list[0]["expires_at"], leaked["expires_at"]);
+
+    // Another tenant's admin can neither see nor revoke them.
+    let revoke_path = format!("{tokens_path}/{}", id(&leaked));
+    let (status, _) =
+        Platform::call(platform.as_user(&other, Method::DELETE, "fabrikam-acme", &revoke_path))
+            .await;
+    assert_eq!(status, 404);
+    let (status, list) =
+        Platform::call(platform.as_user(&other, Method::GET, "fabrikam-acme", tokens_path)).await;
+    assert_eq!((status, list), (200, json!([])));
+    let (status, _) = Platform::call(platform.request(Method::DELETE, host, &revoke_path)).await;
+    assert_eq!(status, 401);
+
+    // Revoked: it enrolls nothing, leaves the list, and is recorded.
+    let (status, _) =
+        Platform::call(platform.as_user(&admin, Method::DELETE, host, &revoke_path)).await;
+    assert_eq!(status, 204);
+    assert_eq!(enroll_with(&leaked["token"]).await.0, 401);
+    assert_eq!(pending_tokens(&platform, &admin, host).await, [id(&kept)]);
+    let (status, _) =
+        Platform::call(platform.as_user(&admin, Method::DELETE, host, &revoke_path)).await;
+    assert_eq!(status, 404, "revoked once");
+    let events = platform.audit_events(&admin, host).await;
+    assert!(events.iter().any(|e| e["type"] == "EnrollmentTokenRevoked"
+        && e["data"]["token_id"] == leaked["id"]));
+
+    // The other token still enrolls; once used it leaves the list and cannot be revoked.
+    let (status, _) = enroll_with(&kept["token"]).await;
+    assert_eq!(status, 201);
+    assert!(pending_tokens(&platform, &admin, host).await.is_empty());
+    let (status, _) = Platform::call(platform.as_user(
+        &admin,
+        Method::DELETE,
+        host,
+        &format!("{tokens_path}/{}", id(&kept)),
+    ))
+    .await;
+    assert_eq!(status, 404);
+    for bad in ["not-a-uuid", &uuid::Uuid::now_v7().to_string()] {
+        let (status, _) = Platform::call(platform.as_user(
+            &admin,
+            Method::DELETE,
+            host,
+            &format!("{tokens_path}/{bad}"),
+        ))
+        .await;
+        assert_eq!(status, 404, "{bad}");
+    }
+    platform.server.shutdown().await;
+}

@@ -427,6 +427,26 @@ async fn the_seeds_in_the_portals() {
     admin.screenshot("10-devices").await;
     admin.click_in_row("WS-FRONTDESK", "Revoke").await;
     assert!(admin.text("table").await.contains("Revoked"));
+    // A token not used yet is listed with its validity, and can be withdrawn.
+    admin.click_button("#main", "Issue enrollment token").await;
+    let unused = admin.text("#enrollment-token").await;
+    let withdraw = "button[aria-label^='Revoke the token issued']";
+    assert!(admin.text("#enroll + table").await.to_lowercase().contains("valid until"));
+    admin.follow(withdraw).await;
+    assert!(
+        admin
+            .text(".notice")
+            .await
+            .contains("Enrollment token revoked")
+    );
+    assert!(!admin.has(withdraw).await);
+    let (status, _) = Platform::call(
+        platform
+            .request(Method::POST, "contoso-acme", "/api/v1/agent/enroll")
+            .json(&json!({"enrollment_token": unused, "hostname": "WS-LOST"})),
+    )
+    .await;
+    assert_eq!(status, 401);
 
     // Audit: the timeline, newest first; the chain verified on demand.
     admin.follow("nav a[href='/admin/audit']").await;

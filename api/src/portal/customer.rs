@@ -490,6 +490,10 @@ async fn devices_page(page: Page, token: Option<Value>) -> Response {
         Ok(devices) => devices,
         Err(failure) => return page.failed(&failure),
     };
+    let pending = match page.api.get("/api/v1/agent/enrollment-tokens").await {
+        Ok(pending) => pending,
+        Err(failure) => return page.failed(&failure),
+    };
     let body = html! {
         @if let Some(token) = &token {
             div.secret role="status" {
@@ -522,6 +526,23 @@ async fn devices_page(page: Page, token: Option<Value>) -> Response {
         }
         section.panel aria-labelledby="enroll" {
             h2 #enroll { "Enroll a workstation" }
+            @if !list(&pending).is_empty() {
+                table.data {
+                    caption { "Enrollment tokens not used yet (each enrolls one workstation)" }
+                    thead { tr { th scope="col" { "Issued" } th scope="col" { "Valid until" } th scope="col" { "Actions" } } }
+                    tbody {
+                        @for pending in list(&pending) {
+                            tr {
+                                td { (when(s(pending, "issued_at"))) }
+                                td { (when(s(pending, "expires_at"))) }
+                                td.actions {
+                                    (row_button_form(&page, &format!("/admin/enrollment-tokens/{}/revoke", s(pending, "id")), "Revoke", "danger", &format!("the token issued {}", when(s(pending, "issued_at")))))
+                                }
+                            }
+                        }
+                    }
+                }
+            }
             form method="post" novalidate action="/admin/devices" {
                 (csrf_field(&page))
                 button.primary type="submit" { "Issue enrollment token" }
@@ -562,6 +583,25 @@ pub async fn revoke_device(
         .await
     {
         Ok(_) => done("/admin/devices", "device-revoked"),
+        Err(failure) => page.failed(&failure),
+    }
+}
+
+/// `POST /admin/enrollment-tokens/{id}/revoke`.
+pub async fn revoke_enrollment_token(
+    Path(id): Path<String>,
+    Submission { page, .. }: Submission,
+) -> Response {
+    match page
+        .api
+        .send(
+            Method::DELETE,
+            &format!("/api/v1/agent/enrollment-tokens/{}", segment(&id)),
+            None,
+        )
+        .await
+    {
+        Ok(_) => done("/admin/devices", "token-revoked"),
         Err(failure) => page.failed(&failure),
     }
 }

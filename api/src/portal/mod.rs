@@ -75,6 +75,10 @@ pub fn router(config: &Config) -> Router<Shared> {
             get(customer::devices).post(customer::issue_token),
         )
         .route("/admin/devices/{id}/revoke", post(customer::revoke_device))
+        .route(
+            "/admin/enrollment-tokens/{id}/revoke",
+            post(customer::revoke_enrollment_token),
+        )
         .route("/admin/audit", get(customer::audit))
         .route("/assets/portal.css", get(stylesheet))
         .route("/assets/login.js", get(login_script))
@@ -430,6 +434,7 @@ fn notice(key: &str) -> Option<&'static str> {
         "branding-saved" => "Branding saved. Workstations show it at their next sync.",
         "shared-saved" => "Shared admin account saved.",
         "device-revoked" => "Device revoked. It is refused from its next request on.",
+        "token-revoked" => "Enrollment token revoked. It enrolls nothing from now on.",
         _ => return None,
     })
 }

@@ -621,3 +621,43 @@ pub async fn issue_enrollment_token(
     )
     .await)
 }
+
+/// `GET /api/v1/agent/enrollment-tokens` → `[{id, issued_at, expires_at}]`: the tokens that can
+/// still enroll an agent (not used, revoked or expired), oldest first. The tokens themselves
+/// were shown once, at issue, and are kept nowhere.
+pub async fn list_enrollment_tokens(
+    State(state): State<Shared>,
+    method: Method,
+    headers: HeaderMap,
+) -> Result<Response, Problem> {
+    let (tenant, _) = context(&state, &method, &headers, Action::ManageAgents).await?;
+    let tokens = state
+        .read()
+        .pending_enrollment_tokens(tenant.id, Utc::now())
+        .await?;
+    Ok(Json(tokens).into_response())
+}
+
+/// `DELETE /api/v1/agent/enrollment-tokens/{id}` → 204: the token enrolls nothing from now on
+/// (one seen by someone it was not meant for). 404 once it is used, revoked or expired.
+pub async fn revoke_enrollment_token(
+    State(state): State<Shared>,
+    method: Method,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, Problem> {
+    let (tenant, caller) = context(&state, &method, &headers, Action::ManageAgents).await?;
+    let token_id =
+        Uuid::parse_str(&id).map_err(|_| Problem::not_found("no such enrollment token"))?;
+    let committed = run(
+        &state,
+        &tenant,
+        &caller,
+        CustomerCommand::RevokeEnrollmentToken {
+            token_id,
+            now: Utc::now(),
+        },
+    )
+    .await?;
+    Ok(no_content(&state, committed.as_ref()).await)
+}

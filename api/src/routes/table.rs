@@ -133,7 +133,11 @@ pub mod session {
             get(customer::get_shared_account) "The shared local admin account",
             put(customer::put_shared_account, body = customer::SharedAccountBody) "Configure the shared local admin account",
         }
-        "/api/v1/agent/enrollment-tokens" => { post(customer::issue_enrollment_token) "A one-time agent enrollment token" }
+        "/api/v1/agent/enrollment-tokens" => {
+            get(customer::list_enrollment_tokens) "The enrollment tokens that can still enroll an agent",
+            post(customer::issue_enrollment_token) "A one-time agent enrollment token",
+        }
+        "/api/v1/agent/enrollment-tokens/{id}" => { delete(customer::revoke_enrollment_token) "Withdraw an enrollment token before it is used" }
         "/api/v1/agent/devices" => { get(agent::devices) "The tenant's enrolled agents" }
         "/api/v1/agent/devices/{id}" => { delete(agent::revoke_device) "Revoke an agent, at once" }
         "/api/v1/customers" => {
