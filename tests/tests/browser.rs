@@ -431,7 +431,13 @@ async fn the_seeds_in_the_portals() {
     admin.click_button("#main", "Issue enrollment token").await;
     let unused = admin.text("#enrollment-token").await;
     let withdraw = "button[aria-label^='Revoke the token issued']";
-    assert!(admin.text("#enroll + table").await.to_lowercase().contains("valid until"));
+    assert!(
+        admin
+            .text("#enroll + table")
+            .await
+            .to_lowercase()
+            .contains("valid until")
+    );
     admin.follow(withdraw).await;
     assert!(
         admin

@@ -578,6 +578,39 @@ async fn a_mistyped_address_is_a_page_for_browsers_and_a_problem_for_programs() 
             .contains("There is no page at this address")
     );
 
+    // What axum refuses before any handler (a path segment that is not UTF-8, a body that
+    // is not a form) is a page too, with the refusal's status.
+    for (method, path, status) in [
+        (Method::GET, "/admin/users/%FF", 400),
+        (Method::POST, "/login", 415),
+    ] {
+        let answer = platform
+            .request(method, "acme", path)
+            .header("accept", browser_accept)
+            .header("content-type", "application/json")
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), status, "{path}");
+        assert!(
+            answer.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/html"),
+            "{path}"
+        );
+        assert!(answer.headers().contains_key("content-security-policy"));
+        assert!(
+            answer
+                .text()
+                .await
+                .unwrap()
+                .contains("This request could not be read"),
+            "{path}"
+        );
+    }
+
     for (path, accept) in [
         ("/admin/no-such-page", "application/json"),
         ("/api/v1/no-such-route", browser_accept),

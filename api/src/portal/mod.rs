@@ -85,8 +85,29 @@ pub fn router(config: &Config) -> Router<Shared> {
         .layer(DefaultBodyLimit::max(crate::routes::branding::UPLOAD_LIMIT))
         .layer(axum::middleware::map_response(move |response: Response| {
             let policy = policy.clone();
-            async move { with_security_headers(response, policy) }
+            async move { with_security_headers(plain_refusal_as_page(response), policy) }
         }))
+}
+
+/// axum's extractors refuse some requests in plain text before any handler runs (a path
+/// segment that is not UTF-8, a form that is not a form): a page, like every other refusal.
+fn plain_refusal_as_page(response: Response) -> Response {
+    let plain = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"text/plain"));
+    let status = response.status();
+    if !(plain && status.is_client_error()) {
+        return response;
+    }
+    error_page(
+        None,
+        &Failure::local(
+            status,
+            "This request could not be read. Check the address, or go back and send the form \
+             again.",
+        ),
+    )
 }
 
 /// Scripts and styles from our own host only, never inline; images from our host (branding)
