@@ -206,18 +206,23 @@ impl IntoResponse for Problem {
     }
 }
 
+/// A client error answered in plain text: what axum's own extractors send.
+pub fn is_plain_refusal(response: &Response) -> bool {
+    response.status().is_client_error()
+        && response
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"text/plain"))
+}
+
 /// The API's answers are problems, including the refusals axum's own extractors make in plain
 /// text before a handler runs (a path segment that is not UTF-8, say): those become problems
 /// with the same status, their text as the detail.
 pub async fn from_plain_refusal(response: Response) -> Response {
-    let plain = response
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"text/plain"));
-    let status = response.status();
-    if !(plain && status.is_client_error()) {
+    if !is_plain_refusal(&response) {
         return response;
     }
+    let status = response.status();
     let (mut parts, body) = response.into_parts();
     let detail = match axum::body::to_bytes(body, 4096).await {
         Ok(text) => String::from_utf8_lossy(&text).into_owned(),

@@ -12,6 +12,21 @@ use serde_json::{Value, json};
 
 const PASSWORD: &str = "Correct-Horse-Battery-42";
 
+/// Signs up acme (its admin's phone answered) with two customers, contoso and fabrikam.
+async fn acme_with_contoso_and_fabrikam(platform: &Platform) -> Keyring {
+    let (phone, msp) = platform.acme("alice@acme.example").await;
+    for name in ["contoso", "fabrikam"] {
+        let (status, _) = Platform::call(
+            platform
+                .as_user(&msp, Method::POST, "acme", "/api/v1/customers")
+                .json(&json!({"name": name, "display_name": name})),
+        )
+        .await;
+        assert_eq!(status, 201);
+    }
+    phone
+}
+
 /// Sets up a customer with a password user and desktop login; answers an admin session on
 /// its host.
 async fn customer(platform: &Platform, phone: &Keyring, msp: &str, name: &str) -> String {
@@ -85,16 +100,7 @@ async fn enroll(platform: &Platform, admin: &str, host: &str) -> (String, String
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn agents_enroll_follow_the_feed_and_check_logins() {
     let platform = Platform::start().await;
-    let (phone, msp) = platform.acme("alice@acme.example").await;
-    for name in ["contoso", "fabrikam"] {
-        let (status, _) = Platform::call(
-            platform
-                .as_user(&msp, Method::POST, "acme", "/api/v1/customers")
-                .json(&json!({"name": name, "display_name": name})),
-        )
-        .await;
-        assert_eq!(status, 201);
-    }
+    let phone = acme_with_contoso_and_fabrikam(&platform).await;
     let host = "contoso-acme";
     let admin = customer(&platform, &phone, "acme", "contoso").await;
     let other_admin = customer(&platform, &phone, "acme", "fabrikam").await;
@@ -505,16 +511,7 @@ async fn pending_tokens(platform: &Platform, admin: &str, label: &str) -> Vec<St
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn enrollment_tokens_are_listed_until_used_and_can_be_revoked_before() {
     let platform = Platform::start().await;
-    let (phone, msp) = platform.acme("alice@acme.example").await;
-    for name in ["contoso", "fabrikam"] {
-        let (status, _) = Platform::call(
-            platform
-                .as_user(&msp, Method::POST, "acme", "/api/v1/customers")
-                .json(&json!({"name": name, "display_name": name})),
-        )
-        .await;
-        assert_eq!(status, 201);
-    }
+    let phone = acme_with_contoso_and_fabrikam(&platform).await;
     let host = "contoso-acme";
     let admin = platform.login(&phone, host).await;
     let other = platform.login(&phone, "fabrikam-acme").await;

@@ -573,18 +573,7 @@ pub async fn revoke_device(
     Path(id): Path<String>,
     Submission { page, .. }: Submission,
 ) -> Response {
-    match page
-        .api
-        .send(
-            Method::DELETE,
-            &format!("/api/v1/agent/devices/{}", segment(&id)),
-            None,
-        )
-        .await
-    {
-        Ok(_) => done("/admin/devices", "device-revoked"),
-        Err(failure) => page.failed(&failure),
-    }
+    delete_from_devices(page, "devices", &id, "device-revoked").await
 }
 
 /// `POST /admin/enrollment-tokens/{id}/revoke`.
@@ -592,16 +581,14 @@ pub async fn revoke_enrollment_token(
     Path(id): Path<String>,
     Submission { page, .. }: Submission,
 ) -> Response {
-    match page
-        .api
-        .send(
-            Method::DELETE,
-            &format!("/api/v1/agent/enrollment-tokens/{}", segment(&id)),
-            None,
-        )
-        .await
-    {
-        Ok(_) => done("/admin/devices", "token-revoked"),
+    delete_from_devices(page, "enrollment-tokens", &id, "token-revoked").await
+}
+
+/// Deletes `/api/v1/agent/{collection}/{id}` and goes back to the Devices page with `notice`.
+async fn delete_from_devices(page: Page, collection: &str, id: &str, notice: &str) -> Response {
+    let path = format!("/api/v1/agent/{collection}/{}", segment(id));
+    match page.api.send(Method::DELETE, &path, None).await {
+        Ok(_) => done("/admin/devices", notice),
         Err(failure) => page.failed(&failure),
     }
 }

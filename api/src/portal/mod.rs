@@ -92,18 +92,13 @@ pub fn router(config: &Config) -> Router<Shared> {
 /// axum's extractors refuse some requests in plain text before any handler runs (a path
 /// segment that is not UTF-8, a form that is not a form): a page, like every other refusal.
 fn plain_refusal_as_page(response: Response) -> Response {
-    let plain = response
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"text/plain"));
-    let status = response.status();
-    if !(plain && status.is_client_error()) {
+    if !crate::problem::is_plain_refusal(&response) {
         return response;
     }
     error_page(
         None,
         &Failure::local(
-            status,
+            response.status(),
             "This request could not be read. Check the address, or go back and send the form \
              again.",
         ),
