@@ -1409,6 +1409,61 @@ async fn pending_enrollment_tokens_leave_when_used_revoked_or_expired(store: &St
             .is_empty()
     );
 
+    // A token issued once `short` has expired takes its row away (as the domain forgets it),
+    // and an agent enrolling with a token whose row went (a history written while the clock
+    // stepped back) is no corruption.
+    let rows_of = |read: projections::ReadModels, token: Uuid| async move {
+        read.dump()
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|line| {
+                line.starts_with("enrollment_tokens:") && line.contains(&token.to_string())
+            })
+            .count()
+    };
+    assert_eq!(rows_of(read.clone(), short).await, 1);
+    let late = Uuid::now_v7();
+    let later = start + chrono::Duration::hours(2);
+    world
+        .append_at(contoso, later, vec![issued(late, 26)])
+        .await;
+    assert!(projections.wait_for(world.head(), LONG).await);
+    assert_eq!(
+        rows_of(read.clone(), short).await,
+        0,
+        "expired by the issue"
+    );
+    assert_eq!(rows_of(read.clone(), kept).await, 1);
+    assert_eq!(
+        rows_of(read.clone(), used).await,
+        1,
+        "a used token's row stays"
+    );
+    world
+        .append_at(
+            contoso,
+            later,
+            vec![Event::AgentEnrolled(AgentEnrolled {
+                device_id: DeviceId(id()),
+                token_id: short,
+                hostname: "ws-02".into(),
+                credential_digest: "ab".repeat(32),
+            })],
+        )
+        .await;
+    assert!(projections.wait_for(world.head(), LONG).await);
+    let dump = read.dump().await.unwrap();
+    assert!(
+        !dump.iter().any(|line| line.starts_with("quarantine")),
+        "{dump:#?}"
+    );
+    let mut pending_later = pending(later).await;
+    pending_later.sort();
+    let mut expected = vec![kept, late];
+    expected.sort();
+    assert_eq!(pending_later, expected);
+
     // A rebuild from the log leaves the same rows.
     let dump = read.dump().await.unwrap();
     projections.shutdown().await;
