@@ -1280,63 +1280,69 @@ async fn expire_enrollment_tokens(
     tenant: &str,
     now: DateTime<Utc>,
 ) -> Result<()> {
-    let rows = fetch(
-        conn,
-        "SELECT token_id, expires_at FROM enrollment_tokens \
-         WHERE tenant_id = $1 AND device_id IS NULL",
-        &[tenant.to_owned()],
-    )
-    .await?;
-    for row in rows {
-        let token_id: String = row.try_get("token_id")?;
-        let expires_at: String = row.try_get("expires_at")?;
-        let expires_at = DateTime::parse_from_rfc3339(&expires_at).map_err(|e| {
-            Error::Corrupt(format!(
-                "enrollment token {token_id} expires at {expires_at:?}: {e}"
-            ))
-        })?;
-        if expires_at <= now {
-            execute(
-                conn,
-                "DELETE FROM enrollment_tokens WHERE tenant_id = $1 AND token_id = $2",
-                vec![Value::Text(tenant.to_owned()), Value::Text(token_id)],
-            )
-            .await?;
-        }
-    }
-    Ok(())
+    let expiring = Expiring {
+        what: "enrollment token",
+        select: "SELECT token_id AS id, expires_at FROM enrollment_tokens \
+                 WHERE tenant_id = $1 AND device_id IS NULL",
+        delete: "DELETE FROM enrollment_tokens WHERE tenant_id = $1 AND token_id = $2",
+    };
+    expiring.delete_expired(conn, tenant, &[], now).await
 }
 
+/// Removes `user`'s sessions on the tenant that expired by `now`.
 async fn expire_sessions(
     conn: &mut AnyConnection,
     tenant: &str,
     user: &UserId,
     now: DateTime<Utc>,
 ) -> Result<()> {
-    let rows = fetch(
-        conn,
-        "SELECT session_id, expires_at FROM sessions WHERE tenant_id = $1 AND user_id = $2",
-        &[tenant.to_owned(), user.to_string()],
-    )
-    .await?;
-    for row in rows {
-        let session_id: String = row.try_get("session_id")?;
-        let expires_at: String = row.try_get("expires_at")?;
-        let expires_at = DateTime::parse_from_rfc3339(&expires_at).map_err(|e| {
-            Error::Corrupt(format!(
-                "session {session_id} expires at {expires_at:?}: {e}"
-            ))
-        })?;
-        if expires_at <= now {
-            execute(
-                conn,
-                "DELETE FROM sessions WHERE tenant_id = $1 AND session_id = $2",
-                vec![Value::Text(tenant.to_owned()), Value::Text(session_id)],
-            )
-            .await?;
+    let expiring = Expiring {
+        what: "session",
+        select: "SELECT session_id AS id, expires_at FROM sessions \
+                 WHERE tenant_id = $1 AND user_id = $2",
+        delete: "DELETE FROM sessions WHERE tenant_id = $1 AND session_id = $2",
+    };
+    expiring
+        .delete_expired(conn, tenant, &[user.to_string()], now)
+        .await
+}
+
+/// Rows that expire: `select` finds a tenant's candidates (`id`, `expires_at` as RFC 3339
+/// text; `$1` the tenant, then further keys), `delete` removes one (`$1` tenant, `$2` id).
+/// Expiry is compared as time in Rust: the text's order need not be the database's.
+struct Expiring {
+    what: &'static str,
+    select: &'static str,
+    delete: &'static str,
+}
+
+impl Expiring {
+    async fn delete_expired(
+        &self,
+        conn: &mut AnyConnection,
+        tenant: &str,
+        keys: &[String],
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        let mut all = vec![tenant.to_owned()];
+        all.extend_from_slice(keys);
+        for row in fetch(conn, self.select, &all).await? {
+            let id: String = row.try_get("id")?;
+            let expires_at: String = row.try_get("expires_at")?;
+            let expires_at = DateTime::parse_from_rfc3339(&expires_at).map_err(|e| {
+                Error::Corrupt(format!("{} {id} expires at {expires_at:?}: {e}", self.what))
+            })?;
+            if expires_at <= now {
+                execute(
+                    conn,
+                    self.delete,
+                    vec![Value::Text(tenant.to_owned()), Value::Text(id)],
+                )
+                .await?;
+            }
         }
+        Ok(())
     }
-    Ok(())
 }
 
 /// Removes every row of `tenant`.
