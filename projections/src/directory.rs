@@ -13,7 +13,6 @@ use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use domain::event::{DesktopLoginMethod, Event, ImageRef, UserSource};
-use domain::ids::UserId;
 use eventlog::RecordedEvent;
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
@@ -1137,7 +1136,9 @@ pub(crate) async fn apply(
             // As the domain's fold does: every token expired by the time this one was issued
             // goes, so unused tokens do not pile up in the tenant's rows.
             let issued = e.expires_at - domain::customer::ENROLLMENT_TOKEN_LIFETIME;
-            expire_enrollment_tokens(conn, &tenant, issued).await?;
+            UNUSED_ENROLLMENT_TOKENS
+                .delete_expired(conn, &tenant, &[], issued)
+                .await?;
             execute(
                 conn,
                 "INSERT INTO enrollment_tokens (tenant_id, token_id, issued_at, expires_at, \
@@ -1227,7 +1228,14 @@ pub(crate) async fn apply(
         // Attempts belong to the audit timeline.
         Event::DesktopLoginRecorded(_) | Event::ElevationRecorded(_) => {}
         Event::SessionStarted(e) => {
-            expire_sessions(conn, &tenant, &e.user_id, recorded.occurred_at).await?;
+            USER_SESSIONS
+                .delete_expired(
+                    conn,
+                    &tenant,
+                    &[e.user_id.to_string()],
+                    recorded.occurred_at,
+                )
+                .await?;
             let method = match e.method {
                 domain::event::SessionMethod::Qr => "qr",
                 domain::event::SessionMethod::Sso => "sso",
@@ -1273,39 +1281,22 @@ pub(crate) async fn apply(
 /// sessions started within one session lifetime before their latest login. Expiry is
 /// compared after parsing: timestamps as text do not sort by time under every PostgreSQL
 /// collation.
-/// Removes the tenant's unused enrollment tokens that expired by `now` (a time from the log,
-/// so a rebuild removes the same ones).
-async fn expire_enrollment_tokens(
-    conn: &mut AnyConnection,
-    tenant: &str,
-    now: DateTime<Utc>,
-) -> Result<()> {
-    let expiring = Expiring {
-        what: "enrollment token",
-        select: "SELECT token_id AS id, expires_at FROM enrollment_tokens \
-                 WHERE tenant_id = $1 AND device_id IS NULL",
-        delete: "DELETE FROM enrollment_tokens WHERE tenant_id = $1 AND token_id = $2",
-    };
-    expiring.delete_expired(conn, tenant, &[], now).await
-}
+/// The tenant's unused enrollment tokens: those expired by the issue of a later one go (a time
+/// from the log, so a rebuild removes the same ones).
+const UNUSED_ENROLLMENT_TOKENS: Expiring = Expiring {
+    what: "enrollment token",
+    select: "SELECT token_id AS id, expires_at FROM enrollment_tokens \
+             WHERE tenant_id = $1 AND device_id IS NULL",
+    delete: "DELETE FROM enrollment_tokens WHERE tenant_id = $1 AND token_id = $2",
+};
 
-/// Removes `user`'s sessions on the tenant that expired by `now`.
-async fn expire_sessions(
-    conn: &mut AnyConnection,
-    tenant: &str,
-    user: &UserId,
-    now: DateTime<Utc>,
-) -> Result<()> {
-    let expiring = Expiring {
-        what: "session",
-        select: "SELECT session_id AS id, expires_at FROM sessions \
-                 WHERE tenant_id = $1 AND user_id = $2",
-        delete: "DELETE FROM sessions WHERE tenant_id = $1 AND session_id = $2",
-    };
-    expiring
-        .delete_expired(conn, tenant, &[user.to_string()], now)
-        .await
-}
+/// A user's sessions on the tenant (`$2` the user): those expired by their next login go.
+const USER_SESSIONS: Expiring = Expiring {
+    what: "session",
+    select: "SELECT session_id AS id, expires_at FROM sessions \
+             WHERE tenant_id = $1 AND user_id = $2",
+    delete: "DELETE FROM sessions WHERE tenant_id = $1 AND session_id = $2",
+};
 
 /// Rows that expire: `select` finds a tenant's candidates (`id`, `expires_at` as RFC 3339
 /// text; `$1` the tenant, then further keys), `delete` removes one (`$1` tenant, `$2` id).
