@@ -22,6 +22,11 @@ use crate::error::{Error, Result};
 /// Rows per multi-row statement: 20 columns at most, well under both databases' limits.
 const ROWS_PER_STATEMENT: usize = 500;
 
+/// How long the change feed keeps a removed directory user's tombstone. A later removal in
+/// the same tenant takes those older than this (by the events' times, so that a rebuild keeps
+/// the same ones); an agent whose cursor is older than a tombstone gone gets a snapshot.
+pub const FEED_TOMBSTONE_RETENTION: chrono::TimeDelta = chrono::TimeDelta::days(90);
+
 #[derive(Clone, Debug)]
 enum Value {
     Text(String),
@@ -186,6 +191,8 @@ struct UserRow {
     created_at: String,
     deleted: i64,
     changed_seq: i64,
+    /// When a tombstone's user was removed (Unix seconds).
+    removed_at: Option<i64>,
 }
 
 const USER_COLUMNS: &[&str] = &[
@@ -205,6 +212,7 @@ const USER_COLUMNS: &[&str] = &[
     "created_at",
     "deleted",
     "changed_seq",
+    "removed_at",
 ];
 
 impl UserRow {
@@ -227,6 +235,7 @@ impl UserRow {
             Text(self.created_at.clone()),
             Int(self.deleted),
             Int(self.changed_seq),
+            MaybeInt(self.removed_at),
         ]
     }
 
@@ -248,6 +257,7 @@ impl UserRow {
             created_at: row.try_get("created_at")?,
             deleted: row.try_get("deleted")?,
             changed_seq: row.try_get("changed_seq")?,
+            removed_at: row.try_get("removed_at")?,
         })
     }
 }
@@ -288,6 +298,9 @@ pub(crate) struct DirectoryBatch {
     new_devices: Vec<Vec<Value>>,
     /// Users whose devices go, after `new_devices` are in.
     removed_devices: Vec<(String, String)>,
+    /// Tenants that removed users, with the time (Unix seconds) up to which their tombstones
+    /// go at the next flush.
+    tombstone_cutoffs: HashMap<String, i64>,
 }
 
 fn unknown(what: &str) -> Error {
@@ -334,7 +347,10 @@ fn placeholders(numbered: bool, rows: usize, columns: usize) -> String {
     sql
 }
 
-async fn execute(conn: &mut AnyConnection, sql: &str, values: Vec<Value>) -> Result<u64> {
+fn bound(
+    sql: &str,
+    values: Vec<Value>,
+) -> sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments<'_>> {
     let mut query = sqlx::query(sql);
     for value in values {
         query = match value {
@@ -344,7 +360,22 @@ async fn execute(conn: &mut AnyConnection, sql: &str, values: Vec<Value>) -> Res
             Value::MaybeInt(v) => query.bind(v),
         };
     }
-    Ok(query.execute(&mut *conn).await?.rows_affected())
+    query
+}
+
+async fn execute(conn: &mut AnyConnection, sql: &str, values: Vec<Value>) -> Result<u64> {
+    Ok(bound(sql, values)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected())
+}
+
+async fn fetch_values(
+    conn: &mut AnyConnection,
+    sql: &str,
+    values: Vec<Value>,
+) -> Result<Vec<AnyRow>> {
+    Ok(bound(sql, values).fetch_all(&mut *conn).await?)
 }
 
 async fn fetch(conn: &mut AnyConnection, sql: &str, keys: &[String]) -> Result<Vec<AnyRow>> {
@@ -602,6 +633,51 @@ impl DirectoryBatch {
         Ok(())
     }
 
+    /// Removes `tenant`'s tombstones of users removed at `cutoff` or before, and moves its
+    /// feed horizon up to the last of them: a cursor below it would miss their removal.
+    async fn drop_old_tombstones(
+        &mut self,
+        conn: &mut AnyConnection,
+        tenant: String,
+        cutoff: i64,
+    ) -> Result<()> {
+        let keys = vec![Value::Text(tenant.clone()), Value::Int(cutoff)];
+        let rows = fetch_values(
+            conn,
+            "SELECT MAX(changed_seq) AS horizon FROM users \
+             WHERE tenant_id = $1 AND removed_at <= $2",
+            keys.clone(),
+        )
+        .await?;
+        let horizon: Option<i64> = match rows.first() {
+            Some(row) => row.try_get("horizon")?,
+            None => None,
+        };
+        let Some(horizon) = horizon else {
+            return Ok(());
+        };
+        execute(
+            conn,
+            "DELETE FROM users WHERE tenant_id = $1 AND removed_at <= $2",
+            keys,
+        )
+        .await?;
+        execute(
+            conn,
+            "UPDATE tenants SET feed_horizon = $2 WHERE tenant_id = $1 AND feed_horizon < $2",
+            vec![Value::Text(tenant.clone()), Value::Int(horizon)],
+        )
+        .await?;
+        self.users.retain(|(t, _), cached| {
+            *t != tenant
+                || cached
+                    .row
+                    .as_ref()
+                    .is_none_or(|r| r.removed_at > Some(cutoff))
+        });
+        Ok(())
+    }
+
     /// Writes everything the batch changed; the cache stays valid for more events.
     pub(crate) async fn flush(&mut self, conn: &mut AnyConnection) -> Result<()> {
         let numbered = conn.backend_name() != "SQLite";
@@ -659,6 +735,9 @@ impl DirectoryBatch {
         )
         .await?;
         delete_rows(conn, numbered, "users", "tenant_id, user_id", removed).await?;
+        for (tenant, cutoff) in std::mem::take(&mut self.tombstone_cutoffs) {
+            self.drop_old_tombstones(conn, tenant, cutoff).await?;
+        }
 
         let mut inserts = Vec::new();
         let mut deletes = Vec::new();
@@ -838,6 +917,7 @@ impl NewUser<'_> {
             created_at: at,
             deleted: 0,
             changed_seq: seq,
+            removed_at: None,
         }
     }
 }
@@ -992,6 +1072,7 @@ pub(crate) async fn apply(
             delete_tenant(conn, &customer).await?;
             batch.tenants.remove(&customer);
             batch.last_seq.remove(&customer);
+            batch.tombstone_cutoffs.remove(&customer);
             batch.users.retain(|(t, _), _| *t != customer);
             batch.granted.retain(|(_, t, _)| *t != customer);
             if let Some(customers) = batch.msp_customers.get_mut(&tenant) {
@@ -1095,9 +1176,15 @@ pub(crate) async fn apply(
             row.changed_seq = seq;
         }
         Event::DirectoryUserDeleted(e) => {
-            // A tombstone, so that the change feed reports the removal.
+            // A tombstone, so that the change feed reports the removal: the user's id and
+            // username, nothing else of them.
             let user = e.user_id.to_string();
+            let removed_at = recorded.occurred_at.timestamp();
             let row = batch.user(&tenant, &user)?;
+            row.removed_at = Some(removed_at);
+            row.email.clear();
+            row.first_name = None;
+            row.last_name = None;
             row.deleted = 1;
             row.enabled = 0;
             row.has_password = 0;
@@ -1105,6 +1192,12 @@ pub(crate) async fn apply(
             row.devices = 0;
             row.changed_seq = seq;
             batch.removed_devices.push((tenant.clone(), user));
+            let cutoff = removed_at - FEED_TOMBSTONE_RETENTION.num_seconds();
+            let entry = batch
+                .tombstone_cutoffs
+                .entry(tenant.clone())
+                .or_insert(cutoff);
+            *entry = (*entry).max(cutoff);
         }
         Event::PasswordSet(e) => {
             let row = batch.user(&tenant, &e.user_id.to_string())?;
@@ -1275,12 +1368,6 @@ pub(crate) async fn apply(
     Ok(())
 }
 
-/// Removes the sessions of `user` on `tenant`'s host that expired by `now`: the time of the
-/// login being projected, so that a rebuild removes the same rows. Without it the rows of
-/// expired sessions (refused when read) stayed until logout; now a user keeps at most the
-/// sessions started within one session lifetime before their latest login. Expiry is
-/// compared after parsing: timestamps as text do not sort by time under every PostgreSQL
-/// collation.
 /// The tenant's unused enrollment tokens: those expired by the issue of a later one go (a time
 /// from the log, so a rebuild removes the same ones).
 const UNUSED_ENROLLMENT_TOKENS: Expiring = Expiring {
@@ -1290,7 +1377,10 @@ const UNUSED_ENROLLMENT_TOKENS: Expiring = Expiring {
     delete: "DELETE FROM enrollment_tokens WHERE tenant_id = $1 AND token_id = $2",
 };
 
-/// A user's sessions on the tenant (`$2` the user): those expired by their next login go.
+/// A user's sessions on the tenant (`$2` the user): those expired by the time of their next
+/// login go (a time from the log, so a rebuild removes the same rows). Without it the rows of
+/// expired sessions (refused when read) stayed until logout; now a user keeps at most the
+/// sessions started within one session lifetime before their latest login.
 const USER_SESSIONS: Expiring = Expiring {
     what: "session",
     select: "SELECT session_id AS id, expires_at FROM sessions \

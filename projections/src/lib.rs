@@ -20,6 +20,7 @@ mod read;
 pub mod workload;
 
 pub use db::Backend;
+pub use directory::FEED_TOMBSTONE_RETENTION;
 pub use error::{Error, Result};
 pub use projection::Projection;
 pub use projector::{

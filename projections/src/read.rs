@@ -261,7 +261,7 @@ fn image(row: &AnyRow, column: &str) -> Result<Option<ImageRef>> {
 const TENANT_COLUMNS: &str = "tenant_id, kind, msp_id, name, display_name, host_label, \
      user_source, master_key_version, desktop_login_enabled, desktop_login_method, \
      branding_version, branding_background, branding_logo, branding_text, shared_account, \
-     created_at, last_seq, desktop_login_seq, branding_seq, shared_account_seq";
+     created_at, last_seq, desktop_login_seq, branding_seq, shared_account_seq, feed_horizon";
 
 fn tenant_row(row: &AnyRow) -> Result<TenantRow> {
     let msp: Option<String> = row.try_get("msp_id")?;
@@ -291,7 +291,7 @@ fn tenant_row(row: &AnyRow) -> Result<TenantRow> {
 
 const USER_COLUMNS: &str = "tenant_id, user_id, email, first_name, last_name, username, \
      is_admin, enabled, has_password, password_version, passwordless, has_personal_email, \
-     devices, created_at, deleted, changed_seq";
+     devices, created_at, deleted, changed_seq, removed_at";
 
 fn user_row(row: &AnyRow) -> Result<UserRow> {
     Ok(UserRow {
@@ -647,7 +647,8 @@ impl ReadModels {
     }
 
     /// The directory change feed of a customer tenant after `after` (a tenant seq), at most
-    /// `limit` entries; a snapshot when `after` is `None` or beyond what the feed has.
+    /// `limit` entries; a snapshot when `after` is `None`, beyond what the feed has, or
+    /// below its horizon (older than a removal whose tombstone has gone).
     /// `None` if the tenant is unknown.
     pub async fn changes(
         &self,
@@ -668,7 +669,8 @@ impl ReadModels {
         };
         let settings = tenant_row(&row)?;
         let last_seq = settings.last_seq;
-        let snapshot = after.is_none_or(|a| a > last_seq);
+        let horizon: u64 = count(&row, "feed_horizon")?;
+        let snapshot = after.is_none_or(|a| a > last_seq || a < horizon);
         let after = if snapshot { 0 } else { after.unwrap_or(0) };
         let mut changes = Vec::new();
         let setting_seqs: [(&str, u64); 3] = [

@@ -1470,7 +1470,145 @@ async fn pending_enrollment_tokens_leave_when_used_revoked_or_expired(store: &St
     assert_eq!(dump, world.reference_dump(store).await);
 }
 
+/// The removal events a feed page reports, by user.
+fn removed_in(changes: &projections::Changes) -> Vec<Uuid> {
+    changes
+        .changes
+        .iter()
+        .filter_map(|c| match c {
+            Change::UserRemoved { user_id, .. } => Some(*user_id),
+            _ => None,
+        })
+        .collect()
+}
+
+async fn removed_users_tombstones_go_after_the_feed_retention(store: &Store) {
+    let world = World::new();
+    let projections = world.project(store, Options::default()).await;
+    let read = projections.read_models().clone();
+    let acme = sign_up(&world, "acme").await;
+    let (contoso, _) = create_customer(&world, &acme, "acme", "contoso").await;
+    let start = common::at();
+    let retention = projections::FEED_TOMBSTONE_RETENTION;
+    let second = chrono::Duration::seconds(1);
+    let [ann, billy, jane, joe] = [0; 4].map(|_| UserId(id()));
+    world
+        .append_at(
+            contoso,
+            start,
+            vec![
+                user_created(ann, "ann", None),
+                user_created(billy, "billy", None),
+                user_created(jane, "jane", None),
+                user_created(joe, "joe", None),
+            ],
+        )
+        .await;
+    assert!(projections.wait_for(world.head(), LONG).await);
+    let head = |read: projections::ReadModels| async move {
+        read.changes(contoso.0, None, 100)
+            .await
+            .unwrap()
+            .unwrap()
+            .next
+    };
+    let before_removals = head(read.clone()).await;
+    let removal = |user: UserId| {
+        vec![Event::DirectoryUserDeleted(DirectoryUserDeleted {
+            user_id: user,
+        })]
+    };
+    let feed_after = |read: projections::ReadModels, cursor: u64| async move {
+        read.changes(contoso.0, Some(cursor), 100)
+            .await
+            .unwrap()
+            .unwrap()
+    };
+
+    // A tombstone holds what the feed reports of a removal, and nothing else of the user.
+    world.append_at(contoso, start, removal(jane)).await;
+    assert!(projections.wait_for(world.head(), LONG).await);
+    let jane_removed = head(read.clone()).await;
+    let dump = read.dump().await.unwrap();
+    let jane_rows: Vec<_> = dump
+        .iter()
+        .filter(|line| line.starts_with("users:") && line.contains(&jane.0.to_string()))
+        .collect();
+    assert_eq!(jane_rows.len(), 1, "{dump:#?}");
+    assert!(
+        !jane_rows[0].contains("JANE") && !jane_rows[0].contains("jane@"),
+        "{jane_rows:?}"
+    );
+
+    // Within the retention, every later removal leaves it: an old cursor still continues.
+    world
+        .append_at(contoso, start + retention - second, removal(joe))
+        .await;
+    assert!(projections.wait_for(world.head(), LONG).await);
+    let page = feed_after(read.clone(), before_removals).await;
+    assert!(!page.snapshot);
+    assert_eq!(removed_in(&page), vec![jane.0, joe.0]);
+
+    // A removal past the retention takes it; cursors below it now get a snapshot, which names
+    // the users that are left and no removal.
+    world
+        .append_at(contoso, start + retention + second, removal(billy))
+        .await;
+    assert!(projections.wait_for(world.head(), LONG).await);
+    let now = head(read.clone()).await;
+    for cursor in [0, before_removals, jane_removed - 1] {
+        let page = feed_after(read.clone(), cursor).await;
+        assert!(page.snapshot, "cursor {cursor}");
+        assert_eq!(page.next, now);
+        assert!(removed_in(&page).is_empty());
+        let users: Vec<_> = page
+            .changes
+            .iter()
+            .filter_map(|c| match c {
+                Change::UserUpserted { user_id, .. } => Some(*user_id),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(users, vec![ann.0]);
+    }
+    // From the removal that went on, nothing was missed: the feed continues.
+    let page = feed_after(read.clone(), jane_removed).await;
+    assert!(!page.snapshot);
+    assert_eq!(removed_in(&page), vec![joe.0, billy.0]);
+    assert_eq!(page.next, now);
+    let dump = read.dump().await.unwrap();
+    assert!(
+        !dump
+            .iter()
+            .any(|line| line.starts_with("users:") && line.contains(&jane.0.to_string())),
+        "{dump:#?}"
+    );
+    assert!(
+        dump.iter()
+            .any(|line| line.starts_with("users:") && line.contains(&joe.0.to_string()))
+    );
+
+    // Another tenant's removals take none of this tenant's tombstones.
+    let (fabrikam, _) = create_customer(&world, &acme, "acme", "fabrikam").await;
+    let zoe = UserId(id());
+    world
+        .append_at(fabrikam, start, vec![user_created(zoe, "zoe", None)])
+        .await;
+    world
+        .append_at(fabrikam, start + retention * 3, removal(zoe))
+        .await;
+    assert!(projections.wait_for(world.head(), LONG).await);
+    let page = feed_after(read.clone(), jane_removed).await;
+    assert_eq!(removed_in(&page), vec![joe.0, billy.0]);
+
+    // A rebuild from the log leaves the same rows and the same horizon.
+    let dump = read.dump().await.unwrap();
+    projections.shutdown().await;
+    assert_eq!(dump, world.reference_dump(store).await);
+}
+
 on_both_databases!(
+    removed_users_tombstones_go_after_the_feed_retention,
     pending_enrollment_tokens_leave_when_used_revoked_or_expired,
     read_models_of_another_log_are_refused_until_rebuilt,
     auditor_roles_name_the_tenants_their_holders_audit,
