@@ -16,16 +16,18 @@ pub fn operations() -> impl Iterator<Item = &'static Operation> {
         .chain(uploads::OPERATIONS)
 }
 
-/// The generator of the request schemas: JSON Schema 2020-12 (OpenAPI 3.1's dialect), with
-/// named types under the document's components.
-fn generator() -> SchemaGenerator {
-    SchemaSettings::draft2020_12()
-        .with(|settings| {
-            settings.definitions_path = "/components/schemas".into();
-            settings.meta_schema = None;
-        })
-        .for_deserialize()
-        .into_generator()
+/// The generators of the request and the response schemas: JSON Schema 2020-12 (OpenAPI 3.1's
+/// dialect), with named types under the document's components. Requests are described as
+/// they are decoded (a field with a default may be left out), answers as they are encoded.
+fn generators() -> (SchemaGenerator, SchemaGenerator) {
+    let settings = SchemaSettings::draft2020_12().with(|settings| {
+        settings.definitions_path = "/components/schemas".into();
+        settings.meta_schema = None;
+    });
+    (
+        settings.clone().for_deserialize().into_generator(),
+        settings.for_serialize().into_generator(),
+    )
 }
 
 /// The query parameters of an object schema: one per property.
@@ -92,7 +94,7 @@ fn branding_upload() -> Value {
 
 /// The document.
 pub fn build() -> Value {
-    let mut generator = generator();
+    let (mut generator, mut answers) = generators();
     let mut paths = Map::new();
     for operation in operations() {
         let mut parameters = Vec::new();
@@ -106,11 +108,15 @@ pub fn build() -> Value {
         if let Some(query) = operation.query {
             parameters.extend(query_parameters(&query(&mut generator)));
         }
+        let mut success = json!({"description": "Success"});
+        if let Some(response) = operation.response {
+            success["content"] = json!({"application/json": {"schema": response(&mut answers)}});
+        }
         let mut entry = json!({
             "summary": operation.summary,
             "parameters": parameters,
             "responses": {
-                "2XX": {"description": "Success"},
+                "2XX": success,
                 "4XX": {
                     "description": "Refused",
                     "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}},
@@ -134,6 +140,11 @@ pub fn build() -> Value {
         path[operation.method] = entry;
     }
     let mut schemas = generator.take_definitions(true);
+    // A type both decoded and answered is named once: the tests check that both descriptions
+    // of such a name agree.
+    for (name, schema) in answers.take_definitions(true) {
+        schemas.entry(name).or_insert(schema);
+    }
     schemas.insert("Problem".to_owned(), problem_schema());
     json!({
         "openapi": "3.1.0",
@@ -174,4 +185,37 @@ fn problem_schema() -> Value {
 /// The handler.
 pub async fn document() -> Json<Value> {
     Json(build())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_name_both_decoded_and_answered_is_described_alike() {
+        let (mut requests, mut answers) = generators();
+        for operation in operations() {
+            for schema in [operation.body, operation.query].into_iter().flatten() {
+                schema(&mut requests);
+            }
+            if let Some(response) = operation.response {
+                response(&mut answers);
+            }
+        }
+        let requests = requests.take_definitions(true);
+        let answers = answers.take_definitions(true);
+        assert!(!answers.is_empty());
+        // Two types of one name would be told apart by a number: name one of them.
+        for name in requests.keys().chain(answers.keys()) {
+            assert!(
+                !name.ends_with(|c: char| c.is_ascii_digit()),
+                "{name}: two types share a name"
+            );
+        }
+        for (name, schema) in &answers {
+            if let Some(request) = requests.get(name) {
+                assert_eq!(schema, request, "{name} is described two ways");
+            }
+        }
+    }
 }

@@ -87,7 +87,7 @@ impl Default for Options {
 }
 
 /// A tenant whose projection stopped at one event.
-#[derive(Clone, PartialEq, Eq, Debug, Serialize)]
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, schemars::JsonSchema)]
 pub struct Quarantined {
     pub tenant: Uuid,
     pub seq: u64,
@@ -97,14 +97,14 @@ pub struct Quarantined {
 }
 
 /// How far a rebuild has come.
-#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, schemars::JsonSchema)]
 pub struct RebuildProgress {
     pub generation: u64,
     pub checkpoint: u64,
 }
 
 /// One projector as it stands.
-#[derive(Clone, PartialEq, Eq, Debug, Serialize)]
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, schemars::JsonSchema)]
 pub struct ProjectorStatus {
     pub projection: &'static str,
     /// The generation being served.

@@ -147,7 +147,7 @@ pub struct App {
 }
 
 /// An enrolled authenticator or desktop agent.
-#[derive(Clone, PartialEq, Eq, Debug, Serialize)]
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, schemars::JsonSchema)]
 pub struct DeviceRow {
     pub id: Uuid,
     /// `authenticator` or `agent`.
@@ -161,7 +161,7 @@ pub struct DeviceRow {
 
 /// An enrollment token no agent has used (only its id and times: the token itself was shown
 /// once, and its digest stays in the log).
-#[derive(Clone, PartialEq, Eq, Debug, Serialize)]
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, schemars::JsonSchema)]
 pub struct EnrollmentTokenRow {
     pub id: Uuid,
     pub issued_at: String,
@@ -169,7 +169,7 @@ pub struct EnrollmentTokenRow {
 }
 
 /// One entry of the directory change feed; never a password or verifier.
-#[derive(Clone, PartialEq, Eq, Debug, Serialize)]
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, schemars::JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Change {
     UserUpserted {
@@ -218,7 +218,7 @@ impl Change {
 
 /// A page of the change feed. `next` is the tenant seq to resume after: everything up to it
 /// has been reported (as its latest state).
-#[derive(Clone, PartialEq, Eq, Debug, Serialize)]
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, schemars::JsonSchema)]
 pub struct Changes {
     /// True when `changes` is a full snapshot (no cursor, or one the feed cannot continue).
     pub snapshot: bool,

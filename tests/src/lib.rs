@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod browser;
+pub mod contract;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -330,11 +331,23 @@ impl Platform {
             .unwrap()
     }
 
-    /// Sends `request` and answers its status and JSON body (`Null` if none).
+    /// Sends `request` and answers its status and JSON body (`Null` if none), after checking
+    /// the answer against the OpenAPI document ([`contract`]).
     pub async fn call(request: RequestBuilder) -> (u16, Value) {
-        let answer = request.send().await.unwrap();
+        let (client, request) = request.build_split();
+        let request = request.unwrap();
+        let (method, path) = (request.method().clone(), request.url().path().to_owned());
+        let answer = client.execute(request).await.unwrap();
         let status = answer.status().as_u16();
-        (status, body(answer).await)
+        let content_type = answer
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        let body = body(answer).await;
+        contract::check(&method, &path, status, &content_type, &body);
+        (status, body)
     }
 }
 

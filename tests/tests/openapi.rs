@@ -1,6 +1,8 @@
 //! `/api/v1/openapi.json` covers every route: each operation it lists is served by the router
 //! (not the fallback, not a 405), the contract's routes built so far are all in it, and a path
-//! it does not list is the fallback's 404.
+//! it does not list is the fallback's 404. It describes what each operation decodes and what
+//! it answers; the answers every test receives are checked against it (`harness::contract`),
+//! and the checker itself is tested here.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use harness::Platform;
@@ -319,4 +321,99 @@ async fn the_document_describes_the_bodies_and_parameters_each_operation_decodes
     .await;
     assert_eq!(status, 201);
     platform.server.shutdown().await;
+}
+
+/// Whether checking this answer against the document fails.
+fn refused(method: Method, path: &str, status: u16, content_type: &str, body: Value) -> bool {
+    std::panic::catch_unwind(|| {
+        harness::contract::check(&method, path, status, content_type, &body);
+    })
+    .is_err()
+}
+
+#[test]
+fn answers_are_held_to_the_document() {
+    let key = "/api/v1/settings/master-key";
+    let json = "application/json";
+    assert!(!refused(
+        Method::GET,
+        key,
+        200,
+        json,
+        json!({"enabled": true, "key_version": 1})
+    ));
+    // A field of the wrong type, a required field missing, a value outside its enum.
+    assert!(refused(
+        Method::GET,
+        key,
+        200,
+        json,
+        json!({"enabled": "yes", "key_version": 1})
+    ));
+    assert!(refused(
+        Method::GET,
+        key,
+        200,
+        json,
+        json!({"enabled": true})
+    ));
+    assert!(refused(
+        Method::PUT,
+        "/api/v1/settings/desktop-login",
+        200,
+        json,
+        json!({"enabled": true, "method": "fingerprint"})
+    ));
+    // A path parameter matches any segment; a UUID must be one.
+    let user = json!({
+        "id": "not-a-uuid", "email": "a@b.example", "first_name": null, "last_name": null,
+        "admin": false, "auditor": {"msp": false, "customers": []}, "onboarded": false,
+        "devices": 0, "created_at": "2026-11-23T10:00:00Z",
+    });
+    assert!(refused(
+        Method::POST,
+        "/api/v1/users/0194/admin",
+        200,
+        json,
+        user.clone()
+    ));
+    let mut valid = user;
+    valid["id"] = json!(uuid::Uuid::now_v7());
+    assert!(!refused(
+        Method::POST,
+        "/api/v1/users/0194/admin",
+        200,
+        json,
+        valid
+    ));
+    // JSON from an operation the document answers nothing for.
+    assert!(refused(
+        Method::DELETE,
+        "/api/v1/users/0194",
+        200,
+        json,
+        json!({"gone": true})
+    ));
+    // Problems are problems; answers outside the API are not the document's business.
+    assert!(refused(
+        Method::GET,
+        key,
+        404,
+        "application/problem+json",
+        json!({"title": "Not found"})
+    ));
+    assert!(!refused(
+        Method::GET,
+        key,
+        404,
+        "application/problem+json",
+        json!({"type": "about:blank", "title": "Not found", "status": 404, "detail": "no"})
+    ));
+    assert!(!refused(
+        Method::GET,
+        "/admin/users",
+        200,
+        "text/html",
+        json!("<html>")
+    ));
 }

@@ -21,8 +21,7 @@ use domain::ids::{DeviceId, TenantId, UserId};
 use domain::session::token_digest;
 use projections::TenantRow;
 use schemars::JsonSchema;
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::app::{AppState, Shared};
@@ -46,6 +45,91 @@ pub struct EnrollRequest {
     enrollment_token: String,
     /// The workstation's name, as the device list shows it.
     hostname: String,
+}
+
+/// An enrolled agent's credential: shown this once, kept only as a digest.
+#[derive(Serialize, JsonSchema)]
+pub struct Enrollment {
+    device_id: Uuid,
+    /// The agent's bearer credential, valid on its tenant's host until the device is revoked.
+    device_token: String,
+}
+
+/// A workstation login the service accepted.
+#[derive(Serialize, JsonSchema)]
+pub struct AcceptedLogin {
+    user_id: Uuid,
+    username: String,
+    first_name: String,
+    last_name: String,
+    /// The version the password that succeeded has: an offline login may use it only while
+    /// the feed still shows this version.
+    password_version: u32,
+    local_account: LocalAccount,
+}
+
+/// What the workstation does with the local account.
+#[derive(Serialize, JsonSchema)]
+pub struct LocalAccount {
+    username: String,
+    /// `create` a new account, or `takeover` the existing one of that name.
+    #[schemars(extend("enum" = ["create", "takeover"]))]
+    action: String,
+}
+
+/// The login screen's branding for an agent, with image paths it can fetch with its
+/// credential.
+#[derive(Serialize, JsonSchema)]
+pub struct AgentBranding {
+    version: u32,
+    text: Option<String>,
+    background: Option<String>,
+    logo: Option<String>,
+}
+
+/// An agent challenge's state; once approved, what the approval grants (once).
+#[derive(Serialize, JsonSchema)]
+pub struct AgentChallengeAnswer {
+    #[schemars(extend("enum" = ["pending", "expired", "denied", "approved"]))]
+    status: String,
+    #[serde(flatten)]
+    grant: Grant,
+}
+
+/// What an approved agent challenge grants: the user of a passwordless login, or the shared
+/// account and the technician of an elevation.
+#[derive(Default, Serialize, Deserialize, JsonSchema)]
+pub struct Grant {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    user: Option<DesktopUser>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    account: Option<SharedAccountGrant>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    technician: Option<Technician>,
+}
+
+/// The directory user who approved a passwordless login.
+#[derive(Serialize, Deserialize, JsonSchema)]
+pub struct DesktopUser {
+    id: Uuid,
+    username: String,
+    first_name: Option<String>,
+    last_name: Option<String>,
+    password_version: u32,
+}
+
+/// The shared local admin account an elevation opens.
+#[derive(Serialize, Deserialize, JsonSchema)]
+pub struct SharedAccountGrant {
+    username: String,
+}
+
+/// The technician who approved an elevation.
+#[derive(Serialize, Deserialize, JsonSchema)]
+#[schemars(rename = "ApprovingTechnician")]
+pub struct Technician {
+    id: Uuid,
+    email: Option<String>,
 }
 
 #[derive(Deserialize, JsonSchema)]
@@ -152,7 +236,10 @@ pub async fn enroll(
         committed.as_ref(),
         (
             StatusCode::CREATED,
-            Json(json!({"device_id": device.0, "device_token": credential})),
+            Json(Enrollment {
+                device_id: device.0,
+                device_token: credential,
+            }),
         )
             .into_response(),
     )
@@ -199,13 +286,9 @@ pub async fn changes(
                     .await?
                     .ok_or_else(|| Problem::not_found("no such tenant"))?;
                 let empty = page.changes.is_empty() && !page.snapshot;
-                let body: Arc<[u8]> = serde_json::to_vec(&json!({
-                    "changes": page.changes,
-                    "next": page.next,
-                    "snapshot": page.snapshot,
-                }))
-                .map_err(|e| Problem::internal(&e))?
-                .into();
+                let body: Arc<[u8]> = serde_json::to_vec(&page)
+                    .map_err(|e| Problem::internal(&e))?
+                    .into();
                 Ok::<_, Problem>((body, empty))
             })
             .await?;
@@ -349,14 +432,21 @@ pub async fn login(
         attempt(AttemptOutcome::Succeeded, Some(user.id), Some(action)),
     )
     .await?;
-    Ok(Json(json!({
-        "user_id": user.id.0,
-        "username": user.username,
-        "first_name": user.first_name,
-        "last_name": user.last_name,
-        "password_version": version,
-        "local_account": {"username": user.username, "action": action},
-    }))
+    Ok(Json(AcceptedLogin {
+        user_id: user.id.0,
+        username: user.username.clone(),
+        first_name: user.first_name.clone(),
+        last_name: user.last_name.clone(),
+        password_version: version,
+        local_account: LocalAccount {
+            username: user.username.clone(),
+            action: match action {
+                LocalAccountAction::Create => "create",
+                LocalAccountAction::Takeover => "takeover",
+            }
+            .into(),
+        },
+    })
     .into_response())
 }
 
@@ -371,12 +461,12 @@ pub async fn branding(
     let url = |which: &str, set: bool| {
         set.then(|| format!("/api/v1/agent/branding/{which}?v={}", t.branding_version))
     };
-    Ok(Json(json!({
-        "version": t.branding_version,
-        "text": t.branding_text,
-        "background": url("background", t.branding_background.is_some()),
-        "logo": url("logo", t.branding_logo.is_some()),
-    }))
+    Ok(Json(AgentBranding {
+        version: t.branding_version,
+        text: t.branding_text.clone(),
+        background: url("background", t.branding_background.is_some()),
+        logo: url("logo", t.branding_logo.is_some()),
+    })
     .into_response())
 }
 
@@ -502,18 +592,21 @@ pub async fn poll_challenge(
         () = state.stopped() => crate::challenges::Poll::Pending,
     };
     use crate::challenges::Poll;
-    Ok(match answer {
-        Poll::Pending => Json(json!({"status": "pending"})).into_response(),
-        Poll::Expired => Json(json!({"status": "expired"})).into_response(),
-        Poll::Denied => Json(json!({"status": "denied"})).into_response(),
-        Poll::Approved(None) => Json(json!({"status": "approved"})).into_response(),
-        Poll::Approved(Some(grant)) => {
-            let mut body: serde_json::Value =
-                serde_json::from_str(&grant).map_err(|e| Problem::internal(&e))?;
-            body["status"] = json!("approved");
-            Json(body).into_response()
-        }
+    let (status, grant) = match answer {
+        Poll::Pending => ("pending", Grant::default()),
+        Poll::Expired => ("expired", Grant::default()),
+        Poll::Denied => ("denied", Grant::default()),
+        Poll::Approved(None) => ("approved", Grant::default()),
+        Poll::Approved(Some(grant)) => (
+            "approved",
+            serde_json::from_str(&grant).map_err(|e| Problem::internal(&e))?,
+        ),
+    };
+    Ok(Json(AgentChallengeAnswer {
+        status: status.into(),
+        grant,
     })
+    .into_response())
 }
 
 /// A directory user approved a passwordless login at `agent`'s workstation: recorded, and the
@@ -551,16 +644,18 @@ pub async fn approve_desktop(
         CustomerCommand::RecordDesktopLogin(attempt),
     )
     .await?;
-    let grant = json!({
-        "user": {
-            "id": user,
-            "username": username,
-            "first_name": row.first_name,
-            "last_name": row.last_name,
-            "password_version": row.password_version,
-        },
-    });
-    Ok((grant.to_string(), committed))
+    let grant = Grant {
+        user: Some(DesktopUser {
+            id: user,
+            username,
+            first_name: row.first_name,
+            last_name: row.last_name,
+            password_version: row.password_version,
+        }),
+        ..Grant::default()
+    };
+    let grant = serde_json::to_string(&grant).map_err(|e| Problem::internal(&e))?;
+    Ok((grant, committed))
 }
 
 /// A technician approved elevated access at `agent`'s workstation: allowed if they reach the
@@ -609,11 +704,13 @@ pub async fn approve_elevation(
         ));
     }
     let email = state.read().user(msp, user).await?.map(|u| u.email);
-    let grant = json!({
-        "account": {"username": account},
-        "technician": {"id": user, "email": email},
-    });
-    Ok((grant.to_string(), committed))
+    let grant = Grant {
+        account: Some(SharedAccountGrant { username: account }),
+        technician: Some(Technician { id: user, email }),
+        ..Grant::default()
+    };
+    let grant = serde_json::to_string(&grant).map_err(|e| Problem::internal(&e))?;
+    Ok((grant, committed))
 }
 
 async fn record_event(

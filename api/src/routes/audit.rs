@@ -16,8 +16,8 @@ use domain::msp::MspTenant;
 use eventlog::{EventLog, StreamId};
 use projections::TenantRow;
 use schemars::JsonSchema;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
 
 use crate::app::{AppState, Shared};
 use crate::audit;
@@ -43,6 +43,42 @@ pub struct StateQuery {
     /// An RFC 3339 time; now if absent.
     #[schemars(extend("format" = "date-time"))]
     at: Option<String>,
+}
+
+/// The chain of a tenant's log, recomputed from the stored bytes.
+#[derive(Serialize, JsonSchema)]
+pub struct Verification {
+    events: u64,
+    head_seq: u64,
+    /// The last event's hash, hex.
+    head_hash: String,
+    valid: bool,
+    /// The first broken link, if any.
+    broken: Option<BrokenLink>,
+}
+
+#[derive(Serialize, JsonSchema)]
+pub struct BrokenLink {
+    seq: u64,
+    reason: String,
+}
+
+/// Where a tenant's log ends.
+#[derive(Serialize, JsonSchema)]
+pub struct LogHead {
+    head_seq: u64,
+    /// The last event's hash, hex (zeros before the first event).
+    head_hash: String,
+}
+
+/// A tenant as it stood at a time, replayed from its log.
+#[derive(Serialize, JsonSchema)]
+pub struct StateAt {
+    at: String,
+    /// The last event folded.
+    seq: u64,
+    /// None before the tenant's first event.
+    state: Option<AuditedState>,
 }
 
 /// A turn to walk the tenant's whole stream: within the tenant's rate (429 beyond it), then
@@ -120,13 +156,16 @@ pub async fn verify(
     let tenant = context(&state, &method, &headers).await?;
     let _walking = walk(&state, &tenant).await?;
     let report = eventlog::verify(state.log.as_ref(), StreamId(tenant.id)).await?;
-    Ok(Json(json!({
-        "events": report.events,
-        "head_seq": report.head_seq,
-        "head_hash": report.head_hash.to_hex(),
-        "valid": report.is_valid(),
-        "broken": report.first_broken.map(|b| json!({"seq": b.seq, "reason": b.reason})),
-    }))
+    Ok(Json(Verification {
+        events: report.events,
+        head_seq: report.head_seq,
+        head_hash: report.head_hash.to_hex(),
+        valid: report.is_valid(),
+        broken: report.first_broken.map(|b| BrokenLink {
+            seq: b.seq,
+            reason: b.reason,
+        }),
+    })
     .into_response())
 }
 
@@ -141,7 +180,11 @@ pub async fn head(
     let tenant = context(&state, &method, &headers).await?;
     let head = state.log.stream_head(StreamId(tenant.id)).await?;
     let (seq, hash) = head.map_or((0, eventlog::ZERO_HASH), |h| (h.seq, h.hash));
-    Ok(Json(json!({ "head_seq": seq, "head_hash": hash.to_hex() })).into_response())
+    Ok(Json(LogHead {
+        head_seq: seq,
+        head_hash: hash.to_hex(),
+    })
+    .into_response())
 }
 
 /// `GET /api/v1/audit/state?at=T`: the tenant replayed from its log up to T (RFC 3339; now if
@@ -163,13 +206,13 @@ pub async fn state_at(
             })?
             .with_timezone(&Utc),
     };
-    let (seq, state_json) =
+    let (seq, state) =
         replay_until::<_, Problem>(state.log.as_ref(), TenantId(tenant.id), at).await?;
-    Ok(Json(json!({
-        "at": at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-        "seq": seq,
-        "state": state_json,
-    }))
+    Ok(Json(StateAt {
+        at: at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        seq,
+        state,
+    })
     .into_response())
 }
 
@@ -180,7 +223,7 @@ pub async fn replay_until<L: EventLog, E>(
     log: &L,
     tenant: TenantId,
     at: DateTime<Utc>,
-) -> Result<(u64, Option<Value>), E>
+) -> Result<(u64, Option<AuditedState>), E>
 where
     E: From<eventlog::Error> + From<domain::event::DecodeError> + From<DomainError>,
 {
@@ -189,69 +232,209 @@ where
         .await?;
     let state = match &history.folded {
         Folded::Empty => None,
-        Folded::Msp(t) => Some(msp_json(t)),
-        Folded::Customer(t) => Some(customer_json(t)),
+        Folded::Msp(t) => Some(AuditedState::Msp(AuditedMsp::of(t))),
+        Folded::Customer(t) => Some(AuditedState::Customer(Box::new(AuditedCustomer::of(t)))),
         Folded::Corrupt(e) => return Err(e.clone().into()),
     };
     Ok((history.seq, state))
 }
 
-/// An MSP tenant's state, for auditors.
-pub fn msp_json(t: &MspTenant) -> Value {
-    json!({
-        "kind": "msp",
-        "id": t.id,
-        "name": t.name,
-        "display_name": t.display_name,
-        "host_label": t.host_label,
-        "user_source": t.user_source,
-        "users": t.users.values().map(|u| json!({
-            "id": u.id,
-            "email": u.email,
-            "first_name": u.first_name,
-            "last_name": u.last_name,
-            "admin": u.admin,
-            "devices": u.enrollment.devices.len(),
-            "delegations": u.delegations,
-            "auditor_of": u.auditor_of,
-        })).collect::<Vec<_>>(),
-        // By id: a customer's names are in its own log, not in its MSP's.
-        "customers": t.customers.iter().map(|id| json!({ "id": id })).collect::<Vec<_>>(),
-    })
+/// A tenant's state as auditors see it: no sealed value, only whether one is set.
+#[derive(Serialize, JsonSchema)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum AuditedState {
+    Msp(AuditedMsp),
+    Customer(Box<AuditedCustomer>),
 }
 
-/// A customer tenant's state, for auditors: no sealed value, only whether one is set.
-pub fn customer_json(t: &CustomerTenant) -> Value {
-    json!({
-        "kind": "customer",
-        "id": t.id,
-        "msp_id": t.msp_id,
-        "name": t.name,
-        "display_name": t.display_name,
-        "host_label": t.host_label,
-        "user_source": t.user_source,
-        "master_key_version": t.master_key,
-        "desktop_login": t.desktop_login.map(|(enabled, method)| json!({"enabled": enabled, "method": method})),
-        "users": t.users.values().map(|u| json!({
-            "id": u.id,
-            "first_name": u.first_name,
-            "last_name": u.last_name,
-            "username": u.username,
-            "email": u.email,
-            "enabled": u.enabled,
-            "has_password": u.password.is_some(),
-            "password_version": u.password_version,
-            "has_personal_email": u.personal_email.is_some(),
-            "passwordless": u.passwordless,
-            "devices": u.enrollment.devices.len(),
-        })).collect::<Vec<_>>(),
-        "branding": {
-            "version": t.branding.version,
-            "background": t.branding.background,
-            "logo": t.branding.logo,
-            "text": t.branding.text,
-        },
-        "shared_account": t.shared_account,
-        "agents": t.agents.values().map(|a| json!({"device_id": a.id, "hostname": a.hostname})).collect::<Vec<_>>(),
-    })
+/// A value as the log's events spell it (`"local"`, `"password"`, ...).
+fn spelled<T: Serialize>(value: &T) -> String {
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::String(text)) => text,
+        Ok(other) => other.to_string(),
+        Err(_) => String::new(),
+    }
+}
+
+#[derive(Serialize, JsonSchema)]
+pub struct AuditedMsp {
+    id: Uuid,
+    name: String,
+    display_name: String,
+    host_label: String,
+    user_source: String,
+    users: Vec<AuditedMspUser>,
+    /// By id: a customer's names are in its own log, not in its MSP's.
+    customers: Vec<AuditedCustomerRef>,
+}
+
+#[derive(Serialize, JsonSchema)]
+pub struct AuditedMspUser {
+    id: Uuid,
+    email: String,
+    first_name: Option<String>,
+    last_name: Option<String>,
+    admin: bool,
+    devices: usize,
+    /// The customers delegated to the user, by id.
+    delegations: Vec<Uuid>,
+    /// The tenants whose logs the user audits, by id.
+    auditor_of: Vec<Uuid>,
+}
+
+#[derive(Serialize, JsonSchema)]
+pub struct AuditedCustomerRef {
+    id: Uuid,
+}
+
+impl AuditedMsp {
+    fn of(t: &MspTenant) -> AuditedMsp {
+        AuditedMsp {
+            id: t.id.0,
+            name: t.name.clone(),
+            display_name: t.display_name.clone(),
+            host_label: t.host_label.clone(),
+            user_source: spelled(&t.user_source),
+            users: t
+                .users
+                .values()
+                .map(|u| AuditedMspUser {
+                    id: u.id.0,
+                    email: u.email.clone(),
+                    first_name: u.first_name.clone(),
+                    last_name: u.last_name.clone(),
+                    admin: u.admin,
+                    devices: u.enrollment.devices.len(),
+                    delegations: u.delegations.iter().map(|t| t.0).collect(),
+                    auditor_of: u.auditor_of.iter().map(|t| t.0).collect(),
+                })
+                .collect(),
+            customers: t
+                .customers
+                .iter()
+                .map(|id| AuditedCustomerRef { id: id.0 })
+                .collect(),
+        }
+    }
+}
+
+#[derive(Serialize, JsonSchema)]
+pub struct AuditedCustomer {
+    id: Uuid,
+    msp_id: Uuid,
+    name: String,
+    display_name: String,
+    host_label: String,
+    user_source: String,
+    master_key_version: Option<u32>,
+    desktop_login: Option<AuditedDesktopLogin>,
+    users: Vec<AuditedDirectoryUser>,
+    branding: AuditedBranding,
+    shared_account: Option<String>,
+    agents: Vec<AuditedAgent>,
+}
+
+#[derive(Serialize, JsonSchema)]
+pub struct AuditedDesktopLogin {
+    enabled: bool,
+    #[schemars(extend("enum" = ["password", "passwordless"]))]
+    method: String,
+}
+
+#[derive(Serialize, JsonSchema)]
+pub struct AuditedDirectoryUser {
+    id: Uuid,
+    first_name: String,
+    last_name: String,
+    username: String,
+    email: String,
+    enabled: bool,
+    has_password: bool,
+    password_version: u32,
+    has_personal_email: bool,
+    passwordless: bool,
+    devices: usize,
+}
+
+#[derive(Serialize, JsonSchema)]
+pub struct AuditedBranding {
+    version: u32,
+    background: Option<AuditedImage>,
+    logo: Option<AuditedImage>,
+    text: Option<String>,
+}
+
+/// A branding image as the log records it: its blob's SHA-256 and what it is.
+#[derive(Serialize, JsonSchema)]
+pub struct AuditedImage {
+    blob: String,
+    media_type: String,
+    width: u32,
+    height: u32,
+}
+
+#[derive(Serialize, JsonSchema)]
+pub struct AuditedAgent {
+    device_id: Uuid,
+    hostname: String,
+}
+
+impl AuditedCustomer {
+    fn of(t: &CustomerTenant) -> AuditedCustomer {
+        let image = |i: &Option<domain::event::ImageRef>| {
+            i.as_ref().map(|i| AuditedImage {
+                blob: i.blob.clone(),
+                media_type: i.media_type.clone(),
+                width: i.width,
+                height: i.height,
+            })
+        };
+        AuditedCustomer {
+            id: t.id.0,
+            msp_id: t.msp_id.0,
+            name: t.name.clone(),
+            display_name: t.display_name.clone(),
+            host_label: t.host_label.clone(),
+            user_source: spelled(&t.user_source),
+            master_key_version: t.master_key,
+            desktop_login: t
+                .desktop_login
+                .map(|(enabled, method)| AuditedDesktopLogin {
+                    enabled,
+                    method: spelled(&method),
+                }),
+            users: t
+                .users
+                .values()
+                .map(|u| AuditedDirectoryUser {
+                    id: u.id.0,
+                    first_name: u.first_name.clone(),
+                    last_name: u.last_name.clone(),
+                    username: u.username.clone(),
+                    email: u.email.clone(),
+                    enabled: u.enabled,
+                    has_password: u.password.is_some(),
+                    password_version: u.password_version,
+                    has_personal_email: u.personal_email.is_some(),
+                    passwordless: u.passwordless,
+                    devices: u.enrollment.devices.len(),
+                })
+                .collect(),
+            branding: AuditedBranding {
+                version: t.branding.version,
+                background: image(&t.branding.background),
+                logo: image(&t.branding.logo),
+                text: t.branding.text.clone(),
+            },
+            shared_account: t.shared_account.clone(),
+            agents: t
+                .agents
+                .values()
+                .map(|a| AuditedAgent {
+                    device_id: a.id.0,
+                    hostname: a.hostname.clone(),
+                })
+                .collect(),
+        }
+    }
 }

@@ -17,7 +17,8 @@ use domain::ids::TenantId;
 use domain::validate::{self, ImageLimits};
 use eventlog::{Digest32, EventLog, StreamId};
 use projections::TenantRow;
-use serde_json::{Value, json};
+use schemars::JsonSchema;
+use serde::Serialize;
 
 use crate::app::{AppState, Shared};
 use crate::command::{self, Plan, fold_customer};
@@ -28,24 +29,42 @@ use crate::routes::settings_written;
 /// The largest branding upload: two images at their limit and the text.
 pub const UPLOAD_LIMIT: usize = 2 * (2 << 20) + 64 * 1024;
 
-fn image_json(tenant: &TenantRow, which: &str, image: &Option<ImageRef>) -> Value {
-    image.as_ref().map_or(Value::Null, |i| {
-        json!({
-            "url": format!("/api/v1/branding/{which}?v={}", tenant.branding_version),
-            "media_type": i.media_type,
-            "width": i.width,
-            "height": i.height,
-        })
+/// The desktop login screen's branding.
+#[derive(Serialize, JsonSchema)]
+pub struct Branding {
+    /// Moves at each change; agents fetch again when it does.
+    version: u32,
+    text: Option<String>,
+    background: Option<BrandingImage>,
+    logo: Option<BrandingImage>,
+}
+
+/// A branding image and where to fetch it.
+#[derive(Serialize, JsonSchema)]
+pub struct BrandingImage {
+    url: String,
+    #[schemars(extend("enum" = ["image/png", "image/jpeg"]))]
+    media_type: String,
+    width: u32,
+    height: u32,
+}
+
+fn image_json(tenant: &TenantRow, which: &str, image: &Option<ImageRef>) -> Option<BrandingImage> {
+    image.as_ref().map(|i| BrandingImage {
+        url: format!("/api/v1/branding/{which}?v={}", tenant.branding_version),
+        media_type: i.media_type.clone(),
+        width: i.width,
+        height: i.height,
     })
 }
 
-fn branding_json(tenant: &TenantRow) -> Value {
-    json!({
-        "version": tenant.branding_version,
-        "text": tenant.branding_text,
-        "background": image_json(tenant, "background", &tenant.branding_background),
-        "logo": image_json(tenant, "logo", &tenant.branding_logo),
-    })
+fn branding_json(tenant: &TenantRow) -> Branding {
+    Branding {
+        version: tenant.branding_version,
+        text: tenant.branding_text.clone(),
+        background: image_json(tenant, "background", &tenant.branding_background),
+        logo: image_json(tenant, "logo", &tenant.branding_logo),
+    }
 }
 
 /// `GET /api/v1/branding` → `{version, text, background, logo}` with image URLs.

@@ -23,8 +23,7 @@ use domain::ids::{TenantId, UserId};
 use eventlog::{EventLog, StreamId, WrappedKey};
 use projections::{TenantRow, UserRow};
 use schemars::JsonSchema;
-use serde::{Deserialize, Deserializer};
-use serde_json::{Value, json};
+use serde::{Deserialize, Deserializer, Serialize};
 use uuid::Uuid;
 
 use crate::app::{AppState, Shared};
@@ -193,21 +192,43 @@ fn seal_email(key: &DataKey, tenant: Uuid, user: UserId, email: &str) -> Result<
     .map_err(Problem::from)
 }
 
-fn user_json(user: &UserRow) -> Value {
-    json!({
-        "id": user.id,
-        "first_name": user.first_name,
-        "last_name": user.last_name,
-        "username": user.username,
-        "email": user.email,
-        "enabled": user.enabled,
-        "has_password": user.has_password,
-        "password_version": user.password_version,
-        "passwordless": user.passwordless,
-        "passwordless_enrolled": user.passwordless && user.devices > 0,
-        "has_personal_email": user.has_personal_email,
-        "created_at": user.created_at,
-    })
+/// A directory user as the routes answer it: whether secrets are set, never the secrets.
+#[derive(Serialize, JsonSchema)]
+pub struct DirectoryUser {
+    id: Uuid,
+    first_name: Option<String>,
+    last_name: Option<String>,
+    /// The Windows username.
+    username: Option<String>,
+    /// Company email or UPN.
+    email: String,
+    enabled: bool,
+    has_password: bool,
+    /// Moves at each password change; workstations drop cached logins of older versions.
+    password_version: u32,
+    /// Invited to passwordless MFA.
+    passwordless: bool,
+    /// Invited, and has enrolled a device.
+    passwordless_enrolled: bool,
+    has_personal_email: bool,
+    created_at: String,
+}
+
+fn user_json(user: &UserRow) -> DirectoryUser {
+    DirectoryUser {
+        id: user.id,
+        first_name: user.first_name.clone(),
+        last_name: user.last_name.clone(),
+        username: user.username.clone(),
+        email: user.email.clone(),
+        enabled: user.enabled,
+        has_password: user.has_password,
+        password_version: user.password_version,
+        passwordless: user.passwordless,
+        passwordless_enrolled: user.passwordless && user.devices > 0,
+        has_personal_email: user.has_personal_email,
+        created_at: user.created_at.clone(),
+    }
 }
 
 /// `GET /api/v1/settings/master-key` → `{enabled, key_version}`.
@@ -273,22 +294,59 @@ pub async fn put_master_key(
     settings_written(&state, &headers, committed.as_ref(), master_key_json).await
 }
 
-fn master_key_json(tenant: &TenantRow) -> Value {
-    json!({
-        "enabled": tenant.master_key_version.is_some(),
-        "key_version": tenant.master_key_version,
-    })
+/// The customer's master key.
+#[derive(Serialize, JsonSchema)]
+pub struct MasterKey {
+    enabled: bool,
+    /// The data key's version while enabled.
+    key_version: Option<u32>,
 }
 
-fn shared_account_json(tenant: &TenantRow) -> Value {
-    json!({"username": tenant.shared_account})
+fn master_key_json(tenant: &TenantRow) -> MasterKey {
+    MasterKey {
+        enabled: tenant.master_key_version.is_some(),
+        key_version: tenant.master_key_version,
+    }
 }
 
-fn desktop_login_json(tenant: &TenantRow) -> Value {
-    json!({
-        "enabled": tenant.desktop_login_enabled,
-        "method": tenant.desktop_login_method.as_deref().unwrap_or("password"),
-    })
+/// The shared local admin account of the customer's workstations.
+#[derive(Serialize, JsonSchema)]
+pub struct SharedAccount {
+    /// None until configured.
+    username: Option<String>,
+}
+
+fn shared_account_json(tenant: &TenantRow) -> SharedAccount {
+    SharedAccount {
+        username: tenant.shared_account.clone(),
+    }
+}
+
+/// Desktop login at the customer's workstations.
+#[derive(Serialize, JsonSchema)]
+pub struct DesktopLogin {
+    enabled: bool,
+    #[schemars(extend("enum" = ["password", "passwordless"]))]
+    method: String,
+}
+
+fn desktop_login_json(tenant: &TenantRow) -> DesktopLogin {
+    DesktopLogin {
+        enabled: tenant.desktop_login_enabled,
+        method: tenant
+            .desktop_login_method
+            .clone()
+            .unwrap_or_else(|| "password".into()),
+    }
+}
+
+/// A new enrollment token: shown this once, kept nowhere.
+#[derive(Serialize, JsonSchema)]
+pub struct NewEnrollmentToken {
+    id: Uuid,
+    /// Give it to `idem-agent enroll`; it works once, until `expires_at`.
+    token: String,
+    expires_at: String,
 }
 
 /// `GET /api/v1/settings/desktop-login` → `{enabled, method}`.
@@ -611,11 +669,11 @@ pub async fn issue_enrollment_token(
         committed.as_ref(),
         (
             StatusCode::CREATED,
-            Json(json!({
-                "id": token_id,
-                "token": token,
-                "expires_at": expires_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-            })),
+            Json(NewEnrollmentToken {
+                id: token_id,
+                token,
+                expires_at: expires_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            }),
         )
             .into_response(),
     )

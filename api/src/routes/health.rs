@@ -40,6 +40,22 @@ fn log_stopped(state: &AppState) -> bool {
     true
 }
 
+/// Whether the service takes traffic, and why not (the same body with 503).
+#[derive(serde::Serialize, schemars::JsonSchema)]
+pub struct Readiness {
+    ready: bool,
+    /// False once a write to the log failed: the service must be restarted.
+    log_writable: bool,
+    /// The log's last position.
+    head: u64,
+    /// How far the furthest-behind projection is from `head`.
+    lag: u64,
+    max_lag: u64,
+    projections: Vec<projections::ProjectorStatus>,
+    /// Whether the key mirror has every deletion; null without a mirror.
+    key_mirror_current: Option<bool>,
+}
+
 /// Ready: every projector running and not failing, lag bounded. Quarantined tenants are listed
 /// in the body (and counted in /metrics) without making the service unready; so is a key
 /// mirror whose last refresh failed (`key_mirror_current`: false; null without a mirror).
@@ -47,15 +63,15 @@ pub async fn readyz(State(state): State<Shared>) -> Response {
     let status = state.projections.status();
     let log_writable = !log_stopped(&state);
     let ready = log_writable && status.is_ready(MAX_READY_LAG);
-    let body = serde_json::json!({
-        "ready": ready,
-        "log_writable": log_writable,
-        "head": status.head,
-        "lag": status.lag(),
-        "max_lag": MAX_READY_LAG,
-        "projections": status.projectors,
-        "key_mirror_current": state.key_mirror.as_ref().map(|m| !m.is_behind()),
-    });
+    let body = Readiness {
+        ready,
+        log_writable,
+        head: status.head,
+        lag: status.lag(),
+        max_lag: MAX_READY_LAG,
+        key_mirror_current: state.key_mirror.as_ref().map(|m| !m.is_behind()),
+        projections: status.projectors,
+    };
     let code = if ready {
         StatusCode::OK
     } else {

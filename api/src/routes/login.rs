@@ -18,8 +18,7 @@ use domain::ids::{DeviceId, TenantId, UserId};
 use domain::session::{self, NewSession};
 use projections::TenantRow;
 use schemars::JsonSchema;
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::app::{AppState, Shared};
@@ -35,6 +34,72 @@ use crate::routes::{body, no_content, written};
 
 /// The longest a client may wait in one poll.
 const MAX_WAIT_SECONDS: u64 = 60;
+
+/// A QR challenge, to show as a QR code (`qr`) and poll until approved.
+#[derive(Serialize, JsonSchema)]
+pub struct Challenge {
+    id: Uuid,
+    /// The `idem://approve` URL the authenticator scans.
+    qr: String,
+    /// The host the approval is bound to.
+    host: String,
+    nonce: String,
+    #[schemars(extend("enum" = ["portal", "desktop", "elevate"]))]
+    purpose: String,
+    expires_at: String,
+    /// A portal challenge's secret for polling it (`Idem-Poll-Secret`); agents poll with
+    /// their credential instead.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    poll_secret: Option<String>,
+}
+
+/// A portal challenge's state; once approved, the session token (once).
+#[derive(Serialize, JsonSchema)]
+pub struct ChallengeAnswer {
+    #[schemars(extend("enum" = ["pending", "expired", "denied", "approved"]))]
+    status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    token: Option<String>,
+}
+
+/// The caller of `GET /api/v1/me`.
+#[derive(Serialize, JsonSchema)]
+pub struct Me {
+    user: MeUser,
+    tenant: MeTenant,
+    /// On this host: `admin`, `technician`, `auditor` or `user`.
+    roles: Vec<&'static str>,
+    session: MeSession,
+}
+
+#[derive(Serialize, JsonSchema)]
+pub struct MeUser {
+    id: Uuid,
+    email: String,
+    first_name: Option<String>,
+    last_name: Option<String>,
+    username: Option<String>,
+    /// The tenant the user belongs to (their MSP on a customer host).
+    tenant_id: Uuid,
+}
+
+#[derive(Serialize, JsonSchema)]
+pub struct MeTenant {
+    id: Uuid,
+    #[schemars(extend("enum" = ["msp", "customer"]))]
+    kind: String,
+    name: String,
+    display_name: String,
+    url: String,
+}
+
+#[derive(Serialize, JsonSchema)]
+pub struct MeSession {
+    id: Uuid,
+    #[schemars(extend("enum" = ["qr", "sso"]))]
+    method: String,
+    expires_at: String,
+}
 
 #[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -139,17 +204,15 @@ pub fn new_challenge(
         "idem://approve?host={host}&id={id}&nonce={nonce}&origin={}",
         percent(&origin)
     );
-    let mut body = json!({
-        "id": id,
-        "qr": qr,
-        "host": host,
-        "nonce": nonce,
-        "purpose": purpose,
-        "expires_at": expires_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-    });
-    if let Some(secret) = poll_secret {
-        body["poll_secret"] = json!(secret);
-    }
+    let body = Challenge {
+        id,
+        qr,
+        host,
+        nonce,
+        purpose: purpose.into(),
+        expires_at: expires_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        poll_secret,
+    };
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 
@@ -384,19 +447,20 @@ pub async fn poll(
         // Stopping: the page asks again, of the next process.
         () = state.stopped() => Poll::Pending,
     };
-    Ok(match answer {
-        Poll::Pending => Json(json!({"status": "pending"})).into_response(),
-        Poll::Expired => Json(json!({"status": "expired"})).into_response(),
-        Poll::Denied => Json(json!({"status": "denied"})).into_response(),
-        Poll::Approved(None) => Json(json!({"status": "approved"})).into_response(),
-        Poll::Approved(Some(token)) => {
-            let mut response = Json(json!({"status": "approved", "token": token})).into_response();
-            if let Some(cookie) = auth::session_cookie(&state, &token) {
-                response.headers_mut().insert(header::SET_COOKIE, cookie);
-            }
-            response
-        }
-    })
+    let (status, token) = match answer {
+        Poll::Pending => ("pending", None),
+        Poll::Expired => ("expired", None),
+        Poll::Denied => ("denied", None),
+        Poll::Approved(token) => ("approved", token),
+    };
+    let cookie = token
+        .as_deref()
+        .and_then(|token| auth::session_cookie(&state, token));
+    let mut response = Json(ChallengeAnswer { status, token }).into_response();
+    if let Some(cookie) = cookie {
+        response.headers_mut().insert(header::SET_COOKIE, cookie);
+    }
+    Ok(response)
 }
 
 /// `GET /sso?token=…` on a customer host: opens the hand-off made by
@@ -508,28 +572,28 @@ pub async fn me(
         .user(home, caller.session.user_id)
         .await?
         .ok_or_else(|| Problem::unauthorized("the user no longer exists"))?;
-    let body = json!({
-        "user": {
-            "id": user.id,
-            "email": user.email,
-            "first_name": user.first_name,
-            "last_name": user.last_name,
-            "username": user.username,
-            "tenant_id": home,
+    let body = Me {
+        user: MeUser {
+            id: user.id,
+            email: user.email,
+            first_name: user.first_name,
+            last_name: user.last_name,
+            username: user.username,
+            tenant_id: home,
         },
-        "tenant": {
-            "id": tenant.id,
-            "kind": tenant.kind,
-            "name": tenant.name,
-            "display_name": tenant.display_name,
-            "url": state.config.tenant_url(&tenant.host_label),
+        tenant: MeTenant {
+            id: tenant.id,
+            kind: tenant.kind.clone(),
+            name: tenant.name.clone(),
+            display_name: tenant.display_name.clone(),
+            url: state.config.tenant_url(&tenant.host_label),
         },
-        "roles": roles(&caller, &tenant),
-        "session": {
-            "id": caller.session.session_id,
-            "method": caller.session.method,
-            "expires_at": caller.session.expires_at,
+        roles: roles(&caller, &tenant),
+        session: MeSession {
+            id: caller.session.session_id,
+            method: caller.session.method.clone(),
+            expires_at: caller.session.expires_at.clone(),
         },
-    });
+    };
     Ok(Json(body).into_response())
 }

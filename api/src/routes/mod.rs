@@ -78,11 +78,11 @@ pub async fn settle(state: &AppState, committed: Option<&Committed>) {
 
 /// The answer to a write that changed the host tenant's settings: once projected, the
 /// settings as `render` shows them, with the write's position.
-pub async fn settings_written(
+pub async fn settings_written<T: serde::Serialize>(
     state: &AppState,
     headers: &axum::http::HeaderMap,
     committed: Option<&Committed>,
-    render: impl FnOnce(&projections::TenantRow) -> serde_json::Value,
+    render: impl FnOnce(&projections::TenantRow) -> T,
 ) -> Result<Response, Problem> {
     settle(state, committed).await;
     let tenant = crate::host::tenant(state, headers).await?;
@@ -94,13 +94,13 @@ pub async fn settings_written(
 
 /// The answer to a write that changed one user: once projected, the user as `render` shows
 /// them, with `status` and the write's position.
-pub async fn user_written(
+pub async fn user_written<T: serde::Serialize>(
     state: &AppState,
     committed: Option<&Committed>,
     tenant: uuid::Uuid,
     user: uuid::Uuid,
     status: StatusCode,
-    render: impl FnOnce(&projections::UserRow) -> serde_json::Value,
+    render: impl FnOnce(&projections::UserRow) -> T,
 ) -> Result<Response, Problem> {
     settle(state, committed).await;
     let row = user_row(state, tenant, user).await?;
@@ -153,6 +153,25 @@ pub mod by_host {
     pub enum UserToAdd {
         Msp(msp::NewUser),
         Directory(customer::NewUser),
+    }
+
+    /// A user as `GET`/`POST /api/v1/users` answer it: an MSP user on an MSP's host, a
+    /// directory user on a customer's.
+    #[derive(schemars::JsonSchema)]
+    #[schemars(untagged)]
+    #[allow(dead_code)]
+    pub enum UserAnswer {
+        Msp(msp::MspUser),
+        Directory(customer::DirectoryUser),
+    }
+
+    /// `GET /api/v1/users`: the MSP's users, or the customer's directory.
+    #[derive(schemars::JsonSchema)]
+    #[schemars(untagged)]
+    #[allow(dead_code)]
+    pub enum UsersAnswer {
+        Msp(Vec<msp::MspUser>),
+        Directory(Vec<customer::DirectoryUser>),
     }
 
     dispatch! {

@@ -20,8 +20,7 @@ use domain::msp::{self, MspCommand};
 use domain::session;
 use projections::{AuditorRole, TenantRow, UserRow};
 use schemars::JsonSchema;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::app::{AppState, Shared};
@@ -105,34 +104,117 @@ async fn run(
     command::on_msp(state, TenantId(tenant.id), &caller.actor, command).await
 }
 
-/// An MSP user as the routes answer it; `auditor`: the auditor roles they hold, on the MSP
-/// itself and on customers by name (the shapes `POST /api/v1/users/{id}/auditor` takes).
-fn user_json_with(user: &UserRow, auditor: &[AuditorRole], msp: Uuid) -> Value {
-    let held = auditor.iter().filter(|role| role.user_id == user.id);
-    let customers: Vec<&str> = held
-        .clone()
-        .filter(|role| role.tenant_id != msp)
-        .map(|role| role.tenant_name.as_str())
-        .collect();
-    json!({
-        "id": user.id,
-        "email": user.email,
-        "first_name": user.first_name,
-        "last_name": user.last_name,
-        "admin": user.is_admin,
-        "auditor": {
-            "msp": held.clone().any(|role| role.tenant_id == msp),
-            "customers": customers,
-        },
-        "onboarded": user.devices > 0,
-        "devices": user.devices,
-        "created_at": user.created_at,
-    })
+/// An MSP user as the routes answer it.
+#[derive(Serialize, JsonSchema)]
+pub struct MspUser {
+    id: Uuid,
+    email: String,
+    first_name: Option<String>,
+    last_name: Option<String>,
+    /// Admin of the MSP: reaches every customer.
+    admin: bool,
+    auditor: AuditorRoles,
+    /// Has enrolled an authenticator device.
+    onboarded: bool,
+    devices: u32,
+    created_at: String,
 }
 
-/// A user who holds no auditor role (just added).
-fn user_json(user: &UserRow) -> Value {
-    user_json_with(user, &[], user.tenant_id)
+/// The auditor roles a user holds, in the shapes `POST /api/v1/users/{id}/auditor` takes.
+#[derive(Serialize, JsonSchema)]
+pub struct AuditorRoles {
+    /// Auditor of the MSP's own log.
+    msp: bool,
+    /// The customers whose logs they audit, by name.
+    customers: Vec<String>,
+}
+
+impl MspUser {
+    /// `user` with the auditor roles among `auditor` that are theirs (`msp`: the MSP's id).
+    fn with_roles(user: &UserRow, auditor: &[AuditorRole], msp: Uuid) -> MspUser {
+        let held = auditor.iter().filter(|role| role.user_id == user.id);
+        MspUser {
+            id: user.id,
+            email: user.email.clone(),
+            first_name: user.first_name.clone(),
+            last_name: user.last_name.clone(),
+            admin: user.is_admin,
+            auditor: AuditorRoles {
+                msp: held.clone().any(|role| role.tenant_id == msp),
+                customers: held
+                    .filter(|role| role.tenant_id != msp)
+                    .map(|role| role.tenant_name.clone())
+                    .collect(),
+            },
+            onboarded: user.devices > 0,
+            devices: user.devices,
+            created_at: user.created_at.clone(),
+        }
+    }
+
+    /// A user who holds no auditor role (just added).
+    fn of(user: &UserRow) -> MspUser {
+        MspUser::with_roles(user, &[], user.tenant_id)
+    }
+}
+
+/// A tenant's user source.
+#[derive(Serialize, JsonSchema)]
+pub struct UserSourceAnswer {
+    #[schemars(extend("enum" = ["local"]))]
+    source: String,
+}
+
+/// A customer tenant with its counts, as the Customers table shows it.
+#[derive(Serialize, JsonSchema)]
+pub struct Customer {
+    id: Uuid,
+    name: String,
+    display_name: String,
+    /// The customer's own host.
+    url: String,
+    /// Enabled directory users with a password set or a device enrolled.
+    active_users: u64,
+    /// MSP users who reach the customer: admins and delegated technicians.
+    technicians: u64,
+}
+
+/// An MSP user who reaches a customer, and through what.
+#[derive(Serialize, JsonSchema)]
+pub struct Technician {
+    user_id: Uuid,
+    email: String,
+    first_name: Option<String>,
+    last_name: Option<String>,
+    /// `admin` (every customer) and/or `delegation` (this one).
+    via: Vec<String>,
+}
+
+/// A delegation just made.
+#[derive(Serialize, JsonSchema)]
+pub struct Delegation {
+    user_id: Uuid,
+    /// The customer's name.
+    customer: String,
+}
+
+/// A one-time hand-off onto a customer's host.
+#[derive(Serialize, JsonSchema)]
+pub struct SsoHandoff {
+    /// Open it in the browser within a minute; it works once.
+    url: String,
+    expires_at: String,
+}
+
+/// A customer tenant the caller can open from the user portal.
+#[derive(Serialize, JsonSchema)]
+pub struct AppLink {
+    tenant_id: Uuid,
+    name: String,
+    display_name: String,
+    url: String,
+    /// Where to ask for the SSO hand-off (`POST`).
+    sso: String,
 }
 
 /// `GET /api/v1/users`: the MSP's users, with their admin and auditor roles.
@@ -146,9 +228,9 @@ pub async fn list_users(
     let read = state.read();
     let users = read.users_of(tenant.id).await?;
     let auditor = read.auditor_roles_of(tenant.id).await?;
-    let users: Vec<Value> = users
+    let users: Vec<MspUser> = users
         .iter()
-        .map(|user| user_json_with(user, &auditor, tenant.id))
+        .map(|user| MspUser::with_roles(user, &auditor, tenant.id))
         .collect();
     Ok(Json(users).into_response())
 }
@@ -182,7 +264,7 @@ pub async fn add_user(
         tenant.id,
         user_id.0,
         StatusCode::CREATED,
-        user_json,
+        MspUser::of,
     )
     .await
 }
@@ -201,7 +283,7 @@ pub async fn get_user(
     }
     let user = user_row(&state, tenant.id, id).await?;
     let auditor = state.read().auditor_roles_of(tenant.id).await?;
-    Ok(Json(user_json_with(&user, &auditor, tenant.id)).into_response())
+    Ok(Json(MspUser::with_roles(&user, &auditor, tenant.id)).into_response())
 }
 
 /// `DELETE /api/v1/users/{id}` → 204: the user, their devices, roles, delegations and
@@ -251,7 +333,7 @@ async fn set_admin(
         tenant.id,
         id,
         StatusCode::OK,
-        user_json,
+        MspUser::of,
     )
     .await
 }
@@ -282,7 +364,10 @@ pub async fn get_user_source(
 ) -> Result<Response, Problem> {
     let (tenant, caller) = context(&state, &method, &headers).await?;
     caller.may(Action::ReadTenantSettings, &tenant)?;
-    Ok(Json(json!({"source": tenant.user_source})).into_response())
+    Ok(Json(UserSourceAnswer {
+        source: tenant.user_source.clone(),
+    })
+    .into_response())
 }
 
 /// `PUT /api/v1/settings/user-source` `{source: "local"}` on any tenant host.
@@ -312,12 +397,9 @@ pub async fn put_user_source(
             command::on_customer(&state, id, actor, command).await?
         }
     };
-    settings_written(
-        &state,
-        &headers,
-        committed.as_ref(),
-        |t| json!({"source": t.user_source}),
-    )
+    settings_written(&state, &headers, committed.as_ref(), |t| UserSourceAnswer {
+        source: t.user_source.clone(),
+    })
     .await
 }
 
@@ -334,15 +416,15 @@ async fn customer(state: &AppState, msp: &TenantRow, name: &str) -> Result<Tenan
         .ok_or_else(missing)
 }
 
-fn customer_json(state: &AppState, row: &projections::CustomerRow) -> Value {
-    json!({
-        "id": row.id,
-        "name": row.name,
-        "display_name": row.display_name,
-        "url": state.config.tenant_url(&row.host_label),
-        "active_users": row.active_users,
-        "technicians": row.technicians,
-    })
+fn customer_json(state: &AppState, row: &projections::CustomerRow) -> Customer {
+    Customer {
+        id: row.id,
+        name: row.name.clone(),
+        display_name: row.display_name.clone(),
+        url: state.config.tenant_url(&row.host_label),
+        active_users: row.active_users,
+        technicians: row.technicians,
+    }
 }
 
 /// `GET /api/v1/customers`: the seed's table, with active users and technicians.
@@ -484,7 +566,7 @@ pub async fn list_technicians(
     let customer = customer(&state, &tenant, &name).await?;
     let read = state.read();
     let access = read.access_to(customer.id).await?;
-    let mut technicians: Vec<Value> = Vec::new();
+    let mut technicians: Vec<Technician> = Vec::new();
     let mut seen = std::collections::BTreeSet::new();
     for row in &access {
         if row.via == "auditor" || !seen.insert(row.user_id) {
@@ -493,18 +575,18 @@ pub async fn list_technicians(
         let Some(user) = read.user(tenant.id, row.user_id).await? else {
             continue;
         };
-        let via: Vec<&str> = access
+        let via = access
             .iter()
             .filter(|a| a.user_id == row.user_id && a.via != "auditor")
-            .map(|a| a.via.as_str())
+            .map(|a| a.via.clone())
             .collect();
-        technicians.push(json!({
-            "user_id": user.id,
-            "email": user.email,
-            "first_name": user.first_name,
-            "last_name": user.last_name,
-            "via": via,
-        }));
+        technicians.push(Technician {
+            user_id: user.id,
+            email: user.email,
+            first_name: user.first_name,
+            last_name: user.last_name,
+            via,
+        });
     }
     Ok(Json(technicians).into_response())
 }
@@ -536,7 +618,10 @@ pub async fn delegate(
         committed.as_ref(),
         (
             StatusCode::CREATED,
-            Json(json!({"user_id": request.user_id, "customer": customer.name})),
+            Json(Delegation {
+                user_id: request.user_id,
+                customer: customer.name,
+            }),
         )
             .into_response(),
     ))
@@ -604,10 +689,10 @@ pub async fn sso(
         "{}/sso?token={token}",
         state.config.tenant_url(&customer.host_label)
     );
-    Ok(Json(json!({
-        "url": url,
-        "expires_at": expires_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-    }))
+    Ok(Json(SsoHandoff {
+        url,
+        expires_at: expires_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+    })
     .into_response())
 }
 
@@ -620,16 +705,14 @@ pub async fn apps(
     let (tenant, caller) = msp_context(&state, &method, &headers).await?;
     caller.may(Action::ReadOwnProfile, &tenant)?;
     let apps = state.read().apps_of(caller.session.user_id).await?;
-    let apps: Vec<Value> = apps
+    let apps: Vec<AppLink> = apps
         .iter()
-        .map(|app| {
-            json!({
-                "tenant_id": app.tenant_id,
-                "name": app.name,
-                "display_name": app.display_name,
-                "url": state.config.tenant_url(&app.host_label),
-                "sso": format!("/api/v1/customers/{}/sso", app.name),
-            })
+        .map(|app| AppLink {
+            tenant_id: app.tenant_id,
+            name: app.name.clone(),
+            display_name: app.display_name.clone(),
+            url: state.config.tenant_url(&app.host_label),
+            sso: format!("/api/v1/customers/{}/sso", app.name),
         })
         .collect();
     Ok(Json(apps).into_response())

@@ -14,8 +14,7 @@ use domain::ids::{DeviceId, TenantId};
 use domain::msp::{self, MspCommand};
 use domain::onboarding::Attempt;
 use schemars::JsonSchema;
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
 use std::time::Instant;
 use uuid::Uuid;
@@ -148,9 +147,24 @@ pub async fn start(
     }
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({"status": "if the email can onboard, a code is on its way"})),
+        Json(OnboardingStarted {
+            status: "if the email can onboard, a code is on its way",
+        }),
     )
         .into_response())
+}
+
+/// The same answer whether or not the email may onboard (no account enumeration).
+#[derive(Serialize, JsonSchema)]
+pub struct OnboardingStarted {
+    status: &'static str,
+}
+
+/// An onboarded user and their new device.
+#[derive(Serialize, JsonSchema)]
+pub struct Onboarded {
+    user_id: Uuid,
+    device_id: Uuid,
 }
 
 /// 201 `{user_id, device_id}` once the code checks out; a wrong code is a 401 and counts
@@ -212,7 +226,10 @@ pub async fn complete(
         .ok_or_else(|| Problem::internal(&"onboarding completed without a device"))?;
     let response = (
         StatusCode::CREATED,
-        Json(json!({"user_id": user_id.0, "device_id": device_id.0})),
+        Json(Onboarded {
+            user_id: user_id.0,
+            device_id: device_id.0,
+        }),
     )
         .into_response();
     Ok(written(&state, committed.as_ref(), response).await)

@@ -12,8 +12,7 @@ use domain::decision::Decision;
 use domain::ids::{TenantId, UserId};
 use domain::msp::{self, MspCommand, MspTenant};
 use schemars::JsonSchema;
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::app::Shared;
@@ -23,6 +22,28 @@ use crate::host::{self, Host};
 use crate::mail::Message;
 use crate::problem::Problem;
 use crate::routes::{body, one_time_code, written};
+
+/// A new MSP tenant and its first admin (who gets an onboarding code by email).
+#[derive(Serialize, JsonSchema)]
+pub struct SignedUp {
+    tenant: SignedUpTenant,
+    admin: SignedUpAdmin,
+}
+
+#[derive(Serialize, JsonSchema)]
+pub struct SignedUpTenant {
+    id: Uuid,
+    name: String,
+    display_name: String,
+    /// The MSP's own host.
+    url: String,
+}
+
+#[derive(Serialize, JsonSchema)]
+pub struct SignedUpAdmin {
+    id: Uuid,
+    email: String,
+}
 
 #[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -116,15 +137,18 @@ pub async fn create_msp(
     // If it fails (logged), the tenant exists and the admin can ask for a new code.
     state.mailer.post(message).await;
 
-    let body = json!({
-        "tenant": {
-            "id": tenant_id.0,
-            "name": tenant.name,
-            "display_name": tenant.display_name,
-            "url": state.config.tenant_url(&tenant.host_label),
+    let body = SignedUp {
+        tenant: SignedUpTenant {
+            id: tenant_id.0,
+            name: tenant.name.clone(),
+            display_name: tenant.display_name.clone(),
+            url: state.config.tenant_url(&tenant.host_label),
         },
-        "admin": { "id": admin_id.0, "email": admin_email },
-    });
+        admin: SignedUpAdmin {
+            id: admin_id.0,
+            email: admin_email,
+        },
+    };
     Ok(written(
         state,
         Some(&committed),

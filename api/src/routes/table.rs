@@ -23,6 +23,8 @@ pub struct Operation {
     pub body: Option<SchemaFn>,
     /// Its query string's parameters (an object's properties).
     pub query: Option<SchemaFn>,
+    /// Its JSON answer on success, built from the very type the handler serializes.
+    pub response: Option<SchemaFn>,
 }
 
 /// The schema of `T` as a reference into the document's components.
@@ -47,7 +49,7 @@ macro_rules! schema {
 }
 
 macro_rules! routes {
-    ($session:literal; $( $path:literal => { $( $method:ident ( $handler:path $(, body = $body:ty)? $(, query = $query:ty)? ) $summary:literal ),+ $(,)? } )*) => {
+    ($session:literal; $( $path:literal => { $( $method:ident ( $handler:path $(, body = $body:ty)? $(, query = $query:ty)? $(, response = $response:ty)? ) $summary:literal ),+ $(,)? } )*) => {
         /// The router of this table's routes.
         pub fn router() -> Router<Shared> {
             Router::new() $( .route($path, MethodRouter::new() $( .$method($handler) )+ ) )*
@@ -61,6 +63,7 @@ macro_rules! routes {
             session: $session,
             body: schema!(reference $($body)?),
             query: schema!(inline $($query)?),
+            response: schema!(reference $($response)?),
         }, )+ )* ];
     };
 }
@@ -71,22 +74,22 @@ pub mod public {
 
     routes! { false;
         "/healthz" => { get(health::healthz) "Liveness" }
-        "/readyz" => { get(health::readyz) "Readiness: projectors running, lag bounded" }
+        "/readyz" => { get(health::readyz, response = health::Readiness) "Readiness: projectors running, lag bounded" }
         "/metrics" => { get(health::metrics) "Prometheus metrics" }
-        "/api/v1/openapi.json" => { get(crate::openapi::document) "This document" }
-        "/api/v1/signup" => { post(signup::signup, body = signup::SignupRequest) "Sign up an MSP tenant (apex host)" }
-        "/api/v1/onboarding/start" => { post(onboarding::start, body = onboarding::StartRequest) "Email a one-time onboarding code (always 202)" }
-        "/api/v1/onboarding/complete" => { post(onboarding::complete, body = onboarding::CompleteRequest) "Verify the code and register a device's Ed25519 key" }
-        "/api/v1/login/challenges" => { post(login::create_challenge, body = login::ChallengeRequest) "A QR login challenge" }
-        "/api/v1/login/challenges/{id}" => { get(login::poll, query = login::WaitQuery) "Wait for a challenge's approval (long-poll); the token once" }
+        "/api/v1/openapi.json" => { get(crate::openapi::document, response = serde_json::Map<String, serde_json::Value>) "This document" }
+        "/api/v1/signup" => { post(signup::signup, body = signup::SignupRequest, response = signup::SignedUp) "Sign up an MSP tenant (apex host)" }
+        "/api/v1/onboarding/start" => { post(onboarding::start, body = onboarding::StartRequest, response = onboarding::OnboardingStarted) "Email a one-time onboarding code (always 202)" }
+        "/api/v1/onboarding/complete" => { post(onboarding::complete, body = onboarding::CompleteRequest, response = onboarding::Onboarded) "Verify the code and register a device's Ed25519 key" }
+        "/api/v1/login/challenges" => { post(login::create_challenge, body = login::ChallengeRequest, response = login::Challenge) "A QR login challenge" }
+        "/api/v1/login/challenges/{id}" => { get(login::poll, query = login::WaitQuery, response = login::ChallengeAnswer) "Wait for a challenge's approval (long-poll); the token once" }
         "/api/v1/login/challenges/{id}/approve" => { post(login::approve, body = login::ApproveRequest) "Approve a challenge with a device's signature" }
         "/sso" => { get(login::open_handoff, query = login::HandoffQuery) "Open an SSO hand-off on a customer host" }
-        "/api/v1/agent/enroll" => { post(agent::enroll, body = agent::EnrollRequest) "Exchange an enrollment token for a device credential" }
-        "/api/v1/agent/changes" => { get(agent::changes, query = agent::ChangesQuery) "The directory change feed (device credential; long-poll)" }
-        "/api/v1/agent/login" => { post(agent::login, body = agent::LoginRequest) "Check a workstation password login (device credential)" }
-        "/api/v1/agent/branding" => { get(agent::branding) "The login screen's branding (device credential)" }
-        "/api/v1/agent/challenges" => { post(agent::create_challenge, body = agent::ChallengeRequest) "A QR challenge for a passwordless login or elevated access (device credential)" }
-        "/api/v1/agent/challenges/{id}" => { get(agent::poll_challenge, query = agent::WaitQuery) "Wait for an agent challenge's approval: the user or the shared account (device credential)" }
+        "/api/v1/agent/enroll" => { post(agent::enroll, body = agent::EnrollRequest, response = agent::Enrollment) "Exchange an enrollment token for a device credential" }
+        "/api/v1/agent/changes" => { get(agent::changes, query = agent::ChangesQuery, response = projections::Changes) "The directory change feed (device credential; long-poll)" }
+        "/api/v1/agent/login" => { post(agent::login, body = agent::LoginRequest, response = agent::AcceptedLogin) "Check a workstation password login (device credential)" }
+        "/api/v1/agent/branding" => { get(agent::branding, response = agent::AgentBranding) "The login screen's branding (device credential)" }
+        "/api/v1/agent/challenges" => { post(agent::create_challenge, body = agent::ChallengeRequest, response = login::Challenge) "A QR challenge for a passwordless login or elevated access (device credential)" }
+        "/api/v1/agent/challenges/{id}" => { get(agent::poll_challenge, query = agent::WaitQuery, response = agent::AgentChallengeAnswer) "Wait for an agent challenge's approval: the user or the shared account (device credential)" }
         "/api/v1/agent/branding/{image}" => { get(agent::branding_image) "A branding image (device credential)" }
     }
 }
@@ -96,69 +99,69 @@ pub mod session {
     use super::*;
 
     routes! { true;
-        "/api/v1/me" => { get(login::me) "The caller, their tenant and roles" }
+        "/api/v1/me" => { get(login::me, response = login::Me) "The caller, their tenant and roles" }
         "/api/v1/logout" => { post(login::logout) "End the session" }
         "/api/v1/users" => {
-            get(by_host::list_users) "MSP users, or the customer's directory",
-            post(by_host::add_user, body = by_host::UserToAdd) "Add an MSP user by email, or create a directory user",
+            get(by_host::list_users, response = by_host::UsersAnswer) "MSP users, or the customer's directory",
+            post(by_host::add_user, body = by_host::UserToAdd, response = by_host::UserAnswer) "Add an MSP user by email, or create a directory user",
         }
         "/api/v1/users/{id}" => {
-            get(by_host::get_user) "One user",
-            patch(customer::update_user, body = customer::UserPatch) "Change a directory user's names, emails, enabled",
+            get(by_host::get_user, response = by_host::UserAnswer) "One user",
+            patch(customer::update_user, body = customer::UserPatch, response = customer::DirectoryUser) "Change a directory user's names, emails, enabled",
             delete(by_host::remove_user) "Remove a user",
         }
         "/api/v1/users/{id}/admin" => {
-            post(msp::make_admin) "Make admin (every customer)",
-            delete(msp::revoke_admin) "Revoke the admin role",
+            post(msp::make_admin, response = msp::MspUser) "Make admin (every customer)",
+            delete(msp::revoke_admin, response = msp::MspUser) "Revoke the admin role",
         }
         "/api/v1/users/{id}/auditor" => {
             post(msp::grant_auditor, body = msp::AuditorBody) "Give a user the auditor role of the MSP or one customer",
             delete(msp::revoke_auditor, query = msp::AuditorQuery) "End an auditor role (?customer=NAME)",
         }
         "/api/v1/users/{id}/password" => { put(customer::set_password, body = customer::PasswordBody) "Set a directory user's password" }
-        "/api/v1/users/{id}/passwordless" => { post(customer::enable_passwordless) "Invite a directory user to passwordless MFA" }
+        "/api/v1/users/{id}/passwordless" => { post(customer::enable_passwordless, response = customer::DirectoryUser) "Invite a directory user to passwordless MFA" }
         "/api/v1/settings/user-source" => {
-            get(msp::get_user_source) "The tenant's user source",
-            put(msp::put_user_source, body = msp::UserSourceBody) "Choose the user source",
+            get(msp::get_user_source, response = msp::UserSourceAnswer) "The tenant's user source",
+            put(msp::put_user_source, body = msp::UserSourceBody, response = msp::UserSourceAnswer) "Choose the user source",
         }
         "/api/v1/settings/master-key" => {
-            get(customer::get_master_key) "The customer's master key",
-            put(customer::put_master_key, body = customer::MasterKeyBody) "Enable (or disable, if nothing is sealed) the master key",
+            get(customer::get_master_key, response = customer::MasterKey) "The customer's master key",
+            put(customer::put_master_key, body = customer::MasterKeyBody, response = customer::MasterKey) "Enable (or disable, if nothing is sealed) the master key",
         }
         "/api/v1/settings/desktop-login" => {
-            get(customer::get_desktop_login) "Desktop login settings",
-            put(customer::put_desktop_login, body = customer::DesktopLoginBody) "Enable desktop login and choose its method",
+            get(customer::get_desktop_login, response = customer::DesktopLogin) "Desktop login settings",
+            put(customer::put_desktop_login, body = customer::DesktopLoginBody, response = customer::DesktopLogin) "Enable desktop login and choose its method",
         }
         "/api/v1/accounts/shared" => {
-            get(customer::get_shared_account) "The shared local admin account",
-            put(customer::put_shared_account, body = customer::SharedAccountBody) "Configure the shared local admin account",
+            get(customer::get_shared_account, response = customer::SharedAccount) "The shared local admin account",
+            put(customer::put_shared_account, body = customer::SharedAccountBody, response = customer::SharedAccount) "Configure the shared local admin account",
         }
         "/api/v1/agent/enrollment-tokens" => {
-            get(customer::list_enrollment_tokens) "The enrollment tokens that can still enroll an agent",
-            post(customer::issue_enrollment_token) "A one-time agent enrollment token",
+            get(customer::list_enrollment_tokens, response = Vec<projections::EnrollmentTokenRow>) "The enrollment tokens that can still enroll an agent",
+            post(customer::issue_enrollment_token, response = customer::NewEnrollmentToken) "A one-time agent enrollment token",
         }
         "/api/v1/agent/enrollment-tokens/{id}" => { delete(customer::revoke_enrollment_token) "Withdraw an enrollment token before it is used" }
-        "/api/v1/agent/devices" => { get(agent::devices) "The tenant's enrolled agents" }
+        "/api/v1/agent/devices" => { get(agent::devices, response = Vec<projections::DeviceRow>) "The tenant's enrolled agents" }
         "/api/v1/agent/devices/{id}" => { delete(agent::revoke_device) "Revoke an agent, at once" }
         "/api/v1/customers" => {
-            get(msp::list_customers) "Customers with active users and technicians",
-            post(msp::create_customer, body = msp::NewCustomer) "Create a customer tenant",
+            get(msp::list_customers, response = Vec<msp::Customer>) "Customers with active users and technicians",
+            post(msp::create_customer, body = msp::NewCustomer, response = msp::Customer) "Create a customer tenant",
         }
         "/api/v1/customers/{name}" => {
-            get(msp::get_customer) "One customer with its active users and technicians",
+            get(msp::get_customer, response = msp::Customer) "One customer with its active users and technicians",
             delete(msp::delete_customer) "Delete a customer tenant and all its data",
         }
         "/api/v1/customers/{name}/technicians" => {
-            get(msp::list_technicians) "Who reaches the customer, and how",
-            post(msp::delegate, body = msp::NewDelegation) "Delegate the customer to a technician",
+            get(msp::list_technicians, response = Vec<msp::Technician>) "Who reaches the customer, and how",
+            post(msp::delegate, body = msp::NewDelegation, response = msp::Delegation) "Delegate the customer to a technician",
         }
         "/api/v1/customers/{name}/technicians/{user_id}" => { delete(msp::revoke_delegation) "Revoke a delegation, at once" }
-        "/api/v1/customers/{name}/sso" => { post(msp::sso) "A one-time, 60-second hand-off URL onto the customer's host" }
-        "/api/v1/apps" => { get(msp::apps) "The customer tenants the caller can open" }
+        "/api/v1/customers/{name}/sso" => { post(msp::sso, response = msp::SsoHandoff) "A one-time, 60-second hand-off URL onto the customer's host" }
+        "/api/v1/apps" => { get(msp::apps, response = Vec<msp::AppLink>) "The customer tenants the caller can open" }
         "/api/v1/audit/events" => { get(audit::events, query = audit::EventsQuery) "The tenant's log as NDJSON" }
-        "/api/v1/audit/head" => { get(audit::head) "Where the tenant's log ends (seq and hash), without walking it" }
-        "/api/v1/audit/verify" => { get(audit::verify) "The tenant's hash chain, verified" }
-        "/api/v1/audit/state" => { get(audit::state_at, query = audit::StateQuery) "The tenant's state at a time, replayed" }
+        "/api/v1/audit/head" => { get(audit::head, response = audit::LogHead) "Where the tenant's log ends (seq and hash), without walking it" }
+        "/api/v1/audit/verify" => { get(audit::verify, response = audit::Verification) "The tenant's hash chain, verified" }
+        "/api/v1/audit/state" => { get(audit::state_at, query = audit::StateQuery, response = audit::StateAt) "The tenant's state at a time, replayed" }
     }
 }
 
@@ -168,8 +171,8 @@ pub mod uploads {
 
     routes! { true;
         "/api/v1/branding" => {
-            get(branding::get_branding) "The desktop login screen's branding",
-            put(branding::put_branding) "Upload background, logo (PNG or JPEG) and text (multipart)",
+            get(branding::get_branding, response = branding::Branding) "The desktop login screen's branding",
+            put(branding::put_branding, response = branding::Branding) "Upload background, logo (PNG or JPEG) and text (multipart)",
         }
         "/api/v1/branding/{image}" => { get(branding::get_image) "A branding image (background or logo)" }
     }

@@ -1,0 +1,120 @@
+//! The API's answers held to its own OpenAPI document: every JSON body a test receives through
+//! [`crate::Platform::call`] is validated against the schema the document gives its operation,
+//! and every problem against the problem schema. A 2xx JSON answer of an operation the
+//! document gives no answer schema fails too, so a route cannot answer what the contract does
+//! not describe.
+
+use std::sync::LazyLock;
+
+use jsonschema::{Draft, Validator};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+/// One operation of the document: how its path is matched, and its answer's schema.
+struct Operation {
+    method: String,
+    template: String,
+    /// The path's segments; `None` for a parameter.
+    segments: Vec<Option<String>>,
+    answer: Option<Validator>,
+}
+
+struct Contract {
+    operations: Vec<Operation>,
+    problem: Validator,
+}
+
+static CONTRACT: LazyLock<Contract> = LazyLock::new(load);
+
+/// A validator of `schema`, whose references point into the document's components.
+fn validator(schema: &Value, components: &Value) -> Validator {
+    let root = json!({
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$ref": "#/$defs/answer",
+        "$defs": {"answer": schema},
+        "components": components,
+    });
+    jsonschema::options()
+        .with_draft(Draft::Draft202012)
+        .should_validate_formats(true)
+        .build(&root)
+        .unwrap_or_else(|e| panic!("the document's schema {schema} does not compile: {e}"))
+}
+
+fn load() -> Contract {
+    let document = api::openapi::build();
+    let components = &document["components"];
+    let mut operations = Vec::new();
+    for (template, methods) in document["paths"].as_object().unwrap() {
+        for (method, operation) in methods.as_object().unwrap() {
+            let schema = &operation["responses"]["2XX"]["content"]["application/json"]["schema"];
+            operations.push(Operation {
+                method: method.to_uppercase(),
+                template: template.clone(),
+                segments: template
+                    .split('/')
+                    .map(|s| (!s.starts_with('{')).then(|| s.to_owned()))
+                    .collect(),
+                answer: (!schema.is_null()).then(|| validator(schema, components)),
+            });
+        }
+    }
+    let problem = validator(&json!({"$ref": "#/components/schemas/Problem"}), components);
+    Contract {
+        operations,
+        problem,
+    }
+}
+
+/// The operation `method path` is, preferring literal segments over parameters.
+fn operation(method: &Method, path: &str) -> Option<&'static Operation> {
+    let segments: Vec<&str> = path.split('/').collect();
+    CONTRACT
+        .operations
+        .iter()
+        .filter(|op| op.method == method.as_str() && op.segments.len() == segments.len())
+        .filter(|op| {
+            op.segments
+                .iter()
+                .zip(&segments)
+                .all(|(template, segment)| template.as_deref().is_none_or(|t| t == *segment))
+        })
+        .max_by_key(|op| op.segments.iter().filter(|s| s.is_some()).count())
+}
+
+fn assert_valid(validator: &Validator, body: &Value, what: &str) {
+    let errors: Vec<String> = validator
+        .iter_errors(body)
+        .map(|e| format!("{} at {}", e, e.instance_path()))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "{what} does not match the OpenAPI document: {errors:#?}\nanswer: {body:#}"
+    );
+}
+
+/// Checks an answer to `method path` against the document; paths the document does not have
+/// (portal pages, `/sso`) are not its business.
+pub fn check(method: &Method, path: &str, status: u16, content_type: &str, body: &Value) {
+    let media_type = content_type.split(';').next().unwrap_or("").trim();
+    if media_type == "application/problem+json" {
+        assert_valid(
+            &CONTRACT.problem,
+            body,
+            &format!("the problem {status} of {method} {path}"),
+        );
+        return;
+    }
+    if !(200..300).contains(&status) || media_type != "application/json" {
+        return;
+    }
+    let Some(operation) = operation(method, path) else {
+        return;
+    };
+    let what = format!("{method} {} ({path})", operation.template);
+    let Some(answer) = &operation.answer else {
+        let shown: String = body.to_string().chars().take(300).collect();
+        panic!("{what} answered JSON the document does not describe: {shown}");
+    };
+    assert_valid(answer, body, &what);
+}
