@@ -73,8 +73,8 @@ pub struct AcceptedLogin {
 pub struct LocalAccount {
     username: String,
     /// `create` a new account, or `takeover` the existing one of that name.
-    #[schemars(extend("enum" = ["create", "takeover"]))]
-    action: String,
+    #[schemars(with = "String", extend("enum" = ["create", "takeover"]))]
+    action: LocalAccountAction,
 }
 
 /// The login screen's branding for an agent, with image paths it can fetch with its
@@ -440,11 +440,7 @@ pub async fn login(
         password_version: version,
         local_account: LocalAccount {
             username: user.username.clone(),
-            action: match action {
-                LocalAccountAction::Create => "create",
-                LocalAccountAction::Takeover => "takeover",
-            }
-            .into(),
+            action,
         },
     })
     .into_response())

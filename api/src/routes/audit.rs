@@ -247,22 +247,14 @@ pub enum AuditedState {
     Customer(Box<AuditedCustomer>),
 }
 
-/// A value as the log's events spell it (`"local"`, `"password"`, ...).
-fn spelled<T: Serialize>(value: &T) -> String {
-    match serde_json::to_value(value) {
-        Ok(serde_json::Value::String(text)) => text,
-        Ok(other) => other.to_string(),
-        Err(_) => String::new(),
-    }
-}
-
 #[derive(Serialize, JsonSchema)]
 pub struct AuditedMsp {
     id: Uuid,
     name: String,
     display_name: String,
     host_label: String,
-    user_source: String,
+    #[schemars(with = "String", extend("enum" = ["local"]))]
+    user_source: domain::event::UserSource,
     users: Vec<AuditedMspUser>,
     /// By id: a customer's names are in its own log, not in its MSP's.
     customers: Vec<AuditedCustomerRef>,
@@ -294,7 +286,7 @@ impl AuditedMsp {
             name: t.name.clone(),
             display_name: t.display_name.clone(),
             host_label: t.host_label.clone(),
-            user_source: spelled(&t.user_source),
+            user_source: t.user_source,
             users: t
                 .users
                 .values()
@@ -325,7 +317,8 @@ pub struct AuditedCustomer {
     name: String,
     display_name: String,
     host_label: String,
-    user_source: String,
+    #[schemars(with = "String", extend("enum" = ["local"]))]
+    user_source: domain::event::UserSource,
     master_key_version: Option<u32>,
     desktop_login: Option<AuditedDesktopLogin>,
     users: Vec<AuditedDirectoryUser>,
@@ -337,8 +330,8 @@ pub struct AuditedCustomer {
 #[derive(Serialize, JsonSchema)]
 pub struct AuditedDesktopLogin {
     enabled: bool,
-    #[schemars(extend("enum" = ["password", "passwordless"]))]
-    method: String,
+    #[schemars(with = "String", extend("enum" = ["password", "passwordless"]))]
+    method: domain::event::DesktopLoginMethod,
 }
 
 #[derive(Serialize, JsonSchema)]
@@ -395,14 +388,11 @@ impl AuditedCustomer {
             name: t.name.clone(),
             display_name: t.display_name.clone(),
             host_label: t.host_label.clone(),
-            user_source: spelled(&t.user_source),
+            user_source: t.user_source,
             master_key_version: t.master_key,
             desktop_login: t
                 .desktop_login
-                .map(|(enabled, method)| AuditedDesktopLogin {
-                    enabled,
-                    method: spelled(&method),
-                }),
+                .map(|(enabled, method)| AuditedDesktopLogin { enabled, method }),
             users: t
                 .users
                 .values()
