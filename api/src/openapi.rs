@@ -108,20 +108,29 @@ pub fn build() -> Value {
         if let Some(query) = operation.query {
             parameters.extend(query_parameters(&query(&mut generator)));
         }
-        let mut success = json!({"description": "Success"});
+        let mut success = json!({"description": match operation.status {
+            201 => "Created",
+            202 => "Accepted",
+            204 => "Done; no content",
+            303 => "Redirected",
+            _ => "Success",
+        }});
         if let Some(response) = operation.response {
             success["content"] = json!({"application/json": {"schema": response(&mut answers)}});
         }
+        let mut responses = Map::new();
+        responses.insert(operation.status.to_string(), success);
+        responses.insert(
+            "4XX".into(),
+            json!({
+                "description": "Refused",
+                "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}},
+            }),
+        );
         let mut entry = json!({
             "summary": operation.summary,
             "parameters": parameters,
-            "responses": {
-                "2XX": success,
-                "4XX": {
-                    "description": "Refused",
-                    "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}},
-                },
-            },
+            "responses": responses,
         });
         if operation.session {
             entry["security"] = json!([{"bearer": []}, {"cookie": []}]);

@@ -1,8 +1,8 @@
-//! The API's answers held to its own OpenAPI document: every JSON body a test receives through
-//! [`crate::Platform::call`] is validated against the schema the document gives its operation,
-//! and every problem against the problem schema. A 2xx JSON answer of an operation the
-//! document gives no answer schema fails too, so a route cannot answer what the contract does
-//! not describe.
+//! The API's answers held to its own OpenAPI document: every answer a test receives through
+//! [`crate::Platform::call`] has the success status the document gives its operation (201,
+//! 204, ...), its JSON body is validated against the operation's schema, and every problem
+//! against the problem schema. A 2xx JSON answer of an operation the document gives no
+//! answer schema fails too, so a route cannot answer what the contract does not describe.
 
 use std::sync::LazyLock;
 
@@ -16,6 +16,8 @@ struct Operation {
     template: String,
     /// The path's segments; `None` for a parameter.
     segments: Vec<Option<String>>,
+    /// The status of a success.
+    status: u16,
     answer: Option<Validator>,
 }
 
@@ -47,7 +49,12 @@ fn load() -> Contract {
     let mut operations = Vec::new();
     for (template, methods) in document["paths"].as_object().unwrap() {
         for (method, operation) in methods.as_object().unwrap() {
-            let schema = &operation["responses"]["2XX"]["content"]["application/json"]["schema"];
+            let responses = operation["responses"].as_object().unwrap();
+            let (status, success) = responses
+                .iter()
+                .find_map(|(code, answer)| Some((code.parse::<u16>().ok()?, answer)))
+                .unwrap_or_else(|| panic!("{method} {template} has no success status"));
+            let schema = &success["content"]["application/json"]["schema"];
             operations.push(Operation {
                 method: method.to_uppercase(),
                 template: template.clone(),
@@ -55,6 +62,7 @@ fn load() -> Contract {
                     .split('/')
                     .map(|s| (!s.starts_with('{')).then(|| s.to_owned()))
                     .collect(),
+                status,
                 answer: (!schema.is_null()).then(|| validator(schema, components)),
             });
         }
@@ -105,13 +113,22 @@ pub fn check(method: &Method, path: &str, status: u16, content_type: &str, body:
         );
         return;
     }
-    if !(200..300).contains(&status) || media_type != "application/json" {
+    // A success, or the redirect of an operation that answers with one (not a 304 to a
+    // conditional request).
+    if !(200..300).contains(&status) && status != 303 {
         return;
     }
     let Some(operation) = operation(method, path) else {
         return;
     };
     let what = format!("{method} {} ({path})", operation.template);
+    assert_eq!(
+        status, operation.status,
+        "{what} succeeded with another status than the document's"
+    );
+    if media_type != "application/json" {
+        return;
+    }
     let Some(answer) = &operation.answer else {
         let shown: String = body.to_string().chars().take(300).collect();
         panic!("{what} answered JSON the document does not describe: {shown}");

@@ -394,6 +394,28 @@ fn answers_are_held_to_the_document() {
         json,
         json!({"gone": true})
     ));
+    // A success answers the status the document gives it.
+    let gone = "/api/v1/customers/contoso";
+    assert!(refused(Method::DELETE, gone, 200, "", Value::Null));
+    assert!(!refused(Method::DELETE, gone, 204, "", Value::Null));
+    let customer = json!({
+        "id": uuid::Uuid::now_v7(), "name": "contoso", "display_name": "Contoso",
+        "url": "http://contoso-acme.localhost", "active_users": 0, "technicians": 1,
+    });
+    assert!(refused(
+        Method::POST,
+        "/api/v1/customers",
+        200,
+        json,
+        customer.clone()
+    ));
+    assert!(!refused(
+        Method::POST,
+        "/api/v1/customers",
+        201,
+        json,
+        customer
+    ));
     // Problems are problems; answers outside the API are not the document's business.
     assert!(refused(
         Method::GET,

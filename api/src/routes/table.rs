@@ -25,6 +25,9 @@ pub struct Operation {
     pub query: Option<SchemaFn>,
     /// Its JSON answer on success, built from the very type the handler serializes.
     pub response: Option<SchemaFn>,
+    /// Its status on success: 200 unless the table says otherwise (201 for what a call
+    /// creates, 202 for what it only starts, 204 for no answer at all).
+    pub status: u16,
 }
 
 /// The schema of `T` as a reference into the document's components.
@@ -48,8 +51,17 @@ macro_rules! schema {
     };
 }
 
+macro_rules! status {
+    () => {
+        200
+    };
+    ($status:literal) => {
+        $status
+    };
+}
+
 macro_rules! routes {
-    ($session:literal; $( $path:literal => { $( $method:ident ( $handler:path $(, body = $body:ty)? $(, query = $query:ty)? $(, response = $response:ty)? ) $summary:literal ),+ $(,)? } )*) => {
+    ($session:literal; $( $path:literal => { $( $method:ident ( $handler:path $(, body = $body:ty)? $(, query = $query:ty)? $(, response = $response:ty)? $(, status = $status:literal)? ) $summary:literal ),+ $(,)? } )*) => {
         /// The router of this table's routes.
         pub fn router() -> Router<Shared> {
             Router::new() $( .route($path, MethodRouter::new() $( .$method($handler) )+ ) )*
@@ -64,6 +76,7 @@ macro_rules! routes {
             body: schema!(reference $($body)?),
             query: schema!(inline $($query)?),
             response: schema!(reference $($response)?),
+            status: status!($($status)?),
         }, )+ )* ];
     };
 }
@@ -77,18 +90,18 @@ pub mod public {
         "/readyz" => { get(health::readyz, response = health::Readiness) "Readiness: projectors running, lag bounded" }
         "/metrics" => { get(health::metrics) "Prometheus metrics" }
         "/api/v1/openapi.json" => { get(crate::openapi::document, response = serde_json::Map<String, serde_json::Value>) "This document" }
-        "/api/v1/signup" => { post(signup::signup, body = signup::SignupRequest, response = signup::SignedUp) "Sign up an MSP tenant (apex host)" }
-        "/api/v1/onboarding/start" => { post(onboarding::start, body = onboarding::StartRequest, response = onboarding::OnboardingStarted) "Email a one-time onboarding code (always 202)" }
-        "/api/v1/onboarding/complete" => { post(onboarding::complete, body = onboarding::CompleteRequest, response = onboarding::Onboarded) "Verify the code and register a device's Ed25519 key" }
-        "/api/v1/login/challenges" => { post(login::create_challenge, body = login::ChallengeRequest, response = login::Challenge) "A QR login challenge" }
+        "/api/v1/signup" => { post(signup::signup, body = signup::SignupRequest, response = signup::SignedUp, status = 201) "Sign up an MSP tenant (apex host)" }
+        "/api/v1/onboarding/start" => { post(onboarding::start, body = onboarding::StartRequest, response = onboarding::OnboardingStarted, status = 202) "Email a one-time onboarding code (always 202)" }
+        "/api/v1/onboarding/complete" => { post(onboarding::complete, body = onboarding::CompleteRequest, response = onboarding::Onboarded, status = 201) "Verify the code and register a device's Ed25519 key" }
+        "/api/v1/login/challenges" => { post(login::create_challenge, body = login::ChallengeRequest, response = login::Challenge, status = 201) "A QR login challenge" }
         "/api/v1/login/challenges/{id}" => { get(login::poll, query = login::WaitQuery, response = login::ChallengeAnswer) "Wait for a challenge's approval (long-poll); the token once" }
-        "/api/v1/login/challenges/{id}/approve" => { post(login::approve, body = login::ApproveRequest) "Approve a challenge with a device's signature" }
-        "/sso" => { get(login::open_handoff, query = login::HandoffQuery) "Open an SSO hand-off on a customer host" }
-        "/api/v1/agent/enroll" => { post(agent::enroll, body = agent::EnrollRequest, response = agent::Enrollment) "Exchange an enrollment token for a device credential" }
+        "/api/v1/login/challenges/{id}/approve" => { post(login::approve, body = login::ApproveRequest, status = 204) "Approve a challenge with a device's signature" }
+        "/sso" => { get(login::open_handoff, query = login::HandoffQuery, status = 303) "Open an SSO hand-off on a customer host" }
+        "/api/v1/agent/enroll" => { post(agent::enroll, body = agent::EnrollRequest, response = agent::Enrollment, status = 201) "Exchange an enrollment token for a device credential" }
         "/api/v1/agent/changes" => { get(agent::changes, query = agent::ChangesQuery, response = projections::Changes) "The directory change feed (device credential; long-poll)" }
         "/api/v1/agent/login" => { post(agent::login, body = agent::LoginRequest, response = agent::AcceptedLogin) "Check a workstation password login (device credential)" }
         "/api/v1/agent/branding" => { get(agent::branding, response = agent::AgentBranding) "The login screen's branding (device credential)" }
-        "/api/v1/agent/challenges" => { post(agent::create_challenge, body = agent::ChallengeRequest, response = login::Challenge) "A QR challenge for a passwordless login or elevated access (device credential)" }
+        "/api/v1/agent/challenges" => { post(agent::create_challenge, body = agent::ChallengeRequest, response = login::Challenge, status = 201) "A QR challenge for a passwordless login or elevated access (device credential)" }
         "/api/v1/agent/challenges/{id}" => { get(agent::poll_challenge, query = agent::WaitQuery, response = agent::AgentChallengeAnswer) "Wait for an agent challenge's approval: the user or the shared account (device credential)" }
         "/api/v1/agent/branding/{image}" => { get(agent::branding_image) "A branding image (device credential)" }
     }
@@ -100,25 +113,25 @@ pub mod session {
 
     routes! { true;
         "/api/v1/me" => { get(login::me, response = login::Me) "The caller, their tenant and roles" }
-        "/api/v1/logout" => { post(login::logout) "End the session" }
+        "/api/v1/logout" => { post(login::logout, status = 204) "End the session" }
         "/api/v1/users" => {
             get(by_host::list_users, response = by_host::UsersAnswer) "MSP users, or the customer's directory",
-            post(by_host::add_user, body = by_host::UserToAdd, response = by_host::UserAnswer) "Add an MSP user by email, or create a directory user",
+            post(by_host::add_user, body = by_host::UserToAdd, response = by_host::UserAnswer, status = 201) "Add an MSP user by email, or create a directory user",
         }
         "/api/v1/users/{id}" => {
             get(by_host::get_user, response = by_host::UserAnswer) "One user",
             patch(customer::update_user, body = customer::UserPatch, response = customer::DirectoryUser) "Change a directory user's names, emails, enabled",
-            delete(by_host::remove_user) "Remove a user",
+            delete(by_host::remove_user, status = 204) "Remove a user",
         }
         "/api/v1/users/{id}/admin" => {
             post(msp::make_admin, response = msp::MspUser) "Make admin (every customer)",
             delete(msp::revoke_admin, response = msp::MspUser) "Revoke the admin role",
         }
         "/api/v1/users/{id}/auditor" => {
-            post(msp::grant_auditor, body = msp::AuditorBody) "Give a user the auditor role of the MSP or one customer",
-            delete(msp::revoke_auditor, query = msp::AuditorQuery) "End an auditor role (?customer=NAME)",
+            post(msp::grant_auditor, body = msp::AuditorBody, status = 204) "Give a user the auditor role of the MSP or one customer",
+            delete(msp::revoke_auditor, query = msp::AuditorQuery, status = 204) "End an auditor role (?customer=NAME)",
         }
-        "/api/v1/users/{id}/password" => { put(customer::set_password, body = customer::PasswordBody) "Set a directory user's password" }
+        "/api/v1/users/{id}/password" => { put(customer::set_password, body = customer::PasswordBody, status = 204) "Set a directory user's password" }
         "/api/v1/users/{id}/passwordless" => { post(customer::enable_passwordless, response = customer::DirectoryUser) "Invite a directory user to passwordless MFA" }
         "/api/v1/settings/user-source" => {
             get(msp::get_user_source, response = msp::UserSourceAnswer) "The tenant's user source",
@@ -138,24 +151,24 @@ pub mod session {
         }
         "/api/v1/agent/enrollment-tokens" => {
             get(customer::list_enrollment_tokens, response = Vec<projections::EnrollmentTokenRow>) "The enrollment tokens that can still enroll an agent",
-            post(customer::issue_enrollment_token, response = customer::NewEnrollmentToken) "A one-time agent enrollment token",
+            post(customer::issue_enrollment_token, response = customer::NewEnrollmentToken, status = 201) "A one-time agent enrollment token",
         }
-        "/api/v1/agent/enrollment-tokens/{id}" => { delete(customer::revoke_enrollment_token) "Withdraw an enrollment token before it is used" }
+        "/api/v1/agent/enrollment-tokens/{id}" => { delete(customer::revoke_enrollment_token, status = 204) "Withdraw an enrollment token before it is used" }
         "/api/v1/agent/devices" => { get(agent::devices, response = Vec<projections::DeviceRow>) "The tenant's enrolled agents" }
-        "/api/v1/agent/devices/{id}" => { delete(agent::revoke_device) "Revoke an agent, at once" }
+        "/api/v1/agent/devices/{id}" => { delete(agent::revoke_device, status = 204) "Revoke an agent, at once" }
         "/api/v1/customers" => {
             get(msp::list_customers, response = Vec<msp::Customer>) "Customers with active users and technicians",
-            post(msp::create_customer, body = msp::NewCustomer, response = msp::Customer) "Create a customer tenant",
+            post(msp::create_customer, body = msp::NewCustomer, response = msp::Customer, status = 201) "Create a customer tenant",
         }
         "/api/v1/customers/{name}" => {
             get(msp::get_customer, response = msp::Customer) "One customer with its active users and technicians",
-            delete(msp::delete_customer) "Delete a customer tenant and all its data",
+            delete(msp::delete_customer, status = 204) "Delete a customer tenant and all its data",
         }
         "/api/v1/customers/{name}/technicians" => {
             get(msp::list_technicians, response = Vec<msp::Technician>) "Who reaches the customer, and how",
-            post(msp::delegate, body = msp::NewDelegation, response = msp::Delegation) "Delegate the customer to a technician",
+            post(msp::delegate, body = msp::NewDelegation, response = msp::Delegation, status = 201) "Delegate the customer to a technician",
         }
-        "/api/v1/customers/{name}/technicians/{user_id}" => { delete(msp::revoke_delegation) "Revoke a delegation, at once" }
+        "/api/v1/customers/{name}/technicians/{user_id}" => { delete(msp::revoke_delegation, status = 204) "Revoke a delegation, at once" }
         "/api/v1/customers/{name}/sso" => { post(msp::sso, response = msp::SsoHandoff) "A one-time, 60-second hand-off URL onto the customer's host" }
         "/api/v1/apps" => { get(msp::apps, response = Vec<msp::AppLink>) "The customer tenants the caller can open" }
         "/api/v1/audit/events" => { get(audit::events, query = audit::EventsQuery) "The tenant's log as NDJSON" }
