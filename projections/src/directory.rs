@@ -668,12 +668,14 @@ impl DirectoryBatch {
             vec![Value::Text(tenant.clone()), Value::Int(horizon)],
         )
         .await?;
+        // Only the tombstones that went leave the cache; live users (no removal time) stay.
         self.users.retain(|(t, _), cached| {
-            *t != tenant
-                || cached
-                    .row
-                    .as_ref()
-                    .is_none_or(|r| r.removed_at > Some(cutoff))
+            let gone = cached
+                .row
+                .as_ref()
+                .and_then(|r| r.removed_at)
+                .is_some_and(|at| at <= cutoff);
+            *t != tenant || !gone
         });
         Ok(())
     }

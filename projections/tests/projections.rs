@@ -1550,11 +1550,29 @@ async fn removed_users_tombstones_go_after_the_feed_retention(store: &Store) {
     assert_eq!(removed_in(&page), vec![jane.0, joe.0]);
 
     // A removal past the retention takes it; cursors below it now get a snapshot, which names
-    // the users that are left and no removal.
+    // the users that are left and no removal. The same batch goes on with the tenant's live
+    // users after a flush (revoking an agent flushes): they are still known to it.
+    let device = DeviceId(id());
+    let mut later = removal(billy);
+    later.extend([
+        Event::AgentEnrolled(AgentEnrolled {
+            device_id: device,
+            token_id: id(),
+            hostname: "ws-01".into(),
+            credential_digest: "cd".repeat(32),
+        }),
+        Event::AgentRevoked(AgentRevoked { device_id: device }),
+        Event::DirectoryUserDisabled(DirectoryUserDisabled { user_id: ann }),
+    ]);
     world
-        .append_at(contoso, start + retention + second, removal(billy))
+        .append_at(contoso, start + retention + second, later)
         .await;
     assert!(projections.wait_for(world.head(), LONG).await);
+    let dump = read.dump().await.unwrap();
+    assert!(
+        !dump.iter().any(|line| line.starts_with("quarantine")),
+        "{dump:#?}"
+    );
     let now = head(read.clone()).await;
     for cursor in [0, before_removals, jane_removed - 1] {
         let page = feed_after(read.clone(), cursor).await;
@@ -1570,6 +1588,11 @@ async fn removed_users_tombstones_go_after_the_feed_retention(store: &Store) {
             })
             .collect();
         assert_eq!(users, vec![ann.0]);
+        assert!(
+            page.changes
+                .iter()
+                .any(|c| matches!(c, Change::UserUpserted { enabled: false, .. }))
+        );
     }
     // From the removal that went on, nothing was missed: the feed continues.
     let page = feed_after(read.clone(), jane_removed).await;
