@@ -378,12 +378,10 @@ async fn fetch_values(
     Ok(bound(sql, values).fetch_all(&mut *conn).await?)
 }
 
+/// Rows of `sql` whose parameters are all text (`keys`, in order).
 async fn fetch(conn: &mut AnyConnection, sql: &str, keys: &[String]) -> Result<Vec<AnyRow>> {
-    let mut query = sqlx::query(sql);
-    for key in keys {
-        query = query.bind(key.as_str());
-    }
-    Ok(query.fetch_all(&mut *conn).await?)
+    let values = keys.iter().cloned().map(Value::Text).collect();
+    fetch_values(conn, sql, values).await
 }
 
 impl DirectoryBatch {
