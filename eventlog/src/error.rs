@@ -59,6 +59,11 @@ pub enum Error {
     #[error("data key version {version} of stream {stream} is already stored")]
     KeyExists { stream: StreamId, version: u32 },
 
+    /// A data key to be rewrapped is no longer stored as the rewrap expected (changed, or its
+    /// stream deleted); nothing was written.
+    #[error("data key version {version} of stream {stream} changed since it was read")]
+    KeyChanged { stream: StreamId, version: u32 },
+
     /// The stream was deleted; it takes no more writes.
     #[error("stream {stream} was deleted")]
     StreamDeleted { stream: StreamId },
@@ -109,6 +114,7 @@ impl Error {
                 | Error::ReservationTaken { .. }
                 | Error::ReservationNotHeld { .. }
                 | Error::KeyExists { .. }
+                | Error::KeyChanged { .. }
         )
     }
 

@@ -26,8 +26,9 @@ pub mod testkit;
 pub use error::{Error, Location, Result};
 pub use log::{EventLog, verify};
 pub use model::{
-    BadDigest, BlobId, BrokenLink, Commit, Committed, Digest32, Expected, NewEvent, RecordedEvent,
-    Reservation, StreamAppend, StreamHead, StreamId, VerifyReport, WrappedKey, ZERO_HASH, blob_id,
+    BadDigest, BlobId, BrokenLink, Commit, Committed, Digest32, Expected, KeyRewrap, NewEvent,
+    RecordedEvent, Reservation, StreamAppend, StreamHead, StreamId, VerifyReport, WrappedKey,
+    ZERO_HASH, blob_id,
 };
 pub use rocks::{BackupReport, RestoreReport, RocksLog, RocksOptions, WriteStats};
 

@@ -176,6 +176,18 @@ pub struct WrappedKey {
     pub wrapped: Vec<u8>,
 }
 
+/// A stored data key given a new wrapping (the operator's root key was rotated): replaced only
+/// if it is still stored as `from`, so a rotation cannot overwrite a key that changed under it.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct KeyRewrap {
+    pub stream: StreamId,
+    pub version: u32,
+    /// The wrapped bytes the rotation read.
+    pub from: Vec<u8>,
+    /// The same key wrapped by the new root key.
+    pub to: Vec<u8>,
+}
+
 /// Events for one stream with everything that must land atomically with them.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct StreamAppend {
@@ -254,6 +266,10 @@ pub struct Commit {
     pub appends: Vec<StreamAppend>,
     /// Streams removed for good with everything they hold: events, reservations, blobs, keys.
     pub delete: Vec<StreamId>,
+    /// Stored data keys whose wrapping is replaced; each must still be stored as its `from`
+    /// (else [`crate::Error::KeyChanged`], and nothing is written). No event records it: the
+    /// key store is not part of the log.
+    pub rewrap: Vec<KeyRewrap>,
 }
 
 impl Commit {
@@ -268,6 +284,11 @@ impl Commit {
 
     pub fn delete(mut self, stream: StreamId) -> Self {
         self.delete.push(stream);
+        self
+    }
+
+    pub fn rewrap(mut self, rewrap: KeyRewrap) -> Self {
+        self.rewrap.push(rewrap);
         self
     }
 }

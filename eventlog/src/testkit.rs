@@ -13,8 +13,8 @@ use chrono::{DateTime, TimeZone, Utc};
 use uuid::Uuid;
 
 use crate::{
-    Commit, Error, EventLog, Expected, NewEvent, RecordedEvent, Reservation, StreamAppend,
-    StreamId, WrappedKey, ZERO_HASH, blob_id, verify,
+    Commit, Error, EventLog, Expected, KeyRewrap, NewEvent, RecordedEvent, Reservation,
+    StreamAppend, StreamId, WrappedKey, ZERO_HASH, blob_id, verify,
 };
 
 /// Instantiates every conformance test for a backend. `$open` is an expression evaluated once
@@ -35,6 +35,7 @@ macro_rules! conformance_tests {
             subscribers_learn_of_commits,
             deleted_stream_leaves_nothing,
             blobs_and_data_keys,
+            rewrapping_data_keys_compares_and_swaps,
             concurrent_appends_to_one_stream,
             concurrent_appends_to_many_streams,
             published_heads_are_readable_under_concurrent_writers
@@ -747,6 +748,116 @@ pub async fn blobs_and_data_keys<L: EventLog>(log: Arc<L>) {
             .unwrap()
             .is_some()
     );
+}
+
+/// A root key rotation replaces stored wrappings, all of a commit or none, and only where the
+/// key is still stored as it was read; it appends nothing to the log.
+pub async fn rewrapping_data_keys_compares_and_swaps<L: EventLog>(log: Arc<L>) {
+    let (a, b, gone) = (stream(), stream(), stream());
+    for (s, versions) in [(a, 1..=2u32), (b, 1..=1), (gone, 1..=1)] {
+        let mut append = StreamAppend::new(s, Expected::NoStream).event(event("T", ""));
+        for version in versions {
+            append = append.key(WrappedKey {
+                version,
+                wrapped: vec![u8::try_from(version).unwrap(); 48],
+            });
+        }
+        log.append(append).await.unwrap();
+    }
+    log.commit(Commit::new().delete(gone)).await.unwrap();
+    let head = log.head_position();
+    let rewrap = |s, version: u32, from: u8, to: u8| KeyRewrap {
+        stream: s,
+        version,
+        from: vec![from; 48],
+        to: vec![to; 48],
+    };
+    let wrapped = |s| {
+        let log = Arc::clone(&log);
+        async move {
+            log.data_keys(s)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|k| (k.version, k.wrapped[0]))
+                .collect::<Vec<_>>()
+        }
+    };
+
+    // One stale `from` fails the whole commit: nothing is replaced.
+    for stale in [
+        rewrap(b, 1, 9, 11),    // not what is stored
+        rewrap(b, 2, 2, 12),    // no such version
+        rewrap(gone, 1, 1, 13), // its stream was deleted
+    ] {
+        let err = log
+            .commit(
+                Commit::new()
+                    .rewrap(rewrap(a, 1, 1, 11))
+                    .rewrap(stale.clone()),
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, Error::KeyChanged { stream, version } if stream == stale.stream && version == stale.version),
+            "{err:?}"
+        );
+        assert!(err.is_conflict());
+        assert_eq!(wrapped(a).await, vec![(1, 1), (2, 2)], "nothing replaced");
+    }
+
+    // Malformed rewraps are refused before anything is read.
+    for bad in [
+        Commit::new()
+            .rewrap(rewrap(a, 1, 1, 11))
+            .rewrap(rewrap(a, 1, 1, 12)),
+        Commit::new().rewrap(KeyRewrap {
+            to: Vec::new(),
+            ..rewrap(a, 1, 1, 0)
+        }),
+        Commit::new().rewrap(rewrap(a, 1, 1, 11)).delete(a),
+    ] {
+        assert!(matches!(log.commit(bad).await, Err(Error::Invalid(_))));
+    }
+    assert_eq!(wrapped(a).await, vec![(1, 1), (2, 2)]);
+
+    // All current: every wrapping replaced at once, and no event written.
+    let committed = log
+        .commit(
+            Commit::new()
+                .rewrap(rewrap(a, 1, 1, 11))
+                .rewrap(rewrap(a, 2, 2, 12))
+                .rewrap(rewrap(b, 1, 1, 21)),
+        )
+        .await
+        .unwrap();
+    assert!(committed.events.is_empty());
+    assert_eq!(log.head_position(), head);
+    assert_eq!(wrapped(a).await, vec![(1, 11), (2, 12)]);
+    assert_eq!(wrapped(b).await, vec![(1, 21)]);
+    // The old wrapping is no longer what is stored: a second rotation from it conflicts.
+    let again = log.commit(Commit::new().rewrap(rewrap(a, 1, 1, 31))).await;
+    assert!(matches!(again, Err(Error::KeyChanged { .. })));
+
+    // A key stored and rewrapped in one commit, and a rewrap beside an append to its stream.
+    let c = stream();
+    log.commit(
+        Commit::new()
+            .append(
+                StreamAppend::new(c, Expected::NoStream)
+                    .event(event("T", ""))
+                    .key(WrappedKey {
+                        version: 1,
+                        wrapped: vec![1; 48],
+                    }),
+            )
+            .rewrap(rewrap(c, 1, 1, 41))
+            .rewrap(rewrap(a, 2, 12, 42)),
+    )
+    .await
+    .unwrap();
+    assert_eq!(wrapped(c).await, vec![(1, 41)]);
+    assert_eq!(wrapped(a).await, vec![(1, 11), (2, 42)]);
 }
 
 /// Many writers race for each seq of one stream with exact expectations: exactly one wins each.

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 
 use eventlog::testkit::{event, stream};
 use eventlog::{
-    Commit, Error, EventLog, Expected, Reservation, RocksLog, RocksOptions, StreamAppend, StreamId,
-    verify,
+    Commit, Error, EventLog, Expected, KeyRewrap, Reservation, RocksLog, RocksOptions,
+    StreamAppend, StreamId, WrappedKey, verify,
 };
 use rocksdb::{DB, Options};
 
@@ -126,6 +126,46 @@ async fn reopening_keeps_everything_and_continues_the_counters() {
     assert_eq!((next.events[0].seq, next.position), (3, 4));
     assert_eq!(next.events[0].prev_hash, before[2].hash);
     assert!(verify(&log, a).await.unwrap().is_valid());
+}
+
+#[tokio::test]
+async fn a_rewrapped_key_stays_rewrapped_after_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = stream();
+    {
+        let log = RocksLog::open(dir.path()).unwrap();
+        log.append(
+            StreamAppend::new(s, Expected::NoStream)
+                .event(event("T", ""))
+                .key(WrappedKey {
+                    version: 1,
+                    wrapped: vec![1; 48],
+                }),
+        )
+        .await
+        .unwrap();
+        log.commit(Commit::new().rewrap(KeyRewrap {
+            stream: s,
+            version: 1,
+            from: vec![1; 48],
+            to: vec![2; 48],
+        }))
+        .await
+        .unwrap();
+    }
+    // The journal replays the key's first put and its rewrap in order, or neither.
+    let log = RocksLog::open(dir.path()).unwrap();
+    assert_eq!(
+        log.data_key_store().await.unwrap(),
+        vec![(
+            s,
+            WrappedKey {
+                version: 1,
+                wrapped: vec![2; 48]
+            }
+        )]
+    );
+    assert_eq!(log.head_position(), 1);
 }
 
 #[tokio::test]

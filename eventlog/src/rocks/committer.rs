@@ -28,8 +28,8 @@ use super::{Cf, Shared};
 use crate::encoding::{self, keys};
 use crate::error::{Error, Location, Result};
 use crate::model::{
-    Commit, Committed, Expected, RecordedEvent, StreamAppend, StreamHead, StreamId, ZERO_HASH,
-    blob_id,
+    Commit, Committed, Expected, KeyRewrap, RecordedEvent, StreamAppend, StreamHead, StreamId,
+    ZERO_HASH, blob_id,
 };
 use crate::{MAX_COMMIT_BYTES, MAX_COMMIT_EVENTS, MAX_EVENT_DATA};
 
@@ -320,21 +320,25 @@ pub(crate) fn unlogged() -> WriteOptions {
 
 /// (events, bytes of payload) of a commit, for sizing groups.
 fn commit_size(commit: &Commit) -> (usize, usize) {
-    commit.appends.iter().fold((0, 0), |(events, bytes), a| {
-        (
-            events + a.events.len(),
-            bytes
-                + a.events.iter().map(|e| e.data.len()).sum::<usize>()
-                + a.blobs.iter().map(Vec::len).sum::<usize>(),
-        )
-    })
+    let rewrapped = commit.rewrap.iter().map(|r| r.to.len()).sum::<usize>();
+    commit
+        .appends
+        .iter()
+        .fold((0, rewrapped), |(events, bytes), a| {
+            (
+                events + a.events.len(),
+                bytes
+                    + a.events.iter().map(|e| e.data.len()).sum::<usize>()
+                    + a.blobs.iter().map(Vec::len).sum::<usize>(),
+            )
+        })
 }
 
 /// Checks a commit's shape: everything that does not depend on stored state.
 fn validate(commit: &Commit) -> Result<()> {
     let invalid = |reason: String| Err(Error::Invalid(reason));
-    if commit.appends.is_empty() && commit.delete.is_empty() {
-        return invalid("a commit needs at least one append or deletion".into());
+    if commit.appends.is_empty() && commit.delete.is_empty() && commit.rewrap.is_empty() {
+        return invalid("a commit needs at least one append, deletion or rewrap".into());
     }
     let (events, bytes) = commit_size(commit);
     if events > MAX_COMMIT_EVENTS {
@@ -361,6 +365,23 @@ fn validate(commit: &Commit) -> Result<()> {
         }
         if !deleted.insert(*stream) {
             return invalid(format!("stream {stream} is deleted twice"));
+        }
+    }
+    let mut rewrapped = HashSet::new();
+    for rewrap in &commit.rewrap {
+        let (stream, version) = (rewrap.stream, rewrap.version);
+        if deleted.contains(&stream) {
+            return invalid(format!("stream {stream} is both rewrapped and deleted"));
+        }
+        if !rewrapped.insert((stream, version)) {
+            return invalid(format!(
+                "data key version {version} of stream {stream} is rewrapped twice"
+            ));
+        }
+        if rewrap.to.is_empty() {
+            return invalid(format!(
+                "the new wrapping of data key version {version} of stream {stream} is empty"
+            ));
         }
     }
     Ok(())
@@ -433,7 +454,8 @@ struct Overlay {
     reservations: HashMap<Vec<u8>, Option<StreamId>>,
     /// Reservation keys taken per stream, for a deletion later in the group.
     taken: HashMap<StreamId, Vec<Vec<u8>>>,
-    data_keys: HashSet<(StreamId, u32)>,
+    /// Data keys stored or rewrapped, with their wrapped bytes.
+    data_keys: HashMap<(StreamId, u32), Vec<u8>>,
     deleted: HashSet<StreamId>,
 }
 
@@ -511,18 +533,22 @@ impl View<'_> {
         super::reservation_owner(self.durable.shared, key)
     }
 
-    fn has_data_key(&self, stream: StreamId, version: u32) -> Result<bool> {
-        if self
-            .layers()
-            .any(|l| l.data_keys.contains(&(stream, version)))
-        {
-            return Ok(true);
+    /// The wrapped bytes of a stored data key (`None` once its stream is deleted).
+    fn data_key(&self, stream: StreamId, version: u32) -> Result<Option<Vec<u8>>> {
+        for layer in self.layers() {
+            // A layer cannot store keys for a stream after deleting it, so a deletion in a
+            // layer is the newest word on that stream's keys.
+            if layer.deleted.contains(&stream) {
+                return Ok(None);
+            }
+            if let Some(wrapped) = layer.data_keys.get(&(stream, version)) {
+                return Ok(Some(wrapped.clone()));
+            }
         }
         let shared = self.durable.shared;
         shared
             .db
-            .get_pinned_cf(shared.cf(Cf::Keys)?, keys::data_key(stream, version))
-            .map(|v| v.is_some())
+            .get_cf(shared.cf(Cf::Keys)?, keys::data_key(stream, version))
             .map_err(|e| Error::storage("reading a data key", e))
     }
 }
@@ -577,11 +603,44 @@ fn stage(
     for append in commit.appends {
         stage_append(durable, group, &mut staged, append)?;
     }
+    for rewrap in commit.rewrap {
+        stage_rewrap(durable, group, &mut staged, rewrap)?;
+    }
     for stream in commit.delete {
         let known = known_index.remove(&stream).unwrap_or_default();
         stage_deletion(durable, group, &mut staged, stream, known)?;
     }
     Ok(staged)
+}
+
+/// Replaces a stored data key's wrapping, if it is still stored as the rewrap read it.
+fn stage_rewrap(
+    durable: &Durable<'_>,
+    group: &Overlay,
+    staged: &mut Staged,
+    rewrap: KeyRewrap,
+) -> Result<()> {
+    let KeyRewrap {
+        stream,
+        version,
+        from,
+        to,
+    } = rewrap;
+    let view = View {
+        durable,
+        group,
+        own: &staged.delta,
+    };
+    if view.data_key(stream, version)?.as_deref() != Some(from.as_slice()) {
+        return Err(Error::KeyChanged { stream, version });
+    }
+    staged.ops.push(Op::Put(
+        Cf::Keys,
+        keys::data_key(stream, version).to_vec(),
+        to.clone(),
+    ));
+    staged.delta.data_keys.insert((stream, version), to);
+    Ok(())
 }
 
 fn stage_append(
@@ -657,7 +716,7 @@ fn stage_append(
         taken.push(key);
     }
     for key in &append.keys {
-        if view.has_data_key(stream, key.version)? {
+        if view.data_key(stream, key.version)?.is_some() {
             return Err(Error::KeyExists {
                 stream,
                 version: key.version,
@@ -669,9 +728,12 @@ fn stage_append(
         staged.ops.push(Op::Put(
             Cf::Keys,
             keys::data_key(stream, key.version).to_vec(),
-            key.wrapped,
+            key.wrapped.clone(),
         ));
-        staged.delta.data_keys.insert((stream, key.version));
+        staged
+            .delta
+            .data_keys
+            .insert((stream, key.version), key.wrapped);
     }
     for id in &append.drop_blobs {
         staged
