@@ -1,9 +1,7 @@
 //! Starting and stopping the service: the data directory, the root key, the event log, the
 //! projections, the router, and graceful shutdown.
 
-use std::io::Write;
 use std::net::SocketAddr;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,7 +10,6 @@ use axum::extract::DefaultBodyLimit;
 use axum::extract::{Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use domain::crypto::{CodeKey, DataKey, RootKey};
 use eventlog::{EventLog, RocksLog};
 use projections::{Backend, Options, Projections, ReadModels};
 use tokio::net::TcpListener;
@@ -27,9 +24,9 @@ pub struct AppState {
     pub config: Config,
     pub log: Arc<RocksLog>,
     pub projections: Projections<RocksLog>,
-    pub root_key: RootKey,
-    /// Keys one-time onboarding codes before the domain digests them (see `CodeKey`).
-    pub code_key: CodeKey,
+    /// The operator's root key (two during a rotation): it wraps the tenants' data keys and
+    /// keys one-time onboarding codes (see `CodeKey`).
+    pub root_keys: crate::root_key::RootKeys,
     pub mailer: Mailer,
     pub limits: crate::limits::Limits,
     /// Whole-stream walks running at once (audit verify and state): half the CPUs, so that
@@ -91,8 +88,8 @@ pub const KEY_MIRROR_RETRY: Duration = Duration::from_secs(30);
 pub enum StartError {
     #[error("data directory {0}: {1}")]
     DataDir(String, std::io::Error),
-    #[error("root key file {0}: {1}")]
-    RootKey(String, String),
+    #[error("{0}")]
+    RootKey(#[from] crate::root_key::RootKeyError),
     #[error("event log: {0}")]
     Log(#[from] eventlog::Error),
     #[error("read models: {0}")]
@@ -114,71 +111,6 @@ pub enum StartError {
     KeyMirror(#[from] crate::key_mirror::MirrorError),
     #[error("{0}")]
     Redelete(#[from] crate::redelete::RedeleteError),
-}
-
-/// Reads the root key and checks it against the keys stored in `log`; creates it (mode 0600)
-/// only if the file does not exist and the log holds no event yet. A missing or different
-/// root key in front of an existing log stops idemd at start: a new key would open none of
-/// the tenants' sealed data, and tenants created with it would mix two root keys in one log.
-async fn root_key(config: &Config, log: &RocksLog) -> Result<RootKey, StartError> {
-    let key = read_or_create_root_key(config, log.head_position() > 0)?;
-    if let Some((tenant, wrapped)) = log.first_data_key().await? {
-        DataKey::unwrap(&key, tenant.0, wrapped.version, &wrapped.wrapped).map_err(|e| {
-            StartError::RootKey(
-                config.root_key_file.display().to_string(),
-                format!(
-                    "does not open the tenant keys stored in the log ({e}): is it this data \
-                     directory's root key?"
-                ),
-            )
-        })?;
-    }
-    Ok(key)
-}
-
-/// Reads the root key, or creates it (mode 0600) if the file does not exist and `log_in_use`
-/// is false.
-fn read_or_create_root_key(config: &Config, log_in_use: bool) -> Result<RootKey, StartError> {
-    let path = &config.root_key_file;
-    let shown = path.display().to_string();
-    let err = |e: &dyn std::fmt::Display| StartError::RootKey(shown.clone(), e.to_string());
-    match std::fs::read_to_string(path) {
-        Ok(contents) => {
-            let mode = std::fs::metadata(path)
-                .map_err(|e| err(&e))?
-                .permissions()
-                .mode();
-            if mode & 0o077 != 0 {
-                return Err(err(&format!(
-                    "is readable by others (mode {:o}); chmod 600 it",
-                    mode & 0o777
-                )));
-            }
-            RootKey::from_file_contents(&contents).map_err(|e| err(&e))
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && log_in_use => Err(err(&format!(
-            "{e}, and the event log in {} already holds events: restore the root key it was \
-             written with (a new one would open none of the tenants' sealed data)",
-            config.data_dir.join("log").display()
-        ))),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let mut bytes = [0u8; 32];
-            rand::fill(&mut bytes);
-            let key = RootKey::from_bytes(bytes);
-            let mut file = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(path)
-                .map_err(|e| err(&e))?;
-            file.write_all(key.to_file_contents().as_bytes())
-                .and_then(|()| file.sync_all())
-                .map_err(|e| err(&e))?;
-            tracing::warn!(path = %shown, "created a new root key: back it up, and keep it apart from the data");
-            Ok(key)
-        }
-        Err(e) => Err(err(&e)),
-    }
 }
 
 /// A running service.
@@ -205,7 +137,7 @@ impl Server {
                 left_out.len(),
             ));
         }
-        let root_key = root_key(&config, &log).await?;
+        let root_keys = crate::root_key::load(&config.root_key_file, &log).await?;
         let (key_mirror, undeleted) = match &config.key_mirror {
             Some(path) => {
                 let mirror = crate::key_mirror::KeyMirror::new(path.clone());
@@ -252,8 +184,7 @@ impl Server {
             config,
             log,
             projections,
-            code_key: root_key.code_key(),
-            root_key,
+            root_keys,
             mailer,
             limits: crate::limits::Limits::new(login_rate),
             audit_walks: tokio::sync::Semaphore::new(

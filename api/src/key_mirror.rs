@@ -18,8 +18,6 @@
 //! long-lived backups: a copy of it escapes deletions.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -266,29 +264,7 @@ fn write(
         deleted: deleted.iter().map(|stream| stream.0).collect(),
     };
     let bytes = serde_json::to_vec_pretty(&file).map_err(|e| io(std::io::Error::other(e)))?;
-    let name = path
-        .file_name()
-        .ok_or_else(|| io(std::io::Error::other("the path names no file")))?;
-    let parent = match path.parent() {
-        Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let temporary = parent.join(format!(".{}.tmp", name.to_string_lossy()));
-    let mut out = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&temporary)
-        .map_err(io)?;
-    out.write_all(&bytes)
-        .and_then(|()| out.sync_all())
-        .map_err(io)?;
-    drop(out);
-    std::fs::rename(&temporary, path).map_err(io)?;
-    std::fs::File::open(&parent)
-        .and_then(|dir| dir.sync_all())
-        .map_err(io)
+    crate::root_key::write_private_file(path, &bytes).map_err(io)
 }
 
 #[cfg(test)]

@@ -23,6 +23,7 @@ pub mod operator;
 pub mod portal;
 pub mod problem;
 pub mod redelete;
+pub mod root_key;
 pub mod routes;
 
 pub use app::{Server, StartError};

@@ -106,6 +106,16 @@ enum Command {
         #[command(flatten)]
         settings: Settings,
     },
+    /// Replaces the root key: a new one (written beside the key file first, then renamed over
+    /// it) wraps every tenant's data key again, through the running service's control socket
+    /// (it goes on serving) or directly while it is stopped. Nothing sealed changes; one-time
+    /// codes sent before it stop matching.
+    RotateRootKey {
+        #[arg(long, env = "IDEM_CONFIG")]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        settings: Settings,
+    },
     /// Prints a tenant's state as it stood at a time (RFC 3339), replayed from its log.
     State {
         tenant: String,
@@ -197,6 +207,10 @@ async fn main() -> ExitCode {
             settings,
         } => match load(config, settings) {
             Ok(config) => state(config, &tenant, &at).await,
+            Err(code) => code,
+        },
+        Command::RotateRootKey { config, settings } => match load(config, settings) {
+            Ok(config) => rotate_root_key(config).await,
             Err(code) => code,
         },
     }
@@ -372,6 +386,36 @@ async fn backup(config: Config, to: &std::path::Path) -> ExitCode {
         done.mirrored_keys,
         config.root_key_file.display()
     );
+    ExitCode::SUCCESS
+}
+
+async fn rotate_root_key(config: Config) -> ExitCode {
+    let done = match api::operator::rotate_root_key(&config).await {
+        Ok(done) => done,
+        Err(e) => {
+            eprintln!("idemd: rotate-root-key: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    println!(
+        "root key {} replaced by {} in {}: {} tenant keys wrapped again",
+        done.rotated.previous_key_id,
+        done.rotated.key_id,
+        done.rotated.key_file.display(),
+        done.rotated.rewrapped
+    );
+    match (&done.key_mirror, done.key_mirror_current) {
+        (Some(mirror), true) => println!("the key mirror {} is up to date", mirror.display()),
+        (Some(mirror), false) => {
+            println!(
+                "the key mirror {} could not be written and still holds keys wrapped by the \
+                 replaced root key: keep that key until /readyz says key_mirror_current",
+                mirror.display()
+            );
+            return ExitCode::FAILURE;
+        }
+        (None, _) => {}
+    }
     ExitCode::SUCCESS
 }
 

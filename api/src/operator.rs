@@ -1,5 +1,5 @@
 //! The operator's commands. `restore` works on a stopped service's data directory.
-//! `rebuild`, `export`, `verify`, `state` and `backup` ask the running service through its
+//! `rebuild`, `export`, `verify`, `state`, `backup` and `rotate-root-key` ask the running service through its
 //! control socket (`crate::control`) and, when none runs on the data directory, open the log
 //! themselves; the functions taking a `&RocksLog` are what both sides run.
 //! (Checking an exported file needs no data directory: see [`crate::audit::verify_file`].)
@@ -229,6 +229,69 @@ pub async fn backup_log(
     })
 }
 
+/// What a root key rotation did, and whether the key mirror holds the keys as now wrapped.
+#[derive(Serialize, Deserialize, Clone, PartialEq, Eq, Debug)]
+pub struct RootKeyRotated {
+    #[serde(flatten)]
+    pub rotated: crate::root_key::Rotated,
+    pub key_mirror: Option<PathBuf>,
+    /// False if the mirror could not be written: it still holds keys wrapped by the replaced
+    /// root key (the service tries again every 30 s; `/readyz` says when it is current).
+    pub key_mirror_current: bool,
+}
+
+/// Rotates the root key (see [`crate::root_key`]): through the running service's control
+/// socket, or, with idemd stopped, directly (finishing first a rotation a stop interrupted).
+pub async fn rotate_root_key(config: &Config) -> Result<RootKeyRotated, OperatorError> {
+    match client::call(
+        &control::socket_path(config),
+        "/v1/rotate-root-key",
+        &json!({}),
+    )
+    .await
+    {
+        Ok(done) => Ok(serde_json::from_value(done)?),
+        Err(ClientError::NotRunning(_)) => {
+            let log = open(config)?;
+            let keys = crate::root_key::load(&config.root_key_file, &log).await?;
+            let mirror = config.key_mirror.clone().map(KeyMirror::new);
+            rotate_with(&log, &keys, &config.root_key_file, mirror.as_ref()).await
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Rotates `keys`, whose file is `key_file`, over `log`, then brings `mirror` up to date.
+pub async fn rotate_with(
+    log: &RocksLog,
+    keys: &crate::root_key::RootKeys,
+    key_file: &Path,
+    mirror: Option<&KeyMirror>,
+) -> Result<RootKeyRotated, OperatorError> {
+    let rotated = crate::root_key::rotate(log, keys, key_file).await?;
+    tracing::warn!(
+        previous_key_id = %rotated.previous_key_id,
+        key_id = %rotated.key_id,
+        rewrapped = rotated.rewrapped,
+        "root key rotated"
+    );
+    let key_mirror_current = match mirror {
+        Some(mirror) => match mirror.refresh(log).await {
+            Ok(_) => true,
+            Err(e) => {
+                tracing::error!(error = %e, "the key mirror still holds keys wrapped by the replaced root key; it is tried again until it is current");
+                false
+            }
+        },
+        None => true,
+    };
+    Ok(RootKeyRotated {
+        rotated,
+        key_mirror: mirror.map(|m| m.path().to_path_buf()),
+        key_mirror_current,
+    })
+}
+
 /// What `idemd restore` did.
 #[derive(Debug)]
 pub struct Restored {
@@ -315,6 +378,15 @@ pub enum OperatorError {
     Answer(#[from] serde_json::Error),
     #[error("{0}")]
     Start(#[from] StartError),
+}
+
+impl From<crate::root_key::RootKeyError> for OperatorError {
+    fn from(error: crate::root_key::RootKeyError) -> Self {
+        match error {
+            crate::root_key::RootKeyError::Log(e) => OperatorError::Log(e),
+            refused => OperatorError::Refused(refused.to_string()),
+        }
+    }
 }
 
 /// The log of a stopped service (the commands that find none running on the data directory).

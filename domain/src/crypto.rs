@@ -111,6 +111,12 @@ impl RootKey {
             .finalize();
         crate::hex::hex(&digest[..8])
     }
+
+    /// Whether `wrapped` names this key as the one it was wrapped with (the id it carries;
+    /// [`DataKey::unwrap`] is what authenticates it).
+    pub fn wrapped(&self, wrapped: &[u8]) -> bool {
+        wrapped.get(1..1 + ROOT_ID_LEN) == Some(root_id_bytes(self).as_slice())
+    }
 }
 
 impl RootKey {
@@ -212,6 +218,20 @@ impl DataKey {
         out.extend_from_slice(&nonce);
         out.extend_from_slice(&sealed);
         Ok(out)
+    }
+
+    /// The key stored as `wrapped` for `tenant` at `version` under `old`, wrapped again under
+    /// `new`: what a root key rotation stores in its place. Fails as [`DataKey::unwrap`] does,
+    /// so a damaged or foreign key is never rewrapped into one that looks sound.
+    pub fn rewrap(
+        old: &RootKey,
+        new: &RootKey,
+        tenant: Uuid,
+        version: u32,
+        wrapped: &[u8],
+        nonce: [u8; NONCE_LEN],
+    ) -> Result<Vec<u8>, CryptoError> {
+        DataKey::unwrap(old, tenant, version, wrapped)?.wrap(new, tenant, nonce)
     }
 
     /// Unwraps a key stored for `tenant` at `version`.

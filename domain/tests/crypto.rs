@@ -158,6 +158,36 @@ fn the_wrong_root_key_is_named_as_such() {
 }
 
 #[test]
+fn a_rotation_rewraps_the_same_key_under_the_new_root_key() {
+    let (old, new) = (RootKey::from_bytes([1; 32]), RootKey::from_bytes([2; 32]));
+    let key = DataKey::new(3, [42; 32]);
+    let wrapped = key.wrap(&old, tenant(1), [3; 24]).unwrap();
+    assert!(old.wrapped(&wrapped) && !new.wrapped(&wrapped));
+
+    let rewrapped = DataKey::rewrap(&old, &new, tenant(1), 3, &wrapped, [4; 24]).unwrap();
+    assert!(new.wrapped(&rewrapped) && !old.wrapped(&rewrapped));
+    assert!(matches!(
+        DataKey::unwrap(&old, tenant(1), 3, &rewrapped),
+        Err(CryptoError::WrongRootKey { .. })
+    ));
+    // The data key itself is unchanged: what it sealed still opens.
+    let sealed = key.seal(tenant(1), "f", b"secret", [5; 24]).unwrap();
+    let reopened = DataKey::unwrap(&new, tenant(1), 3, &rewrapped).unwrap();
+    assert_eq!(&*reopened.open(tenant(1), "f", &sealed).unwrap(), b"secret");
+
+    // What the old key does not open is not rewrapped into something that looks sound.
+    assert!(matches!(
+        DataKey::rewrap(&new, &old, tenant(1), 3, &wrapped, [4; 24]),
+        Err(CryptoError::WrongRootKey { .. })
+    ));
+    assert_eq!(
+        DataKey::rewrap(&old, &new, tenant(2), 3, &wrapped, [4; 24]).unwrap_err(),
+        CryptoError::WrappedKeyTampered
+    );
+    assert!(!old.wrapped(&wrapped[..5]), "too short to name a key");
+}
+
+#[test]
 fn root_key_files_round_trip_and_refuse_garbage() {
     let root = RootKey::from_bytes([0xab; 32]);
     let contents = root.to_file_contents();

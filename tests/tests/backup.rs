@@ -368,3 +368,137 @@ async fn a_deletion_the_mirror_missed_is_reported_and_caught_up() {
     assert_eq!(api::key_mirror::read(&mirror).unwrap().deleted.len(), 2);
     platform.stop().await;
 }
+
+/// The root key is replaced while idemd serves (`idemd rotate-root-key` through the control
+/// socket): the tenant's data key is wrapped again by the new key, in the key store and in the
+/// key mirror, so what it sealed before (Billy's password) still opens, now and after a
+/// restart, a new master key is wrapped by the new root key, and the old root key no longer
+/// starts idemd.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_root_key_is_rotated_while_idemd_serves() {
+    let apart = tempfile::tempdir().unwrap();
+    let mirror = apart.path().join("keys.json");
+    let with_mirror = mirror.clone();
+    let platform = Platform::start_with(|s| s.key_mirror = Some(with_mirror)).await;
+    let (phone, msp) = platform.acme_with_contoso("alice@acme.example").await;
+    let host = "contoso-acme";
+    let admin = platform.login(&phone, host).await;
+    let call = |method, path: &str, body| platform.call_as(&admin, method, host, path, body);
+    for (path, body) in [
+        ("/api/v1/settings/master-key", json!({"enabled": true})),
+        (
+            "/api/v1/settings/desktop-login",
+            json!({"enabled": true, "method": "password"}),
+        ),
+    ] {
+        let (status, answer) = call(Method::PUT, path, Some(body)).await;
+        assert_eq!(status, 200, "{answer}");
+    }
+    let (status, billy) = call(
+        Method::POST,
+        "/api/v1/users",
+        Some(
+            json!({"first_name": "Billy", "last_name": "Jones", "username": "billy",
+                     "email": "billy@example.com", "password": PASSWORD}),
+        ),
+    )
+    .await;
+    assert_eq!(status, 201, "{billy}");
+    let (_, token) = call(Method::POST, "/api/v1/agent/enrollment-tokens", None).await;
+    let (status, device) = Platform::call(
+        platform
+            .request(Method::POST, host, "/api/v1/agent/enroll")
+            .json(&json!({"enrollment_token": token["token"], "hostname": "WS-01"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{device}");
+    let device_token = device["device_token"].as_str().unwrap().to_owned();
+    let agent_login = |platform: &Platform| {
+        Platform::call(
+            platform
+                .request(Method::POST, host, "/api/v1/agent/login")
+                .bearer_auth(&device_token)
+                .json(&json!({"username": "billy", "password": PASSWORD,
+                              "local_account_exists": false})),
+        )
+    };
+
+    let key_file = platform.dir.join("root.key");
+    let old = api::root_key::read_file(&key_file).unwrap().unwrap();
+    let done = api::operator::rotate_root_key(&config(&platform.dir, Some(&mirror)))
+        .await
+        .unwrap();
+    let new = api::root_key::read_file(&key_file).unwrap().unwrap();
+    assert_eq!(done.rotated.previous_key_id, old.id());
+    assert_eq!(done.rotated.key_id, new.id());
+    assert_ne!(new.id(), old.id());
+    assert_eq!(done.rotated.rewrapped, 1);
+    assert_eq!(done.key_mirror.as_deref(), Some(mirror.as_path()));
+    assert!(done.key_mirror_current);
+    let mirrored = api::key_mirror::read(&mirror).unwrap().keys;
+    assert_eq!(mirrored.len(), 1);
+    assert!(mirrored.iter().all(|(_, key)| new.wrapped(&key.wrapped)));
+
+    // Billy's password, sealed before, still checks; a new customer's master key is wrapped
+    // by the new root key and seals a password.
+    let (status, answer) = agent_login(&platform).await;
+    assert_eq!(status, 200, "{answer}");
+    let (status, body) = platform
+        .call_as(
+            &msp,
+            Method::POST,
+            "acme",
+            "/api/v1/customers",
+            Some(json!({"name": "fabrikam", "display_name": "Fabrikam"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let other = platform.login(&phone, "fabrikam-acme").await;
+    let (status, _) = platform
+        .call_as(
+            &other,
+            Method::PUT,
+            "fabrikam-acme",
+            "/api/v1/settings/master-key",
+            Some(json!({"enabled": true})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (status, answer) = platform
+        .call_as(
+            &other,
+            Method::POST,
+            "fabrikam-acme",
+            "/api/v1/users",
+            Some(
+                json!({"first_name": "Ann", "last_name": "Lee", "username": "ann",
+                         "email": "ann@example.com", "password": PASSWORD}),
+            ),
+        )
+        .await;
+    assert_eq!(status, 201, "{answer}");
+
+    // After a restart, the same, and the mirror (refreshed at start) holds both keys as the
+    // new root key wrapped them; with the old key back in the file, idemd does not start.
+    let stopped = platform.stop().await;
+    let again_mirror = mirror.clone();
+    let platform = stopped
+        .start_with(|s| s.key_mirror = Some(again_mirror))
+        .await
+        .map_err(|(e, _)| e)
+        .unwrap();
+    let (status, answer) = agent_login(&platform).await;
+    assert_eq!(status, 200, "{answer}");
+    let mirrored = api::key_mirror::read(&mirror).unwrap().keys;
+    assert_eq!(mirrored.len(), 2);
+    assert!(mirrored.iter().all(|(_, key)| new.wrapped(&key.wrapped)));
+    let stopped = platform.stop().await;
+    api::root_key::write_private_file(&key_file, old.to_file_contents().as_bytes()).unwrap();
+    let (refused, _) = stopped.start_with(|_| {}).await.err().unwrap();
+    assert!(
+        refused
+            .to_string()
+            .contains("does not open the tenant keys"),
+        "{refused}"
+    );
+}

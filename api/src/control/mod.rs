@@ -1,7 +1,7 @@
 //! The operator's control socket: `control.sock` in the data directory, where the `idemd`
 //! commands reach the running service (it holds the log exclusively): `signup` (also while
-//! public signup is closed), `backup`, `rebuild`, `retry-quarantined`, `export`, `verify`
-//! and `state`. HTTP over a Unix
+//! public signup is closed), `backup`, `rebuild`, `retry-quarantined`, `export`, `verify`,
+//! `state` and `rotate-root-key`. HTTP over a Unix
 //! socket, JSON in and out, errors as problem+json like the public API.
 //!
 //! Who may use it: the socket is created 0600 and every connection's peer credentials are
@@ -82,6 +82,7 @@ pub fn router(state: Shared) -> Router {
         .route("/v1/verify", post(verify))
         .route("/v1/export", post(export))
         .route("/v1/state", post(state_at))
+        .route("/v1/rotate-root-key", post(rotate_root_key))
         .fallback(crate::routes::not_found)
         .layer(middleware::from_fn(same_user))
         .with_state(state)
@@ -209,6 +210,19 @@ async fn retry_quarantined(State(state): State<Shared>) -> Result<Response, Prob
         })
         .collect();
     Ok(Json(left).into_response())
+}
+
+/// `POST /v1/rotate-root-key`: a new root key wraps every tenant's data key, while the
+/// service goes on (see `crate::root_key`); then the key mirror brought up to date.
+async fn rotate_root_key(State(state): State<Shared>) -> Result<Response, Problem> {
+    let done = operator::rotate_with(
+        &state.log,
+        &state.root_keys,
+        &state.config.root_key_file,
+        state.key_mirror.as_ref(),
+    )
+    .await?;
+    Ok(Json(done).into_response())
 }
 
 #[derive(Deserialize)]

@@ -145,7 +145,9 @@ pub async fn data_key(state: &AppState, tenant: &TenantRow) -> Result<DataKey, P
              personal emails) cannot be opened"
         )))
     })?;
-    DataKey::unwrap(&state.root_key, tenant.id, version, &wrapped.wrapped)
+    state
+        .root_keys
+        .unwrap(tenant.id, version, &wrapped.wrapped)
         .map_err(|e| Problem::internal(&e))
 }
 
@@ -256,8 +258,11 @@ pub async fn put_master_key(
         let existing = state.log.data_keys(StreamId(tenant.id)).await?;
         let version = existing.iter().map(|k| k.version).max().unwrap_or(0) + 1;
         let key = DataKey::new(version, random());
+        // Held until the commit is answered: a root key rotation waits for it, so the key
+        // wrapped here with the current root key is in the store before it reads the store.
+        let (_wrapping, root_key) = state.root_keys.for_wrapping().await;
         let wrapped = key
-            .wrap(&state.root_key, tenant.id, random())
+            .wrap(&root_key, tenant.id, random())
             .map_err(|e| Problem::internal(&e))?;
         let (committed, _) = command::execute_plan(
             &state,

@@ -106,7 +106,7 @@ pub async fn start(
                 Some(fold_msp(history)?),
                 MspCommand::StartOnboarding {
                     email: email.clone(),
-                    code: state.code_key.keyed(&code),
+                    code: state.root_keys.code_key().keyed(&code),
                     now,
                 },
             )
@@ -115,7 +115,7 @@ pub async fn start(
                 Some(fold_customer(history)?),
                 CustomerCommand::StartOnboarding {
                     email: email.clone(),
-                    code: state.code_key.keyed(&code),
+                    code: state.root_keys.code_key().keyed(&code),
                     now,
                 },
             )
@@ -192,7 +192,7 @@ pub async fn complete(
                 Some(fold_msp(history)?),
                 MspCommand::CompleteOnboarding {
                     email: request.email.clone(),
-                    code: state.code_key.keyed(&request.code),
+                    code: state.root_keys.code_key().keyed(&request.code),
                     device_id,
                     device_name: request.device_name.clone(),
                     public_key: request.device_public_key.clone(),
@@ -205,7 +205,7 @@ pub async fn complete(
                 CustomerCommand::CompleteOnboarding {
                     email: request.email.clone(),
                     attempt: Attempt {
-                        code: state.code_key.keyed(&request.code),
+                        code: state.root_keys.code_key().keyed(&request.code),
                         device_id,
                         device_name: request.device_name.clone(),
                         public_key: request.device_public_key.clone(),

@@ -106,7 +106,7 @@ pub async fn create_msp(
         Some(&tenant),
         MspCommand::StartOnboarding {
             email: admin_email.clone(),
-            code: state.code_key.keyed(&code),
+            code: state.root_keys.code_key().keyed(&code),
             now,
         },
     )?;
