@@ -328,8 +328,7 @@ impl RocksLog {
     /// Every entry of the key store (each stream's wrapped data keys), by stream then
     /// version: what a copy of the key store kept apart from the backups holds.
     pub async fn data_key_store(&self) -> Result<Vec<(StreamId, WrappedKey)>> {
-        self.read(|shared| key_store_entries(shared, None, usize::MAX))
-            .await
+        self.read(|shared| key_store_entries(shared, None)).await
     }
 
     /// Every stream that holds events, in id order: one seek per stream in the stream index,
@@ -382,13 +381,6 @@ impl RocksLog {
             Ok(deleted)
         })
         .await
-    }
-
-    /// The first data key in the key store (by stream, then version), if any: lets the
-    /// service check at start that its root key is the one these keys were wrapped with.
-    pub async fn first_data_key(&self) -> Result<Option<(StreamId, WrappedKey)>> {
-        self.read(|shared| Ok(key_store_entries(shared, None, 1)?.pop()))
-            .await
     }
 
     fn read<T: Send + 'static>(
@@ -618,7 +610,7 @@ pub(crate) fn reservation_owner(shared: &Shared, key: &[u8]) -> Result<Option<St
 }
 
 fn data_keys(shared: &Shared, stream: StreamId) -> Result<Vec<WrappedKey>> {
-    let entries = key_store_entries(shared, Some(stream), usize::MAX)?;
+    let entries = key_store_entries(shared, Some(stream))?;
     Ok(entries.into_iter().map(|(_, key)| key).collect())
 }
 
@@ -626,7 +618,6 @@ fn data_keys(shared: &Shared, stream: StreamId) -> Result<Vec<WrappedKey>> {
 fn key_store_entries(
     shared: &Shared,
     stream: Option<StreamId>,
-    limit: usize,
 ) -> Result<Vec<(StreamId, WrappedKey)>> {
     let mut options = ReadOptions::default();
     let start = match stream {
@@ -640,9 +631,7 @@ fn key_store_entries(
     let mut iter = shared.db.raw_iterator_cf_opt(shared.cf(Cf::Keys)?, options);
     iter.seek(start);
     let mut out = Vec::new();
-    while out.len() < limit
-        && let Some((key, value)) = iter.item()
-    {
+    while let Some((key, value)) = iter.item() {
         let (stream, version) = parse_data_key(key)?;
         out.push((
             stream,
