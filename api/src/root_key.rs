@@ -270,7 +270,17 @@ pub async fn rotate(
     let ring = keys.ring();
     let pending = pending_path(key_file);
     let (old, new) = match ring.retiring {
-        Some(old) => (old, ring.current),
+        Some(old) => {
+            // Taken up again: the new key must still be on disk before anything more is
+            // wrapped with it (a key only in memory would be lost with the process).
+            let on_disk = read_file(&pending)?;
+            if on_disk.as_ref().map(RootKey::id) != Some(ring.current.id()) {
+                write_private_file(&pending, ring.current.to_file_contents().as_bytes()).map_err(
+                    |e| RootKeyError::File(pending.display().to_string(), e.to_string()),
+                )?;
+            }
+            (old, ring.current)
+        }
         None => {
             if pending.exists() {
                 return Err(RootKeyError::Refused(format!(

@@ -228,3 +228,35 @@ async fn a_start_refuses_keys_wrapped_by_another_root_key() {
         "{refused}"
     );
 }
+
+#[tokio::test]
+async fn a_rotation_that_failed_at_the_end_is_taken_up_with_its_key_put_back_on_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = key_file_of(dir.path());
+    let log = RocksLog::open(dir.path().join("log")).unwrap();
+    let keys = root_key::load(&file, &log).await.unwrap();
+    let tenant = tenant_with_a_key(&log, &keys.current()).await;
+
+    // The new file cannot be renamed over the key file (a directory stands there now).
+    std::fs::remove_file(&file).unwrap();
+    std::fs::create_dir(&file).unwrap();
+    std::fs::write(file.join("in-the-way"), b"").unwrap();
+    let failed = root_key::rotate(&log, &keys, &file).await.err().unwrap();
+    assert!(failed.to_string().contains("move it there"), "{failed}");
+    let new = keys.current();
+    all_wrapped_by(&log, &new, std::slice::from_ref(&tenant)).await;
+
+    // Its new key then went missing from disk; the next try writes it back before it
+    // finishes, so the key that wraps the store is never only in memory.
+    let pending = root_key::pending_path(&file);
+    std::fs::remove_file(&pending).unwrap();
+    std::fs::remove_dir_all(&file).unwrap();
+    let done = root_key::rotate(&log, &keys, &file).await.unwrap();
+    assert_eq!(
+        (done.key_id.as_str(), done.rewrapped),
+        (new.id().as_str(), 0)
+    );
+    assert_eq!(read_key(&file).id(), new.id());
+    assert_eq!(mode(&file), 0o600);
+    all_wrapped_by(&log, &new, &[tenant]).await;
+}
