@@ -108,6 +108,7 @@ pub fn build() -> Value {
         if let Some(query) = operation.query {
             parameters.extend(query_parameters(&query(&mut generator)));
         }
+        let reads = operation.method == "get";
         let mut success = json!({"description": match operation.status {
             201 => "Created",
             202 => "Accepted",
@@ -118,14 +119,23 @@ pub fn build() -> Value {
         if let Some(response) = operation.response {
             success["content"] = json!({"application/json": {"schema": response(&mut answers)}});
         }
+        if !reads {
+            success["headers"] =
+                json!({"Idem-Position": {"$ref": "#/components/headers/IdemPosition"}});
+        }
+        let problem = |description: &str| {
+            json!({
+                "description": description,
+                "headers": {"Retry-After": {"$ref": "#/components/headers/RetryAfter"}},
+                "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}},
+            })
+        };
         let mut responses = Map::new();
         responses.insert(operation.status.to_string(), success);
+        responses.insert("4XX".into(), problem("Refused (429: rate limited)"));
         responses.insert(
-            "4XX".into(),
-            json!({
-                "description": "Refused",
-                "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}},
-            }),
+            "5XX".into(),
+            problem("Failed (503: busy or stopping, try again; 500: logged, never explained)"),
         );
         let mut entry = json!({
             "summary": operation.summary,
@@ -160,7 +170,13 @@ pub fn build() -> Value {
         "info": {
             "title": "idem",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "Identity for MSPs. The tenant of every request is its Host header.",
+            // Not a parameter of each read: a declared header makes fuzzers expect requests
+            // with other headers refused, which no HTTP service behind a proxy can do.
+            "description": "Identity for MSPs. The tenant of every request is its Host header. \
+                            Any read sent with `Idem-Min-Position: N` (an `Idem-Position` a \
+                            write answered) is served once the read models have reached log \
+                            position N, or after a few seconds; a value that is not a whole \
+                            number is a 400.",
         },
         "paths": paths,
         "components": {
@@ -169,6 +185,17 @@ pub fn build() -> Value {
                 "cookie": {"type": "apiKey", "in": "cookie", "name": crate::auth::COOKIE},
             },
             "schemas": schemas,
+            "headers": {
+                "IdemPosition": {
+                    "description": "The log position of the write, when it wrote anything: a \
+                                    later read sent with `Idem-Min-Position` sees it",
+                    "schema": {"type": "integer", "minimum": 0},
+                },
+                "RetryAfter": {
+                    "description": "On 429 and 503: seconds to wait before trying again",
+                    "schema": {"type": "integer", "minimum": 0},
+                },
+            },
         },
     })
 }
@@ -199,6 +226,55 @@ pub async fn document() -> Json<Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_operation_names_its_problems_and_the_position_header() {
+        let document = build();
+        let mut writes = 0;
+        for (path, methods) in document["paths"].as_object().unwrap() {
+            for (method, operation) in methods.as_object().unwrap() {
+                let what = format!("{method} {path}");
+                let responses = &operation["responses"];
+                for class in ["4XX", "5XX"] {
+                    assert_eq!(
+                        responses[class]["content"]["application/problem+json"]["schema"]["$ref"],
+                        "#/components/schemas/Problem",
+                        "{what} {class}"
+                    );
+                    assert_eq!(
+                        responses[class]["headers"]["Retry-After"]["$ref"],
+                        "#/components/headers/RetryAfter",
+                        "{what} {class}"
+                    );
+                }
+                let success = responses
+                    .as_object()
+                    .unwrap()
+                    .iter()
+                    .find(|(code, _)| code.parse::<u16>().is_ok())
+                    .map(|(_, answer)| answer)
+                    .unwrap();
+                if method == "get" {
+                    assert!(success.get("headers").is_none(), "{what}");
+                } else {
+                    writes += 1;
+                    assert_eq!(
+                        success["headers"]["Idem-Position"]["$ref"],
+                        "#/components/headers/IdemPosition",
+                        "{what}"
+                    );
+                }
+            }
+        }
+        assert!(writes > 20);
+        let components = &document["components"];
+        assert_eq!(
+            components["headers"]["IdemPosition"]["schema"]["type"],
+            "integer"
+        );
+        let description = document["info"]["description"].as_str().unwrap();
+        assert!(description.contains("Idem-Min-Position"), "{description}");
+    }
 
     #[test]
     fn a_name_both_decoded_and_answered_is_described_alike() {
