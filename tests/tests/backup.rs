@@ -31,6 +31,38 @@ fn files(dir: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
+/// Sets up customer `host` as its `admin`: the local user source, the master key on (its
+/// first version), password desktop login, and Billy with a password sealed by the key.
+/// Answers Billy's id.
+async fn billy_with_a_sealed_password(platform: &Platform, admin: &str, host: &str) -> String {
+    let call = |method, path: &str, body| platform.call_as(admin, method, host, path, body);
+    for (path, body) in [
+        ("/api/v1/settings/user-source", json!({"source": "local"})),
+        ("/api/v1/settings/master-key", json!({"enabled": true})),
+        (
+            "/api/v1/settings/desktop-login",
+            json!({"enabled": true, "method": "password"}),
+        ),
+    ] {
+        let (status, answer) = call(Method::PUT, path, Some(body)).await;
+        assert_eq!(status, 200, "{path}: {answer}");
+        if path.ends_with("master-key") {
+            assert_eq!(answer["key_version"], 1, "{answer}");
+        }
+    }
+    let (status, billy) = call(
+        Method::POST,
+        "/api/v1/users",
+        Some(
+            json!({"first_name": "Billy", "last_name": "Jones", "username": "billy",
+                     "email": "billy@example.com", "password": PASSWORD}),
+        ),
+    )
+    .await;
+    assert_eq!(status, 201, "{billy}");
+    billy["id"].as_str().unwrap().to_owned()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_tenant_deleted_after_a_backup_is_deleted_again_when_it_is_restored() {
     let apart = tempfile::tempdir().unwrap();
@@ -54,34 +86,12 @@ async fn a_tenant_deleted_after_a_backup_is_deleted_again_when_it_is_restored() 
     let mut customers = Vec::new();
     for host in ["contoso-acme", "fabrikam-acme"] {
         let admin = platform.login(&phone, host).await;
-        let call = |method, path: &str, body| platform.call_as(&admin, method, host, path, body);
-        let (status, _) = call(
-            Method::PUT,
-            "/api/v1/settings/user-source",
-            Some(json!({"source": "local"})),
-        )
-        .await;
-        assert_eq!(status, 200);
-        let (status, key) = call(
-            Method::PUT,
-            "/api/v1/settings/master-key",
-            Some(json!({"enabled": true})),
-        )
-        .await;
-        assert_eq!((status, &key["key_version"]), (200, &json!(1)), "{key}");
-        let (status, billy) = call(
-            Method::POST,
-            "/api/v1/users",
-            Some(
-                json!({"first_name": "Billy", "last_name": "Jones", "username": "billy",
-                        "email": "billy@example.com", "password": PASSWORD}),
-            ),
-        )
-        .await;
-        assert_eq!(status, 201, "{billy}");
-        let (_, me) = call(Method::GET, "/api/v1/me", None).await;
+        let billy = billy_with_a_sealed_password(&platform, &admin, host).await;
+        let (_, me) = platform
+            .call_as(&admin, Method::GET, host, "/api/v1/me", None)
+            .await;
         let tenant: uuid::Uuid = me["tenant"]["id"].as_str().unwrap().parse().unwrap();
-        customers.push((host, tenant, billy["id"].as_str().unwrap().to_owned()));
+        customers.push((host, tenant, billy));
     }
     let (contoso, fabrikam) = (customers[0].1, customers[1].1);
 
@@ -383,28 +393,16 @@ async fn the_root_key_is_rotated_while_idemd_serves() {
     let (phone, msp) = platform.acme_with_contoso("alice@acme.example").await;
     let host = "contoso-acme";
     let admin = platform.login(&phone, host).await;
-    let call = |method, path: &str, body| platform.call_as(&admin, method, host, path, body);
-    for (path, body) in [
-        ("/api/v1/settings/master-key", json!({"enabled": true})),
-        (
-            "/api/v1/settings/desktop-login",
-            json!({"enabled": true, "method": "password"}),
-        ),
-    ] {
-        let (status, answer) = call(Method::PUT, path, Some(body)).await;
-        assert_eq!(status, 200, "{answer}");
-    }
-    let (status, billy) = call(
-        Method::POST,
-        "/api/v1/users",
-        Some(
-            json!({"first_name": "Billy", "last_name": "Jones", "username": "billy",
-                     "email": "billy@example.com", "password": PASSWORD}),
-        ),
-    )
-    .await;
-    assert_eq!(status, 201, "{billy}");
-    let (_, token) = call(Method::POST, "/api/v1/agent/enrollment-tokens", None).await;
+    billy_with_a_sealed_password(&platform, &admin, host).await;
+    let (_, token) = platform
+        .call_as(
+            &admin,
+            Method::POST,
+            host,
+            "/api/v1/agent/enrollment-tokens",
+            None,
+        )
+        .await;
     let (status, device) = Platform::call(
         platform
             .request(Method::POST, host, "/api/v1/agent/enroll")
