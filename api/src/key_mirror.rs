@@ -84,6 +84,11 @@ pub struct Refreshed {
     pub undeleted: Vec<StreamId>,
 }
 
+/// A turn to write a key mirror ([`KeyMirror::turn`]).
+pub struct MirrorTurn<'a> {
+    _held: tokio::sync::MutexGuard<'a, ()>,
+}
+
 /// The mirror file at one path; one writer at a time.
 pub struct KeyMirror {
     path: PathBuf,
@@ -142,7 +147,25 @@ impl KeyMirror {
     /// removed, other keys are kept. Answers what the mirror holds, and which deleted tenants
     /// the log holds events of again.
     pub async fn refresh(&self, log: &RocksLog) -> Result<Refreshed, MirrorError> {
-        let _turn = self.writing.lock().await;
+        let turn = self.turn().await;
+        self.refresh_in(&turn, log).await
+    }
+
+    /// This mirror's turn to be written: no other refresh runs until it is dropped. A root
+    /// key rotation holds it throughout, so that no refresh (a backup's, a deletion's) writes
+    /// the store's keys while some are wrapped by the old root key and some by the new.
+    pub async fn turn(&self) -> MirrorTurn<'_> {
+        MirrorTurn {
+            _held: self.writing.lock().await,
+        }
+    }
+
+    /// [`KeyMirror::refresh`] with this mirror's `turn` already taken.
+    pub async fn refresh_in(
+        &self,
+        _turn: &MirrorTurn<'_>,
+        log: &RocksLog,
+    ) -> Result<Refreshed, MirrorError> {
         let refreshed = self.refresh_now(log).await;
         self.behind.store(refreshed.is_err(), Ordering::Relaxed);
         refreshed

@@ -268,6 +268,11 @@ pub async fn rotate_with(
     key_file: &Path,
     mirror: Option<&KeyMirror>,
 ) -> Result<RootKeyRotated, OperatorError> {
+    // No other refresh of the mirror while keys are wrapped both ways (see `KeyMirror::turn`).
+    let turn = match mirror {
+        Some(mirror) => Some(mirror.turn().await),
+        None => None,
+    };
     let rotated = crate::root_key::rotate(log, keys, key_file).await?;
     tracing::warn!(
         previous_key_id = %rotated.previous_key_id,
@@ -275,8 +280,8 @@ pub async fn rotate_with(
         rewrapped = rotated.rewrapped,
         "root key rotated"
     );
-    let key_mirror_current = match mirror {
-        Some(mirror) => match mirror.refresh(log).await {
+    let key_mirror_current = match mirror.zip(turn.as_ref()) {
+        Some((mirror, turn)) => match mirror.refresh_in(turn, log).await {
             Ok(_) => true,
             Err(e) => {
                 tracing::error!(error = %e, "the key mirror still holds keys wrapped by the replaced root key; it is tried again until it is current");
