@@ -69,6 +69,12 @@ impl RootKeys {
         self.ring().current
     }
 
+    /// Whether a rotation this process began is not finished: the old key still opens some
+    /// stored keys, and `root.key.new` is beside the key file.
+    pub fn is_rotating(&self) -> bool {
+        self.ring().retiring.is_some()
+    }
+
     /// Keys one-time onboarding codes (derived from the current root key).
     pub fn code_key(&self) -> CodeKey {
         self.ring().code_key

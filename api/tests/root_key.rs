@@ -241,8 +241,13 @@ async fn a_rotation_that_failed_at_the_end_is_taken_up_with_its_key_put_back_on_
     std::fs::remove_file(&file).unwrap();
     std::fs::create_dir(&file).unwrap();
     std::fs::write(file.join("in-the-way"), b"").unwrap();
+    assert!(!keys.is_rotating());
     let failed = root_key::rotate(&log, &keys, &file).await.err().unwrap();
     assert!(failed.to_string().contains("move it there"), "{failed}");
+    assert!(
+        keys.is_rotating(),
+        "the old key still opens what it wrapped"
+    );
     let new = keys.current();
     all_wrapped_by(&log, &new, std::slice::from_ref(&tenant)).await;
 
@@ -256,6 +261,7 @@ async fn a_rotation_that_failed_at_the_end_is_taken_up_with_its_key_put_back_on_
         (done.key_id.as_str(), done.rewrapped),
         (new.id().as_str(), 0)
     );
+    assert!(!keys.is_rotating());
     assert_eq!(read_key(&file).id(), new.id());
     assert_eq!(mode(&file), 0o600);
     all_wrapped_by(&log, &new, &[tenant]).await;

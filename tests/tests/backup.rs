@@ -423,6 +423,24 @@ async fn the_root_key_is_rotated_while_idemd_serves() {
 
     let key_file = platform.dir.join("root.key");
     let old = api::root_key::read_file(&key_file).unwrap().unwrap();
+    // Readiness names the key in use; the gauge says no rotation is unfinished.
+    let key_in_use = || async {
+        let (_, ready) = Platform::call(platform.request(Method::GET, "", "/readyz")).await;
+        let metrics = platform.metrics().await;
+        let rotating = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("idem_root_key_rotating "))
+            .map(str::to_owned);
+        (
+            ready["root_key_id"].clone(),
+            ready["root_key_rotating"].clone(),
+            rotating,
+        )
+    };
+    assert_eq!(
+        key_in_use().await,
+        (json!(old.id()), json!(false), Some("0".to_owned()))
+    );
     let done = api::operator::rotate_root_key(&config(&platform.dir, Some(&mirror)))
         .await
         .unwrap();
@@ -430,6 +448,10 @@ async fn the_root_key_is_rotated_while_idemd_serves() {
     assert_eq!(done.rotated.previous_key_id, old.id());
     assert_eq!(done.rotated.key_id, new.id());
     assert_ne!(new.id(), old.id());
+    assert_eq!(
+        key_in_use().await,
+        (json!(new.id()), json!(false), Some("0".to_owned()))
+    );
     assert_eq!(done.rotated.rewrapped, 1);
     assert_eq!(done.key_mirror.as_deref(), Some(mirror.as_path()));
     assert!(done.key_mirror_current);

@@ -54,6 +54,10 @@ pub struct Readiness {
     projections: Vec<projections::ProjectorStatus>,
     /// Whether the key mirror has every deletion; null without a mirror.
     key_mirror_current: Option<bool>,
+    /// The public fingerprint of the root key that wraps new data keys.
+    root_key_id: String,
+    /// True while a root key rotation is unfinished (`idemd rotate-root-key` takes it up).
+    root_key_rotating: bool,
 }
 
 /// Ready: every projector running and not failing, lag bounded. Quarantined tenants are listed
@@ -70,6 +74,8 @@ pub async fn readyz(State(state): State<Shared>) -> Response {
         lag: status.lag(),
         max_lag: MAX_READY_LAG,
         key_mirror_current: state.key_mirror.as_ref().map(|m| !m.is_behind()),
+        root_key_id: state.root_keys.current().id(),
+        root_key_rotating: state.root_keys.is_rotating(),
         projections: status.projectors,
     };
     let code = if ready {
@@ -127,6 +133,12 @@ pub async fn metrics(State(state): State<Shared>) -> Response {
             &[(None, u64::from(!mirror.is_behind()))],
         );
     }
+    gauge(
+        &mut out,
+        "idem_root_key_rotating",
+        "1 while a root key rotation is unfinished (run idemd rotate-root-key again).",
+        &[(None, u64::from(state.root_keys.is_rotating()))],
+    );
     gauge(
         &mut out,
         "idem_projection_checkpoint",
