@@ -29,30 +29,14 @@ type CachedPage = (u64, Arc<tokio::sync::OnceCell<Page>>);
 /// A page of one tenant's feed: its cursor and limit.
 type PageKey = (Uuid, Option<u64>, usize);
 
-/// Events recorded for the audit trail only: no feed entry comes from them, so they wake no
-/// agent. Without this, every workstation login of a tenant woke every agent of the tenant,
-/// each to find an empty page and wait again (1,000 wake-ups per login on a tenant with
-/// 1,000 workstations). An event type missing here wakes the agents in vain, nothing worse;
-/// one listed here by mistake would delay its changes until the next relevant commit or
-/// the agents' wait timeout, so only pure records belong here.
-const NEVER_IN_FEED: &[&str] = &[
-    "DesktopLoginRecorded",
-    "ElevationRecorded",
-    "SessionStarted",
-    "SessionEnded",
-    "EnrollmentTokenIssued",
-    "EnrollmentTokenRevoked",
-    "OnboardingCodeIssued",
-    "OnboardingCodeRejected",
-];
-
 /// Pages kept at most; beyond it, the cache starts over.
 const CACHED_PAGES: usize = 10_000;
 
 /// Adds to `seqs` each tenant's newest seq among `events` that can change its feed.
 fn feed_seqs(events: &[eventlog::RecordedEvent], seqs: &mut HashMap<Uuid, u64>) {
     for event in events {
-        if NEVER_IN_FEED.contains(&event.event_type.as_str()) {
+        // Audit-only records (`projections::NOT_IN_FEED`) wake no agent.
+        if projections::NOT_IN_FEED.contains(&event.event_type.as_str()) {
             continue;
         }
         let seq = seqs.entry(event.stream.0).or_default();
@@ -224,16 +208,6 @@ mod tests {
             &mut seqs,
         );
         assert_eq!(seqs, HashMap::from([(a, 9), (b, 5)]));
-    }
-
-    #[test]
-    fn the_records_that_wake_no_agent_are_events_of_the_catalogue() {
-        for name in NEVER_IN_FEED {
-            assert!(
-                domain::event::CATALOGUE.iter().any(|(n, _)| n == name),
-                "{name} is not an event type (renamed?)"
-            );
-        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

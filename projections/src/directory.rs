@@ -22,6 +22,24 @@ use crate::error::{Error, Result};
 /// Rows per multi-row statement: 20 columns at most, well under both databases' limits.
 const ROWS_PER_STATEMENT: usize = 500;
 
+/// Events recorded for the audit trail only: no change-feed entry comes from them, so the
+/// service wakes no agent for them. Without this, every workstation login of a tenant woke
+/// every agent of the tenant, each to find an empty page and wait again (1,000 wake-ups per
+/// login on a tenant with 1,000 workstations). An event type missing here wakes the agents in
+/// vain, nothing worse; one listed here by mistake would delay its changes until the next
+/// relevant commit or the agents' wait timeout, so only pure records belong here, and the
+/// tests project one of each and find no feed entry.
+pub const NOT_IN_FEED: &[&str] = &[
+    "DesktopLoginRecorded",
+    "ElevationRecorded",
+    "SessionStarted",
+    "SessionEnded",
+    "EnrollmentTokenIssued",
+    "EnrollmentTokenRevoked",
+    "OnboardingCodeIssued",
+    "OnboardingCodeRejected",
+];
+
 /// How long the change feed keeps a removed directory user's tombstone. A later removal in
 /// the same tenant takes those older than this (by the events' times, so that a rebuild keeps
 /// the same ones); an agent whose cursor is older than a tombstone gone gets a snapshot.

@@ -20,7 +20,7 @@ mod read;
 pub mod workload;
 
 pub use db::Backend;
-pub use directory::FEED_TOMBSTONE_RETENTION;
+pub use directory::{FEED_TOMBSTONE_RETENTION, NOT_IN_FEED};
 pub use error::{Error, Result};
 pub use projection::Projection;
 pub use projector::{

@@ -1630,7 +1630,111 @@ async fn removed_users_tombstones_go_after_the_feed_retention(store: &Store) {
     assert_eq!(dump, world.reference_dump(store).await);
 }
 
+/// The records the service wakes no agent for (`NOT_IN_FEED`) give no change-feed entry: one
+/// of each, projected on a customer with users, leaves the feed's page after them empty,
+/// while a change of the directory in the same commit does show.
+async fn records_that_wake_no_agent_make_no_feed_entry(store: &Store) {
+    let world = World::new();
+    let projections = world.project(store, Options::default()).await;
+    let read = projections.read_models().clone();
+    let acme = sign_up(&world, "acme").await;
+    let (contoso, _) = create_customer(&world, &acme, "acme", "contoso").await;
+    let billy = UserId(id());
+    let position = world
+        .append(
+            contoso,
+            vec![
+                Event::DesktopLoginConfigured(DesktopLoginConfigured {
+                    enabled: true,
+                    method: DesktopLoginMethod::Password,
+                }),
+                user_created(billy, "billy", None),
+                password(billy, 1),
+            ],
+        )
+        .await;
+    assert!(projections.wait_for(position, LONG).await);
+    let before = read.changes(contoso.0, None, 100).await.unwrap().unwrap();
+
+    let (token, session) = (id(), id());
+    let at = chrono::Utc::now();
+    let records = vec![
+        Event::DesktopLoginRecorded(DesktopLoginRecorded {
+            device_id: DeviceId(id()),
+            username: "billy".into(),
+            user_id: Some(billy),
+            method: DesktopLoginMethod::Password,
+            outcome: AttemptOutcome::Succeeded,
+            local_account: Some(LocalAccountAction::Create),
+        }),
+        Event::ElevationRecorded(ElevationRecorded {
+            device_id: DeviceId(id()),
+            msp_id: acme.id,
+            technician_id: acme.admin,
+            account: "idem-admin".into(),
+            outcome: AttemptOutcome::Succeeded,
+        }),
+        Event::SessionStarted(SessionStarted {
+            session_id: session,
+            user_id: billy,
+            msp_id: None,
+            device_id: None,
+            method: SessionMethod::Qr,
+            token_digest: format!("{:064x}", id().as_u128()),
+            expires_at: at + domain::session::SESSION_LIFETIME,
+        }),
+        Event::SessionEnded(SessionEnded {
+            session_id: session,
+        }),
+        Event::EnrollmentTokenIssued(EnrollmentTokenIssued {
+            token_id: token,
+            token_digest: format!("{:064x}", id().as_u128()),
+            expires_at: at + chrono::TimeDelta::hours(1),
+        }),
+        Event::EnrollmentTokenRevoked(EnrollmentTokenRevoked { token_id: token }),
+        Event::OnboardingCodeIssued(OnboardingCodeIssued {
+            user_id: billy,
+            code_digest: format!("{:064x}", id().as_u128()),
+            expires_at: at + chrono::TimeDelta::minutes(15),
+        }),
+        Event::OnboardingCodeRejected(OnboardingCodeRejected { user_id: billy }),
+    ];
+    let mut recorded: Vec<&str> = records.iter().map(Event::type_name).collect();
+    recorded.sort_unstable();
+    let mut listed = projections::NOT_IN_FEED.to_vec();
+    listed.sort_unstable();
+    assert_eq!(recorded, listed, "one record of each listed type, no other");
+    let count = records.len() as u64;
+    let position = world.append(contoso, records).await;
+    assert!(projections.wait_for(position, LONG).await);
+    assert_eq!(projections.status().quarantined().count(), 0);
+    let after = read
+        .changes(contoso.0, Some(before.next), 100)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!after.snapshot);
+    assert_eq!(after.changes, Vec::new(), "no entry from a record");
+    assert_eq!(
+        after.next,
+        before.next + count,
+        "the cursor moves past them"
+    );
+
+    // The control: a change of the directory right after them is an entry.
+    let position = world.append(contoso, vec![password(billy, 2)]).await;
+    assert!(projections.wait_for(position, LONG).await);
+    let changed = read
+        .changes(contoso.0, Some(after.next), 100)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(changed.changes.len(), 1);
+    projections.shutdown().await;
+}
+
 on_both_databases!(
+    records_that_wake_no_agent_make_no_feed_entry,
     removed_users_tombstones_go_after_the_feed_retention,
     pending_enrollment_tokens_leave_when_used_revoked_or_expired,
     read_models_of_another_log_are_refused_until_rebuilt,
