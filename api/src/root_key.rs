@@ -164,10 +164,7 @@ pub fn write_private_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let name = path
         .file_name()
         .ok_or_else(|| std::io::Error::other("the path names no file"))?;
-    let parent = match path.parent() {
-        Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
+    let parent = directory_of(path);
     let temporary = parent.join(format!(".{}.tmp", name.to_string_lossy()));
     // A leftover of a stop midway may have any mode: made anew, it gets 0600.
     match std::fs::remove_file(&temporary) {
@@ -183,6 +180,14 @@ pub fn write_private_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     drop(out);
     std::fs::rename(&temporary, path)?;
     sync_dir(&parent)
+}
+
+/// The directory holding `path` (`.` for a bare file name).
+fn directory_of(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
 }
 
 fn sync_dir(dir: &Path) -> std::io::Result<()> {
@@ -307,7 +312,7 @@ pub async fn rotate(
     };
     let rewrapped = rewrap_store(log, &old, &new).await?;
     std::fs::rename(&pending, key_file)
-        .and_then(|()| sync_dir(key_file.parent().unwrap_or(Path::new("."))))
+        .and_then(|()| sync_dir(&directory_of(key_file)))
         .map_err(|e| {
             RootKeyError::File(
                 key_file.display().to_string(),
@@ -401,4 +406,25 @@ fn rewrap(
         from: wrapped.to_vec(),
         to,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bare_key_file_name_lives_in_the_working_directory() {
+        // The directory synced after the rename: an empty path would fail to open, after the
+        // new key was already in place.
+        assert_eq!(directory_of(Path::new("root.key")), Path::new("."));
+        assert_eq!(directory_of(Path::new("keys/root.key")), Path::new("keys"));
+        assert_eq!(
+            directory_of(Path::new("/etc/idem/root.key")),
+            Path::new("/etc/idem")
+        );
+        assert_eq!(
+            pending_path(Path::new("/etc/idem/root.key")),
+            Path::new("/etc/idem/root.key.new")
+        );
+    }
 }
