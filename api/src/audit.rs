@@ -15,22 +15,32 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use uuid::Uuid;
 
-/// One exported line.
-#[derive(Serialize, Deserialize)]
+/// One exported line: an event's envelope as the log holds it.
+#[derive(Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct Line<'a> {
+pub struct AuditLine<'a> {
     tenant: Uuid,
+    /// The event's place in its tenant's stream: 1, 2, 3, ... without gaps.
     seq: u64,
+    /// Its place in the whole log (commit order across tenants).
     position: u64,
     id: Uuid,
     #[serde(rename = "type")]
     event_type: String,
     schema_version: u32,
+    /// RFC 3339, UTC, nanoseconds.
+    #[schemars(extend("format" = "date-time"))]
     occurred_at: String,
     actor: String,
+    /// The event's data as stored, byte for byte (sealed fields stay sealed).
     #[serde(borrow)]
+    #[schemars(with = "serde_json::Map<String, serde_json::Value>")]
     data: &'a RawValue,
+    /// The hash of the event before (zeros for the first), hex.
+    #[schemars(regex(pattern = r"^[0-9a-f]{64}$"))]
     prev_hash: String,
+    /// SHA-256 of the canonical encoding of this envelope and `prev_hash`, hex.
+    #[schemars(regex(pattern = r"^[0-9a-f]{64}$"))]
     hash: String,
 }
 
@@ -50,7 +60,7 @@ pub fn line(event: &RecordedEvent) -> Result<String, NotJson> {
     };
     let text = std::str::from_utf8(&event.data).map_err(|_| not_json())?;
     let data = RawValue::from_string(text.to_owned()).map_err(|_| not_json())?;
-    let line = Line {
+    let line = AuditLine {
         tenant: event.stream.0,
         seq: event.seq,
         position: event.position,
@@ -124,7 +134,7 @@ fn check_line(
     report: &mut FileReport,
     previous: Option<Digest32>,
 ) -> Result<Digest32, String> {
-    let line: Line<'_> =
+    let line: AuditLine<'_> =
         serde_json::from_str(text).map_err(|e| format!("not an export line: {e}"))?;
     let digest = |field: &str, hex: &str| -> Result<Digest32, String> {
         hex.parse()

@@ -119,6 +119,11 @@ pub fn build() -> Value {
         if let Some(response) = operation.response {
             success["content"] = json!({"application/json": {"schema": response(&mut answers)}});
         }
+        if let Some(lines) = operation.lines {
+            // OpenAPI 3.1 has no schema for the items of a sequence: the schema is a line's.
+            success["description"] = json!("Success: one object of the schema a line");
+            success["content"] = json!({"application/x-ndjson": {"schema": lines(&mut answers)}});
+        }
         if !reads {
             success["headers"] =
                 json!({"Idem-Position": {"$ref": "#/components/headers/IdemPosition"}});
@@ -283,8 +288,8 @@ mod tests {
             for schema in [operation.body, operation.query].into_iter().flatten() {
                 schema(&mut requests);
             }
-            if let Some(response) = operation.response {
-                response(&mut answers);
+            for schema in [operation.response, operation.lines].into_iter().flatten() {
+                schema(&mut answers);
             }
         }
         let requests = requests.take_definitions(true);

@@ -3,6 +3,8 @@
 //! 204, ...), its JSON body is validated against the operation's schema, and every problem
 //! against the problem schema. A 2xx JSON answer of an operation the document gives no
 //! answer schema fails too, so a route cannot answer what the contract does not describe.
+//! An NDJSON answer (the audit export) has each line validated against its line schema
+//! ([`check_lines`]).
 
 use std::sync::LazyLock;
 
@@ -19,6 +21,8 @@ struct Operation {
     /// The status of a success.
     status: u16,
     answer: Option<Validator>,
+    /// The schema of each line of an NDJSON answer.
+    lines: Option<Validator>,
 }
 
 struct Contract {
@@ -55,6 +59,7 @@ fn load() -> Contract {
                 .find_map(|(code, answer)| Some((code.parse::<u16>().ok()?, answer)))
                 .unwrap_or_else(|| panic!("{method} {template} has no success status"));
             let schema = &success["content"]["application/json"]["schema"];
+            let lines = &success["content"]["application/x-ndjson"]["schema"];
             operations.push(Operation {
                 method: method.to_uppercase(),
                 template: template.clone(),
@@ -64,6 +69,7 @@ fn load() -> Contract {
                     .collect(),
                 status,
                 answer: (!schema.is_null()).then(|| validator(schema, components)),
+                lines: (!lines.is_null()).then(|| validator(lines, components)),
             });
         }
     }
@@ -101,6 +107,29 @@ fn assert_valid(validator: &Validator, body: &Value, what: &str) {
     );
 }
 
+/// Checks an NDJSON answer to `method path`, whose text is `text`: a success must be one the
+/// document describes as NDJSON, and each line must match the document's line schema.
+pub fn check_lines(method: &Method, path: &str, status: u16, content_type: &str, text: &str) {
+    let media_type = content_type.split(';').next().unwrap_or("").trim();
+    if !(200..300).contains(&status) {
+        return;
+    }
+    assert_eq!(media_type, "application/x-ndjson", "{method} {path}");
+    let operation =
+        operation(method, path).unwrap_or_else(|| panic!("{method} {path} is not in the document"));
+    let what = format!("{method} {} ({path})", operation.template);
+    assert_eq!(status, operation.status, "{what}");
+    let lines = operation
+        .lines
+        .as_ref()
+        .unwrap_or_else(|| panic!("{what} answered NDJSON the document does not describe"));
+    for (number, line) in text.lines().enumerate() {
+        let value: Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("{what}: line {} is not JSON: {e}", number + 1));
+        assert_valid(lines, &value, &format!("{what}, line {}", number + 1));
+    }
+}
+
 /// Checks an answer to `method path` against the document; paths the document does not have
 /// (portal pages, `/sso`) are not its business.
 pub fn check(method: &Method, path: &str, status: u16, content_type: &str, body: &Value) {
@@ -126,6 +155,14 @@ pub fn check(method: &Method, path: &str, status: u16, content_type: &str, body:
         status, operation.status,
         "{what} succeeded with another status than the document's"
     );
+    if media_type == "application/x-ndjson" {
+        // Read as JSON by the caller: one line parsed whole, several kept as text.
+        let text = match body {
+            Value::String(text) => text.clone(),
+            other => other.to_string(),
+        };
+        return check_lines(method, path, status, content_type, &text);
+    }
     if media_type != "application/json" {
         return;
     }

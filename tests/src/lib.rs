@@ -300,14 +300,24 @@ impl Platform {
     }
 
     /// The audit export (NDJSON text) of host `label`'s tenant as `token` may read it.
+    /// Each line is checked against the document's line schema ([`contract::check_lines`]).
     pub async fn audit_export(&self, token: &str, label: &str) -> String {
-        self.as_user(token, Method::GET, label, "/api/v1/audit/events")
+        let path = "/api/v1/audit/events";
+        let answer = self
+            .as_user(token, Method::GET, label, path)
             .send()
             .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
+            .unwrap();
+        let status = answer.status().as_u16();
+        let content_type = answer
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        let text = answer.text().await.unwrap();
+        contract::check_lines(&Method::GET, path, status, &content_type, &text);
+        text
     }
 
     /// The audit export of host `label`'s tenant as `token` may read it: one JSON value per

@@ -439,3 +439,39 @@ fn answers_are_held_to_the_document() {
         json!("<html>")
     ));
 }
+
+#[test]
+fn audit_export_lines_are_held_to_the_document() {
+    let refused = |content_type: &str, text: &str| {
+        std::panic::catch_unwind(|| {
+            harness::contract::check_lines(
+                &Method::GET,
+                "/api/v1/audit/events",
+                200,
+                content_type,
+                text,
+            );
+        })
+        .is_err()
+    };
+    let line = json!({
+        "tenant": uuid::Uuid::now_v7(), "seq": 1, "position": 7, "id": uuid::Uuid::now_v7(),
+        "type": "CustomerTenantOpened", "schema_version": 1,
+        "occurred_at": "2026-11-24T01:17:08.615257434Z", "actor": "user:x",
+        "data": {"name": "contoso"}, "prev_hash": "0".repeat(64), "hash": "ab".repeat(32),
+    });
+    let ndjson = "application/x-ndjson";
+    let two = format!("{line}\n{line}\n");
+    assert!(!refused(ndjson, &two));
+    assert!(!refused(ndjson, ""), "an empty page");
+    // A hash that is not 64 hex digits, a field missing, a line that is not JSON.
+    let mut short = line.clone();
+    short["hash"] = json!("abc");
+    assert!(refused(ndjson, &format!("{line}\n{short}\n")));
+    let mut missing = line.clone();
+    missing.as_object_mut().unwrap().remove("prev_hash");
+    assert!(refused(ndjson, &missing.to_string()));
+    assert!(refused(ndjson, "{\"seq\": 1"));
+    // Another media type for a success is refused too.
+    assert!(refused("application/json", &two));
+}

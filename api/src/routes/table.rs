@@ -25,6 +25,8 @@ pub struct Operation {
     pub query: Option<SchemaFn>,
     /// Its JSON answer on success, built from the very type the handler serializes.
     pub response: Option<SchemaFn>,
+    /// Its NDJSON answer on success: one object of this type a line.
+    pub lines: Option<SchemaFn>,
     /// Its status on success: 200 unless the table says otherwise (201 for what a call
     /// creates, 202 for what it only starts, 204 for no answer at all).
     pub status: u16,
@@ -61,7 +63,7 @@ macro_rules! status {
 }
 
 macro_rules! routes {
-    ($session:literal; $( $path:literal => { $( $method:ident ( $handler:path $(, body = $body:ty)? $(, query = $query:ty)? $(, response = $response:ty)? $(, status = $status:literal)? ) $summary:literal ),+ $(,)? } )*) => {
+    ($session:literal; $( $path:literal => { $( $method:ident ( $handler:path $(, body = $body:ty)? $(, query = $query:ty)? $(, response = $response:ty)? $(, lines = $lines:ty)? $(, status = $status:literal)? ) $summary:literal ),+ $(,)? } )*) => {
         /// The router of this table's routes.
         pub fn router() -> Router<Shared> {
             Router::new() $( .route($path, MethodRouter::new() $( .$method($handler) )+ ) )*
@@ -76,6 +78,7 @@ macro_rules! routes {
             body: schema!(reference $($body)?),
             query: schema!(inline $($query)?),
             response: schema!(reference $($response)?),
+            lines: schema!(reference $($lines)?),
             status: status!($($status)?),
         }, )+ )* ];
     };
@@ -171,7 +174,7 @@ pub mod session {
         "/api/v1/customers/{name}/technicians/{user_id}" => { delete(msp::revoke_delegation, status = 204) "Revoke a delegation, at once" }
         "/api/v1/customers/{name}/sso" => { post(msp::sso, response = msp::SsoHandoff) "A one-time, 60-second hand-off URL onto the customer's host" }
         "/api/v1/apps" => { get(msp::apps, response = Vec<msp::AppLink>) "The customer tenants the caller can open" }
-        "/api/v1/audit/events" => { get(audit::events, query = audit::EventsQuery) "The tenant's log as NDJSON" }
+        "/api/v1/audit/events" => { get(audit::events, query = audit::EventsQuery, lines = crate::audit::AuditLine<'static>) "The tenant's log as NDJSON: one event envelope a line" }
         "/api/v1/audit/head" => { get(audit::head, response = audit::LogHead) "Where the tenant's log ends (seq and hash), without walking it" }
         "/api/v1/audit/verify" => { get(audit::verify, response = audit::Verification) "The tenant's hash chain, verified" }
         "/api/v1/audit/state" => { get(audit::state_at, query = audit::StateQuery, response = audit::StateAt) "The tenant's state at a time, replayed" }
