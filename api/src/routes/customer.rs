@@ -135,20 +135,27 @@ pub async fn data_key(state: &AppState, tenant: &TenantRow) -> Result<DataKey, P
             "enable the master key first: passwords and personal emails are sealed with it".into(),
         ))
     })?;
-    let keys = state.log.data_keys(StreamId(tenant.id)).await?;
-    // Missing only in a log restored from a backup taken before the tenant was deleted: its
-    // key left the key mirror with the deletion (crypto-shredding, backups included).
-    let wrapped = keys.iter().find(|k| k.version == version).ok_or_else(|| {
-        Problem::from(DomainError::Conflict(format!(
-            "this tenant's data key (version {version}) was destroyed (the tenant was deleted \
-             after the backup this service was restored from): its sealed data (passwords, \
-             personal emails) cannot be opened"
-        )))
-    })?;
-    state
-        .root_keys
-        .unwrap(tenant.id, version, &wrapped.wrapped)
-        .map_err(|e| Problem::internal(&e))
+    // Twice at most: a root key rotation that ends between reading the wrapped key and
+    // unwrapping it leaves a wrapping the service no longer holds the key of; read again,
+    // the store has the new one.
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let keys = state.log.data_keys(StreamId(tenant.id)).await?;
+        // Missing only in a log restored from a backup taken before the tenant was deleted:
+        // its key left the key mirror with the deletion (crypto-shredding, backups included).
+        let wrapped = keys.iter().find(|k| k.version == version).ok_or_else(|| {
+            Problem::from(DomainError::Conflict(format!(
+                "this tenant's data key (version {version}) was destroyed (the tenant was \
+                 deleted after the backup this service was restored from): its sealed data \
+                 (passwords, personal emails) cannot be opened"
+            )))
+        })?;
+        match state.root_keys.unwrap(tenant.id, version, &wrapped.wrapped) {
+            Err(domain::crypto::CryptoError::WrongRootKey { .. }) if attempts < 2 => continue,
+            unwrapped => return unwrapped.map_err(|e| Problem::internal(&e)),
+        }
+    }
 }
 
 fn random<const N: usize>() -> [u8; N] {
