@@ -308,13 +308,7 @@ impl Platform {
             .send()
             .await
             .unwrap();
-        let status = answer.status().as_u16();
-        let content_type = answer
-            .headers()
-            .get(reqwest::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_owned();
+        let (status, content_type) = (answer.status().as_u16(), content_type(&answer));
         let text = answer.text().await.unwrap();
         contract::check_lines(&Method::GET, path, status, &content_type, &text);
         text
@@ -348,17 +342,21 @@ impl Platform {
         let request = request.unwrap();
         let (method, path) = (request.method().clone(), request.url().path().to_owned());
         let answer = client.execute(request).await.unwrap();
-        let status = answer.status().as_u16();
-        let content_type = answer
-            .headers()
-            .get(reqwest::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_owned();
+        let (status, content_type) = (answer.status().as_u16(), content_type(&answer));
         let body = body(answer).await;
         contract::check(&method, &path, status, &content_type, &body);
         (status, body)
     }
+}
+
+/// A response's `Content-Type` (empty if it has none).
+fn content_type(answer: &Response) -> String {
+    answer
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned()
 }
 
 /// A response's JSON body, `Null` if it has none.
