@@ -60,6 +60,15 @@ fn key_file_of(dir: &Path) -> std::path::PathBuf {
     dir.join("root.key")
 }
 
+/// A new data directory: its key file's path, its log, and the root key a start made there.
+async fn fresh() -> (tempfile::TempDir, std::path::PathBuf, RocksLog, RootKeys) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = key_file_of(dir.path());
+    let log = RocksLog::open(dir.path().join("log")).unwrap();
+    let keys = root_key::load(&file, &log).await.unwrap();
+    (dir, file, log, keys)
+}
+
 fn read_key(path: &Path) -> RootKey {
     root_key::read_file(path).unwrap().unwrap()
 }
@@ -70,10 +79,7 @@ fn mode(path: &Path) -> u32 {
 
 #[tokio::test]
 async fn a_rotation_rewraps_every_key_and_replaces_the_key_file() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = key_file_of(dir.path());
-    let log = RocksLog::open(dir.path().join("log")).unwrap();
-    let keys = root_key::load(&file, &log).await.unwrap();
+    let (dir, file, log, keys) = fresh().await;
     let old = keys.current();
     assert_eq!(mode(&file), 0o600);
     let mut tenants = Vec::new();
@@ -126,10 +132,8 @@ async fn a_start_finishes_a_rotation_a_stop_interrupted() {
     // Where the stop came: the new key written and nothing rewrapped, some keys rewrapped,
     // all rewrapped but the file not renamed yet.
     for rewrapped_before_the_stop in [0, 2, 4] {
-        let dir = tempfile::tempdir().unwrap();
-        let file = key_file_of(dir.path());
-        let log = RocksLog::open(dir.path().join("log")).unwrap();
-        let old = root_key::load(&file, &log).await.unwrap().current();
+        let (dir, file, log, keys) = fresh().await;
+        let old = keys.current();
         let mut tenants = Vec::new();
         for _ in 0..4 {
             tenants.push(tenant_with_a_key(&log, &old).await);
@@ -163,10 +167,8 @@ async fn a_start_finishes_a_rotation_a_stop_interrupted() {
 
 #[tokio::test]
 async fn a_key_wrapped_while_the_rotation_waits_is_rewrapped_too() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = key_file_of(dir.path());
-    let log = std::sync::Arc::new(RocksLog::open(dir.path().join("log")).unwrap());
-    let keys = std::sync::Arc::new(root_key::load(&file, &log).await.unwrap());
+    let (_dir, file, log, keys) = fresh().await;
+    let (log, keys) = (std::sync::Arc::new(log), std::sync::Arc::new(keys));
     let first = tenant_with_a_key(&log, &keys.current()).await;
 
     // A master key being enabled: wrapped with the current key, not committed yet.
@@ -184,10 +186,7 @@ async fn a_key_wrapped_while_the_rotation_waits_is_rewrapped_too() {
 
 #[tokio::test]
 async fn a_rotation_left_by_another_process_is_not_started_over() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = key_file_of(dir.path());
-    let log = RocksLog::open(dir.path().join("log")).unwrap();
-    let keys: RootKeys = root_key::load(&file, &log).await.unwrap();
+    let (_dir, file, log, keys) = fresh().await;
     let old = keys.current();
     let tenant = tenant_with_a_key(&log, &old).await;
     let pending = root_key::pending_path(&file);
@@ -203,10 +202,7 @@ async fn a_rotation_left_by_another_process_is_not_started_over() {
 
 #[tokio::test]
 async fn a_key_file_others_can_read_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = key_file_of(dir.path());
-    let log = RocksLog::open(dir.path().join("log")).unwrap();
-    root_key::load(&file, &log).await.unwrap();
+    let (_dir, file, log, _) = fresh().await;
     std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
     let refused = root_key::load(&file, &log).await.err().unwrap().to_string();
     assert!(refused.contains("chmod 600"), "{refused}");
@@ -214,10 +210,7 @@ async fn a_key_file_others_can_read_is_refused() {
 
 #[tokio::test]
 async fn a_start_refuses_keys_wrapped_by_another_root_key() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = key_file_of(dir.path());
-    let log = RocksLog::open(dir.path().join("log")).unwrap();
-    let keys = root_key::load(&file, &log).await.unwrap();
+    let (_dir, file, log, keys) = fresh().await;
     // The first key opens with this root key; a later one (put back from a key mirror written
     // before a rotation, say) was wrapped by another.
     tenant_with_a_key(&log, &keys.current()).await;
@@ -231,10 +224,7 @@ async fn a_start_refuses_keys_wrapped_by_another_root_key() {
 
 #[tokio::test]
 async fn a_rotation_that_failed_at_the_end_is_taken_up_with_its_key_put_back_on_disk() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = key_file_of(dir.path());
-    let log = RocksLog::open(dir.path().join("log")).unwrap();
-    let keys = root_key::load(&file, &log).await.unwrap();
+    let (_dir, file, log, keys) = fresh().await;
     let tenant = tenant_with_a_key(&log, &keys.current()).await;
 
     // The new file cannot be renamed over the key file (a directory stands there now).

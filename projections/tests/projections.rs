@@ -1632,7 +1632,7 @@ async fn removed_users_tombstones_go_after_the_feed_retention(store: &Store) {
 
 /// The records the service wakes no agent for (`NOT_IN_FEED`) give no change-feed entry: one
 /// of each, projected on a customer with users, leaves the feed's page after them empty,
-/// while a change of the directory in the same commit does show.
+/// while a change of the directory right after them does show.
 async fn records_that_wake_no_agent_make_no_feed_entry(store: &Store) {
     let world = World::new();
     let projections = world.project(store, Options::default()).await;

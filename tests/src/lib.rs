@@ -207,13 +207,19 @@ impl Platform {
     /// Answers the phone and her session on the MSP's host.
     pub async fn acme_with_contoso(&self, admin_email: &str) -> (Keyring, String) {
         let (phone, msp) = self.acme(admin_email).await;
+        self.add_customer(&msp, "contoso", "Contoso").await;
+        (phone, msp)
+    }
+
+    /// Creates customer `name` of the MSP `acme` as `msp` (a session on its host); fails the
+    /// test unless it is created.
+    pub async fn add_customer(&self, msp: &str, name: &str, display_name: &str) {
         let (status, body) = Platform::call(
-            self.as_user(&msp, Method::POST, "acme", "/api/v1/customers")
-                .json(&json!({"name": "contoso", "display_name": "Contoso"})),
+            self.as_user(msp, Method::POST, "acme", "/api/v1/customers")
+                .json(&json!({"name": name, "display_name": display_name})),
         )
         .await;
         assert_eq!(status, 201, "{body}");
-        (phone, msp)
     }
 
     /// Onboards `email` on tenant `label` with a new device in `keyring`: asks for a code,

@@ -71,16 +71,7 @@ async fn a_tenant_deleted_after_a_backup_is_deleted_again_when_it_is_restored() 
     let with_mirror = mirror.clone();
     let platform = Platform::start_with(|s| s.key_mirror = Some(with_mirror)).await;
     let (phone, msp) = platform.acme_with_contoso("alice@acme.example").await;
-    let (status, body) = platform
-        .call_as(
-            &msp,
-            Method::POST,
-            "acme",
-            "/api/v1/customers",
-            Some(json!({"name": "fabrikam", "display_name": "Fabrikam"})),
-        )
-        .await;
-    assert_eq!(status, 201, "{body}");
+    platform.add_customer(&msp, "fabrikam", "Fabrikam").await;
 
     // Each customer: the master key on, and Billy with a password sealed by it.
     let mut customers = Vec::new();
@@ -362,16 +353,7 @@ async fn a_deletion_the_mirror_missed_is_reported_and_caught_up() {
     // Back: the next refresh (here another deletion) records both deletions.
     std::fs::remove_file(&folder).unwrap();
     std::fs::rename(&away, &folder).unwrap();
-    let (status, body) = platform
-        .call_as(
-            &msp,
-            Method::POST,
-            "acme",
-            "/api/v1/customers",
-            Some(json!({"name": "fabrikam", "display_name": "Fabrikam"})),
-        )
-        .await;
-    assert_eq!(status, 201, "{body}");
+    platform.add_customer(&msp, "fabrikam", "Fabrikam").await;
     assert_eq!(delete("fabrikam").await.0, 204);
     assert_eq!(ready().await, json!(true));
     assert_eq!(gauge().await.as_deref(), Some("1"));
@@ -463,16 +445,7 @@ async fn the_root_key_is_rotated_while_idemd_serves() {
     // by the new root key and seals a password.
     let (status, answer) = agent_login(&platform).await;
     assert_eq!(status, 200, "{answer}");
-    let (status, body) = platform
-        .call_as(
-            &msp,
-            Method::POST,
-            "acme",
-            "/api/v1/customers",
-            Some(json!({"name": "fabrikam", "display_name": "Fabrikam"})),
-        )
-        .await;
-    assert_eq!(status, 201, "{body}");
+    platform.add_customer(&msp, "fabrikam", "Fabrikam").await;
     let other = platform.login(&phone, "fabrikam-acme").await;
     let (status, _) = platform
         .call_as(
