@@ -369,4 +369,30 @@ events! {
         account: String,
         outcome: AttemptOutcome,
     }
+
+    /// The root key was replaced: every tenant's data key is now wrapped by `key_id`'s key.
+    /// In the operator log (`crate::operator`), like the events below.
+    RootKeyRotated version 1 {
+        /// Public fingerprints (`RootKey::id`), never the keys.
+        previous_key_id: String,
+        key_id: String,
+    }
+    /// A consistent copy of the log was written (it holds no tenant key: those are in the key
+    /// mirror). The copy reaches `head_position` and does not hold this event.
+    BackupWritten version 1 {
+        directory: String,
+        head_position: u64,
+        events: u64,
+    }
+    /// This log was made from the backup in `backup`, which reached `head_position`, with
+    /// `keys_restored` tenant keys put back from the key mirror and `keys_missing` that it no
+    /// longer held (tenants deleted after the backup).
+    BackupRestored version 1 {
+        backup: String,
+        head_position: u64,
+        keys_restored: u64,
+        keys_missing: u64,
+    }
+    /// A read model was rebuilt from the log into a new generation, now served.
+    ReadModelsRebuilt version 1 { projection: String, generation: u64 }
 }

@@ -12,6 +12,7 @@
 //! - [`authz`]: who may run which command on which tenant, decided by one function.
 //! - [`decision`]: what `decide` answers (events, unique claims, refusals).
 //! - [`hex`]: the lowercase hex form of digests and key ids.
+//! - [`operator`]: the operator log, the deployment's own stream of operator actions.
 
 pub mod authz;
 pub mod crypto;
@@ -22,5 +23,6 @@ pub mod hex;
 pub mod ids;
 pub mod msp;
 pub mod onboarding;
+pub mod operator;
 pub mod session;
 pub mod validate;

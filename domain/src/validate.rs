@@ -69,6 +69,8 @@ pub const RESERVED_NAMES: &[&str] = &[
     "root",
     "system",
     "test",
+    // The operator log's name in `idemd export` and `verify` (`crate::operator`).
+    "operator",
 ];
 
 /// A tenant name: lowercase `a-z`, `0-9` and `-`, no leading, trailing or doubled `-`, not

@@ -973,9 +973,10 @@ fn every_event_of_the_catalogue_round_trips() {
         "the history folds"
     );
     assert_eq!(
-        seen.len() + msp_events - 1,
+        seen.len() + msp_events - 1 + domain::operator::OPERATOR_EVENTS.len(),
         CATALOGUE.len(),
-        "with the MSP's 15 (UserSourceSet is in both), every event is exercised"
+        "with the MSP's 15 (UserSourceSet is in both) and the operator log's (tests/operator.rs), \
+         every event is exercised"
     );
 }
 

@@ -1338,6 +1338,12 @@ pub(crate) async fn apply(
         }
         // Attempts belong to the audit timeline.
         Event::DesktopLoginRecorded(_) | Event::ElevationRecorded(_) => {}
+        // The operator log (`domain::operator`) is no tenant: nothing of the directory, and no
+        // tenant row whose `last_seq` it would move.
+        Event::RootKeyRotated(_)
+        | Event::BackupWritten(_)
+        | Event::BackupRestored(_)
+        | Event::ReadModelsRebuilt(_) => return Ok(()),
         Event::SessionStarted(e) => {
             USER_SESSIONS
                 .delete_expired(

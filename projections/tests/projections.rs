@@ -1733,7 +1733,67 @@ async fn records_that_wake_no_agent_make_no_feed_entry(store: &Store) {
     projections.shutdown().await;
 }
 
+/// The operator log (`domain::operator`) is no tenant: its events add their timeline rows
+/// under its own id and change nothing else, quarantine nothing, and give no feed entry.
+async fn the_operator_log_changes_no_tenant_row(store: &Store) {
+    let world = World::new();
+    let projections = world.project(store, Options::default()).await;
+    let read = projections.read_models().clone();
+    let acme = sign_up(&world, "acme").await;
+    let (contoso, _) = create_customer(&world, &acme, "acme", "contoso").await;
+    let position = world.head();
+    assert!(projections.wait_for(position, LONG).await);
+    let before = read.dump().await.unwrap();
+    let feed = read.changes(contoso.0, None, 100).await.unwrap().unwrap();
+
+    let operator = TenantId(domain::operator::OPERATOR_LOG);
+    let position = world
+        .append(
+            operator,
+            vec![
+                Event::RootKeyRotated(RootKeyRotated {
+                    previous_key_id: "a1".into(),
+                    key_id: "b2".into(),
+                }),
+                Event::BackupWritten(BackupWritten {
+                    directory: "/backups/monday".into(),
+                    head_position: position,
+                    events: position,
+                }),
+                Event::BackupRestored(BackupRestored {
+                    backup: "/backups/monday".into(),
+                    head_position: position,
+                    keys_restored: 1,
+                    keys_missing: 0,
+                }),
+                Event::ReadModelsRebuilt(ReadModelsRebuilt {
+                    projection: "directory".into(),
+                    generation: 2,
+                }),
+            ],
+        )
+        .await;
+    assert!(projections.wait_for(position, LONG).await);
+    assert_eq!(projections.status().quarantined().count(), 0);
+    let after = read.dump().await.unwrap();
+    let prefix = format!("timeline: {} |", operator.0);
+    let (added, rest): (Vec<String>, Vec<String>) = after
+        .into_iter()
+        .partition(|line| line.starts_with(&prefix));
+    assert_eq!(added.len(), 4, "{added:#?}");
+    assert_eq!(rest, before, "nothing else changed");
+    assert_eq!(read.changes(operator.0, None, 100).await.unwrap(), None);
+    let again = read
+        .changes(contoso.0, Some(feed.next), 100)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(again.changes, Vec::new());
+    projections.shutdown().await;
+}
+
 on_both_databases!(
+    the_operator_log_changes_no_tenant_row,
     records_that_wake_no_agent_make_no_feed_entry,
     removed_users_tombstones_go_after_the_feed_retention,
     pending_enrollment_tokens_leave_when_used_revoked_or_expired,
