@@ -20,6 +20,7 @@ pub mod mail;
 pub mod metrics;
 pub mod openapi;
 pub mod operator;
+pub mod operator_log;
 pub mod portal;
 pub mod problem;
 pub mod redelete;

@@ -37,7 +37,8 @@ enum Command {
         #[command(flatten)]
         settings: Settings,
     },
-    /// Writes a tenant's log as NDJSON (the audit export), by tenant id or host label.
+    /// Writes a tenant's log as NDJSON (the audit export), by tenant id or host label; `operator`
+    /// names the operator log (root key rotations, backups, restores, rebuilds).
     Export {
         tenant: String,
         /// The file to write (standard output if absent).
@@ -51,7 +52,8 @@ enum Command {
     /// Checks an exported NDJSON file with nothing but the file: every hash recomputed, every
     /// link of the chain checked. Exit code 1 if it does not check.
     VerifyExport { file: PathBuf },
-    /// Verifies the hash chain of one tenant (id or host label), or of every tenant.
+    /// Verifies the hash chain of one tenant (id or host label), of the operator log
+    /// (`operator`), or of every tenant and the operator log (`all`).
     Verify {
         #[arg(default_value = "all")]
         tenant: String,
@@ -279,14 +281,19 @@ async fn verify(config: Config, tenant: &str) -> ExitCode {
         Ok(reports) => {
             let mut valid = true;
             for check in &reports {
+                let name = if check.tenant == domain::operator::OPERATOR_LOG {
+                    domain::operator::OPERATOR_LOG_NAME.to_owned()
+                } else {
+                    check.tenant.to_string()
+                };
                 match &check.broken {
                     None => println!(
-                        "{}\tvalid\t{} events\thead {}",
-                        check.tenant, check.events, check.head_hash
+                        "{name}\tvalid\t{} events\thead {}",
+                        check.events, check.head_hash
                     ),
                     Some((seq, reason)) => {
                         valid = false;
-                        println!("{}\tBROKEN at seq {seq}: {reason}", check.tenant);
+                        println!("{name}\tBROKEN at seq {seq}: {reason}");
                     }
                 }
             }

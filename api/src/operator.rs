@@ -54,18 +54,21 @@ pub async fn rebuild(config: &Config, which: &[Projection]) -> Result<Vec<Rebuil
 async fn rebuild_stopped(
     config: &Config,
     which: &[Projection],
-) -> Result<Vec<(Projection, u64, Duration)>, StartError> {
-    let log = Arc::new(RocksLog::open(config.data_dir.join("log"))?);
+) -> Result<Vec<(Projection, u64, Duration)>, OperatorError> {
+    let log = Arc::new(open(config)?);
     let backend = Backend::from_config(
         &config.data_dir.join("readmodels"),
         config.database_url.as_deref(),
-    )?;
+    )
+    .map_err(StartError::from)?;
     // Rebuilding is also how read models of another log (ahead of this one) are replaced.
     let options = Options {
         allow_other_log: true,
         ..Options::default()
     };
-    let projections = Projections::start(log.clone(), backend, options).await?;
+    let projections = Projections::start(log.clone(), backend, options)
+        .await
+        .map_err(StartError::from)?;
     let head = log.head_position();
     let mut done = Vec::new();
     for &projection in which {
@@ -79,7 +82,7 @@ async fn rebuild_stopped(
         bar.set_message(format!("rebuilding {projection}"));
         let mut status = projections
             .watch(projection)
-            .ok_or(projections::Error::Closed)?;
+            .ok_or(StartError::from(projections::Error::Closed))?;
         let draw = async {
             loop {
                 if let Some(progress) = status.borrow_and_update().rebuilding {
@@ -91,18 +94,37 @@ async fn rebuild_stopped(
             }
         };
         let generation = tokio::select! {
-            generation = projections.rebuild(projection) => generation?,
-            () = draw => return Err(projections::Error::Closed.into()),
+            generation = projections.rebuild(projection) => generation.map_err(StartError::from)?,
+            () = draw => return Err(StartError::from(projections::Error::Closed).into()),
         };
         bar.finish_and_clear();
+        record_rebuilt(&log, projection, generation).await?;
         done.push((projection, generation, started.elapsed()));
     }
     projections.shutdown().await;
     Ok(done)
 }
 
-/// A tenant named by its id or its host label (`acme`, `contoso-acme`).
+/// Records in the operator log that `projection` was rebuilt into `generation`.
+pub async fn record_rebuilt(
+    log: &RocksLog,
+    projection: Projection,
+    generation: u64,
+) -> Result<(), OperatorError> {
+    let event = domain::event::ReadModelsRebuilt {
+        projection: projection.name().to_owned(),
+        generation,
+    };
+    crate::operator_log::record(log, event, crate::operator_log::ACTOR).await?;
+    Ok(())
+}
+
+/// A tenant named by its id or its host label (`acme`, `contoso-acme`), or the operator log
+/// by its name (`operator`, see `domain::operator`).
 pub async fn tenant_stream(log: &RocksLog, tenant: &str) -> Result<StreamId, OperatorError> {
+    if tenant.eq_ignore_ascii_case(domain::operator::OPERATOR_LOG_NAME) {
+        return Ok(crate::operator_log::stream());
+    }
     if let Ok(id) = uuid::Uuid::parse_str(tenant) {
         return Ok(StreamId(id));
     }
@@ -218,6 +240,19 @@ pub async fn backup_log(
             )));
         }
     };
+    let event = domain::event::BackupWritten {
+        directory: to.display().to_string(),
+        head_position: report.head,
+        events: report.events,
+    };
+    crate::operator_log::record(log, event, crate::operator_log::ACTOR)
+        .await
+        .map_err(|e| {
+            OperatorError::Refused(format!(
+                "the backup in {} is complete, but could not be recorded in the operator log: {e}",
+                to.display()
+            ))
+        })?;
     Ok(BackupDone {
         head: report.head,
         events: report.events,
@@ -273,7 +308,7 @@ pub async fn rotate_with(
         Some(mirror) => Some(mirror.turn().await),
         None => None,
     };
-    let rotated = crate::root_key::rotate(log, keys, key_file).await?;
+    let rotated = crate::root_key::rotate(log, keys, key_file, crate::operator_log::ACTOR).await?;
     tracing::warn!(
         previous_key_id = %rotated.previous_key_id,
         key_id = %rotated.key_id,
@@ -345,6 +380,21 @@ pub async fn restore(config: &Config, backup: &Path) -> Result<Restored, Operato
     .await
     .map_err(|e| OperatorError::Io(std::io::Error::other(e)))??;
     let log = RocksLog::open(&restored_into)?;
+    let event = domain::event::BackupRestored {
+        backup: backup.display().to_string(),
+        head_position: report.head,
+        keys_restored: report.restored,
+        keys_missing: report.missing.len() as u64,
+    };
+    crate::operator_log::record(&log, event, crate::operator_log::ACTOR)
+        .await
+        .map_err(|e| {
+            OperatorError::Refused(format!(
+                "the log is restored in {}, but the restore could not be recorded in its \
+                 operator log: {e}",
+                restored_into.display()
+            ))
+        })?;
     let to_delete_again = log
         .streams()
         .await?
@@ -383,6 +433,8 @@ pub enum OperatorError {
     Answer(#[from] serde_json::Error),
     #[error("{0}")]
     Start(#[from] StartError),
+    #[error("not recorded in the operator log: {0}")]
+    Record(#[from] crate::operator_log::RecordError),
 }
 
 impl From<crate::root_key::RootKeyError> for OperatorError {
@@ -565,6 +617,13 @@ pub async fn state_of(
     stream: StreamId,
     at: chrono::DateTime<chrono::Utc>,
 ) -> Result<Value, OperatorError> {
+    if stream == crate::operator_log::stream() {
+        return Err(OperatorError::Usage(
+            "the operator log is a record of actions, not a tenant with a state: read it with \
+             `idemd export operator`"
+                .into(),
+        ));
+    }
     let (_, state) = crate::routes::audit::replay_until::<_, OperatorError>(
         log,
         domain::ids::TenantId(stream.0),

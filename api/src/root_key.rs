@@ -113,6 +113,11 @@ pub enum RootKeyError {
     Refused(String),
     #[error("event log: {0}")]
     Log(#[from] eventlog::Error),
+    /// Every tenant key is wrapped by the new key, but the rotation is not in the operator log
+    /// yet: the new key stays beside the key file, and running the rotation again (or a start)
+    /// records it and finishes.
+    #[error("the rotation could not be recorded in the operator log ({0}); run it again")]
+    Record(String),
 }
 
 /// What a rotation did.
@@ -228,7 +233,7 @@ pub async fn load(key_file: &Path, log: &RocksLog) -> Result<RootKeys, RootKeyEr
     let keys = RootKeys::new(key);
     if let Some(new) = read_file(&pending_path(key_file))? {
         begin(&keys, keys.current(), new).await;
-        let done = rotate(log, &keys, key_file).await?;
+        let done = rotate(log, &keys, key_file, crate::operator_log::START_ACTOR).await?;
         tracing::warn!(
             previous_key_id = %done.previous_key_id,
             key_id = %done.key_id,
@@ -271,11 +276,14 @@ pub async fn check_store(log: &RocksLog, keys: &RootKeys) -> Result<(), RootKeyE
 
 /// Rotates the root key of the service whose key file is `key_file`: see the module's doc. A
 /// rotation this process began and could not finish (the log refused a write) is taken up
-/// where it stopped.
+/// where it stopped. Recorded in the operator log as `actor`'s, once every key is rewrapped
+/// and before the new key file replaces the old one, so that a rotation done is a rotation
+/// recorded (a start that finishes one recorded before a stop does not record it again).
 pub async fn rotate(
     log: &RocksLog,
     keys: &RootKeys,
     key_file: &Path,
+    actor: &str,
 ) -> Result<Rotated, RootKeyError> {
     let _one = keys.rotating.lock().await;
     let ring = keys.ring();
@@ -311,6 +319,7 @@ pub async fn rotate(
         }
     };
     let rewrapped = rewrap_store(log, &old, &new).await?;
+    record(log, &old, &new, actor).await?;
     std::fs::rename(&pending, key_file)
         .and_then(|()| sync_dir(&directory_of(key_file)))
         .map_err(|e| {
@@ -334,6 +343,34 @@ pub async fn rotate(
         rewrapped,
         key_file: key_file.to_path_buf(),
     })
+}
+
+/// Records the rotation from `old` to `new` in the operator log, unless it is there already
+/// (recorded by a run that stopped before renaming the new key file).
+async fn record(
+    log: &RocksLog,
+    old: &RootKey,
+    new: &RootKey,
+    actor: &str,
+) -> Result<(), RootKeyError> {
+    let failed = |e: &dyn std::fmt::Display| RootKeyError::Record(e.to_string());
+    let (previous_key_id, key_id) = (old.id(), new.id());
+    let recorded = crate::operator_log::read(log)
+        .await
+        .map_err(|e| failed(&e))?;
+    let already = recorded.iter().any(
+        |(_, event)| matches!(event, domain::event::Event::RootKeyRotated(r) if r.key_id == key_id),
+    );
+    if !already {
+        let event = domain::event::RootKeyRotated {
+            previous_key_id,
+            key_id,
+        };
+        crate::operator_log::record(log, event, actor)
+            .await
+            .map_err(|e| failed(&e))?;
+    }
+    Ok(())
 }
 
 /// Switches `keys` to `new`, keeping `old` to open what it wrapped, once no data key wrapped

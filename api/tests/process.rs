@@ -182,6 +182,51 @@ async fn rebuild_replays_the_read_models_online_and_while_idemd_is_stopped() {
         .unwrap();
     assert_eq!(unknown.status.code(), Some(2));
     child.kill().await.unwrap();
+    child.wait().await.unwrap();
+
+    // Each rebuild, online or not, is in the operator log, which `idemd verify` checks with
+    // the tenants' logs and names apart from them.
+    let (code, exported) = idemd(&["export", "operator"], dir.path()).await;
+    assert_eq!(code, 0);
+    let mut rebuilt: Vec<(String, u64, String)> = exported
+        .lines()
+        .map(|line| {
+            let event: serde_json::Value = serde_json::from_str(line).unwrap();
+            assert_eq!(event["type"], "ReadModelsRebuilt", "{event}");
+            (
+                event["data"]["projection"].as_str().unwrap().to_owned(),
+                event["data"]["generation"].as_u64().unwrap(),
+                event["actor"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    rebuilt.sort();
+    let operator = || "operator".to_owned();
+    assert_eq!(
+        rebuilt,
+        vec![
+            ("audit".to_owned(), 2, operator()),
+            ("audit".to_owned(), 3, operator()),
+            ("directory".to_owned(), 2, operator()),
+            ("directory".to_owned(), 3, operator()),
+        ]
+    );
+    let (code, verified) = idemd(&["verify"], dir.path()).await;
+    assert_eq!(code, 0, "{verified}");
+    assert!(verified.contains("operator\tvalid\t4 events"), "{verified}");
+    assert_eq!(
+        verified.lines().count(),
+        2,
+        "acme and the operator log: {verified}"
+    );
+    // It has no state to replay as a tenant has.
+    let (code, _, error) = idemd_with_errors(
+        &["state", "operator", "--at", "2030-01-01T00:00:00Z"],
+        dir.path(),
+    )
+    .await;
+    assert_eq!(code, 1);
+    assert!(error.contains("idemd export operator"), "{error}");
 }
 
 /// Runs `idemd ARGS` to completion: its exit code and standard output.

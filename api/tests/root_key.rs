@@ -6,8 +6,10 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
+use api::operator_log::{ACTOR, START_ACTOR};
 use api::root_key::{self, RootKeys};
 use domain::crypto::{DataKey, RootKey, Sealed};
+use domain::event::{Event, RootKeyRotated};
 use eventlog::testkit::event;
 use eventlog::{
     Commit, EventLog, Expected, KeyRewrap, RocksLog, StreamAppend, StreamId, WrappedKey,
@@ -56,6 +58,26 @@ async fn all_wrapped_by(log: &RocksLog, root: &RootKey, tenants: &[Tenant]) {
     }
 }
 
+/// The rotations the operator log records: each one's actor and event.
+async fn rotations(log: &RocksLog) -> Vec<(String, RootKeyRotated)> {
+    api::operator_log::read(log)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|(recorded, event)| match event {
+            Event::RootKeyRotated(rotated) => Some((recorded.actor, rotated)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn rotation_of(previous: &RootKey, new: &RootKey) -> RootKeyRotated {
+    RootKeyRotated {
+        previous_key_id: previous.id(),
+        key_id: new.id(),
+    }
+}
+
 fn key_file_of(dir: &Path) -> std::path::PathBuf {
     dir.join("root.key")
 }
@@ -91,7 +113,7 @@ async fn a_rotation_rewraps_every_key_and_replaces_the_key_file() {
     log.commit(Commit::new().delete(gone.stream)).await.unwrap();
     let head = log.head_position();
 
-    let rotated = root_key::rotate(&log, &keys, &file).await.unwrap();
+    let rotated = root_key::rotate(&log, &keys, &file, ACTOR).await.unwrap();
     let new = read_key(&file);
     assert_eq!(rotated.previous_key_id, old.id());
     assert_eq!(rotated.key_id, new.id());
@@ -104,7 +126,12 @@ async fn a_rotation_rewraps_every_key_and_replaces_the_key_file() {
     );
     assert_eq!(mode(&file), 0o600);
     assert!(!root_key::pending_path(&file).exists());
-    assert_eq!(log.head_position(), head, "the log itself is unchanged");
+    // The log's only change: the rotation, in the operator log, as the operator's.
+    assert_eq!(log.head_position(), head + 1);
+    assert_eq!(
+        rotations(&log).await,
+        vec![(ACTOR.to_owned(), rotation_of(&old, &new))]
+    );
     all_wrapped_by(&log, &new, &tenants).await;
     // The running service opens them with the keys it holds now.
     for (stream, stored) in log.data_key_store().await.unwrap() {
@@ -130,8 +157,9 @@ async fn a_rotation_rewraps_every_key_and_replaces_the_key_file() {
 #[tokio::test]
 async fn a_start_finishes_a_rotation_a_stop_interrupted() {
     // Where the stop came: the new key written and nothing rewrapped, some keys rewrapped,
-    // all rewrapped but the file not renamed yet.
-    for rewrapped_before_the_stop in [0, 2, 4] {
+    // all rewrapped but not recorded yet, all rewrapped and recorded but the file not
+    // renamed yet.
+    for (rewrapped_before_the_stop, recorded) in [(0, false), (2, false), (4, false), (4, true)] {
         let (dir, file, log, keys) = fresh().await;
         let old = keys.current();
         let mut tenants = Vec::new();
@@ -154,6 +182,11 @@ async fn a_start_finishes_a_rotation_a_stop_interrupted() {
         if rewrapped_before_the_stop > 0 {
             log.commit(commit).await.unwrap();
         }
+        if recorded {
+            api::operator_log::record(&log, rotation_of(&old, &new), ACTOR)
+                .await
+                .unwrap();
+        }
         drop(log);
 
         let log = RocksLog::open(dir.path().join("log")).unwrap();
@@ -162,6 +195,13 @@ async fn a_start_finishes_a_rotation_a_stop_interrupted() {
         assert_eq!(read_key(&file).id(), new.id());
         assert!(!pending.exists());
         all_wrapped_by(&log, &new, &tenants).await;
+        // Recorded once: by the start that finished it, unless the stopped run had.
+        let by = if recorded { ACTOR } else { START_ACTOR };
+        assert_eq!(
+            rotations(&log).await,
+            vec![(by.to_owned(), rotation_of(&old, &new))],
+            "stopped after {rewrapped_before_the_stop} rewraps, recorded: {recorded}"
+        );
     }
 }
 
@@ -175,7 +215,7 @@ async fn a_key_wrapped_while_the_rotation_waits_is_rewrapped_too() {
     let (wrapping, old) = keys.for_wrapping().await;
     let rotation = tokio::spawn({
         let (log, keys, file) = (log.clone(), keys.clone(), file.clone());
-        async move { root_key::rotate(&log, &keys, &file).await }
+        async move { root_key::rotate(&log, &keys, &file, ACTOR).await }
     });
     let late = tenant_with_a_key(&log, &old).await;
     drop(wrapping);
@@ -193,8 +233,12 @@ async fn a_rotation_left_by_another_process_is_not_started_over() {
     let left = root_key::generate();
     root_key::write_private_file(&pending, left.to_file_contents().as_bytes()).unwrap();
 
-    let refused = root_key::rotate(&log, &keys, &file).await.err().unwrap();
+    let refused = root_key::rotate(&log, &keys, &file, ACTOR)
+        .await
+        .err()
+        .unwrap();
     assert!(refused.to_string().contains("restart idemd"), "{refused}");
+    assert_eq!(rotations(&log).await, Vec::new(), "nothing recorded");
     assert_eq!(read_key(&file).id(), old.id(), "the key file is untouched");
     assert_eq!(read_key(&pending).id(), left.id());
     all_wrapped_by(&log, &old, &[tenant]).await;
@@ -225,14 +269,18 @@ async fn a_start_refuses_keys_wrapped_by_another_root_key() {
 #[tokio::test]
 async fn a_rotation_that_failed_at_the_end_is_taken_up_with_its_key_put_back_on_disk() {
     let (_dir, file, log, keys) = fresh().await;
-    let tenant = tenant_with_a_key(&log, &keys.current()).await;
+    let old = keys.current();
+    let tenant = tenant_with_a_key(&log, &old).await;
 
     // The new file cannot be renamed over the key file (a directory stands there now).
     std::fs::remove_file(&file).unwrap();
     std::fs::create_dir(&file).unwrap();
     std::fs::write(file.join("in-the-way"), b"").unwrap();
     assert!(!keys.is_rotating());
-    let failed = root_key::rotate(&log, &keys, &file).await.err().unwrap();
+    let failed = root_key::rotate(&log, &keys, &file, ACTOR)
+        .await
+        .err()
+        .unwrap();
     assert!(failed.to_string().contains("move it there"), "{failed}");
     assert!(
         keys.is_rotating(),
@@ -246,7 +294,7 @@ async fn a_rotation_that_failed_at_the_end_is_taken_up_with_its_key_put_back_on_
     let pending = root_key::pending_path(&file);
     std::fs::remove_file(&pending).unwrap();
     std::fs::remove_dir_all(&file).unwrap();
-    let done = root_key::rotate(&log, &keys, &file).await.unwrap();
+    let done = root_key::rotate(&log, &keys, &file, ACTOR).await.unwrap();
     assert_eq!(
         (done.key_id.as_str(), done.rewrapped),
         (new.id().as_str(), 0)
@@ -255,4 +303,10 @@ async fn a_rotation_that_failed_at_the_end_is_taken_up_with_its_key_put_back_on_
     assert_eq!(read_key(&file).id(), new.id());
     assert_eq!(mode(&file), 0o600);
     all_wrapped_by(&log, &new, &[tenant]).await;
+    // The first try recorded the rotation before its rename failed; the second did not
+    // record it again.
+    assert_eq!(
+        rotations(&log).await,
+        vec![(ACTOR.to_owned(), rotation_of(&old, &new))]
+    );
 }

@@ -1,7 +1,7 @@
 //! `idemd rotate-root-key` killed with SIGKILL at moments spread over a rotation (idemd not
 //! running: the command opens the log itself): whatever the moment, the next open finishes
 //! or keeps the rotation so that every tenant key is wrapped by the key in the key file and
-//! still opens what it sealed.
+//! still opens what it sealed, and the operator log records each rotation that happened once.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::HashMap;
@@ -130,6 +130,23 @@ async fn a_rotation_killed_at_any_moment_leaves_every_key_opening() {
     let distinct: std::collections::HashSet<_> = ids.iter().collect();
     assert_eq!(distinct.len(), ids.len(), "a key came back: {ids:?}");
     assert!(ids.len() >= 3, "{ids:?}");
+    // Each rotation that happened is in the operator log once, in order, whether the command
+    // or the start after its kill finished it; a killed one that changed nothing is not.
+    let log = RocksLog::open(data.join("log")).unwrap();
+    let recorded: Vec<(String, String)> = api::operator_log::read(&log)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(_, event)| match event {
+            domain::event::Event::RootKeyRotated(r) => (r.previous_key_id, r.key_id),
+            other => panic!("{other:?} in the operator log"),
+        })
+        .collect();
+    let happened: Vec<(String, String)> = ids
+        .windows(2)
+        .map(|pair| (pair[0].clone(), pair[1].clone()))
+        .collect();
+    assert_eq!(recorded, happened);
     eprintln!(
         "{mid_rotation} of {ROUNDS} kills between the new key's writing and its rename; run {whole:?}"
     );

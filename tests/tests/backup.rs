@@ -24,6 +24,37 @@ fn config(data: &Path, mirror: Option<&Path>) -> api::Config {
     .unwrap()
 }
 
+/// The operator log of the data directory `data`, as `idemd export operator` writes it (from
+/// the running service if there is one), each line checked against the audit line's schema;
+/// and whether `idemd verify operator` finds its chain sound.
+async fn operator_log(data: &Path) -> (Vec<serde_json::Value>, bool) {
+    let config = config(data, None);
+    let mut out = Vec::new();
+    let count = api::operator::export(&config, "operator", &mut out)
+        .await
+        .unwrap();
+    let text = String::from_utf8(out).unwrap();
+    harness::contract::check_lines(
+        &Method::GET,
+        "/api/v1/audit/events",
+        200,
+        "application/x-ndjson",
+        &text,
+    );
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(lines.len() as u64, count);
+    let checks = api::operator::verify(&config, Some("operator"))
+        .await
+        .unwrap();
+    assert_eq!(checks.len(), 1);
+    assert_eq!(checks[0].tenant, uuid::Uuid::nil());
+    assert_eq!(checks[0].events, count);
+    (lines, checks[0].is_valid())
+}
+
 fn files(dir: &Path) -> Vec<PathBuf> {
     std::fs::read_dir(dir)
         .unwrap()
@@ -91,6 +122,18 @@ async fn a_tenant_deleted_after_a_backup_is_deleted_again_when_it_is_restored() 
         .await
         .unwrap();
     assert_eq!((done.keys_left_out, done.mirrored_keys), (2, 2));
+    // The operator log records it, after the copy's head (the copy does not hold it).
+    let (recorded, sound) = operator_log(&platform.dir).await;
+    assert!(sound);
+    assert_eq!(recorded.len(), 1, "{recorded:?}");
+    assert_eq!(recorded[0]["type"], "BackupWritten");
+    assert_eq!(recorded[0]["actor"], "operator");
+    assert_eq!(
+        recorded[0]["data"],
+        json!({"directory": backup.display().to_string(), "head_position": done.head,
+               "events": done.events})
+    );
+    assert!(recorded[0]["position"].as_u64().unwrap() > done.head);
     let mirrored = api::key_mirror::read(&mirror).unwrap().keys;
     assert_eq!(mirrored.len(), 2);
     for file in files(&backup) {
@@ -147,6 +190,21 @@ async fn a_tenant_deleted_after_a_backup_is_deleted_again_when_it_is_restored() 
     let to_delete: Vec<uuid::Uuid> = restored.to_delete_again.iter().map(|t| t.0).collect();
     assert_eq!(to_delete, vec![fabrikam]);
     assert_eq!(restored.key_mirror, mirror);
+    // The restored log's operator log begins where the backup's ended (it held nothing of
+    // the operator's yet) with the restore.
+    let (recorded, sound) = operator_log(fresh.path()).await;
+    assert!(sound);
+    let types: Vec<&str> = recorded
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(types, vec!["BackupRestored"]);
+    assert_eq!(
+        recorded[0]["data"],
+        json!({"backup": backup.display().to_string(), "head_position": done.head,
+               "keys_restored": 1, "keys_missing": 1})
+    );
+    assert_eq!(recorded[0]["position"], done.head + 1);
     // Once there, a log is not restored over.
     let again = api::operator::restore(&config(fresh.path(), Some(&mirror)), &backup)
         .await
@@ -191,9 +249,14 @@ async fn a_tenant_deleted_after_a_backup_is_deleted_again_when_it_is_restored() 
         Platform::call(platform.request(Method::POST, "fabrikam-acme", "/api/v1/login/challenges"))
             .await;
     assert_eq!(status, 404);
-    let deletions: Vec<serde_json::Value> = platform
-        .audit_events(&msp, "acme")
-        .await
+    let msp_log = platform.audit_events(&msp, "acme").await;
+    assert!(
+        msp_log
+            .iter()
+            .all(|e| !domain::operator::OPERATOR_EVENTS.contains(&e["type"].as_str().unwrap())),
+        "the operator's actions are in no tenant's log"
+    );
+    let deletions: Vec<serde_json::Value> = msp_log
         .into_iter()
         .filter(|e| e["type"] == "CustomerTenantDeleted")
         .collect();
@@ -440,6 +503,16 @@ async fn the_root_key_is_rotated_while_idemd_serves() {
     let mirrored = api::key_mirror::read(&mirror).unwrap().keys;
     assert_eq!(mirrored.len(), 1);
     assert!(mirrored.iter().all(|(_, key)| new.wrapped(&key.wrapped)));
+    // The operator log records the rotation by the keys' public ids, and nothing secret.
+    let (recorded, sound) = operator_log(&platform.dir).await;
+    assert!(sound);
+    assert_eq!(recorded.len(), 1, "{recorded:?}");
+    assert_eq!(recorded[0]["type"], "RootKeyRotated");
+    assert_eq!(recorded[0]["actor"], "operator");
+    assert_eq!(
+        recorded[0]["data"],
+        json!({"previous_key_id": old.id(), "key_id": new.id()})
+    );
 
     // Billy's password, sealed before, still checks; a new customer's master key is wrapped
     // by the new root key and seals a password.

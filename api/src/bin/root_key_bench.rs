@@ -132,7 +132,9 @@ async fn main() {
     let stop = Arc::new(AtomicBool::new(false));
     let beside = tokio::spawn(writer(log.clone(), stop.clone()));
     let started = Instant::now();
-    let rotated = api::root_key::rotate(&log, &keys, &key_file).await.unwrap();
+    let rotated = api::root_key::rotate(&log, &keys, &key_file, api::operator_log::ACTOR)
+        .await
+        .unwrap();
     let took = started.elapsed();
     stop.store(true, Ordering::Relaxed);
     let during = beside.await.unwrap();

@@ -111,7 +111,7 @@ async fn signup(
     State(state): State<Shared>,
     request: Result<Json<SignupRequest>, JsonRejection>,
 ) -> Result<Response, Problem> {
-    create_msp(&state, body(request)?, "operator").await
+    create_msp(&state, body(request)?, crate::operator_log::ACTOR).await
 }
 
 #[derive(Deserialize)]
@@ -188,6 +188,7 @@ async fn rebuild(
                 other => Problem::internal(&other),
             })?;
         tracing::info!(%projection, generation, "rebuilt online");
+        operator::record_rebuilt(&state.log, projection, generation).await?;
         done.push(operator::Rebuilt {
             projection: projection.name().to_owned(),
             generation,
