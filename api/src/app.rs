@@ -51,6 +51,8 @@ pub struct AppState {
     pub log_failure_logged: std::sync::atomic::AtomicBool,
     /// The copy of the key store that restores need, if configured.
     pub key_mirror: Option<crate::key_mirror::KeyMirror>,
+    /// The last backup and root key rotation, for `/metrics`.
+    pub operator_log: crate::operator_log::Follower,
 }
 
 impl AppState {
@@ -199,6 +201,7 @@ impl Server {
             hashing,
             log_failure_logged: Default::default(),
             key_mirror,
+            operator_log: Default::default(),
         });
         // Before anyone is served: a tenant deleted after the restored backup was taken must
         // not be seen again.

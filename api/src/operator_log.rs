@@ -3,7 +3,7 @@
 //! replaying the log finds root key rotations, backups, restores and rebuilds beside the
 //! tenants' own events.
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use domain::event::Event;
 use domain::operator::OPERATOR_LOG;
 use eventlog::{EventLog, Expected, RecordedEvent, RocksLog, StreamAppend, StreamId};
@@ -78,4 +78,41 @@ pub enum ReadError {
     Log(#[from] eventlog::Error),
     #[error("the operator log's event {0} does not decode: {1}")]
     Decode(u64, domain::event::DecodeError),
+}
+
+/// When the operator last backed up and rotated the root key, as this log records it.
+#[derive(Clone, Copy, Default, PartialEq, Eq, Debug)]
+pub struct Latest {
+    /// The last `BackupWritten` (a restored log holds those from before its backup only).
+    pub backup: Option<DateTime<Utc>>,
+    pub rotation: Option<DateTime<Utc>>,
+}
+
+/// [`Latest`], kept up with the operator log for `/metrics`: each call costs one seek unless
+/// the log has new operator events, which are read once.
+#[derive(Default)]
+pub struct Follower {
+    read: tokio::sync::Mutex<(u64, Latest)>,
+}
+
+impl Follower {
+    /// What the operator log says now.
+    pub async fn latest(&self, log: &RocksLog) -> Result<Latest, eventlog::Error> {
+        let mut read = self.read.lock().await;
+        let head = log.stream_head(stream()).await?.map_or(0, |h| h.seq);
+        while read.0 < head {
+            let page = log.read_stream(stream(), read.0 + 1, PAGE).await?;
+            let Some(last) = page.last() else { break };
+            read.0 = last.seq;
+            for recorded in &page {
+                // By type and envelope time alone: no event's data is needed.
+                match recorded.event_type.as_str() {
+                    "BackupWritten" => read.1.backup = Some(recorded.occurred_at),
+                    "RootKeyRotated" => read.1.rotation = Some(recorded.occurred_at),
+                    _ => {}
+                }
+            }
+        }
+        Ok(read.1)
+    }
 }

@@ -55,6 +55,21 @@ async fn operator_log(data: &Path) -> (Vec<serde_json::Value>, bool) {
     (lines, checks[0].is_valid())
 }
 
+/// A gauge's value in the service's `/metrics`.
+async fn gauge(platform: &Platform, name: &str) -> Option<u64> {
+    let metrics = platform.metrics().await;
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+        .map(|value| value.parse().unwrap())
+}
+
+/// An exported event's time, as Unix seconds.
+fn unix_seconds(event: &serde_json::Value) -> u64 {
+    let at = chrono::DateTime::parse_from_rfc3339(event["occurred_at"].as_str().unwrap()).unwrap();
+    u64::try_from(at.timestamp()).unwrap()
+}
+
 fn files(dir: &Path) -> Vec<PathBuf> {
     std::fs::read_dir(dir)
         .unwrap()
@@ -117,6 +132,11 @@ async fn a_tenant_deleted_after_a_backup_is_deleted_again_when_it_is_restored() 
     }
     let (contoso, fabrikam) = (customers[0].1, customers[1].1);
 
+    assert_eq!(
+        gauge(&platform, "idem_last_backup_timestamp_seconds").await,
+        Some(0),
+        "no backup yet"
+    );
     // The backup, through the running service: no key in it, both in the mirror.
     let done = api::operator::backup(&config(&platform.dir, Some(&mirror)), &backup)
         .await
@@ -134,6 +154,10 @@ async fn a_tenant_deleted_after_a_backup_is_deleted_again_when_it_is_restored() 
                "events": done.events})
     );
     assert!(recorded[0]["position"].as_u64().unwrap() > done.head);
+    assert_eq!(
+        gauge(&platform, "idem_last_backup_timestamp_seconds").await,
+        Some(unix_seconds(&recorded[0]))
+    );
     let mirrored = api::key_mirror::read(&mirror).unwrap().keys;
     assert_eq!(mirrored.len(), 2);
     for file in files(&backup) {
@@ -486,6 +510,8 @@ async fn the_root_key_is_rotated_while_idemd_serves() {
         key_in_use().await,
         (json!(old.id()), json!(false), Some("0".to_owned()))
     );
+    let rotated_at = "idem_last_root_key_rotation_timestamp_seconds";
+    assert_eq!(gauge(&platform, rotated_at).await, Some(0), "never rotated");
     let done = api::operator::rotate_root_key(&config(&platform.dir, Some(&mirror)))
         .await
         .unwrap();
@@ -512,6 +538,10 @@ async fn the_root_key_is_rotated_while_idemd_serves() {
     assert_eq!(
         recorded[0]["data"],
         json!({"previous_key_id": old.id(), "key_id": new.id()})
+    );
+    assert_eq!(
+        gauge(&platform, rotated_at).await,
+        Some(unix_seconds(&recorded[0]))
     );
 
     // Billy's password, sealed before, still checks; a new customer's master key is wrapped

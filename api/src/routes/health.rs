@@ -139,6 +139,27 @@ pub async fn metrics(State(state): State<Shared>) -> Response {
         "1 while a root key rotation is unfinished (run idemd rotate-root-key again).",
         &[(None, u64::from(state.root_keys.is_rotating()))],
     );
+    match state.operator_log.latest(&state.log).await {
+        Ok(latest) => {
+            let seconds = |at: Option<chrono::DateTime<chrono::Utc>>| {
+                at.map_or(0, |at| u64::try_from(at.timestamp()).unwrap_or(0))
+            };
+            gauge(
+                &mut out,
+                "idem_last_backup_timestamp_seconds",
+                "Unix time of the last idemd backup the operator log records; 0 if none.",
+                &[(None, seconds(latest.backup))],
+            );
+            gauge(
+                &mut out,
+                "idem_last_root_key_rotation_timestamp_seconds",
+                "Unix time of the last root key rotation the operator log records; 0 if none.",
+                &[(None, seconds(latest.rotation))],
+            );
+        }
+        // Left out rather than shown as 0, which would read as "never".
+        Err(e) => tracing::error!(error = %e, "the operator log could not be read for /metrics"),
+    }
     gauge(
         &mut out,
         "idem_projection_checkpoint",
