@@ -50,21 +50,29 @@ pub async fn record(
 
 /// The whole operator log, oldest first, each event as stored and decoded.
 pub async fn read(log: &RocksLog) -> Result<Vec<(RecordedEvent, Event)>, ReadError> {
-    let mut events = Vec::new();
-    let mut from_seq = 1;
-    loop {
-        let page = log.read_stream(stream(), from_seq, PAGE).await?;
-        let full = page.len() == PAGE;
-        for recorded in page {
+    read_from(log, 1)
+        .await?
+        .into_iter()
+        .map(|recorded| {
             let event = Event::from_stored(
                 &recorded.event_type,
                 recorded.schema_version,
                 &recorded.data,
             )
             .map_err(|e| ReadError::Decode(recorded.seq, e))?;
-            from_seq = recorded.seq + 1;
-            events.push((recorded, event));
-        }
+            Ok((recorded, event))
+        })
+        .collect()
+}
+
+/// The operator log's events from `from_seq` on, as stored, oldest first.
+async fn read_from(log: &RocksLog, from_seq: u64) -> Result<Vec<RecordedEvent>, eventlog::Error> {
+    let mut events: Vec<RecordedEvent> = Vec::new();
+    loop {
+        let next = events.last().map_or(from_seq, |last| last.seq + 1);
+        let page = log.read_stream(stream(), next, PAGE).await?;
+        let full = page.len() == PAGE;
+        events.extend(page);
         if !full {
             return Ok(events);
         }
@@ -100,11 +108,9 @@ impl Follower {
     pub async fn latest(&self, log: &RocksLog) -> Result<Latest, eventlog::Error> {
         let mut read = self.read.lock().await;
         let head = log.stream_head(stream()).await?.map_or(0, |h| h.seq);
-        while read.0 < head {
-            let page = log.read_stream(stream(), read.0 + 1, PAGE).await?;
-            let Some(last) = page.last() else { break };
-            read.0 = last.seq;
-            for recorded in &page {
+        if read.0 < head {
+            for recorded in read_from(log, read.0 + 1).await? {
+                read.0 = recorded.seq;
                 // By type and envelope time alone: no event's data is needed.
                 match recorded.event_type.as_str() {
                     "BackupWritten" => read.1.backup = Some(recorded.occurred_at),
@@ -114,5 +120,85 @@ impl Follower {
             }
         }
         Ok(read.1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use domain::event::{BackupWritten, ReadModelsRebuilt};
+
+    fn new_event(event: impl Into<Event>, at: DateTime<Utc>) -> eventlog::NewEvent {
+        projections::codec::encode(&event.into(), Uuid::now_v7(), at, ACTOR).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_log_longer_than_a_page_is_read_whole_and_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = RocksLog::open(dir.path()).unwrap();
+        let follower = Follower::default();
+        assert_eq!(follower.latest(&log).await.unwrap(), Latest::default());
+
+        // Two and a half pages of rebuilds, with a backup in the middle of the second.
+        let start = Utc::now();
+        let total = PAGE * 5 / 2;
+        let events: Vec<_> = (0..total)
+            .map(|i| {
+                let at = start + chrono::TimeDelta::seconds(i as i64);
+                if i == PAGE + 7 {
+                    new_event(
+                        BackupWritten {
+                            directory: "/b".into(),
+                            head_position: 1,
+                            events: 1,
+                        },
+                        at,
+                    )
+                } else {
+                    new_event(
+                        ReadModelsRebuilt {
+                            projection: "audit".into(),
+                            generation: i as u64,
+                        },
+                        at,
+                    )
+                }
+            })
+            .collect();
+        for chunk in events.chunks(700) {
+            log.append(StreamAppend::new(stream(), Expected::Any).events(chunk.to_vec()))
+                .await
+                .unwrap();
+        }
+        let read = read(&log).await.unwrap();
+        let seqs: Vec<u64> = read.iter().map(|(r, _)| r.seq).collect();
+        assert_eq!(seqs, (1..=total as u64).collect::<Vec<_>>());
+        let backup_at = start + chrono::TimeDelta::seconds((PAGE + 7) as i64);
+        let latest = follower.latest(&log).await.unwrap();
+        assert_eq!(
+            latest.backup.map(|t| t.timestamp()),
+            Some(backup_at.timestamp())
+        );
+        assert_eq!(latest.rotation, None);
+
+        // Only what comes after is read next time.
+        let later = start + chrono::TimeDelta::days(1);
+        let rotated = domain::event::RootKeyRotated {
+            previous_key_id: "a".into(),
+            key_id: "b".into(),
+        };
+        log.append(StreamAppend::new(stream(), Expected::Any).event(new_event(rotated, later)))
+            .await
+            .unwrap();
+        let latest = follower.latest(&log).await.unwrap();
+        assert_eq!(
+            latest.backup.map(|t| t.timestamp()),
+            Some(backup_at.timestamp())
+        );
+        assert_eq!(
+            latest.rotation.map(|t| t.timestamp()),
+            Some(later.timestamp())
+        );
+        assert_eq!(follower.read.lock().await.0, total as u64 + 1);
     }
 }
