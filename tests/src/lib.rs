@@ -341,6 +341,15 @@ impl Platform {
             .unwrap()
     }
 
+    /// The value of the unlabelled gauge `name` in `/metrics`, if the service shows it.
+    pub async fn gauge(&self, name: &str) -> Option<u64> {
+        self.metrics()
+            .await
+            .lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+            .map(|value| value.parse().unwrap())
+    }
+
     /// Sends `request` and answers its status and JSON body (`Null` if none), after checking
     /// the answer against the OpenAPI document ([`contract`]).
     pub async fn call(request: RequestBuilder) -> (u16, Value) {

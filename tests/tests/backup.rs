@@ -55,15 +55,6 @@ async fn operator_log(data: &Path) -> (Vec<serde_json::Value>, bool) {
     (lines, checks[0].is_valid())
 }
 
-/// A gauge's value in the service's `/metrics`.
-async fn gauge(platform: &Platform, name: &str) -> Option<u64> {
-    let metrics = platform.metrics().await;
-    metrics
-        .lines()
-        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
-        .map(|value| value.parse().unwrap())
-}
-
 /// An exported event's time, as Unix seconds.
 fn unix_seconds(event: &serde_json::Value) -> u64 {
     let at = chrono::DateTime::parse_from_rfc3339(event["occurred_at"].as_str().unwrap()).unwrap();
@@ -133,7 +124,7 @@ async fn a_tenant_deleted_after_a_backup_is_deleted_again_when_it_is_restored() 
     let (contoso, fabrikam) = (customers[0].1, customers[1].1);
 
     assert_eq!(
-        gauge(&platform, "idem_last_backup_timestamp_seconds").await,
+        platform.gauge("idem_last_backup_timestamp_seconds").await,
         Some(0),
         "no backup yet"
     );
@@ -155,7 +146,7 @@ async fn a_tenant_deleted_after_a_backup_is_deleted_again_when_it_is_restored() 
     );
     assert!(recorded[0]["position"].as_u64().unwrap() > done.head);
     assert_eq!(
-        gauge(&platform, "idem_last_backup_timestamp_seconds").await,
+        platform.gauge("idem_last_backup_timestamp_seconds").await,
         Some(unix_seconds(&recorded[0]))
     );
     let mirrored = api::key_mirror::read(&mirror).unwrap().keys;
@@ -411,14 +402,9 @@ async fn a_deletion_the_mirror_missed_is_reported_and_caught_up() {
         );
         body["key_mirror_current"].clone()
     };
-    let gauge = || async {
-        let text = platform.metrics().await;
-        text.lines()
-            .find_map(|l| l.strip_prefix("idem_key_mirror_current "))
-            .map(str::to_owned)
-    };
+    let gauge = || platform.gauge("idem_key_mirror_current");
     assert_eq!(ready().await, json!(true));
-    assert_eq!(gauge().await.as_deref(), Some("1"));
+    assert_eq!(gauge().await, Some(1));
 
     // The mirror's storage goes away; Contoso's deletion cannot reach it.
     let away = apart.path().join("away");
@@ -435,7 +421,7 @@ async fn a_deletion_the_mirror_missed_is_reported_and_caught_up() {
     };
     assert_eq!(delete("contoso").await.0, 204);
     assert_eq!(ready().await, json!(false));
-    assert_eq!(gauge().await.as_deref(), Some("0"));
+    assert_eq!(gauge().await, Some(0));
 
     // Back: the next refresh (here another deletion) records both deletions.
     std::fs::remove_file(&folder).unwrap();
@@ -443,7 +429,7 @@ async fn a_deletion_the_mirror_missed_is_reported_and_caught_up() {
     platform.add_customer(&msp, "fabrikam", "Fabrikam").await;
     assert_eq!(delete("fabrikam").await.0, 204);
     assert_eq!(ready().await, json!(true));
-    assert_eq!(gauge().await.as_deref(), Some("1"));
+    assert_eq!(gauge().await, Some(1));
     assert_eq!(api::key_mirror::read(&mirror).unwrap().deleted.len(), 2);
     platform.stop().await;
 }
@@ -495,23 +481,16 @@ async fn the_root_key_is_rotated_while_idemd_serves() {
     // Readiness names the key in use; the gauge says no rotation is unfinished.
     let key_in_use = || async {
         let (_, ready) = Platform::call(platform.request(Method::GET, "", "/readyz")).await;
-        let metrics = platform.metrics().await;
-        let rotating = metrics
-            .lines()
-            .find_map(|l| l.strip_prefix("idem_root_key_rotating "))
-            .map(str::to_owned);
+        let rotating = platform.gauge("idem_root_key_rotating").await;
         (
             ready["root_key_id"].clone(),
             ready["root_key_rotating"].clone(),
             rotating,
         )
     };
-    assert_eq!(
-        key_in_use().await,
-        (json!(old.id()), json!(false), Some("0".to_owned()))
-    );
+    assert_eq!(key_in_use().await, (json!(old.id()), json!(false), Some(0)));
     let rotated_at = "idem_last_root_key_rotation_timestamp_seconds";
-    assert_eq!(gauge(&platform, rotated_at).await, Some(0), "never rotated");
+    assert_eq!(platform.gauge(rotated_at).await, Some(0), "never rotated");
     let done = api::operator::rotate_root_key(&config(&platform.dir, Some(&mirror)))
         .await
         .unwrap();
@@ -519,10 +498,7 @@ async fn the_root_key_is_rotated_while_idemd_serves() {
     assert_eq!(done.rotated.previous_key_id, old.id());
     assert_eq!(done.rotated.key_id, new.id());
     assert_ne!(new.id(), old.id());
-    assert_eq!(
-        key_in_use().await,
-        (json!(new.id()), json!(false), Some("0".to_owned()))
-    );
+    assert_eq!(key_in_use().await, (json!(new.id()), json!(false), Some(0)));
     assert_eq!(done.rotated.rewrapped, 1);
     assert_eq!(done.key_mirror.as_deref(), Some(mirror.as_path()));
     assert!(done.key_mirror_current);
@@ -540,7 +516,7 @@ async fn the_root_key_is_rotated_while_idemd_serves() {
         json!({"previous_key_id": old.id(), "key_id": new.id()})
     );
     assert_eq!(
-        gauge(&platform, rotated_at).await,
+        platform.gauge(rotated_at).await,
         Some(unix_seconds(&recorded[0]))
     );
 
