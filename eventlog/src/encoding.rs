@@ -337,6 +337,29 @@ pub mod keys {
         key
     }
 
+    /// `snapshots`: stream → seq ‖ hash of the event at seq ‖ the caller's bytes. One per
+    /// stream, under the stream's prefix like everything a deletion removes.
+    pub fn snapshot(stream: StreamId) -> [u8; 16] {
+        *stream.0.as_bytes()
+    }
+
+    pub fn snapshot_value(seq: u64, hash: &Digest32, data: &[u8]) -> Vec<u8> {
+        let mut value = Vec::with_capacity(40 + data.len());
+        value.extend_from_slice(&seq.to_be_bytes());
+        value.extend_from_slice(&hash.0);
+        value.extend_from_slice(data);
+        value
+    }
+
+    pub fn parse_snapshot_value(value: &[u8]) -> Option<(u64, Digest32, &[u8])> {
+        if value.len() < 40 {
+            return None;
+        }
+        let seq = u64::from_be_bytes(value[..8].try_into().ok()?);
+        let hash = Digest32(value[8..40].try_into().ok()?);
+        Some((seq, hash, &value[40..]))
+    }
+
     /// `meta`: the next position to assign is `head + 1`; kept so that positions never repeat,
     /// even when the streams holding the newest events are deleted.
     pub const HEAD: &[u8] = b"head";

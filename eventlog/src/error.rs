@@ -64,6 +64,19 @@ pub enum Error {
     #[error("data key version {version} of stream {stream} changed since it was read")]
     KeyChanged { stream: StreamId, version: u32 },
 
+    /// A snapshot names an event the stream does not hold (no event at its seq, or one with
+    /// another hash); nothing was written.
+    #[error("stream {stream} holds no event at seq {seq} with the snapshot's hash")]
+    SnapshotMismatch { stream: StreamId, seq: u64 },
+
+    /// A snapshot of the stream at `stored` or later is already stored; nothing was written.
+    #[error("stream {stream} already has a snapshot at seq {stored}, not older than {seq}")]
+    SnapshotOutdated {
+        stream: StreamId,
+        seq: u64,
+        stored: u64,
+    },
+
     /// The stream was deleted; it takes no more writes.
     #[error("stream {stream} was deleted")]
     StreamDeleted { stream: StreamId },
@@ -115,6 +128,7 @@ impl Error {
                 | Error::ReservationNotHeld { .. }
                 | Error::KeyExists { .. }
                 | Error::KeyChanged { .. }
+                | Error::SnapshotOutdated { .. }
         )
     }
 

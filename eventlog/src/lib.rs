@@ -7,7 +7,10 @@
 //!   ([`encoding`]), so any change to a stored byte breaks the chain; [`verify`] finds where.
 //! - A [`Commit`] is atomic across streams, carries expectations, unique [`Reservation`]s,
 //!   blobs and wrapped data keys, and returns only once durable (synced WAL, group-committed).
-//! - Deleting a stream removes its events, index, reservations, blobs and keys for good.
+//! - Beside the events, each stream may keep one [`Snapshot`]: a caller's state folded up to
+//!   one of its events, so that a fold need not start at seq 1.
+//! - Deleting a stream removes its events, index, reservations, blobs, keys and snapshot for
+//!   good.
 //!
 //! The interface is the [`EventLog`] trait; [`RocksLog`] implements it on RocksDB. The
 //! `testkit` feature exports the conformance suite every implementation must pass.
@@ -27,8 +30,8 @@ pub use error::{Error, Location, Result};
 pub use log::{EventLog, verify};
 pub use model::{
     BadDigest, BlobId, BrokenLink, Commit, Committed, Digest32, Expected, KeyRewrap, NewEvent,
-    RecordedEvent, Reservation, StreamAppend, StreamHead, StreamId, VerifyReport, WrappedKey,
-    ZERO_HASH, blob_id,
+    RecordedEvent, Reservation, Snapshot, StreamAppend, StreamHead, StreamId, VerifyReport,
+    WrappedKey, ZERO_HASH, blob_id,
 };
 pub use rocks::{BackupReport, RestoreReport, RocksLog, RocksOptions, WriteStats};
 

@@ -7,8 +7,8 @@ use tokio::sync::watch;
 
 use crate::error::Result;
 use crate::model::{
-    BlobId, BrokenLink, Commit, Committed, RecordedEvent, Reservation, StreamAppend, StreamHead,
-    StreamId, VerifyReport, WrappedKey, ZERO_HASH,
+    BlobId, BrokenLink, Commit, Committed, RecordedEvent, Reservation, Snapshot, StreamAppend,
+    StreamHead, StreamId, VerifyReport, WrappedKey, ZERO_HASH,
 };
 
 /// A durable, append-only log of hash-chained events, one stream per tenant.
@@ -81,6 +81,9 @@ pub trait EventLog: Send + Sync + 'static {
 
     /// Every wrapped data key of `stream`, by ascending version.
     fn data_keys(&self, stream: StreamId) -> impl Future<Output = Result<Vec<WrappedKey>>> + Send;
+
+    /// The newest snapshot stored for `stream` (`None` if none, or once it is deleted).
+    fn snapshot(&self, stream: StreamId) -> impl Future<Output = Result<Option<Snapshot>>> + Send;
 }
 
 /// How many events `verify` reads at a time.

@@ -188,6 +188,22 @@ pub struct KeyRewrap {
     pub to: Vec<u8>,
 }
 
+/// A stream's state as a caller folded it up to one of its events, kept beside the log so that
+/// the next fold can start there instead of at seq 1. Not part of the log: no position, no
+/// place in the hash chain or in an audit; derived from the events, replaced by a newer one,
+/// deleted with its stream (and copied with the log into backups, where it still matches).
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Snapshot {
+    pub stream: StreamId,
+    /// The last event folded into `data` (at least 1).
+    pub seq: u64,
+    /// That event's hash: a snapshot is stored only if the stream's stored event at `seq` has
+    /// it, so it can never describe other events than the ones stored.
+    pub hash: Digest32,
+    /// Opaque to the log.
+    pub data: Vec<u8>,
+}
+
 /// Events for one stream with everything that must land atomically with them.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct StreamAppend {
@@ -270,6 +286,10 @@ pub struct Commit {
     /// (else [`crate::Error::KeyChanged`], and nothing is written). No event records it: the
     /// key store is not part of the log.
     pub rewrap: Vec<KeyRewrap>,
+    /// Snapshots stored (each replacing its stream's older one); each must name a stored event
+    /// by its seq and hash (else [`crate::Error::SnapshotMismatch`]) and be newer than the one
+    /// stored (else [`crate::Error::SnapshotOutdated`]), and nothing is written.
+    pub snapshots: Vec<Snapshot>,
 }
 
 impl Commit {
@@ -289,6 +309,11 @@ impl Commit {
 
     pub fn rewrap(mut self, rewrap: KeyRewrap) -> Self {
         self.rewrap.push(rewrap);
+        self
+    }
+
+    pub fn snapshot(mut self, snapshot: Snapshot) -> Self {
+        self.snapshots.push(snapshot);
         self
     }
 }

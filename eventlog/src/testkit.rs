@@ -13,7 +13,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use uuid::Uuid;
 
 use crate::{
-    Commit, Error, EventLog, Expected, KeyRewrap, NewEvent, RecordedEvent, Reservation,
+    Commit, Error, EventLog, Expected, KeyRewrap, NewEvent, RecordedEvent, Reservation, Snapshot,
     StreamAppend, StreamId, WrappedKey, ZERO_HASH, blob_id, verify,
 };
 
@@ -36,6 +36,7 @@ macro_rules! conformance_tests {
             deleted_stream_leaves_nothing,
             blobs_and_data_keys,
             rewrapping_data_keys_compares_and_swaps,
+            snapshots_name_a_stored_event_and_only_move_forward,
             concurrent_appends_to_one_stream,
             concurrent_appends_to_many_streams,
             published_heads_are_readable_under_concurrent_writers
@@ -858,6 +859,126 @@ pub async fn rewrapping_data_keys_compares_and_swaps<L: EventLog>(log: Arc<L>) {
     .unwrap();
     assert_eq!(wrapped(c).await, vec![(1, 41)]);
     assert_eq!(wrapped(a).await, vec![(1, 11), (2, 42)]);
+}
+
+/// A snapshot is stored only for an event the stream holds (its seq and hash), only in place of
+/// an older one, is written with nothing else of its commit when that fails, moves no head, and
+/// goes with its stream.
+pub async fn snapshots_name_a_stored_event_and_only_move_forward<L: EventLog>(log: Arc<L>) {
+    let (a, b, empty) = (stream(), stream(), stream());
+    let mut events = Vec::new();
+    for _ in 0..3 {
+        events.push(append_one(&*log, a, Expected::Any).await);
+    }
+    append_one(&*log, b, Expected::Any).await;
+    let at = |seq: u64, data: &str| Snapshot {
+        stream: a,
+        seq,
+        hash: events[usize::try_from(seq).unwrap() - 1].hash,
+        data: data.as_bytes().to_vec(),
+    };
+    assert_eq!(log.snapshot(a).await.unwrap(), None);
+
+    let head = log.head_position();
+    let committed = log
+        .commit(Commit::new().snapshot(at(2, "two")))
+        .await
+        .unwrap();
+    assert!(committed.events.is_empty());
+    assert_eq!(log.head_position(), head, "a snapshot is not an event");
+    assert_eq!(log.snapshot(a).await.unwrap(), Some(at(2, "two")));
+    assert_eq!(log.read_stream(a, 1, 10).await.unwrap(), events);
+
+    // Not the stored event: another event's hash, a seq past the head, an empty stream.
+    for (bad, seq) in [
+        (
+            Snapshot {
+                hash: events[2].hash,
+                ..at(2, "wrong hash")
+            },
+            2,
+        ),
+        (
+            Snapshot {
+                seq: 4,
+                ..at(3, "past the head")
+            },
+            4,
+        ),
+        (
+            Snapshot {
+                stream: empty,
+                ..at(1, "no events")
+            },
+            1,
+        ),
+    ] {
+        let named = bad.stream;
+        let err = log.commit(Commit::new().snapshot(bad)).await.unwrap_err();
+        assert!(
+            matches!(err, Error::SnapshotMismatch { stream, seq: s } if stream == named && s == seq),
+            "{err:?}"
+        );
+    }
+    // Not newer than the stored one.
+    for seq in [1, 2] {
+        let err = log
+            .commit(Commit::new().snapshot(at(seq, "older")))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, Error::SnapshotOutdated { stored: 2, seq: s, .. } if s == seq),
+            "{err:?}"
+        );
+        assert!(err.is_conflict());
+    }
+    // Malformed: refused before anything is read.
+    for bad in [
+        Commit::new().snapshot(Snapshot {
+            seq: 0,
+            ..at(1, "zero")
+        }),
+        Commit::new().snapshot(at(3, "x")).snapshot(at(3, "y")),
+        Commit::new().snapshot(at(3, "x")).delete(a),
+    ] {
+        assert!(matches!(log.commit(bad).await, Err(Error::Invalid(_))));
+    }
+    // A commit failing elsewhere stores no snapshot.
+    let err = log
+        .commit(
+            Commit::new()
+                .snapshot(at(3, "three"))
+                .append(StreamAppend::new(b, Expected::NoStream).event(event("T", ""))),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::WrongExpectedSeq { .. }), "{err:?}");
+    assert_eq!(log.snapshot(a).await.unwrap(), Some(at(2, "two")));
+
+    // A newer one replaces it, in the same commit as an append to its stream.
+    let committed = log
+        .commit(
+            Commit::new()
+                .snapshot(at(3, "three"))
+                .append(StreamAppend::new(a, Expected::At(3)).event(event("T", ""))),
+        )
+        .await
+        .unwrap();
+    assert_eq!(committed.events.len(), 1);
+    assert_eq!(log.snapshot(a).await.unwrap(), Some(at(3, "three")));
+    assert_eq!(log.snapshot(b).await.unwrap(), None, "each stream its own");
+
+    // Gone with its stream, and none taken after.
+    log.commit(Commit::new().delete(a)).await.unwrap();
+    assert_eq!(log.snapshot(a).await.unwrap(), None);
+    let err = log
+        .commit(Commit::new().snapshot(at(3, "after")))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::StreamDeleted { stream } if stream == a),
+        "{err:?}"
+    );
 }
 
 /// Many writers race for each seq of one stream with exact expectations: exactly one wins each.

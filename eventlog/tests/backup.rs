@@ -10,8 +10,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use eventlog::testkit::{event, stream};
 use eventlog::{
-    Commit, Error, EventLog, Expected, RecordedEvent, Reservation, RocksLog, StreamAppend,
-    WrappedKey, blob_id, verify,
+    Commit, Error, EventLog, Expected, RecordedEvent, Reservation, RocksLog, Snapshot,
+    StreamAppend, StreamId, WrappedKey, blob_id, verify,
 };
 
 async fn everything(log: &RocksLog) -> Vec<RecordedEvent> {
@@ -51,6 +51,27 @@ async fn a_backup_opens_as_the_log_it_copied_without_what_was_deleted() {
             .event(event("Gone", "secret of a deleted tenant"))
             .reserve(Reservation::new("host", "gone"))
             .key(key.clone()),
+    )
+    .await
+    .unwrap();
+    // A snapshot of each: the kept one travels with its stream, the other goes with it.
+    let snapshot = |s: StreamId, at: RecordedEvent, data: &str| Snapshot {
+        stream: s,
+        seq: at.seq,
+        hash: at.hash,
+        data: data.as_bytes().to_vec(),
+    };
+    let kept_at_50 = log.read_stream(kept, 50, 1).await.unwrap().remove(0);
+    let gone_at_1 = log.read_stream(gone, 1, 1).await.unwrap().remove(0);
+    let kept_snapshot = snapshot(kept, kept_at_50, "kept folded");
+    log.commit(
+        Commit::new()
+            .snapshot(kept_snapshot.clone())
+            .snapshot(snapshot(
+                gone,
+                gone_at_1,
+                "folded state of a deleted tenant",
+            )),
     )
     .await
     .unwrap();
@@ -105,6 +126,8 @@ async fn a_backup_opens_as_the_log_it_copied_without_what_was_deleted() {
     );
     assert_eq!(copy.blob(kept, blob_id(&image)).await.unwrap(), Some(image));
     assert_eq!(copy.data_keys(kept).await.unwrap(), vec![key]);
+    assert_eq!(copy.snapshot(kept).await.unwrap(), Some(kept_snapshot));
+    assert_eq!(copy.snapshot(gone).await.unwrap(), None);
 
     // The deleted stream stays deleted: no events, reservation or key, and no new writes.
     assert!(copy.is_deleted(gone).await.unwrap());
@@ -139,14 +162,19 @@ async fn a_backup_opens_as_the_log_it_copied_without_what_was_deleted() {
             parent.display()
         );
     }
-    let text = b"secret of a deleted tenant";
-    for entry in walk(&to) {
-        let bytes = std::fs::read(&entry).unwrap();
-        assert!(
-            !bytes.windows(text.len()).any(|w| w == text),
-            "{} holds the deleted stream's event",
-            entry.display()
-        );
+    for text in [
+        b"secret of a deleted tenant".as_slice(),
+        b"folded state of a deleted tenant",
+    ] {
+        for entry in walk(&to) {
+            let bytes = std::fs::read(&entry).unwrap();
+            assert!(
+                !bytes.windows(text.len()).any(|w| w == text),
+                "{} holds the deleted stream's {}",
+                entry.display(),
+                String::from_utf8_lossy(text)
+            );
+        }
     }
 }
 

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use eventlog::testkit::{event, stream};
 use eventlog::{
-    Commit, Error, EventLog, Expected, KeyRewrap, Reservation, RocksLog, RocksOptions,
+    Commit, Error, EventLog, Expected, KeyRewrap, Reservation, RocksLog, RocksOptions, Snapshot,
     StreamAppend, StreamId, WrappedKey, verify,
 };
 use rocksdb::{DB, Options};
@@ -18,13 +18,14 @@ fn open_fresh() -> (RocksLog, tempfile::TempDir) {
 
 eventlog::conformance_tests!(open_fresh());
 
-const CFS: [&str; 7] = [
+const CFS: [&str; 8] = [
     "events",
     "streams",
     "reservations",
     "owned",
     "blobs",
     "keys",
+    "snapshots",
     "meta",
 ];
 
@@ -166,6 +167,48 @@ async fn a_rewrapped_key_stays_rewrapped_after_reopening() {
         )]
     );
     assert_eq!(log.head_position(), 1);
+}
+
+/// A snapshot is written through the journal like everything else: it survives a reopen, and a
+/// log made before snapshots existed (no `snapshots` family) opens and takes them.
+#[tokio::test]
+async fn snapshots_survive_reopening_and_come_to_logs_made_without_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let (old, new) = (stream(), stream());
+    let first = {
+        let log = RocksLog::open(dir.path()).unwrap();
+        let committed = log
+            .append(StreamAppend::new(old, Expected::NoStream).event(event("T", "x")))
+            .await
+            .unwrap();
+        committed.events[0].clone()
+    };
+    // What a log written before snapshots existed looks like.
+    {
+        let mut db = raw(dir.path());
+        db.drop_cf("snapshots").unwrap();
+    }
+    let snapshot = Snapshot {
+        stream: old,
+        seq: 1,
+        hash: first.hash,
+        data: b"folded".to_vec(),
+    };
+    {
+        let log = RocksLog::open(dir.path()).unwrap();
+        assert_eq!(log.read_stream(old, 1, 10).await.unwrap(), vec![first]);
+        assert_eq!(log.snapshot(old).await.unwrap(), None);
+        log.commit(Commit::new().snapshot(snapshot.clone()))
+            .await
+            .unwrap();
+        log.append(StreamAppend::new(new, Expected::NoStream).event(event("T", "y")))
+            .await
+            .unwrap();
+    }
+    let log = RocksLog::open(dir.path()).unwrap();
+    assert_eq!(log.snapshot(old).await.unwrap(), Some(snapshot));
+    assert_eq!(log.snapshot(new).await.unwrap(), None);
+    assert_eq!(log.head_position(), 2);
 }
 
 #[tokio::test]
@@ -394,9 +437,20 @@ async fn deleted_data_leaves_the_files_on_disk() {
     )
     .await
     .unwrap();
+    let head = log.read_stream(gone, 26, 1).await.unwrap().remove(0);
+    log.commit(Commit::new().snapshot(Snapshot {
+        stream: gone,
+        seq: head.seq,
+        hash: head.hash,
+        data: marker.repeat(5),
+    }))
+    .await
+    .unwrap();
     log.flush().await.unwrap();
     assert!(
-        files(dir.path()).iter().any(|f| contains(f, marker)),
+        files(dir.path())
+            .iter()
+            .any(|f| contains(f, &marker.repeat(5))),
         "the marker is on disk before deletion"
     );
 

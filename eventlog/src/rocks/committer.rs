@@ -28,8 +28,8 @@ use super::{Cf, Shared};
 use crate::encoding::{self, keys};
 use crate::error::{Error, Location, Result};
 use crate::model::{
-    Commit, Committed, Expected, KeyRewrap, RecordedEvent, StreamAppend, StreamHead, StreamId,
-    ZERO_HASH, blob_id,
+    Commit, Committed, Expected, KeyRewrap, RecordedEvent, Snapshot, StreamAppend, StreamHead,
+    StreamId, ZERO_HASH, blob_id,
 };
 use crate::{MAX_COMMIT_BYTES, MAX_COMMIT_EVENTS, MAX_EVENT_DATA};
 
@@ -320,7 +320,8 @@ pub(crate) fn unlogged() -> WriteOptions {
 
 /// (events, bytes of payload) of a commit, for sizing groups.
 fn commit_size(commit: &Commit) -> (usize, usize) {
-    let rewrapped = commit.rewrap.iter().map(|r| r.to.len()).sum::<usize>();
+    let rewrapped = commit.rewrap.iter().map(|r| r.to.len()).sum::<usize>()
+        + commit.snapshots.iter().map(|s| s.data.len()).sum::<usize>();
     commit
         .appends
         .iter()
@@ -337,8 +338,12 @@ fn commit_size(commit: &Commit) -> (usize, usize) {
 /// Checks a commit's shape: everything that does not depend on stored state.
 fn validate(commit: &Commit) -> Result<()> {
     let invalid = |reason: String| Err(Error::Invalid(reason));
-    if commit.appends.is_empty() && commit.delete.is_empty() && commit.rewrap.is_empty() {
-        return invalid("a commit needs at least one append, deletion or rewrap".into());
+    if commit.appends.is_empty()
+        && commit.delete.is_empty()
+        && commit.rewrap.is_empty()
+        && commit.snapshots.is_empty()
+    {
+        return invalid("a commit needs at least one append, deletion, rewrap or snapshot".into());
     }
     let (events, bytes) = commit_size(commit);
     if events > MAX_COMMIT_EVENTS {
@@ -382,6 +387,19 @@ fn validate(commit: &Commit) -> Result<()> {
             return invalid(format!(
                 "the new wrapping of data key version {version} of stream {stream} is empty"
             ));
+        }
+    }
+    let mut snapshotted = HashSet::new();
+    for snapshot in &commit.snapshots {
+        let stream = snapshot.stream;
+        if deleted.contains(&stream) {
+            return invalid(format!("stream {stream} is both snapshotted and deleted"));
+        }
+        if !snapshotted.insert(stream) {
+            return invalid(format!("stream {stream} is snapshotted twice"));
+        }
+        if snapshot.seq == 0 {
+            return invalid(format!("a snapshot of stream {stream} at seq 0"));
         }
     }
     Ok(())
@@ -456,6 +474,8 @@ struct Overlay {
     taken: HashMap<StreamId, Vec<Vec<u8>>>,
     /// Data keys stored or rewrapped, with their wrapped bytes.
     data_keys: HashMap<(StreamId, u32), Vec<u8>>,
+    /// The seq of each snapshot stored.
+    snapshots: HashMap<StreamId, u64>,
     deleted: HashSet<StreamId>,
 }
 
@@ -470,6 +490,7 @@ impl Overlay {
             self.taken.entry(stream).or_default().extend(taken);
         }
         self.data_keys.extend(other.data_keys);
+        self.snapshots.extend(other.snapshots);
         self.deleted.extend(other.deleted);
     }
 }
@@ -553,6 +574,44 @@ impl View<'_> {
     }
 }
 
+impl View<'_> {
+    /// The seq of the stream's stored snapshot (`None` if none, or once its stream is deleted).
+    fn snapshot_seq(&self, stream: StreamId) -> Result<Option<u64>> {
+        for layer in self.layers() {
+            if layer.deleted.contains(&stream) {
+                return Ok(None);
+            }
+            if let Some(seq) = layer.snapshots.get(&stream) {
+                return Ok(Some(*seq));
+            }
+        }
+        Ok(super::snapshot(self.durable.shared, stream)?.map(|s| s.seq))
+    }
+
+    /// The hash of the stream's event at `seq`, if it is on disk. Events staged but not
+    /// finished yet are not looked at: a snapshot describes events its maker read.
+    fn stored_hash(&self, stream: StreamId, seq: u64) -> Result<Option<crate::Digest32>> {
+        let shared = self.durable.shared;
+        let value = shared
+            .db
+            .get_pinned_cf(shared.cf(Cf::Streams)?, keys::stream(stream, seq))
+            .map_err(|e| Error::storage("reading a stream index entry", e))?;
+        match value {
+            None => Ok(None),
+            Some(value) => keys::parse_stream_value(&value)
+                .map(|(_, hash)| Some(hash))
+                .ok_or_else(|| Error::Corrupt {
+                    at: Location {
+                        stream: Some(stream),
+                        seq: Some(seq),
+                        position: None,
+                    },
+                    reason: format!("stream index value has {} bytes", value.len()),
+                }),
+        }
+    }
+}
+
 enum Op {
     Put(Cf, Vec<u8>, Vec<u8>),
     Delete(Cf, Vec<u8>),
@@ -606,6 +665,9 @@ fn stage(
     for rewrap in commit.rewrap {
         stage_rewrap(durable, group, &mut staged, rewrap)?;
     }
+    for snapshot in commit.snapshots {
+        stage_snapshot(durable, group, &mut staged, snapshot)?;
+    }
     for stream in commit.delete {
         let known = known_index.remove(&stream).unwrap_or_default();
         stage_deletion(durable, group, &mut staged, stream, known)?;
@@ -640,6 +702,48 @@ fn stage_rewrap(
         to.clone(),
     ));
     staged.delta.data_keys.insert((stream, version), to);
+    Ok(())
+}
+
+/// Stores a snapshot in place of its stream's older one, if it names a stored event.
+fn stage_snapshot(
+    durable: &Durable<'_>,
+    group: &Overlay,
+    staged: &mut Staged,
+    snapshot: Snapshot,
+) -> Result<()> {
+    let Snapshot {
+        stream,
+        seq,
+        hash,
+        data,
+    } = snapshot;
+    let view = View {
+        durable,
+        group,
+        own: &staged.delta,
+    };
+    if view.is_deleted(stream)? {
+        return Err(Error::StreamDeleted { stream });
+    }
+    if view.stored_hash(stream, seq)? != Some(hash) {
+        return Err(Error::SnapshotMismatch { stream, seq });
+    }
+    if let Some(stored) = view.snapshot_seq(stream)?
+        && stored >= seq
+    {
+        return Err(Error::SnapshotOutdated {
+            stream,
+            seq,
+            stored,
+        });
+    }
+    staged.ops.push(Op::Put(
+        Cf::Snapshots,
+        keys::snapshot(stream).to_vec(),
+        keys::snapshot_value(seq, &hash, &data),
+    ));
+    staged.delta.snapshots.insert(stream, seq);
     Ok(())
 }
 
@@ -795,7 +899,7 @@ fn stage_append(
 }
 
 /// Removes a stream with everything it holds: its events (by position, from the stream index),
-/// its index, its reservations, blobs and data keys, and leaves a tombstone. `known` is the
+/// its index, its reservations, blobs, data keys and snapshot, and leaves a tombstone. `known` is the
 /// start of the stream's stored index, read before the commit was queued (possibly empty); the
 /// rest is read here.
 fn stage_deletion(
@@ -865,7 +969,7 @@ fn stage_deletion(
 
     // Everything else lives under the stream's prefix.
     let (start, end) = keys::stream_prefix_range(stream);
-    for cf in [Cf::Streams, Cf::Owned, Cf::Blobs, Cf::Keys] {
+    for cf in [Cf::Streams, Cf::Owned, Cf::Blobs, Cf::Keys, Cf::Snapshots] {
         staged
             .ops
             .push(Op::DeleteRange(cf, start.to_vec(), end.to_vec()));

@@ -30,7 +30,8 @@ use crate::encoding::{self, keys};
 use crate::error::{Error, Location, Result};
 use crate::log::EventLog;
 use crate::model::{
-    BlobId, Commit, Committed, RecordedEvent, Reservation, StreamHead, StreamId, WrappedKey,
+    BlobId, Commit, Committed, RecordedEvent, Reservation, Snapshot, StreamHead, StreamId,
+    WrappedKey,
 };
 
 /// The column families, each with its key layout in [`crate::encoding::keys`].
@@ -42,17 +43,19 @@ pub(crate) enum Cf {
     Owned,
     Blobs,
     Keys,
+    Snapshots,
     Meta,
 }
 
 impl Cf {
-    const ALL: [Cf; 7] = [
+    const ALL: [Cf; 8] = [
         Cf::Events,
         Cf::Streams,
         Cf::Reservations,
         Cf::Owned,
         Cf::Blobs,
         Cf::Keys,
+        Cf::Snapshots,
         Cf::Meta,
     ];
 
@@ -64,6 +67,7 @@ impl Cf {
             Cf::Owned => "owned",
             Cf::Blobs => "blobs",
             Cf::Keys => "keys",
+            Cf::Snapshots => "snapshots",
             Cf::Meta => "meta",
         }
     }
@@ -405,7 +409,7 @@ impl Drop for RocksLog {
 
 /// Every column family with its options: LZ4 tables sharing `cache`, and bloom filters for the
 /// families read by point lookups (heads, reservations, tombstones).
-fn descriptors(cache: &Cache, memtable_bytes: usize) -> [ColumnFamilyDescriptor; 7] {
+fn descriptors(cache: &Cache, memtable_bytes: usize) -> [ColumnFamilyDescriptor; 8] {
     Cf::ALL.map(|cf| {
         let mut table = BlockBasedOptions::default();
         table.set_block_cache(cache);
@@ -552,6 +556,34 @@ impl EventLog for RocksLog {
     async fn data_keys(&self, stream: StreamId) -> Result<Vec<WrappedKey>> {
         self.read(move |shared| data_keys(shared, stream)).await
     }
+
+    async fn snapshot(&self, stream: StreamId) -> Result<Option<Snapshot>> {
+        self.read(move |shared| snapshot(shared, stream)).await
+    }
+}
+
+/// The stream's stored snapshot, if any.
+pub(crate) fn snapshot(shared: &Shared, stream: StreamId) -> Result<Option<Snapshot>> {
+    let value = shared
+        .db
+        .get_pinned_cf(shared.cf(Cf::Snapshots)?, keys::snapshot(stream))
+        .map_err(|e| Error::storage("reading a snapshot", e))?;
+    let Some(value) = value else {
+        return Ok(None);
+    };
+    let (seq, hash, data) = keys::parse_snapshot_value(&value).ok_or_else(|| Error::Corrupt {
+        at: Location {
+            stream: Some(stream),
+            ..Location::default()
+        },
+        reason: format!("snapshot value has {} bytes", value.len()),
+    })?;
+    Ok(Some(Snapshot {
+        stream,
+        seq,
+        hash,
+        data: data.to_vec(),
+    }))
 }
 
 pub(crate) fn stream_head(shared: &Shared, stream: StreamId) -> Result<Option<StreamHead>> {
