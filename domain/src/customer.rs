@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::crypto::{Argon2Params, DataKey, HashMemory, PasswordVerifier, Sealed};
@@ -18,7 +19,8 @@ use crate::ids::{DeviceId, TenantId, UserId};
 use crate::onboarding::{Attempt, Enrollment};
 use crate::validate::{self, FieldError, PasswordPolicy};
 
-#[derive(Clone, PartialEq, Eq, Debug)]
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct CustomerTenant {
     pub id: TenantId,
     pub msp_id: TenantId,
@@ -43,7 +45,8 @@ pub struct CustomerTenant {
     pub agents: BTreeMap<DeviceId, Agent>,
 }
 
-#[derive(Clone, PartialEq, Eq, Debug)]
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct DirectoryUser {
     pub id: UserId,
     pub first_name: String,
@@ -71,7 +74,8 @@ impl DirectoryUser {
     }
 }
 
-#[derive(Clone, PartialEq, Eq, Debug, Default)]
+#[derive(Clone, PartialEq, Eq, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Branding {
     pub version: u32,
     pub background: Option<ImageRef>,
@@ -111,7 +115,8 @@ impl Branding {
 /// An enrollment token not used yet. Every token lives [`ENROLLMENT_TOKEN_LIFETIME`] from its
 /// issue, so when a token is issued, every token that expired a lifetime before the new one
 /// expires had expired when it was issued: the fold drops those, with no clock of its own.
-#[derive(Clone, PartialEq, Eq, Debug)]
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct EnrollmentToken {
     pub digest: String,
     pub expires_at: DateTime<Utc>,
@@ -120,7 +125,8 @@ pub struct EnrollmentToken {
 /// How long an enrollment token may be used after it is issued.
 pub const ENROLLMENT_TOKEN_LIFETIME: chrono::Duration = chrono::Duration::hours(24);
 
-#[derive(Clone, PartialEq, Eq, Debug)]
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Agent {
     pub id: DeviceId,
     pub hostname: String,

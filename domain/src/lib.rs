@@ -13,6 +13,7 @@
 //! - [`decision`]: what `decide` answers (events, unique claims, refusals).
 //! - [`hex`]: the lowercase hex form of digests and key ids.
 //! - [`operator`]: the operator log, the deployment's own stream of operator actions.
+//! - [`snapshot`]: a tenant's folded state as bytes, for the log's snapshots.
 
 pub mod authz;
 pub mod crypto;
@@ -25,4 +26,5 @@ pub mod msp;
 pub mod onboarding;
 pub mod operator;
 pub mod session;
+pub mod snapshot;
 pub mod validate;

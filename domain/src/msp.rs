@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 
 use crate::decision::{self, Claim, Decision, DomainError, field};
 use crate::event::*;
@@ -14,7 +15,8 @@ use crate::validate;
 
 pub use crate::onboarding::{CODE_LIFETIME, CODE_TRIES};
 
-#[derive(Clone, PartialEq, Eq, Debug)]
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct MspTenant {
     pub id: TenantId,
     pub name: String,
@@ -26,7 +28,8 @@ pub struct MspTenant {
     pub customers: BTreeSet<TenantId>,
 }
 
-#[derive(Clone, PartialEq, Eq, Debug)]
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct MspUser {
     pub id: UserId,
     pub email: String,

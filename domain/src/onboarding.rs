@@ -8,6 +8,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use sha2::{Digest, Sha256};
 
 use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 
 use crate::decision::{Decision, DomainError, field};
@@ -45,7 +46,8 @@ pub const CODE_LIFETIME: Duration = Duration::minutes(15);
 pub const CODE_TRIES: u32 = 5;
 
 /// An onboarding code waiting to be entered.
-#[derive(Clone, PartialEq, Eq, Debug)]
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct PendingCode {
     pub digest: String,
     pub expires_at: DateTime<Utc>,
@@ -53,7 +55,8 @@ pub struct PendingCode {
 }
 
 /// An enrolled authenticator (a phone).
-#[derive(Clone, PartialEq, Eq, Debug)]
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Device {
     pub id: DeviceId,
     pub name: String,
@@ -61,7 +64,8 @@ pub struct Device {
 }
 
 /// A user's onboarding state, the same for technicians and directory users.
-#[derive(Clone, PartialEq, Eq, Debug, Default)]
+#[derive(Clone, PartialEq, Eq, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Enrollment {
     pub pending_code: Option<PendingCode>,
     pub devices: BTreeMap<DeviceId, Device>,

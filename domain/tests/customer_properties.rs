@@ -166,7 +166,7 @@ fn command() -> impl Strategy<Value = C> {
 
 proptest! {
     #[test]
-    fn customer_histories_fold_deterministically_and_round_trip(commands in proptest::collection::vec(command(), 0..50)) {
+    fn customer_histories_fold_deterministically_and_round_trip(commands in proptest::collection::vec(command(), 0..50), cut in any::<usize>()) {
         let open = C::Open {
             tenant_id: TENANT,
             msp_id: TenantId(Uuid::from_u128(1)),
@@ -191,5 +191,17 @@ proptest! {
         let replayed = CustomerTenant::replay(&history).unwrap().unwrap();
         prop_assert_eq!(&replayed, &state);
         prop_assert_eq!(CustomerTenant::replay(&history).unwrap().unwrap(), replayed);
+
+        // A snapshot anywhere, folded on: the same state.
+        let taken = cut % history.len() + 1;
+        let prefix = CustomerTenant::replay(&history[..taken]).unwrap().unwrap();
+        let bytes = domain::snapshot::encode_customer(&prefix).unwrap();
+        let domain::snapshot::TenantState::Customer(mut resumed) = domain::snapshot::decode(&bytes).unwrap() else {
+            panic!("a customer snapshot decodes as a customer");
+        };
+        for event in &history[taken..] {
+            resumed.apply(event).unwrap();
+        }
+        prop_assert_eq!(*resumed, state, "folded on from a snapshot after {} events", taken);
     }
 }

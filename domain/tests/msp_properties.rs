@@ -67,7 +67,7 @@ fn command() -> impl Strategy<Value = MspCommand> {
 
 proptest! {
     #[test]
-    fn folding_is_deterministic_and_matches_incremental_state(commands in proptest::collection::vec(command(), 0..40)) {
+    fn folding_is_deterministic_and_matches_incremental_state(commands in proptest::collection::vec(command(), 0..40), cut in any::<usize>()) {
         let signup = MspCommand::SignUp {
             tenant_id: TenantId(Uuid::from_u128(1)),
             name: "acme".into(),
@@ -95,5 +95,17 @@ proptest! {
         let replayed = MspTenant::replay(&history).unwrap().unwrap();
         prop_assert_eq!(&replayed, &state);
         prop_assert_eq!(MspTenant::replay(&history).unwrap().unwrap(), replayed, "folding twice gives the same state");
+
+        // A snapshot anywhere, folded on: the same state.
+        let taken = cut % history.len() + 1;
+        let prefix = MspTenant::replay(&history[..taken]).unwrap().unwrap();
+        let bytes = domain::snapshot::encode_msp(&prefix).unwrap();
+        let domain::snapshot::TenantState::Msp(mut resumed) = domain::snapshot::decode(&bytes).unwrap() else {
+            panic!("an MSP snapshot decodes as an MSP");
+        };
+        for event in &history[taken..] {
+            resumed.apply(event).unwrap();
+        }
+        prop_assert_eq!(resumed, state, "folded on from a snapshot after {} events", taken);
     }
 }
