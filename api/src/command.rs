@@ -77,6 +77,10 @@ impl Drop for Turn<'_> {
 pub struct History {
     pub seq: u64,
     pub(crate) folded: Folded,
+    /// The hash of the event at `seq` (the zero hash at 0): what a snapshot of this state names.
+    hash: eventlog::Digest32,
+    /// The seq from which the next snapshot of this state is due.
+    next_snapshot: u64,
 }
 
 /// The state folded from a stream so far.
@@ -94,7 +98,36 @@ impl History {
         History {
             seq: 0,
             folded: Folded::Empty,
+            hash: eventlog::ZERO_HASH,
+            next_snapshot: SNAPSHOT_EVERY,
         }
+    }
+
+    /// Takes the state a snapshot holds, if it decodes and names the stored event at its seq.
+    fn resume(&mut self, snapshot: eventlog::Snapshot) -> Result<(), String> {
+        self.folded = match domain::snapshot::decode(&snapshot.data).map_err(|e| e.to_string())? {
+            domain::snapshot::TenantState::Msp(tenant) => Folded::Msp(tenant),
+            domain::snapshot::TenantState::Customer(tenant) => Folded::Customer(tenant),
+        };
+        self.seq = snapshot.seq;
+        self.hash = snapshot.hash;
+        self.next_snapshot = next_snapshot(snapshot.seq, snapshot.data.len());
+        Ok(())
+    }
+
+    /// A snapshot of the state folded so far, if it is a tenant's (not empty, not corrupt).
+    fn snapshot(&self, stream: StreamId) -> Result<Option<eventlog::Snapshot>, serde_json::Error> {
+        let data = match &self.folded {
+            Folded::Msp(tenant) => domain::snapshot::encode_msp(tenant)?,
+            Folded::Customer(tenant) => domain::snapshot::encode_customer(tenant)?,
+            Folded::Empty | Folded::Corrupt(_) => return Ok(None),
+        };
+        Ok(Some(eventlog::Snapshot {
+            stream,
+            seq: self.seq,
+            hash: self.hash,
+            data,
+        }))
     }
 
     /// Folds in the next event, exactly as the domain's `replay` would have.
@@ -170,13 +203,159 @@ impl HistoryCache {
     }
 }
 
-/// Brings `history` of `tenant` up to the end of its stream (reading from seq 1 if empty).
+/// Events folded since the stream's last snapshot after which a new one is written: a fold
+/// that does not find the tenant in the cache then reads this many events at most (plus those
+/// written since), whatever the stream's length, unless the state is large (below).
+pub const SNAPSHOT_EVERY: u64 = 4096;
+
+/// Each snapshot is one commit of the state's size (~500 bytes per directory user): for a
+/// large state the next one waits until the events since the last are worth this many bytes
+/// of it each, so that snapshots never write more than a fraction of what the events do.
+pub const SNAPSHOT_BYTES_PER_EVENT: u64 = 64;
+
+/// How many events after a snapshot of `size` bytes the next one is due.
+pub fn snapshot_interval(size: usize) -> u64 {
+    let size = u64::try_from(size).unwrap_or(u64::MAX);
+    SNAPSHOT_EVERY.max(size / SNAPSHOT_BYTES_PER_EVENT)
+}
+
+/// The seq from which the snapshot after one of `size` bytes at `seq` is due.
+fn next_snapshot(seq: u64, size: usize) -> u64 {
+    seq.saturating_add(snapshot_interval(size))
+}
+
+/// Brings `history` of `tenant` up to the end of its stream: from the stream's snapshot (or
+/// seq 1) if the history is new, and writes a new snapshot once enough events were folded
+/// since the last one.
 async fn catch_up(
     state: &AppState,
     tenant: TenantId,
     history: &mut History,
 ) -> Result<(), Problem> {
-    fold_from_log(state.log.as_ref(), tenant, history, |_| true).await
+    let cold = history.seq == 0;
+    let from = if cold {
+        match resume(state.log.as_ref(), tenant, history).await {
+            Resumed::Snapshot => "snapshot",
+            Resumed::Start => "start",
+            Resumed::Unusable(reason) => {
+                tracing::info!(%tenant, %reason, "the tenant's snapshot is not used; folding its whole stream");
+                state
+                    .metrics
+                    .count(crate::metrics::Counter::Snapshots, "unusable");
+                "start"
+            }
+        }
+    } else {
+        "cache"
+    };
+    let before = history.seq;
+    fold_from_log::<_, Problem>(state.log.as_ref(), tenant, history, |_| true).await?;
+    if cold {
+        state
+            .metrics
+            .count(crate::metrics::Counter::HistoryFolds, from);
+        state.metrics.add(
+            crate::metrics::Counter::HistoryEvents,
+            from,
+            history.seq - before,
+        );
+    }
+    if history.seq >= history.next_snapshot {
+        // A failure costs only later folds their shortcut; it is tried again after as many
+        // events more.
+        match store_snapshot(state.log.as_ref(), tenant, history).await {
+            Ok(true) => state
+                .metrics
+                .count(crate::metrics::Counter::Snapshots, "written"),
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(%tenant, seq = history.seq, error = %e, "a snapshot of the tenant's state was not stored");
+                state
+                    .metrics
+                    .count(crate::metrics::Counter::Snapshots, "failed");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Where the fold of a new history begins.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Resumed {
+    /// At the stream's snapshot.
+    Snapshot,
+    /// At seq 1: the stream has no snapshot (or it could not be read).
+    Start,
+    /// At seq 1: the stream's snapshot was written by a build with another state, or does not
+    /// match the stored event it names.
+    Unusable(String),
+}
+
+/// Starts a new `history` of `tenant` from its stream's snapshot, if it has a usable one.
+pub async fn resume<L: EventLog>(log: &L, tenant: TenantId, history: &mut History) -> Resumed {
+    let stream = StreamId(tenant.0);
+    let snapshot = match log.snapshot(stream).await {
+        Ok(Some(snapshot)) => snapshot,
+        Ok(None) => return Resumed::Start,
+        Err(e) => {
+            tracing::warn!(%tenant, error = %e, "the tenant's snapshot could not be read; folding its whole stream");
+            return Resumed::Start;
+        }
+    };
+    // The log stored it only for the event it names; checked again here, as it costs one read
+    // and a snapshot that does not match must never stand for the stream.
+    let (seq, hash) = (snapshot.seq, snapshot.hash);
+    let matches = match log.read_stream(stream, seq, 1).await {
+        Ok(events) => events
+            .first()
+            .is_some_and(|e| e.seq == seq && e.hash == hash),
+        Err(_) => false,
+    };
+    let resumed = if matches {
+        history.resume(snapshot)
+    } else {
+        Err(format!("no stored event at seq {seq} has its hash"))
+    };
+    match resumed {
+        Ok(()) => Resumed::Snapshot,
+        Err(reason) => {
+            // A newer snapshot replaces it once the stream has grown past it.
+            *history = History {
+                next_snapshot: seq.saturating_add(SNAPSHOT_EVERY),
+                ..History::new()
+            };
+            Resumed::Unusable(reason)
+        }
+    }
+}
+
+/// Why a snapshot was not stored.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotNotStored {
+    #[error("the state does not encode: {0}")]
+    Encoding(#[from] serde_json::Error),
+    #[error(transparent)]
+    Log(#[from] eventlog::Error),
+}
+
+/// Stores a snapshot of `history` for `tenant`'s stream: true if one was written (none is for
+/// an empty or corrupt state, or when one as new is stored already). From now on the next is
+/// due [`SNAPSHOT_EVERY`] events later at least, whatever the outcome.
+pub async fn store_snapshot<L: EventLog>(
+    log: &L,
+    tenant: TenantId,
+    history: &mut History,
+) -> Result<bool, SnapshotNotStored> {
+    history.next_snapshot = history.seq.saturating_add(SNAPSHOT_EVERY);
+    let Some(snapshot) = history.snapshot(StreamId(tenant.0))? else {
+        return Ok(false);
+    };
+    history.next_snapshot = next_snapshot(snapshot.seq, snapshot.data.len());
+    match log.commit(Commit::new().snapshot(snapshot)).await {
+        Ok(_) => Ok(true),
+        Err(eventlog::Error::SnapshotOutdated { .. }) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Events read from the log at a time while folding a history: a tenant with millions of
@@ -204,6 +383,7 @@ where
             }
             history.fold(&codec::decode(event)?);
             history.seq = event.seq;
+            history.hash = event.hash;
         }
         if page.len() < HISTORY_PAGE {
             return Ok(());
@@ -277,13 +457,6 @@ pub async fn on_customer(
     })
     .await?;
     Ok(committed)
-}
-
-/// Reads and decodes a tenant's whole stream.
-pub async fn history(state: &AppState, tenant: TenantId) -> Result<History, Problem> {
-    let mut history = History::new();
-    catch_up(state, tenant, &mut history).await?;
-    Ok(history)
 }
 
 /// Runs `decide` against the tenant's current history and commits what it decides; answers

@@ -55,6 +55,13 @@ pub enum Counter {
     Sessions,
     /// Calls refused by a rate limit, by limit.
     RateLimited,
+    /// Tenant histories folded because the cache did not hold them, by where the fold began
+    /// (`snapshot`, `start`).
+    HistoryFolds,
+    /// Events read and folded by those folds, likewise.
+    HistoryEvents,
+    /// Snapshots of folded state, by outcome (`written`, `failed`, `unusable`).
+    Snapshots,
 }
 
 impl Counter {
@@ -81,16 +88,34 @@ impl Counter {
                 "limit",
                 "Calls refused by a rate limit.",
             ),
+            Counter::HistoryFolds => (
+                "idem_history_folds_total",
+                "from",
+                "Tenant histories folded from the log (not held in memory), by where the fold began.",
+            ),
+            Counter::HistoryEvents => (
+                "idem_history_folded_events_total",
+                "from",
+                "Events folded by those folds, by where the fold began.",
+            ),
+            Counter::Snapshots => (
+                "idem_snapshots_total",
+                "outcome",
+                "Snapshots of a tenant's folded state: written, failed to write, or found unusable.",
+            ),
         }
     }
 }
 
-const COUNTERS: [Counter; 5] = [
+const COUNTERS: [Counter; 8] = [
     Counter::Commits,
     Counter::Approvals,
     Counter::Challenges,
     Counter::Sessions,
     Counter::RateLimited,
+    Counter::HistoryFolds,
+    Counter::HistoryEvents,
+    Counter::Snapshots,
 ];
 
 impl Metrics {
@@ -128,11 +153,16 @@ impl Metrics {
 
     /// Adds one to `counter` for `label`.
     pub fn count(&self, counter: Counter, label: &str) {
+        self.add(counter, label, 1);
+    }
+
+    /// Adds `n` to `counter` for `label`.
+    pub fn add(&self, counter: Counter, label: &str, n: u64) {
         let mut inner = self.lock();
         *inner
             .events
             .entry((counter.name().0, label.to_owned()))
-            .or_default() += 1;
+            .or_default() += n;
     }
 
     /// Prometheus text of everything counted.

@@ -1,11 +1,15 @@
 //! idemd over real HTTP: startup, health, readiness, metrics, signup and its refusals, the
-//! development mailer, and a restart on the same data directory.
+//! development mailer, and restarts on the same data directory (a long stream folded from its
+//! snapshot after one).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
+use api::command::SNAPSHOT_EVERY;
 use api::{Server, Settings};
+use domain::event::{Event, UserSource, UserSourceSet};
+use eventlog::{Commit, EventLog, Expected, RocksLog, Snapshot, StreamAppend, StreamId};
 use serde_json::{Value, json};
 
 async fn start(dir: &Path) -> Server {
@@ -663,5 +667,165 @@ async fn a_log_that_stopped_taking_writes_fails_liveness_and_readiness_without_t
         409,
         "refusals that need no write still read the stored state"
     );
+    server.shutdown().await;
+}
+
+/// A counter's value in `/metrics` (0 when it has no line yet).
+async fn counter(server: &Server, line: &str) -> u64 {
+    metrics(server)
+        .await
+        .lines()
+        .find_map(|l| l.strip_prefix(line)?.strip_prefix(' '))
+        .map_or(0, |v| v.parse().unwrap())
+}
+
+/// Starts onboarding for `email` on acme: a command, so the tenant's history is folded.
+async fn start_onboarding(server: &Server, email: &str) {
+    let answer = client()
+        .post(url(server, "/api/v1/onboarding/start"))
+        .header("host", format!("acme.localhost:{}", server.addr.port()))
+        .json(&json!({ "email": email }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 202);
+}
+
+/// `n` events the MSP's fold takes in (the user source, set again and again).
+async fn grow(log: &RocksLog, stream: StreamId, n: u64) {
+    let event = Event::UserSourceSet(UserSourceSet {
+        source: UserSource::Local,
+    });
+    for _ in 0..n / 1024 {
+        let append = StreamAppend::new(stream, Expected::Any).events((0..1024).map(|_| {
+            projections::codec::encode(&event, uuid::Uuid::now_v7(), chrono::Utc::now(), "test")
+                .unwrap()
+        }));
+        log.commit(Commit::new().append(append)).await.unwrap();
+    }
+}
+
+/// The codes mailed to `to`, in no particular order.
+fn codes_to(dir: &Path, to: &str) -> Vec<String> {
+    codes(&dir.join("mail"))
+        .into_iter()
+        .filter(|(address, _)| address == to)
+        .map(|(_, code)| code)
+        .collect()
+}
+
+/// Snapshots of a tenant's folded state: written once a stream has grown by `SNAPSHOT_EVERY`
+/// events, used after a restart (only the events after it are read), and passed over when
+/// unusable, then replaced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_stream_is_folded_from_its_snapshot_after_a_restart() {
+    assert_eq!(SNAPSHOT_EVERY % 1024, 0);
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path()).await;
+    let created: Value = signup(
+        &server,
+        json!({"name": "acme", "display_name": "Acme", "admin_email": "alice@acme.example"}),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    let stream = StreamId(created["tenant"]["id"].as_str().unwrap().parse().unwrap());
+    let log = server.log().unwrap();
+    grow(&log, stream, SNAPSHOT_EVERY).await;
+    assert_eq!(log.snapshot(stream).await.unwrap(), None);
+    let grown = log.stream_head(stream).await.unwrap().unwrap();
+
+    // The next command folds the new events and writes the snapshot, before its own event.
+    start_onboarding(&server, "ghost@acme.example").await;
+    assert_eq!(
+        counter(&server, "idem_snapshots_total{outcome=\"written\"}").await,
+        1
+    );
+    let snapshot = log.snapshot(stream).await.unwrap().unwrap();
+    assert_eq!((snapshot.seq, snapshot.hash), (grown.seq, grown.hash));
+    drop(log);
+    server.shutdown().await;
+
+    // After a restart, a command reads the snapshot and the one event after it, and what it
+    // decides on is the whole history: alice exists and is not onboarded, so she gets a code,
+    // and the code completes her onboarding.
+    let server = start(dir.path()).await;
+    let before = codes_to(dir.path(), "alice@acme.example");
+    start_onboarding(&server, "alice@acme.example").await;
+    assert_eq!(
+        counter(&server, "idem_history_folds_total{from=\"snapshot\"}").await,
+        1
+    );
+    assert_eq!(
+        counter(
+            &server,
+            "idem_history_folded_events_total{from=\"snapshot\"}"
+        )
+        .await,
+        0,
+        "the snapshot was taken at the head, and an unknown email wrote nothing"
+    );
+    assert_eq!(
+        counter(&server, "idem_history_folds_total{from=\"start\"}").await,
+        0
+    );
+    let new: Vec<String> = codes_to(dir.path(), "alice@acme.example")
+        .into_iter()
+        .filter(|code| !before.contains(code))
+        .collect();
+    assert_eq!(new.len(), 1, "one new code");
+    let completed = client()
+        .post(url(&server, "/api/v1/onboarding/complete"))
+        .header("host", format!("acme.localhost:{}", server.addr.port()))
+        .json(&json!({"email": "alice@acme.example", "code": new[0],
+                      "device_name": "phone",
+                      "device_public_key": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(completed.status(), 201);
+    server.shutdown().await;
+
+    // A snapshot this build cannot read (another state version, say) is passed over: the
+    // whole stream is folded, and the service works as before.
+    let head = {
+        let log = RocksLog::open(dir.path().join("log")).unwrap();
+        let head = log.stream_head(stream).await.unwrap().unwrap();
+        log.commit(Commit::new().snapshot(Snapshot {
+            stream,
+            seq: head.seq,
+            hash: head.hash,
+            data: br#"{"version": 999, "state": {}}"#.to_vec(),
+        }))
+        .await
+        .unwrap();
+        head
+    };
+    let server = start(dir.path()).await;
+    start_onboarding(&server, "ghost@acme.example").await;
+    assert_eq!(
+        counter(&server, "idem_snapshots_total{outcome=\"unusable\"}").await,
+        1
+    );
+    assert_eq!(
+        counter(&server, "idem_history_folded_events_total{from=\"start\"}").await,
+        head.seq
+    );
+    // It is replaced once the stream has grown by as much again.
+    let log = server.log().unwrap();
+    grow(&log, stream, SNAPSHOT_EVERY).await;
+    start_onboarding(&server, "ghost@acme.example").await;
+    assert_eq!(
+        counter(&server, "idem_snapshots_total{outcome=\"written\"}").await,
+        1
+    );
+    let replaced = log.snapshot(stream).await.unwrap().unwrap();
+    assert_eq!(replaced.seq, head.seq + SNAPSHOT_EVERY);
+    assert!(matches!(
+        domain::snapshot::decode(&replaced.data).unwrap(),
+        domain::snapshot::TenantState::Msp(_)
+    ));
+    drop(log);
     server.shutdown().await;
 }
