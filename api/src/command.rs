@@ -103,7 +103,8 @@ impl History {
         }
     }
 
-    /// Takes the state a snapshot holds, if it decodes and names the stored event at its seq.
+    /// Takes the state a snapshot holds, if it decodes (whether it matches the stream is the
+    /// caller's to check).
     fn resume(&mut self, snapshot: eventlog::Snapshot) -> Result<(), String> {
         self.folded = match domain::snapshot::decode(&snapshot.data).map_err(|e| e.to_string())? {
             domain::snapshot::TenantState::Msp(tenant) => Folded::Msp(tenant),

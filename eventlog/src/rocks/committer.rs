@@ -596,19 +596,9 @@ impl View<'_> {
             .db
             .get_pinned_cf(shared.cf(Cf::Streams)?, keys::stream(stream, seq))
             .map_err(|e| Error::storage("reading a stream index entry", e))?;
-        match value {
-            None => Ok(None),
-            Some(value) => keys::parse_stream_value(&value)
-                .map(|(_, hash)| Some(hash))
-                .ok_or_else(|| Error::Corrupt {
-                    at: Location {
-                        stream: Some(stream),
-                        seq: Some(seq),
-                        position: None,
-                    },
-                    reason: format!("stream index value has {} bytes", value.len()),
-                }),
-        }
+        value
+            .map(|value| super::parse_index_value(stream, seq, &value).map(|(_, hash)| hash))
+            .transpose()
     }
 }
 

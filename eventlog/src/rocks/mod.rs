@@ -592,15 +592,7 @@ pub(crate) fn stream_head(shared: &Shared, stream: StreamId) -> Result<Option<St
     let head = match iter.item() {
         Some((key, value)) => match keys::parse_stream(key) {
             Some((owner, seq)) if owner == stream => {
-                let (position, hash) =
-                    keys::parse_stream_value(value).ok_or_else(|| Error::Corrupt {
-                        at: Location {
-                            stream: Some(stream),
-                            seq: Some(seq),
-                            position: None,
-                        },
-                        reason: format!("stream index value has {} bytes", value.len()),
-                    })?;
+                let (position, hash) = parse_index_value(stream, seq, value)?;
                 Some(StreamHead {
                     seq,
                     position,
@@ -614,6 +606,22 @@ pub(crate) fn stream_head(shared: &Shared, stream: StreamId) -> Result<Option<St
     iter.status()
         .map_err(|e| Error::storage("reading a stream head", e))?;
     Ok(head)
+}
+
+/// The position and hash a stream index entry holds for the event at `seq` of `stream`.
+pub(crate) fn parse_index_value(
+    stream: StreamId,
+    seq: u64,
+    value: &[u8],
+) -> Result<(u64, crate::Digest32)> {
+    keys::parse_stream_value(value).ok_or_else(|| Error::Corrupt {
+        at: Location {
+            stream: Some(stream),
+            seq: Some(seq),
+            position: None,
+        },
+        reason: format!("stream index value has {} bytes", value.len()),
+    })
 }
 
 pub(crate) fn is_deleted(shared: &Shared, stream: StreamId) -> Result<bool> {
