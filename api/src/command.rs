@@ -175,10 +175,18 @@ impl Default for History {
 }
 
 /// Folded states of recently commanded tenants, so that a command reads, decodes and folds
-/// only the events written since the last one. Bounded; any entry can be dropped at any time.
+/// only the events written since the last one. Bounded: when full, the tenant commanded
+/// longest ago leaves (it comes back from its snapshot). Any entry may go at any time.
 #[derive(Default)]
 pub struct HistoryCache {
-    entries: std::sync::Mutex<std::collections::HashMap<TenantId, History>>,
+    entries: std::sync::Mutex<Entries>,
+}
+
+#[derive(Default)]
+struct Entries {
+    /// Each history with the tick of its last use.
+    histories: std::collections::HashMap<TenantId, (History, u64)>,
+    tick: u64,
 }
 
 /// Tenants whose histories are kept at most.
@@ -189,18 +197,37 @@ impl HistoryCache {
         self.entries
             .lock()
             .unwrap_or_else(|e| e.into_inner())
+            .histories
             .remove(&tenant)
+            .map(|(history, _)| history)
     }
 
     fn put(&self, tenant: TenantId, history: History) {
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        if entries.len() >= CACHED_HISTORIES {
-            // Any victim will do: a miss only costs one full read.
-            if let Some(victim) = entries.keys().next().copied() {
-                entries.remove(&victim);
+        entries.tick += 1;
+        let tick = entries.tick;
+        let histories = &mut entries.histories;
+        if histories.len() >= CACHED_HISTORIES && !histories.contains_key(&tenant) {
+            // A scan of a few hundred entries, once per command that brings a new tenant in.
+            let oldest = histories
+                .iter()
+                .min_by_key(|(_, (_, used))| *used)
+                .map(|(tenant, _)| *tenant);
+            if let Some(oldest) = oldest {
+                histories.remove(&oldest);
             }
         }
-        entries.insert(tenant, history);
+        histories.insert(tenant, (history, tick));
+    }
+
+    /// Whether `tenant`'s history is held.
+    #[cfg(test)]
+    fn holds(&self, tenant: TenantId) -> bool {
+        self.entries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .histories
+            .contains_key(&tenant)
     }
 }
 
@@ -646,6 +673,34 @@ pub async fn record(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_history_cache_lets_the_tenant_used_longest_ago_go() {
+        let cache = HistoryCache::default();
+        let tenant = |n: usize| TenantId(Uuid::from_u128(n as u128 + 1));
+        let with_seq = |seq: u64| History {
+            seq,
+            ..History::new()
+        };
+        for n in 0..CACHED_HISTORIES {
+            cache.put(tenant(n), with_seq(n as u64));
+        }
+        // Tenant 0 is used again (taken and put back, as a command does): tenant 1 is now
+        // the one used longest ago.
+        let history = cache.take(tenant(0)).unwrap();
+        assert_eq!(history.seq, 0);
+        cache.put(tenant(0), history);
+        cache.put(tenant(CACHED_HISTORIES), with_seq(1_000));
+        assert!(cache.holds(tenant(0)));
+        assert!(!cache.holds(tenant(1)), "the least recently used left");
+        for n in 2..=CACHED_HISTORIES {
+            assert!(cache.holds(tenant(n)), "tenant {n} stays");
+        }
+        // Putting back a tenant already held takes no one's place.
+        cache.put(tenant(2), with_seq(2));
+        assert!((2..=CACHED_HISTORIES).all(|n| cache.holds(tenant(n))));
+        assert_eq!(cache.take(tenant(CACHED_HISTORIES)).unwrap().seq, 1_000);
+    }
 
     #[tokio::test]
     async fn commands_on_one_tenant_take_turns_and_leave_no_entry_behind() {
