@@ -54,6 +54,15 @@ impl MspUser {
     }
 }
 
+/// Whether `event_type` is in `list` and `schema_version` is its current version (an older
+/// one is upcast, and an unknown one refused, by decoding it as usual).
+pub(crate) fn ignored(list: &[&str], event_type: &str, schema_version: u32) -> bool {
+    list.contains(&event_type)
+        && CATALOGUE
+            .iter()
+            .any(|(name, version)| *name == event_type && *version == schema_version)
+}
+
 impl MspTenant {
     /// Folds a stream's events; `None` for an empty stream. The first event must create the
     /// tenant, and every later one must fit the state, or the stream is not an MSP's.
@@ -87,6 +96,15 @@ impl MspTenant {
             users: BTreeMap::from([(admin.id, admin)]),
             customers: BTreeSet::new(),
         }
+    }
+
+    /// Event types `apply` takes in without changing the state (sessions): a fold may pass
+    /// over them without decoding, if they are of their current version.
+    pub const IGNORED: &'static [&'static str] = &["SessionStarted", "SessionEnded"];
+
+    /// Whether an event of this type and version leaves the state as it is (see [`Self::IGNORED`]).
+    pub fn ignores(event_type: &str, schema_version: u32) -> bool {
+        ignored(Self::IGNORED, event_type, schema_version)
     }
 
     /// Applies one event to the state. Pure and total over valid histories.

@@ -1,6 +1,8 @@
-//! Snapshots of folded state: a state comes back from its bytes exactly, folding on from a
-//! snapshot gives what folding from the first event gives, bytes of another version or shape
-//! are refused, and the bytes' shape is pinned by a golden file per `STATE_VERSION`.
+//! The shortcuts a fold may take. Snapshots of folded state: a state comes back from its bytes
+//! exactly, folding on from a snapshot gives what folding from the first event gives, bytes of
+//! another version or shape are refused, and the bytes' shape is pinned by a golden file per
+//! `STATE_VERSION`. Event types a fold passes over undecoded: each really leaves the state as
+//! it is.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use domain::crypto::Sealed;
@@ -288,4 +290,52 @@ fn the_state_shape_of_this_version_is_pinned() {
         "the folded state's shape changed: bump domain::snapshot::STATE_VERSION and write \
          tests/state/v{{new}}.json with IDEM_WRITE_GOLDEN=1"
     );
+}
+
+/// Every event type a fold may pass over leaves the state as it is, in the middle of a full
+/// history, and only its current version is passed over (an older one is upcast by decoding).
+#[test]
+fn the_event_types_a_fold_passes_over_change_nothing() {
+    let samples = [
+        event(
+            "SessionStarted",
+            json!({"session_id": id(31), "user_id": id(10), "msp_id": null,
+                   "device_id": id(20), "method": "qr", "token_digest": "aa".repeat(32),
+                   "expires_at": T}),
+        ),
+        event("SessionEnded", json!({"session_id": id(31)})),
+        event(
+            "DesktopLoginRecorded",
+            json!({"device_id": id(60), "username": "jane", "user_id": id(41),
+                   "method": "passwordless", "outcome": "succeeded", "local_account": null}),
+        ),
+        event(
+            "ElevationRecorded",
+            json!({"device_id": id(60), "msp_id": id(1), "technician_id": id(11),
+                   "account": "idem-admin", "outcome": "denied"}),
+        ),
+    ];
+    let version = |event: &Event| event.schema_version();
+    let msp_state = msp(&msp_history());
+    for name in MspTenant::IGNORED {
+        let sample = samples.iter().find(|e| e.type_name() == *name).unwrap();
+        let mut state = msp_state.clone();
+        state.apply(sample).unwrap();
+        assert_eq!(state, msp_state, "{name} changed an MSP's state");
+        assert!(MspTenant::ignores(name, version(sample)));
+        assert!(!MspTenant::ignores(name, version(sample) + 1));
+    }
+    let customer_state = customer(&customer_history());
+    for name in CustomerTenant::IGNORED {
+        let sample = samples.iter().find(|e| e.type_name() == *name).unwrap();
+        let mut state = customer_state.clone();
+        state.apply(sample).unwrap();
+        assert_eq!(state, customer_state, "{name} changed a customer's state");
+        assert!(CustomerTenant::ignores(name, version(sample)));
+        assert!(!CustomerTenant::ignores(name, version(sample) + 1));
+    }
+    // A login at a workstation is no MSP's business: an MSP's fold decodes it (and refuses it).
+    assert!(!MspTenant::ignores("DesktopLoginRecorded", 1));
+    assert!(!CustomerTenant::ignores("PasswordSet", 1));
+    assert!(!CustomerTenant::ignores("NoSuchEvent", 1));
 }
