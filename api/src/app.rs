@@ -40,7 +40,9 @@ pub struct AppState {
     pub histories: crate::command::HistoryCache,
     /// Password hashes (argon2id): one thread per CPU, at a lower priority.
     pub hashing: crate::hashing::HashingPool,
-    pub metrics: crate::metrics::Metrics,
+    pub metrics: Arc<crate::metrics::Metrics>,
+    /// Snapshots of folded states being written off the tenants' turns.
+    pub snapshot_writes: crate::snapshots::Writes,
     /// Wakes agents waiting on their tenant's change feed.
     pub feed: Arc<crate::feed::Feed>,
     /// Host rows and agent credentials, as the read models last had them.
@@ -119,6 +121,7 @@ pub enum StartError {
 pub struct Server {
     pub addr: SocketAddr,
     feed: Arc<crate::feed::Feed>,
+    snapshot_writes: crate::snapshots::Writes,
     /// Not an owner: the log closes when the service stops.
     log: std::sync::Weak<RocksLog>,
     stop: watch::Sender<bool>,
@@ -195,7 +198,8 @@ impl Server {
             challenges: crate::challenges::Store::default(),
             tenant_locks: crate::command::TenantLocks::default(),
             histories: crate::command::HistoryCache::default(),
-            metrics: crate::metrics::Metrics::default(),
+            metrics: Arc::default(),
+            snapshot_writes: crate::snapshots::Writes::default(),
             feed: Arc::new(crate::feed::Feed::default()),
             cache: Arc::new(crate::cache::Cache::default()),
             hashing,
@@ -207,6 +211,7 @@ impl Server {
         // not be seen again.
         if let Err(e) = crate::redelete::delete_again(&state, &undeleted).await {
             // Close the log before answering, so that the data directory can be opened again.
+            state.snapshot_writes.idle().await;
             if let Ok(state) = Arc::try_unwrap(state) {
                 state.projections.shutdown().await;
             }
@@ -229,6 +234,7 @@ impl Server {
             }
         });
         let feed_handle = state.feed.clone();
+        let snapshot_writes = state.snapshot_writes.clone();
         let log_handle = Arc::downgrade(&state.log);
         let feed = tokio::spawn(state.feed.clone().run(
             state.log.clone(),
@@ -261,6 +267,8 @@ impl Server {
             let _ = feed.await;
             let _ = control.await;
             let _ = key_mirror.await;
+            // Snapshot writes hold the log as well; none starts once every request is done.
+            state.snapshot_writes.idle().await;
             // Every request has finished, but the connection tasks may still be dropping their
             // handles on the state: wait for them (briefly), so that the projections stop and
             // the log closes before `shutdown` returns, and the data directory can be reopened.
@@ -289,6 +297,7 @@ impl Server {
         Ok(Server {
             addr,
             feed: feed_handle,
+            snapshot_writes,
             log: log_handle,
             stop,
             task,
@@ -303,6 +312,12 @@ impl Server {
     /// How many change-feed long-polls are waiting now.
     pub fn waiting_long_polls(&self) -> usize {
         self.feed.waiting()
+    }
+
+    /// Resolves once no snapshot of a tenant's state is being written (they are written in
+    /// tasks of their own, after the command that found one due has answered).
+    pub async fn snapshot_writes_done(&self) {
+        self.snapshot_writes.idle().await;
     }
 
     /// Stops accepting, lets in-flight requests finish, then stops the projectors.

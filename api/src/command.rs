@@ -10,6 +10,11 @@ use eventlog::{Commit, Committed, EventLog, Expected, Reservation, StreamAppend,
 use projections::codec;
 use uuid::Uuid;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use domain::snapshot::TenantState;
+
 use crate::app::AppState;
 use crate::problem::Problem;
 
@@ -79,8 +84,11 @@ pub struct History {
     pub(crate) folded: Folded,
     /// The hash of the event at `seq` (the zero hash at 0): what a snapshot of this state names.
     hash: eventlog::Digest32,
-    /// The seq from which the next snapshot of this state is due.
-    next_snapshot: u64,
+    /// The seq of the last snapshot this history resumed from or copied its state for (0 for
+    /// none): the next is due `snapshots::interval` events after it.
+    snapshot_at: u64,
+    /// The last snapshot's size in bytes (0 until known): its writing stores it here.
+    snapshot_size: Arc<AtomicUsize>,
 }
 
 /// The state folded from a stream so far.
@@ -99,7 +107,8 @@ impl History {
             seq: 0,
             folded: Folded::Empty,
             hash: eventlog::ZERO_HASH,
-            next_snapshot: SNAPSHOT_EVERY,
+            snapshot_at: 0,
+            snapshot_size: Arc::default(),
         }
     }
 
@@ -112,23 +121,36 @@ impl History {
         };
         self.seq = snapshot.seq;
         self.hash = snapshot.hash;
-        self.next_snapshot = next_snapshot(snapshot.seq, snapshot.data.len());
+        self.snapshot_at = snapshot.seq;
+        self.snapshot_size = Arc::new(AtomicUsize::new(snapshot.data.len()));
         Ok(())
     }
 
-    /// A snapshot of the state folded so far, if it is a tenant's (not empty, not corrupt).
-    fn snapshot(&self, stream: StreamId) -> Result<Option<eventlog::Snapshot>, serde_json::Error> {
-        let data = match &self.folded {
-            Folded::Msp(tenant) => domain::snapshot::encode_msp(tenant)?,
-            Folded::Customer(tenant) => domain::snapshot::encode_customer(tenant)?,
-            Folded::Empty | Folded::Corrupt(_) => return Ok(None),
+    /// Whether enough events were folded since the last snapshot for a new one.
+    pub fn snapshot_due(&self) -> bool {
+        let size = self.snapshot_size.load(Ordering::Relaxed);
+        self.seq
+            >= self
+                .snapshot_at
+                .saturating_add(crate::snapshots::interval(size))
+    }
+
+    /// A copy of the state folded so far, for a snapshot of it, if it is a tenant's (not
+    /// empty, not corrupt). Either way the next is due an interval from here.
+    pub fn take_snapshot(&mut self, stream: StreamId) -> Option<crate::snapshots::Pending> {
+        self.snapshot_at = self.seq;
+        let state = match &self.folded {
+            Folded::Msp(tenant) => TenantState::Msp(tenant.clone()),
+            Folded::Customer(tenant) => TenantState::Customer(tenant.clone()),
+            Folded::Empty | Folded::Corrupt(_) => return None,
         };
-        Ok(Some(eventlog::Snapshot {
+        Some(crate::snapshots::Pending {
             stream,
             seq: self.seq,
             hash: self.hash,
-            data,
-        }))
+            state,
+            size: self.snapshot_size.clone(),
+        })
     }
 
     /// Whether the state takes `event` in unchanged (a login, a session), so that it need not
@@ -242,30 +264,9 @@ impl HistoryCache {
     }
 }
 
-/// Events folded since the stream's last snapshot after which a new one is written: a fold
-/// that does not find the tenant in the cache then reads this many events at most (plus those
-/// written since), whatever the stream's length, unless the state is large (below).
-pub const SNAPSHOT_EVERY: u64 = 4096;
-
-/// Each snapshot is one commit of the state's size (~500 bytes per directory user): for a
-/// large state the next one waits until the events since the last are worth this many bytes
-/// of it each, so that snapshots never write more than a fraction of what the events do.
-pub const SNAPSHOT_BYTES_PER_EVENT: u64 = 64;
-
-/// How many events after a snapshot of `size` bytes the next one is due.
-pub fn snapshot_interval(size: usize) -> u64 {
-    let size = u64::try_from(size).unwrap_or(u64::MAX);
-    SNAPSHOT_EVERY.max(size / SNAPSHOT_BYTES_PER_EVENT)
-}
-
-/// The seq from which the snapshot after one of `size` bytes at `seq` is due.
-fn next_snapshot(seq: u64, size: usize) -> u64 {
-    seq.saturating_add(snapshot_interval(size))
-}
-
 /// Brings `history` of `tenant` up to the end of its stream: from the stream's snapshot (or
-/// seq 1) if the history is new, and writes a new snapshot once enough events were folded
-/// since the last one.
+/// seq 1) if the history is new, and has a new snapshot written once enough events were
+/// folded since the last one (in a task of its own: the command waits only for the copy).
 async fn catch_up(
     state: &AppState,
     tenant: TenantId,
@@ -299,21 +300,12 @@ async fn catch_up(
             history.seq - before,
         );
     }
-    if history.seq >= history.next_snapshot {
-        // A failure costs only later folds their shortcut; it is tried again after as many
-        // events more.
-        match store_snapshot(state.log.as_ref(), tenant, history).await {
-            Ok(true) => state
-                .metrics
-                .count(crate::metrics::Counter::Snapshots, "written"),
-            Ok(false) => {}
-            Err(e) => {
-                tracing::warn!(%tenant, seq = history.seq, error = %e, "a snapshot of the tenant's state was not stored");
-                state
-                    .metrics
-                    .count(crate::metrics::Counter::Snapshots, "failed");
-            }
-        }
+    if history.snapshot_due()
+        && let Some(pending) = history.take_snapshot(StreamId(tenant.0))
+    {
+        state
+            .snapshot_writes
+            .spawn(state.log.clone(), state.metrics.clone(), tenant, pending);
     }
     Ok(())
 }
@@ -360,40 +352,11 @@ pub async fn resume<L: EventLog>(log: &L, tenant: TenantId, history: &mut Histor
         Err(reason) => {
             // A newer snapshot replaces it once the stream has grown past it.
             *history = History {
-                next_snapshot: seq.saturating_add(SNAPSHOT_EVERY),
+                snapshot_at: seq,
                 ..History::new()
             };
             Resumed::Unusable(reason)
         }
-    }
-}
-
-/// Why a snapshot was not stored.
-#[derive(Debug, thiserror::Error)]
-pub enum SnapshotNotStored {
-    #[error("the state does not encode: {0}")]
-    Encoding(#[from] serde_json::Error),
-    #[error(transparent)]
-    Log(#[from] eventlog::Error),
-}
-
-/// Stores a snapshot of `history` for `tenant`'s stream: true if one was written (none is for
-/// an empty or corrupt state, or when one as new is stored already). From now on the next is
-/// due [`SNAPSHOT_EVERY`] events later at least, whatever the outcome.
-pub async fn store_snapshot<L: EventLog>(
-    log: &L,
-    tenant: TenantId,
-    history: &mut History,
-) -> Result<bool, SnapshotNotStored> {
-    history.next_snapshot = history.seq.saturating_add(SNAPSHOT_EVERY);
-    let Some(snapshot) = history.snapshot(StreamId(tenant.0))? else {
-        return Ok(false);
-    };
-    history.next_snapshot = next_snapshot(snapshot.seq, snapshot.data.len());
-    match log.commit(Commit::new().snapshot(snapshot)).await {
-        Ok(_) => Ok(true),
-        Err(eventlog::Error::SnapshotOutdated { .. }) => Ok(false),
-        Err(e) => Err(e.into()),
     }
 }
 
@@ -714,6 +677,49 @@ mod tests {
         cache.put(tenant(2), with_seq(2));
         assert!((2..=CACHED_HISTORIES).all(|n| cache.holds(tenant(n))));
         assert_eq!(cache.take(tenant(CACHED_HISTORIES)).unwrap().seq, 1_000);
+    }
+
+    /// The next snapshot is due an interval after the last copy, by the size its writing
+    /// found; a state that is no tenant's gives no copy but waits as long.
+    #[test]
+    fn a_snapshot_is_due_an_interval_after_the_last_by_its_size() {
+        use crate::snapshots::{SNAPSHOT_BYTES_PER_EVENT, SNAPSHOT_EVERY};
+        let tenant = TenantId(Uuid::now_v7());
+        let stream = StreamId(tenant.0);
+        let mut history = History::new();
+        history.fold(&Event::MspTenantCreated(domain::event::MspTenantCreated {
+            tenant_id: tenant,
+            name: "acme".into(),
+            display_name: "Acme".into(),
+            host_label: "acme".into(),
+            admin_user_id: domain::ids::UserId(Uuid::now_v7()),
+            admin_email: "alice@acme.example".into(),
+        }));
+        history.seq = SNAPSHOT_EVERY - 1;
+        assert!(!history.snapshot_due());
+        history.seq = SNAPSHOT_EVERY;
+        assert!(history.snapshot_due());
+        let pending = history.take_snapshot(stream).unwrap();
+        assert_eq!(pending.seq, SNAPSHOT_EVERY);
+        assert!(matches!(&pending.state, TenantState::Msp(t) if t.id == tenant));
+        assert!(!history.snapshot_due(), "not again at the same seq");
+        history.seq = 2 * SNAPSHOT_EVERY;
+        assert!(history.snapshot_due());
+
+        // The write found the state large: the next waits until the events since are worth
+        // SNAPSHOT_BYTES_PER_EVENT bytes of it each.
+        let large = usize::try_from(10 * SNAPSHOT_EVERY * SNAPSHOT_BYTES_PER_EVENT).unwrap();
+        pending.size.store(large, Ordering::Relaxed);
+        assert!(!history.snapshot_due());
+        history.seq = 11 * SNAPSHOT_EVERY - 1;
+        assert!(!history.snapshot_due());
+        history.seq = 11 * SNAPSHOT_EVERY;
+        assert!(history.snapshot_due());
+
+        // A corrupt state gives nothing to write, and is not asked again at once.
+        history.folded = Folded::Corrupt(DomainError::Corrupt("test".into()));
+        assert!(history.take_snapshot(stream).is_none());
+        assert!(!history.snapshot_due());
     }
 
     #[tokio::test]

@@ -60,7 +60,7 @@ pub enum Counter {
     HistoryFolds,
     /// Events read and folded by those folds, likewise.
     HistoryEvents,
-    /// Snapshots of folded state, by outcome (`written`, `failed`, `unusable`).
+    /// Snapshots of folded state, by outcome (`written`, `outdated`, `failed`, `unusable`).
     Snapshots,
 }
 
@@ -101,7 +101,7 @@ impl Counter {
             Counter::Snapshots => (
                 "idem_snapshots_total",
                 "outcome",
-                "Snapshots of a tenant's folded state: written, failed to write, or found unusable.",
+                "Snapshots of a tenant's folded state: written, not written as a newer one was stored, failed to write, or found unusable.",
             ),
         }
     }

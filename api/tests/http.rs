@@ -6,7 +6,7 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use api::command::SNAPSHOT_EVERY;
+use api::snapshots::SNAPSHOT_EVERY;
 use api::{Server, Settings};
 use domain::event::{Event, UserSource, UserSourceSet};
 use eventlog::{Commit, EventLog, Expected, RocksLog, Snapshot, StreamAppend, StreamId};
@@ -736,8 +736,10 @@ async fn a_long_stream_is_folded_from_its_snapshot_after_a_restart() {
     assert_eq!(log.snapshot(stream).await.unwrap(), None);
     let grown = log.stream_head(stream).await.unwrap().unwrap();
 
-    // The next command folds the new events and writes the snapshot, before its own event.
+    // The next command folds the new events and has the snapshot written, before its own
+    // event; the writing ends after the command's answer.
     start_onboarding(&server, "ghost@acme.example").await;
+    server.snapshot_writes_done().await;
     assert_eq!(
         counter(&server, "idem_snapshots_total{outcome=\"written\"}").await,
         1
@@ -816,6 +818,7 @@ async fn a_long_stream_is_folded_from_its_snapshot_after_a_restart() {
     let log = server.log().unwrap();
     grow(&log, stream, SNAPSHOT_EVERY).await;
     start_onboarding(&server, "ghost@acme.example").await;
+    server.snapshot_writes_done().await;
     assert_eq!(
         counter(&server, "idem_snapshots_total{outcome=\"written\"}").await,
         1

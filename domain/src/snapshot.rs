@@ -71,6 +71,14 @@ pub fn encode_customer(state: &CustomerTenant) -> Result<Vec<u8>, serde_json::Er
     encode(StateRef::Customer(state))
 }
 
+/// A tenant's state, either kind, as snapshot bytes.
+pub fn encode_state(state: &TenantState) -> Result<Vec<u8>, serde_json::Error> {
+    encode(match state {
+        TenantState::Msp(tenant) => StateRef::Msp(tenant),
+        TenantState::Customer(tenant) => StateRef::Customer(tenant),
+    })
+}
+
 fn encode(state: StateRef<'_>) -> Result<Vec<u8>, serde_json::Error> {
     serde_json::to_vec(&Written {
         version: STATE_VERSION,

@@ -171,6 +171,19 @@ fn a_state_comes_back_from_its_snapshot_as_it_was_folded() {
     );
 }
 
+/// A state of either kind encodes to the same bytes as through its kind's own function.
+#[test]
+fn a_state_of_either_kind_encodes_as_its_kind_does() {
+    let state = msp(&msp_history());
+    assert_eq!(
+        snapshot::encode_state(&TenantState::Msp(state.clone())).unwrap(),
+        snapshot::encode_msp(&state).unwrap()
+    );
+    let state = customer(&customer_history());
+    let bytes = snapshot::encode_state(&TenantState::Customer(Box::new(state.clone()))).unwrap();
+    assert_eq!(bytes, snapshot::encode_customer(&state).unwrap());
+}
+
 /// Wherever the snapshot was taken, folding the rest of the stream onto it gives the state
 /// folded from the first event.
 #[test]

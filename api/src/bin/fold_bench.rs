@@ -2,8 +2,9 @@
 //! restart, or once the history cache dropped it): the fold of a customer stream of N events
 //! (U directory users with passwords, the rest workstation logins, as a busy customer's stream
 //! is), from seq 1 and from a snapshot with no tail and with the longest tail a snapshot of
-//! that size leaves (one event short of [`api::command::snapshot_interval`]), and what writing
-//! a snapshot costs.
+//! that size leaves (one event short of [`api::snapshots::interval`]), and what a snapshot
+//! costs: the copy of the state the command takes under the tenant's turn, and the encoding
+//! and commit that follow in a task of their own.
 //!
 //! Runs on a new log in the system's temporary directory, removed afterwards. Run with
 //! `scripts/bench fold [--events N] [--users U]`.
@@ -12,6 +13,7 @@
 use std::time::{Duration, Instant};
 
 use api::command::{self, History, Resumed};
+use api::snapshots;
 use domain::crypto::Sealed;
 use domain::event::*;
 use domain::ids::{DeviceId, TenantId, UserId};
@@ -152,21 +154,35 @@ async fn main() {
     }
 
     let (mut history, _, _) = cold_fold(&log, tenant).await;
-    let started = Instant::now();
-    assert!(
-        command::store_snapshot(&log, tenant, &mut history)
-            .await
-            .unwrap()
+    let mut copies = Vec::new();
+    for _ in 0..3 {
+        let started = Instant::now();
+        let pending = history.take_snapshot(stream).unwrap();
+        copies.push(ms(started.elapsed()));
+        drop(pending);
+    }
+    println!(
+        "snapshot: the state's copy, under the turn: {}",
+        copies
+            .iter()
+            .map(|ms| format!("{ms:.2} ms"))
+            .collect::<Vec<_>>()
+            .join(", ")
     );
+    let pending = history.take_snapshot(stream).unwrap();
+    let started = Instant::now();
+    let stored = snapshots::write(&log, pending).await.unwrap();
+    assert!(stored.written);
     let took = started.elapsed();
     let size = log.snapshot(stream).await.unwrap().unwrap().data.len();
+    assert_eq!(size, stored.size);
     println!(
-        "snapshot written (encode + commit): {:>9.1} ms ({} KiB, {:.0} bytes per user)",
+        "snapshot written (encode + commit, in its own task): {:>9.1} ms ({} KiB, {:.0} bytes per user)",
         ms(took),
         size / 1024,
         size as f64 / options.users as f64
     );
-    let longest = usize::try_from(command::snapshot_interval(size)).unwrap() - 1;
+    let longest = usize::try_from(snapshots::interval(size)).unwrap() - 1;
     let mut written = options.events;
     for tail in [0, longest] {
         append(
