@@ -89,6 +89,8 @@ pub struct History {
     snapshot_at: u64,
     /// The last snapshot's size in bytes (0 until known): its writing stores it here.
     snapshot_size: Arc<AtomicUsize>,
+    /// Bytes of event data folded in since the last snapshot (or since seq 1 without one).
+    grown: usize,
 }
 
 /// The state folded from a stream so far.
@@ -109,7 +111,18 @@ impl History {
             hash: eventlog::ZERO_HASH,
             snapshot_at: 0,
             snapshot_size: Arc::default(),
+            grown: 0,
         }
+    }
+
+    /// An estimate of the state's size in bytes, for the cache's bound: its last snapshot's
+    /// encoded size plus the data of every event folded in since (an event that replaces part
+    /// of the state counts as growth, so the estimate errs high until the next snapshot).
+    /// Encoded JSON is close to what the state takes in memory.
+    pub fn weight(&self) -> usize {
+        self.snapshot_size
+            .load(Ordering::Relaxed)
+            .saturating_add(self.grown)
     }
 
     /// Takes the state a snapshot holds, if it decodes (whether it matches the stream is the
@@ -123,6 +136,7 @@ impl History {
         self.hash = snapshot.hash;
         self.snapshot_at = snapshot.seq;
         self.snapshot_size = Arc::new(AtomicUsize::new(snapshot.data.len()));
+        self.grown = 0;
         Ok(())
     }
 
@@ -139,6 +153,10 @@ impl History {
     /// empty, not corrupt). Either way the next is due an interval from here.
     pub fn take_snapshot(&mut self, stream: StreamId) -> Option<crate::snapshots::Pending> {
         self.snapshot_at = self.seq;
+        // The weight so far stands for the snapshot's size until its writing stores the size
+        // it found (or for good, should the writing fail).
+        self.snapshot_size.store(self.weight(), Ordering::Relaxed);
+        self.grown = 0;
         let state = match &self.folded {
             Folded::Msp(tenant) => TenantState::Msp(tenant.clone()),
             Folded::Customer(tenant) => TenantState::Customer(tenant.clone()),
@@ -208,49 +226,100 @@ impl Default for History {
 }
 
 /// Folded states of recently commanded tenants, so that a command reads, decodes and folds
-/// only the events written since the last one. Bounded: when full, the tenant commanded
-/// longest ago leaves (it comes back from its snapshot). Any entry may go at any time.
-#[derive(Default)]
+/// only the events written since the last one. Bounded by count and by the states' estimated
+/// size ([`History::weight`]): when either is reached, the tenants commanded longest ago leave
+/// (they come back from their snapshots). Any entry may go at any time.
 pub struct HistoryCache {
     entries: std::sync::Mutex<Entries>,
+    /// The most the held histories may weigh together, in bytes.
+    budget: usize,
 }
 
 #[derive(Default)]
 struct Entries {
-    /// Each history with the tick of its last use.
-    histories: std::collections::HashMap<TenantId, (History, u64)>,
+    /// Each history with the tick of its last use and its weight when put.
+    histories: std::collections::HashMap<TenantId, Cached>,
     tick: u64,
+    /// The sum of the held histories' weights.
+    weight: usize,
+}
+
+struct Cached {
+    history: History,
+    used: u64,
+    weight: usize,
 }
 
 /// Tenants whose histories are kept at most.
 const CACHED_HISTORIES: usize = 256;
 
+/// What the held histories may weigh together (see [`History::weight`]): 256 MiB of encoded
+/// state, ~500,000 directory users. A customer of 10,000 users weighs ~5 MiB.
+pub const CACHED_HISTORY_BYTES: usize = 256 << 20;
+
+impl Default for HistoryCache {
+    fn default() -> HistoryCache {
+        HistoryCache::with_budget(CACHED_HISTORY_BYTES)
+    }
+}
+
 impl HistoryCache {
+    /// A cache whose histories weigh `budget` bytes at most together.
+    pub fn with_budget(budget: usize) -> HistoryCache {
+        HistoryCache {
+            entries: Default::default(),
+            budget,
+        }
+    }
+
     fn take(&self, tenant: TenantId) -> Option<History> {
-        self.entries
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .histories
-            .remove(&tenant)
-            .map(|(history, _)| history)
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let cached = entries.histories.remove(&tenant)?;
+        entries.weight -= cached.weight;
+        Some(cached.history)
     }
 
     fn put(&self, tenant: TenantId, history: History) {
+        let weight = history.weight();
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         entries.tick += 1;
-        let tick = entries.tick;
-        let histories = &mut entries.histories;
-        if histories.len() >= CACHED_HISTORIES && !histories.contains_key(&tenant) {
-            // A scan of a few hundred entries, once per command that brings a new tenant in.
-            let oldest = histories
-                .iter()
-                .min_by_key(|(_, (_, used))| *used)
-                .map(|(tenant, _)| *tenant);
-            if let Some(oldest) = oldest {
-                histories.remove(&oldest);
-            }
+        let used = entries.tick;
+        if let Some(held) = entries.histories.remove(&tenant) {
+            entries.weight -= held.weight;
         }
-        histories.insert(tenant, (history, tick));
+        if weight > self.budget {
+            // Heavier than the whole cache: it is resumed from its snapshot each time.
+            return;
+        }
+        while entries.histories.len() >= CACHED_HISTORIES
+            || entries.weight.saturating_add(weight) > self.budget
+        {
+            // A scan of at most a few hundred entries, only when one must leave.
+            let oldest = entries
+                .histories
+                .iter()
+                .min_by_key(|(_, cached)| cached.used)
+                .map(|(tenant, _)| *tenant);
+            let Some(gone) = oldest.and_then(|oldest| entries.histories.remove(&oldest)) else {
+                break;
+            };
+            entries.weight -= gone.weight;
+        }
+        entries.weight += weight;
+        entries.histories.insert(
+            tenant,
+            Cached {
+                history,
+                used,
+                weight,
+            },
+        );
+    }
+
+    /// How many histories are held, and their weight together.
+    pub fn held(&self) -> (usize, usize) {
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        (entries.histories.len(), entries.weight)
     }
 
     /// Whether `tenant`'s history is held.
@@ -386,6 +455,7 @@ where
             }
             if !history.passes_over(event) {
                 history.fold(&codec::decode(event)?);
+                history.grown = history.grown.saturating_add(event.data.len());
             }
             history.seq = event.seq;
             history.hash = event.hash;
@@ -648,8 +718,21 @@ pub async fn record(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// The first event of an MSP tenant's stream.
+    pub(crate) fn msp_created(tenant: TenantId) -> Event {
+        domain::event::MspTenantCreated {
+            tenant_id: tenant,
+            name: "acme".into(),
+            display_name: "Acme".into(),
+            host_label: "acme".into(),
+            admin_user_id: domain::ids::UserId(Uuid::now_v7()),
+            admin_email: "alice@acme.example".into(),
+        }
+        .into()
+    }
 
     #[test]
     fn the_history_cache_lets_the_tenant_used_longest_ago_go() {
@@ -679,6 +762,94 @@ mod tests {
         assert_eq!(cache.take(tenant(CACHED_HISTORIES)).unwrap().seq, 1_000);
     }
 
+    /// Heavy histories push out those used longest ago before the count is reached; one
+    /// heavier than the whole budget is not kept, and pushes nobody out.
+    #[test]
+    fn the_history_cache_keeps_its_histories_within_its_budget() {
+        let cache = HistoryCache::with_budget(1_000);
+        let tenant = |n: u128| TenantId(Uuid::from_u128(n + 1));
+        let weighing = |grown: usize| History {
+            grown,
+            ..History::new()
+        };
+        cache.put(tenant(0), weighing(400));
+        cache.put(tenant(1), weighing(400));
+        assert_eq!(cache.held(), (2, 800));
+        let used = cache.take(tenant(0)).unwrap();
+        assert_eq!(cache.held(), (1, 400), "a history taken out weighs nothing");
+        cache.put(tenant(0), used);
+        cache.put(tenant(2), weighing(300));
+        assert!(!cache.holds(tenant(1)), "the one used longest ago left");
+        assert!(cache.holds(tenant(0)) && cache.holds(tenant(2)));
+        assert_eq!(cache.held(), (2, 700));
+
+        // Put back heavier: its old weight is not counted as well.
+        let mut heavier = cache.take(tenant(2)).unwrap();
+        heavier.grown = 600;
+        cache.put(tenant(2), heavier);
+        assert_eq!(cache.held(), (2, 1_000));
+        cache.put(tenant(2), weighing(600));
+        assert_eq!(
+            cache.held(),
+            (2, 1_000),
+            "a tenant put while held replaces itself"
+        );
+
+        cache.put(tenant(3), weighing(1_001));
+        assert!(!cache.holds(tenant(3)));
+        assert_eq!(cache.held(), (2, 1_000));
+        cache.put(tenant(4), weighing(1_000));
+        assert!(cache.holds(tenant(4)));
+        assert_eq!(cache.held(), (1, 1_000), "everyone else left for it");
+    }
+
+    /// A history weighs the data of the events it folded in; those it passes over (logins)
+    /// add nothing, and a copy for a snapshot carries the weight over.
+    #[tokio::test]
+    async fn a_history_weighs_what_it_folded_in() {
+        use domain::event::{MspUserAdded, SessionEnded};
+        let dir = tempfile::tempdir().unwrap();
+        let log = eventlog::RocksLog::open(dir.path()).unwrap();
+        let tenant = TenantId(Uuid::now_v7());
+        let events: Vec<Event> = vec![
+            msp_created(tenant),
+            SessionEnded {
+                session_id: Uuid::now_v7(),
+            }
+            .into(),
+            MspUserAdded {
+                user_id: domain::ids::UserId(Uuid::now_v7()),
+                email: "bob@acme.example".into(),
+                first_name: None,
+                last_name: None,
+            }
+            .into(),
+        ];
+        let new: Vec<_> = events
+            .iter()
+            .map(|e| codec::encode(e, Uuid::now_v7(), Utc::now(), "test").unwrap())
+            .collect();
+        let folded_in = new[0].data.len() + new[2].data.len();
+        log.append(StreamAppend::new(StreamId(tenant.0), Expected::NoStream).events(new))
+            .await
+            .unwrap();
+
+        let mut history = History::new();
+        fold_from_log::<_, Problem>(&log, tenant, &mut history, |_| true)
+            .await
+            .unwrap();
+        assert_eq!(history.seq, 3);
+        assert_eq!(history.weight(), folded_in);
+        let pending = history.take_snapshot(StreamId(tenant.0)).unwrap();
+        assert_eq!(
+            history.weight(),
+            folded_in,
+            "until the write finds the size"
+        );
+        pending.size.store(123, Ordering::Relaxed);
+        assert_eq!(history.weight(), 123);
+    }
+
     /// The next snapshot is due an interval after the last copy, by the size its writing
     /// found; a state that is no tenant's gives no copy but waits as long.
     #[test]
@@ -687,14 +858,7 @@ mod tests {
         let tenant = TenantId(Uuid::now_v7());
         let stream = StreamId(tenant.0);
         let mut history = History::new();
-        history.fold(&Event::MspTenantCreated(domain::event::MspTenantCreated {
-            tenant_id: tenant,
-            name: "acme".into(),
-            display_name: "Acme".into(),
-            host_label: "acme".into(),
-            admin_user_id: domain::ids::UserId(Uuid::now_v7()),
-            admin_email: "alice@acme.example".into(),
-        }));
+        history.fold(&msp_created(tenant));
         history.seq = SNAPSHOT_EVERY - 1;
         assert!(!history.snapshot_due());
         history.seq = SNAPSHOT_EVERY;

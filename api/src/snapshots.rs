@@ -167,22 +167,9 @@ impl Writes {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use domain::event::{Event, MspTenantCreated};
-    use domain::ids::UserId;
+    use crate::command::tests::msp_created as created;
     use eventlog::{Expected, StreamAppend};
     use uuid::Uuid;
-
-    fn created(tenant: TenantId) -> Event {
-        MspTenantCreated {
-            tenant_id: tenant,
-            name: "acme".into(),
-            display_name: "Acme".into(),
-            host_label: "acme".into(),
-            admin_user_id: UserId(Uuid::now_v7()),
-            admin_email: "alice@acme.example".into(),
-        }
-        .into()
-    }
 
     /// A log holding `events` events of a new MSP's stream (the signup, then anything).
     async fn stream_of(log: &RocksLog, events: usize) -> (TenantId, StreamId) {

@@ -746,6 +746,7 @@ async fn a_long_stream_is_folded_from_its_snapshot_after_a_restart() {
     );
     let snapshot = log.snapshot(stream).await.unwrap().unwrap();
     assert_eq!((snapshot.seq, snapshot.hash), (grown.seq, grown.hash));
+    let size = snapshot.data.len() as u64;
     drop(log);
     server.shutdown().await;
 
@@ -768,6 +769,9 @@ async fn a_long_stream_is_folded_from_its_snapshot_after_a_restart() {
         0,
         "the snapshot was taken at the head, and an unknown email wrote nothing"
     );
+    // The history held since weighs what its snapshot does, nothing folded after it.
+    assert_eq!(counter(&server, "idem_history_cache_tenants").await, 1);
+    assert_eq!(counter(&server, "idem_history_cache_bytes").await, size);
     assert_eq!(
         counter(&server, "idem_history_folds_total{from=\"start\"}").await,
         0

@@ -133,6 +133,19 @@ pub async fn metrics(State(state): State<Shared>) -> Response {
             &[(None, u64::from(!mirror.is_behind()))],
         );
     }
+    let (histories, weight) = state.histories.held();
+    gauge(
+        &mut out,
+        "idem_history_cache_tenants",
+        "Tenants whose folded state is held in memory for their next command.",
+        &[(None, histories as u64)],
+    );
+    gauge(
+        &mut out,
+        "idem_history_cache_bytes",
+        "Estimated size of those states (encoded), bounded by the cache's budget.",
+        &[(None, weight as u64)],
+    );
     gauge(
         &mut out,
         "idem_root_key_rotating",
