@@ -178,6 +178,7 @@ impl Server {
         let control_listener = crate::control::bind(&control_path)?;
         let (stop, mut stopped) = watch::channel(false);
         let login_rate = config.agent_login_rate;
+        let history_cache_bytes = config.history_cache_bytes;
         let hashing = crate::hashing::HashingPool::start(
             std::thread::available_parallelism().map_or(2, |n| n.get()),
         )
@@ -197,7 +198,7 @@ impl Server {
             ),
             challenges: crate::challenges::Store::default(),
             tenant_locks: crate::command::TenantLocks::default(),
-            histories: crate::command::HistoryCache::default(),
+            histories: crate::command::HistoryCache::with_budget(history_cache_bytes),
             metrics: Arc::default(),
             snapshot_writes: crate::snapshots::Writes::default(),
             feed: Arc::new(crate::feed::Feed::default()),

@@ -38,6 +38,9 @@ pub struct Config {
     pub agent_login_rate: u32,
     /// Proxies whose `X-Forwarded-For` names the client (see `client_addr`).
     pub trusted_proxies: crate::client_addr::TrustedProxies,
+    /// What the folded tenant states kept in memory may weigh together, in bytes
+    /// (`command::HistoryCache`).
+    pub history_cache_bytes: usize,
 }
 
 /// Settings as given, before defaults and checks. Field names are the TOML file's keys.
@@ -94,6 +97,10 @@ pub struct Settings {
     /// address: addresses and networks, comma-separated (e.g. 127.0.0.1,10.0.0.0/8) [default: none]
     #[arg(long, env = "IDEM_TRUSTED_PROXIES")]
     pub trusted_proxies: Option<String>,
+    /// MiB of folded tenant states kept in memory for the next commands, estimated from their
+    /// encoded size (they take ~1.6 times that); 0 keeps none [default: 256]
+    #[arg(long, env = "IDEM_HISTORY_CACHE_MIB")]
+    pub history_cache_mib: Option<usize>,
 }
 
 /// A setting that cannot work, named.
@@ -107,6 +114,9 @@ pub enum ConfigError {
     #[error("configuration file {path}: {problem}")]
     File { path: PathBuf, problem: String },
 }
+
+/// The largest history cache accepted, in MiB.
+const MAX_HISTORY_CACHE_MIB: usize = 1 << 20;
 
 fn invalid(setting: &'static str, problem: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
@@ -147,6 +157,7 @@ impl Settings {
             argon2_parallelism: self.argon2_parallelism.or(fallback.argon2_parallelism),
             agent_login_rate: self.agent_login_rate.or(fallback.agent_login_rate),
             trusted_proxies: self.trusted_proxies.or(fallback.trusted_proxies),
+            history_cache_mib: self.history_cache_mib.or(fallback.history_cache_mib),
         }
     }
 
@@ -300,6 +311,16 @@ impl Settings {
         )
         .map_err(|problem| invalid("IDEM_TRUSTED_PROXIES", problem))?;
 
+        let history_cache_mib = self
+            .history_cache_mib
+            .unwrap_or(crate::command::CACHED_HISTORY_BYTES >> 20);
+        if history_cache_mib > MAX_HISTORY_CACHE_MIB {
+            return Err(invalid(
+                "IDEM_HISTORY_CACHE_MIB",
+                format!("{history_cache_mib} must be at most {MAX_HISTORY_CACHE_MIB} (1 TiB)"),
+            ));
+        }
+
         Ok(Config {
             bind,
             base_domain,
@@ -315,6 +336,7 @@ impl Settings {
             argon2,
             agent_login_rate,
             trusted_proxies,
+            history_cache_bytes: history_cache_mib << 20,
         })
     }
 }

@@ -325,7 +325,20 @@ fn configuration_is_checked_with_clear_messages() {
         },
         "IDEM_TRUSTED_PROXIES",
     );
+    bad(
+        Settings {
+            history_cache_mib: Some((1 << 20) + 1),
+            ..Settings::default()
+        },
+        "IDEM_HISTORY_CACHE_MIB",
+    );
+    let none = Settings {
+        history_cache_mib: Some(0),
+        ..Settings::default()
+    };
+    assert_eq!(none.resolve().unwrap().history_cache_bytes, 0);
     let config = Settings::default().resolve().unwrap();
+    assert_eq!(config.history_cache_bytes, 256 << 20);
     assert!(
         config.trusted_proxies.is_empty(),
         "nobody is trusted by default"
@@ -835,4 +848,42 @@ async fn a_long_stream_is_folded_from_its_snapshot_after_a_restart() {
     ));
     drop(log);
     server.shutdown().await;
+}
+
+/// `IDEM_HISTORY_CACHE_MIB` bounds the folded states kept between commands: with the default,
+/// a second command on a tenant folds only from the cache; with 0, each command folds the
+/// tenant anew, and decides as well.
+#[tokio::test]
+async fn the_history_cache_holds_what_its_setting_allows() {
+    for (mib, cold_folds_of_the_second) in [(None, 0), (Some(0), 1)] {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = Settings {
+            bind: Some("127.0.0.1:0".into()),
+            data_dir: Some(dir.path().to_path_buf()),
+            history_cache_mib: mib,
+            ..Settings::default()
+        };
+        let server = Server::start(settings.resolve().unwrap()).await.unwrap();
+        let created = signup(
+            &server,
+            json!({"name": "acme", "display_name": "Acme", "admin_email": "alice@acme.example"}),
+        )
+        .await;
+        assert_eq!(created.status(), 201);
+        let cold = || async { counter(&server, "idem_history_folds_total{from=\"start\"}").await };
+        let codes = codes_to(dir.path(), "alice@acme.example").len();
+        start_onboarding(&server, "alice@acme.example").await;
+        let before = cold().await;
+        assert!(before >= 1, "the first command folds the tenant");
+        start_onboarding(&server, "alice@acme.example").await;
+        assert_eq!(cold().await - before, cold_folds_of_the_second, "{mib:?}");
+        let held = counter(&server, "idem_history_cache_tenants").await;
+        assert_eq!(held, u64::from(mib.is_none()), "{mib:?}");
+        assert_eq!(
+            codes_to(dir.path(), "alice@acme.example").len(),
+            codes + 2,
+            "both commands decided on alice's history"
+        );
+        server.shutdown().await;
+    }
 }
