@@ -23,6 +23,8 @@ struct Operation {
     answer: Option<Validator>,
     /// The schema of each line of an NDJSON answer.
     lines: Option<Validator>,
+    /// The schema of a JSON request body, if the operation takes one.
+    request: Option<Validator>,
 }
 
 struct Contract {
@@ -60,6 +62,7 @@ fn load() -> Contract {
                 .unwrap_or_else(|| panic!("{method} {template} has no success status"));
             let schema = &success["content"]["application/json"]["schema"];
             let lines = &success["content"]["application/x-ndjson"]["schema"];
+            let request = &operation["requestBody"]["content"]["application/json"]["schema"];
             operations.push(Operation {
                 method: method.to_uppercase(),
                 template: template.clone(),
@@ -70,6 +73,7 @@ fn load() -> Contract {
                 status,
                 answer: (!schema.is_null()).then(|| validator(schema, components)),
                 lines: (!lines.is_null()).then(|| validator(lines, components)),
+                request: (!request.is_null()).then(|| validator(request, components)),
             });
         }
     }
@@ -128,6 +132,19 @@ pub fn check_lines(method: &Method, path: &str, status: u16, content_type: &str,
             .unwrap_or_else(|e| panic!("{what}: line {} is not JSON: {e}", number + 1));
         assert_valid(lines, &value, &format!("{what}, line {}", number + 1));
     }
+}
+
+/// Checks a JSON request body sent to `method path` against the operation's request schema:
+/// the operation must be in the document and take a JSON body.
+pub fn check_request(method: &Method, path: &str, body: &Value) {
+    let operation =
+        operation(method, path).unwrap_or_else(|| panic!("{method} {path} is not in the document"));
+    let what = format!("the request of {method} {} ({path})", operation.template);
+    let request = operation
+        .request
+        .as_ref()
+        .unwrap_or_else(|| panic!("{what} has a JSON body the document does not describe"));
+    assert_valid(request, body, &what);
 }
 
 /// Checks an answer to `method path` against the document; paths the document does not have

@@ -7,6 +7,7 @@
 
 pub mod browser;
 pub mod contract;
+pub mod proxy;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -12,6 +12,7 @@ use agent::accounts::{LinuxAccounts, LocalAccounts};
 use agent::authenticator::Keyring;
 use agent::desktop::{self, Agent, Login};
 use harness::Platform;
+use harness::proxy::ContractProxy;
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -53,20 +54,22 @@ async fn sync_all<A: LocalAccounts>(agent: &mut Agent<A>) {
 
 /// A workstation with a throwaway system root (`root/`, from [`system_root`]) and its agent's
 /// state (`agent/`) in a temporary directory, enrolled on `host` with the enrollment token
-/// answer `token` and synced.
+/// answer `token` and synced. The agent reaches idemd through a proxy that holds every
+/// exchange to the OpenAPI document ([`ContractProxy`]).
 async fn workstation(
     platform: &Platform,
     host: &str,
     token: &Value,
     hostname: &str,
-) -> (tempfile::TempDir, Agent<LinuxAccounts>) {
+) -> (tempfile::TempDir, Agent<LinuxAccounts>, ContractProxy) {
     let work = tempfile::tempdir().unwrap();
     let root = work.path().join("root");
     system_root(&root);
     let state_dir = work.path().join("agent");
+    let proxy = ContractProxy::start(platform.port()).await;
     desktop::enroll(
         &state_dir,
-        &platform.url(host),
+        &proxy.url(host),
         token["token"].as_str().unwrap(),
         hostname,
     )
@@ -74,7 +77,20 @@ async fn workstation(
     .unwrap();
     let mut agent = Agent::open(&state_dir, LinuxAccounts::new(&root)).unwrap();
     sync_all(&mut agent).await;
-    (work, agent)
+    (work, agent, proxy)
+}
+
+/// Every exchange the agent had went through the proxy and matched the document, and it had
+/// each of `expected` (`METHOD path-prefix -> status`, by prefix).
+fn assert_within_contract(proxy: &ContractProxy, expected: &[&str]) {
+    assert_eq!(proxy.violations(), Vec::<String>::new());
+    let exchanges = proxy.exchanges();
+    for wanted in expected {
+        assert!(
+            exchanges.iter().any(|e| e.starts_with(wanted)),
+            "no {wanted} among {exchanges:#?}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -122,7 +138,7 @@ async fn a_workstation_follows_its_tenant() {
 
     // Step 7: install and enroll the agent; it syncs the directory.
     let (_, token) = call(Method::POST, "/api/v1/agent/enrollment-tokens", None).await;
-    let (work, mut agent) = workstation(&platform, host, &token, "WS-01").await;
+    let (work, mut agent, proxy) = workstation(&platform, host, &token, "WS-01").await;
     let (root, state_dir) = (work.path().join("root"), work.path().join("agent"));
     assert_eq!(agent.state.users.len(), 2);
     assert_eq!(agent.state.shared_account.as_deref(), Some("idem-admin"));
@@ -296,6 +312,18 @@ async fn a_workstation_follows_its_tenant() {
     assert_eq!(files(&root), once);
     assert_eq!(restarted.state.users.len(), 3);
     assert_eq!(restarted.status().lines().count(), 7);
+    assert_within_contract(
+        &proxy,
+        &[
+            "POST /api/v1/agent/enroll -> 201",
+            "GET /api/v1/agent/changes -> 200",
+            "POST /api/v1/agent/login -> 200",
+            "POST /api/v1/agent/login -> 401",
+            "POST /api/v1/agent/challenges -> 201",
+            "GET /api/v1/agent/challenges/",
+            "GET /api/v1/agent/branding -> 200",
+        ],
+    );
     platform.server.shutdown().await;
 }
 
@@ -339,7 +367,7 @@ async fn a_passwordless_user_opens_their_account_with_their_phone() {
         .await;
 
     let (_, token) = call(Method::POST, "/api/v1/agent/enrollment-tokens", None).await;
-    let (work, mut agent) = workstation(&platform, host, &token, "WS-02").await;
+    let (work, mut agent, proxy) = workstation(&platform, host, &token, "WS-02").await;
     let root = work.path().join("root");
 
     // The QR code goes to whoever the test hands it to: first Alice (refused), then Carol.
@@ -390,4 +418,13 @@ async fn a_passwordless_user_opens_their_account_with_their_phone() {
             .unwrap()
     );
     assert!(opened.password.len() >= 24);
+    assert_within_contract(
+        &proxy,
+        &[
+            "POST /api/v1/agent/enroll -> 201",
+            "GET /api/v1/agent/changes -> 200",
+            "POST /api/v1/agent/challenges -> 201",
+            "GET /api/v1/agent/challenges/",
+        ],
+    );
 }
