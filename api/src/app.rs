@@ -176,7 +176,7 @@ impl Server {
         config.bind = addr;
         let control_path = crate::control::socket_path(&config);
         let control_listener = crate::control::bind(&control_path)?;
-        let (stop, mut stopped) = watch::channel(false);
+        let (stop, stopped) = watch::channel(false);
         let login_rate = config.agent_login_rate;
         let history_cache_bytes = config.history_cache_bytes;
         let hashing = crate::hashing::HashingPool::start(
@@ -243,26 +243,9 @@ impl Server {
             state.cache.clone(),
             stop.subscribe(),
         ));
+        let header_read_timeout = state.config.header_read_timeout;
         let task = tokio::spawn(async move {
-            let shutdown = async move {
-                let _ = stopped.wait_for(|s| *s).await;
-            };
-            // Answers leave at once, not after Nagle's wait for more to send: a long-poll's
-            // answer is one small write, and so is most of what this service sends.
-            let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-                if let Err(e) = tcp.set_nodelay(true) {
-                    tracing::debug!(error = %e, "TCP_NODELAY could not be set");
-                }
-            });
-            if let Err(e) = axum::serve(
-                listener,
-                app.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(shutdown)
-            .await
-            {
-                tracing::error!(error = %e, "server failed");
-            }
+            crate::serve::serve(listener, app, header_read_timeout, stopped).await;
             // The feed's and the control socket's tasks hold the log too: they end on the
             // same signal.
             let _ = feed.await;

@@ -41,6 +41,8 @@ pub struct Config {
     /// What the folded tenant states kept in memory may weigh together, in bytes
     /// (`command::HistoryCache`).
     pub history_cache_bytes: usize,
+    /// How long a connection may take to deliver a request head (`serve`).
+    pub header_read_timeout: std::time::Duration,
 }
 
 /// Settings as given, before defaults and checks. Field names are the TOML file's keys.
@@ -101,6 +103,10 @@ pub struct Settings {
     /// encoded size (they take ~1.6 times that); 0 keeps none [default: 256]
     #[arg(long, env = "IDEM_HISTORY_CACHE_MIB")]
     pub history_cache_mib: Option<usize>,
+    /// Seconds a connection may take to send a request head, idle keep-alive time included;
+    /// slower connections are closed, 1 to 3600 [default: 30]
+    #[arg(long, env = "IDEM_HEADER_READ_TIMEOUT_SECONDS")]
+    pub header_read_timeout_seconds: Option<u64>,
 }
 
 /// A setting that cannot work, named.
@@ -158,6 +164,9 @@ impl Settings {
             agent_login_rate: self.agent_login_rate.or(fallback.agent_login_rate),
             trusted_proxies: self.trusted_proxies.or(fallback.trusted_proxies),
             history_cache_mib: self.history_cache_mib.or(fallback.history_cache_mib),
+            header_read_timeout_seconds: self
+                .header_read_timeout_seconds
+                .or(fallback.header_read_timeout_seconds),
         }
     }
 
@@ -321,6 +330,14 @@ impl Settings {
             ));
         }
 
+        let header_read_timeout = self.header_read_timeout_seconds.unwrap_or(30);
+        if !(1..=3600).contains(&header_read_timeout) {
+            return Err(invalid(
+                "IDEM_HEADER_READ_TIMEOUT_SECONDS",
+                format!("{header_read_timeout} must be between 1 and 3600"),
+            ));
+        }
+
         Ok(Config {
             bind,
             base_domain,
@@ -337,6 +354,7 @@ impl Settings {
             agent_login_rate,
             trusted_proxies,
             history_cache_bytes: history_cache_mib << 20,
+            header_read_timeout: std::time::Duration::from_secs(header_read_timeout),
         })
     }
 }

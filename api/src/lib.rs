@@ -26,6 +26,7 @@ pub mod problem;
 pub mod redelete;
 pub mod root_key;
 pub mod routes;
+pub mod serve;
 pub mod snapshots;
 
 pub use app::{Server, StartError};

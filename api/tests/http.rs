@@ -332,6 +332,15 @@ fn configuration_is_checked_with_clear_messages() {
         },
         "IDEM_HISTORY_CACHE_MIB",
     );
+    for seconds in [0, 3601] {
+        bad(
+            Settings {
+                header_read_timeout_seconds: Some(seconds),
+                ..Settings::default()
+            },
+            "IDEM_HEADER_READ_TIMEOUT_SECONDS",
+        );
+    }
     let none = Settings {
         history_cache_mib: Some(0),
         ..Settings::default()
@@ -339,6 +348,7 @@ fn configuration_is_checked_with_clear_messages() {
     assert_eq!(none.resolve().unwrap().history_cache_bytes, 0);
     let config = Settings::default().resolve().unwrap();
     assert_eq!(config.history_cache_bytes, 256 << 20);
+    assert_eq!(config.header_read_timeout.as_secs(), 30);
     assert!(
         config.trusted_proxies.is_empty(),
         "nobody is trusted by default"
@@ -886,4 +896,86 @@ async fn the_history_cache_holds_what_its_setting_allows() {
         );
         server.shutdown().await;
     }
+}
+
+/// Reads from `stream` until the server closes it (end of file or reset), answering what it
+/// sent; the bound only keeps a broken server from hanging the test.
+async fn read_until_closed(stream: &mut tokio::net::TcpStream) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let mut received = Vec::new();
+    let closed = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+        let mut buf = [0u8; 4096];
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => received.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the server never closed the connection");
+    received
+}
+
+/// A connection that sends nothing, or a request head that never ends (slowloris), is closed
+/// once `IDEM_HEADER_READ_TIMEOUT_SECONDS` have passed, and so is a keep-alive connection left
+/// idle that long; requests that arrive in time are served, several on one connection.
+#[tokio::test]
+async fn a_request_head_that_does_not_arrive_in_time_closes_its_connection() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+    let dir = tempfile::tempdir().unwrap();
+    let settings = Settings {
+        bind: Some("127.0.0.1:0".into()),
+        data_dir: Some(dir.path().to_path_buf()),
+        header_read_timeout_seconds: Some(1),
+        ..Settings::default()
+    };
+    let server = Server::start(settings.resolve().unwrap()).await.unwrap();
+
+    let mut silent = TcpStream::connect(server.addr).await.unwrap();
+    let mut dribbling = TcpStream::connect(server.addr).await.unwrap();
+    dribbling
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Slow: ")
+        .await
+        .unwrap();
+    let mut kept_alive = TcpStream::connect(server.addr).await.unwrap();
+    let request = b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n";
+    for _ in 0..2 {
+        kept_alive.write_all(request).await.unwrap();
+        // The answer's head, byte by byte up to its blank line, then its body.
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            head.push(kept_alive.read_u8().await.unwrap());
+        }
+        let head = String::from_utf8(head).unwrap();
+        assert!(head.starts_with("HTTP/1.1 200"), "served in time: {head}");
+        let length: usize = head
+            .lines()
+            .find_map(|l| {
+                l.to_ascii_lowercase()
+                    .strip_prefix("content-length: ")
+                    .map(str::to_owned)
+            })
+            .unwrap()
+            .parse()
+            .unwrap();
+        let mut body = vec![0u8; length];
+        kept_alive.read_exact(&mut body).await.unwrap();
+    }
+
+    assert!(read_until_closed(&mut silent).await.is_empty());
+    let answered = read_until_closed(&mut dribbling).await;
+    assert!(
+        !String::from_utf8_lossy(&answered).contains(" 200 "),
+        "the unfinished request was not served"
+    );
+    read_until_closed(&mut kept_alive).await;
+
+    // The service goes on: a new connection is served.
+    let answer = reqwest::get(format!("http://{}/healthz", server.addr))
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    server.shutdown().await;
 }
