@@ -10,12 +10,16 @@
 //! `scripts/bench fold [--events N] [--users U]`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+#[path = "beside/mod.rs"]
+mod beside;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use api::command::{self, History, Resumed};
 use api::snapshots;
+use beside::{percentiles, writer};
 use domain::crypto::Sealed;
 use domain::event::*;
 use domain::ids::{DeviceId, TenantId, UserId};
@@ -124,41 +128,12 @@ async fn cold_fold(log: &RocksLog, tenant: TenantId) -> (History, Resumed, Durat
     (history, resumed, started.elapsed())
 }
 
-/// Appends one login at a time to a stream of its own until `stop`, answering each append's
-/// latency.
-async fn writer(log: Arc<RocksLog>, stop: Arc<AtomicBool>) -> Vec<Duration> {
+/// A workstation login at another customer, as the writer beside a snapshot appends.
+fn login() -> eventlog::NewEvent {
     let tenant = TenantId(uuid::Uuid::now_v7());
-    let stream = StreamId(tenant.0);
     let login = history(tenant, 1, 5).last().unwrap();
     assert!(matches!(login, Event::DesktopLoginRecorded(_)));
-    let mut latencies = Vec::new();
-    while !stop.load(Ordering::Relaxed) {
-        let event =
-            projections::codec::encode(&login, uuid::Uuid::now_v7(), chrono::Utc::now(), "bench")
-                .unwrap();
-        let started = Instant::now();
-        log.append(StreamAppend::new(stream, Expected::Any).event(event))
-            .await
-            .unwrap();
-        latencies.push(started.elapsed());
-    }
-    latencies
-}
-
-/// The count, p50, p99 and max in milliseconds.
-fn percentiles(mut latencies: Vec<Duration>) -> String {
-    latencies.sort_unstable();
-    let at = |q: f64| {
-        let i = ((latencies.len() as f64 * q).ceil() as usize).clamp(1, latencies.len()) - 1;
-        ms(latencies[i])
-    };
-    format!(
-        "{} appends, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-        latencies.len(),
-        at(0.5),
-        at(0.99),
-        at(1.0)
-    )
+    projections::codec::encode(&login, uuid::Uuid::now_v7(), chrono::Utc::now(), "bench").unwrap()
 }
 
 fn ms(d: Duration) -> f64 {
@@ -219,7 +194,7 @@ async fn main() {
     // Written with another tenant's writer appending one event at a time beside it, then that
     // writer alone for as long.
     let stop = Arc::new(AtomicBool::new(false));
-    let beside = tokio::spawn(writer(log.clone(), stop.clone()));
+    let beside = tokio::spawn(writer(log.clone(), stop.clone(), login));
     tokio::time::sleep(Duration::from_millis(100)).await;
     let started = Instant::now();
     let stored = snapshots::write(log.as_ref(), pending).await.unwrap();
@@ -229,7 +204,7 @@ async fn main() {
     stop.store(true, Ordering::Relaxed);
     let during = beside.await.unwrap();
     let stop = Arc::new(AtomicBool::new(false));
-    let alone = tokio::spawn(writer(log.clone(), stop.clone()));
+    let alone = tokio::spawn(writer(log.clone(), stop.clone(), login));
     tokio::time::sleep(Duration::from_millis(200) + took).await;
     stop.store(true, Ordering::Relaxed);
     let alone = alone.await.unwrap();

@@ -8,11 +8,15 @@
 //! default, removed afterwards). Run with `scripts/bench root-key [--tenants N] [--dir D]`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+#[path = "beside/mod.rs"]
+mod beside;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
+use beside::{percentiles, writer};
 use domain::crypto::DataKey;
 use eventlog::{
     Commit, EventLog, Expected, NewEvent, RocksLog, StreamAppend, StreamId, WrappedKey,
@@ -53,36 +57,6 @@ fn event() -> NewEvent {
         actor: "bench".into(),
         data: b"{}".to_vec(),
     }
-}
-
-/// Appends one event at a time to one stream until `stop`, answering each append's latency.
-async fn writer(log: Arc<RocksLog>, stop: Arc<AtomicBool>) -> Vec<Duration> {
-    let stream = StreamId(uuid::Uuid::now_v7());
-    let mut latencies = Vec::new();
-    while !stop.load(Ordering::Relaxed) {
-        let started = Instant::now();
-        log.append(StreamAppend::new(stream, Expected::Any).event(event()))
-            .await
-            .unwrap();
-        latencies.push(started.elapsed());
-    }
-    latencies
-}
-
-/// `(p50, p99, max)` in milliseconds, and the count.
-fn percentiles(mut latencies: Vec<Duration>) -> String {
-    latencies.sort_unstable();
-    let at = |q: f64| {
-        let i = ((latencies.len() as f64 * q).ceil() as usize).clamp(1, latencies.len()) - 1;
-        latencies[i].as_secs_f64() * 1e3
-    };
-    format!(
-        "{} appends, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-        latencies.len(),
-        at(0.5),
-        at(0.99),
-        at(1.0)
-    )
 }
 
 #[tokio::main]
@@ -130,7 +104,7 @@ async fn main() {
 
     // The rotation, with a writer beside it.
     let stop = Arc::new(AtomicBool::new(false));
-    let beside = tokio::spawn(writer(log.clone(), stop.clone()));
+    let beside = tokio::spawn(writer(log.clone(), stop.clone(), event));
     let started = Instant::now();
     let rotated = api::root_key::rotate(&log, &keys, &key_file, api::operator_log::ACTOR)
         .await
@@ -149,7 +123,7 @@ async fn main() {
 
     // The same writer alone, as long.
     let stop = Arc::new(AtomicBool::new(false));
-    let alone = tokio::spawn(writer(log.clone(), stop.clone()));
+    let alone = tokio::spawn(writer(log.clone(), stop.clone(), event));
     tokio::time::sleep(took).await;
     stop.store(true, Ordering::Relaxed);
     println!(
