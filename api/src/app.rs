@@ -55,6 +55,8 @@ pub struct AppState {
     pub key_mirror: Option<crate::key_mirror::KeyMirror>,
     /// The last backup and root key rotation, for `/metrics`.
     pub operator_log: crate::operator_log::Follower,
+    /// The HTTP connections served at once, and their limit.
+    pub connections: crate::serve::Connections,
 }
 
 impl AppState {
@@ -177,6 +179,25 @@ impl Server {
         let control_path = crate::control::socket_path(&config);
         let control_listener = crate::control::bind(&control_path)?;
         let (stop, stopped) = watch::channel(false);
+        let descriptors = crate::serve::descriptor_limit();
+        let connections = crate::serve::Connections::new(crate::serve::connection_limit(
+            config.max_connections,
+            descriptors,
+        ));
+        if u64::try_from(connections.limit()).map_or(true, |n| n.saturating_add(256) > descriptors)
+        {
+            tracing::warn!(
+                max_connections = connections.limit(),
+                descriptors,
+                "IDEM_MAX_CONNECTIONS leaves fewer than 256 file descriptors to the log and the \
+                 read models: accepting or opening files may fail"
+            );
+        }
+        tracing::info!(
+            max_connections = connections.limit(),
+            descriptors,
+            "HTTP connection limit"
+        );
         let login_rate = config.agent_login_rate;
         let history_cache_bytes = config.history_cache_bytes;
         let hashing = crate::hashing::HashingPool::start(
@@ -207,6 +228,7 @@ impl Server {
             log_failure_logged: Default::default(),
             key_mirror,
             operator_log: Default::default(),
+            connections,
         });
         // Before anyone is served: a tenant deleted after the restored backup was taken must
         // not be seen again.
@@ -244,8 +266,9 @@ impl Server {
             stop.subscribe(),
         ));
         let header_read_timeout = state.config.header_read_timeout;
+        let connections = state.connections.clone();
         let task = tokio::spawn(async move {
-            crate::serve::serve(listener, app, header_read_timeout, stopped).await;
+            crate::serve::serve(listener, app, header_read_timeout, connections, stopped).await;
             // The feed's and the control socket's tasks hold the log too: they end on the
             // same signal.
             let _ = feed.await;
@@ -360,6 +383,10 @@ pub fn router(state: Shared) -> Router {
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), min_position))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::body_deadline::body_deadline,
+        ))
         .layer(middleware::from_fn_with_state(state.clone(), request_id))
         .with_state(state)
 }

@@ -43,6 +43,11 @@ pub struct Config {
     pub history_cache_bytes: usize,
     /// How long a connection may take to deliver a request head (`serve`).
     pub header_read_timeout: std::time::Duration,
+    /// How long a request may take to deliver its body, counted from its head (`body_deadline`).
+    pub body_read_timeout: std::time::Duration,
+    /// Connections served at once; `None`: half the file descriptors the process may open,
+    /// at most [`crate::serve::DEFAULT_MAX_CONNECTIONS`] (`serve::connection_limit`).
+    pub max_connections: Option<usize>,
 }
 
 /// Settings as given, before defaults and checks. Field names are the TOML file's keys.
@@ -107,6 +112,14 @@ pub struct Settings {
     /// slower connections are closed, 1 to 3600 [default: 30]
     #[arg(long, env = "IDEM_HEADER_READ_TIMEOUT_SECONDS")]
     pub header_read_timeout_seconds: Option<u64>,
+    /// Seconds a request may take to send its body once its head has arrived; a slower one is
+    /// answered 408 and its connection closed, 1 to 3600 [default: 60]
+    #[arg(long, env = "IDEM_BODY_READ_TIMEOUT_SECONDS")]
+    pub body_read_timeout_seconds: Option<u64>,
+    /// Connections served at once; more wait in the listen backlog until one closes, 1 to
+    /// 1000000 [default: half the process's file descriptor limit, at most 65536]
+    #[arg(long, env = "IDEM_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
 }
 
 /// A setting that cannot work, named.
@@ -120,6 +133,9 @@ pub enum ConfigError {
     #[error("configuration file {path}: {problem}")]
     File { path: PathBuf, problem: String },
 }
+
+/// The most connections `IDEM_MAX_CONNECTIONS` accepts.
+const MAX_CONNECTIONS: usize = 1_000_000;
 
 /// The largest history cache accepted, in MiB.
 const MAX_HISTORY_CACHE_MIB: usize = 1 << 20;
@@ -167,6 +183,10 @@ impl Settings {
             header_read_timeout_seconds: self
                 .header_read_timeout_seconds
                 .or(fallback.header_read_timeout_seconds),
+            body_read_timeout_seconds: self
+                .body_read_timeout_seconds
+                .or(fallback.body_read_timeout_seconds),
+            max_connections: self.max_connections.or(fallback.max_connections),
         }
     }
 
@@ -338,6 +358,23 @@ impl Settings {
             ));
         }
 
+        let body_read_timeout = self.body_read_timeout_seconds.unwrap_or(60);
+        if !(1..=3600).contains(&body_read_timeout) {
+            return Err(invalid(
+                "IDEM_BODY_READ_TIMEOUT_SECONDS",
+                format!("{body_read_timeout} must be between 1 and 3600"),
+            ));
+        }
+
+        if let Some(max) = self.max_connections
+            && !(1..=MAX_CONNECTIONS).contains(&max)
+        {
+            return Err(invalid(
+                "IDEM_MAX_CONNECTIONS",
+                format!("{max} must be between 1 and {MAX_CONNECTIONS}"),
+            ));
+        }
+
         Ok(Config {
             bind,
             base_domain,
@@ -355,6 +392,8 @@ impl Settings {
             trusted_proxies,
             history_cache_bytes: history_cache_mib << 20,
             header_read_timeout: std::time::Duration::from_secs(header_read_timeout),
+            body_read_timeout: std::time::Duration::from_secs(body_read_timeout),
+            max_connections: self.max_connections,
         })
     }
 }

@@ -5,6 +5,7 @@
 pub mod app;
 pub mod audit;
 pub mod auth;
+pub mod body_deadline;
 pub mod cache;
 pub mod challenges;
 pub mod client_addr;

@@ -9,9 +9,18 @@
 //! when the server is ready to read it: on an idle keep-alive connection that bounds the idle
 //! wait too. A long-poll is not affected: its head arrives at once, and the wait is the
 //! handler's.
+//!
+//! It also bounds the connections served at once (`IDEM_MAX_CONNECTIONS`): at the limit it
+//! stops accepting, and new connections wait in the kernel's listen backlog until one closes,
+//! rather than each taking a descriptor and ~30 KiB until the process runs out of either. By
+//! default the limit is half the descriptors the process may open ([`descriptor_limit`]
+//! raises the soft limit to the hard one first), leaving the rest to the log's and the read
+//! models' files.
 
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::ConnectInfo;
@@ -19,25 +28,143 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError, watch};
 use tower::ServiceExt;
 
 /// How long a failed `accept` waits before the next (file descriptors exhausted, say).
 const ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
 
-/// Serves `app` on `listener`, each request carrying its peer's address (`ConnectInfo`),
-/// until `stopping` turns true; then waits for the open connections to finish.
+/// The most connections served at once by default, however many descriptors there are:
+/// ~2 GiB of connection state at ~30 KiB each.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 65_536;
+
+/// How often, at most, reaching the connection limit is logged.
+const LIMIT_LOG_EVERY: Duration = Duration::from_secs(60);
+
+/// The limit on connections served at once, and how many are open. Cloned, it is the same.
+#[derive(Clone)]
+pub struct Connections {
+    slots: Arc<Semaphore>,
+    limit: usize,
+    open: Arc<AtomicUsize>,
+}
+
+/// One open connection's place: given back when it is dropped.
+struct Slot {
+    _permit: OwnedSemaphorePermit,
+    open: Arc<AtomicUsize>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Connections {
+    /// At most `limit` connections at once (at least one).
+    pub fn new(limit: usize) -> Connections {
+        let limit = limit.clamp(1, Semaphore::MAX_PERMITS);
+        Connections {
+            slots: Arc::new(Semaphore::new(limit)),
+            limit,
+            open: Arc::default(),
+        }
+    }
+
+    /// The most connections served at once.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// Connections open now.
+    pub fn open(&self) -> usize {
+        self.open.load(Ordering::Relaxed)
+    }
+
+    fn occupy(&self, permit: OwnedSemaphorePermit) -> Slot {
+        self.open.fetch_add(1, Ordering::Relaxed);
+        Slot {
+            _permit: permit,
+            open: self.open.clone(),
+        }
+    }
+}
+
+/// The connection limit: the configured one, else half of `descriptors` (the process's
+/// limit on open files), at most [`DEFAULT_MAX_CONNECTIONS`].
+pub fn connection_limit(configured: Option<usize>, descriptors: u64) -> usize {
+    configured.unwrap_or_else(|| {
+        usize::try_from(descriptors / 2)
+            .unwrap_or(usize::MAX)
+            .clamp(1, DEFAULT_MAX_CONNECTIONS)
+    })
+}
+
+/// The number of files this process may open, after raising its soft limit to its hard one
+/// (as Go's runtime does): services are often started with a soft limit of 1,024, too few for
+/// a thousand long-polling agents. If the limit cannot be read, 1,024 is assumed.
+pub fn descriptor_limit() -> u64 {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    let Some(current) = limit.current else {
+        return u64::MAX;
+    };
+    match limit.maximum {
+        Some(maximum) if maximum > current => {
+            let raised = rustix::process::Rlimit {
+                current: Some(maximum),
+                maximum: Some(maximum),
+            };
+            match setrlimit(Resource::Nofile, raised) {
+                Ok(()) => maximum,
+                Err(e) => {
+                    tracing::warn!(error = %e, current, maximum, "the open file limit could not be raised");
+                    current
+                }
+            }
+        }
+        _ => current,
+    }
+}
+
+/// Serves `app` on `listener`, each request carrying its peer's address (`ConnectInfo`), at
+/// most `connections.limit()` connections at once, until `stopping` turns true; then waits
+/// for the open connections to finish.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     header_read_timeout: Duration,
+    connections: Connections,
     mut stopping: watch::Receiver<bool>,
 ) {
     let graceful = GracefulShutdown::new();
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(header_read_timeout);
+    let mut limit_logged: Option<Instant> = None;
     loop {
+        let permit = match connections.slots.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(TryAcquireError::Closed) => break,
+            Err(TryAcquireError::NoPermits) => {
+                if limit_logged.is_none_or(|at| at.elapsed() >= LIMIT_LOG_EVERY) {
+                    tracing::warn!(
+                        limit = connections.limit,
+                        "connection limit reached (IDEM_MAX_CONNECTIONS): new connections wait \
+                         in the listen backlog until one closes"
+                    );
+                    limit_logged = Some(Instant::now());
+                }
+                tokio::select! {
+                    permit = connections.slots.clone().acquire_owned() => match permit {
+                        Ok(permit) => permit,
+                        Err(_) => break,
+                    },
+                    _ = stopping.wait_for(|stop| *stop) => break,
+                }
+            }
+        };
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
             _ = stopping.wait_for(|stop| *stop) => break,
@@ -68,7 +195,9 @@ pub async fn serve(
         let connection =
             http.serve_connection(TokioIo::new(tcp), TowerToHyperService::new(service));
         let connection = graceful.watch(connection);
+        let slot = connections.occupy(permit);
         tokio::spawn(async move {
+            let _slot = slot;
             if let Err(e) = connection.await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
@@ -87,4 +216,43 @@ fn is_per_connection(error: &std::io::Error) -> bool {
             | std::io::ErrorKind::ConnectionReset
             | std::io::ErrorKind::ConnectionRefused
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_limit_is_half_the_descriptors_within_bounds() {
+        assert_eq!(connection_limit(None, 20_000), 10_000);
+        assert_eq!(connection_limit(None, 1_024), 512);
+        assert_eq!(connection_limit(None, 1 << 20), DEFAULT_MAX_CONNECTIONS);
+        assert_eq!(connection_limit(None, u64::MAX), DEFAULT_MAX_CONNECTIONS);
+        assert_eq!(connection_limit(None, 1), 1, "never zero");
+        assert_eq!(connection_limit(Some(100_000), 1_024), 100_000);
+    }
+
+    #[test]
+    fn a_slot_counts_as_open_until_dropped() {
+        let connections = Connections::new(2);
+        let first = connections.slots.clone().try_acquire_owned().unwrap();
+        let first = connections.occupy(first);
+        let second = connections.slots.clone().try_acquire_owned().unwrap();
+        let second = connections.occupy(second);
+        assert_eq!(connections.open(), 2);
+        assert!(connections.slots.clone().try_acquire_owned().is_err());
+        drop(first);
+        assert_eq!(connections.open(), 1);
+        assert!(connections.slots.clone().try_acquire_owned().is_ok());
+        drop(second);
+        assert_eq!(connections.open(), 0);
+    }
+
+    #[test]
+    fn the_descriptor_limit_is_raised_to_the_hard_limit() {
+        let raised = descriptor_limit();
+        let now = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+        assert_eq!(now.current, Some(raised));
+        assert_eq!(now.current, now.maximum.or(now.current));
+    }
 }

@@ -341,6 +341,24 @@ fn configuration_is_checked_with_clear_messages() {
             "IDEM_HEADER_READ_TIMEOUT_SECONDS",
         );
     }
+    for seconds in [0, 3601] {
+        bad(
+            Settings {
+                body_read_timeout_seconds: Some(seconds),
+                ..Settings::default()
+            },
+            "IDEM_BODY_READ_TIMEOUT_SECONDS",
+        );
+    }
+    for connections in [0, 1_000_001] {
+        bad(
+            Settings {
+                max_connections: Some(connections),
+                ..Settings::default()
+            },
+            "IDEM_MAX_CONNECTIONS",
+        );
+    }
     let none = Settings {
         history_cache_mib: Some(0),
         ..Settings::default()
@@ -349,6 +367,11 @@ fn configuration_is_checked_with_clear_messages() {
     let config = Settings::default().resolve().unwrap();
     assert_eq!(config.history_cache_bytes, 256 << 20);
     assert_eq!(config.header_read_timeout.as_secs(), 30);
+    assert_eq!(config.body_read_timeout.as_secs(), 60);
+    assert_eq!(
+        config.max_connections, None,
+        "derived from the descriptor limit at start"
+    );
     assert!(
         config.trusted_proxies.is_empty(),
         "nobody is trusted by default"
@@ -917,12 +940,43 @@ async fn read_until_closed(stream: &mut tokio::net::TcpStream) -> Vec<u8> {
     received
 }
 
+/// Sends `GET path` on a keep-alive connection and reads its answer: the head, byte by byte
+/// up to its blank line, then as much body as it announces.
+async fn exchange(stream: &mut tokio::net::TcpStream, path: &str) -> (String, String) {
+    use tokio::io::AsyncWriteExt;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    read_answer(stream).await
+}
+
+async fn read_answer(stream: &mut tokio::net::TcpStream) -> (String, String) {
+    use tokio::io::AsyncReadExt;
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        head.push(stream.read_u8().await.unwrap());
+    }
+    let head = String::from_utf8(head).unwrap();
+    let length: usize = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length: ")
+                .map(str::to_owned)
+        })
+        .unwrap()
+        .parse()
+        .unwrap();
+    let mut body = vec![0u8; length];
+    stream.read_exact(&mut body).await.unwrap();
+    (head, String::from_utf8(body).unwrap())
+}
+
 /// A connection that sends nothing, or a request head that never ends (slowloris), is closed
 /// once `IDEM_HEADER_READ_TIMEOUT_SECONDS` have passed, and so is a keep-alive connection left
 /// idle that long; requests that arrive in time are served, several on one connection.
 #[tokio::test]
 async fn a_request_head_that_does_not_arrive_in_time_closes_its_connection() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     use tokio::net::TcpStream;
     let dir = tempfile::tempdir().unwrap();
     let settings = Settings {
@@ -940,28 +994,9 @@ async fn a_request_head_that_does_not_arrive_in_time_closes_its_connection() {
         .await
         .unwrap();
     let mut kept_alive = TcpStream::connect(server.addr).await.unwrap();
-    let request = b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n";
     for _ in 0..2 {
-        kept_alive.write_all(request).await.unwrap();
-        // The answer's head, byte by byte up to its blank line, then its body.
-        let mut head = Vec::new();
-        while !head.ends_with(b"\r\n\r\n") {
-            head.push(kept_alive.read_u8().await.unwrap());
-        }
-        let head = String::from_utf8(head).unwrap();
+        let (head, _) = exchange(&mut kept_alive, "/healthz").await;
         assert!(head.starts_with("HTTP/1.1 200"), "served in time: {head}");
-        let length: usize = head
-            .lines()
-            .find_map(|l| {
-                l.to_ascii_lowercase()
-                    .strip_prefix("content-length: ")
-                    .map(str::to_owned)
-            })
-            .unwrap()
-            .parse()
-            .unwrap();
-        let mut body = vec![0u8; length];
-        kept_alive.read_exact(&mut body).await.unwrap();
     }
 
     assert!(read_until_closed(&mut silent).await.is_empty());
@@ -977,5 +1012,113 @@ async fn a_request_head_that_does_not_arrive_in_time_closes_its_connection() {
         .await
         .unwrap();
     assert_eq!(answer.status(), 200);
+    server.shutdown().await;
+}
+
+/// A request whose head promises a body that then stalls is answered 408, as a problem, and
+/// its connection closed once `IDEM_BODY_READ_TIMEOUT_SECONDS` have passed since its head;
+/// nothing of it is stored, and a whole body sent at once is served as before.
+#[tokio::test]
+async fn a_request_body_that_does_not_arrive_in_time_is_answered_408() {
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::TcpStream;
+    let dir = tempfile::tempdir().unwrap();
+    let settings = Settings {
+        bind: Some("127.0.0.1:0".into()),
+        data_dir: Some(dir.path().to_path_buf()),
+        body_read_timeout_seconds: Some(1),
+        ..Settings::default()
+    };
+    let server = Server::start(settings.resolve().unwrap()).await.unwrap();
+    let whole =
+        json!({"name": "acme", "display_name": "Acme IT", "admin_email": "alice@acme.example"})
+            .to_string();
+
+    let mut stalled = TcpStream::connect(server.addr).await.unwrap();
+    let head = format!(
+        "POST /api/v1/signup HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n",
+        whole.len()
+    );
+    stalled.write_all(head.as_bytes()).await.unwrap();
+    stalled
+        .write_all(&whole.as_bytes()[..whole.len() / 2])
+        .await
+        .unwrap();
+    let answered = String::from_utf8(read_until_closed(&mut stalled).await).unwrap();
+    assert!(answered.starts_with("HTTP/1.1 408"), "{answered}");
+    let lower = answered.to_ascii_lowercase();
+    assert!(
+        lower.contains("content-type: application/problem+json"),
+        "{answered}"
+    );
+    assert!(lower.contains("connection: close"), "{answered}");
+    assert!(answered.contains("within 1 s"), "{answered}");
+    assert!(
+        codes_to(dir.path(), "alice@acme.example").is_empty(),
+        "the unfinished signup did nothing"
+    );
+    assert!(
+        metrics(&server).await.contains(
+            r#"idem_http_requests_total{route="/api/v1/signup",method="POST",status="408"} 1"#
+        ),
+        "the refusal is counted"
+    );
+
+    let served = signup(&server, serde_json::from_str(&whole).unwrap()).await;
+    assert_eq!(served.status(), 201, "{}", served.text().await.unwrap());
+    server.shutdown().await;
+}
+
+/// With `IDEM_MAX_CONNECTIONS` open, a new connection waits to be accepted (its request is
+/// not answered, and `/metrics` shows the limit reached) until one of them closes; then it is
+/// served.
+#[tokio::test]
+async fn connections_past_the_limit_wait_until_one_closes() {
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::TcpStream;
+    let dir = tempfile::tempdir().unwrap();
+    let settings = Settings {
+        bind: Some("127.0.0.1:0".into()),
+        data_dir: Some(dir.path().to_path_buf()),
+        max_connections: Some(2),
+        ..Settings::default()
+    };
+    let server = Server::start(settings.resolve().unwrap()).await.unwrap();
+    let mut first = TcpStream::connect(server.addr).await.unwrap();
+    let mut second = TcpStream::connect(server.addr).await.unwrap();
+    for stream in [&mut first, &mut second] {
+        let (head, _) = exchange(stream, "/healthz").await;
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    }
+
+    let mut waiting = TcpStream::connect(server.addr).await.unwrap();
+    waiting
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    // Several exchanges on an open connection, each long enough for the server to have
+    // accepted and answered the third if the limit let it.
+    for _ in 0..5 {
+        let (head, body) = exchange(&mut second, "/metrics").await;
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        assert!(body.contains("\nidem_http_connections 2\n"), "{body}");
+        assert!(body.contains("\nidem_http_connections_max 2\n"), "{body}");
+    }
+    let mut nothing = [0u8; 1];
+    assert_eq!(
+        waiting.try_read(&mut nothing).unwrap_err().kind(),
+        std::io::ErrorKind::WouldBlock,
+        "the connection past the limit was not served"
+    );
+
+    drop(first);
+    let (head, _) = read_answer(&mut waiting).await;
+    assert!(
+        head.starts_with("HTTP/1.1 200"),
+        "served once a place freed: {head}"
+    );
+    let (_, body) = exchange(&mut waiting, "/metrics").await;
+    assert!(body.contains("\nidem_http_connections 2\n"), "{body}");
     server.shutdown().await;
 }

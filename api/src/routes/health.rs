@@ -133,6 +133,18 @@ pub async fn metrics(State(state): State<Shared>) -> Response {
             &[(None, u64::from(!mirror.is_behind()))],
         );
     }
+    gauge(
+        &mut out,
+        "idem_http_connections",
+        "HTTP connections open (long-polls and idle keep-alive connections included).",
+        &[(None, state.connections.open() as u64)],
+    );
+    gauge(
+        &mut out,
+        "idem_http_connections_max",
+        "HTTP connections served at once (IDEM_MAX_CONNECTIONS); more wait to be accepted.",
+        &[(None, state.connections.limit() as u64)],
+    );
     let (histories, weight) = state.histories.held();
     gauge(
         &mut out,
