@@ -48,6 +48,13 @@ install_walkthrough_deps() {
   apt_install "the README's walkthrough" "${missing[@]}"
 }
 
+# systemd-analyze checks the deployment's unit file (api/tests/deploy.rs); nothing is started.
+install_deploy_deps() {
+  local missing=()
+  command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
+  apt_install "the check of deploy/idemd.service" "${missing[@]}"
+}
+
 # Keeps the shared target directory from filling the disk: every dependency change leaves a
 # new copy of each test executable (about 100 MB each) beside the old ones, and nothing
 # removes them. Old test executables are never inputs of a build, so all but the newest two
