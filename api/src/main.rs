@@ -132,14 +132,10 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("IDEM_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+    if let Err(e) = init_logging(std::env::var("IDEM_LOG_FORMAT").ok().as_deref()) {
+        eprintln!("idemd: configuration: {e}");
+        return ExitCode::from(2);
+    }
     let cli = Cli::parse();
     match cli.command {
         Command::Serve { config, settings } => match load(config, settings) {
@@ -467,6 +463,32 @@ async fn restore(config: Config, from: &std::path::Path) -> ExitCode {
 }
 
 /// The checked configuration, or the exit code of a bad one (its message printed).
+/// Logs to stderr, filtered by `IDEM_LOG` (default `info`), as text lines or, with
+/// `IDEM_LOG_FORMAT=json`, one JSON object per line (the event's fields at the top level,
+/// with `timestamp`, `level` and `target`) for log collectors. Set before the command line is
+/// read, so these two are environment variables only.
+fn init_logging(format: Option<&str>) -> Result<(), String> {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("IDEM_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    match format.unwrap_or("text") {
+        "text" => tracing_subscriber::fmt()
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .with_env_filter(filter)
+            .init(),
+        "json" => tracing_subscriber::fmt()
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .with_writer(std::io::stderr)
+            .with_env_filter(filter)
+            .init(),
+        other => return Err(format!("IDEM_LOG_FORMAT: {other:?} must be text or json")),
+    }
+    Ok(())
+}
+
 fn load(file: Option<PathBuf>, settings: Settings) -> Result<Config, ExitCode> {
     let settings = match file {
         Some(path) => match Settings::from_file(&path) {
