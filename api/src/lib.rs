@@ -24,6 +24,7 @@ pub mod operator;
 pub mod operator_log;
 pub mod portal;
 pub mod problem;
+pub mod process_stats;
 pub mod redelete;
 pub mod root_key;
 pub mod routes;

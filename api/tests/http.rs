@@ -666,6 +666,16 @@ async fn request_ids_are_kept_or_made_and_metrics_count_routes_not_paths() {
         "{metrics}"
     );
     assert!(!metrics.contains("no-such-route"), "{metrics}");
+    // The process's own figures, under Prometheus's usual names.
+    for name in [
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+        "process_open_fds",
+        "process_max_fds",
+        "process_start_time_seconds",
+    ] {
+        assert!(metrics.contains(&format!("\n{name} ")), "{name}: {metrics}");
+    }
     server.shutdown().await;
 }
 

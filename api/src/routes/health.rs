@@ -204,5 +204,6 @@ pub async fn metrics(State(state): State<Shared>) -> Response {
         &per(&|p| p.quarantined.len() as u64),
     );
     state.metrics.render(&mut out);
+    crate::process_stats::render(&mut out);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }
