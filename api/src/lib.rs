@@ -17,6 +17,7 @@ pub mod hashing;
 pub mod host;
 pub mod key_mirror;
 pub mod limits;
+pub mod log_pipe;
 pub mod mail;
 pub mod metrics;
 pub mod openapi;

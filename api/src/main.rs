@@ -4,9 +4,11 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use api::log_pipe::LogPipe;
 use api::{Config, Server, Settings};
 use clap::{Parser, Subcommand};
 use projections::Projection;
+use tracing_subscriber::fmt::writer::BoxMakeWriter;
 
 #[derive(Parser)]
 #[command(name = "idemd", version, about = "idem: identity for MSPs")]
@@ -132,11 +134,22 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    if let Err(e) = init_logging(std::env::var("IDEM_LOG_FORMAT").ok().as_deref()) {
-        eprintln!("idemd: configuration: {e}");
-        return ExitCode::from(2);
+    let pipe = match init_logging(std::env::var("IDEM_LOG_FORMAT").ok().as_deref()) {
+        Ok(pipe) => pipe,
+        Err(e) => {
+            eprintln!("idemd: configuration: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let code = run(Cli::parse()).await;
+    // The last lines (why it stopped, say) are still queued: see them out.
+    if let Some(pipe) = pipe {
+        pipe.flush(std::time::Duration::from_secs(5));
     }
-    let cli = Cli::parse();
+    code
+}
+
+async fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Serve { config, settings } => match load(config, settings) {
             Ok(config) => serve(config).await,
@@ -466,27 +479,48 @@ async fn restore(config: Config, from: &std::path::Path) -> ExitCode {
 /// Logs to stderr, filtered by `IDEM_LOG` (default `info`), as text lines or, with
 /// `IDEM_LOG_FORMAT=json`, one JSON object per line (the event's fields at the top level,
 /// with `timestamp`, `level` and `target`) for log collectors. Set before the command line is
-/// read, so these two are environment variables only.
-fn init_logging(format: Option<&str>) -> Result<(), String> {
+/// read, so these two are environment variables only. Lines go through a queue and a thread
+/// of their own (`log_pipe`), returned to be flushed at exit; straight to stderr only if
+/// that thread cannot start.
+fn init_logging(format: Option<&str>) -> Result<Option<LogPipe>, String> {
     let filter = tracing_subscriber::EnvFilter::try_from_env("IDEM_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    match format.unwrap_or("text") {
-        "text" => tracing_subscriber::fmt()
-            .with_writer(std::io::stderr)
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .with_env_filter(filter)
-            .init(),
-        "json" => tracing_subscriber::fmt()
+    let json = match format.unwrap_or("text") {
+        "text" => false,
+        "json" => true,
+        other => return Err(format!("IDEM_LOG_FORMAT: {other:?} must be text or json")),
+    };
+    let pipe = LogPipe::start(std::io::stderr(), api::log_pipe::QUEUED_LINES);
+    let writer = match &pipe {
+        Ok(pipe) => {
+            pipe.install();
+            BoxMakeWriter::new(pipe.clone())
+        }
+        Err(_) => BoxMakeWriter::new(std::io::stderr),
+    };
+    if json {
+        tracing_subscriber::fmt()
             .json()
             .flatten_event(true)
             .with_current_span(false)
             .with_span_list(false)
-            .with_writer(std::io::stderr)
+            .with_writer(writer)
             .with_env_filter(filter)
-            .init(),
-        other => return Err(format!("IDEM_LOG_FORMAT: {other:?} must be text or json")),
+            .init();
+    } else {
+        tracing_subscriber::fmt()
+            .with_writer(writer)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .with_env_filter(filter)
+            .init();
     }
-    Ok(())
+    match pipe {
+        Ok(pipe) => Ok(Some(pipe)),
+        Err(e) => {
+            tracing::warn!(error = %e, "the log thread could not start: logging straight to stderr");
+            Ok(None)
+        }
+    }
 }
 
 fn load(file: Option<PathBuf>, settings: Settings) -> Result<Config, ExitCode> {
@@ -545,6 +579,7 @@ async fn serve(config: Config) -> ExitCode {
     wait_for_signal().await;
     tracing::info!("shutting down: finishing requests in flight");
     server.shutdown().await;
+    tracing::info!("idemd stopped");
     ExitCode::SUCCESS
 }
 

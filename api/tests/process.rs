@@ -167,6 +167,81 @@ async fn json_logs_are_one_object_per_line_with_the_request_fields() {
     assert!(stderr.contains("IDEM_LOG_FORMAT"), "{stderr}");
 }
 
+/// A reader of idemd's stderr that stops reading (journald stalled, a full pipe) does not
+/// stop the service: with nobody reading, 20,000 requests, each logged, are all answered
+/// (once the pipe and the log's queue are full, lines are dropped and counted); once read
+/// again, every line that came out is whole, and the last is the one idemd logs as it stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_reader_that_stops_reading_does_not_stop_the_service() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut command, port) = serve_command(dir.path());
+    let mut child = command.env("IDEM_LOG_FORMAT", "json").spawn().unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    while !lines
+        .next_line()
+        .await
+        .unwrap()
+        .expect("idemd exited")
+        .contains("idemd listening")
+    {}
+    // From here on nobody reads the pipe.
+    let http = reqwest::Client::new();
+    let answered = tokio::time::timeout(std::time::Duration::from_secs(300), async {
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..8 {
+            let http = http.clone();
+            tasks.spawn(async move {
+                for _ in 0..2_500 {
+                    let answer = http
+                        .get(format!("http://127.0.0.1:{port}/healthz"))
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(answer.status(), 200);
+                }
+            });
+        }
+        while let Some(done) = tasks.join_next().await {
+            done.unwrap();
+        }
+    })
+    .await;
+    assert!(answered.is_ok(), "requests stalled behind the unread log");
+    let metrics = http
+        .get(format!("http://127.0.0.1:{port}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let dropped: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("idem_log_lines_dropped_total "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(dropped > 0, "20,000 lines fit nowhere unread: {dropped}");
+
+    let reader = tokio::spawn(async move {
+        let mut read = Vec::new();
+        while let Some(line) = lines.next_line().await.unwrap() {
+            read.push(line);
+        }
+        read
+    });
+    terminate(child).await;
+    let read = reader.await.unwrap();
+    for line in &read {
+        serde_json::from_str::<serde_json::Value>(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+    }
+    let last: serde_json::Value = serde_json::from_str(read.last().unwrap()).unwrap();
+    assert_eq!(
+        last["message"], "idemd stopped",
+        "the queue was flushed at exit"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rebuild_replays_the_read_models_online_and_while_idemd_is_stopped() {
     let dir = tempfile::tempdir().unwrap();

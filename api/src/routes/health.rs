@@ -205,5 +205,14 @@ pub async fn metrics(State(state): State<Shared>) -> Response {
     );
     state.metrics.render(&mut out);
     crate::process_stats::render(&mut out);
+    if let Some(pipe) = crate::log_pipe::LogPipe::installed() {
+        let _ = writeln!(
+            out,
+            "# HELP idem_log_lines_dropped_total Log lines dropped because the log's queue was \
+             full (its reader, journald or a pipe, fell behind).\n\
+             # TYPE idem_log_lines_dropped_total counter\nidem_log_lines_dropped_total {}",
+            pipe.dropped()
+        );
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }

@@ -218,7 +218,12 @@ async fn main() {
             "--data-dir",
         ])
         .arg(data.path())
-        .env("IDEM_LOG", "warn,api::app=warn")
+        // Warnings only, unless IDEM_BENCH_LOG says otherwise (`info`, idemd's default, logs
+        // a line per request: a line per delivery).
+        .env(
+            "IDEM_LOG",
+            std::env::var("IDEM_BENCH_LOG").unwrap_or_else(|_| "warn,api::app=warn".into()),
+        )
         // The per-account login limit would measure itself, not the logins.
         .env("IDEM_AGENT_LOGIN_RATE", "100000000")
         .stderr(Stdio::piped())
