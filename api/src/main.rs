@@ -490,7 +490,7 @@ fn init_logging(format: Option<&str>) -> Result<Option<LogPipe>, String> {
         "json" => true,
         other => return Err(format!("IDEM_LOG_FORMAT: {other:?} must be text or json")),
     };
-    let pipe = LogPipe::start(std::io::stderr(), api::log_pipe::QUEUED_LINES);
+    let pipe = LogPipe::start(std::io::stderr(), api::log_pipe::BUFFERED_BYTES);
     let writer = match &pipe {
         Ok(pipe) => {
             pipe.install();
