@@ -59,6 +59,11 @@ pub struct LogPipe {
     shared: Arc<Shared>,
 }
 
+thread_local! {
+    /// Set on the thread that writes the lines out.
+    static ON_LOG_THREAD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
 /// The pipe idemd logs through, once `install` has been called.
 static INSTALLED: OnceLock<LogPipe> = OnceLock::new();
 
@@ -117,8 +122,16 @@ impl LogPipe {
     }
 
     fn queue(&self, line: &[u8]) {
+        // The log thread's own line (how many were dropped) may use the last bytes, which
+        // other lines leave free: it is never dropped itself.
+        let capacity = self.shared.capacity;
+        let limit = if ON_LOG_THREAD.get() {
+            capacity
+        } else {
+            capacity - (capacity / 64).min(4096)
+        };
         let mut pending = self.shared.lock();
-        if pending.bytes.len() + line.len() > self.shared.capacity {
+        if pending.bytes.len() + line.len() > limit {
             drop(pending);
             self.shared.dropped.fetch_add(1, Ordering::Relaxed);
             return;
@@ -134,7 +147,9 @@ impl LogPipe {
 
 /// Writes what gathers in the buffer, for as long as the process lives.
 fn drain<W: Write>(mut sink: W, shared: &Shared) {
+    ON_LOG_THREAD.set(true);
     let mut batch = Vec::new();
+    let mut reported = 0;
     loop {
         let mut pending = shared.lock();
         while pending.bytes.is_empty() && !pending.flushing {
@@ -159,6 +174,16 @@ fn drain<W: Write>(mut sink: W, shared: &Shared) {
         batch.clear();
         shared.lock().written = upto;
         shared.written.notify_all();
+        // Lines dropped since the last batch are said in the log itself, once it flows again
+        // (this line goes through the buffer like any other).
+        let dropped = shared.dropped.load(Ordering::Relaxed);
+        if dropped > reported {
+            tracing::warn!(
+                dropped = dropped - reported,
+                "log lines dropped: the reader of idemd's stderr fell behind"
+            );
+            reported = dropped;
+        }
     }
 }
 

@@ -240,6 +240,19 @@ async fn a_log_reader_that_stops_reading_does_not_stop_the_service() {
         last["message"], "idemd stopped",
         "the queue was flushed at exit"
     );
+    // The log says how many lines it lost, in one or more lines that add up to at least the
+    // count /metrics gave before (more may have gone since).
+    let said: u64 = read
+        .iter()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|l| {
+            l["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("log lines dropped"))
+        })
+        .map(|l| l["dropped"].as_u64().unwrap())
+        .sum();
+    assert!(said >= dropped, "{said} said, {dropped} counted");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
