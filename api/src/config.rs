@@ -140,6 +140,22 @@ const MAX_CONNECTIONS: usize = 1_000_000;
 /// The largest history cache accepted, in MiB.
 const MAX_HISTORY_CACHE_MIB: usize = 1 << 20;
 
+/// A timeout setting in seconds (`default` if not given), from 1 s to an hour.
+fn timeout(
+    given: Option<u64>,
+    default: u64,
+    setting: &'static str,
+) -> Result<std::time::Duration, ConfigError> {
+    let seconds = given.unwrap_or(default);
+    if !(1..=3600).contains(&seconds) {
+        return Err(invalid(
+            setting,
+            format!("{seconds} must be between 1 and 3600"),
+        ));
+    }
+    Ok(std::time::Duration::from_secs(seconds))
+}
+
 fn invalid(setting: &'static str, problem: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         setting,
@@ -350,21 +366,16 @@ impl Settings {
             ));
         }
 
-        let header_read_timeout = self.header_read_timeout_seconds.unwrap_or(30);
-        if !(1..=3600).contains(&header_read_timeout) {
-            return Err(invalid(
-                "IDEM_HEADER_READ_TIMEOUT_SECONDS",
-                format!("{header_read_timeout} must be between 1 and 3600"),
-            ));
-        }
-
-        let body_read_timeout = self.body_read_timeout_seconds.unwrap_or(60);
-        if !(1..=3600).contains(&body_read_timeout) {
-            return Err(invalid(
-                "IDEM_BODY_READ_TIMEOUT_SECONDS",
-                format!("{body_read_timeout} must be between 1 and 3600"),
-            ));
-        }
+        let header_read_timeout = timeout(
+            self.header_read_timeout_seconds,
+            30,
+            "IDEM_HEADER_READ_TIMEOUT_SECONDS",
+        )?;
+        let body_read_timeout = timeout(
+            self.body_read_timeout_seconds,
+            60,
+            "IDEM_BODY_READ_TIMEOUT_SECONDS",
+        )?;
 
         if let Some(max) = self.max_connections
             && !(1..=MAX_CONNECTIONS).contains(&max)
@@ -391,8 +402,8 @@ impl Settings {
             agent_login_rate,
             trusted_proxies,
             history_cache_bytes: history_cache_mib << 20,
-            header_read_timeout: std::time::Duration::from_secs(header_read_timeout),
-            body_read_timeout: std::time::Duration::from_secs(body_read_timeout),
+            header_read_timeout,
+            body_read_timeout,
             max_connections: self.max_connections,
         })
     }

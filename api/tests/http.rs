@@ -333,22 +333,16 @@ fn configuration_is_checked_with_clear_messages() {
         "IDEM_HISTORY_CACHE_MIB",
     );
     for seconds in [0, 3601] {
-        bad(
-            Settings {
-                header_read_timeout_seconds: Some(seconds),
-                ..Settings::default()
-            },
-            "IDEM_HEADER_READ_TIMEOUT_SECONDS",
-        );
-    }
-    for seconds in [0, 3601] {
-        bad(
-            Settings {
-                body_read_timeout_seconds: Some(seconds),
-                ..Settings::default()
-            },
-            "IDEM_BODY_READ_TIMEOUT_SECONDS",
-        );
+        let header = Settings {
+            header_read_timeout_seconds: Some(seconds),
+            ..Settings::default()
+        };
+        bad(header, "IDEM_HEADER_READ_TIMEOUT_SECONDS");
+        let body = Settings {
+            body_read_timeout_seconds: Some(seconds),
+            ..Settings::default()
+        };
+        bad(body, "IDEM_BODY_READ_TIMEOUT_SECONDS");
     }
     for connections in [0, 1_000_001] {
         bad(
