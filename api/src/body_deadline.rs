@@ -6,7 +6,8 @@
 //! its connection, and the handler reading it, for as long as it liked (the body limits bound
 //! the size, not the time). The deadline counts from the head, for the whole body: a slow but
 //! honest upload of the largest body (a branding upload: two 2 MiB images, ~4.1 MiB) needs
-//! ~71 KB/s to make the default 60 s. Requests without a body (every long-poll) are not wrapped at all.
+//! ~71 KB/s to make the default 60 s. Requests without a body (every long-poll) are not
+//! wrapped at all.
 
 use std::pin::Pin;
 use std::sync::Arc;
