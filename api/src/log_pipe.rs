@@ -159,12 +159,25 @@ fn drain<W: Write>(mut sink: W, shared: &Shared) {
                 Err(e) => e.into_inner(),
             };
         }
-        if !pending.flushing {
+        let gather = !pending.flushing;
+        drop(pending);
+        if gather {
             // Let more lines come, so that they leave in one write.
-            drop(pending);
             std::thread::sleep(GATHER);
-            pending = shared.lock();
         }
+        // Lines dropped since the last report are said in the log itself, in this batch:
+        // after the lines that were kept, and before a flush waiting for it counts it
+        // written. Drops happen only while the buffer is full, so there is always a next
+        // batch to carry the report.
+        let dropped = shared.dropped.load(Ordering::Relaxed);
+        if dropped > reported {
+            tracing::warn!(
+                dropped = dropped - reported,
+                "log lines dropped: the reader of idemd's stderr fell behind"
+            );
+            reported = dropped;
+        }
+        let mut pending = shared.lock();
         pending.flushing = false;
         std::mem::swap(&mut batch, &mut pending.bytes);
         let upto = pending.queued;
@@ -174,16 +187,6 @@ fn drain<W: Write>(mut sink: W, shared: &Shared) {
         batch.clear();
         shared.lock().written = upto;
         shared.written.notify_all();
-        // Lines dropped since the last batch are said in the log itself, once it flows again
-        // (this line goes through the buffer like any other).
-        let dropped = shared.dropped.load(Ordering::Relaxed);
-        if dropped > reported {
-            tracing::warn!(
-                dropped = dropped - reported,
-                "log lines dropped: the reader of idemd's stderr fell behind"
-            );
-            reported = dropped;
-        }
     }
 }
 
