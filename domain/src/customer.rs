@@ -331,6 +331,15 @@ impl CustomerTenant {
             .find(|u| validate::username_key(&u.username) == key)
     }
 
+    /// Whether `username` names the shared admin account (case-insensitively, as Windows
+    /// compares names). A directory user never has that name: an agent would hand the
+    /// administrator account to them at their login.
+    pub fn is_shared_account(&self, username: &str) -> bool {
+        self.shared_account.as_deref().is_some_and(|shared| {
+            validate::username_key(shared) == validate::username_key(username)
+        })
+    }
+
     /// An enabled user invited to passwordless MFA, by company email (case-insensitive).
     pub fn passwordless_user_by_email(&self, email: &str) -> Option<&DirectoryUser> {
         let key = validate::email_key(email);
@@ -671,6 +680,11 @@ fn decide_on(t: &CustomerTenant, command: CustomerCommand) -> Result<Decision, D
                     "the username {username} is taken"
                 )));
             }
+            if t.is_shared_account(&username) {
+                return Err(DomainError::Conflict(format!(
+                    "the username {username} is the workstations' shared admin account"
+                )));
+            }
             let claims = [username_claim(t.id, &username)];
             let mut decision = Decision::event(DirectoryUserCreated {
                 user_id,
@@ -814,6 +828,11 @@ fn decide_on(t: &CustomerTenant, command: CustomerCommand) -> Result<Decision, D
         C::ConfigureSharedAccount { username } => {
             let username =
                 validate::username(&username).map_err(|e| DomainError::Invalid(vec![e]))?;
+            if t.user_by_username(&username).is_some() {
+                return Err(DomainError::Conflict(format!(
+                    "the username {username} belongs to a directory user"
+                )));
+            }
             Ok(if t.shared_account.as_deref() == Some(username.as_str()) {
                 Decision::none()
             } else {

@@ -663,6 +663,49 @@ fn the_shared_admin_account_is_a_windows_username() {
     );
 }
 
+/// An agent takes over the local account named like the user who logs in, and gives the
+/// shared account administrator rights: one name for both would hand those rights to the user.
+#[test]
+fn the_shared_admin_account_is_never_a_directory_users_name() {
+    let conflict = |result: Result<Decision, DomainError>| match result {
+        Err(DomainError::Conflict(why)) => why,
+        other => panic!("expected a conflict, got {other:?}"),
+    };
+    // Billy exists: no shared account of his name, in any case.
+    let why = conflict(when(
+        &billy(),
+        C::ConfigureSharedAccount {
+            username: "bILLY".into(),
+        },
+    ));
+    assert!(why.contains("directory user"), "{why}");
+    // The shared account exists: no user of its name, in any case.
+    let configured = with(
+        keyed(),
+        [SharedAccountConfigured {
+            username: "Billy".into(),
+        }
+        .into()],
+    );
+    let why = conflict(when(&configured, create_billy(None)));
+    assert!(why.contains("shared admin account"), "{why}");
+    let mut other = create_billy(None);
+    if let C::CreateUser { username, .. } = &mut other {
+        *username = "billy2".into();
+    }
+    assert_eq!(when(&configured, other).unwrap().events.len(), 1);
+    // Once Billy is gone, his name is free for the shared account.
+    let deleted = when(&billy(), C::DeleteUser { user_id: BILLY }).unwrap();
+    let decision = when(
+        &with(billy(), deleted.events),
+        C::ConfigureSharedAccount {
+            username: "billy".into(),
+        },
+    )
+    .unwrap();
+    assert_eq!(decision.events.len(), 1);
+}
+
 #[test]
 fn enrollment_tokens_leave_the_state_once_used_or_expired() {
     let issue = |given: &Vec<Event>, id: u128, digest: &str, at: DateTime<Utc>| {
