@@ -8,7 +8,7 @@
 //! written atomically after each applied page, so a crash at any point replays at most the
 //! last page, and applying a page twice gives the same accounts.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 use url::Url;
 use uuid::Uuid;
 
-use crate::accounts::{AccountError, LocalAccounts};
+use crate::accounts::{Account, AccountError, LocalAccounts};
 use crate::files::{Mode, write_atomically};
 use crate::http::{self, Client};
 
@@ -74,6 +74,11 @@ pub struct State {
     #[serde(default)]
     pub branding_text: Option<String>,
     offline: BTreeMap<Uuid, OfflineVerifier>,
+    /// Local accounts (lowercase names) the agent opened at a login or disabled itself: the
+    /// only ones the feed may enable again. An account a local administrator locked stays
+    /// locked until its directory user logs in.
+    #[serde(default)]
+    managed: BTreeSet<String>,
 }
 
 /// A passwordless login's outcome: the local account opened, `create` or `takeover`, and the
@@ -140,6 +145,7 @@ pub async fn enroll(
         branding_cached: 0,
         branding_text: None,
         offline: BTreeMap::new(),
+        managed: BTreeSet::new(),
     };
     save(dir, &state)?;
     Ok(state)
@@ -316,11 +322,50 @@ impl<A: LocalAccounts> Agent<A> {
         Ok(())
     }
 
-    fn disable_local(&mut self, username: &str) -> Result<(), AgentError> {
-        if let Some(account) = self.accounts.find(username)?
-            && !account.disabled
+    /// Whether `username` names the shared admin account (any case). The domain keeps
+    /// directory users from that name; a tenant's history from before it may not.
+    fn is_shared_account(&self, username: &str) -> bool {
+        self.state
+            .shared_account
+            .as_deref()
+            .is_some_and(|shared| shared.trim().to_lowercase() == username.trim().to_lowercase())
+    }
+
+    /// The local account a directory user `username` may log into, if it exists: never the
+    /// shared admin account nor an account of the system.
+    fn user_account(&self, username: &str) -> Result<Option<Account>, AgentError> {
+        if self.is_shared_account(username) {
+            return Err(AgentError::Refused(format!(
+                "{username} is the shared admin account: it is opened by elevated access only"
+            )));
+        }
+        let account = self.accounts.find(username)?;
+        if let Some(account) = &account
+            && account.system
         {
-            self.accounts.set_disabled(&account.name, true)?;
+            return Err(AgentError::Refused(format!(
+                "{} is an account of the system: idem does not take it over",
+                account.name
+            )));
+        }
+        Ok(account)
+    }
+
+    /// The local account of a disabled or removed directory user, if it is one the agent may
+    /// manage: not the shared admin account, not an account of the system.
+    fn managed_account(&self, username: &str) -> Result<Option<Account>, AgentError> {
+        if self.is_shared_account(username) {
+            return Ok(None);
+        }
+        Ok(self.accounts.find(username)?.filter(|a| !a.system))
+    }
+
+    fn disable_local(&mut self, username: &str) -> Result<(), AgentError> {
+        if let Some(account) = self.managed_account(username)? {
+            self.state.managed.insert(account.name.to_lowercase());
+            if !account.disabled {
+                self.accounts.set_disabled(&account.name, true)?;
+            }
         }
         Ok(())
     }
@@ -352,8 +397,9 @@ impl<A: LocalAccounts> Agent<A> {
                 }
                 if !user.enabled {
                     self.disable_local(&user.username)?;
-                } else if let Some(account) = self.accounts.find(&user.username)?
+                } else if let Some(account) = self.managed_account(&user.username)?
                     && account.disabled
+                    && self.state.managed.contains(&account.name.to_lowercase())
                 {
                     self.accounts.set_disabled(&account.name, false)?;
                 }
@@ -383,7 +429,7 @@ impl<A: LocalAccounts> Agent<A> {
     /// account is created or taken over with it. Offline (the service unreachable): only a
     /// password that worked online before, for the user's current password version.
     pub async fn login(&mut self, username: &str, password: &str) -> Result<Login, AgentError> {
-        let exists = self.accounts.find(username)?.is_some();
+        let exists = self.user_account(username)?.is_some();
         // A login refused as busy (the service's hashing queue is full) was not checked nor
         // recorded: it is sent again after the wait the service asks for, a few times, so a
         // flood elsewhere costs the person at the screen a pause rather than an error.
@@ -422,7 +468,9 @@ impl<A: LocalAccounts> Agent<A> {
                     answer["last_name"].as_str().unwrap_or_default()
                 );
                 // The service's word on create or takeover is the one recorded and answered.
+                self.user_account(&name)?;
                 let (account, _) = self.local_account(&name, full.trim())?;
+                self.state.managed.insert(account.to_lowercase());
                 self.accounts.set_password(&account, password)?;
                 self.accounts.set_disabled(&account, false)?;
                 let version = answer["password_version"].as_u64().unwrap_or(0) as u32;
@@ -453,6 +501,7 @@ impl<A: LocalAccounts> Agent<A> {
 
     fn login_offline(&mut self, username: &str, password: &str) -> Result<Login, AgentError> {
         let refused = || AgentError::Refused("offline: this password cannot be checked".into());
+        self.user_account(username)?;
         let key = username.trim().to_lowercase();
         let (id, user) = self
             .state
@@ -521,13 +570,20 @@ impl<A: LocalAccounts> Agent<A> {
     }
 
     /// Finds local account `name` (any case) or creates it as `full_name`; answers its name
-    /// as the system spells it and whether it was `create`d or taken over (`takeover`).
+    /// as the system spells it and whether it was `create`d or taken over (`takeover`). An
+    /// account of the system is never taken over.
     fn local_account(
         &mut self,
         name: &str,
         full_name: &str,
     ) -> Result<(String, String), AgentError> {
         if let Some(existing) = self.accounts.find(name)? {
+            if existing.system {
+                return Err(AgentError::Refused(format!(
+                    "{} is an account of the system: idem does not take it over",
+                    existing.name
+                )));
+            }
             return Ok((existing.name, "takeover".into()));
         }
         self.accounts.create(name, full_name)?;
@@ -568,7 +624,10 @@ impl<A: LocalAccounts> Agent<A> {
             user["first_name"].as_str().unwrap_or_default(),
             user["last_name"].as_str().unwrap_or_default()
         );
+        self.user_account(username)?;
         let (account, action) = self.local_account(username, full_name.trim())?;
+        self.state.managed.insert(account.to_lowercase());
+        save(&self.dir, &self.state)?;
         let password = Self::random_password();
         self.accounts.set_password(&account, &password)?;
         self.accounts.set_disabled(&account, false)?;
@@ -587,6 +646,16 @@ impl<A: LocalAccounts> Agent<A> {
         show: impl Fn(&str),
         timeout: Duration,
     ) -> Result<(String, String), AgentError> {
+        // Refused before a technician is asked to approve anything.
+        if let Some(shared) = &self.state.shared_account
+            && let Some(account) = self.accounts.find(shared)?
+            && account.system
+        {
+            return Err(AgentError::Refused(format!(
+                "the shared admin account {} is an account of the system: configure another",
+                account.name
+            )));
+        }
         let answer = self.approved("elevate", show, timeout).await?;
         let account = answer["account"]["username"]
             .as_str()

@@ -52,19 +52,21 @@ async fn sync_all<A: LocalAccounts>(agent: &mut Agent<A>) {
     while agent.sync_once(Duration::ZERO).await.unwrap() > 0 {}
 }
 
-/// A workstation with a throwaway system root (`root/`, from [`system_root`]) and its agent's
-/// state (`agent/`) in a temporary directory, enrolled on `host` with the enrollment token
-/// answer `token` and synced. The agent reaches idemd through a proxy that holds every
+/// A workstation with a throwaway system root (`root/`, from [`system_root`], then changed by
+/// `prepare`) and its agent's state (`agent/`) in a temporary directory, enrolled on `host`
+/// with the enrollment token answer `token` and synced. The agent reaches idemd through a proxy that holds every
 /// exchange to the OpenAPI document ([`ContractProxy`]).
 async fn workstation(
     platform: &Platform,
     host: &str,
     token: &Value,
     hostname: &str,
+    prepare: impl FnOnce(&Path),
 ) -> (tempfile::TempDir, Agent<LinuxAccounts>, ContractProxy) {
     let work = tempfile::tempdir().unwrap();
     let root = work.path().join("root");
     system_root(&root);
+    prepare(&root);
     let state_dir = work.path().join("agent");
     let proxy = ContractProxy::start(platform.port()).await;
     desktop::enroll(
@@ -138,7 +140,7 @@ async fn a_workstation_follows_its_tenant() {
 
     // Step 7: install and enroll the agent; it syncs the directory.
     let (_, token) = call(Method::POST, "/api/v1/agent/enrollment-tokens", None).await;
-    let (work, mut agent, proxy) = workstation(&platform, host, &token, "WS-01").await;
+    let (work, mut agent, proxy) = workstation(&platform, host, &token, "WS-01", |_| {}).await;
     let (root, state_dir) = (work.path().join("root"), work.path().join("agent"));
     assert_eq!(agent.state.users.len(), 2);
     assert_eq!(agent.state.shared_account.as_deref(), Some("idem-admin"));
@@ -327,6 +329,157 @@ async fn a_workstation_follows_its_tenant() {
     platform.server.shutdown().await;
 }
 
+/// Takeover has limits: an account of the system (root, daemon) is never opened, disabled or
+/// handed out as the shared admin account; an account a local administrator locked stays
+/// locked until its directory user logs in; the shared admin account never goes to a
+/// directory user.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_agent_leaves_system_and_locally_locked_accounts_alone() {
+    const ROOT: &str = "Root-Has-A-Long-Password";
+    const DAVE: &str = "Dave-Has-A-Long-Password";
+    let platform = Platform::start().await;
+    let (phone, _) = platform.acme_with_contoso("alice@acme.example").await;
+    let host = "contoso-acme";
+    let admin = platform.login(&phone, host).await;
+    let call = |method: Method, path: &str, body: Option<Value>| {
+        platform.call_as(&admin, method, host, path, body)
+    };
+    for (path, body) in [
+        ("/api/v1/settings/master-key", json!({"enabled": true})),
+        (
+            "/api/v1/settings/desktop-login",
+            json!({"enabled": true, "method": "password"}),
+        ),
+        ("/api/v1/accounts/shared", json!({"username": "idem-admin"})),
+    ] {
+        assert_eq!(call(Method::PUT, path, Some(body)).await.0, 200, "{path}");
+    }
+    let user = |username: &str, password: &str| {
+        call(
+            Method::POST,
+            "/api/v1/users",
+            Some(
+                json!({"first_name": username, "last_name": "X", "username": username,
+                "email": format!("{username}@contoso.example"), "password": password}),
+            ),
+        )
+    };
+    let (status, root_user) = user("Root", ROOT).await;
+    assert_eq!(status, 201);
+    let (status, dave) = user("dave", DAVE).await;
+    assert_eq!(status, 201);
+    let (status, problem) = user("IDEM-Admin", DAVE).await;
+    assert_eq!(status, 409, "{problem}");
+    let (status, problem) = call(
+        Method::PUT,
+        "/api/v1/accounts/shared",
+        Some(json!({"username": "DAVE"})),
+    )
+    .await;
+    assert_eq!(status, 409, "{problem}");
+
+    // The workstation: root and daemon belong to the system; dave's account was locked here.
+    let (_, token) = call(Method::POST, "/api/v1/agent/enrollment-tokens", None).await;
+    let (work, mut agent, proxy) = workstation(&platform, host, &token, "WS-03", |root| {
+        let append = |file: &str, line: &str| {
+            let path = root.join("etc").join(file);
+            let text = std::fs::read_to_string(&path).unwrap() + line;
+            std::fs::write(path, text).unwrap();
+        };
+        append("passwd", "daemon:x:1:1::/usr/sbin:/usr/sbin/nologin\n");
+        append("passwd", "dave:x:1001:1001:Dave:/home/dave:/bin/bash\n");
+        append("shadow", "daemon:*:19000:0:99999:7:::\n");
+        append("shadow", "dave:!$6$old$old:19000:0:99999:7:::\n");
+        append("group", "daemon:x:1:\ndave:x:1001:\n");
+    })
+    .await;
+    let root = work.path().join("root");
+    let shadow = || std::fs::read_to_string(root.join("etc/shadow")).unwrap();
+    assert_eq!(agent.state.users.len(), 2);
+    assert!(
+        shadow().contains("dave:!$6$old$old:"),
+        "the feed does not unlock what a local administrator locked"
+    );
+
+    // Root's directory password does not open the system's root, and disabling the
+    // directory user leaves the system's root as it was.
+    let refused = agent.login("root", ROOT).await.unwrap_err().to_string();
+    assert!(refused.contains("account of the system"), "{refused}");
+    assert!(shadow().starts_with("root:*:19000:0:99999:7:::\n"));
+    let root_id = root_user["id"].as_str().unwrap();
+    call(
+        Method::PATCH,
+        &format!("/api/v1/users/{root_id}"),
+        Some(json!({"enabled": false})),
+    )
+    .await;
+    sync_all(&mut agent).await;
+    assert!(shadow().starts_with("root:*:19000:0:99999:7:::\n"));
+
+    // Dave logs in: his account is taken over and unlocked; from then on the directory
+    // disables and enables it.
+    assert_eq!(
+        agent.login("dave", DAVE).await.unwrap(),
+        Login::Online {
+            account: "dave".into(),
+            action: "takeover".into()
+        }
+    );
+    assert!(agent.accounts.check_password("dave", DAVE).unwrap());
+    let dave_id = dave["id"].as_str().unwrap();
+    for enabled in [false, true] {
+        call(
+            Method::PATCH,
+            &format!("/api/v1/users/{dave_id}"),
+            Some(json!({"enabled": enabled})),
+        )
+        .await;
+        sync_all(&mut agent).await;
+        assert_eq!(
+            agent.accounts.find("dave").unwrap().unwrap().disabled,
+            !enabled
+        );
+    }
+
+    // A shared admin account of the system is refused before anyone is asked to approve.
+    assert_eq!(
+        call(
+            Method::PUT,
+            "/api/v1/accounts/shared",
+            Some(json!({"username": "daemon"}))
+        )
+        .await
+        .0,
+        200
+    );
+    sync_all(&mut agent).await;
+    let refused = agent
+        .elevate(|_| panic!("no challenge shown"), Duration::from_secs(5))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(refused.contains("account of the system"), "{refused}");
+    let group = std::fs::read_to_string(root.join("etc/group")).unwrap();
+    assert!(group.contains("sudo:x:27:\n"), "{group}");
+
+    // A history from before the domain kept the two names apart: the agent itself refuses to
+    // open the shared admin account for a directory user, and the feed leaves it alone.
+    agent.state.shared_account = Some("DAVE".into());
+    let refused = agent.login("dave", DAVE).await.unwrap_err().to_string();
+    assert!(refused.contains("shared admin account"), "{refused}");
+    call(
+        Method::PATCH,
+        &format!("/api/v1/users/{dave_id}"),
+        Some(json!({"enabled": false})),
+    )
+    .await;
+    let before = shadow();
+    sync_all(&mut agent).await;
+    assert_eq!(shadow(), before);
+    assert_within_contract(&proxy, &["POST /api/v1/agent/login -> 200"]);
+    platform.server.shutdown().await;
+}
+
 /// Passwordless desktop login: the workstation shows a QR code, the user approves it with
 /// their own phone, and their local account is opened (here taken over: Carol had one) with
 /// a fresh password nobody types. Another person's phone cannot approve it.
@@ -367,7 +520,7 @@ async fn a_passwordless_user_opens_their_account_with_their_phone() {
         .await;
 
     let (_, token) = call(Method::POST, "/api/v1/agent/enrollment-tokens", None).await;
-    let (work, mut agent, proxy) = workstation(&platform, host, &token, "WS-02").await;
+    let (work, mut agent, proxy) = workstation(&platform, host, &token, "WS-02", |_| {}).await;
     let root = work.path().join("root");
 
     // The QR code goes to whoever the test hands it to: first Alice (refused), then Carol.

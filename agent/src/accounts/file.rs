@@ -75,6 +75,7 @@ impl LocalAccounts for FileAccounts {
                     name: name.trim().to_owned(),
                     disabled: false,
                     admin: false,
+                    system: false,
                 },
                 None,
             ),

@@ -180,6 +180,11 @@ impl LocalAccounts for LinuxAccounts {
             let disabled = row(&files.shadow, &account)
                 .and_then(|i| files.shadow[i].get(1).cloned())
                 .is_some_and(|hash| hash.starts_with('!'));
+            // An id that does not parse is nobody's to manage either.
+            let system = !files.passwd[index]
+                .get(2)
+                .and_then(|uid| uid.parse::<u32>().ok())
+                .is_some_and(|uid| (FIRST_ID..=LAST_ID).contains(&uid));
             let admin = admin_group(files).is_some_and(|g| {
                 files.group[g]
                     .get(3)
@@ -189,6 +194,7 @@ impl LocalAccounts for LinuxAccounts {
                 name: account,
                 disabled,
                 admin,
+                system,
             })
         })
     }
@@ -411,6 +417,28 @@ mod tests {
                 .create("bad name", "")
                 .is_err()
         );
+    }
+
+    #[test]
+    fn accounts_outside_the_regular_id_range_belong_to_the_system() {
+        let root = system("");
+        let passwd = root.path().join("etc/passwd");
+        let mut text = read(&root, "etc/passwd");
+        text.push_str(
+            "daemon:x:1:1::/usr/sbin:/usr/sbin/nologin\n\
+             nobody:x:65534:65534::/nonexistent:/usr/sbin/nologin\n\
+             odd:x:abc:1000::/home/odd:/bin/bash\n\
+             last:x:59999:59999::/home/last:/bin/bash\n",
+        );
+        std::fs::write(&passwd, text).unwrap();
+        let accounts = LinuxAccounts::new(root.path());
+        let system = |name: &str| accounts.find(name).unwrap().unwrap().system;
+        for name in ["ROOT", "daemon", "nobody", "odd"] {
+            assert!(system(name), "{name}");
+        }
+        for name in ["alice", "last"] {
+            assert!(!system(name), "{name}");
+        }
     }
 
     #[test]

@@ -37,6 +37,10 @@ pub struct Account {
     pub name: String,
     pub disabled: bool,
     pub admin: bool,
+    /// An account of the system itself (on Linux: root and every uid outside the regular
+    /// range), which the agent never takes over, disables or enables.
+    #[serde(default)]
+    pub system: bool,
 }
 
 /// The local account store of a workstation.
