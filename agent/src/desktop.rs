@@ -501,6 +501,12 @@ impl<A: LocalAccounts> Agent<A> {
 
     fn login_offline(&mut self, username: &str, password: &str) -> Result<Login, AgentError> {
         let refused = || AgentError::Refused("offline: this password cannot be checked".into());
+        // The tenant's last word on password logins holds offline too.
+        if self.state.desktop_login != Some((true, Some("password".into()))) {
+            return Err(AgentError::Refused(
+                "offline: desktop login with a password is not enabled on this tenant".into(),
+            ));
+        }
         self.user_account(username)?;
         let key = username.trim().to_lowercase();
         let (id, user) = self

@@ -314,6 +314,22 @@ async fn a_workstation_follows_its_tenant() {
     assert_eq!(files(&root), once);
     assert_eq!(restarted.state.users.len(), 3);
     assert_eq!(restarted.status().lines().count(), 7);
+
+    // Offline, Carol's password opens her account while the tenant logs in with passwords,
+    // and no longer once it has switched to passwordless logins.
+    for (method, opens) in [("password", true), ("passwordless", false)] {
+        call(
+            Method::PUT,
+            "/api/v1/settings/desktop-login",
+            Some(json!({"enabled": true, "method": method})),
+        )
+        .await;
+        sync_all(&mut restarted).await;
+        offline_copy(&state_dir, &offline_dir);
+        let mut offline = Agent::open(&offline_dir, LinuxAccounts::new(&root)).unwrap();
+        let login = offline.login("carol", CAROL).await;
+        assert_eq!(login.is_ok(), opens, "{method}: {login:?}");
+    }
     assert_within_contract(
         &proxy,
         &[
