@@ -383,10 +383,22 @@ async fn elevation_and_passwordless_login_are_approved_on_a_phone() {
     platform
         .enroll(&mut billy_phone, host, "billy@example.com")
         .await;
-    let (_, challenge) = Platform::call(
-        as_agent(Method::POST, "/api/v1/agent/challenges").json(&json!({"purpose": "desktop"})),
+    // Only while the tenant's desktop login is passwordless.
+    let desktop_challenge = || {
+        Platform::call(
+            as_agent(Method::POST, "/api/v1/agent/challenges").json(&json!({"purpose": "desktop"})),
+        )
+    };
+    assert_eq!(desktop_challenge().await.0, 403);
+    let (status, _) = Platform::call(
+        platform
+            .as_user(&admin, Method::PUT, host, "/api/v1/settings/desktop-login")
+            .json(&json!({"enabled": true, "method": "passwordless"})),
     )
     .await;
+    assert_eq!(status, 200);
+    let (status, challenge) = desktop_challenge().await;
+    assert_eq!(status, 201, "{challenge}");
     let id = challenge["id"].as_str().unwrap().to_owned();
     // A technician's phone cannot approve a user's login.
     assert!(

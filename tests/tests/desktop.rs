@@ -587,12 +587,49 @@ async fn a_passwordless_user_opens_their_account_with_their_phone() {
             .unwrap()
     );
     assert!(opened.password.len() >= 24);
+
+    // The tenant switches to password logins while a code is on the screen: Carol's approval
+    // is refused, and from then on no code is shown at all.
+    let before = shadow();
+    let (qr_tx, mut qr_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let switch = call(
+        Method::PUT,
+        "/api/v1/settings/desktop-login",
+        Some(json!({"enabled": true, "method": "password"})),
+    );
+    let keys = serde_json::to_string(&carol_phone.devices).unwrap();
+    let approver = tokio::spawn(async move {
+        let qr = qr_rx.recv().await.unwrap();
+        assert_eq!(switch.await.0, 200);
+        let keyring = Keyring {
+            devices: serde_json::from_str(&keys).unwrap(),
+        };
+        agent::authenticator::approve(&keyring, &qr).await
+    });
+    let refused = agent
+        .login_passwordless(
+            move |qr| qr_tx.send(qr.to_owned()).unwrap(),
+            Duration::from_secs(3),
+        )
+        .await;
+    let approval = approver.await.unwrap().unwrap_err().to_string();
+    assert!(approval.contains("not enabled"), "{approval}");
+    assert!(refused.is_err());
+    assert_eq!(shadow(), before);
+    let refused = agent
+        .login_passwordless(|_| panic!("no code is shown"), Duration::from_secs(5))
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(refused.contains("not enabled"), "{refused}");
     assert_within_contract(
         &proxy,
         &[
             "POST /api/v1/agent/enroll -> 201",
             "GET /api/v1/agent/changes -> 200",
             "POST /api/v1/agent/challenges -> 201",
+            "POST /api/v1/agent/challenges -> 403",
             "GET /api/v1/agent/challenges/",
         ],
     );

@@ -551,6 +551,9 @@ pub async fn create_challenge(
             ));
         }
     };
+    if purpose == "desktop" {
+        passwordless_desktop_login(&agent.tenant)?;
+    }
     if purpose == "elevate" && agent.tenant.shared_account.is_none() {
         return Err(DomainError::Conflict(
             "no shared admin account is configured for elevated access".into(),
@@ -605,8 +608,23 @@ pub async fn poll_challenge(
     .into_response())
 }
 
+/// Passwordless desktop logins need the tenant's desktop login enabled with that method, as
+/// password logins need it with theirs.
+fn passwordless_desktop_login(tenant: &TenantRow) -> Result<(), Problem> {
+    match (
+        tenant.desktop_login_enabled,
+        tenant.desktop_login_method.as_deref(),
+    ) {
+        (true, Some("passwordless")) => Ok(()),
+        _ => Err(Problem::forbidden(
+            "passwordless desktop login is not enabled on this tenant",
+        )),
+    }
+}
+
 /// A directory user approved a passwordless login at `agent`'s workstation: recorded, and the
-/// user (as JSON) for the agent.
+/// user (as JSON) for the agent. The tenant's setting is checked again: it may have changed
+/// since the code was shown.
 pub async fn approve_desktop(
     state: &AppState,
     tenant: &TenantRow,
@@ -619,6 +637,7 @@ pub async fn approve_desktop(
             "a passwordless login is approved by the user's own phone",
         ));
     }
+    passwordless_desktop_login(tenant)?;
     let row = state
         .read()
         .user(tenant.id, user)
