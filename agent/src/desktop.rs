@@ -6,9 +6,13 @@
 //!
 //! Its state (credential, cursor, cached directory, offline verifiers) is one JSON file,
 //! written atomically after each applied page, so a crash at any point replays at most the
-//! last page, and applying a page twice gives the same accounts.
+//! last page, and applying a page twice gives the same accounts. Several processes share it
+//! (the service that follows the feed, a login at the screen): every change is made under the
+//! state directory's lock on the file as it is on disk then ([`Agent::update`]), so none
+//! writes back an older copy over another's change.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -45,6 +49,17 @@ pub struct CachedUser {
     pub enabled: bool,
     pub password_version: u32,
     pub login_method: String,
+    /// The tenant's log seq of the change that last touched the user (0 from older state).
+    #[serde(default)]
+    pub seq: u64,
+}
+
+impl CachedUser {
+    /// Whether the feed disabled the user after the service's check of a login at seq
+    /// `checked_at` said yes: the later word wins.
+    fn disabled_since(&self, checked_at: u64) -> bool {
+        !self.enabled && self.seq > checked_at
+    }
 }
 
 /// A verifier of a password that worked online, for offline logins.
@@ -100,6 +115,30 @@ pub enum Login {
 
 fn state_path(dir: &Path) -> PathBuf {
     dir.join("state.json")
+}
+
+fn load(dir: &Path) -> Result<State, AgentError> {
+    let path = state_path(dir);
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        AgentError::State(path.clone(), format!("{e} (enroll this workstation first)"))
+    })?;
+    serde_json::from_str(&text).map_err(|e| AgentError::State(path.clone(), e.to_string()))
+}
+
+/// Holds the state directory's lock (`state.lock`, an advisory lock every `idem-agent`
+/// process takes before it reads the state to change it) until dropped.
+fn lock(dir: &Path) -> Result<std::fs::File, AgentError> {
+    let path = dir.join("state.lock");
+    let err = |e: std::io::Error| AgentError::State(path.clone(), e.to_string());
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&path)
+        .map_err(err)?;
+    file.lock().map_err(err)?;
+    Ok(file)
 }
 
 fn save(dir: &Path, state: &State) -> Result<(), AgentError> {
@@ -163,12 +202,7 @@ pub struct Agent<A: LocalAccounts> {
 impl<A: LocalAccounts> Agent<A> {
     /// The agent enrolled in `dir`.
     pub fn open(dir: &Path, accounts: A) -> Result<Agent<A>, AgentError> {
-        let path = state_path(dir);
-        let text = std::fs::read_to_string(&path).map_err(|e| {
-            AgentError::State(path.clone(), format!("{e} (enroll this workstation first)"))
-        })?;
-        let state: State = serde_json::from_str(&text)
-            .map_err(|e| AgentError::State(path.clone(), e.to_string()))?;
+        let state = load(dir)?;
         let base = http::parse_url(&state.url)?;
         let client = Client::for_url(&base)?;
         Ok(Agent {
@@ -178,6 +212,20 @@ impl<A: LocalAccounts> Agent<A> {
             base,
             client,
         })
+    }
+
+    /// Changes the state as `change` says, under the state directory's lock, starting from the
+    /// file as it is now (another process may have changed it since this one read it), and
+    /// writes it back. If `change` fails, nothing is written.
+    pub fn update<T>(
+        &mut self,
+        change: impl FnOnce(&mut Self) -> Result<T, AgentError>,
+    ) -> Result<T, AgentError> {
+        let _lock = lock(&self.dir)?;
+        self.state = load(&self.dir)?;
+        let answer = change(self)?;
+        save(&self.dir, &self.state)?;
+        Ok(answer)
     }
 
     async fn call(
@@ -230,17 +278,42 @@ impl<A: LocalAccounts> Agent<A> {
     /// Pulls one page of the feed (waiting up to `wait` for a change) and applies it; answers
     /// how many entries it had.
     pub async fn sync_once(&mut self, wait: Duration) -> Result<usize, AgentError> {
-        let after = self.state.cursor.map(|c| c.to_string()).unwrap_or_default();
-        let page = self
-            .call(
-                Method::GET,
-                &format!(
-                    "/api/v1/agent/changes?after={after}&wait={}&limit=500",
-                    wait.as_secs()
-                ),
-                None,
-            )
-            .await?;
+        let mut wait = wait;
+        let applied = loop {
+            let cursor = self.state.cursor;
+            let after = cursor.map(|c| c.to_string()).unwrap_or_default();
+            let page = self
+                .call(
+                    Method::GET,
+                    &format!(
+                        "/api/v1/agent/changes?after={after}&wait={}&limit=500",
+                        wait.as_secs()
+                    ),
+                    None,
+                )
+                .await?;
+            // A page is applied only onto the cursor it was asked from: if another process
+            // moved the cursor meanwhile, this page may be older than what it applied.
+            let applied = self.update(|agent| {
+                if agent.state.cursor != cursor {
+                    return Ok(None);
+                }
+                agent.apply_page(&page).map(Some)
+            })?;
+            match applied {
+                Some(count) => break count,
+                None => wait = Duration::ZERO,
+            }
+        };
+        if self.state.branding_version != self.state.branding_cached {
+            self.fetch_branding().await?;
+        }
+        Ok(applied)
+    }
+
+    /// Applies one page of the feed to the cache and the accounts, and moves the cursor past
+    /// it (saved by the caller: a crash before that replays the page).
+    fn apply_page(&mut self, page: &Value) -> Result<usize, AgentError> {
         let changes = page["changes"].as_array().cloned().unwrap_or_default();
         let snapshot = page["snapshot"].as_bool().unwrap_or(false);
         if snapshot {
@@ -266,11 +339,6 @@ impl<A: LocalAccounts> Agent<A> {
         if let Some(next) = page["next"].as_u64() {
             self.state.cursor = Some(next);
         }
-        if self.state.branding_version != self.state.branding_cached {
-            self.fetch_branding().await?;
-        }
-        // The cursor moves only once the page is applied: a crash before this replays it.
-        save(&self.dir, &self.state)?;
         Ok(changes.len())
     }
 
@@ -309,9 +377,13 @@ impl<A: LocalAccounts> Agent<A> {
                 }
             }
         }
-        self.state.branding_text = branding["text"].as_str().map(str::to_owned);
-        self.state.branding_cached = branding["version"].as_u64().unwrap_or(0) as u32;
-        Ok(())
+        let text = branding["text"].as_str().map(str::to_owned);
+        let version = branding["version"].as_u64().unwrap_or(0) as u32;
+        self.update(|agent| {
+            agent.state.branding_text = text;
+            agent.state.branding_cached = version;
+            Ok(())
+        })
     }
 
     fn remove_user(&mut self, id: Uuid) -> Result<(), AgentError> {
@@ -384,6 +456,7 @@ impl<A: LocalAccounts> Agent<A> {
                     enabled: change["enabled"].as_bool().unwrap_or(false),
                     password_version: change["password_version"].as_u64().unwrap_or(0) as u32,
                     login_method: text("login_method"),
+                    seq: change["seq"].as_u64().unwrap_or(0),
                 };
                 let cached_version = self.state.offline.get(&id).map(|o| o.password_version);
                 if cached_version.is_some_and(|v| v != user.password_version) || !user.enabled {
@@ -429,6 +502,8 @@ impl<A: LocalAccounts> Agent<A> {
     /// account is created or taken over with it. Offline (the service unreachable): only a
     /// password that worked online before, for the user's current password version.
     pub async fn login(&mut self, username: &str, password: &str) -> Result<Login, AgentError> {
+        // What the service following the feed has written since this process read the state.
+        self.state = load(&self.dir)?;
         let exists = self.user_account(username)?.is_some();
         // A login refused as busy (the service's hashing queue is full) was not checked nor
         // recorded: it is sent again after the wait the service asks for, a few times, so a
@@ -467,30 +542,45 @@ impl<A: LocalAccounts> Agent<A> {
                     answer["first_name"].as_str().unwrap_or_default(),
                     answer["last_name"].as_str().unwrap_or_default()
                 );
-                // The service's word on create or takeover is the one recorded and answered.
-                self.user_account(&name)?;
-                let (account, _) = self.local_account(&name, full.trim())?;
-                self.state.managed.insert(account.to_lowercase());
-                self.accounts.set_password(&account, password)?;
-                self.accounts.set_disabled(&account, false)?;
                 let version = answer["password_version"].as_u64().unwrap_or(0) as u32;
+                let checked_at = answer["seq"].as_u64().unwrap_or(0);
+                // Hashed before the state's lock is taken: it takes a while.
                 let mut salt = [0u8; 16];
                 rand::fill(&mut salt);
                 let phc = PasswordVerifier::create(password, salt, Argon2Params::default())
                     .map_err(|e| AgentError::Refused(e.to_string()))?
                     .as_phc()
                     .to_owned();
-                self.state.offline.insert(
-                    id,
-                    OfflineVerifier {
-                        password_version: version,
-                        phc,
-                    },
-                );
-                if let Some(user) = self.state.users.get_mut(&id) {
-                    user.password_version = version;
-                }
-                save(&self.dir, &self.state)?;
+                let account = self.update(|agent| {
+                    if agent
+                        .state
+                        .users
+                        .get(&id)
+                        .is_some_and(|u| u.disabled_since(checked_at))
+                    {
+                        return Err(AgentError::Refused(format!(
+                            "{name} was disabled in the directory just now"
+                        )));
+                    }
+                    // The service's word on create or takeover is the one recorded and
+                    // answered.
+                    agent.user_account(&name)?;
+                    let (account, _) = agent.local_account(&name, full.trim())?;
+                    agent.accounts.set_password(&account, password)?;
+                    agent.accounts.set_disabled(&account, false)?;
+                    agent.state.managed.insert(account.to_lowercase());
+                    agent.state.offline.insert(
+                        id,
+                        OfflineVerifier {
+                            password_version: version,
+                            phc,
+                        },
+                    );
+                    if let Some(user) = agent.state.users.get_mut(&id) {
+                        user.password_version = version;
+                    }
+                    Ok(account)
+                })?;
                 Ok(Login::Online { account, action })
             }
             Err(http::Error::Unreachable(..)) => self.login_offline(username, password),
@@ -619,6 +709,7 @@ impl<A: LocalAccounts> Agent<A> {
         show: impl Fn(&str),
         timeout: Duration,
     ) -> Result<OpenedAccount, AgentError> {
+        self.state = load(&self.dir)?;
         let answer = self.approved("desktop", show, timeout).await?;
         let user = &answer["user"];
         let username = user["username"]
@@ -630,13 +721,15 @@ impl<A: LocalAccounts> Agent<A> {
             user["first_name"].as_str().unwrap_or_default(),
             user["last_name"].as_str().unwrap_or_default()
         );
-        self.user_account(username)?;
-        let (account, action) = self.local_account(username, full_name.trim())?;
-        self.state.managed.insert(account.to_lowercase());
-        save(&self.dir, &self.state)?;
         let password = Self::random_password();
-        self.accounts.set_password(&account, &password)?;
-        self.accounts.set_disabled(&account, false)?;
+        let (account, action) = self.update(|agent| {
+            agent.user_account(username)?;
+            let (account, action) = agent.local_account(username, full_name.trim())?;
+            agent.accounts.set_password(&account, &password)?;
+            agent.accounts.set_disabled(&account, false)?;
+            agent.state.managed.insert(account.to_lowercase());
+            Ok((account, action))
+        })?;
         Ok(OpenedAccount {
             account,
             action,
@@ -652,6 +745,7 @@ impl<A: LocalAccounts> Agent<A> {
         show: impl Fn(&str),
         timeout: Duration,
     ) -> Result<(String, String), AgentError> {
+        self.state = load(&self.dir)?;
         // Refused before a technician is asked to approve anything.
         if let Some(shared) = &self.state.shared_account
             && let Some(account) = self.accounts.find(shared)?
@@ -693,5 +787,35 @@ impl<A: LocalAccounts> Agent<A> {
             self.state.shared_account.as_deref().unwrap_or("none"),
             self.state.branding_version,
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::*;
+
+    #[test]
+    fn a_disable_the_feed_applied_after_the_check_wins() {
+        let user = |enabled, seq| CachedUser {
+            username: "billy".into(),
+            first_name: "Billy".into(),
+            last_name: "Jones".into(),
+            enabled,
+            password_version: 1,
+            login_method: "password".into(),
+            seq,
+        };
+        assert!(user(false, 8).disabled_since(7), "disabled after the check");
+        assert!(
+            !user(false, 7).disabled_since(7),
+            "the check saw it (and refused)"
+        );
+        assert!(
+            !user(false, 6).disabled_since(7),
+            "the cache is behind the check"
+        );
+        assert!(!user(true, 8).disabled_since(7));
     }
 }

@@ -205,6 +205,8 @@ async fn agents_enroll_follow_the_feed_and_check_logins() {
     assert_eq!(status, 200, "{ok}");
     assert_eq!(ok["username"], "Billy");
     assert_eq!(ok["password_version"], 1);
+    // The seq the check saw: past the snapshot's, as Carol was added since.
+    assert!(ok["seq"].as_u64().unwrap() > next, "{ok}");
     assert_eq!(
         ok["local_account"],
         json!({"username": "Billy", "action": "create"})

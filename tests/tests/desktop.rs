@@ -345,6 +345,27 @@ async fn a_workstation_follows_its_tenant() {
     platform.server.shutdown().await;
 }
 
+/// Acme with customer contoso, whose master key is on and whose workstations log in with
+/// passwords; answers an admin session on contoso's host.
+async fn password_tenant(platform: &Platform) -> String {
+    let (phone, _) = platform.acme_with_contoso("alice@acme.example").await;
+    let host = "contoso-acme";
+    let admin = platform.login(&phone, host).await;
+    for (path, body) in [
+        ("/api/v1/settings/master-key", json!({"enabled": true})),
+        (
+            "/api/v1/settings/desktop-login",
+            json!({"enabled": true, "method": "password"}),
+        ),
+    ] {
+        let (status, _) = platform
+            .call_as(&admin, Method::PUT, host, path, Some(body))
+            .await;
+        assert_eq!(status, 200, "{path}");
+    }
+    admin
+}
+
 /// Takeover has limits: an account of the system (root, daemon) is never opened, disabled or
 /// handed out as the shared admin account; an account a local administrator locked stays
 /// locked until its directory user logs in; the shared admin account never goes to a
@@ -354,22 +375,18 @@ async fn the_agent_leaves_system_and_locally_locked_accounts_alone() {
     const ROOT: &str = "Root-Has-A-Long-Password";
     const DAVE: &str = "Dave-Has-A-Long-Password";
     let platform = Platform::start().await;
-    let (phone, _) = platform.acme_with_contoso("alice@acme.example").await;
+    let admin = password_tenant(&platform).await;
     let host = "contoso-acme";
-    let admin = platform.login(&phone, host).await;
     let call = |method: Method, path: &str, body: Option<Value>| {
         platform.call_as(&admin, method, host, path, body)
     };
-    for (path, body) in [
-        ("/api/v1/settings/master-key", json!({"enabled": true})),
-        (
-            "/api/v1/settings/desktop-login",
-            json!({"enabled": true, "method": "password"}),
-        ),
-        ("/api/v1/accounts/shared", json!({"username": "idem-admin"})),
-    ] {
-        assert_eq!(call(Method::PUT, path, Some(body)).await.0, 200, "{path}");
-    }
+    let shared = json!({"username": "idem-admin"});
+    assert_eq!(
+        call(Method::PUT, "/api/v1/accounts/shared", Some(shared))
+            .await
+            .0,
+        200
+    );
     let user = |username: &str, password: &str| {
         call(
             Method::POST,
@@ -480,7 +497,12 @@ async fn the_agent_leaves_system_and_locally_locked_accounts_alone() {
 
     // A history from before the domain kept the two names apart: the agent itself refuses to
     // open the shared admin account for a directory user, and the feed leaves it alone.
-    agent.state.shared_account = Some("DAVE".into());
+    agent
+        .update(|agent| {
+            agent.state.shared_account = Some("DAVE".into());
+            Ok(())
+        })
+        .unwrap();
     let refused = agent.login("dave", DAVE).await.unwrap_err().to_string();
     assert!(refused.contains("shared admin account"), "{refused}");
     call(
@@ -493,6 +515,79 @@ async fn the_agent_leaves_system_and_locally_locked_accounts_alone() {
     sync_all(&mut agent).await;
     assert_eq!(shadow(), before);
     assert_within_contract(&proxy, &["POST /api/v1/agent/login -> 200"]);
+    platform.server.shutdown().await;
+}
+
+/// The service following the feed and a login at the screen are two processes with one state
+/// file: neither writes back an older copy over the other's change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_service_and_a_login_at_the_screen_share_the_state() {
+    let platform = Platform::start().await;
+    let admin = password_tenant(&platform).await;
+    let host = "contoso-acme";
+    let call = |method: Method, path: &str, body: Option<Value>| {
+        platform.call_as(&admin, method, host, path, body)
+    };
+    let (status, _) = call(
+        Method::POST,
+        "/api/v1/users",
+        Some(json!({"first_name": "Billy", "last_name": "Jones",
+        "username": "billy", "email": "billy@contoso.example", "password": BILLY})),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let (_, token) = call(Method::POST, "/api/v1/agent/enrollment-tokens", None).await;
+    let (work, mut service, _proxy) = workstation(&platform, host, &token, "WS-04", |_| {}).await;
+    let (root, state_dir) = (work.path().join("root"), work.path().join("agent"));
+    let on_disk = || -> Value {
+        serde_json::from_str(&std::fs::read_to_string(state_dir.join("state.json")).unwrap())
+            .unwrap()
+    };
+
+    // The screen's process logs Billy in; the service then applies a page (an empty one
+    // still saves the state): Billy's offline verifier survives it.
+    let mut screen = Agent::open(&state_dir, LinuxAccounts::new(&root)).unwrap();
+    screen.login("billy", BILLY).await.unwrap();
+    assert_eq!(service.sync_once(Duration::ZERO).await.unwrap(), 0);
+    assert_eq!(on_disk()["offline"].as_object().unwrap().len(), 1);
+    let offline_dir = work.path().join("offline");
+    offline_copy(&state_dir, &offline_dir);
+    let mut offline = Agent::open(&offline_dir, LinuxAccounts::new(&root)).unwrap();
+    assert_eq!(
+        offline.login("billy", BILLY).await.unwrap(),
+        Login::Offline {
+            account: "billy".into()
+        }
+    );
+
+    let add_user = |username: &str| {
+        call(
+            Method::POST,
+            "/api/v1/users",
+            Some(
+                json!({"first_name": username, "last_name": "X", "username": username,
+                "email": format!("{username}@contoso.example")}),
+            ),
+        )
+    };
+
+    // The other way round: the service moves the cursor while the screen's process, opened
+    // before, logs in; the cursor stays where the service put it.
+    let mut screen = Agent::open(&state_dir, LinuxAccounts::new(&root)).unwrap();
+    add_user("dan").await;
+    assert_eq!(service.sync_once(Duration::ZERO).await.unwrap(), 1);
+    let cursor = on_disk()["cursor"].clone();
+    screen.login("billy", BILLY).await.unwrap();
+    assert_eq!(on_disk()["cursor"], cursor);
+    assert_eq!(on_disk()["users"].as_object().unwrap().len(), 2);
+
+    // A process whose cursor is behind the file's does not apply a page over it: it asks
+    // again from the file's cursor.
+    let mut behind = Agent::open(&state_dir, LinuxAccounts::new(&root)).unwrap();
+    add_user("eve").await;
+    assert_eq!(service.sync_once(Duration::ZERO).await.unwrap(), 1);
+    assert_eq!(behind.sync_once(Duration::ZERO).await.unwrap(), 0);
+    assert_eq!(behind.state.cursor, service.state.cursor);
     platform.server.shutdown().await;
 }
 

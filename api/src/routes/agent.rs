@@ -65,6 +65,9 @@ pub struct AcceptedLogin {
     /// The version the password that succeeded has: an offline login may use it only while
     /// the feed still shows this version.
     password_version: u32,
+    /// The tenant's log seq the check saw: an agent whose feed already shows a later
+    /// change disabling the user does not open the account.
+    seq: u64,
     local_account: LocalAccount,
 }
 
@@ -332,7 +335,7 @@ async fn record(
 }
 
 /// `POST /api/v1/agent/login` `{username, password, local_account_exists?}` → 200 `{user_id,
-/// username, password_version, local_account: {username, action}}`, or 401. Every attempt is
+/// username, password_version, seq, local_account: {username, action}}`, or 401. Every attempt is
 /// recorded as an event (who, which device, outcome), never the password.
 pub async fn login(
     State(state): State<Shared>,
@@ -361,8 +364,8 @@ pub async fn login(
     }
     // Only what this login needs leaves the turn: the user, with their sealed verifier.
     let wanted = request.username.trim().to_owned();
-    let found = command::with_history(&state, TenantId(agent.tenant.id), |history| {
-        command::fold_customer(history).map(|t| t.user_by_username(&wanted).cloned())
+    let (found, checked_at) = command::with_history(&state, TenantId(agent.tenant.id), |history| {
+        command::fold_customer(history).map(|t| (t.user_by_username(&wanted).cloned(), history.seq))
     })
     .await?
     .map_err(Problem::from)?;
@@ -438,6 +441,7 @@ pub async fn login(
         first_name: user.first_name.clone(),
         last_name: user.last_name.clone(),
         password_version: version,
+        seq: checked_at,
         local_account: LocalAccount {
             username: user.username.clone(),
             action,
