@@ -41,6 +41,31 @@ pub fn parse_url(raw: &str) -> Result<Url, Error> {
     Ok(url)
 }
 
+/// Why `url` must not be used for an enrollment, if it must not: plain `http` to anything but
+/// this machine (`localhost`, `*.localhost`, a loopback address) would carry the device
+/// credential and every password checked at the login screen in clear.
+pub fn plain_http_refused(url: &Url) -> Option<String> {
+    if url.scheme() != "http" {
+        return None;
+    }
+    let local = match url.host() {
+        Some(url::Host::Domain(name)) => {
+            let name = name.to_ascii_lowercase();
+            name == "localhost" || name.ends_with(".localhost")
+        }
+        Some(url::Host::Ipv4(address)) => address.is_loopback(),
+        Some(url::Host::Ipv6(address)) => address.is_loopback(),
+        None => false,
+    };
+    (!local).then(|| {
+        format!(
+            "{url} is plain http: the device credential and the passwords checked at the login \
+             screen would cross the network in clear; use https (or --insecure-http on a test \
+             network)"
+        )
+    })
+}
+
 /// How many times `send_patiently` sends a request the service refuses as busy, in all.
 pub const BUSY_ATTEMPTS: usize = 3;
 /// The longest `send_patiently` waits between two sends, whatever `Retry-After` says: a
@@ -187,6 +212,29 @@ impl Client {
 mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[test]
+    fn plain_http_is_for_this_machine_only() {
+        let refused = |url: &str| plain_http_refused(&parse_url(url).unwrap()).is_some();
+        for local in [
+            "http://localhost:8080",
+            "http://contoso-acme.LOCALHOST:8080",
+            "http://127.0.0.1:8080",
+            "http://127.8.9.10",
+            "http://[::1]:8080",
+        ] {
+            assert!(!refused(local), "{local}");
+        }
+        for remote in [
+            "http://contoso-acme.idem.example",
+            "http://10.0.0.5:8080",
+            "http://localhost.example.com",
+            "http://[2001:db8::1]",
+        ] {
+            assert!(refused(remote), "{remote}");
+        }
+        assert!(!refused("https://contoso-acme.idem.example"));
+    }
 
     /// A peer that answers each connection with the next of `answers` (then closes it), and
     /// counts the requests it got.

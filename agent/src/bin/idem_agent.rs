@@ -44,6 +44,10 @@ enum Command {
         token: String,
         #[arg(long)]
         hostname: Option<String>,
+        /// Allow a plain http URL to another machine (a test network): the device credential
+        /// and the passwords checked at the login screen then cross it in clear.
+        #[arg(long)]
+        insecure_http: bool,
     },
     /// Follows the directory until stopped, retrying with backoff when the service is away.
     Run,
@@ -73,7 +77,15 @@ async fn run(cli: Cli) -> Result<(), desktop::AgentError> {
             url,
             token,
             hostname,
+            insecure_http,
         } => {
+            if let Some(why) = agent::http::parse_url(url)
+                .ok()
+                .and_then(|parsed| agent::http::plain_http_refused(&parsed))
+                && !insecure_http
+            {
+                return Err(desktop::AgentError::Refused(why));
+            }
             let hostname = hostname.clone().unwrap_or_else(|| {
                 std::fs::read_to_string("/etc/hostname")
                     .map(|h| h.trim().to_owned())
@@ -212,5 +224,32 @@ mod tests {
             }
             _ => panic!("not enroll"),
         }
+    }
+
+    #[tokio::test]
+    async fn enrolling_over_plain_http_to_another_machine_needs_insisting() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().to_str().unwrap().to_owned();
+        // Nothing listens on port 1, and 0.0.0.0 (not a loopback address) reaches this
+        // machine: the outcome is known at once, without any network.
+        let enroll = |url: &str, extra: &[&str]| {
+            let mut args = vec!["idem-agent", "--state-dir", &state, "enroll", url, "token"];
+            args.extend_from_slice(extra);
+            run(Cli::try_parse_from(args).unwrap())
+        };
+        let refused = enroll("http://0.0.0.0:1", &[])
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(refused.contains("in clear"), "{refused}");
+        // Insisting, or a loopback address, gets as far as the network.
+        for (url, extra) in [
+            ("http://0.0.0.0:1", &["--insecure-http"][..]),
+            ("http://127.0.0.1:1", &[][..]),
+        ] {
+            let failed = enroll(url, extra).await.unwrap_err().to_string();
+            assert!(failed.contains("could not reach"), "{url}: {failed}");
+        }
+        assert!(!dir.path().join("state.json").exists());
     }
 }
