@@ -14,7 +14,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use domain::crypto::{Argon2Params, PasswordVerifier};
 use reqwest::Method;
@@ -94,6 +94,19 @@ pub struct State {
     /// locked until its directory user logs in.
     #[serde(default)]
     managed: BTreeSet<String>,
+    /// The shared admin account elevated last, and when its password stops being the one
+    /// shown (seconds since the Unix epoch).
+    #[serde(default)]
+    pub elevated: Option<(String, u64)>,
+}
+
+/// How long the password an elevation shows stays the shared account's: then the agent
+/// gives the account a new random password nobody has seen (sessions already open go on).
+pub const ELEVATION_LIFETIME: Duration = Duration::from_secs(60 * 60);
+
+fn unix_seconds(time: SystemTime) -> u64 {
+    time.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// A passwordless login's outcome: the local account opened, `create` or `takeover`, and the
@@ -185,6 +198,7 @@ pub async fn enroll(
         branding_text: None,
         offline: BTreeMap::new(),
         managed: BTreeSet::new(),
+        elevated: None,
     };
     save(dir, &state)?;
     Ok(state)
@@ -278,6 +292,8 @@ impl<A: LocalAccounts> Agent<A> {
     /// Pulls one page of the feed (waiting up to `wait` for a change) and applies it; answers
     /// how many entries it had.
     pub async fn sync_once(&mut self, wait: Duration) -> Result<usize, AgentError> {
+        // First, and whether the service answers or not.
+        self.expire_elevation(SystemTime::now())?;
         let mut wait = wait;
         let applied = loop {
             let cursor = self.state.cursor;
@@ -761,18 +777,52 @@ impl<A: LocalAccounts> Agent<A> {
             .as_str()
             .map(str::to_owned)
             .ok_or_else(|| AgentError::Refused("approved without an account".into()))?;
-        let (name, _) = self.local_account(&account, "idem shared admin")?;
         let password = Self::random_password();
-        self.accounts.set_password(&name, &password)?;
-        self.accounts.set_disabled(&name, false)?;
-        self.accounts.make_admin(&name)?;
+        let expires = unix_seconds(SystemTime::now() + ELEVATION_LIFETIME);
+        let name = self.update(|agent| {
+            let (name, _) = agent.local_account(&account, "idem shared admin")?;
+            agent.accounts.set_password(&name, &password)?;
+            agent.accounts.set_disabled(&name, false)?;
+            agent.accounts.make_admin(&name)?;
+            agent.state.elevated = Some((name.clone(), expires));
+            Ok(name)
+        })?;
         Ok((name, password))
+    }
+
+    /// Once an elevation's password has lived [`ELEVATION_LIFETIME`] (at `now`), gives the
+    /// shared account a new random password that is shown to nobody. Answers whether it did.
+    /// `sync_once` calls it, so `run` does within one long-poll of the expiry.
+    pub fn expire_elevation(&mut self, now: SystemTime) -> Result<bool, AgentError> {
+        let due = |state: &State| {
+            state
+                .elevated
+                .as_ref()
+                .is_some_and(|(_, expires)| *expires <= unix_seconds(now))
+        };
+        if !due(&self.state) {
+            return Ok(false);
+        }
+        self.update(|agent| {
+            if !due(&agent.state) {
+                return Ok(false);
+            }
+            if let Some((name, _)) = agent.state.elevated.clone()
+                && agent.accounts.find(&name)?.is_some()
+            {
+                agent
+                    .accounts
+                    .set_password(&name, &Self::random_password())?;
+            }
+            agent.state.elevated = None;
+            Ok(true)
+        })
     }
 
     /// One line per fact, for `idem-agent status`.
     pub fn status(&self) -> String {
         format!(
-            "tenant: {}\ndevice: {}\ncursor: {}\nusers: {}\ndesktop login: {}\nshared account: {}\nbranding version: {}\n",
+            "tenant: {}\ndevice: {}\ncursor: {}\nusers: {}\ndesktop login: {}\nshared account: {}\nelevated: {}\nbranding version: {}\n",
             self.state.url,
             self.state.device_id,
             self.state
@@ -785,6 +835,13 @@ impl<A: LocalAccounts> Agent<A> {
                 None => "unknown".into(),
             },
             self.state.shared_account.as_deref().unwrap_or("none"),
+            match &self.state.elevated {
+                Some((name, expires)) => format!(
+                    "{name}, its password replaced in {} s",
+                    expires.saturating_sub(unix_seconds(SystemTime::now()))
+                ),
+                None => "no".into(),
+            },
             self.state.branding_version,
         )
     }

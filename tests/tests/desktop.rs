@@ -6,7 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use agent::accounts::{LinuxAccounts, LocalAccounts};
 use agent::authenticator::Keyring;
@@ -248,6 +248,30 @@ async fn a_workstation_follows_its_tenant() {
             .check_password("idem-admin", &password)
             .unwrap()
     );
+    assert!(agent.status().contains("elevated: idem-admin, "));
+
+    // The password shown lives an hour; then the agent replaces it with one nobody has seen,
+    // and the account stays an enabled administrator for the next elevation.
+    let elevated_at = SystemTime::now();
+    let shown_works = |agent: &Agent<LinuxAccounts>| {
+        agent
+            .accounts
+            .check_password("idem-admin", &password)
+            .unwrap()
+    };
+    assert!(
+        !agent
+            .expire_elevation(elevated_at + Duration::from_secs(59 * 60))
+            .unwrap()
+    );
+    assert!(shown_works(&agent));
+    let expired = elevated_at + desktop::ELEVATION_LIFETIME + Duration::from_secs(1);
+    assert!(agent.expire_elevation(expired).unwrap());
+    assert!(!shown_works(&agent));
+    let shared = agent.accounts.find("idem-admin").unwrap().unwrap();
+    assert!(shared.admin && !shared.disabled);
+    assert!(agent.status().contains("elevated: no"));
+    assert!(!agent.expire_elevation(expired).unwrap(), "once");
 
     // Branding changes reach the agent, images included.
     let mut logo = b"\x89PNG\r\n\x1a\n".to_vec();
@@ -313,7 +337,7 @@ async fn a_workstation_follows_its_tenant() {
     sync_all(&mut restarted).await;
     assert_eq!(files(&root), once);
     assert_eq!(restarted.state.users.len(), 3);
-    assert_eq!(restarted.status().lines().count(), 7);
+    assert_eq!(restarted.status().lines().count(), 8);
 
     // Offline, Carol's password opens her account while the tenant logs in with passwords,
     // and no longer once it has switched to passwordless logins.

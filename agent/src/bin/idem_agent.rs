@@ -166,7 +166,10 @@ async fn run(cli: Cli) -> Result<(), desktop::AgentError> {
                     Duration::from_secs(120),
                 )
                 .await?;
-            println!("elevated access: account {account}, password {password}");
+            println!(
+                "elevated access: account {account}, password {password} (replaced in {} min)",
+                desktop::ELEVATION_LIFETIME.as_secs() / 60
+            );
         }
         Command::Status => {
             let agent = Agent::open(&cli.state_dir, accounts(&cli))?;
