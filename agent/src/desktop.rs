@@ -449,11 +449,12 @@ impl<A: LocalAccounts> Agent<A> {
     }
 
     fn disable_local(&mut self, username: &str) -> Result<(), AgentError> {
-        if let Some(account) = self.managed_account(username)? {
+        if let Some(account) = self.managed_account(username)?
+            && !account.disabled
+        {
+            self.accounts.set_disabled(&account.name, true)?;
+            // Disabled by the agent: the directory may enable it again.
             self.state.managed.insert(account.name.to_lowercase());
-            if !account.disabled {
-                self.accounts.set_disabled(&account.name, true)?;
-            }
         }
         Ok(())
     }

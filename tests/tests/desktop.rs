@@ -473,6 +473,19 @@ async fn the_agent_leaves_system_and_locally_locked_accounts_alone() {
     sync_all(&mut agent).await;
     assert!(shadow().starts_with("root:*:19000:0:99999:7:::\n"));
 
+    // Nor does disabling and enabling the directory user unlock it.
+    let dave_id = dave["id"].as_str().unwrap();
+    for enabled in [false, true] {
+        call(
+            Method::PATCH,
+            &format!("/api/v1/users/{dave_id}"),
+            Some(json!({"enabled": enabled})),
+        )
+        .await;
+        sync_all(&mut agent).await;
+        assert!(shadow().contains("dave:!$6$old$old:"), "enabled: {enabled}");
+    }
+
     // Dave logs in: his account is taken over and unlocked; from then on the directory
     // disables and enables it.
     assert_eq!(
@@ -483,7 +496,6 @@ async fn the_agent_leaves_system_and_locally_locked_accounts_alone() {
         }
     );
     assert!(agent.accounts.check_password("dave", DAVE).unwrap());
-    let dave_id = dave["id"].as_str().unwrap();
     for enabled in [false, true] {
         call(
             Method::PATCH,
