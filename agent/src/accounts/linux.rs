@@ -1,10 +1,12 @@
 //! [`LinuxAccounts`]: `etc/passwd`, `etc/shadow` and `etc/group` under a root directory,
 //! edited under the shadow suite's lock file.
 
+use std::ops::RangeInclusive;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use super::home::{Owner, create_home, running_as_root};
+use super::login_defs::IdRanges;
 use super::{Account, AccountError, LocalAccounts, replace};
 use crate::files::copy_atomically;
 
@@ -32,30 +34,39 @@ fn linux_name(name: &str) -> Result<String, AccountError> {
     }
 }
 
-/// The ids of regular users and groups, as `login.defs` sets them by default.
-const FIRST_ID: u32 = 1000;
-const LAST_ID: u32 = 59_999;
-
 /// The next id free as both a uid and a gid: one more than the highest regular one in use in
 /// either file, as `useradd` allocates them, so that the account's own group can share its
-/// number.
+/// number. The regular ranges are `login.defs`'s.
 fn next_id(files: &Files) -> Result<u32, AccountError> {
-    let ids = |rows: &[Vec<String>], field: usize| -> Vec<u32> {
+    let ids = |rows: &[Vec<String>], range: &RangeInclusive<u32>| -> Vec<u32> {
         rows.iter()
-            .filter_map(|r| r.get(field)?.parse::<u32>().ok())
-            .filter(|id| (FIRST_ID..=LAST_ID).contains(id))
+            .filter_map(|r| r.get(2)?.parse::<u32>().ok())
+            .filter(|id| range.contains(id))
             .collect()
     };
-    let highest = ids(&files.passwd, 2)
+    let allowed = files.ids.shared();
+    let none_left = || {
+        AccountError::Invalid(format!(
+            "no id left that is regular as both a user and a group ({}-{}, login.defs)",
+            allowed.start(),
+            allowed.end()
+        ))
+    };
+    let next = match ids(&files.passwd, &files.ids.uid)
         .into_iter()
-        .chain(ids(&files.group, 2))
-        .max();
-    match highest {
-        None => Ok(FIRST_ID),
-        Some(id) if id < LAST_ID => Ok(id + 1),
-        Some(_) => Err(AccountError::Invalid(format!(
-            "no user id left between {FIRST_ID} and {LAST_ID}"
-        ))),
+        .chain(ids(&files.group, &files.ids.gid))
+        .max()
+    {
+        None => *allowed.start(),
+        Some(highest) => highest
+            .checked_add(1)
+            .ok_or_else(none_left)?
+            .max(*allowed.start()),
+    };
+    if allowed.contains(&next) {
+        Ok(next)
+    } else {
+        Err(none_left())
     }
 }
 
@@ -71,6 +82,8 @@ struct Files {
     passwd: Vec<Vec<String>>,
     shadow: Vec<Vec<String>>,
     group: Vec<Vec<String>>,
+    /// The regular id ranges, from `etc/login.defs`.
+    ids: IdRanges,
 }
 
 fn parse(text: &str) -> Vec<Vec<String>> {
@@ -134,6 +147,7 @@ impl LinuxAccounts {
             passwd: read("passwd")?,
             shadow: read("shadow")?,
             group: read("group")?,
+            ids: IdRanges::read(&self.path("login.defs"))?,
         };
         let (answer, changed) = change(&mut files)?;
         // Shadow first: an account never appears in passwd without its shadow entry. Each
@@ -184,7 +198,7 @@ impl LocalAccounts for LinuxAccounts {
             let system = !files.passwd[index]
                 .get(2)
                 .and_then(|uid| uid.parse::<u32>().ok())
-                .is_some_and(|uid| (FIRST_ID..=LAST_ID).contains(&uid));
+                .is_some_and(|uid| files.ids.uid.contains(&uid));
             let admin = admin_group(files).is_some_and(|g| {
                 files.group[g]
                     .get(3)
@@ -428,17 +442,56 @@ mod tests {
             "daemon:x:1:1::/usr/sbin:/usr/sbin/nologin\n\
              nobody:x:65534:65534::/nonexistent:/usr/sbin/nologin\n\
              odd:x:abc:1000::/home/odd:/bin/bash\n\
-             last:x:59999:59999::/home/last:/bin/bash\n",
+             last:x:60000:60000::/home/last:/bin/bash\n\
+             beyond:x:60001:60001::/home/beyond:/bin/bash\n",
         );
         std::fs::write(&passwd, text).unwrap();
         let accounts = LinuxAccounts::new(root.path());
         let system = |name: &str| accounts.find(name).unwrap().unwrap().system;
-        for name in ["ROOT", "daemon", "nobody", "odd"] {
+        for name in ["ROOT", "daemon", "nobody", "odd", "beyond"] {
             assert!(system(name), "{name}");
         }
         for name in ["alice", "last"] {
             assert!(!system(name), "{name}");
         }
+
+        // The system's login.defs says where its regular users are.
+        std::fs::write(
+            root.path().join("etc/login.defs"),
+            "UID_MIN 2000\nUID_MAX 70000\n",
+        )
+        .unwrap();
+        for name in ["alice", "daemon"] {
+            assert!(system(name), "{name}");
+        }
+        for name in ["last", "beyond"] {
+            assert!(!system(name), "{name}");
+        }
+
+        // A login.defs that cannot be read right is an error, not a guess.
+        std::fs::write(root.path().join("etc/login.defs"), "UID_MIN 2k\n").unwrap();
+        let refused = accounts.find("alice").unwrap_err().to_string();
+        assert!(refused.contains("UID_MIN is not a number"), "{refused}");
+    }
+
+    #[test]
+    fn new_ids_are_regular_as_a_user_and_as_a_group_per_login_defs() {
+        let root = system("");
+        std::fs::write(
+            root.path().join("etc/login.defs"),
+            "UID_MIN 5000\nUID_MAX 6000\nGID_MIN 4000\nGID_MAX 5001\n",
+        )
+        .unwrap();
+        let mut accounts = LinuxAccounts::new(root.path());
+        accounts.create("billy", "").unwrap();
+        assert!(read(&root, "etc/passwd").contains("billy:x:5000:5000::/home/billy:"));
+        accounts.create("carol", "").unwrap();
+        assert!(read(&root, "etc/passwd").contains("carol:x:5001:5001::/home/carol:"));
+        let before = read(&root, "etc/passwd");
+        let full = accounts.create("dave", "").unwrap_err().to_string();
+        assert!(full.contains("no id left"), "{full}");
+        assert_eq!(read(&root, "etc/passwd"), before);
+        assert!(!root.path().join("home/dave").exists());
     }
 
     #[test]

@@ -5,13 +5,15 @@
 //! - [`LinuxAccounts`] edits `etc/passwd`, `etc/shadow` and `etc/group` under a root
 //!   directory (`/` on a real machine, a throwaway directory in tests), holding the shadow
 //!   suite's lock file while it reads and rewrites them, replacing each file atomically
-//!   (mode, owner and group kept), and gives each new account a home from `etc/skel`.
+//!   (mode, owner and group kept), and gives each new account a home from `etc/skel` and an
+//!   id that `etc/login.defs` calls regular; an account outside that range is the system's.
 //!   Passwords are stored as SHA-512 crypt (`$6$`) hashes, which every Linux PAM accepts.
 //! - [`FileAccounts`] keeps them in one JSON file, for tests of the sync logic.
 
 mod file;
 mod home;
 mod linux;
+mod login_defs;
 
 use std::path::{Path, PathBuf};
 
