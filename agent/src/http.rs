@@ -41,10 +41,10 @@ pub fn parse_url(raw: &str) -> Result<Url, Error> {
     Ok(url)
 }
 
-/// Why `url` must not be used for an enrollment, if it must not: plain `http` to anything but
-/// this machine (`localhost`, `*.localhost`, a loopback address) would carry the device
-/// credential and every password checked at the login screen in clear.
-pub fn plain_http_refused(url: &Url) -> Option<String> {
+/// Why `url` must not be used to enroll, if it must not: plain `http` to anything but this
+/// machine (`localhost`, `*.localhost`, a loopback address) would carry `secrets` (what the
+/// enrollment sends or receives, e.g. "the device credential") across the network in clear.
+pub fn plain_http_refused(url: &Url, secrets: &str) -> Option<String> {
     if url.scheme() != "http" {
         return None;
     }
@@ -59,9 +59,8 @@ pub fn plain_http_refused(url: &Url) -> Option<String> {
     };
     (!local).then(|| {
         format!(
-            "{url} is plain http: the device credential and the passwords checked at the login \
-             screen would cross the network in clear; use https (or --insecure-http on a test \
-             network)"
+            "{url} is plain http: {secrets} would cross the network in clear; use https (or \
+             --insecure-http on a test network)"
         )
     })
 }
@@ -215,7 +214,7 @@ mod tests {
 
     #[test]
     fn plain_http_is_for_this_machine_only() {
-        let refused = |url: &str| plain_http_refused(&parse_url(url).unwrap()).is_some();
+        let refused = |url: &str| plain_http_refused(&parse_url(url).unwrap(), "it").is_some();
         for local in [
             "http://localhost:8080",
             "http://contoso-acme.LOCALHOST:8080",

@@ -79,10 +79,12 @@ async fn run(cli: Cli) -> Result<(), desktop::AgentError> {
             hostname,
             insecure_http,
         } => {
-            if let Some(why) = agent::http::parse_url(url)
-                .ok()
-                .and_then(|parsed| agent::http::plain_http_refused(&parsed))
-                && !insecure_http
+            if let Some(why) = agent::http::parse_url(url).ok().and_then(|parsed| {
+                agent::http::plain_http_refused(
+                    &parsed,
+                    "the device credential and the passwords checked at the login screen",
+                )
+            }) && !insecure_http
             {
                 return Err(desktop::AgentError::Refused(why));
             }

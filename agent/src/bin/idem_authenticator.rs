@@ -14,6 +14,10 @@ struct Cli {
     /// The file holding the enrolled devices' keys (created 0600).
     #[arg(long, env = "IDEM_AUTHENTICATOR_KEYS", global = true)]
     keys: Option<PathBuf>,
+    /// Allows `request-code` and `enroll` over plain http to another machine (a test
+    /// network): the onboarding code would cross it in clear.
+    #[arg(long, global = true)]
+    insecure_http: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -50,8 +54,25 @@ fn default_keys() -> PathBuf {
         .join(".config/idem/authenticator.json")
 }
 
+/// Refuses `url` for onboarding if it is plain http to another machine, unless told.
+fn check_transport(url: &str, insecure_http: bool) -> Result<(), authenticator::Error> {
+    let refused = agent::http::parse_url(url).ok().and_then(|parsed| {
+        agent::http::plain_http_refused(
+            &parsed,
+            "the onboarding code, which enrolls a device as the email's user,",
+        )
+    });
+    match refused {
+        Some(why) if !insecure_http => Err(authenticator::Error::Usage(why)),
+        _ => Ok(()),
+    }
+}
+
 async fn run(cli: Cli) -> Result<(), authenticator::Error> {
     let keys = cli.keys.unwrap_or_else(default_keys);
+    if let Command::RequestCode { url, .. } | Command::Enroll { url, .. } = &cli.command {
+        check_transport(url, cli.insecure_http)?;
+    }
     match cli.command {
         Command::RequestCode { url, email } => {
             authenticator::request_code(&url, &email).await?;
@@ -107,5 +128,49 @@ async fn main() -> ExitCode {
             eprintln!("idem-authenticator: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::*;
+
+    #[tokio::test]
+    async fn onboarding_over_plain_http_to_another_machine_needs_insisting() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = dir.path().join("keys.json");
+        let keys = keys.to_str().unwrap();
+        // Nothing listens on port 1, and 0.0.0.0 (not a loopback address) reaches this
+        // machine: the outcome is known at once, without any network.
+        let run_with = |args: &[&str]| {
+            let mut all = vec!["idem-authenticator", "--keys", keys];
+            all.extend_from_slice(args);
+            run(Cli::try_parse_from(all).unwrap())
+        };
+        for command in [
+            &["request-code", "http://0.0.0.0:1", "a@b.example"][..],
+            &[
+                "enroll",
+                "http://0.0.0.0:1",
+                "a@b.example",
+                "--code",
+                "123456",
+            ][..],
+        ] {
+            let refused = run_with(command).await.unwrap_err().to_string();
+            assert!(refused.contains("in clear"), "{command:?}: {refused}");
+            // Insisting, or a loopback address, gets as far as the network.
+            let mut insisting = command.to_vec();
+            insisting.push("--insecure-http");
+            let mut loopback = command.to_vec();
+            loopback[1] = "http://127.0.0.1:1";
+            for args in [insisting, loopback] {
+                let failed = run_with(&args).await.unwrap_err().to_string();
+                assert!(failed.contains("could not reach"), "{args:?}: {failed}");
+            }
+        }
+        assert!(!dir.path().join("keys.json").exists());
     }
 }
