@@ -99,13 +99,33 @@ impl Feed {
         self.lock().values().map(|s| s.receiver_count()).sum()
     }
 
+    /// Tells the feed that `events`, just written, are projected, before the write is
+    /// answered: the writer's next read of the feed (an agent syncing right after a change
+    /// it made, a test) must not be answered a page cached before them. The feed task also
+    /// sees them, later, and then wakes nobody twice.
+    pub fn projected(&self, events: &[eventlog::RecordedEvent]) {
+        let mut seqs = HashMap::new();
+        feed_seqs(events, &mut seqs);
+        if !seqs.is_empty() {
+            self.notify(&seqs);
+        }
+    }
+
     /// Tells the waiters of each tenant in `seqs` that its events up to that seq are projected;
-    /// forgets tenants nobody waits on any more.
+    /// forgets tenants nobody waits on any more. A tenant's generation only rises: the feed
+    /// task catching up with a batch older than a settled write must not bring back the
+    /// generation its pages were cached under.
     fn notify(&self, seqs: &HashMap<Uuid, u64>) {
         let mut tenants = self.lock();
         for (tenant, seq) in seqs {
             if let Some(sender) = tenants.get(tenant) {
-                sender.send_replace(*seq);
+                sender.send_if_modified(|newest| {
+                    let newer = *seq > *newest;
+                    if newer {
+                        *newest = *seq;
+                    }
+                    newer
+                });
             }
         }
         tenants.retain(|_, sender| sender.receiver_count() > 0);
@@ -154,9 +174,15 @@ impl Feed {
             if seqs.is_empty() {
                 continue;
             }
-            progress
+            if !progress
                 .wait_for(head, std::time::Duration::from_secs(30))
-                .await;
+                .await
+            {
+                tracing::warn!(
+                    position = head,
+                    "the change feed wakes agents before the read models have the commit"
+                );
+            }
             // A backstop for writers that did not settle: what changed leaves the cache.
             cache.forget_after(&events);
             self.notify(&seqs);
@@ -265,5 +291,34 @@ mod tests {
             &*cached.0, b"[1]",
             "the same generation answers what was read"
         );
+    }
+
+    #[tokio::test]
+    async fn a_settled_write_is_never_answered_from_a_page_cached_before_it() {
+        let feed = Feed::default();
+        let tenant = Uuid::from_u128(1);
+        let key = (tenant, Some(7), 100);
+        let page = |body: &'static [u8]| async move { Ok::<_, ()>((Arc::from(body), false)) };
+        let waiting = feed.watch(tenant);
+        let before = *waiting.borrow();
+        let old = feed.page(key, before, page(b"[]")).await.unwrap();
+        assert_eq!(&*old.0, b"[]");
+
+        // The write of seq 8 is projected and settled before the feed task has seen it: the
+        // next request of the same page reads again.
+        feed.projected(&[recorded(tenant, 8, "DesktopLoginConfigured")]);
+        let after = *feed.watch(tenant).borrow();
+        assert_ne!(after, before);
+        let new = feed.page(key, after, page(b"[8]")).await.unwrap();
+        assert_eq!(&*new.0, b"[8]");
+
+        // The feed task, catching up with an older batch, does not bring back the generation
+        // the old page was cached under; nor does an audit record move it.
+        feed.notify(&HashMap::from([(tenant, 5)]));
+        feed.projected(&[recorded(tenant, 9, "DesktopLoginRecorded")]);
+        assert_eq!(*feed.watch(tenant).borrow(), after);
+        let again = feed.page(key, after, page(b"[9]")).await.unwrap();
+        assert_eq!(&*again.0, b"[8]", "nothing new: the page stays");
+        drop(waiting);
     }
 }

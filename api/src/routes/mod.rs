@@ -67,12 +67,15 @@ pub async fn no_content(state: &AppState, committed: Option<&Committed>) -> Resp
 /// every authorization decided from them, reflects it.
 pub async fn settle(state: &AppState, committed: Option<&Committed>) {
     if let Some(committed) = committed {
-        state
+        let projected = state
             .projections
             .wait_for(committed.position, READ_YOUR_WRITES)
             .await;
-        // Projected: what the write changed leaves the cache before anyone reads it again.
+        // Projected: what the write changed leaves the caches before anyone reads it again.
         state.cache.forget_after(&committed.events);
+        if projected {
+            state.feed.projected(&committed.events);
+        }
     }
 }
 
