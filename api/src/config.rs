@@ -48,6 +48,77 @@ pub struct Config {
     /// Connections served at once; `None`: half the file descriptors the process may open,
     /// at most [`crate::serve::DEFAULT_MAX_CONNECTIONS`] (`serve::connection_limit`).
     pub max_connections: Option<usize>,
+    /// The bearer token `/metrics` asks for, if one is configured; else it answers anyone.
+    pub metrics_token: Option<MetricsToken>,
+}
+
+/// The token a scraper must show to read `/metrics`, kept as its digest: neither `Debug` nor
+/// a comparison's timing gives the token away.
+#[derive(Clone)]
+pub struct MetricsToken([u8; 32]);
+
+impl MetricsToken {
+    /// The shortest token accepted (`openssl rand -hex 32` makes 64 characters).
+    pub const MIN_LENGTH: usize = 32;
+
+    fn digest(token: &str) -> [u8; 32] {
+        use sha2::Digest;
+        sha2::Sha256::new()
+            .chain_update(b"idem.metrics-token.v1\0")
+            .chain_update(token.as_bytes())
+            .finalize()
+            .into()
+    }
+
+    /// A token as the file holds it: surrounding whitespace (a final newline) is not part of
+    /// it; what is left must be at least [`Self::MIN_LENGTH`] visible ASCII characters, all a
+    /// header can carry.
+    pub fn parse(text: &str) -> Result<MetricsToken, String> {
+        let token = text.trim();
+        if token.len() < Self::MIN_LENGTH {
+            return Err(format!(
+                "the token must be at least {} characters (openssl rand -hex 32 makes one)",
+                Self::MIN_LENGTH
+            ));
+        }
+        if !token.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err("the token must be visible ASCII characters, without spaces".into());
+        }
+        Ok(MetricsToken(Self::digest(token)))
+    }
+
+    /// Whether `given` is the token. Digests are compared, so the time taken tells nothing
+    /// of how much of the token was right.
+    pub fn matches(&self, given: &str) -> bool {
+        use subtle::ConstantTimeEq;
+        Self::digest(given).ct_eq(&self.0).into()
+    }
+
+    /// Reads the token from `path`, refusing a file others may read (as the root key's).
+    pub fn read_file(path: &Path) -> Result<MetricsToken, String> {
+        use std::os::unix::fs::PermissionsExt;
+        let text = zeroize::Zeroizing::new(
+            std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?,
+        );
+        let mode = std::fs::metadata(path)
+            .map_err(|e| format!("{}: {e}", path.display()))?
+            .permissions()
+            .mode();
+        if mode & 0o077 != 0 {
+            return Err(format!(
+                "{} is readable by others (mode {:o}); chmod 600 it",
+                path.display(),
+                mode & 0o777
+            ));
+        }
+        MetricsToken::parse(&text).map_err(|problem| format!("{}: {problem}", path.display()))
+    }
+}
+
+impl std::fmt::Debug for MetricsToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MetricsToken(..)")
+    }
 }
 
 /// Settings as given, before defaults and checks. Field names are the TOML file's keys.
@@ -120,6 +191,10 @@ pub struct Settings {
     /// 1000000 [default: half the process's file descriptor limit, at most 65536]
     #[arg(long, env = "IDEM_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
+    /// A file (mode 0600) holding the token /metrics asks for as `Authorization: Bearer`, at
+    /// least 32 visible characters; without it /metrics answers anyone [default: none]
+    #[arg(long, env = "IDEM_METRICS_TOKEN_FILE")]
+    pub metrics_token_file: Option<PathBuf>,
 }
 
 /// A setting that cannot work, named.
@@ -203,6 +278,7 @@ impl Settings {
                 .body_read_timeout_seconds
                 .or(fallback.body_read_timeout_seconds),
             max_connections: self.max_connections.or(fallback.max_connections),
+            metrics_token_file: self.metrics_token_file.or(fallback.metrics_token_file),
         }
     }
 
@@ -386,6 +462,17 @@ impl Settings {
             ));
         }
 
+        let metrics_token = match self
+            .metrics_token_file
+            .filter(|p| !p.as_os_str().is_empty())
+        {
+            Some(path) => Some(
+                MetricsToken::read_file(&path)
+                    .map_err(|problem| invalid("IDEM_METRICS_TOKEN_FILE", problem))?,
+            ),
+            None => None,
+        };
+
         Ok(Config {
             bind,
             base_domain,
@@ -405,6 +492,7 @@ impl Settings {
             header_read_timeout,
             body_read_timeout,
             max_connections: self.max_connections,
+            metrics_token,
         })
     }
 }

@@ -416,6 +416,87 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     files
 }
 
+/// Writes `text` to `name` in `dir` with `mode`, for a token file.
+fn token_file(dir: &Path, name: &str, text: &str, mode: u32) -> std::path::PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_given_a_token_answer_only_its_bearer() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = "0123456789abcdef0123456789abcdef0123456789abcdef";
+
+    // A token file that cannot work stops the start, named, and never echoes the token.
+    let refused = |path: std::path::PathBuf| {
+        let err = Settings {
+            metrics_token_file: Some(path),
+            ..Settings::default()
+        }
+        .resolve()
+        .unwrap_err()
+        .to_string();
+        assert!(err.starts_with("IDEM_METRICS_TOKEN_FILE"), "{err}");
+        assert!(!err.contains("0123456789abcdef"), "{err}");
+        err
+    };
+    let loose = refused(token_file(dir.path(), "loose", token, 0o644));
+    assert!(loose.contains("readable by others"), "{loose}");
+    let short = refused(token_file(dir.path(), "short", "0123456789abcdef\n", 0o600));
+    assert!(short.contains("at least 32"), "{short}");
+    let spaced = format!("{} {}", &token[..20], &token[20..]);
+    refused(token_file(dir.path(), "spaced", &spaced, 0o600));
+    refused(dir.path().join("missing"));
+
+    // A final newline is not part of the token.
+    let file = token_file(dir.path(), "metrics.token", &format!("{token}\n"), 0o600);
+    let settings = Settings {
+        bind: Some("127.0.0.1:0".into()),
+        data_dir: Some(dir.path().join("data")),
+        metrics_token_file: Some(file),
+        ..Settings::default()
+    };
+    let server = Server::start(settings.resolve().unwrap()).await.unwrap();
+    let ask = |authorization: Option<String>| {
+        let mut request = client().get(url(&server, "/metrics"));
+        if let Some(value) = authorization {
+            request = request.header("authorization", value);
+        }
+        request.send()
+    };
+    let mut wrong = token.to_owned();
+    wrong.replace_range(47.., "0");
+    for authorization in [
+        None,
+        Some(format!("Bearer {wrong}")),
+        Some(format!("Bearer {}", &token[..40])),
+        Some(format!("Basic {token}")),
+        Some("Bearer".into()),
+    ] {
+        let answer = ask(authorization.clone()).await.unwrap();
+        assert_eq!(answer.status(), 401, "{authorization:?}");
+        assert_eq!(
+            answer.headers()["www-authenticate"],
+            "Bearer realm=\"metrics\""
+        );
+        assert_eq!(answer.headers()["content-type"], "application/problem+json");
+        let body = answer.text().await.unwrap();
+        assert!(!body.contains("idem_log_head_position"), "{body}");
+    }
+    for authorization in [format!("Bearer {token}"), format!("bearer  {token} ")] {
+        let answer = ask(Some(authorization)).await.unwrap();
+        assert_eq!(answer.status(), 200);
+        let body = answer.text().await.unwrap();
+        assert!(body.contains("idem_log_head_position"), "{body}");
+    }
+    // The rest of the service does not ask for it.
+    let health = client().get(url(&server, "/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+    server.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_admin_onboards_a_device_with_the_mailed_code() {
     let dir = tempfile::tempdir().unwrap();

@@ -3,13 +3,14 @@
 use std::fmt::Write;
 
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use eventlog::EventLog;
 
 use std::sync::atomic::Ordering;
 
 use crate::app::{AppState, Shared};
+use crate::problem::Problem;
 
 /// The projection lag beyond which the service reports not ready.
 pub const MAX_READY_LAG: u64 = 10_000;
@@ -101,8 +102,27 @@ fn gauge(out: &mut String, name: &str, help: &str, samples: &[(Option<&str>, u64
     }
 }
 
-/// Prometheus text.
-pub async fn metrics(State(state): State<Shared>) -> Response {
+/// Prometheus text; with `IDEM_METRICS_TOKEN_FILE`, only for a request bearing its token
+/// (401 with `WWW-Authenticate: Bearer` otherwise).
+pub async fn metrics(State(state): State<Shared>, headers: HeaderMap) -> Response {
+    if let Some(expected) = &state.config.metrics_token {
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token.trim());
+        if !given.is_some_and(|token| expected.matches(token)) {
+            let mut refusal =
+                Problem::unauthorized("the metrics need the bearer token this service was given")
+                    .into_response();
+            refusal.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"metrics\""),
+            );
+            return refusal;
+        }
+    }
     let status = state.projections.status();
     let per = |value: &dyn Fn(&projections::ProjectorStatus) -> u64| {
         status
