@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use domain::crypto::{Argon2Params, PasswordVerifier};
+use domain::customer::{DEFAULT_ELEVATION_MINUTES, ELEVATION_MINUTES};
 use reqwest::Method;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -81,6 +82,10 @@ pub struct State {
     pub users: BTreeMap<Uuid, CachedUser>,
     pub desktop_login: Option<(bool, Option<String>)>,
     pub shared_account: Option<String>,
+    /// The tenant's elevation lifetime as the feed last said it (minutes; absent from state
+    /// written before the setting, and then [`DEFAULT_ELEVATION_MINUTES`]).
+    #[serde(default)]
+    pub elevation_minutes: Option<u32>,
     pub branding_version: u32,
     /// The branding version whose text and images are in `branding/` beside the state.
     #[serde(default)]
@@ -94,15 +99,86 @@ pub struct State {
     /// locked until its directory user logs in.
     #[serde(default)]
     managed: BTreeSet<String>,
-    /// The shared admin account elevated last, and when its password stops being the one
-    /// shown (seconds since the Unix epoch).
+    /// The elevation whose password is the shared admin account's now, if any.
     #[serde(default)]
-    pub elevated: Option<(String, u64)>,
+    pub elevated: Option<Elevation>,
+    /// Elevations that ended, until the service has recorded them (oldest first).
+    #[serde(default)]
+    pub elevations_ended: Vec<EndedElevation>,
 }
 
-/// How long the password an elevation shows stays the shared account's: then the agent
-/// gives the account a new random password nobody has seen (sessions already open go on).
-pub const ELEVATION_LIFETIME: Duration = Duration::from_secs(60 * 60);
+/// An elevation whose password is the shared account's.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Elevation {
+    pub account: String,
+    /// When its password stops being the one shown (seconds since the Unix epoch).
+    pub expires: u64,
+    /// The technician who approved it (absent from state written before it was kept).
+    #[serde(default)]
+    pub technician_id: Option<Uuid>,
+}
+
+/// An elevation that ended, as the agent reports it to the service.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndedElevation {
+    /// Made here; a report sent again keeps it.
+    pub report_id: Uuid,
+    pub account: String,
+    pub technician_id: Option<Uuid>,
+    /// `expired` (its hour was up) or `replaced` (a newer elevation replaced its password).
+    pub reason: String,
+    /// Seconds since the Unix epoch, by this workstation's clock.
+    pub ended_at: u64,
+}
+
+impl EndedElevation {
+    fn new(elevation: &Elevation, reason: &str, ended_at: SystemTime) -> EndedElevation {
+        EndedElevation {
+            report_id: uuid::Builder::from_random_bytes(rand::random()).into_uuid(),
+            account: elevation.account.clone(),
+            technician_id: elevation.technician_id,
+            reason: reason.into(),
+            ended_at: unix_seconds(ended_at),
+        }
+    }
+
+    /// The body of `POST /api/v1/agent/elevations/ended`.
+    fn body(&self) -> Value {
+        let ended_at = chrono::DateTime::from_timestamp(self.ended_at as i64, 0)
+            .unwrap_or_default()
+            .to_rfc3339();
+        json!({
+            "report_id": self.report_id,
+            "account": self.account,
+            "technician_id": self.technician_id,
+            "reason": self.reason,
+            "ended_at": ended_at,
+        })
+    }
+}
+
+/// Whether the service's refusal of a report means it will never take it (the report is
+/// then dropped, so that one bad report does not hold back the others): any 4xx but those
+/// that say "not now" or "not you" (the device may be revoked, and then nothing matters).
+fn refused_for_good(error: &AgentError) -> bool {
+    matches!(
+        error,
+        AgentError::Http(http::Error::Refused { status, .. })
+            if (400..500).contains(status) && !matches!(status, 401 | 403 | 408 | 429)
+    )
+}
+
+/// How long the password an elevation shows stays the shared account's, given the tenant's
+/// setting in minutes (from the approval, else the feed; [`DEFAULT_ELEVATION_MINUTES`]
+/// without either): then the agent gives the account a new random password nobody has seen
+/// (sessions already open go on). A value outside what the service accepts is brought
+/// into [`ELEVATION_MINUTES`] rather than trusted.
+pub fn elevation_lifetime(minutes: Option<u32>) -> Duration {
+    let minutes = minutes
+        .unwrap_or(DEFAULT_ELEVATION_MINUTES)
+        .clamp(*ELEVATION_MINUTES.start(), *ELEVATION_MINUTES.end());
+    Duration::from_secs(u64::from(minutes) * 60)
+}
 
 fn unix_seconds(time: SystemTime) -> u64 {
     time.duration_since(SystemTime::UNIX_EPOCH)
@@ -193,12 +269,14 @@ pub async fn enroll(
         users: BTreeMap::new(),
         desktop_login: None,
         shared_account: None,
+        elevation_minutes: None,
         branding_version: 0,
         branding_cached: 0,
         branding_text: None,
         offline: BTreeMap::new(),
         managed: BTreeSet::new(),
         elevated: None,
+        elevations_ended: Vec::new(),
     };
     save(dir, &state)?;
     Ok(state)
@@ -294,6 +372,7 @@ impl<A: LocalAccounts> Agent<A> {
     pub async fn sync_once(&mut self, wait: Duration) -> Result<usize, AgentError> {
         // First, and whether the service answers or not.
         self.expire_elevation(SystemTime::now())?;
+        self.report_ended_elevations().await?;
         let mut wait = wait;
         let applied = loop {
             let cursor = self.state.cursor;
@@ -506,7 +585,12 @@ impl<A: LocalAccounts> Agent<A> {
                     change["method"].as_str().map(str::to_owned),
                 ));
             }
-            Some("shared_account") => self.state.shared_account = Some(text("username")),
+            Some("shared_account") => {
+                self.state.shared_account = Some(text("username"));
+                self.state.elevation_minutes = change["elevation_minutes"]
+                    .as_u64()
+                    .and_then(|m| u32::try_from(m).ok());
+            }
             Some("branding") => {
                 self.state.branding_version = change["version"].as_u64().unwrap_or(0) as u32
             }
@@ -778,28 +862,47 @@ impl<A: LocalAccounts> Agent<A> {
             .as_str()
             .map(str::to_owned)
             .ok_or_else(|| AgentError::Refused("approved without an account".into()))?;
+        let technician_id = answer["technician"]["id"]
+            .as_str()
+            .and_then(|id| Uuid::parse_str(id).ok());
+        let lifetime = elevation_lifetime(
+            answer["account"]["elevation_minutes"]
+                .as_u64()
+                .and_then(|m| u32::try_from(m).ok())
+                .or(self.state.elevation_minutes),
+        );
         let password = Self::random_password();
-        let expires = unix_seconds(SystemTime::now() + ELEVATION_LIFETIME);
+        let now = SystemTime::now();
         let name = self.update(|agent| {
             let (name, _) = agent.local_account(&account, "idem shared admin")?;
             agent.accounts.set_password(&name, &password)?;
             agent.accounts.set_disabled(&name, false)?;
             agent.accounts.make_admin(&name)?;
-            agent.state.elevated = Some((name.clone(), expires));
+            // The password of the elevation before, if it still lived, is gone now.
+            if let Some(previous) = agent.state.elevated.take() {
+                let ended = EndedElevation::new(&previous, "replaced", now);
+                agent.state.elevations_ended.push(ended);
+            }
+            agent.state.elevated = Some(Elevation {
+                account: name.clone(),
+                expires: unix_seconds(now + lifetime),
+                technician_id,
+            });
             Ok(name)
         })?;
         Ok((name, password))
     }
 
-    /// Once an elevation's password has lived [`ELEVATION_LIFETIME`] (at `now`), gives the
-    /// shared account a new random password that is shown to nobody. Answers whether it did.
-    /// `sync_once` calls it, so `run` does within one long-poll of the expiry.
+    /// Once an elevation's password has lived its [`elevation_lifetime`] (at `now`), gives the
+    /// shared account a new random password that is shown to nobody, and keeps a report of
+    /// the end for the service. Answers whether it did. `sync_once` calls it, so `run` does
+    /// within one long-poll of the expiry.
     pub fn expire_elevation(&mut self, now: SystemTime) -> Result<bool, AgentError> {
         let due = |state: &State| {
             state
                 .elevated
                 .as_ref()
-                .is_some_and(|(_, expires)| *expires <= unix_seconds(now))
+                .is_some_and(|elevation| elevation.expires <= unix_seconds(now))
         };
         if !due(&self.state) {
             return Ok(false);
@@ -808,16 +911,51 @@ impl<A: LocalAccounts> Agent<A> {
             if !due(&agent.state) {
                 return Ok(false);
             }
-            if let Some((name, _)) = agent.state.elevated.clone()
-                && agent.accounts.find(&name)?.is_some()
-            {
-                agent
-                    .accounts
-                    .set_password(&name, &Self::random_password())?;
+            if let Some(elevation) = agent.state.elevated.take() {
+                if agent.accounts.find(&elevation.account)?.is_some() {
+                    agent
+                        .accounts
+                        .set_password(&elevation.account, &Self::random_password())?;
+                }
+                let ended = EndedElevation::new(&elevation, "expired", now);
+                agent.state.elevations_ended.push(ended);
             }
-            agent.state.elevated = None;
             Ok(true)
         })
+    }
+
+    /// Sends the reports of ended elevations, oldest first, each forgotten once the service
+    /// recorded it (a crash in between sends it again, with its id). One the service refuses
+    /// for good (a clock too far ahead, say) is dropped; any other failure leaves it and the
+    /// rest for the next round, and is not the feed's business: the round goes on.
+    pub async fn report_ended_elevations(&mut self) -> Result<usize, AgentError> {
+        let mut reported = 0;
+        while let Some(report) = self.state.elevations_ended.first().cloned() {
+            let sent = self
+                .client
+                .send(
+                    Method::POST,
+                    &self.base,
+                    "/api/v1/agent/elevations/ended",
+                    Some(&self.state.device_token),
+                    Some(&report.body()),
+                )
+                .await
+                .map_err(AgentError::from);
+            match sent {
+                Ok(_) => reported += 1,
+                Err(e) if refused_for_good(&e) => {}
+                Err(_) => break,
+            }
+            self.update(|agent| {
+                agent
+                    .state
+                    .elevations_ended
+                    .retain(|r| r.report_id != report.report_id);
+                Ok(())
+            })?;
+        }
+        Ok(reported)
     }
 
     /// One line per fact, for `idem-agent status`.
@@ -836,12 +974,16 @@ impl<A: LocalAccounts> Agent<A> {
                 None => "unknown".into(),
             },
             self.state.shared_account.as_deref().unwrap_or("none"),
-            match &self.state.elevated {
-                Some((name, expires)) => format!(
-                    "{name}, its password replaced in {} s",
-                    expires.saturating_sub(unix_seconds(SystemTime::now()))
+            match (&self.state.elevated, self.state.elevations_ended.len()) {
+                (Some(elevation), _) => format!(
+                    "{}, its password replaced in {} s",
+                    elevation.account,
+                    elevation
+                        .expires
+                        .saturating_sub(unix_seconds(SystemTime::now()))
                 ),
-                None => "no".into(),
+                (None, 0) => "no".into(),
+                (None, waiting) => format!("no ({waiting} ended elevation(s) to report)"),
             },
             self.state.branding_version,
         )
@@ -875,5 +1017,62 @@ mod tests {
             "the cache is behind the check"
         );
         assert!(!user(true, 8).disabled_since(7));
+    }
+
+    #[test]
+    fn an_elevation_lives_the_tenants_minutes_within_what_the_service_accepts() {
+        let minutes = |m: Option<u32>| elevation_lifetime(m).as_secs() / 60;
+        assert_eq!(minutes(None), 60, "no setting seen yet: the default");
+        assert_eq!(minutes(Some(15)), 15);
+        assert_eq!(minutes(Some(1)), 5, "never shorter than the service allows");
+        assert_eq!(minutes(Some(0)), 5);
+        assert_eq!(minutes(Some(10_000)), 480, "nor longer");
+    }
+
+    #[test]
+    fn an_elevation_kept_by_the_build_before_still_reads() {
+        // The twenty-fifth session's state kept `[account, expires]`.
+        let old: Option<Elevation> = serde_json::from_str(r#"["idem-admin", 1800000000]"#).unwrap();
+        assert_eq!(
+            old,
+            Some(Elevation {
+                account: "idem-admin".into(),
+                expires: 1_800_000_000,
+                technician_id: None,
+            })
+        );
+    }
+
+    #[test]
+    fn a_report_is_dropped_only_when_the_service_will_never_take_it() {
+        let refused = |status| {
+            AgentError::Http(http::Error::Refused {
+                status,
+                title: String::new(),
+                detail: String::new(),
+                retry_after: None,
+            })
+        };
+        for status in [400, 404, 409, 422] {
+            assert!(refused_for_good(&refused(status)), "{status}");
+        }
+        for status in [401, 403, 408, 429, 500, 503] {
+            assert!(!refused_for_good(&refused(status)), "{status}");
+        }
+        let unreachable = AgentError::Http(http::Error::Unreachable("u".into(), "down".into()));
+        assert!(!refused_for_good(&unreachable));
+    }
+
+    #[test]
+    fn a_report_says_when_in_rfc_3339() {
+        let report = EndedElevation {
+            report_id: Uuid::from_u128(7),
+            account: "idem-admin".into(),
+            technician_id: None,
+            reason: "expired".into(),
+            ended_at: 1_800_000_000,
+        };
+        assert_eq!(report.body()["ended_at"], "2027-01-15T08:00:00+00:00");
+        assert_eq!(report.body()["technician_id"], Value::Null);
     }
 }

@@ -145,6 +145,7 @@ mod tests {
             branding_logo: None,
             branding_text: None,
             shared_account: None,
+            elevation_minutes: 60,
             created_at: String::new(),
             last_seq: 1,
         })

@@ -87,6 +87,8 @@ pub struct Limits {
     pub logins_per_account: Limiter,
     /// Whole-stream walks (verifying the chain, replaying a state) per tenant.
     pub audit_walks_per_tenant: Limiter,
+    /// Reports of ended elevations per device (one per elevation, which needs a technician).
+    pub elevation_reports_per_device: Limiter,
 }
 
 impl Limits {
@@ -133,6 +135,12 @@ impl Default for Limits {
                 window: quarter,
             }),
             approvals_per_device: Limiter::new(Rate {
+                burst: 30,
+                window: quarter,
+            }),
+            // Each elevation ends once, and each needed a technician's approval: a backlog
+            // sent after a day offline is a handful.
+            elevation_reports_per_device: Limiter::new(Rate {
                 burst: 30,
                 window: quarter,
             }),

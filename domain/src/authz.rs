@@ -257,7 +257,9 @@ impl CustomerCommand {
             | C::RevokeEnrollmentToken { .. }
             | C::RevokeAgent { .. } => Action::ManageAgents,
             C::EnrollAgent { .. } => Action::EnrollAgent,
-            C::RecordDesktopLogin(_) | C::RecordElevation(_) => Action::AgentWork,
+            C::RecordDesktopLogin(_) | C::RecordElevation(_) | C::RecordElevationEnded { .. } => {
+                Action::AgentWork
+            }
         }
     }
 }

@@ -34,6 +34,8 @@ pub struct CustomerTenant {
     pub users: BTreeMap<UserId, DirectoryUser>,
     pub branding: Branding,
     pub shared_account: Option<String>,
+    /// How long the password an elevation shows stays the shared account's (minutes).
+    pub elevation_minutes: u32,
     /// The enrollment tokens that may still be used: a token leaves when an agent enrolls with
     /// it, or once it has expired (see [`EnrollmentToken`]), so a tenant enrolling thousands
     /// of workstations does not carry every token it ever issued.
@@ -161,6 +163,7 @@ impl CustomerTenant {
             users: BTreeMap::new(),
             branding: Branding::default(),
             shared_account: None,
+            elevation_minutes: DEFAULT_ELEVATION_MINUTES,
             enrollment_tokens: BTreeMap::new(),
             enrollment_token_digests: BTreeMap::new(),
             agents: BTreeMap::new(),
@@ -195,6 +198,7 @@ impl CustomerTenant {
     pub const IGNORED: &'static [&'static str] = &[
         "DesktopLoginRecorded",
         "ElevationRecorded",
+        "ElevationEnded",
         "SessionStarted",
         "SessionEnded",
     ];
@@ -265,7 +269,10 @@ impl CustomerTenant {
                     text: e.text.clone(),
                 };
             }
-            Event::SharedAccountConfigured(e) => self.shared_account = Some(e.username.clone()),
+            Event::SharedAccountConfigured(e) => {
+                self.shared_account = Some(e.username.clone());
+                self.elevation_minutes = e.elevation_minutes;
+            }
             Event::EnrollmentTokenIssued(e) => {
                 self.forget_tokens_expired_by(e.expires_at - ENROLLMENT_TOKEN_LIFETIME);
                 self.enrollment_token_digests
@@ -311,6 +318,7 @@ impl CustomerTenant {
                 .device_enrolled(e),
             Event::DesktopLoginRecorded(_)
             | Event::ElevationRecorded(_)
+            | Event::ElevationEnded(_)
             | Event::SessionStarted(_)
             | Event::SessionEnded(_) => {}
             other => {
@@ -541,8 +549,10 @@ pub enum CustomerCommand {
         logo: Option<ImageRef>,
         text: Option<String>,
     },
+    /// `elevation_minutes`: `None` keeps the tenant's (at first [`DEFAULT_ELEVATION_MINUTES`]).
     ConfigureSharedAccount {
         username: String,
+        elevation_minutes: Option<u32>,
     },
     /// A token that lives [`ENROLLMENT_TOKEN_LIFETIME`] from `now`.
     IssueEnrollmentToken {
@@ -567,7 +577,23 @@ pub enum CustomerCommand {
     },
     RecordDesktopLogin(DesktopLoginRecorded),
     RecordElevation(ElevationRecorded),
+    /// An agent's report that an elevation ended; refused if `ended_at` is more than
+    /// [`CLOCK_SKEW`] after `now` (a workstation clock that far ahead would date it wrong).
+    RecordElevationEnded {
+        record: ElevationEnded,
+        now: DateTime<Utc>,
+    },
 }
+
+/// How far ahead of the service a workstation's clock may be in what its agent reports.
+pub const CLOCK_SKEW: chrono::Duration = chrono::Duration::minutes(5);
+
+/// How long an elevation's password lives unless the tenant says otherwise (minutes).
+pub const DEFAULT_ELEVATION_MINUTES: u32 = 60;
+
+/// The lifetimes a tenant may give elevations (minutes): long enough to install something,
+/// short enough that a password seen on a screen share is soon of no use.
+pub const ELEVATION_MINUTES: std::ops::RangeInclusive<u32> = 5..=480;
 
 pub fn decide(
     state: Option<&CustomerTenant>,
@@ -825,18 +851,42 @@ fn decide_on(t: &CustomerTenant, command: CustomerCommand) -> Result<Decision, D
                 text,
             }))
         }
-        C::ConfigureSharedAccount { username } => {
-            let username =
-                validate::username(&username).map_err(|e| DomainError::Invalid(vec![e]))?;
+        C::ConfigureSharedAccount {
+            username,
+            elevation_minutes,
+        } => {
+            let mut invalid = Vec::new();
+            let username = validate::username(&username)
+                .map_err(|e| invalid.push(e))
+                .unwrap_or_default();
+            let elevation_minutes = elevation_minutes.unwrap_or(t.elevation_minutes);
+            if !ELEVATION_MINUTES.contains(&elevation_minutes) {
+                invalid.push(FieldError::new(
+                    "elevation_minutes",
+                    format!(
+                        "must be between {} and {}",
+                        ELEVATION_MINUTES.start(),
+                        ELEVATION_MINUTES.end()
+                    ),
+                ));
+            }
+            if !invalid.is_empty() {
+                return Err(DomainError::Invalid(invalid));
+            }
             if t.user_by_username(&username).is_some() {
                 return Err(DomainError::Conflict(format!(
                     "the username {username} belongs to a directory user"
                 )));
             }
-            Ok(if t.shared_account.as_deref() == Some(username.as_str()) {
+            let unchanged = t.shared_account.as_deref() == Some(username.as_str())
+                && t.elevation_minutes == elevation_minutes;
+            Ok(if unchanged {
                 Decision::none()
             } else {
-                Decision::event(SharedAccountConfigured { username })
+                Decision::event(SharedAccountConfigured {
+                    username,
+                    elevation_minutes,
+                })
             })
         }
         C::IssueEnrollmentToken {
@@ -909,7 +959,42 @@ fn decide_on(t: &CustomerTenant, command: CustomerCommand) -> Result<Decision, D
             }
             Ok(Decision::event(record))
         }
+        C::RecordElevationEnded { mut record, now } => {
+            if !t.agents.contains_key(&record.device_id) {
+                return Err(DomainError::NotFound("device"));
+            }
+            let mut errors = Vec::new();
+            match validate::username(&record.account) {
+                Ok(account) => record.account = account,
+                Err(e) => errors.push(FieldError {
+                    field: "account",
+                    ..e
+                }),
+            }
+            if record.ended_at > now + CLOCK_SKEW {
+                errors.push(FieldError::new(
+                    "ended_at",
+                    "is in the future by the service's clock",
+                ));
+            }
+            if !errors.is_empty() {
+                return Err(DomainError::Invalid(errors));
+            }
+            let claim = elevation_report_claim(t.id, record.device_id, record.report_id);
+            Ok(Decision::event(record).claim(claim))
+        }
     }
+}
+
+/// The claim that records each report of an ended elevation once: an agent that crashed
+/// after the service took a report sends it again with the same id, and the log must not
+/// show one end twice. Per device, so no device can take another's report ids. Kept until
+/// the tenant is deleted: a few dozen bytes per elevation, which each needed a technician.
+pub fn elevation_report_claim(tenant: TenantId, device: DeviceId, report_id: Uuid) -> Claim {
+    Claim::new(
+        format!("elevation-report:{tenant}"),
+        format!("{}:{report_id}", device.0),
+    )
 }
 
 /// A sealed value must be sealed with the tenant's current data key.

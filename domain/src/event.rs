@@ -72,6 +72,16 @@ pub enum AttemptOutcome {
     Expired,
 }
 
+/// Why a technician's elevated access at a workstation ended.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ElevationEnd {
+    /// The password it showed lived its hour and was replaced by one nobody saw.
+    Expired,
+    /// A newer elevation at the same workstation replaced its password.
+    Replaced,
+}
+
 macro_rules! events {
     ($(
         $(#[$doc:meta])*
@@ -163,7 +173,19 @@ type Upcaster = fn(serde_json::Value) -> serde_json::Value;
 const UPCASTERS: &[(&str, u32, Upcaster)] = &[
     ("CustomerTenantCreated", 1, keep_customer_id),
     ("CustomerTenantDeleted", 1, keep_customer_id),
+    ("SharedAccountConfigured", 1, with_default_elevation),
 ];
+
+/// Version 1 of `SharedAccountConfigured` named the account only: elevations lived the
+/// hour agents then had built in.
+fn with_default_elevation(mut value: serde_json::Value) -> serde_json::Value {
+    if let Some(fields) = value.as_object_mut() {
+        fields
+            .entry("elevation_minutes")
+            .or_insert(crate::customer::DEFAULT_ELEVATION_MINUTES.into());
+    }
+    value
+}
 
 /// Version 1 of the MSP's records of a customer also held the customer's names; version 2
 /// keeps its id only. Data without an id is left as it is, to fail decoding as malformed.
@@ -314,8 +336,13 @@ events! {
         logo: Option<ImageRef>,
         text: Option<String>,
     }
-    /// The shared local admin account that technicians elevate into.
-    SharedAccountConfigured version 1 { username: String }
+    /// The shared local admin account that technicians elevate into, and how long the
+    /// password an elevation shows stays the account's. Version 1 had no `elevation_minutes`:
+    /// it is upcast to [`crate::customer::DEFAULT_ELEVATION_MINUTES`], what agents then used.
+    SharedAccountConfigured version 2 {
+        username: String,
+        elevation_minutes: u32,
+    }
     /// A one-time token to enroll a desktop agent. Only its digest is kept.
     EnrollmentTokenIssued version 1 {
         token_id: Uuid,
@@ -368,6 +395,20 @@ events! {
         technician_id: UserId,
         account: String,
         outcome: AttemptOutcome,
+    }
+    /// A technician's elevated access to a workstation ended: the password the elevation
+    /// showed for the shared account is no longer the account's. Reported by the
+    /// workstation's agent, which may be offline when it happens: `ended_at` is by the
+    /// workstation's clock, and `report_id` names the report (an agent that crashed after
+    /// sending one sends it again with the same id).
+    ElevationEnded version 1 {
+        report_id: Uuid,
+        device_id: DeviceId,
+        /// The technician who elevated, as the agent recorded the approval.
+        technician_id: Option<UserId>,
+        account: String,
+        reason: ElevationEnd,
+        ended_at: DateTime<Utc>,
     }
 
     /// The root key was replaced: every tenant's data key is now wrapped by `key_id`'s key.

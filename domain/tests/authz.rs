@@ -298,6 +298,7 @@ fn every_customer_command_is_for_its_tenants_managers_or_its_agents() {
         },
         C::ConfigureSharedAccount {
             username: "idem-admin".into(),
+            elevation_minutes: None,
         },
         C::IssueEnrollmentToken {
             token_id: Uuid::nil(),
@@ -345,7 +346,19 @@ fn every_customer_command_is_for_its_tenants_managers_or_its_agents() {
         account: "idem-admin".into(),
         outcome: AttemptOutcome::Succeeded,
     };
-    for command in [C::RecordDesktopLogin(login), C::RecordElevation(elevation)] {
+    let ended = ElevationEnded {
+        report_id: Uuid::from_u128(70),
+        device_id: device,
+        technician_id: Some(user),
+        account: "idem-admin".into(),
+        reason: ElevationEnd::Expired,
+        ended_at: now,
+    };
+    for command in [
+        C::RecordDesktopLogin(login),
+        C::RecordElevation(elevation),
+        C::RecordElevationEnded { record: ended, now },
+    ] {
         assert!(may(&agent_c1(), command.action(), c1));
         assert!(
             !may(&agent_c1(), command.action(), c2),

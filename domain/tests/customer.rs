@@ -5,7 +5,8 @@
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use domain::crypto::{Argon2Params, DataKey, HashMemory, Sealed};
 use domain::customer::{
-    self, CustomerCommand as C, CustomerTenant, ENROLLMENT_TOKEN_LIFETIME, Sealer,
+    self, CustomerCommand as C, CustomerTenant, DEFAULT_ELEVATION_MINUTES,
+    ENROLLMENT_TOKEN_LIFETIME, Sealer,
 };
 use domain::decision::{Claim, Decision, DomainError};
 use domain::event::*;
@@ -639,28 +640,93 @@ fn a_branding_update_names_the_images_it_leaves_unused() {
 
 #[test]
 fn the_shared_admin_account_is_a_windows_username() {
-    let decision = when(
-        &opened(),
-        C::ConfigureSharedAccount {
-            username: "idem-admin".into(),
-        },
-    )
-    .unwrap();
+    let configure = |username: &str, elevation_minutes: Option<u32>| C::ConfigureSharedAccount {
+        username: username.into(),
+        elevation_minutes,
+    };
+    let decision = when(&opened(), configure("idem-admin", None)).unwrap();
     assert_eq!(
         decision.events,
         vec![Event::from(SharedAccountConfigured {
-            username: "idem-admin".into()
+            username: "idem-admin".into(),
+            elevation_minutes: DEFAULT_ELEVATION_MINUTES,
         })]
     );
     assert_eq!(
-        invalid_fields(when(
-            &opened(),
-            C::ConfigureSharedAccount {
-                username: "admin@corp".into()
-            }
-        )),
+        invalid_fields(when(&opened(), configure("admin@corp", None))),
         vec!["username"]
     );
+}
+
+#[test]
+fn an_elevation_lives_what_the_tenant_says_and_no_less_than_five_minutes() {
+    let configure = |username: &str, elevation_minutes: Option<u32>| C::ConfigureSharedAccount {
+        username: username.into(),
+        elevation_minutes,
+    };
+    let short = when(&opened(), configure("idem-admin", Some(15))).unwrap();
+    assert_eq!(
+        short.events,
+        vec![Event::from(SharedAccountConfigured {
+            username: "idem-admin".into(),
+            elevation_minutes: 15,
+        })]
+    );
+    let given = with(opened(), short.events);
+    // Naming the account again, or with the same lifetime, changes nothing; renaming it
+    // without a lifetime keeps the tenant's.
+    assert!(
+        when(&given, configure("idem-admin", None))
+            .unwrap()
+            .events
+            .is_empty()
+    );
+    assert!(
+        when(&given, configure("idem-admin", Some(15)))
+            .unwrap()
+            .events
+            .is_empty()
+    );
+    assert_eq!(
+        when(&given, configure("it-admin", None)).unwrap().events,
+        vec![Event::from(SharedAccountConfigured {
+            username: "it-admin".into(),
+            elevation_minutes: 15,
+        })]
+    );
+    assert_eq!(
+        when(&given, configure("idem-admin", Some(480)))
+            .unwrap()
+            .events
+            .len(),
+        1
+    );
+    for minutes in [0, 4, 481, u32::MAX] {
+        assert_eq!(
+            invalid_fields(when(&given, configure("idem-admin", Some(minutes)))),
+            vec!["elevation_minutes"],
+            "{minutes}"
+        );
+    }
+    assert_eq!(
+        invalid_fields(when(&given, configure("", Some(1)))),
+        vec!["username", "elevation_minutes"]
+    );
+    // A history from before the setting: its account's elevations lived the hour.
+    let v1 = Event::from_stored(
+        "SharedAccountConfigured",
+        1,
+        br#"{"username":"idem-admin"}"#,
+    )
+    .unwrap();
+    assert_eq!(
+        v1,
+        Event::from(SharedAccountConfigured {
+            username: "idem-admin".into(),
+            elevation_minutes: 60,
+        })
+    );
+    assert_eq!(state(&with(opened(), vec![v1])).elevation_minutes, 60);
 }
 
 /// An agent takes over the local account named like the user who logs in, and gives the
@@ -676,6 +742,7 @@ fn the_shared_admin_account_is_never_a_directory_users_name() {
         &billy(),
         C::ConfigureSharedAccount {
             username: "bILLY".into(),
+            elevation_minutes: None,
         },
     ));
     assert!(why.contains("directory user"), "{why}");
@@ -684,6 +751,7 @@ fn the_shared_admin_account_is_never_a_directory_users_name() {
         keyed(),
         [SharedAccountConfigured {
             username: "Billy".into(),
+            elevation_minutes: DEFAULT_ELEVATION_MINUTES,
         }
         .into()],
     );
@@ -700,6 +768,7 @@ fn the_shared_admin_account_is_never_a_directory_users_name() {
         &with(billy(), deleted.events),
         C::ConfigureSharedAccount {
             username: "billy".into(),
+            elevation_minutes: None,
         },
     )
     .unwrap();
@@ -907,6 +976,97 @@ fn agents_enroll_once_per_token_before_it_expires() {
 }
 
 #[test]
+fn an_ended_elevation_is_recorded_for_an_enrolled_device_by_a_sane_clock() {
+    let issued = when(
+        &opened(),
+        C::IssueEnrollmentToken {
+            token_id: Uuid::from_u128(40),
+            token_digest: "d1".into(),
+            now: now(),
+        },
+    )
+    .unwrap();
+    let given = with(opened(), issued.events);
+    let enrolled = when(
+        &given,
+        C::EnrollAgent {
+            token_digest: "d1".into(),
+            device_id: AGENT,
+            hostname: "WS-001".into(),
+            credential_digest: "c1".into(),
+            now: now(),
+        },
+    )
+    .unwrap();
+    let given = with(given, enrolled.events);
+    let ended = |account: &str, ended_at: DateTime<Utc>| ElevationEnded {
+        report_id: Uuid::from_u128(45),
+        device_id: AGENT,
+        technician_id: Some(UserId(Uuid::from_u128(11))),
+        account: account.into(),
+        reason: ElevationEnd::Replaced,
+        ended_at,
+    };
+    let report = |record: ElevationEnded| C::RecordElevationEnded { record, now: now() };
+
+    // Reported late (the workstation was offline) or a little ahead: recorded as reported,
+    // and the report's id claimed for this device, so that a report sent again is not.
+    for at in [now() - Duration::days(3), now() + customer::CLOCK_SKEW] {
+        let decision = when(&given, report(ended("idem-admin", at))).unwrap();
+        assert_eq!(decision.events, vec![Event::from(ended("idem-admin", at))]);
+        assert_eq!(
+            decision.claims,
+            vec![customer::elevation_report_claim(
+                TENANT,
+                AGENT,
+                Uuid::from_u128(45)
+            )]
+        );
+    }
+    assert_ne!(
+        customer::elevation_report_claim(TENANT, AGENT, Uuid::from_u128(45)),
+        customer::elevation_report_claim(
+            TENANT,
+            DeviceId(Uuid::from_u128(98)),
+            Uuid::from_u128(45)
+        ),
+        "one device cannot take another's report ids"
+    );
+    assert_eq!(
+        invalid_fields(when(
+            &given,
+            report(ended(
+                "idem-admin",
+                now() + customer::CLOCK_SKEW + Duration::seconds(1)
+            ))
+        )),
+        vec!["ended_at"]
+    );
+    assert_eq!(
+        invalid_fields(when(
+            &given,
+            report(ended("a/b", now() + Duration::hours(1)))
+        )),
+        vec!["account", "ended_at"]
+    );
+    // A device of no tenant's, or one revoked since, reports nothing.
+    let mut stranger = ended("idem-admin", now());
+    stranger.device_id = DeviceId(Uuid::from_u128(99));
+    assert_eq!(
+        when(&given, report(stranger)),
+        Err(DomainError::NotFound("device"))
+    );
+    let revoked = when(&given, C::RevokeAgent { device_id: AGENT }).unwrap();
+    assert_eq!(
+        when(
+            &with(given, revoked.events),
+            report(ended("idem-admin", now()))
+        ),
+        Err(DomainError::NotFound("device"))
+    );
+}
+
+#[test]
 fn every_event_of_the_catalogue_round_trips() {
     let msp_events = 15;
     let history = with(
@@ -941,6 +1101,7 @@ fn every_event_of_the_catalogue_round_trips() {
             .into(),
             SharedAccountConfigured {
                 username: "idem-admin".into(),
+                elevation_minutes: 45,
             }
             .into(),
             EnrollmentTokenIssued {
@@ -972,6 +1133,15 @@ fn every_event_of_the_catalogue_round_trips() {
                 technician_id: UserId(Uuid::from_u128(11)),
                 account: "idem-admin".into(),
                 outcome: AttemptOutcome::Denied,
+            }
+            .into(),
+            ElevationEnded {
+                report_id: Uuid::from_u128(45),
+                device_id: AGENT,
+                technician_id: Some(UserId(Uuid::from_u128(11))),
+                account: "idem-admin".into(),
+                reason: ElevationEnd::Expired,
+                ended_at: now(),
             }
             .into(),
             DesktopLoginRecorded {

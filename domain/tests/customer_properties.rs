@@ -116,7 +116,12 @@ fn command() -> impl Strategy<Value = C> {
                 }),
                 text,
             }),
-        "[a-zA-Z0-9$@-]{1,22}".prop_map(|username| C::ConfigureSharedAccount { username }),
+        ("[a-zA-Z0-9$@-]{1,22}", proptest::option::of(0u32..600)).prop_map(
+            |(username, elevation_minutes)| C::ConfigureSharedAccount {
+                username,
+                elevation_minutes
+            }
+        ),
         (0u8..3, when.clone()).prop_map(|(n, now)| C::IssueEnrollmentToken {
             token_id: Uuid::from_u128(60 + u128::from(n)),
             token_digest: format!("token-{n}"),

@@ -128,7 +128,10 @@ fn customer_history() -> Vec<Event> {
                                   "width": 1920, "height": 1080},
                    "logo": null, "text": "Welcome"}),
         ),
-        event("SharedAccountConfigured", json!({"username": "idem-admin"})),
+        event(
+            "SharedAccountConfigured",
+            json!({"username": "idem-admin", "elevation_minutes": 30}),
+        ),
         event(
             "EnrollmentTokenIssued",
             json!({"token_id": id(50), "token_digest": "12".repeat(32), "expires_at": T}),
@@ -326,6 +329,11 @@ fn the_event_types_a_fold_passes_over_change_nothing() {
             "ElevationRecorded",
             json!({"device_id": id(60), "msp_id": id(1), "technician_id": id(11),
                    "account": "idem-admin", "outcome": "denied"}),
+        ),
+        event(
+            "ElevationEnded",
+            json!({"report_id": id(70), "device_id": id(60), "technician_id": id(11),
+                   "account": "idem-admin", "reason": "expired", "ended_at": T}),
         ),
     ];
     let version = |event: &Event| event.schema_version();

@@ -32,6 +32,7 @@ const ROWS_PER_STATEMENT: usize = 500;
 pub const NOT_IN_FEED: &[&str] = &[
     "DesktopLoginRecorded",
     "ElevationRecorded",
+    "ElevationEnded",
     "SessionStarted",
     "SessionEnded",
     "EnrollmentTokenIssued",
@@ -70,6 +71,7 @@ struct TenantRow {
     branding_logo: Option<String>,
     branding_text: Option<String>,
     shared_account: Option<String>,
+    elevation_minutes: i64,
     created_at: String,
     last_seq: i64,
     desktop_login_seq: i64,
@@ -93,6 +95,7 @@ const TENANT_COLUMNS: &[&str] = &[
     "branding_logo",
     "branding_text",
     "shared_account",
+    "elevation_minutes",
     "created_at",
     "last_seq",
     "desktop_login_seq",
@@ -126,6 +129,7 @@ impl TenantRow {
             branding_logo: None,
             branding_text: None,
             shared_account: None,
+            elevation_minutes: i64::from(domain::customer::DEFAULT_ELEVATION_MINUTES),
             created_at,
             last_seq: 0,
             desktop_login_seq: 0,
@@ -152,6 +156,7 @@ impl TenantRow {
             MaybeText(self.branding_logo.clone()),
             MaybeText(self.branding_text.clone()),
             MaybeText(self.shared_account.clone()),
+            Int(self.elevation_minutes),
             Text(self.created_at.clone()),
             Int(self.last_seq),
             Int(self.desktop_login_seq),
@@ -182,6 +187,7 @@ impl TenantRow {
             branding_logo: row.try_get("branding_logo")?,
             branding_text: row.try_get("branding_text")?,
             shared_account: row.try_get("shared_account")?,
+            elevation_minutes: row.try_get("elevation_minutes")?,
             created_at: row.try_get("created_at")?,
             last_seq: row.try_get("last_seq")?,
             desktop_login_seq: row.try_get("desktop_login_seq")?,
@@ -1241,6 +1247,7 @@ pub(crate) async fn apply(
         Event::SharedAccountConfigured(e) => {
             let row = batch.tenant(&tenant)?;
             row.shared_account = Some(e.username.clone());
+            row.elevation_minutes = i64::from(e.elevation_minutes);
             row.shared_account_seq = seq;
         }
         Event::EnrollmentTokenIssued(e) => {
@@ -1337,7 +1344,8 @@ pub(crate) async fn apply(
             .await?;
         }
         // Attempts belong to the audit timeline.
-        Event::DesktopLoginRecorded(_) | Event::ElevationRecorded(_) => {}
+        Event::DesktopLoginRecorded(_) | Event::ElevationRecorded(_) | Event::ElevationEnded(_) => {
+        }
         // The operator log (`domain::operator`) is no tenant: nothing of the directory, and no
         // tenant row whose `last_seq` it would move.
         Event::RootKeyRotated(_)

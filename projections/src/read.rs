@@ -61,6 +61,8 @@ pub struct TenantRow {
     pub branding_logo: Option<ImageRef>,
     pub branding_text: Option<String>,
     pub shared_account: Option<String>,
+    /// How long an elevation's password stays the shared account's (minutes).
+    pub elevation_minutes: u32,
     pub created_at: String,
     /// The seq of the tenant's stream the read models reflect.
     pub last_seq: u64,
@@ -201,6 +203,8 @@ pub enum Change {
     SharedAccount {
         seq: u64,
         username: String,
+        /// How long the password an elevation shows stays the account's.
+        elevation_minutes: u32,
     },
 }
 
@@ -261,7 +265,7 @@ fn image(row: &AnyRow, column: &str) -> Result<Option<ImageRef>> {
 const TENANT_COLUMNS: &str = "tenant_id, kind, msp_id, name, display_name, host_label, \
      user_source, master_key_version, desktop_login_enabled, desktop_login_method, \
      branding_version, branding_background, branding_logo, branding_text, shared_account, \
-     created_at, last_seq, desktop_login_seq, branding_seq, shared_account_seq, feed_horizon";
+     elevation_minutes, created_at, last_seq, desktop_login_seq, branding_seq, shared_account_seq, feed_horizon";
 
 fn tenant_row(row: &AnyRow) -> Result<TenantRow> {
     let msp: Option<String> = row.try_get("msp_id")?;
@@ -284,6 +288,7 @@ fn tenant_row(row: &AnyRow) -> Result<TenantRow> {
         branding_logo: image(row, "branding_logo")?,
         branding_text: row.try_get("branding_text")?,
         shared_account: row.try_get("shared_account")?,
+        elevation_minutes: count(row, "elevation_minutes")?,
         created_at: row.try_get("created_at")?,
         last_seq: count(row, "last_seq")?,
     })
@@ -695,6 +700,7 @@ impl ReadModels {
                 _ => Change::SharedAccount {
                     seq,
                     username: settings.shared_account.clone().unwrap_or_default(),
+                    elevation_minutes: settings.elevation_minutes,
                 },
             });
         }

@@ -235,6 +235,7 @@ impl Workload {
             }),
             Event::SharedAccountConfigured(SharedAccountConfigured {
                 username: "idem-admin".into(),
+                elevation_minutes: domain::customer::DEFAULT_ELEVATION_MINUTES,
             }),
         ];
         self.msps[m].customers.push(Customer {

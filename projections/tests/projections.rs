@@ -393,6 +393,7 @@ async fn change_feed_reports_every_change_once(store: &Store) {
                 }),
                 Event::SharedAccountConfigured(SharedAccountConfigured {
                     username: "idem-admin".into(),
+                    elevation_minutes: 20,
                 }),
                 // Recorded attempts do not change the directory, but move the cursor.
                 Event::DesktopLoginRecorded(DesktopLoginRecorded {
@@ -431,6 +432,14 @@ async fn change_feed_reports_every_change_once(store: &Store) {
         }
     );
     assert_eq!(changes.changes[2], Change::Branding { seq: 8, version: 1 });
+    assert_eq!(
+        changes.changes[3],
+        Change::SharedAccount {
+            seq: 9,
+            username: "idem-admin".into(),
+            elevation_minutes: 20
+        }
+    );
     // A snapshot holds no removed user.
     let snapshot = read.changes(contoso.0, None, 100).await.unwrap().unwrap();
     assert!(
@@ -1673,6 +1682,14 @@ async fn records_that_wake_no_agent_make_no_feed_entry(store: &Store) {
             technician_id: acme.admin,
             account: "idem-admin".into(),
             outcome: AttemptOutcome::Succeeded,
+        }),
+        Event::ElevationEnded(ElevationEnded {
+            report_id: id(),
+            device_id: DeviceId(id()),
+            technician_id: Some(acme.admin),
+            account: "idem-admin".into(),
+            reason: ElevationEnd::Expired,
+            ended_at: at,
         }),
         Event::SessionStarted(SessionStarted {
             session_id: session,

@@ -220,58 +220,156 @@ async fn a_workstation_follows_its_tenant() {
     assert!(offline.login("billy", BILLY_NEW).await.is_err());
 
     // Step 9: elevated access, approved with Alice's phone; the shared account is prepared.
-    let (qr_tx, mut qr_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
-    let approver = {
-        let phone_keys = serde_json::to_string(&phone.devices).unwrap();
-        tokio::spawn(async move {
+    let phone_keys = serde_json::to_string(&phone.devices).unwrap();
+    let elevate = async |agent: &mut Agent<LinuxAccounts>| {
+        let (qr_tx, mut qr_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+        let keys = phone_keys.clone();
+        let approver = tokio::spawn(async move {
             let qr = qr_rx.recv().await.unwrap();
             let keyring = Keyring {
-                devices: serde_json::from_str(&phone_keys).unwrap(),
+                devices: serde_json::from_str(&keys).unwrap(),
             };
             agent::authenticator::approve(&keyring, &qr).await.unwrap();
-        })
+        });
+        let elevated = agent
+            .elevate(
+                move |qr| qr_tx.send(qr.to_owned()).unwrap(),
+                Duration::from_secs(60),
+            )
+            .await
+            .unwrap();
+        approver.await.unwrap();
+        elevated
     };
-    let (account, password) = agent
-        .elevate(
-            move |qr| qr_tx.send(qr.to_owned()).unwrap(),
-            Duration::from_secs(60),
-        )
-        .await
-        .unwrap();
-    approver.await.unwrap();
+    let (account, first_password) = elevate(&mut agent).await;
     assert_eq!(account, "idem-admin");
     let shared = agent.accounts.find("idem-admin").unwrap().unwrap();
     assert!(shared.admin && !shared.disabled);
-    assert!(
+    let works = |agent: &Agent<LinuxAccounts>, password: &str| {
         agent
             .accounts
-            .check_password("idem-admin", &password)
-            .unwrap()
-    );
-    assert!(agent.status().contains("elevated: idem-admin, "));
-
-    // The password shown lives an hour; then the agent replaces it with one nobody has seen,
-    // and the account stays an enabled administrator for the next elevation.
-    let elevated_at = SystemTime::now();
-    let shown_works = |agent: &Agent<LinuxAccounts>| {
-        agent
-            .accounts
-            .check_password("idem-admin", &password)
+            .check_password("idem-admin", password)
             .unwrap()
     };
+    assert!(works(&agent, &first_password));
+    assert!(agent.status().contains("elevated: idem-admin, "));
+
+    let unix = |at: SystemTime| at.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs();
+    let expires = |agent: &Agent<LinuxAccounts>| agent.state.elevated.as_ref().unwrap().expires;
+    assert_eq!(
+        agent.state.elevation_minutes,
+        Some(60),
+        "the tenant's default, from the feed"
+    );
+    assert!(expires(&agent) >= unix(SystemTime::now() + Duration::from_secs(59 * 60)));
+
+    // The tenant shortens elevations to 15 minutes. A second elevation, before the agent
+    // has synced that, lives 15 minutes (the approval says so), and replaces the first one's
+    // password: that one ended.
+    call(
+        Method::PUT,
+        "/api/v1/accounts/shared",
+        Some(json!({"username": "idem-admin", "elevation_minutes": 15})),
+    )
+    .await;
+    let before = SystemTime::now();
+    let (_, password) = elevate(&mut agent).await;
+    let after = SystemTime::now();
+    let quarter = Duration::from_secs(15 * 60);
+    assert!(
+        (unix(before + quarter)..=unix(after + quarter)).contains(&expires(&agent)),
+        "{} not 15 minutes after the elevation",
+        expires(&agent)
+    );
+    assert!(works(&agent, &password) && !works(&agent, &first_password));
+    assert_eq!(agent.state.elevations_ended.len(), 1);
+    assert_eq!(agent.state.elevations_ended[0].reason, "replaced");
+
+    // The password shown lives those 15 minutes; then the agent replaces it with one nobody
+    // has seen, and the account stays an enabled administrator for the next elevation.
     assert!(
         !agent
-            .expire_elevation(elevated_at + Duration::from_secs(59 * 60))
+            .expire_elevation(before + Duration::from_secs(14 * 60))
             .unwrap()
     );
-    assert!(shown_works(&agent));
-    let expired = elevated_at + desktop::ELEVATION_LIFETIME + Duration::from_secs(1);
-    assert!(agent.expire_elevation(expired).unwrap());
-    assert!(!shown_works(&agent));
+    assert!(works(&agent, &password));
+    // Its time is up (the state says so: the service checks that reports are not dated
+    // ahead of its clock), and the next round of the feed ends it and reports both ends.
+    agent
+        .update(|agent| {
+            agent.state.elevated.as_mut().unwrap().expires = 0;
+            Ok(())
+        })
+        .unwrap();
+    sync_all(&mut agent).await;
+    assert!(!works(&agent, &password));
     let shared = agent.accounts.find("idem-admin").unwrap().unwrap();
     assert!(shared.admin && !shared.disabled);
-    assert!(agent.status().contains("elevated: no"));
-    assert!(!agent.expire_elevation(expired).unwrap(), "once");
+    assert!(agent.status().contains("elevated: no\n"));
+    assert_eq!(agent.state.elevations_ended, Vec::new(), "reported");
+    assert_eq!(agent.state.elevation_minutes, Some(15), "from the feed");
+    assert!(!agent.expire_elevation(SystemTime::now()).unwrap(), "once");
+    let ended = |export: &str| -> Vec<Value> {
+        export
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .filter(|e| e["type"] == "ElevationEnded")
+            .map(|e| e["data"].clone())
+            .collect()
+    };
+    let recorded = ended(&platform.audit_export(&admin, host).await);
+    let reasons: Vec<&str> = recorded
+        .iter()
+        .map(|e| e["reason"].as_str().unwrap())
+        .collect();
+    assert_eq!(reasons, ["replaced", "expired"]);
+    for end in &recorded {
+        assert_eq!(end["account"], "idem-admin");
+        assert_eq!(end["device_id"], agent.state.device_id.to_string());
+        assert_eq!(end["technician_id"], phone.devices[0].user_id.to_string());
+    }
+
+    // A report the service will never take (dated a day ahead of its clock) is dropped and
+    // holds nothing back: the feed goes on and the next report is recorded.
+    let ahead = SystemTime::now() + Duration::from_secs(24 * 3600);
+    agent
+        .update(|agent| {
+            for (reason, at) in [("expired", ahead), ("replaced", SystemTime::now())] {
+                agent.state.elevations_ended.push(desktop::EndedElevation {
+                    report_id: uuid::Uuid::now_v7(),
+                    account: "idem-admin".into(),
+                    technician_id: None,
+                    reason: reason.into(),
+                    ended_at: at.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs(),
+                });
+            }
+            Ok(())
+        })
+        .unwrap();
+    agent.sync_once(Duration::ZERO).await.unwrap();
+    assert_eq!(agent.state.elevations_ended, Vec::new());
+    let recorded = ended(&platform.audit_export(&admin, host).await);
+    assert_eq!(recorded.len(), 3);
+    assert_eq!(recorded[2]["technician_id"], Value::Null);
+
+    // A report sent again (the agent crashed after the service took it, before saving that)
+    // is taken again and recorded no second time.
+    let first: uuid::Uuid = recorded[0]["report_id"].as_str().unwrap().parse().unwrap();
+    agent
+        .update(|agent| {
+            agent.state.elevations_ended.push(desktop::EndedElevation {
+                report_id: first,
+                account: "idem-admin".into(),
+                technician_id: None,
+                reason: "replaced".into(),
+                ended_at: unix(SystemTime::now()),
+            });
+            Ok(())
+        })
+        .unwrap();
+    agent.sync_once(Duration::ZERO).await.unwrap();
+    assert_eq!(agent.state.elevations_ended, Vec::new(), "taken");
+    assert_eq!(ended(&platform.audit_export(&admin, host).await), recorded);
 
     // Branding changes reach the agent, images included.
     let mut logo = b"\x89PNG\r\n\x1a\n".to_vec();
@@ -364,6 +462,8 @@ async fn a_workstation_follows_its_tenant() {
             "POST /api/v1/agent/challenges -> 201",
             "GET /api/v1/agent/challenges/",
             "GET /api/v1/agent/branding -> 200",
+            "POST /api/v1/agent/elevations/ended -> 204",
+            "POST /api/v1/agent/elevations/ended -> 422",
         ],
     );
     platform.server.shutdown().await;

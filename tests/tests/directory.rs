@@ -230,7 +230,46 @@ async fn step_6_configures_a_customer_tenant_and_keeps_its_secrets_sealed() {
         "/api/v1/accounts/shared",
         json!({"username": "idem-admin"})
     );
-    assert_eq!((status, shared), (200, json!({"username": "idem-admin"})));
+    assert_eq!(
+        (status, shared),
+        (
+            200,
+            json!({"username": "idem-admin", "elevation_minutes": 60})
+        )
+    );
+    // How long an elevation's password lives: 5 minutes to 8 hours, kept when not given.
+    for minutes in [0, 4, 481] {
+        let (status, problem) = call!(
+            Method::PUT,
+            "/api/v1/accounts/shared",
+            json!({"username": "it-admin", "elevation_minutes": minutes})
+        );
+        assert_eq!(status, 422, "{minutes}");
+        assert_eq!(problem["errors"][0]["field"], "elevation_minutes");
+    }
+    let (status, shared) = call!(
+        Method::PUT,
+        "/api/v1/accounts/shared",
+        json!({"username": "idem-admin", "elevation_minutes": 15})
+    );
+    assert_eq!(
+        (status, shared),
+        (
+            200,
+            json!({"username": "idem-admin", "elevation_minutes": 15})
+        )
+    );
+    let (_, shared) = call!(
+        Method::PUT,
+        "/api/v1/accounts/shared",
+        json!({"username": "idem-admin"})
+    );
+    assert_eq!(shared["elevation_minutes"], 15, "kept");
+    let (_, shared) = call!(Method::GET, "/api/v1/accounts/shared");
+    assert_eq!(
+        shared,
+        json!({"username": "idem-admin", "elevation_minutes": 15})
+    );
     let (status, token) = call!(Method::POST, "/api/v1/agent/enrollment-tokens");
     assert_eq!(status, 201);
     assert!(token["token"].as_str().unwrap().len() >= 43);

@@ -168,9 +168,17 @@ async fn run(cli: Cli) -> Result<(), desktop::AgentError> {
                     Duration::from_secs(120),
                 )
                 .await?;
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs();
+            let minutes = agent
+                .state
+                .elevated
+                .as_ref()
+                .map_or(0, |e| e.expires.saturating_sub(now).div_ceil(60));
             println!(
-                "elevated access: account {account}, password {password} (replaced in {} min)",
-                desktop::ELEVATION_LIFETIME.as_secs() / 60
+                "elevated access: account {account}, password {password} (replaced in {minutes} min)"
             );
         }
         Command::Status => {

@@ -447,6 +447,12 @@ async fn accounts_page(page: Page, mut form: FormState) -> Response {
         form.values
             .insert("username".into(), s(&shared, "username").to_owned());
     }
+    if !form.values.contains_key("elevation_minutes")
+        && let Some(minutes) = shared["elevation_minutes"].as_u64()
+    {
+        form.values
+            .insert("elevation_minutes".into(), minutes.to_string());
+    }
     let body = html! {
         section.panel aria-labelledby="shared" {
             h2 #shared { "Shared admin account" }
@@ -459,6 +465,8 @@ async fn accounts_page(page: Page, mut form: FormState) -> Response {
                 (csrf_field(&page))
                 (form_error(&form))
                 (field(&form, "shared", "username", "Local account name", "text", true, None))
+                (field(&form, "shared", "elevation_minutes", "Minutes an elevation lasts", "number", true,
+                    Some("5 to 480. Then the agent gives the account a new password that nobody sees.")))
                 button.primary type="submit" { "Configure shared account" }
             }
         }
@@ -466,9 +474,27 @@ async fn accounts_page(page: Page, mut form: FormState) -> Response {
     show(&page, status, "Accounts", body)
 }
 
-/// `POST /admin/accounts` `username=…`.
+/// `POST /admin/accounts` `username=…&elevation_minutes=…`.
 pub async fn save_shared_account(Submission { page, fields }: Submission) -> Response {
-    let body = json!({"username": text(&fields, "username")});
+    let mut body = json!({"username": text(&fields, "username")});
+    let minutes = text(&fields, "elevation_minutes");
+    if !minutes.trim().is_empty() {
+        match minutes.trim().parse::<u32>() {
+            Ok(minutes) => body["elevation_minutes"] = minutes.into(),
+            Err(_) => {
+                let failure = super::client::Failure {
+                    status: StatusCode::UNPROCESSABLE_ENTITY,
+                    detail: String::new(),
+                    fields: [(
+                        "elevation_minutes".to_owned(),
+                        "must be a whole number of minutes".to_owned(),
+                    )]
+                    .into(),
+                };
+                return accounts_page(page, refused(&fields, &failure)).await;
+            }
+        }
+    }
     match page
         .api
         .send(Method::PUT, "/api/v1/accounts/shared", Some(body))

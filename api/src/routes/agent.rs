@@ -12,11 +12,14 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use domain::authz::{self, Action, Principal};
 use domain::customer::{self, CustomerCommand};
 use domain::decision::DomainError;
-use domain::event::{AttemptOutcome, DesktopLoginMethod, DesktopLoginRecorded, LocalAccountAction};
+use domain::event::{
+    AttemptOutcome, DesktopLoginMethod, DesktopLoginRecorded, ElevationEnd, ElevationEnded,
+    LocalAccountAction,
+};
 use domain::ids::{DeviceId, TenantId, UserId};
 use domain::session::token_digest;
 use projections::TenantRow;
@@ -125,6 +128,8 @@ pub struct DesktopUser {
 #[derive(Serialize, Deserialize, JsonSchema)]
 pub struct SharedAccountGrant {
     username: String,
+    /// Minutes the password the agent now sets stays the account's (the tenant's setting).
+    elevation_minutes: u32,
 }
 
 /// The technician who approved an elevation.
@@ -133,6 +138,26 @@ pub struct SharedAccountGrant {
 pub struct Technician {
     id: Uuid,
     email: Option<String>,
+}
+
+/// An agent's report that an elevation at its workstation ended.
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ElevationEndedRequest {
+    /// Made by the agent; a report sent again (the agent crashed before it knew the first
+    /// was recorded) keeps its id, so the audit can tell.
+    report_id: Uuid,
+    /// The shared account whose password the elevation showed.
+    account: String,
+    /// The technician the approval named, if the agent knows it.
+    #[serde(default)]
+    technician_id: Option<Uuid>,
+    /// `expired`: its password lived its hour; `replaced`: a newer elevation replaced it.
+    #[schemars(with = "String", extend("enum" = ["expired", "replaced"]))]
+    reason: ElevationEnd,
+    /// When, by the workstation's clock (at most five minutes ahead of the service's).
+    #[schemars(with = "String", extend("format" = "date-time"))]
+    ended_at: DateTime<Utc>,
 }
 
 #[derive(Deserialize, JsonSchema)]
@@ -724,12 +749,78 @@ pub async fn approve_elevation(
     }
     let email = state.read().user(msp, user).await?.map(|u| u.email);
     let grant = Grant {
-        account: Some(SharedAccountGrant { username: account }),
+        account: Some(SharedAccountGrant {
+            username: account,
+            elevation_minutes: tenant.elevation_minutes,
+        }),
         technician: Some(Technician { id: user, email }),
         ..Grant::default()
     };
     let grant = serde_json::to_string(&grant).map_err(|e| Problem::internal(&e))?;
     Ok((grant, committed))
+}
+
+/// `POST /api/v1/agent/elevations/ended` `{report_id, account, technician_id?, reason,
+/// ended_at}` → 204: the agent says the password an elevation showed is no longer the shared
+/// account's, and the audit records it (`ElevationEnded`), once per `report_id`: a report
+/// sent again (the agent crashed before it saved our answer) is answered 204 again and
+/// recorded no second time; the first report with an id is the one kept.
+pub async fn elevation_ended(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    request: Result<Json<ElevationEndedRequest>, JsonRejection>,
+) -> Result<Response, Problem> {
+    let agent = agent(&state, &headers).await?;
+    let request = body(request)?;
+    state
+        .limits
+        .elevation_reports_per_device
+        .take(&agent.device.to_string(), Instant::now())
+        .map_err(Problem::too_many)?;
+    let claim = customer::elevation_report_claim(
+        TenantId(agent.tenant.id),
+        DeviceId(agent.device),
+        request.report_id,
+    );
+    let reservation = eventlog::Reservation::new(claim.scope, claim.key);
+    let recorded = async || {
+        use eventlog::EventLog;
+        state
+            .log
+            .reservation_owner(&reservation)
+            .await
+            .map(|owner| owner == Some(eventlog::StreamId(agent.tenant.id)))
+            .map_err(|e| Problem::internal(&e))
+    };
+    if recorded().await? {
+        return Ok(StatusCode::NO_CONTENT.into_response());
+    }
+    let record = ElevationEnded {
+        report_id: request.report_id,
+        device_id: DeviceId(agent.device),
+        technician_id: request.technician_id.map(UserId),
+        account: request.account,
+        reason: request.reason,
+        ended_at: request.ended_at,
+    };
+    let outcome = record_event(
+        &state,
+        &agent.tenant,
+        agent.device,
+        CustomerCommand::RecordElevationEnded {
+            record,
+            now: Utc::now(),
+        },
+    )
+    .await;
+    match outcome {
+        Ok(committed) => Ok(no_content(&state, Some(&committed)).await),
+        // The same report, sent twice at once: the other one recorded it.
+        Err(problem) if problem.status == StatusCode::CONFLICT && recorded().await? => {
+            Ok(StatusCode::NO_CONTENT.into_response())
+        }
+        Err(problem) => Err(problem),
+    }
 }
 
 async fn record_event(

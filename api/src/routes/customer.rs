@@ -98,6 +98,11 @@ pub struct PasswordBody {
 pub struct SharedAccountBody {
     /// The shared local admin account's name on every workstation.
     username: String,
+    /// Minutes the password an elevation shows stays the account's, 5 to 480; absent keeps
+    /// the tenant's (60 until set).
+    #[serde(default)]
+    #[schemars(range(min = 5, max = 480))]
+    elevation_minutes: Option<u32>,
 }
 
 /// The host's customer tenant and the caller's session on it, allowed to do `action`.
@@ -326,11 +331,15 @@ fn master_key_json(tenant: &TenantRow) -> MasterKey {
 pub struct SharedAccount {
     /// None until configured.
     username: Option<String>,
+    /// Minutes the password an elevation shows stays the account's; then the agent gives
+    /// the account a new password shown to nobody.
+    elevation_minutes: u32,
 }
 
 fn shared_account_json(tenant: &TenantRow) -> SharedAccount {
     SharedAccount {
         username: tenant.shared_account.clone(),
+        elevation_minutes: tenant.elevation_minutes,
     }
 }
 
@@ -621,7 +630,8 @@ pub async fn enable_passwordless(
     ))
 }
 
-/// `GET /api/v1/accounts/shared` → `{username}` (null until configured).
+/// `GET /api/v1/accounts/shared` → `{username, elevation_minutes}` (username null until
+/// configured).
 pub async fn get_shared_account(
     State(state): State<Shared>,
     method: Method,
@@ -631,8 +641,8 @@ pub async fn get_shared_account(
     Ok(Json(shared_account_json(&tenant)).into_response())
 }
 
-/// `PUT /api/v1/accounts/shared` `{username}`: the local admin account technicians elevate
-/// into on this tenant's workstations.
+/// `PUT /api/v1/accounts/shared` `{username, elevation_minutes?}`: the local admin account
+/// technicians elevate into on this tenant's workstations, and how long an elevation lasts.
 pub async fn put_shared_account(
     State(state): State<Shared>,
     method: Method,
@@ -647,6 +657,7 @@ pub async fn put_shared_account(
         &caller,
         CustomerCommand::ConfigureSharedAccount {
             username: request.username,
+            elevation_minutes: request.elevation_minutes,
         },
     )
     .await?;

@@ -107,6 +107,7 @@ pub mod public {
         "/api/v1/agent/challenges" => { post(agent::create_challenge, body = agent::ChallengeRequest, response = login::Challenge, status = 201) "A QR challenge for a passwordless login or elevated access (device credential)" }
         "/api/v1/agent/challenges/{id}" => { get(agent::poll_challenge, query = agent::WaitQuery, response = agent::AgentChallengeAnswer) "Wait for an agent challenge's approval: the user or the shared account (device credential)" }
         "/api/v1/agent/branding/{image}" => { get(agent::branding_image) "A branding image (device credential)" }
+        "/api/v1/agent/elevations/ended" => { post(agent::elevation_ended, body = agent::ElevationEndedRequest, status = 204) "Report that an elevation's password was replaced (device credential)" }
     }
 }
 
