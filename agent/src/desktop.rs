@@ -113,9 +113,10 @@ pub struct Elevation {
     pub account: String,
     /// When its password stops being the one shown (seconds since the Unix epoch).
     pub expires: u64,
-    /// The technician who approved it (absent from state written before it was kept).
+    /// The tenant log seq of the service's record of its approval (absent from state
+    /// written before it was kept): the report of its end names it.
     #[serde(default)]
-    pub technician_id: Option<Uuid>,
+    pub elevation_seq: Option<u64>,
 }
 
 /// An elevation that ended, as the agent reports it to the service.
@@ -124,7 +125,9 @@ pub struct EndedElevation {
     /// Made here; a report sent again keeps it.
     pub report_id: Uuid,
     pub account: String,
-    pub technician_id: Option<Uuid>,
+    /// The approval's [`Elevation::elevation_seq`]; the service takes the technician from it.
+    #[serde(default)]
+    pub elevation_seq: Option<u64>,
     /// `expired` (its hour was up) or `replaced` (a newer elevation replaced its password).
     pub reason: String,
     /// Seconds since the Unix epoch, by this workstation's clock.
@@ -136,7 +139,7 @@ impl EndedElevation {
         EndedElevation {
             report_id: uuid::Builder::from_random_bytes(rand::random()).into_uuid(),
             account: elevation.account.clone(),
-            technician_id: elevation.technician_id,
+            elevation_seq: elevation.elevation_seq,
             reason: reason.into(),
             ended_at: unix_seconds(ended_at),
         }
@@ -150,7 +153,7 @@ impl EndedElevation {
         json!({
             "report_id": self.report_id,
             "account": self.account,
-            "technician_id": self.technician_id,
+            "elevation_seq": self.elevation_seq,
             "reason": self.reason,
             "ended_at": ended_at,
         })
@@ -862,9 +865,7 @@ impl<A: LocalAccounts> Agent<A> {
             .as_str()
             .map(str::to_owned)
             .ok_or_else(|| AgentError::Refused("approved without an account".into()))?;
-        let technician_id = answer["technician"]["id"]
-            .as_str()
-            .and_then(|id| Uuid::parse_str(id).ok());
+        let elevation_seq = answer["account"]["elevation_seq"].as_u64();
         let lifetime = elevation_lifetime(
             answer["account"]["elevation_minutes"]
                 .as_u64()
@@ -886,7 +887,7 @@ impl<A: LocalAccounts> Agent<A> {
             agent.state.elevated = Some(Elevation {
                 account: name.clone(),
                 expires: unix_seconds(now + lifetime),
-                technician_id,
+                elevation_seq,
             });
             Ok(name)
         })?;
@@ -1038,7 +1039,7 @@ mod tests {
             Some(Elevation {
                 account: "idem-admin".into(),
                 expires: 1_800_000_000,
-                technician_id: None,
+                elevation_seq: None,
             })
         );
     }
@@ -1068,11 +1069,11 @@ mod tests {
         let report = EndedElevation {
             report_id: Uuid::from_u128(7),
             account: "idem-admin".into(),
-            technician_id: None,
+            elevation_seq: Some(12),
             reason: "expired".into(),
             ended_at: 1_800_000_000,
         };
         assert_eq!(report.body()["ended_at"], "2027-01-15T08:00:00+00:00");
-        assert_eq!(report.body()["technician_id"], Value::Null);
+        assert_eq!(report.body()["elevation_seq"], 12);
     }
 }

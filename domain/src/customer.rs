@@ -579,8 +579,11 @@ pub enum CustomerCommand {
     RecordElevation(ElevationRecorded),
     /// An agent's report that an elevation ended; refused if `ended_at` is more than
     /// [`CLOCK_SKEW`] after `now` (a workstation clock that far ahead would date it wrong).
+    /// `approval` is the event at `record.elevation_seq` in the tenant's log, if that is an
+    /// `ElevationRecorded` (the caller reads it; the technician is taken from it).
     RecordElevationEnded {
         record: ElevationEnded,
+        approval: Option<ElevationRecorded>,
         now: DateTime<Utc>,
     },
 }
@@ -959,7 +962,11 @@ fn decide_on(t: &CustomerTenant, command: CustomerCommand) -> Result<Decision, D
             }
             Ok(Decision::event(record))
         }
-        C::RecordElevationEnded { mut record, now } => {
+        C::RecordElevationEnded {
+            mut record,
+            approval,
+            now,
+        } => {
             if !t.agents.contains_key(&record.device_id) {
                 return Err(DomainError::NotFound("device"));
             }
@@ -970,6 +977,22 @@ fn decide_on(t: &CustomerTenant, command: CustomerCommand) -> Result<Decision, D
                     field: "account",
                     ..e
                 }),
+            }
+            // The technician is the service's record of the approval, not the agent's word.
+            record.technician_id = None;
+            if record.elevation_seq.is_some() {
+                match approval {
+                    Some(approval)
+                        if approval.device_id == record.device_id
+                            && approval.outcome == AttemptOutcome::Succeeded =>
+                    {
+                        record.technician_id = Some(approval.technician_id);
+                    }
+                    _ => errors.push(FieldError::new(
+                        "elevation_seq",
+                        "is not an elevation approved for this workstation",
+                    )),
+                }
             }
             if record.ended_at > now + CLOCK_SKEW {
                 errors.push(FieldError::new(

@@ -404,7 +404,11 @@ events! {
     ElevationEnded version 1 {
         report_id: Uuid,
         device_id: DeviceId,
-        /// The technician who elevated, as the agent recorded the approval.
+        /// The tenant seq of the `ElevationRecorded` that approved the elevation, as the
+        /// approval told the agent (none for an elevation the agent kept no seq for).
+        elevation_seq: Option<u64>,
+        /// The technician who elevated: from the service's record at `elevation_seq`, never
+        /// the agent's word.
         technician_id: Option<UserId>,
         account: String,
         reason: ElevationEnd,

@@ -349,7 +349,8 @@ fn every_customer_command_is_for_its_tenants_managers_or_its_agents() {
     let ended = ElevationEnded {
         report_id: Uuid::from_u128(70),
         device_id: device,
-        technician_id: Some(user),
+        elevation_seq: None,
+        technician_id: None,
         account: "idem-admin".into(),
         reason: ElevationEnd::Expired,
         ended_at: now,
@@ -357,7 +358,11 @@ fn every_customer_command_is_for_its_tenants_managers_or_its_agents() {
     for command in [
         C::RecordDesktopLogin(login),
         C::RecordElevation(elevation),
-        C::RecordElevationEnded { record: ended, now },
+        C::RecordElevationEnded {
+            record: ended,
+            approval: None,
+            now,
+        },
     ] {
         assert!(may(&agent_c1(), command.action(), c1));
         assert!(

@@ -1002,12 +1002,17 @@ fn an_ended_elevation_is_recorded_for_an_enrolled_device_by_a_sane_clock() {
     let ended = |account: &str, ended_at: DateTime<Utc>| ElevationEnded {
         report_id: Uuid::from_u128(45),
         device_id: AGENT,
-        technician_id: Some(UserId(Uuid::from_u128(11))),
+        elevation_seq: None,
+        technician_id: None,
         account: account.into(),
         reason: ElevationEnd::Replaced,
         ended_at,
     };
-    let report = |record: ElevationEnded| C::RecordElevationEnded { record, now: now() };
+    let report = |record: ElevationEnded| C::RecordElevationEnded {
+        record,
+        approval: None,
+        now: now(),
+    };
 
     // Reported late (the workstation was offline) or a little ahead: recorded as reported,
     // and the report's id claimed for this device, so that a report sent again is not.
@@ -1049,6 +1054,57 @@ fn an_ended_elevation_is_recorded_for_an_enrolled_device_by_a_sane_clock() {
         )),
         vec!["account", "ended_at"]
     );
+
+    // The technician is the one the service recorded approving the elevation the report
+    // names, whoever the agent says it was; an approval of another workstation, a denied
+    // one, or no approval at that seq is refused.
+    let approval = |device_id: DeviceId, outcome: AttemptOutcome| ElevationRecorded {
+        device_id,
+        msp_id: MSP,
+        technician_id: UserId(Uuid::from_u128(11)),
+        account: "idem-admin".into(),
+        outcome,
+    };
+    let naming = |approval: Option<ElevationRecorded>| {
+        let mut record = ended("idem-admin", now());
+        record.elevation_seq = Some(7);
+        record.technician_id = Some(UserId(Uuid::from_u128(12)));
+        C::RecordElevationEnded {
+            record,
+            approval,
+            now: now(),
+        }
+    };
+    let recorded = when(
+        &given,
+        naming(Some(approval(AGENT, AttemptOutcome::Succeeded))),
+    )
+    .unwrap();
+    let mut expected = ended("idem-admin", now());
+    expected.elevation_seq = Some(7);
+    expected.technician_id = Some(UserId(Uuid::from_u128(11)));
+    assert_eq!(recorded.events, vec![Event::from(expected)]);
+    for wrong in [
+        None,
+        Some(approval(AGENT, AttemptOutcome::Denied)),
+        Some(approval(
+            DeviceId(Uuid::from_u128(98)),
+            AttemptOutcome::Succeeded,
+        )),
+    ] {
+        assert_eq!(
+            invalid_fields(when(&given, naming(wrong))),
+            vec!["elevation_seq"]
+        );
+    }
+    // Without a seq, the agent's word for the technician is not taken.
+    let mut claimed = ended("idem-admin", now());
+    claimed.technician_id = Some(UserId(Uuid::from_u128(12)));
+    assert_eq!(
+        when(&given, report(claimed)).unwrap().events,
+        vec![Event::from(ended("idem-admin", now()))]
+    );
+
     // A device of no tenant's, or one revoked since, reports nothing.
     let mut stranger = ended("idem-admin", now());
     stranger.device_id = DeviceId(Uuid::from_u128(99));
@@ -1138,6 +1194,7 @@ fn every_event_of_the_catalogue_round_trips() {
             ElevationEnded {
                 report_id: Uuid::from_u128(45),
                 device_id: AGENT,
+                elevation_seq: Some(9),
                 technician_id: Some(UserId(Uuid::from_u128(11))),
                 account: "idem-admin".into(),
                 reason: ElevationEnd::Expired,

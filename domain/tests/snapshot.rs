@@ -332,7 +332,7 @@ fn the_event_types_a_fold_passes_over_change_nothing() {
         ),
         event(
             "ElevationEnded",
-            json!({"report_id": id(70), "device_id": id(60), "technician_id": id(11),
+            json!({"report_id": id(70), "device_id": id(60), "elevation_seq": 9, "technician_id": id(11),
                    "account": "idem-admin", "reason": "expired", "ended_at": T}),
         ),
     ];

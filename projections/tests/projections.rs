@@ -1686,6 +1686,7 @@ async fn records_that_wake_no_agent_make_no_feed_entry(store: &Store) {
         Event::ElevationEnded(ElevationEnded {
             report_id: id(),
             device_id: DeviceId(id()),
+            elevation_seq: Some(7),
             technician_id: Some(acme.admin),
             account: "idem-admin".into(),
             reason: ElevationEnd::Expired,

@@ -362,6 +362,7 @@ async fn elevation_and_passwordless_login_are_approved_on_a_phone() {
     assert_eq!(answer["status"], "approved");
     assert_eq!(answer["account"]["username"], "idem-admin");
     assert_eq!(answer["technician"]["email"], "alice@acme.example");
+    let elevated = answer.clone();
     let (_, again) = Platform::call(as_agent(
         Method::GET,
         &format!("/api/v1/agent/challenges/{id}"),
@@ -426,10 +427,13 @@ async fn elevation_and_passwordless_login_are_approved_on_a_phone() {
     .await;
     assert_eq!(status, 422);
     let export = platform.audit_export(&admin, host).await;
-    let elevations: Vec<(String, String)> = export
+    let recorded: Vec<Value> = export
         .lines()
         .map(|l| serde_json::from_str::<Value>(l).unwrap())
         .filter(|e| e["type"] == "ElevationRecorded")
+        .collect();
+    let elevations: Vec<(String, String)> = recorded
+        .iter()
         .map(|e| {
             (
                 e["data"]["technician_id"].as_str().unwrap().to_owned(),
@@ -437,6 +441,8 @@ async fn elevation_and_passwordless_login_are_approved_on_a_phone() {
             )
         })
         .collect();
+    // The approval told the agent where the service recorded it.
+    assert_eq!(elevated["account"]["elevation_seq"], recorded[1]["seq"]);
     assert_eq!(elevations.len(), 2);
     assert_eq!(
         elevations[0],

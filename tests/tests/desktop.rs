@@ -323,24 +323,44 @@ async fn a_workstation_follows_its_tenant() {
         .map(|e| e["reason"].as_str().unwrap())
         .collect();
     assert_eq!(reasons, ["replaced", "expired"]);
+    // Each end names the service's own record of its approval, and the technician comes
+    // from there.
+    let events = platform.audit_events(&admin, host).await;
+    let mut approvals = Vec::new();
     for end in &recorded {
         assert_eq!(end["account"], "idem-admin");
         assert_eq!(end["device_id"], agent.state.device_id.to_string());
+        let approval = events
+            .iter()
+            .find(|e| e["seq"] == end["elevation_seq"])
+            .unwrap();
+        assert_eq!(approval["type"], "ElevationRecorded", "{end}");
+        assert_eq!(approval["data"]["outcome"], "succeeded");
+        assert_eq!(approval["data"]["device_id"], end["device_id"]);
+        assert_eq!(end["technician_id"], approval["data"]["technician_id"]);
         assert_eq!(end["technician_id"], phone.devices[0].user_id.to_string());
+        approvals.push(end["elevation_seq"].as_u64().unwrap());
     }
+    assert!(approvals[0] < approvals[1], "two elevations, two approvals");
 
-    // A report the service will never take (dated a day ahead of its clock) is dropped and
-    // holds nothing back: the feed goes on and the next report is recorded.
+    // Reports the service will never take (dated a day ahead of its clock; naming as its
+    // approval an event that is not one) are dropped and hold nothing back: the feed goes
+    // on and the next report is recorded.
     let ahead = SystemTime::now() + Duration::from_secs(24 * 3600);
+    let now = SystemTime::now();
     agent
         .update(|agent| {
-            for (reason, at) in [("expired", ahead), ("replaced", SystemTime::now())] {
+            for (reason, at, elevation_seq) in [
+                ("expired", ahead, None),
+                ("expired", now, Some(1)),
+                ("replaced", now, None),
+            ] {
                 agent.state.elevations_ended.push(desktop::EndedElevation {
                     report_id: uuid::Uuid::now_v7(),
                     account: "idem-admin".into(),
-                    technician_id: None,
+                    elevation_seq,
                     reason: reason.into(),
-                    ended_at: at.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs(),
+                    ended_at: unix(at),
                 });
             }
             Ok(())
@@ -360,7 +380,7 @@ async fn a_workstation_follows_its_tenant() {
             agent.state.elevations_ended.push(desktop::EndedElevation {
                 report_id: first,
                 account: "idem-admin".into(),
-                technician_id: None,
+                elevation_seq: None,
                 reason: "replaced".into(),
                 ended_at: unix(SystemTime::now()),
             });

@@ -130,6 +130,9 @@ pub struct SharedAccountGrant {
     username: String,
     /// Minutes the password the agent now sets stays the account's (the tenant's setting).
     elevation_minutes: u32,
+    /// The tenant log seq that records this approval: the agent names it when it reports
+    /// the elevation's end, so that the audit pairs the two from the service's own record.
+    elevation_seq: u64,
 }
 
 /// The technician who approved an elevation.
@@ -149,9 +152,12 @@ pub struct ElevationEndedRequest {
     report_id: Uuid,
     /// The shared account whose password the elevation showed.
     account: String,
-    /// The technician the approval named, if the agent knows it.
+    /// The `elevation_seq` of the approval (`account.elevation_seq` in the challenge's
+    /// answer), if the agent kept it: the service then records the technician it recorded
+    /// approving that elevation, and refuses (422) a seq that is not an elevation approved
+    /// for this workstation.
     #[serde(default)]
-    technician_id: Option<Uuid>,
+    elevation_seq: Option<u64>,
     /// `expired`: its password lived its hour; `replaced`: a newer elevation replaced it.
     #[schemars(with = "String", extend("enum" = ["expired", "replaced"]))]
     reason: ElevationEnd,
@@ -748,10 +754,16 @@ pub async fn approve_elevation(
         ));
     }
     let email = state.read().user(msp, user).await?.map(|u| u.email);
+    let elevation_seq = committed
+        .events
+        .first()
+        .map(|e| e.seq)
+        .ok_or_else(|| Problem::internal(&"an approved elevation recorded nothing"))?;
     let grant = Grant {
         account: Some(SharedAccountGrant {
             username: account,
             elevation_minutes: tenant.elevation_minutes,
+            elevation_seq,
         }),
         technician: Some(Technician { id: user, email }),
         ..Grant::default()
@@ -764,7 +776,8 @@ pub async fn approve_elevation(
 /// ended_at}` → 204: the agent says the password an elevation showed is no longer the shared
 /// account's, and the audit records it (`ElevationEnded`), once per `report_id`: a report
 /// sent again (the agent crashed before it saved our answer) is answered 204 again and
-/// recorded no second time; the first report with an id is the one kept.
+/// recorded no second time; the first report with an id is the one kept. The technician is
+/// the one the service recorded approving the elevation at `elevation_seq`.
 pub async fn elevation_ended(
     State(state): State<Shared>,
     headers: HeaderMap,
@@ -795,10 +808,16 @@ pub async fn elevation_ended(
     if recorded().await? {
         return Ok(StatusCode::NO_CONTENT.into_response());
     }
+    let approval = match request.elevation_seq {
+        Some(seq) => recorded_elevation(&state, agent.tenant.id, seq).await?,
+        None => None,
+    };
     let record = ElevationEnded {
         report_id: request.report_id,
         device_id: DeviceId(agent.device),
-        technician_id: request.technician_id.map(UserId),
+        elevation_seq: request.elevation_seq,
+        // Taken from `approval` by the domain.
+        technician_id: None,
         account: request.account,
         reason: request.reason,
         ended_at: request.ended_at,
@@ -809,6 +828,7 @@ pub async fn elevation_ended(
         agent.device,
         CustomerCommand::RecordElevationEnded {
             record,
+            approval,
             now: Utc::now(),
         },
     )
@@ -820,6 +840,33 @@ pub async fn elevation_ended(
             Ok(StatusCode::NO_CONTENT.into_response())
         }
         Err(problem) => Err(problem),
+    }
+}
+
+/// The elevation recorded at `seq` of `tenant`'s log, if the event there is one.
+async fn recorded_elevation(
+    state: &AppState,
+    tenant: Uuid,
+    seq: u64,
+) -> Result<Option<domain::event::ElevationRecorded>, Problem> {
+    use eventlog::EventLog;
+    if seq == 0 {
+        return Ok(None);
+    }
+    let events = state
+        .log
+        .read_stream(eventlog::StreamId(tenant), seq, 1)
+        .await
+        .map_err(|e| Problem::internal(&e))?;
+    let Some(event) = events.first().filter(|e| e.seq == seq) else {
+        return Ok(None);
+    };
+    if event.event_type != "ElevationRecorded" {
+        return Ok(None);
+    }
+    match projections::codec::decode(event)? {
+        domain::event::Event::ElevationRecorded(record) => Ok(Some(record)),
+        _ => Ok(None),
     }
 }
 
