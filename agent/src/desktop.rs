@@ -128,7 +128,7 @@ pub struct EndedElevation {
     /// The approval's [`Elevation::elevation_seq`]; the service takes the technician from it.
     #[serde(default)]
     pub elevation_seq: Option<u64>,
-    /// `expired` (its hour was up) or `replaced` (a newer elevation replaced its password).
+    /// `expired` (its time was up) or `replaced` (a newer elevation replaced its password).
     pub reason: String,
     /// Seconds since the Unix epoch, by this workstation's clock.
     pub ended_at: u64,

@@ -76,7 +76,7 @@ pub enum AttemptOutcome {
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ElevationEnd {
-    /// The password it showed lived its hour and was replaced by one nobody saw.
+    /// The password it showed lived its time and was replaced by one nobody saw.
     Expired,
     /// A newer elevation at the same workstation replaced its password.
     Replaced,

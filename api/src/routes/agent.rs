@@ -148,7 +148,7 @@ pub struct Technician {
 #[serde(deny_unknown_fields)]
 pub struct ElevationEndedRequest {
     /// Made by the agent; a report sent again (the agent crashed before it knew the first
-    /// was recorded) keeps its id, so the audit can tell.
+    /// was recorded) keeps its id, and the service records it once.
     report_id: Uuid,
     /// The shared account whose password the elevation showed.
     account: String,
@@ -158,7 +158,7 @@ pub struct ElevationEndedRequest {
     /// for this workstation.
     #[serde(default)]
     elevation_seq: Option<u64>,
-    /// `expired`: its password lived its hour; `replaced`: a newer elevation replaced it.
+    /// `expired`: its password lived its time; `replaced`: a newer elevation replaced it.
     #[schemars(with = "String", extend("enum" = ["expired", "replaced"]))]
     reason: ElevationEnd,
     /// When, by the workstation's clock (at most five minutes ahead of the service's).
@@ -772,7 +772,7 @@ pub async fn approve_elevation(
     Ok((grant, committed))
 }
 
-/// `POST /api/v1/agent/elevations/ended` `{report_id, account, technician_id?, reason,
+/// `POST /api/v1/agent/elevations/ended` `{report_id, account, elevation_seq?, reason,
 /// ended_at}` → 204: the agent says the password an elevation showed is no longer the shared
 /// account's, and the audit records it (`ElevationEnded`), once per `report_id`: a report
 /// sent again (the agent crashed before it saved our answer) is answered 204 again and
