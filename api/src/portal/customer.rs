@@ -711,6 +711,9 @@ fn summary(data: &Value) -> String {
         "source",
         "enabled",
         "account",
+        "reason",
+        "elevation_seq",
+        "elevation_minutes",
         "hostname",
         "text",
         "purpose",
@@ -731,4 +734,30 @@ fn summary(data: &Value) -> String {
         })
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::*;
+
+    #[test]
+    fn an_elevations_end_says_why_and_which_approval_and_nothing_sealed_shows() {
+        let ended = json!({"report_id": "r", "device_id": "d", "elevation_seq": 12,
+            "technician_id": "t", "account": "idem-admin", "reason": "expired",
+            "ended_at": "2026-11-24T10:00:00Z"});
+        assert_eq!(
+            summary(&ended),
+            "account: idem-admin, reason: expired, elevation_seq: 12"
+        );
+        let configured = json!({"username": "idem-admin", "elevation_minutes": 15});
+        assert_eq!(
+            summary(&configured),
+            "username: idem-admin, elevation_minutes: 15"
+        );
+        let password = json!({"user_id": "u", "verifier": {"key_version": 1, "nonce": [1, 2],
+            "ciphertext": [3, 4]}, "password_version": 2});
+        assert_eq!(summary(&password), "");
+    }
 }
