@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use eventlog::{EventLog, RocksLog};
 use projections::Progress;
@@ -31,6 +32,28 @@ type PageKey = (Uuid, Option<u64>, usize);
 
 /// Pages kept at most; beyond it, the cache starts over.
 const CACHED_PAGES: usize = 10_000;
+
+/// How long the feed task waits for the read models before it logs that it still waits.
+const PATIENCE: Duration = Duration::from_secs(30);
+
+/// Waits until the read models have `position`, however long that takes: agents woken
+/// before would read pages without the commit and keep them under the new generation, and
+/// nothing would wake them again once the read models had it. True once they have it, or
+/// once a projector has stopped (nothing more will come: wake the agents with what there
+/// is); false if `stop` turned true first.
+async fn projected(progress: &Progress, position: u64, stop: &mut watch::Receiver<bool>) -> bool {
+    loop {
+        tokio::select! {
+            reached = progress.wait_for(position, PATIENCE) => {
+                if reached || progress.stopped() {
+                    return true;
+                }
+                tracing::warn!(position, "the change feed is waiting for the read models to reach a commit");
+            }
+            _ = stop.wait_for(|s| *s) => return false,
+        }
+    }
+}
 
 /// Adds to `seqs` each tenant's newest seq among `events` that can change its feed.
 fn feed_seqs(events: &[eventlog::RecordedEvent], seqs: &mut HashMap<Uuid, u64>) {
@@ -174,14 +197,8 @@ impl Feed {
             if seqs.is_empty() {
                 continue;
             }
-            if !progress
-                .wait_for(head, std::time::Duration::from_secs(30))
-                .await
-            {
-                tracing::warn!(
-                    position = head,
-                    "the change feed wakes agents before the read models have the commit"
-                );
+            if !projected(&progress, head, &mut stop).await {
+                return;
             }
             // A backstop for writers that did not settle: what changed leaves the cache.
             cache.forget_after(&events);
@@ -320,5 +337,44 @@ mod tests {
         let again = feed.page(key, after, page(b"[9]")).await.unwrap();
         assert_eq!(&*again.0, b"[8]", "nothing new: the page stays");
         drop(waiting);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn agents_are_woken_only_once_the_read_models_have_the_commit() {
+        let status = |checkpoint| projections::ProjectorStatus {
+            projection: "directory",
+            generation: 1,
+            checkpoint,
+            quarantined: Vec::new(),
+            rebuilding: None,
+            failure: None,
+            stopped: false,
+        };
+        let wait = |progress: Progress, mut stop: watch::Receiver<bool>| {
+            tokio::spawn(async move { projected(&progress, 5, &mut stop).await })
+        };
+        let (_stopping, stop) = watch::channel(false);
+
+        // The read models lag for minutes (time is paused: it moves only when every task
+        // waits): the feed keeps waiting, then wakes the agents once they have the commit.
+        let (projector, statuses) = watch::channel(status(4));
+        let waiting = wait(Progress::watching(vec![statuses]), stop.clone());
+        tokio::time::sleep(PATIENCE * 10).await;
+        assert!(!waiting.is_finished(), "still waiting for the read models");
+        projector.send_modify(|s| s.checkpoint = 5);
+        assert!(waiting.await.unwrap());
+
+        // A projector that stopped will not get there: the agents are woken anyway.
+        let (projector, statuses) = watch::channel(status(4));
+        let waiting = wait(Progress::watching(vec![statuses]), stop.clone());
+        projector.send_modify(|s| s.stopped = true);
+        assert!(waiting.await.unwrap());
+
+        // The service stopping ends the wait without waking anyone.
+        let (_projector, statuses) = watch::channel(status(4));
+        let (stopping, stop) = watch::channel(false);
+        let waiting = wait(Progress::watching(vec![statuses]), stop);
+        stopping.send_replace(true);
+        assert!(!waiting.await.unwrap());
     }
 }

@@ -176,6 +176,17 @@ pub struct Progress {
 }
 
 impl Progress {
+    /// Progress as the given statuses tell it: for tests of what waits on projectors.
+    pub fn watching(statuses: Vec<watch::Receiver<ProjectorStatus>>) -> Progress {
+        Progress { statuses }
+    }
+
+    /// True once a projector has stopped (shut down, or an injected fault): what it has not
+    /// applied yet will not come.
+    pub fn stopped(&self) -> bool {
+        self.statuses.iter().any(|status| status.borrow().stopped)
+    }
+
     /// True once every projection has applied `position` (or `false` after `timeout`, or if a
     /// projector stopped).
     pub async fn wait_for(&self, position: u64, timeout: Duration) -> bool {
