@@ -1003,10 +1003,26 @@ fn decide_on(t: &CustomerTenant, command: CustomerCommand) -> Result<Decision, D
             if !errors.is_empty() {
                 return Err(DomainError::Invalid(errors));
             }
-            let claim = elevation_report_claim(t.id, record.device_id, record.report_id);
-            Ok(Decision::event(record).claim(claim))
+            let mut decision = Decision::event(record.clone()).claim(elevation_report_claim(
+                t.id,
+                record.device_id,
+                record.report_id,
+            ));
+            // An elevation ends once: a second report of the same approval is refused.
+            if let Some(seq) = record.elevation_seq {
+                decision = decision.claim(elevation_end_claim(t.id, record.device_id, seq));
+            }
+            Ok(decision)
         }
     }
+}
+
+/// The claim that lets one approval (the tenant seq of its `ElevationRecorded`) end once.
+pub fn elevation_end_claim(tenant: TenantId, device: DeviceId, elevation_seq: u64) -> Claim {
+    Claim::new(
+        format!("elevation-end:{tenant}"),
+        format!("{}:{elevation_seq}", device.0),
+    )
 }
 
 /// The claim that records each report of an ended elevation once: an agent that crashed

@@ -1084,6 +1084,14 @@ fn an_ended_elevation_is_recorded_for_an_enrolled_device_by_a_sane_clock() {
     expected.elevation_seq = Some(7);
     expected.technician_id = Some(UserId(Uuid::from_u128(11)));
     assert_eq!(recorded.events, vec![Event::from(expected)]);
+    // It ends once, whatever report says so.
+    assert_eq!(
+        recorded.claims,
+        vec![
+            customer::elevation_report_claim(TENANT, AGENT, Uuid::from_u128(45)),
+            customer::elevation_end_claim(TENANT, AGENT, 7),
+        ]
+    );
     for wrong in [
         None,
         Some(approval(AGENT, AttemptOutcome::Denied)),

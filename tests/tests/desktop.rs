@@ -390,6 +390,23 @@ async fn a_workstation_follows_its_tenant() {
     agent.sync_once(Duration::ZERO).await.unwrap();
     assert_eq!(agent.state.elevations_ended, Vec::new(), "taken");
     assert_eq!(ended(&platform.audit_export(&admin, host).await), recorded);
+    // Another report of an elevation whose end is recorded (a new id, the same approval)
+    // is refused, and dropped.
+    agent
+        .update(|agent| {
+            agent.state.elevations_ended.push(desktop::EndedElevation {
+                report_id: uuid::Uuid::now_v7(),
+                account: "idem-admin".into(),
+                elevation_seq: Some(approvals[0]),
+                reason: "expired".into(),
+                ended_at: unix(SystemTime::now()),
+            });
+            Ok(())
+        })
+        .unwrap();
+    agent.sync_once(Duration::ZERO).await.unwrap();
+    assert_eq!(agent.state.elevations_ended, Vec::new(), "dropped");
+    assert_eq!(ended(&platform.audit_export(&admin, host).await), recorded);
 
     // Branding changes reach the agent, images included.
     let mut logo = b"\x89PNG\r\n\x1a\n".to_vec();
