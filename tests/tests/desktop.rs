@@ -52,6 +52,30 @@ async fn sync_all<A: LocalAccounts>(agent: &mut Agent<A>) {
     while agent.sync_once(Duration::ZERO).await.unwrap() > 0 {}
 }
 
+/// Queues reports of ended elevations of the shared account `idem-admin` as the agent keeps
+/// them (`report_id`, `elevation_seq`, `reason`, when), then runs one round of the feed,
+/// which sends them.
+async fn report_ends<A: LocalAccounts>(
+    agent: &mut Agent<A>,
+    reports: &[(uuid::Uuid, Option<u64>, &str, SystemTime)],
+) {
+    agent
+        .update(|agent| {
+            for &(report_id, elevation_seq, reason, at) in reports {
+                agent.state.elevations_ended.push(desktop::EndedElevation {
+                    report_id,
+                    account: "idem-admin".into(),
+                    elevation_seq,
+                    reason: reason.into(),
+                    ended_at: at.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs(),
+                });
+            }
+            Ok(())
+        })
+        .unwrap();
+    agent.sync_once(Duration::ZERO).await.unwrap();
+}
+
 /// A workstation with a throwaway system root (`root/`, from [`system_root`], then changed by
 /// `prepare`) and its agent's state (`agent/`) in a temporary directory, enrolled on `host`
 /// with the enrollment token answer `token` and synced. The agent reaches idemd through a proxy that holds every
@@ -348,25 +372,16 @@ async fn a_workstation_follows_its_tenant() {
     // on and the next report is recorded.
     let ahead = SystemTime::now() + Duration::from_secs(24 * 3600);
     let now = SystemTime::now();
-    agent
-        .update(|agent| {
-            for (reason, at, elevation_seq) in [
-                ("expired", ahead, None),
-                ("expired", now, Some(1)),
-                ("replaced", now, None),
-            ] {
-                agent.state.elevations_ended.push(desktop::EndedElevation {
-                    report_id: uuid::Uuid::now_v7(),
-                    account: "idem-admin".into(),
-                    elevation_seq,
-                    reason: reason.into(),
-                    ended_at: unix(at),
-                });
-            }
-            Ok(())
-        })
-        .unwrap();
-    agent.sync_once(Duration::ZERO).await.unwrap();
+    let fresh = uuid::Uuid::now_v7;
+    report_ends(
+        &mut agent,
+        &[
+            (fresh(), None, "expired", ahead),
+            (fresh(), Some(1), "expired", now),
+            (fresh(), None, "replaced", now),
+        ],
+    )
+    .await;
     assert_eq!(agent.state.elevations_ended, Vec::new());
     let recorded = ended(&platform.audit_export(&admin, host).await);
     assert_eq!(recorded.len(), 3);
@@ -375,36 +390,16 @@ async fn a_workstation_follows_its_tenant() {
     // A report sent again (the agent crashed after the service took it, before saving that)
     // is taken again and recorded no second time.
     let first: uuid::Uuid = recorded[0]["report_id"].as_str().unwrap().parse().unwrap();
-    agent
-        .update(|agent| {
-            agent.state.elevations_ended.push(desktop::EndedElevation {
-                report_id: first,
-                account: "idem-admin".into(),
-                elevation_seq: None,
-                reason: "replaced".into(),
-                ended_at: unix(SystemTime::now()),
-            });
-            Ok(())
-        })
-        .unwrap();
-    agent.sync_once(Duration::ZERO).await.unwrap();
+    report_ends(&mut agent, &[(first, None, "replaced", SystemTime::now())]).await;
     assert_eq!(agent.state.elevations_ended, Vec::new(), "taken");
     assert_eq!(ended(&platform.audit_export(&admin, host).await), recorded);
     // Another report of an elevation whose end is recorded (a new id, the same approval)
     // is refused, and dropped.
-    agent
-        .update(|agent| {
-            agent.state.elevations_ended.push(desktop::EndedElevation {
-                report_id: uuid::Uuid::now_v7(),
-                account: "idem-admin".into(),
-                elevation_seq: Some(approvals[0]),
-                reason: "expired".into(),
-                ended_at: unix(SystemTime::now()),
-            });
-            Ok(())
-        })
-        .unwrap();
-    agent.sync_once(Duration::ZERO).await.unwrap();
+    report_ends(
+        &mut agent,
+        &[(fresh(), Some(approvals[0]), "expired", SystemTime::now())],
+    )
+    .await;
     assert_eq!(agent.state.elevations_ended, Vec::new(), "dropped");
     assert_eq!(ended(&platform.audit_export(&admin, host).await), recorded);
 

@@ -850,9 +850,6 @@ async fn recorded_elevation(
     seq: u64,
 ) -> Result<Option<domain::event::ElevationRecorded>, Problem> {
     use eventlog::EventLog;
-    if seq == 0 {
-        return Ok(None);
-    }
     let events = state
         .log
         .read_stream(eventlog::StreamId(tenant), seq, 1)
@@ -861,9 +858,6 @@ async fn recorded_elevation(
     let Some(event) = events.first().filter(|e| e.seq == seq) else {
         return Ok(None);
     };
-    if event.event_type != "ElevationRecorded" {
-        return Ok(None);
-    }
     match projections::codec::decode(event)? {
         domain::event::Event::ElevationRecorded(record) => Ok(Some(record)),
         _ => Ok(None),
