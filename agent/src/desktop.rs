@@ -105,6 +105,10 @@ pub struct State {
     /// Elevations that ended, until the service has recorded them (oldest first).
     #[serde(default)]
     pub elevations_ended: Vec<EndedElevation>,
+    /// Accounts whose sessions are still to be ended (an elevation of theirs expired, and
+    /// stopping their sessions failed), each with what went wrong; tried again at each sync.
+    #[serde(default)]
+    pub sessions_to_end: BTreeMap<String, String>,
 }
 
 /// An elevation whose password is the shared account's.
@@ -280,6 +284,7 @@ pub async fn enroll(
         managed: BTreeSet::new(),
         elevated: None,
         elevations_ended: Vec::new(),
+        sessions_to_end: BTreeMap::new(),
     };
     save(dir, &state)?;
     Ok(state)
@@ -895,9 +900,15 @@ impl<A: LocalAccounts> Agent<A> {
     }
 
     /// Once an elevation's password has lived its [`elevation_lifetime`] (at `now`), gives the
-    /// shared account a new random password that is shown to nobody, and keeps a report of
-    /// the end for the service. Answers whether it did. `sync_once` calls it, so `run` does
-    /// within one long-poll of the expiry.
+    /// shared account a new random password that is shown to nobody, ends the sessions open
+    /// as it (whoever logged in with the password shown keeps no administrator session past
+    /// its time), and keeps a report of the end for the service. Answers whether it did.
+    /// `sync_once` calls it, so `run` does within one long-poll of the expiry, and so do the
+    /// login screen's commands, for a workstation whose `run` is not running.
+    ///
+    /// Sessions that could not be ended are tried again at each call; that failure is kept
+    /// in [`State::sessions_to_end`] (and shown by `status`), not returned, so that it never
+    /// stops the directory's sync.
     pub fn expire_elevation(&mut self, now: SystemTime) -> Result<bool, AgentError> {
         let due = |state: &State| {
             state
@@ -905,23 +916,40 @@ impl<A: LocalAccounts> Agent<A> {
                 .as_ref()
                 .is_some_and(|elevation| elevation.expires <= unix_seconds(now))
         };
-        if !due(&self.state) {
+        if !due(&self.state) && self.state.sessions_to_end.is_empty() {
             return Ok(false);
         }
         self.update(|agent| {
-            if !due(&agent.state) {
-                return Ok(false);
-            }
-            if let Some(elevation) = agent.state.elevated.take() {
+            let mut expired = false;
+            if due(&agent.state)
+                && let Some(elevation) = agent.state.elevated.take()
+            {
                 if agent.accounts.find(&elevation.account)?.is_some() {
                     agent
                         .accounts
                         .set_password(&elevation.account, &Self::random_password())?;
+                    // The password first: nobody logs in again once the sessions are gone.
+                    agent
+                        .state
+                        .sessions_to_end
+                        .insert(elevation.account.clone(), String::new());
                 }
                 let ended = EndedElevation::new(&elevation, "expired", now);
                 agent.state.elevations_ended.push(ended);
+                expired = true;
             }
-            Ok(true)
+            let pending = std::mem::take(&mut agent.state.sessions_to_end);
+            for (account, _) in pending {
+                match agent.accounts.end_sessions(&account) {
+                    Ok(_) => {}
+                    // Gone since: no session of it can be open.
+                    Err(_) if agent.accounts.find(&account)?.is_none() => {}
+                    Err(e) => {
+                        agent.state.sessions_to_end.insert(account, e.to_string());
+                    }
+                }
+            }
+            Ok(expired)
         })
     }
 
@@ -987,7 +1015,14 @@ impl<A: LocalAccounts> Agent<A> {
                 (None, waiting) => format!("no ({waiting} ended elevation(s) to report)"),
             },
             self.state.branding_version,
-        )
+        ) + &self
+            .state
+            .sessions_to_end
+            .iter()
+            .map(|(account, failure)| {
+                format!("sessions of {account} not ended yet: {failure} (tried at each sync)\n")
+            })
+            .collect::<String>()
     }
 }
 

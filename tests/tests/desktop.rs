@@ -5,6 +5,7 @@
 //! saved) leaves the same accounts.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
@@ -317,6 +318,25 @@ async fn a_workstation_follows_its_tenant() {
             .unwrap()
     );
     assert!(works(&agent, &password));
+    // A technician is logged in with it: a process of the account, as the workstation's
+    // process table (`proc` under the agent's root) lists it. That table cannot be read
+    // at first.
+    let uid = std::fs::read_to_string(root.join("etc/passwd"))
+        .unwrap()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("idem-admin:x:")?
+                .split(':')
+                .next()?
+                .parse::<u32>()
+                .ok()
+        })
+        .unwrap();
+    let mut session = std::process::Command::new("sleep")
+        .arg("120")
+        .spawn()
+        .unwrap();
+    std::fs::write(root.join("proc"), "not a directory").unwrap();
     // Its time is up (the state says so: the service checks that reports are not dated
     // ahead of its clock), and the next round of the feed ends it and reports both ends.
     agent
@@ -327,6 +347,28 @@ async fn a_workstation_follows_its_tenant() {
         .unwrap();
     sync_all(&mut agent).await;
     assert!(!works(&agent, &password));
+    // The session could not be ended: the sync went on all the same, and says what is left.
+    assert_eq!(session.try_wait().unwrap(), None);
+    assert!(
+        agent
+            .status()
+            .contains("sessions of idem-admin not ended yet: "),
+        "{}",
+        agent.status()
+    );
+    // Once the table can be read, the next round ends the session.
+    std::fs::remove_file(root.join("proc")).unwrap();
+    let listed = root.join("proc").join(session.id().to_string());
+    std::fs::create_dir_all(&listed).unwrap();
+    std::fs::write(
+        listed.join("status"),
+        format!("Name:\tbash\nState:\tS (sleeping)\nUid:\t{uid}\t{uid}\t{uid}\t{uid}\n"),
+    )
+    .unwrap();
+    sync_all(&mut agent).await;
+    assert_eq!(session.wait().unwrap().signal(), Some(9), "SIGKILL");
+    assert!(agent.state.sessions_to_end.is_empty());
+    assert!(!agent.status().contains("not ended"));
     let shared = agent.accounts.find("idem-admin").unwrap().unwrap();
     assert!(shared.admin && !shared.disabled);
     assert!(agent.status().contains("elevated: no\n"));

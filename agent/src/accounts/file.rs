@@ -16,11 +16,35 @@ pub struct FileAccounts {
 struct Stored {
     /// By lowercase name.
     accounts: BTreeMap<String, (Account, Option<String>)>,
+    /// Sessions open, by lowercase name (see [`FileAccounts::open_session`]).
+    #[serde(default)]
+    sessions: BTreeMap<String, usize>,
 }
 
 impl FileAccounts {
     pub fn new(path: impl Into<PathBuf>) -> FileAccounts {
         FileAccounts { path: path.into() }
+    }
+
+    /// Someone logs into `name` (a test's stand-in for a session at the workstation).
+    pub fn open_session(&mut self, name: &str) -> Result<(), AccountError> {
+        let mut stored = self.load()?;
+        let key = name.trim().to_lowercase();
+        if !stored.accounts.contains_key(&key) {
+            return Err(AccountError::Invalid(format!("no account {name}")));
+        }
+        *stored.sessions.entry(key).or_default() += 1;
+        self.save(&stored)
+    }
+
+    /// How many sessions are open as `name`.
+    pub fn sessions(&self, name: &str) -> Result<usize, AccountError> {
+        let stored = self.load()?;
+        Ok(stored
+            .sessions
+            .get(&name.trim().to_lowercase())
+            .copied()
+            .unwrap_or(0))
     }
 
     fn load(&self) -> Result<Stored, AccountError> {
@@ -110,5 +134,24 @@ impl LocalAccounts for FileAccounts {
 
     fn make_admin(&mut self, name: &str) -> Result<(), AccountError> {
         self.change(name, |(account, _)| account.admin = true)
+    }
+
+    fn end_sessions(&mut self, name: &str) -> Result<usize, AccountError> {
+        let mut stored = self.load()?;
+        let key = name.trim().to_lowercase();
+        match stored.accounts.get(&key) {
+            None => return Err(AccountError::Invalid(format!("no account {name}"))),
+            Some((account, _)) if account.system => {
+                return Err(AccountError::Invalid(format!(
+                    "{name} is an account of the system"
+                )));
+            }
+            Some(_) => {}
+        }
+        let ended = stored.sessions.remove(&key).unwrap_or(0);
+        if ended > 0 {
+            self.save(&stored)?;
+        }
+        Ok(ended)
     }
 }

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use super::home::{Owner, create_home, running_as_root};
 use super::login_defs::IdRanges;
+use super::sessions::stop_processes_of;
 use super::{Account, AccountError, LocalAccounts, replace};
 use crate::files::copy_atomically;
 
@@ -75,6 +76,14 @@ pub struct LinuxAccounts {
     root: PathBuf,
     /// Whether homes are given to their accounts (only root may).
     chown: bool,
+}
+
+/// Whether a passwd row's uid is a regular one (an id that does not parse is nobody's to
+/// manage either).
+fn regular_uid(files: &Files, row: &[String]) -> Option<u32> {
+    row.get(2)
+        .and_then(|uid| uid.parse::<u32>().ok())
+        .filter(|uid| files.ids.uid.contains(uid))
 }
 
 /// The files, read under the lock.
@@ -194,11 +203,7 @@ impl LocalAccounts for LinuxAccounts {
             let disabled = row(&files.shadow, &account)
                 .and_then(|i| files.shadow[i].get(1).cloned())
                 .is_some_and(|hash| hash.starts_with('!'));
-            // An id that does not parse is nobody's to manage either.
-            let system = !files.passwd[index]
-                .get(2)
-                .and_then(|uid| uid.parse::<u32>().ok())
-                .is_some_and(|uid| files.ids.uid.contains(&uid));
+            let system = regular_uid(files, &files.passwd[index]).is_none();
             let admin = admin_group(files).is_some_and(|g| {
                 files.group[g]
                     .get(3)
@@ -347,6 +352,18 @@ impl LocalAccounts for LinuxAccounts {
             Ok(((), [false, false, true]))
         })
     }
+
+    /// Stops every process of the account's uid under the root's `proc`: `/proc` on a real
+    /// machine, where that ends its logins, desktop and remote sessions alike.
+    fn end_sessions(&mut self, name: &str) -> Result<usize, AccountError> {
+        let uid = self.read_only(|files| {
+            let index = row(&files.passwd, name)
+                .ok_or_else(|| AccountError::Invalid(format!("no account {name}")))?;
+            regular_uid(files, &files.passwd[index])
+                .ok_or_else(|| AccountError::Invalid(format!("{name} is an account of the system")))
+        })??;
+        stop_processes_of(&self.root.join("proc"), uid)
+    }
 }
 
 #[cfg(test)]
@@ -472,6 +489,32 @@ mod tests {
         std::fs::write(root.path().join("etc/login.defs"), "UID_MIN 2k\n").unwrap();
         let refused = accounts.find("alice").unwrap_err().to_string();
         assert!(refused.contains("UID_MIN is not a number"), "{refused}");
+    }
+
+    #[test]
+    fn ending_sessions_stops_the_accounts_processes_under_the_roots_proc() {
+        use super::super::sessions::tests::{killed, list, sleeper};
+        let root = system("");
+        let mut accounts = LinuxAccounts::new(root.path());
+        accounts.create("billy", "").unwrap();
+        let uid: u32 = read(&root, "etc/passwd")
+            .lines()
+            .find_map(|l| l.strip_prefix("billy:x:")?.split(':').next()?.parse().ok())
+            .unwrap();
+        let proc = root.path().join("proc");
+        let (mut billys, mut alices) = (sleeper(), sleeper());
+        list(&proc, &billys, uid, uid, "S (sleeping)");
+        list(&proc, &alices, 1000, 1000, "S (sleeping)");
+        assert_eq!(accounts.end_sessions("BILLY").unwrap(), 1);
+        assert!(killed(&mut billys));
+        assert_eq!(alices.try_wait().unwrap(), None);
+        // The system's accounts are never the agent's to end (root's would be the agent).
+        let refused = accounts.end_sessions("root").unwrap_err().to_string();
+        assert!(refused.contains("account of the system"), "{refused}");
+        assert!(accounts.end_sessions("nobody").is_err());
+        assert_eq!(alices.try_wait().unwrap(), None);
+        alices.kill().unwrap();
+        alices.wait().unwrap();
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The workstation's local accounts, as the agent manages them: find one by name
 //! (case-insensitively, as Windows does), create it, set its password, disable or enable it,
-//! make it an administrator. Two implementations:
+//! make it an administrator, end its sessions. Two implementations:
 //!
 //! - [`LinuxAccounts`] edits `etc/passwd`, `etc/shadow` and `etc/group` under a root
 //!   directory (`/` on a real machine, a throwaway directory in tests), holding the shadow
@@ -8,12 +8,14 @@
 //!   (mode, owner and group kept), and gives each new account a home from `etc/skel` and an
 //!   id that `etc/login.defs` calls regular; an account outside that range is the system's.
 //!   Passwords are stored as SHA-512 crypt (`$6$`) hashes, which every Linux PAM accepts.
+//!   An account's sessions end with its processes, found under the root's `proc`.
 //! - [`FileAccounts`] keeps them in one JSON file, for tests of the sync logic.
 
 mod file;
 mod home;
 mod linux;
 mod login_defs;
+mod sessions;
 
 use std::path::{Path, PathBuf};
 
@@ -56,6 +58,9 @@ pub trait LocalAccounts: Send {
     fn check_password(&self, name: &str, password: &str) -> Result<bool, AccountError>;
     fn set_disabled(&mut self, name: &str, disabled: bool) -> Result<(), AccountError>;
     fn make_admin(&mut self, name: &str) -> Result<(), AccountError>;
+    /// Ends every session open as `name` (on Linux: stops each of its processes); answers
+    /// how many it ended. The system's own accounts are refused.
+    fn end_sessions(&mut self, name: &str) -> Result<usize, AccountError>;
 }
 
 /// Either implementation, chosen at run time.
@@ -77,6 +82,9 @@ impl LocalAccounts for Box<dyn LocalAccounts> {
     }
     fn make_admin(&mut self, name: &str) -> Result<(), AccountError> {
         (**self).make_admin(name)
+    }
+    fn end_sessions(&mut self, name: &str) -> Result<usize, AccountError> {
+        (**self).end_sessions(name)
     }
 }
 
@@ -115,11 +123,21 @@ mod tests {
         accounts.make_admin("billy").unwrap();
         assert!(accounts.find("billy").unwrap().unwrap().admin);
         assert!(accounts.set_password("nobody", "x").is_err());
+        assert_eq!(accounts.end_sessions("Billy").unwrap(), 0, "none open");
+        assert!(accounts.end_sessions("nobody").is_err());
     }
 
     #[test]
     fn file_accounts() {
         let dir = tempfile::tempdir().unwrap();
-        exercise(&mut FileAccounts::new(dir.path().join("accounts.json")));
+        let mut accounts = FileAccounts::new(dir.path().join("accounts.json"));
+        exercise(&mut accounts);
+        accounts.open_session("billy").unwrap();
+        accounts.open_session("Billy").unwrap();
+        assert!(accounts.open_session("nobody").is_err());
+        assert_eq!(accounts.sessions("BILLY").unwrap(), 2);
+        assert_eq!(accounts.end_sessions("billy").unwrap(), 2);
+        assert_eq!(accounts.sessions("billy").unwrap(), 0);
+        assert_eq!(accounts.end_sessions("billy").unwrap(), 0);
     }
 }

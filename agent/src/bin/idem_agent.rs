@@ -71,6 +71,15 @@ fn accounts(cli: &Cli) -> Box<dyn LocalAccounts> {
     }
 }
 
+/// Opens the agent for a command of the login screen, ending first an elevation past its
+/// time (as `run` does at each sync), so that a workstation whose `run` is stopped does not
+/// keep a password shown to a technician.
+fn open_at_the_screen(cli: &Cli) -> Result<Agent<Box<dyn LocalAccounts>>, desktop::AgentError> {
+    let mut agent = Agent::open(&cli.state_dir, accounts(cli))?;
+    agent.expire_elevation(std::time::SystemTime::now())?;
+    Ok(agent)
+}
+
 async fn run(cli: Cli) -> Result<(), desktop::AgentError> {
     match &cli.command {
         Command::Enroll {
@@ -131,7 +140,7 @@ async fn run(cli: Cli) -> Result<(), desktop::AgentError> {
             println!("applied {total} changes; cursor {:?}", agent.state.cursor);
         }
         Command::Login { user } => {
-            let mut agent = Agent::open(&cli.state_dir, accounts(&cli))?;
+            let mut agent = open_at_the_screen(&cli)?;
             let mut password = String::new();
             std::io::stdin()
                 .lock()
@@ -145,7 +154,7 @@ async fn run(cli: Cli) -> Result<(), desktop::AgentError> {
             }
         }
         Command::Passwordless => {
-            let mut agent = Agent::open(&cli.state_dir, accounts(&cli))?;
+            let mut agent = open_at_the_screen(&cli)?;
             let shown = |url: &str| show_challenge("The user approves with their own phone:", url);
             let opened = agent
                 .login_passwordless(shown, Duration::from_secs(120))
@@ -156,7 +165,7 @@ async fn run(cli: Cli) -> Result<(), desktop::AgentError> {
             );
         }
         Command::Elevate => {
-            let mut agent = Agent::open(&cli.state_dir, accounts(&cli))?;
+            let mut agent = open_at_the_screen(&cli)?;
             let (account, password) = agent
                 .elevate(
                     |url| {
@@ -264,5 +273,64 @@ mod tests {
             assert!(failed.contains("could not reach"), "{url}: {failed}");
         }
         assert!(!dir.path().join("state.json").exists());
+    }
+
+    #[tokio::test]
+    async fn a_command_of_the_login_screen_ends_an_elevation_past_its_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let state_dir = dir.path().join("state");
+        let accounts_file = dir.path().join("accounts.json");
+        // An enrolled workstation (of a service nobody runs) whose `run` stopped while an
+        // elevation lived: its password is still the shared account's, a session is open.
+        std::fs::create_dir_all(&state_dir).unwrap();
+        let state = serde_json::json!({
+            "url": "http://127.0.0.1:1", "device_id": uuid::Uuid::nil(),
+            "device_token": "token", "cursor": 3, "users": {}, "desktop_login": null,
+            "shared_account": "idem-admin", "branding_version": 0, "offline": {},
+            "elevated": {"account": "idem-admin", "expires": 1, "elevation_seq": 2},
+        });
+        std::fs::write(state_dir.join("state.json"), state.to_string()).unwrap();
+        let mut shared = FileAccounts::new(&accounts_file);
+        shared.create("idem-admin", "").unwrap();
+        shared
+            .set_password("idem-admin", "shown-to-a-technician")
+            .unwrap();
+        shared.open_session("idem-admin").unwrap();
+
+        let args = |command: &str| {
+            let (state_dir, accounts_file) = (state_dir.to_str(), accounts_file.to_str());
+            Cli::try_parse_from([
+                "idem-agent",
+                "--state-dir",
+                state_dir.unwrap(),
+                "--accounts-file",
+                accounts_file.unwrap(),
+                command,
+            ])
+            .unwrap()
+        };
+        // A new elevation cannot reach the service; the old one has ended all the same.
+        let failed = run(args("elevate")).await.unwrap_err().to_string();
+        assert!(failed.contains("could not reach"), "{failed}");
+        assert!(
+            !shared
+                .check_password("idem-admin", "shown-to-a-technician")
+                .unwrap()
+        );
+        assert_eq!(shared.sessions("idem-admin").unwrap(), 0);
+        let agent = open_at_the_screen(&args("status")).unwrap();
+        assert_eq!(agent.state.elevated, None);
+        let ended: Vec<&str> = agent
+            .state
+            .elevations_ended
+            .iter()
+            .map(|e| e.reason.as_str())
+            .collect();
+        assert_eq!(ended, ["expired"], "once, kept for the service");
+        assert!(
+            agent
+                .status()
+                .contains("no (1 ended elevation(s) to report)")
+        );
     }
 }
