@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::metrics_token::MetricsGate;
+
 /// Whether anyone may sign up an MSP tenant over HTTP.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Signup {
@@ -49,76 +51,7 @@ pub struct Config {
     /// at most [`crate::serve::DEFAULT_MAX_CONNECTIONS`] (`serve::connection_limit`).
     pub max_connections: Option<usize>,
     /// The bearer token `/metrics` asks for, if one is configured; else it answers anyone.
-    pub metrics_token: Option<MetricsToken>,
-}
-
-/// The token a scraper must show to read `/metrics`, kept as its digest: neither `Debug` nor
-/// a comparison's timing gives the token away.
-#[derive(Clone)]
-pub struct MetricsToken([u8; 32]);
-
-impl MetricsToken {
-    /// The shortest token accepted (`openssl rand -hex 32` makes 64 characters).
-    pub const MIN_LENGTH: usize = 32;
-
-    fn digest(token: &str) -> [u8; 32] {
-        use sha2::Digest;
-        sha2::Sha256::new()
-            .chain_update(b"idem.metrics-token.v1\0")
-            .chain_update(token.as_bytes())
-            .finalize()
-            .into()
-    }
-
-    /// A token as the file holds it: surrounding whitespace (a final newline) is not part of
-    /// it; what is left must be at least [`Self::MIN_LENGTH`] visible ASCII characters, all a
-    /// header can carry.
-    pub fn parse(text: &str) -> Result<MetricsToken, String> {
-        let token = text.trim();
-        if token.len() < Self::MIN_LENGTH {
-            return Err(format!(
-                "the token must be at least {} characters (openssl rand -hex 32 makes one)",
-                Self::MIN_LENGTH
-            ));
-        }
-        if !token.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err("the token must be visible ASCII characters, without spaces".into());
-        }
-        Ok(MetricsToken(Self::digest(token)))
-    }
-
-    /// Whether `given` is the token. Digests are compared, so the time taken tells nothing
-    /// of how much of the token was right.
-    pub fn matches(&self, given: &str) -> bool {
-        use subtle::ConstantTimeEq;
-        Self::digest(given).ct_eq(&self.0).into()
-    }
-
-    /// Reads the token from `path`, refusing a file others may read (as the root key's).
-    pub fn read_file(path: &Path) -> Result<MetricsToken, String> {
-        use std::os::unix::fs::PermissionsExt;
-        let text = zeroize::Zeroizing::new(
-            std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?,
-        );
-        let mode = std::fs::metadata(path)
-            .map_err(|e| format!("{}: {e}", path.display()))?
-            .permissions()
-            .mode();
-        if mode & 0o077 != 0 {
-            return Err(format!(
-                "{} is readable by others (mode {:o}); chmod 600 it",
-                path.display(),
-                mode & 0o777
-            ));
-        }
-        MetricsToken::parse(&text).map_err(|problem| format!("{}: {problem}", path.display()))
-    }
-}
-
-impl std::fmt::Debug for MetricsToken {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("MetricsToken(..)")
-    }
+    pub metrics_token: Option<MetricsGate>,
 }
 
 /// Settings as given, before defaults and checks. Field names are the TOML file's keys.
@@ -467,7 +400,7 @@ impl Settings {
             .filter(|p| !p.as_os_str().is_empty())
         {
             Some(path) => Some(
-                MetricsToken::read_file(&path)
+                MetricsGate::open(path)
                     .map_err(|problem| invalid("IDEM_METRICS_TOKEN_FILE", problem))?,
             ),
             None => None,

@@ -20,6 +20,7 @@ pub mod limits;
 pub mod log_pipe;
 pub mod mail;
 pub mod metrics;
+pub mod metrics_token;
 pub mod openapi;
 pub mod operator;
 pub mod operator_log;

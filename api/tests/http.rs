@@ -494,6 +494,35 @@ async fn metrics_given_a_token_answer_only_its_bearer() {
     // The rest of the service does not ask for it.
     let health = client().get(url(&server, "/healthz")).send().await.unwrap();
     assert_eq!(health.status(), 200);
+
+    // Rotation: a new file renamed over the old one is read at the next scrape, and the old
+    // token stops working.
+    let file = dir.path().join("metrics.token");
+    let rotated = "fedcba9876543210fedcba9876543210fedcba98";
+    let status = |token: &'static str| {
+        let ask = ask(Some(format!("Bearer {token}")));
+        async move { ask.await.unwrap().status().as_u16() }
+    };
+    let replace = |text: &str| {
+        let next = token_file(dir.path(), "metrics.token.new", text, 0o600);
+        std::fs::rename(next, &file).unwrap();
+    };
+    replace(&format!("{rotated}\n"));
+    assert_eq!(status(rotated).await, 200);
+    assert_eq!(status(token).await, 401, "the old token is retired");
+    // A version that cannot be used shuts /metrics to everyone (the token it replaced
+    // included) until a good one is back: readable by others, too short, gone.
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    assert_eq!(status(rotated).await, 401, "readable by others");
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    assert_eq!(status(rotated).await, 200);
+    replace("short\n");
+    assert_eq!(status(rotated).await, 401, "too short");
+    std::fs::remove_file(&file).unwrap();
+    assert_eq!(status(rotated).await, 401, "gone");
+    replace(token);
+    assert_eq!(status(token).await, 200);
+    assert_eq!(status(rotated).await, 401);
     server.shutdown().await;
 }
 

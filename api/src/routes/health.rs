@@ -102,17 +102,17 @@ fn gauge(out: &mut String, name: &str, help: &str, samples: &[(Option<&str>, u64
     }
 }
 
-/// Prometheus text; with `IDEM_METRICS_TOKEN_FILE`, only for a request bearing its token
-/// (401 with `WWW-Authenticate: Bearer` otherwise).
+/// Prometheus text; with `IDEM_METRICS_TOKEN_FILE`, only for a request bearing its token as
+/// the file holds it now (401 with `WWW-Authenticate: Bearer` otherwise).
 pub async fn metrics(State(state): State<Shared>, headers: HeaderMap) -> Response {
-    if let Some(expected) = &state.config.metrics_token {
+    if let Some(gate) = &state.config.metrics_token {
         let given = headers
             .get(header::AUTHORIZATION)
             .and_then(|value| value.to_str().ok())
             .and_then(|value| value.split_once(' '))
             .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
             .map(|(_, token)| token.trim());
-        if !given.is_some_and(|token| expected.matches(token)) {
+        if !gate.admits(given) {
             let mut refusal =
                 Problem::unauthorized("the metrics need the bearer token this service was given")
                     .into_response();
