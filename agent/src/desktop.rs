@@ -105,8 +105,9 @@ pub struct State {
     /// Elevations that ended, until the service has recorded them (oldest first).
     #[serde(default)]
     pub elevations_ended: Vec<EndedElevation>,
-    /// Accounts whose sessions are still to be ended (an elevation of theirs expired, and
-    /// stopping their sessions failed), each with what went wrong; tried again at each sync.
+    /// Accounts whose sessions are still to be ended (an elevation of theirs expired, or
+    /// their directory user was disabled or removed, and stopping their sessions failed),
+    /// each with what went wrong; tried again at each sync.
     #[serde(default)]
     pub sessions_to_end: BTreeMap<String, String>,
 }
@@ -439,6 +440,7 @@ impl<A: LocalAccounts> Agent<A> {
         for change in &changes {
             self.apply(change)?;
         }
+        self.end_pending_sessions()?;
         if let Some(next) = page["next"].as_u64() {
             self.state.cursor = Some(next);
         }
@@ -492,7 +494,7 @@ impl<A: LocalAccounts> Agent<A> {
     fn remove_user(&mut self, id: Uuid) -> Result<(), AgentError> {
         self.state.offline.remove(&id);
         if let Some(user) = self.state.users.remove(&id) {
-            self.disable_local(&user.username)?;
+            self.shut_out(&user.username)?;
         }
         Ok(())
     }
@@ -535,6 +537,35 @@ impl<A: LocalAccounts> Agent<A> {
         Ok(self.accounts.find(username)?.filter(|a| !a.system))
     }
 
+    /// A directory user disabled or removed: their local account is disabled, and the
+    /// sessions open as it are to end (an offboarded employee keeps no session either).
+    fn shut_out(&mut self, username: &str) -> Result<(), AgentError> {
+        self.disable_local(username)?;
+        if let Some(account) = self.managed_account(username)? {
+            self.state
+                .sessions_to_end
+                .insert(account.name, String::new());
+        }
+        Ok(())
+    }
+
+    /// Ends the sessions of the accounts in [`State::sessions_to_end`]; those it could not
+    /// stay there with the reason, to be tried again at the next sync. Never an error of its
+    /// own: a stuck session must not stop the directory's sync.
+    fn end_pending_sessions(&mut self) -> Result<(), AgentError> {
+        for (account, _) in std::mem::take(&mut self.state.sessions_to_end) {
+            match self.accounts.end_sessions(&account) {
+                Ok(_) => {}
+                // Gone since: no session of it can be open.
+                Err(_) if self.accounts.find(&account)?.is_none() => {}
+                Err(e) => {
+                    self.state.sessions_to_end.insert(account, e.to_string());
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn disable_local(&mut self, username: &str) -> Result<(), AgentError> {
         if let Some(account) = self.managed_account(username)?
             && !account.disabled
@@ -573,7 +604,7 @@ impl<A: LocalAccounts> Agent<A> {
                     self.disable_local(&old.username.clone())?;
                 }
                 if !user.enabled {
-                    self.disable_local(&user.username)?;
+                    self.shut_out(&user.username)?;
                 } else if let Some(account) = self.managed_account(&user.username)?
                     && account.disabled
                     && self.state.managed.contains(&account.name.to_lowercase())
@@ -938,17 +969,7 @@ impl<A: LocalAccounts> Agent<A> {
                 agent.state.elevations_ended.push(ended);
                 expired = true;
             }
-            let pending = std::mem::take(&mut agent.state.sessions_to_end);
-            for (account, _) in pending {
-                match agent.accounts.end_sessions(&account) {
-                    Ok(_) => {}
-                    // Gone since: no session of it can be open.
-                    Err(_) if agent.accounts.find(&account)?.is_none() => {}
-                    Err(e) => {
-                        agent.state.sessions_to_end.insert(account, e.to_string());
-                    }
-                }
-            }
+            agent.end_pending_sessions()?;
             Ok(expired)
         })
     }

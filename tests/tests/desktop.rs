@@ -49,6 +49,43 @@ fn offline_copy(state: &Path, to: &Path) {
     std::fs::write(to.join("state.json"), json.to_string()).unwrap();
 }
 
+/// The uid `name` has in the passwd file under `root`.
+fn uid_of(root: &Path, name: &str) -> u32 {
+    std::fs::read_to_string(root.join("etc/passwd"))
+        .unwrap()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(&format!("{name}:x:"))?
+                .split(':')
+                .next()?
+                .parse()
+                .ok()
+        })
+        .unwrap()
+}
+
+/// Someone's session as `uid` on the workstation: a real process, which the process table
+/// `proc` (the agent's is `proc` under its root) lists as that uid's.
+fn session_as(proc: &Path, uid: u32) -> std::process::Child {
+    let session = std::process::Command::new("sleep")
+        .arg("120")
+        .spawn()
+        .unwrap();
+    let listed = proc.join(session.id().to_string());
+    std::fs::create_dir_all(&listed).unwrap();
+    std::fs::write(
+        listed.join("status"),
+        format!("Name:\tbash\nState:\tS (sleeping)\nUid:\t{uid}\t{uid}\t{uid}\t{uid}\n"),
+    )
+    .unwrap();
+    session
+}
+
+/// Whether `session` ended by SIGKILL (it waits for the end: `sleep 120` ends by itself).
+fn killed(session: &mut std::process::Child) -> bool {
+    session.wait().unwrap().signal() == Some(9)
+}
+
 async fn sync_all<A: LocalAccounts>(agent: &mut Agent<A>) {
     while agent.sync_once(Duration::ZERO).await.unwrap() > 0 {}
 }
@@ -230,7 +267,9 @@ async fn a_workstation_follows_its_tenant() {
     agent.login("billy", BILLY_NEW).await.unwrap();
     assert!(agent.accounts.check_password("billy", BILLY_NEW).unwrap());
 
-    // Disabled in the portal: the local account is disabled, and no login works.
+    // Disabled in the portal (an employee leaving): the local account is disabled, the
+    // session Billy has open is ended, and no login works.
+    let mut billys_session = session_as(&root.join("proc"), uid_of(&root, "billy"));
     call(
         Method::PATCH,
         &format!("/api/v1/users/{billy_id}"),
@@ -239,6 +278,8 @@ async fn a_workstation_follows_its_tenant() {
     .await;
     sync_all(&mut agent).await;
     assert!(agent.accounts.find("billy").unwrap().unwrap().disabled);
+    assert!(killed(&mut billys_session));
+    assert!(agent.state.sessions_to_end.is_empty());
     assert!(agent.login("billy", BILLY_NEW).await.is_err());
     offline_copy(&state_dir, &offline_dir);
     let mut offline = Agent::open(&offline_dir, LinuxAccounts::new(&root)).unwrap();
@@ -318,24 +359,11 @@ async fn a_workstation_follows_its_tenant() {
             .unwrap()
     );
     assert!(works(&agent, &password));
-    // A technician is logged in with it: a process of the account, as the workstation's
-    // process table (`proc` under the agent's root) lists it. That table cannot be read
-    // at first.
-    let uid = std::fs::read_to_string(root.join("etc/passwd"))
-        .unwrap()
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("idem-admin:x:")?
-                .split(':')
-                .next()?
-                .parse::<u32>()
-                .ok()
-        })
-        .unwrap();
-    let mut session = std::process::Command::new("sleep")
-        .arg("120")
-        .spawn()
-        .unwrap();
+    // A technician is logged in with it: a process of the account. The workstation's
+    // process table cannot be read at first.
+    let table = work.path().join("proc");
+    let mut session = session_as(&table, uid_of(&root, "idem-admin"));
+    std::fs::remove_dir_all(root.join("proc")).unwrap();
     std::fs::write(root.join("proc"), "not a directory").unwrap();
     // Its time is up (the state says so: the service checks that reports are not dated
     // ahead of its clock), and the next round of the feed ends it and reports both ends.
@@ -358,15 +386,9 @@ async fn a_workstation_follows_its_tenant() {
     );
     // Once the table can be read, the next round ends the session.
     std::fs::remove_file(root.join("proc")).unwrap();
-    let listed = root.join("proc").join(session.id().to_string());
-    std::fs::create_dir_all(&listed).unwrap();
-    std::fs::write(
-        listed.join("status"),
-        format!("Name:\tbash\nState:\tS (sleeping)\nUid:\t{uid}\t{uid}\t{uid}\t{uid}\n"),
-    )
-    .unwrap();
+    std::fs::rename(&table, root.join("proc")).unwrap();
     sync_all(&mut agent).await;
-    assert_eq!(session.wait().unwrap().signal(), Some(9), "SIGKILL");
+    assert!(killed(&mut session));
     assert!(agent.state.sessions_to_end.is_empty());
     assert!(!agent.status().contains("not ended"));
     let shared = agent.accounts.find("idem-admin").unwrap().unwrap();
