@@ -172,18 +172,24 @@ pub(super) mod tests {
         let root = tempfile::tempdir().unwrap();
         let proc = root.path().join("proc");
         assert_eq!(stop_processes_of(&proc, 60_123).unwrap(), 0, "no table");
-        let mut gone = sleeper();
-        list(&proc, &gone, 60_123, 60_123, "S (sleeping)");
-        gone.kill().unwrap();
-        gone.wait().unwrap();
-        // The table still lists it (it ended between the scan and the signal): ESRCH.
+        // The table lists a process that ended between the scan and the signal: ESRCH. Its
+        // pid is one no process can have (pids stay below pid_max), so that no process that
+        // took a freed pid meanwhile is signalled by this test.
+        let pid_max = std::fs::read_to_string("/proc/sys/kernel/pid_max").unwrap();
+        let gone = proc.join(pid_max.trim());
+        std::fs::create_dir_all(&gone).unwrap();
+        std::fs::write(
+            gone.join("status"),
+            status_file(60_123, 60_123, "S (sleeping)"),
+        )
+        .unwrap();
         assert_eq!(
             stop_processes_of(&proc, 60_123).unwrap(),
             0,
             "ended meanwhile"
         );
         // Its entry went between the listing and the read.
-        std::fs::remove_file(proc.join(gone.id().to_string()).join("status")).unwrap();
+        std::fs::remove_file(gone.join("status")).unwrap();
         assert_eq!(stop_processes_of(&proc, 60_123).unwrap(), 0, "no status");
     }
 
