@@ -540,8 +540,7 @@ impl<A: LocalAccounts> Agent<A> {
     /// A directory user disabled or removed: their local account is disabled, and the
     /// sessions open as it are to end (an offboarded employee keeps no session either).
     fn shut_out(&mut self, username: &str) -> Result<(), AgentError> {
-        self.disable_local(username)?;
-        if let Some(account) = self.managed_account(username)? {
+        if let Some(account) = self.disable_local(username)? {
             self.state
                 .sessions_to_end
                 .insert(account.name, String::new());
@@ -566,15 +565,18 @@ impl<A: LocalAccounts> Agent<A> {
         Ok(())
     }
 
-    fn disable_local(&mut self, username: &str) -> Result<(), AgentError> {
-        if let Some(account) = self.managed_account(username)?
+    /// Disables the local account of `username` if the agent may manage it; answers that
+    /// account, disabled now whether or not it was before.
+    fn disable_local(&mut self, username: &str) -> Result<Option<Account>, AgentError> {
+        let account = self.managed_account(username)?;
+        if let Some(account) = &account
             && !account.disabled
         {
             self.accounts.set_disabled(&account.name, true)?;
             // Disabled by the agent: the directory may enable it again.
             self.state.managed.insert(account.name.to_lowercase());
         }
-        Ok(())
+        Ok(account)
     }
 
     fn apply(&mut self, change: &Value) -> Result<(), AgentError> {
