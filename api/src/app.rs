@@ -180,10 +180,13 @@ impl Server {
         let control_listener = crate::control::bind(&control_path)?;
         let (stop, stopped) = watch::channel(false);
         let descriptors = crate::serve::descriptor_limit();
-        let connections = crate::serve::Connections::new(crate::serve::connection_limit(
-            config.max_connections,
-            descriptors,
-        ));
+        let connections = crate::serve::Connections::new(
+            crate::serve::connection_limit(config.max_connections, descriptors),
+            crate::per_address::PerAddress::new(
+                config.max_connections_per_address,
+                config.trusted_proxies.clone(),
+            ),
+        );
         if u64::try_from(connections.limit()).map_or(true, |n| n.saturating_add(256) > descriptors)
         {
             tracing::warn!(
@@ -195,8 +198,9 @@ impl Server {
         }
         tracing::info!(
             max_connections = connections.limit(),
+            max_connections_per_address = connections.per_address().cap(),
             descriptors,
-            "HTTP connection limit"
+            "HTTP connection limits"
         );
         let login_rate = config.agent_login_rate;
         let history_cache_bytes = config.history_cache_bytes;

@@ -50,6 +50,9 @@ pub struct Config {
     /// Connections served at once; `None`: half the file descriptors the process may open,
     /// at most [`crate::serve::DEFAULT_MAX_CONNECTIONS`] (`serve::connection_limit`).
     pub max_connections: Option<usize>,
+    /// Connections one client address may hold open (`per_address`); trusted proxies are
+    /// not capped.
+    pub max_connections_per_address: usize,
     /// The bearer token `/metrics` asks for, if one is configured; else it answers anyone.
     pub metrics_token: Option<MetricsGate>,
 }
@@ -124,6 +127,10 @@ pub struct Settings {
     /// 1000000 [default: half the process's file descriptor limit, at most 65536]
     #[arg(long, env = "IDEM_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
+    /// Connections one client address (an IPv6 /64) may hold open; more are answered 503
+    /// and closed. Trusted proxies are not capped. 1 to 1000000 [default: 1000]
+    #[arg(long, env = "IDEM_MAX_CONNECTIONS_PER_ADDRESS")]
+    pub max_connections_per_address: Option<usize>,
     /// A file (mode 0600) holding the token /metrics asks for as `Authorization: Bearer`, at
     /// least 32 visible characters; without it /metrics answers anyone [default: none]
     #[arg(long, env = "IDEM_METRICS_TOKEN_FILE")]
@@ -211,6 +218,9 @@ impl Settings {
                 .body_read_timeout_seconds
                 .or(fallback.body_read_timeout_seconds),
             max_connections: self.max_connections.or(fallback.max_connections),
+            max_connections_per_address: self
+                .max_connections_per_address
+                .or(fallback.max_connections_per_address),
             metrics_token_file: self.metrics_token_file.or(fallback.metrics_token_file),
         }
     }
@@ -395,6 +405,16 @@ impl Settings {
             ));
         }
 
+        let max_connections_per_address = self
+            .max_connections_per_address
+            .unwrap_or(crate::per_address::DEFAULT_MAX_CONNECTIONS_PER_ADDRESS);
+        if !(1..=MAX_CONNECTIONS).contains(&max_connections_per_address) {
+            return Err(invalid(
+                "IDEM_MAX_CONNECTIONS_PER_ADDRESS",
+                format!("{max_connections_per_address} must be between 1 and {MAX_CONNECTIONS}"),
+            ));
+        }
+
         let metrics_token = match self
             .metrics_token_file
             .filter(|p| !p.as_os_str().is_empty())
@@ -425,6 +445,7 @@ impl Settings {
             header_read_timeout,
             body_read_timeout,
             max_connections: self.max_connections,
+            max_connections_per_address,
             metrics_token,
         })
     }

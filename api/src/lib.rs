@@ -24,6 +24,7 @@ pub mod metrics_token;
 pub mod openapi;
 pub mod operator;
 pub mod operator_log;
+pub mod per_address;
 pub mod portal;
 pub mod problem;
 pub mod process_stats;

@@ -184,14 +184,7 @@ struct Body<'a> {
 
 impl IntoResponse for Problem {
     fn into_response(self) -> Response {
-        let body = Body {
-            kind: "about:blank",
-            title: self.title,
-            status: self.status.as_u16(),
-            detail: &self.detail,
-            errors: &self.errors,
-        };
-        let json = serde_json::to_vec(&body).unwrap_or_default();
+        let json = self.body_json();
         let mut response = (self.status, json).into_response();
         response.headers_mut().insert(
             header::CONTENT_TYPE,
@@ -203,6 +196,41 @@ impl IntoResponse for Problem {
                 .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         response
+    }
+}
+
+impl Problem {
+    /// The answer's body: the problem document.
+    fn body_json(&self) -> Vec<u8> {
+        let body = Body {
+            kind: "about:blank",
+            title: self.title,
+            status: self.status.as_u16(),
+            detail: &self.detail,
+            errors: &self.errors,
+        };
+        serde_json::to_vec(&body).unwrap_or_default()
+    }
+
+    /// This problem as a whole HTTP/1.1 answer that closes its connection, for a refusal sent
+    /// before any request is read (`serve`'s per-address cap), where no router runs.
+    pub fn into_http1_bytes(self) -> Vec<u8> {
+        let status = self.status;
+        let retry_after = self.retry_after;
+        let json = self.body_json();
+        let mut head = format!(
+            "HTTP/1.1 {} {}\r\ncontent-type: application/problem+json\r\ncontent-length: {}\r\nconnection: close\r\n",
+            status.as_u16(),
+            status.canonical_reason().unwrap_or(""),
+            json.len()
+        );
+        if let Some(seconds) = retry_after {
+            head.push_str(&format!("retry-after: {seconds}\r\n"));
+        }
+        head.push_str("\r\n");
+        let mut bytes = head.into_bytes();
+        bytes.extend_from_slice(&json);
+        bytes
     }
 }
 
@@ -246,6 +274,23 @@ pub async fn from_plain_refusal(response: Response) -> Response {
 mod tests {
     use super::*;
     use crate::hashing::HashingError;
+
+    #[test]
+    fn a_problem_sent_before_any_request_is_a_whole_http_answer_that_closes() {
+        let bytes = Problem::busy("too many connections", 5).into_http1_bytes();
+        let text = String::from_utf8(bytes).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        let mut lines = head.split("\r\n");
+        assert_eq!(lines.next(), Some("HTTP/1.1 503 Service Unavailable"));
+        let headers: Vec<&str> = lines.collect();
+        assert!(headers.contains(&"content-type: application/problem+json"));
+        assert!(headers.contains(&"connection: close"));
+        assert!(headers.contains(&"retry-after: 5"));
+        assert!(headers.contains(&format!("content-length: {}", body.len()).as_str()));
+        let problem: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(problem["status"], 503);
+        assert_eq!(problem["detail"], "too many connections");
+    }
 
     #[test]
     fn a_full_hashing_queue_is_a_503_to_retry_and_a_failed_pool_a_500_without_detail() {

@@ -15,7 +15,9 @@
 //! rather than each taking a descriptor and ~30 KiB until the process runs out of either. By
 //! default the limit is half the descriptors the process may open ([`descriptor_limit`]
 //! raises the soft limit to the hard one first), leaving the rest to the log's and the read
-//! models' files.
+//! models' files. Within that limit, one client address may hold at most
+//! `IDEM_MAX_CONNECTIONS_PER_ADDRESS` (`per_address`); a connection past it is refused at
+//! once with a 503 and its place given back.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -30,6 +32,9 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError, watch};
 use tower::ServiceExt;
+
+use crate::per_address::{Counted, PerAddress};
+use crate::problem::Problem;
 
 /// How long a failed `accept` waits before the next (file descriptors exhausted, say).
 const ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
@@ -47,11 +52,13 @@ pub struct Connections {
     slots: Arc<Semaphore>,
     limit: usize,
     open: Arc<AtomicUsize>,
+    per_address: PerAddress,
 }
 
 /// One open connection's place: given back when it is dropped.
 struct Slot {
     _permit: OwnedSemaphorePermit,
+    _counted: Counted,
     open: Arc<AtomicUsize>,
 }
 
@@ -62,14 +69,21 @@ impl Drop for Slot {
 }
 
 impl Connections {
-    /// At most `limit` connections at once (at least one).
-    pub fn new(limit: usize) -> Connections {
+    /// At most `limit` connections at once (at least one), and at most what `per_address`
+    /// allows from one address.
+    pub fn new(limit: usize, per_address: PerAddress) -> Connections {
         let limit = limit.clamp(1, Semaphore::MAX_PERMITS);
         Connections {
             slots: Arc::new(Semaphore::new(limit)),
             limit,
             open: Arc::default(),
+            per_address,
         }
+    }
+
+    /// The cap on connections per client address.
+    pub fn per_address(&self) -> &PerAddress {
+        &self.per_address
     }
 
     /// The most connections served at once.
@@ -82,10 +96,11 @@ impl Connections {
         self.open.load(Ordering::Relaxed)
     }
 
-    fn occupy(&self, permit: OwnedSemaphorePermit) -> Slot {
+    fn occupy(&self, permit: OwnedSemaphorePermit, counted: Counted) -> Slot {
         self.open.fetch_add(1, Ordering::Relaxed);
         Slot {
             _permit: permit,
+            _counted: counted,
             open: self.open.clone(),
         }
     }
@@ -143,6 +158,14 @@ pub async fn serve(
     http.timer(TokioTimer::new())
         .header_read_timeout(header_read_timeout);
     let mut limit_logged: Option<Instant> = None;
+    let mut cap_logged: Option<Instant> = None;
+    let refusal: Arc<[u8]> = Problem::busy(
+        "too many connections from your address; try again later",
+        crate::per_address::RETRY_AFTER_SECONDS,
+    )
+    .into_http1_bytes()
+    .into();
+    let lingering = Arc::new(Semaphore::new(MAX_LINGERING_REFUSALS));
     loop {
         let permit = match connections.slots.clone().try_acquire_owned() {
             Ok(permit) => permit,
@@ -178,6 +201,21 @@ pub async fn serve(
                 continue;
             }
         };
+        let Some(counted) = connections.per_address.admit(peer.ip()) else {
+            drop(permit);
+            refuse(tcp, refusal.clone(), &lingering);
+            if cap_logged.is_none_or(|at| at.elapsed() >= LIMIT_LOG_EVERY) {
+                tracing::warn!(
+                    %peer,
+                    cap = connections.per_address.cap(),
+                    "connection refused: its address holds IDEM_MAX_CONNECTIONS_PER_ADDRESS \
+                     connections already (logged at most once a minute; see \
+                     idem_http_connections_refused_total)"
+                );
+                cap_logged = Some(Instant::now());
+            }
+            continue;
+        };
         // Answers leave at once, not after Nagle's wait for more to send: a long-poll's
         // answer is one small write, and so is most of what this service sends.
         if let Err(e) = tcp.set_nodelay(true) {
@@ -195,7 +233,7 @@ pub async fn serve(
         let connection =
             http.serve_connection(TokioIo::new(tcp), TowerToHyperService::new(service));
         let connection = graceful.watch(connection);
-        let slot = connections.occupy(permit);
+        let slot = connections.occupy(permit, counted);
         tokio::spawn(async move {
             let _slot = slot;
             if let Err(e) = connection.await {
@@ -205,6 +243,38 @@ pub async fn serve(
     }
     drop(listener);
     graceful.shutdown().await;
+}
+
+/// Refused connections at most kept open at once while their answer drains ([`refuse`]).
+const MAX_LINGERING_REFUSALS: usize = 256;
+
+/// How long a refused connection is kept open at most for its answer to reach the client.
+const LINGER: Duration = Duration::from_secs(1);
+
+/// Answers `tcp` with `refusal` and closes it. Closing a socket with unread bytes resets
+/// the connection, and a reset can destroy the answer before the client reads it; so the
+/// answer is sent, the sending side shut, and what the client sent read and dropped for up
+/// to [`LINGER`] before closing, as a web server's lingering close does. At most
+/// [`MAX_LINGERING_REFUSALS`] linger at once: past that a refusal is written without waiting
+/// and the connection dropped, so a flood of refused connections holds few descriptors.
+fn refuse(tcp: tokio::net::TcpStream, refusal: Arc<[u8]>, lingering: &Arc<Semaphore>) {
+    let Ok(place) = lingering.clone().try_acquire_owned() else {
+        let _ = tcp.try_write(&refusal);
+        return;
+    };
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let _place = place;
+        let mut tcp = tcp;
+        let _ = tokio::time::timeout(LINGER, async {
+            tcp.write_all(&refusal).await?;
+            tcp.shutdown().await?;
+            let mut sink = [0u8; 4096];
+            while tcp.read(&mut sink).await? > 0 {}
+            Ok::<(), std::io::Error>(())
+        })
+        .await;
+    });
 }
 
 /// Whether an `accept` error concerns only the connection it would have been (the peer gave
@@ -234,11 +304,19 @@ mod tests {
 
     #[test]
     fn a_slot_counts_as_open_until_dropped() {
-        let connections = Connections::new(2);
-        let first = connections.slots.clone().try_acquire_owned().unwrap();
-        let first = connections.occupy(first);
-        let second = connections.slots.clone().try_acquire_owned().unwrap();
-        let second = connections.occupy(second);
+        let connections = Connections::new(
+            2,
+            PerAddress::new(10, crate::client_addr::TrustedProxies::default()),
+        );
+        let peer: std::net::IpAddr = "192.0.2.1".parse().unwrap();
+        let occupy = || {
+            let permit = connections.slots.clone().try_acquire_owned().unwrap();
+            let counted = connections.per_address.admit(peer).unwrap();
+            connections.occupy(permit, counted)
+        };
+        let first = occupy();
+        let second = occupy();
+        assert_eq!(connections.per_address.addresses(), 1);
         assert_eq!(connections.open(), 2);
         assert!(connections.slots.clone().try_acquire_owned().is_err());
         drop(first);
@@ -246,6 +324,11 @@ mod tests {
         assert!(connections.slots.clone().try_acquire_owned().is_ok());
         drop(second);
         assert_eq!(connections.open(), 0);
+        assert_eq!(
+            connections.per_address.addresses(),
+            0,
+            "a closed connection no longer counts against its address"
+        );
     }
 
     #[test]

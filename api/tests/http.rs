@@ -352,6 +352,13 @@ fn configuration_is_checked_with_clear_messages() {
             },
             "IDEM_MAX_CONNECTIONS",
         );
+        bad(
+            Settings {
+                max_connections_per_address: Some(connections),
+                ..Settings::default()
+            },
+            "IDEM_MAX_CONNECTIONS_PER_ADDRESS",
+        );
     }
     let none = Settings {
         history_cache_mib: Some(0),
@@ -370,6 +377,7 @@ fn configuration_is_checked_with_clear_messages() {
         config.trusted_proxies.is_empty(),
         "nobody is trusted by default"
     );
+    assert_eq!(config.max_connections_per_address, 1_000);
     assert_eq!(config.password_policy.min_chars, 8);
     assert_eq!(config.argon2.memory_kib, 19_456);
     assert_eq!(config.bind.to_string(), "127.0.0.1:8080");
@@ -1234,5 +1242,96 @@ async fn connections_past_the_limit_wait_until_one_closes() {
     );
     let (_, body) = exchange(&mut waiting, "/metrics").await;
     assert!(body.contains("\nidem_http_connections 2\n"), "{body}");
+    server.shutdown().await;
+}
+
+/// A connection from `from` (a loopback address) to `server`.
+async fn connect_from(from: &str, server: std::net::SocketAddr) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{from}:0").parse().unwrap()).unwrap();
+    socket.connect(server).await.unwrap()
+}
+
+/// With `IDEM_MAX_CONNECTIONS_PER_ADDRESS` connections open from one address, another from it
+/// is answered 503 with `Retry-After` and closed, while other addresses are served; once one
+/// closes, the address is served again. A trusted proxy is not capped.
+#[tokio::test]
+async fn one_address_may_hold_only_its_share_of_connections() {
+    use tokio::io::AsyncReadExt;
+    let dir = tempfile::tempdir().unwrap();
+    let settings = Settings {
+        bind: Some("127.0.0.1:0".into()),
+        data_dir: Some(dir.path().to_path_buf()),
+        max_connections_per_address: Some(2),
+        trusted_proxies: Some("127.0.0.9".into()),
+        ..Settings::default()
+    };
+    let server = Server::start(settings.resolve().unwrap()).await.unwrap();
+    let mut first = connect_from("127.0.0.2", server.addr).await;
+    let mut second = connect_from("127.0.0.2", server.addr).await;
+    for stream in [&mut first, &mut second] {
+        let (head, _) = exchange(stream, "/healthz").await;
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    }
+
+    let mut refused = connect_from("127.0.0.2", server.addr).await;
+    let (head, body) = exchange(&mut refused, "/healthz").await;
+    assert!(head.starts_with("HTTP/1.1 503"), "{head}");
+    assert!(head.contains("retry-after: 5\r\n"), "{head}");
+    let problem: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(problem["status"], 503);
+    assert!(
+        problem["detail"].as_str().unwrap().contains("your address"),
+        "{problem}"
+    );
+    let mut rest = Vec::new();
+    refused.read_to_end(&mut rest).await.unwrap();
+    assert!(rest.is_empty(), "closed after the refusal");
+
+    // Another address, and a trusted proxy past the cap, are served.
+    let mut other = connect_from("127.0.0.3", server.addr).await;
+    let (head, _) = exchange(&mut other, "/healthz").await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let mut proxied = Vec::new();
+    for _ in 0..3 {
+        let mut stream = connect_from("127.0.0.9", server.addr).await;
+        let (head, _) = exchange(&mut stream, "/healthz").await;
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        proxied.push(stream);
+    }
+
+    let (_, metrics) = exchange(&mut other, "/metrics").await;
+    assert!(
+        metrics.contains("\nidem_http_connections_refused_total 1\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("\nidem_http_connections_per_address_max 2\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("\nidem_http_connection_addresses 2\n"),
+        "127.0.0.2 and 127.0.0.3, not the proxy: {metrics}"
+    );
+    assert!(metrics.contains("\nidem_http_connections 6\n"), "{metrics}");
+
+    drop(first);
+    // The server sees the close when it next reads: until then the place is taken, so try
+    // until it is given back, each try answered either way.
+    let mut again = loop {
+        let mut stream = connect_from("127.0.0.2", server.addr).await;
+        let (head, _) = exchange(&mut stream, "/healthz").await;
+        if head.starts_with("HTTP/1.1 200") {
+            break stream;
+        }
+        assert!(head.starts_with("HTTP/1.1 503"), "{head}");
+        tokio::task::yield_now().await;
+    };
+    let (head, _) = exchange(&mut again, "/healthz").await;
+    assert!(
+        head.starts_with("HTTP/1.1 200"),
+        "kept open once admitted: {head}"
+    );
+    drop(second);
     server.shutdown().await;
 }

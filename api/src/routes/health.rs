@@ -165,6 +165,27 @@ pub async fn metrics(State(state): State<Shared>, headers: HeaderMap) -> Respons
         "HTTP connections served at once (IDEM_MAX_CONNECTIONS); more wait to be accepted.",
         &[(None, state.connections.limit() as u64)],
     );
+    let per_address = state.connections.per_address();
+    gauge(
+        &mut out,
+        "idem_http_connections_per_address_max",
+        "HTTP connections one client address may hold (IDEM_MAX_CONNECTIONS_PER_ADDRESS).",
+        &[(None, per_address.cap() as u64)],
+    );
+    gauge(
+        &mut out,
+        "idem_http_connection_addresses",
+        "Client addresses holding connections now (trusted proxies not counted).",
+        &[(None, per_address.addresses() as u64)],
+    );
+    let _ = writeln!(
+        out,
+        "# HELP idem_http_connections_refused_total Connections refused with a 503 as their \
+         address held IDEM_MAX_CONNECTIONS_PER_ADDRESS already.\n\
+         # TYPE idem_http_connections_refused_total counter\n\
+         idem_http_connections_refused_total {}",
+        per_address.refused()
+    );
     let (histories, weight) = state.histories.held();
     gauge(
         &mut out,

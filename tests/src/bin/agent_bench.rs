@@ -226,6 +226,9 @@ async fn main() {
         )
         // The per-account login limit would measure itself, not the logins.
         .env("IDEM_AGENT_LOGIN_RATE", "100000000")
+        // Every simulated agent comes from 127.0.0.1: a thousand long-polls and the login
+        // clients would pass the per-address cap meant for one office.
+        .env("IDEM_MAX_CONNECTIONS_PER_ADDRESS", "1000000")
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()

@@ -145,7 +145,10 @@ fn main() {
         .thread_name("idemd")
         .build()
         .unwrap();
-    let platform = Arc::new(server_runtime.block_on(Platform::start()));
+    // All the clients come from 127.0.0.1: no per-address cap.
+    let platform = Arc::new(server_runtime.block_on(Platform::start_with(|settings| {
+        settings.max_connections_per_address = Some(1_000_000)
+    })));
     let client_runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("client")
