@@ -552,14 +552,31 @@ impl<A: LocalAccounts> Agent<A> {
     /// stay there with the reason, to be tried again at the next sync. Never an error of its
     /// own: a stuck session must not stop the directory's sync.
     fn end_pending_sessions(&mut self) -> Result<(), AgentError> {
-        for (account, _) in std::mem::take(&mut self.state.sessions_to_end) {
-            match self.accounts.end_sessions(&account) {
-                Ok(_) => {}
-                // Gone since: no session of it can be open.
-                Err(_) if self.accounts.find(&account)?.is_none() => {}
-                Err(e) => {
-                    self.state.sessions_to_end.insert(account, e.to_string());
-                }
+        let pending: Vec<String> = std::mem::take(&mut self.state.sessions_to_end)
+            .into_keys()
+            .collect();
+        if pending.is_empty() {
+            return Ok(());
+        }
+        // What could not be done, and why.
+        let failures: Vec<(String, String)> = match self.accounts.end_sessions(&pending) {
+            Ok(ended) => pending
+                .into_iter()
+                .zip(ended)
+                .filter_map(|(account, result)| Some((account, result.err()?.to_string())))
+                .collect(),
+            Err(e) => {
+                let reason = e.to_string();
+                pending
+                    .into_iter()
+                    .map(|account| (account, reason.clone()))
+                    .collect()
+            }
+        };
+        for (account, reason) in failures {
+            // Gone since: no session of it can be open.
+            if self.accounts.find(&account)?.is_some() {
+                self.state.sessions_to_end.insert(account, reason);
             }
         }
         Ok(())

@@ -136,20 +136,27 @@ impl LocalAccounts for FileAccounts {
         self.change(name, |(account, _)| account.admin = true)
     }
 
-    fn end_sessions(&mut self, name: &str) -> Result<usize, AccountError> {
+    fn end_sessions(&mut self, names: &[String]) -> Result<super::Ended, AccountError> {
         let mut stored = self.load()?;
-        let key = name.trim().to_lowercase();
-        match stored.accounts.get(&key) {
-            None => return Err(AccountError::Invalid(format!("no account {name}"))),
-            Some((account, _)) if account.system => {
-                return Err(AccountError::Invalid(format!(
-                    "{name} is an account of the system"
-                )));
-            }
-            Some(_) => {}
-        }
-        let ended = stored.sessions.remove(&key).unwrap_or(0);
-        if ended > 0 {
+        let mut changed = false;
+        let ended = names
+            .iter()
+            .map(|name| {
+                let key = name.trim().to_lowercase();
+                match stored.accounts.get(&key) {
+                    None => Err(AccountError::Invalid(format!("no account {name}"))),
+                    Some((account, _)) if account.system => Err(AccountError::Invalid(format!(
+                        "{name} is an account of the system"
+                    ))),
+                    Some(_) => {
+                        let ended = stored.sessions.remove(&key).unwrap_or(0);
+                        changed |= ended > 0;
+                        Ok(ended)
+                    }
+                }
+            })
+            .collect();
+        if changed {
             self.save(&stored)?;
         }
         Ok(ended)

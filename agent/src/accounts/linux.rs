@@ -353,22 +353,37 @@ impl LocalAccounts for LinuxAccounts {
         })
     }
 
-    /// Stops every process of the account's uid under the root's `proc`: `/proc` on a real
-    /// machine, where that ends its logins, desktop and remote sessions alike.
-    fn end_sessions(&mut self, name: &str) -> Result<usize, AccountError> {
-        let uid = self.read_only(|files| {
-            let index = row(&files.passwd, name)
-                .ok_or_else(|| AccountError::Invalid(format!("no account {name}")))?;
-            regular_uid(files, &files.passwd[index])
-                .ok_or_else(|| AccountError::Invalid(format!("{name} is an account of the system")))
-        })??;
-        stop_processes_of(&self.root.join("proc"), uid)
+    /// Stops every process of the accounts' uids under the root's `proc` (`/proc` on a real
+    /// machine, where that ends their logins, desktop and remote sessions alike), in one
+    /// scan for all of them.
+    fn end_sessions(&mut self, names: &[String]) -> Result<super::Ended, AccountError> {
+        let uids: Vec<Result<u32, AccountError>> = self.read_only(|files| {
+            names
+                .iter()
+                .map(|name| {
+                    let index = row(&files.passwd, name)
+                        .ok_or_else(|| AccountError::Invalid(format!("no account {name}")))?;
+                    regular_uid(files, &files.passwd[index]).ok_or_else(|| {
+                        AccountError::Invalid(format!("{name} is an account of the system"))
+                    })
+                })
+                .collect()
+        })?;
+        let wanted = uids
+            .iter()
+            .filter_map(|uid| uid.as_ref().ok().copied())
+            .collect();
+        let stopped = stop_processes_of(&self.root.join("proc"), &wanted)?;
+        Ok(uids
+            .into_iter()
+            .map(|uid| uid.map(|uid| stopped.get(&uid).copied().unwrap_or(0)))
+            .collect())
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::exercise;
+    use super::super::tests::{end_one, exercise};
     use super::*;
 
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -505,13 +520,18 @@ mod tests {
         let (mut billys, mut alices) = (sleeper(), sleeper());
         list(&proc, &billys, uid, uid, "S (sleeping)");
         list(&proc, &alices, 1000, 1000, "S (sleeping)");
-        assert_eq!(accounts.end_sessions("BILLY").unwrap(), 1);
+        // The system's accounts are never the agent's to end (root's would be the agent):
+        // refused, without holding back the others asked in the same call.
+        let ended = accounts
+            .end_sessions(&["root".into(), "BILLY".into(), "nobody".into()])
+            .unwrap();
+        let refused = ended[0].as_ref().unwrap_err().to_string();
+        assert!(refused.contains("account of the system"), "{refused}");
+        assert_eq!(*ended[1].as_ref().unwrap(), 1);
+        assert!(ended[2].is_err());
         assert!(killed(&mut billys));
         assert_eq!(alices.try_wait().unwrap(), None);
-        // The system's accounts are never the agent's to end (root's would be the agent).
-        let refused = accounts.end_sessions("root").unwrap_err().to_string();
-        assert!(refused.contains("account of the system"), "{refused}");
-        assert!(accounts.end_sessions("nobody").is_err());
+        assert!(end_one(&mut accounts, "nobody").is_err());
         assert_eq!(alices.try_wait().unwrap(), None);
         alices.kill().unwrap();
         alices.wait().unwrap();

@@ -47,6 +47,10 @@ pub struct Account {
     pub system: bool,
 }
 
+/// What [`LocalAccounts::end_sessions`] did for each account asked: how many sessions it
+/// ended, or why it could not.
+pub type Ended = Vec<Result<usize, AccountError>>;
+
 /// The local account store of a workstation.
 pub trait LocalAccounts: Send {
     /// The account named `name`, compared case-insensitively.
@@ -58,9 +62,11 @@ pub trait LocalAccounts: Send {
     fn check_password(&self, name: &str, password: &str) -> Result<bool, AccountError>;
     fn set_disabled(&mut self, name: &str, disabled: bool) -> Result<(), AccountError>;
     fn make_admin(&mut self, name: &str) -> Result<(), AccountError>;
-    /// Ends every session open as `name` (on Linux: stops each of its processes); answers
-    /// how many it ended. The system's own accounts are refused.
-    fn end_sessions(&mut self, name: &str) -> Result<usize, AccountError>;
+    /// Ends every session open as any of `names` (on Linux: stops each of their processes,
+    /// in one scan of the process table); answers, for each name in order, how many it ended
+    /// or why it could not (no such account; the system's own accounts are refused). An
+    /// error of its own (the process table unreadable) concerns every name.
+    fn end_sessions(&mut self, names: &[String]) -> Result<Ended, AccountError>;
 }
 
 /// Either implementation, chosen at run time.
@@ -83,8 +89,8 @@ impl LocalAccounts for Box<dyn LocalAccounts> {
     fn make_admin(&mut self, name: &str) -> Result<(), AccountError> {
         (**self).make_admin(name)
     }
-    fn end_sessions(&mut self, name: &str) -> Result<usize, AccountError> {
-        (**self).end_sessions(name)
+    fn end_sessions(&mut self, names: &[String]) -> Result<Ended, AccountError> {
+        (**self).end_sessions(names)
     }
 }
 
@@ -123,8 +129,24 @@ mod tests {
         accounts.make_admin("billy").unwrap();
         assert!(accounts.find("billy").unwrap().unwrap().admin);
         assert!(accounts.set_password("nobody", "x").is_err());
-        assert_eq!(accounts.end_sessions("Billy").unwrap(), 0, "none open");
-        assert!(accounts.end_sessions("nobody").is_err());
+        let ended = accounts
+            .end_sessions(&["Billy".into(), "nobody".into()])
+            .unwrap();
+        assert_eq!(ended.len(), 2);
+        assert_eq!(*ended[0].as_ref().unwrap(), 0, "none open");
+        assert!(ended[1].is_err(), "no such account");
+        assert!(accounts.end_sessions(&[]).unwrap().is_empty());
+    }
+
+    /// `end_sessions` for one account.
+    pub(super) fn end_one(
+        accounts: &mut dyn LocalAccounts,
+        name: &str,
+    ) -> Result<usize, AccountError> {
+        accounts
+            .end_sessions(&[name.to_owned()])?
+            .pop()
+            .expect("one answer per name")
     }
 
     #[test]
@@ -136,8 +158,17 @@ mod tests {
         accounts.open_session("Billy").unwrap();
         assert!(accounts.open_session("nobody").is_err());
         assert_eq!(accounts.sessions("BILLY").unwrap(), 2);
-        assert_eq!(accounts.end_sessions("billy").unwrap(), 2);
+        accounts.create("alice", "").unwrap();
+        accounts.open_session("alice").unwrap();
+        let ended = accounts
+            .end_sessions(&["billy".into(), "ALICE".into()])
+            .unwrap();
+        assert_eq!(
+            ended.into_iter().map(Result::unwrap).collect::<Vec<_>>(),
+            [2, 1]
+        );
         assert_eq!(accounts.sessions("billy").unwrap(), 0);
-        assert_eq!(accounts.end_sessions("billy").unwrap(), 0);
+        assert_eq!(accounts.sessions("alice").unwrap(), 0);
+        assert_eq!(end_one(&mut accounts, "billy").unwrap(), 0);
     }
 }

@@ -1,8 +1,10 @@
-//! Ending an account's sessions on Linux: every process running as its uid (real or
+//! Ending accounts' sessions on Linux: every process running as one of their uids (real or
 //! effective: a `sudo` it started included) gets SIGKILL, found under the root's `proc`
-//! (`/proc` on a real machine; under a throwaway root, only what a test puts there).
+//! (`/proc` on a real machine; under a throwaway root, only what a test puts there). One scan
+//! of the process table serves every account to end at once: a snapshot of the directory
+//! can disable hundreds of users, and each scan reads every process's status.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::Path;
 
 use rustix::process::{Pid, Signal, kill_process};
@@ -39,19 +41,27 @@ fn status(text: &str) -> Option<Status> {
     })
 }
 
-/// Sends SIGKILL to every live process under `proc` that runs as `uid`, scanning again until
-/// a scan finds none it has not tried yet; answers how many the signal reached. A process that
-/// ends between the scan and the signal is not an error; an unreadable process table is.
-pub(super) fn stop_processes_of(proc: &Path, uid: u32) -> Result<usize, AccountError> {
+/// Sends SIGKILL to every live process under `proc` that runs as one of `uids`, scanning
+/// again until a scan finds none it has not tried yet; answers, per uid, how many the signal
+/// reached (a process whose real and effective uids are both in `uids` counts under its real
+/// one). A process that ends between the scan and the signal is not an error; an unreadable
+/// process table is.
+pub(super) fn stop_processes_of(
+    proc: &Path,
+    uids: &BTreeSet<u32>,
+) -> Result<BTreeMap<u32, usize>, AccountError> {
     let io = |e| AccountError::Io(proc.to_owned(), e);
     // Every pid tried (so a process on its way out is not signalled for ever), and how many
     // of them the signal reached.
     let mut tried = HashSet::new();
-    let mut stopped = 0;
+    let mut stopped: BTreeMap<u32, usize> = uids.iter().map(|&uid| (uid, 0)).collect();
+    if uids.is_empty() {
+        return Ok(stopped);
+    }
     for _ in 0..ROUNDS {
         let entries = match std::fs::read_dir(proc) {
             Ok(entries) => entries,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(stopped),
             Err(e) => return Err(io(e)),
         };
         let mut found = Vec::new();
@@ -74,19 +84,23 @@ pub(super) fn stop_processes_of(proc: &Path, uid: u32) -> Result<usize, AccountE
             let Ok(text) = std::fs::read_to_string(entry.path().join("status")) else {
                 continue;
             };
-            if status(&text)
-                .is_some_and(|s| !s.exited && (s.real_uid == uid || s.effective_uid == uid))
+            let Some(status) = status(&text).filter(|s| !s.exited) else {
+                continue;
+            };
+            if let Some(&uid) = [status.real_uid, status.effective_uid]
+                .iter()
+                .find(|uid| uids.contains(uid))
             {
-                found.push(pid);
+                found.push((pid, uid));
             }
         }
         if found.is_empty() {
             return Ok(stopped);
         }
-        for pid in found {
+        for (pid, uid) in found {
             tried.insert(pid);
             match kill_process(pid, Signal::KILL) {
-                Ok(()) => stopped += 1,
+                Ok(()) => *stopped.entry(uid).or_default() += 1,
                 // It ended on its own since the scan.
                 Err(rustix::io::Errno::SRCH) => {}
                 Err(e) => {
@@ -98,8 +112,11 @@ pub(super) fn stop_processes_of(proc: &Path, uid: u32) -> Result<usize, AccountE
             }
         }
     }
+    let uids: Vec<String> = uids.iter().map(u32::to_string).collect();
     Err(AccountError::Invalid(format!(
-        "processes of uid {uid} kept starting after {stopped} were stopped"
+        "processes of uid {} kept starting after {} were stopped",
+        uids.join(", "),
+        stopped.values().sum::<usize>()
     )))
 }
 
@@ -139,15 +156,21 @@ pub(super) mod tests {
         child.wait().unwrap().signal() == Some(9)
     }
 
+    /// `stop_processes_of` for one uid: how many of its processes it stopped.
+    fn stop_one(proc: &Path, uid: u32) -> Result<usize, AccountError> {
+        Ok(stop_processes_of(proc, &BTreeSet::from([uid]))?[&uid])
+    }
+
     #[test]
-    fn stops_the_processes_of_one_uid_only() {
+    fn stops_the_processes_of_the_given_uids_only_in_one_scan() {
         let root = tempfile::tempdir().unwrap();
         let proc = root.path().join("proc");
-        let (mut session, mut sudo, mut other, mut zombie) =
-            (sleeper(), sleeper(), sleeper(), sleeper());
+        let (mut session, mut sudo, mut second, mut other, mut zombie) =
+            (sleeper(), sleeper(), sleeper(), sleeper(), sleeper());
         list(&proc, &session, 60_123, 60_123, "S (sleeping)");
         // A `sudo` the account started: effective uid root, real uid the account's.
         list(&proc, &sudo, 60_123, 0, "R (running)");
+        list(&proc, &second, 60_125, 60_125, "S (sleeping)");
         list(&proc, &other, 60_124, 60_124, "S (sleeping)");
         list(&proc, &zombie, 60_123, 60_123, "Z (zombie)");
         // What else is in /proc is not a process.
@@ -155,12 +178,23 @@ pub(super) mod tests {
         std::fs::write(proc.join("uptime"), "1.0 1.0\n").unwrap();
         std::fs::create_dir_all(proc.join("4242")).unwrap();
 
-        assert_eq!(stop_processes_of(&proc, 60_123).unwrap(), 2);
+        let stopped = stop_processes_of(&proc, &BTreeSet::from([60_123, 60_125, 60_126])).unwrap();
+        assert_eq!(
+            stopped,
+            BTreeMap::from([(60_123, 2), (60_125, 1), (60_126, 0)])
+        );
         assert!(killed(&mut session));
         assert!(killed(&mut sudo));
+        assert!(killed(&mut second));
         // Others are untouched.
         assert_eq!(other.try_wait().unwrap(), None);
         assert_eq!(zombie.try_wait().unwrap(), None);
+        assert_eq!(
+            stop_processes_of(&proc, &BTreeSet::new()).unwrap(),
+            BTreeMap::new(),
+            "nothing asked, nothing stopped"
+        );
+        assert_eq!(other.try_wait().unwrap(), None);
         other.kill().unwrap();
         zombie.kill().unwrap();
         other.wait().unwrap();
@@ -171,7 +205,7 @@ pub(super) mod tests {
     fn a_process_gone_meanwhile_or_no_table_is_not_an_error() {
         let root = tempfile::tempdir().unwrap();
         let proc = root.path().join("proc");
-        assert_eq!(stop_processes_of(&proc, 60_123).unwrap(), 0, "no table");
+        assert_eq!(stop_one(&proc, 60_123).unwrap(), 0, "no table");
         // The table lists a process that ended between the scan and the signal: ESRCH. Its
         // pid is one no process can have (pids stay below pid_max), so that no process that
         // took a freed pid meanwhile is signalled by this test.
@@ -183,14 +217,10 @@ pub(super) mod tests {
             status_file(60_123, 60_123, "S (sleeping)"),
         )
         .unwrap();
-        assert_eq!(
-            stop_processes_of(&proc, 60_123).unwrap(),
-            0,
-            "ended meanwhile"
-        );
+        assert_eq!(stop_one(&proc, 60_123).unwrap(), 0, "ended meanwhile");
         // Its entry went between the listing and the read.
         std::fs::remove_file(gone.join("status")).unwrap();
-        assert_eq!(stop_processes_of(&proc, 60_123).unwrap(), 0, "no status");
+        assert_eq!(stop_one(&proc, 60_123).unwrap(), 0, "no status");
     }
 
     #[test]
