@@ -89,6 +89,9 @@ pub type Shared = Arc<AppState>;
 /// How often a key mirror whose refresh failed is tried again.
 pub const KEY_MIRROR_RETRY: Duration = Duration::from_secs(30);
 
+/// Connections the metrics listener serves at once (and from one address).
+const METRICS_CONNECTIONS: usize = 16;
+
 /// Why the service could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -122,6 +125,8 @@ pub enum StartError {
 /// A running service.
 pub struct Server {
     pub addr: SocketAddr,
+    /// The metrics listener's address, with `IDEM_METRICS_BIND`.
+    pub metrics_addr: Option<SocketAddr>,
     feed: Arc<crate::feed::Feed>,
     snapshot_writes: crate::snapshots::Writes,
     /// Not an owner: the log closes when the service stops.
@@ -176,6 +181,17 @@ impl Server {
             .map_err(|e| StartError::Bind(config.bind, e))?;
         // With port 0 the system picked one: the URLs handed out must name it.
         config.bind = addr;
+        let (metrics_listener, metrics_addr) = match config.metrics_bind {
+            Some(bind) => {
+                let bound = TcpListener::bind(bind).await;
+                let listener = bound.map_err(|e| StartError::Bind(bind, e))?;
+                let local = listener
+                    .local_addr()
+                    .map_err(|e| StartError::Bind(bind, e))?;
+                (Some(listener), Some(local))
+            }
+            None => (None, None),
+        };
         let control_path = crate::control::socket_path(&config);
         let control_listener = crate::control::bind(&control_path)?;
         let (stop, stopped) = watch::channel(false);
@@ -271,8 +287,28 @@ impl Server {
         ));
         let header_read_timeout = state.config.header_read_timeout;
         let connections = state.connections.clone();
+        let metrics_serve = metrics_listener.map(|listener| {
+            // A scraper or two: a few places, none of them taken from the API's.
+            let connections = crate::serve::Connections::new(
+                METRICS_CONNECTIONS,
+                crate::per_address::PerAddress::new(
+                    METRICS_CONNECTIONS,
+                    crate::client_addr::TrustedProxies::default(),
+                ),
+            );
+            tokio::spawn(crate::serve::serve(
+                listener,
+                metrics_router(state.clone()),
+                header_read_timeout,
+                connections,
+                stop.subscribe(),
+            ))
+        });
         let task = tokio::spawn(async move {
             crate::serve::serve(listener, app, header_read_timeout, connections, stopped).await;
+            if let Some(metrics_serve) = metrics_serve {
+                let _ = metrics_serve.await;
+            }
             // The feed's and the control socket's tasks hold the log too: they end on the
             // same signal.
             let _ = feed.await;
@@ -305,8 +341,12 @@ impl Server {
             }
         });
         tracing::info!(%addr, "idemd listening");
+        if let Some(metrics_addr) = metrics_addr {
+            tracing::info!(%metrics_addr, "metrics listening");
+        }
         Ok(Server {
             addr,
+            metrics_addr,
             feed: feed_handle,
             snapshot_writes,
             log: log_handle,
@@ -392,6 +432,20 @@ pub fn router(state: Shared) -> Router {
             crate::body_deadline::body_deadline,
         ))
         .layer(middleware::from_fn_with_state(state.clone(), request_id))
+        .with_state(state)
+}
+
+/// The metrics listener's routes (`IDEM_METRICS_BIND`): `/metrics`, and `/healthz` and
+/// `/readyz` for whoever watches it; nothing of the API.
+pub fn metrics_router(state: Shared) -> Router {
+    use axum::routing::get;
+    Router::new()
+        .route("/metrics", get(routes::health::metrics))
+        .route("/healthz", get(routes::health::healthz))
+        .route("/readyz", get(routes::health::readyz))
+        .fallback(routes::not_found)
+        .method_not_allowed_fallback(routes::method_not_allowed)
+        .layer(axum::Extension(routes::health::OnMetricsListener))
         .with_state(state)
 }
 

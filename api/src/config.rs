@@ -20,6 +20,8 @@ pub enum Signup {
 #[derive(Clone, Debug)]
 pub struct Config {
     pub bind: SocketAddr,
+    /// Where `/metrics` is served instead of `bind`, if set (`app::metrics_router`).
+    pub metrics_bind: Option<SocketAddr>,
     pub base_domain: String,
     /// `http` or `https`: the scheme of the URLs the service hands out.
     pub public_scheme: String,
@@ -64,6 +66,10 @@ pub struct Settings {
     /// Listen address [default: 127.0.0.1:8080]
     #[arg(long, env = "IDEM_BIND")]
     pub bind: Option<String>,
+    /// A listener of its own for /metrics (and /healthz, /readyz), e.g. 127.0.0.1:9464: the
+    /// listen address no longer serves /metrics [default: none, /metrics on the listen address]
+    #[arg(long, env = "IDEM_METRICS_BIND")]
+    pub metrics_bind: Option<String>,
     /// Tenants live at {label}.{base domain} [default: localhost]
     #[arg(long, env = "IDEM_BASE_DOMAIN")]
     pub base_domain: Option<String>,
@@ -195,6 +201,7 @@ impl Settings {
     pub fn or(self, fallback: Settings) -> Settings {
         Settings {
             bind: self.bind.or(fallback.bind),
+            metrics_bind: self.metrics_bind.or(fallback.metrics_bind),
             base_domain: self.base_domain.or(fallback.base_domain),
             public_scheme: self.public_scheme.or(fallback.public_scheme),
             data_dir: self.data_dir.or(fallback.data_dir),
@@ -231,6 +238,24 @@ impl Settings {
         let bind: SocketAddr = bind
             .parse()
             .map_err(|_| invalid("IDEM_BIND", format!("{bind:?} is not an address:port")))?;
+        let metrics_bind = match self.metrics_bind.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(text) => {
+                let address: SocketAddr = text.parse().map_err(|_| {
+                    invalid(
+                        "IDEM_METRICS_BIND",
+                        format!("{text:?} is not an address:port"),
+                    )
+                })?;
+                if address == bind && address.port() != 0 {
+                    return Err(invalid(
+                        "IDEM_METRICS_BIND",
+                        format!("{text} is the listen address (IDEM_BIND): give it another"),
+                    ));
+                }
+                Some(address)
+            }
+        };
 
         let base_domain = self
             .base_domain
@@ -428,6 +453,7 @@ impl Settings {
 
         Ok(Config {
             bind,
+            metrics_bind,
             base_domain,
             public_scheme,
             data_dir,

@@ -29,6 +29,10 @@ fn the_settings_file_resolves_to_a_loopback_https_deployment_with_closed_signup(
         !config.trusted_proxies.is_empty(),
         "the proxy names the client"
     );
+    assert!(
+        config.metrics_bind.is_some_and(|m| m.ip().is_loopback()),
+        "the figures stay off the public side"
+    );
 }
 
 #[test]

@@ -432,6 +432,74 @@ fn token_file(dir: &Path, name: &str, text: &str, mode: u32) -> std::path::PathB
     path
 }
 
+/// With `IDEM_METRICS_BIND`, `/metrics` is served there (with `/healthz` and `/readyz`, and
+/// nothing of the API), the listen address answers it 404, and a token still applies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_on_their_own_listener_leave_the_listen_address() {
+    let dir = tempfile::tempdir().unwrap();
+    for (bad, why) in [
+        ("localhost", "not an address:port"),
+        ("127.0.0.1:8080", "listen address"),
+    ] {
+        let err = Settings {
+            metrics_bind: Some(bad.into()),
+            ..Settings::default()
+        }
+        .resolve()
+        .unwrap_err()
+        .to_string();
+        assert!(err.starts_with("IDEM_METRICS_BIND"), "{err}");
+        assert!(err.contains(why), "{err}");
+    }
+    let token = "0123456789abcdef0123456789abcdef0123456789abcdef";
+    let settings = Settings {
+        bind: Some("127.0.0.1:0".into()),
+        metrics_bind: Some("127.0.0.1:0".into()),
+        data_dir: Some(dir.path().join("data")),
+        metrics_token_file: Some(token_file(dir.path(), "token", token, 0o600)),
+        ..Settings::default()
+    };
+    let server = Server::start(settings.resolve().unwrap()).await.unwrap();
+    let metrics_addr = server.metrics_addr.unwrap();
+    assert_ne!(metrics_addr, server.addr);
+    let on_metrics = |path: &str| format!("http://{metrics_addr}{path}");
+
+    let scraped = client()
+        .get(on_metrics("/metrics"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(scraped.status(), 200);
+    let body = scraped.text().await.unwrap();
+    assert!(body.contains("\nidem_log_head_position "), "{body}");
+    let unauthorized = client().get(on_metrics("/metrics")).send().await.unwrap();
+    assert_eq!(unauthorized.status(), 401, "the token applies there too");
+    for path in ["/healthz", "/readyz"] {
+        let answer = client().get(on_metrics(path)).send().await.unwrap();
+        assert_eq!(answer.status(), 200, "{path}");
+    }
+    let api = client()
+        .get(on_metrics("/api/v1/openapi.json"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(api.status(), 404, "nothing of the API");
+
+    let public = client()
+        .get(url(&server, "/metrics"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(public.status(), 404);
+    assert_eq!(public.headers()["content-type"], "application/problem+json");
+    assert!(!public.text().await.unwrap().contains("idem_"));
+    let healthz = client().get(url(&server, "/healthz")).send().await.unwrap();
+    assert_eq!(healthz.status(), 200, "health stays on the listen address");
+    server.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_given_a_token_answer_only_its_bearer() {
     let dir = tempfile::tempdir().unwrap();

@@ -102,9 +102,21 @@ fn gauge(out: &mut String, name: &str, help: &str, samples: &[(Option<&str>, u64
     }
 }
 
+/// Marks a request that came in on the metrics listener (`IDEM_METRICS_BIND`).
+#[derive(Clone, Copy, Debug)]
+pub struct OnMetricsListener;
+
 /// Prometheus text; with `IDEM_METRICS_TOKEN_FILE`, only for a request bearing its token as
-/// the file holds it now (401 with `WWW-Authenticate: Bearer` otherwise).
-pub async fn metrics(State(state): State<Shared>, headers: HeaderMap) -> Response {
+/// the file holds it now (401 with `WWW-Authenticate: Bearer` otherwise). With
+/// `IDEM_METRICS_BIND`, only on that listener: the listen address answers 404.
+pub async fn metrics(
+    State(state): State<Shared>,
+    listener: Option<axum::Extension<OnMetricsListener>>,
+    headers: HeaderMap,
+) -> Response {
+    if state.config.metrics_bind.is_some() && listener.is_none() {
+        return Problem::not_found("the metrics are served on their own listener").into_response();
+    }
     if let Some(gate) = &state.config.metrics_token {
         let given = headers
             .get(header::AUTHORIZATION)
