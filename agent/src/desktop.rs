@@ -41,6 +41,30 @@ pub enum AgentError {
     Refused(String),
 }
 
+/// The longest pause between two failed syncs.
+const MOST_BACKOFF: Duration = Duration::from_secs(60);
+
+impl AgentError {
+    /// How long the service asked to wait before the next call, if it did.
+    fn retry_after(&self) -> Option<Duration> {
+        match self {
+            AgentError::Http(http::Error::Refused { retry_after, .. }) => *retry_after,
+            _ => None,
+        }
+    }
+}
+
+/// The pause after a failed sync: `backoff`, or the wait the service asked for in `error` if
+/// longer (at most [`MOST_BACKOFF`], so that a mistaken header cannot park the agent), plus a
+/// jitter of up to half of it drawn by `jitter` (given the most, in ms).
+fn pause_after(backoff: Duration, error: &AgentError, jitter: impl FnOnce(u64) -> u64) -> Duration {
+    let asked = error
+        .retry_after()
+        .map_or(Duration::ZERO, |asked| asked.min(MOST_BACKOFF));
+    let base = backoff.max(asked);
+    base + Duration::from_millis(jitter(base.as_millis() as u64 / 2))
+}
+
 /// A directory user as the feed last described them.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CachedUser {
@@ -350,8 +374,9 @@ impl<A: LocalAccounts> Agent<A> {
 
     /// Follows the feed for good, as `idem-agent run` does: long-polls of `wait`, each applied
     /// page reported to `applied` (its number of entries, 0 when a long-poll ended empty), and
-    /// after a failure a pause that doubles up to a minute, with jitter so that agents
-    /// restarted together do not come back in step.
+    /// after a failure a pause that doubles up to a minute, never shorter than the service
+    /// asked for (`Retry-After` on a 429 or 503), with jitter so that agents restarted
+    /// together do not come back in step.
     pub async fn run(
         &mut self,
         wait: Duration,
@@ -366,11 +391,10 @@ impl<A: LocalAccounts> Agent<A> {
                     applied(self, count);
                 }
                 Err(e) => {
-                    let jitter = rand::random_range(0..=backoff.as_millis() as u64 / 2);
-                    let pause = backoff + Duration::from_millis(jitter);
+                    let pause = pause_after(backoff, &e, |most| rand::random_range(0..=most));
                     failed(&e, pause);
                     tokio::time::sleep(pause).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(60));
+                    backoff = (backoff * 2).min(MOST_BACKOFF);
                 }
             }
         }
@@ -1117,6 +1141,46 @@ mod tests {
                 elevation_seq: None,
             })
         );
+    }
+
+    #[test]
+    fn a_failed_sync_waits_at_least_what_the_service_asked() {
+        let busy = |retry_after| {
+            AgentError::Http(http::Error::Refused {
+                status: 503,
+                title: String::new(),
+                detail: String::new(),
+                retry_after,
+            })
+        };
+        let none = |_| 0;
+        let second = Duration::from_secs(1);
+        assert_eq!(pause_after(second, &busy(None), none), second);
+        assert_eq!(
+            pause_after(second, &busy(Some(Duration::from_secs(5))), none),
+            Duration::from_secs(5),
+            "the service's wait over a shorter backoff"
+        );
+        assert_eq!(
+            pause_after(Duration::from_secs(8), &busy(Some(second)), none),
+            Duration::from_secs(8),
+            "a longer backoff stands"
+        );
+        assert_eq!(
+            pause_after(second, &busy(Some(Duration::from_secs(86_400))), none),
+            MOST_BACKOFF,
+            "a day is not believed"
+        );
+        let unreachable = AgentError::Http(http::Error::Unreachable("u".into(), "down".into()));
+        assert_eq!(pause_after(second, &unreachable, none), second);
+        // The jitter is drawn up to half the pause.
+        let mut most = 0;
+        let paused = pause_after(second, &busy(Some(Duration::from_secs(5))), |m| {
+            most = m;
+            m
+        });
+        assert_eq!(most, 2_500);
+        assert_eq!(paused, Duration::from_millis(7_500));
     }
 
     #[test]
