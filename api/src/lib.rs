@@ -23,6 +23,7 @@ pub mod metrics;
 pub mod metrics_token;
 pub mod openapi;
 pub mod operator;
+pub mod operator_identity;
 pub mod operator_log;
 pub mod per_address;
 pub mod portal;

@@ -18,6 +18,7 @@ use crate::app::StartError;
 use crate::config::Config;
 use crate::control::{self, client, client::ClientError};
 use crate::key_mirror::KeyMirror;
+use crate::operator_identity::OperatorIdentity;
 
 /// One projection rebuilt: the generation now served, and how long the rebuild took.
 #[derive(Serialize, Deserialize, Clone, PartialEq, Debug)]
@@ -98,24 +99,32 @@ async fn rebuild_stopped(
             () = draw => return Err(StartError::from(projections::Error::Closed).into()),
         };
         bar.finish_and_clear();
-        record_rebuilt(&log, projection, generation).await?;
+        record_rebuilt(
+            &log,
+            projection,
+            generation,
+            &OperatorIdentity::of_this_process(),
+        )
+        .await?;
         done.push((projection, generation, started.elapsed()));
     }
     projections.shutdown().await;
     Ok(done)
 }
 
-/// Records in the operator log that `projection` was rebuilt into `generation`.
+/// Records in the operator log that `projection` was rebuilt into `generation` at the request
+/// of `by`.
 pub async fn record_rebuilt(
     log: &RocksLog,
     projection: Projection,
     generation: u64,
+    by: &OperatorIdentity,
 ) -> Result<(), OperatorError> {
     let event = domain::event::ReadModelsRebuilt {
         projection: projection.name().to_owned(),
         generation,
     };
-    crate::operator_log::record(log, event, crate::operator_log::ACTOR).await?;
+    crate::operator_log::record(log, event, &by.actor()).await?;
     Ok(())
 }
 
@@ -200,7 +209,13 @@ pub async fn backup(config: &Config, to: &Path) -> Result<BackupDone, OperatorEr
         Err(ClientError::NotRunning(_)) => {
             let log = open(config)?;
             let mirror = config.key_mirror.clone().map(KeyMirror::new);
-            backup_log(&log, mirror.as_ref(), to).await
+            backup_log(
+                &log,
+                mirror.as_ref(),
+                to,
+                &OperatorIdentity::of_this_process(),
+            )
+            .await
         }
         Err(e) => Err(e.into()),
     }
@@ -208,11 +223,12 @@ pub async fn backup(config: &Config, to: &Path) -> Result<BackupDone, OperatorEr
 
 /// Backs `log` up into `to`, then brings `mirror` up to date, so that it holds every key the
 /// backup left out: a backup is done only once its keys are in the mirror (if they cannot be
-/// written there, the backup is removed).
+/// written there, the backup is removed). `by` asked for it.
 pub async fn backup_log(
     log: &RocksLog,
     mirror: Option<&KeyMirror>,
     to: &Path,
+    by: &OperatorIdentity,
 ) -> Result<BackupDone, OperatorError> {
     let mirror = mirror.ok_or_else(|| {
         OperatorError::Refused(
@@ -245,7 +261,7 @@ pub async fn backup_log(
         head_position: report.head,
         events: report.events,
     };
-    crate::operator_log::record(log, event, crate::operator_log::ACTOR)
+    crate::operator_log::record(log, event, &by.actor())
         .await
         .map_err(|e| {
             OperatorError::Refused(format!(
@@ -290,25 +306,28 @@ pub async fn rotate_root_key(config: &Config) -> Result<RootKeyRotated, Operator
             let log = open(config)?;
             let keys = crate::root_key::load(&config.root_key_file, &log).await?;
             let mirror = config.key_mirror.clone().map(KeyMirror::new);
-            rotate_with(&log, &keys, &config.root_key_file, mirror.as_ref()).await
+            let by = OperatorIdentity::of_this_process();
+            rotate_with(&log, &keys, &config.root_key_file, mirror.as_ref(), &by).await
         }
         Err(e) => Err(e.into()),
     }
 }
 
-/// Rotates `keys`, whose file is `key_file`, over `log`, then brings `mirror` up to date.
+/// Rotates `keys`, whose file is `key_file`, over `log`, then brings `mirror` up to date;
+/// `by` asked for it.
 pub async fn rotate_with(
     log: &RocksLog,
     keys: &crate::root_key::RootKeys,
     key_file: &Path,
     mirror: Option<&KeyMirror>,
+    by: &OperatorIdentity,
 ) -> Result<RootKeyRotated, OperatorError> {
     // No other refresh of the mirror while keys are wrapped both ways (see `KeyMirror::turn`).
     let turn = match mirror {
         Some(mirror) => Some(mirror.turn().await),
         None => None,
     };
-    let rotated = crate::root_key::rotate(log, keys, key_file, crate::operator_log::ACTOR).await?;
+    let rotated = crate::root_key::rotate(log, keys, key_file, &by.actor()).await?;
     tracing::warn!(
         previous_key_id = %rotated.previous_key_id,
         key_id = %rotated.key_id,
@@ -386,7 +405,8 @@ pub async fn restore(config: &Config, backup: &Path) -> Result<Restored, Operato
         keys_restored: report.restored,
         keys_missing: report.missing.len() as u64,
     };
-    crate::operator_log::record(&log, event, crate::operator_log::ACTOR)
+    let by = OperatorIdentity::of_this_process();
+    crate::operator_log::record(&log, event, &by.actor())
         .await
         .map_err(|e| {
             OperatorError::Refused(format!(

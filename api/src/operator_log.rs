@@ -10,7 +10,8 @@ use eventlog::{EventLog, Expected, RecordedEvent, RocksLog, StreamAppend, Stream
 use uuid::Uuid;
 
 /// The actor of what the operator asked for, through the control socket or a command run on a
-/// stopped service.
+/// stopped service; recorded with who asked after it (`operator:uid=0(root),login=1000(alice)`,
+/// see `crate::operator_identity`).
 pub const ACTOR: &str = "operator";
 
 /// The actor of an operator's command that idemd finished as it started (a root key rotation

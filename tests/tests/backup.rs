@@ -138,7 +138,10 @@ async fn a_tenant_deleted_after_a_backup_is_deleted_again_when_it_is_restored() 
     assert!(sound);
     assert_eq!(recorded.len(), 1, "{recorded:?}");
     assert_eq!(recorded[0]["type"], "BackupWritten");
-    assert_eq!(recorded[0]["actor"], "operator");
+    assert_eq!(
+        recorded[0]["actor"],
+        api::operator_identity::OperatorIdentity::of_this_process().actor()
+    );
     assert_eq!(
         recorded[0]["data"],
         json!({"directory": backup.display().to_string(), "head_position": done.head,
@@ -510,7 +513,10 @@ async fn the_root_key_is_rotated_while_idemd_serves() {
     assert!(sound);
     assert_eq!(recorded.len(), 1, "{recorded:?}");
     assert_eq!(recorded[0]["type"], "RootKeyRotated");
-    assert_eq!(recorded[0]["actor"], "operator");
+    assert_eq!(
+        recorded[0]["actor"],
+        api::operator_identity::OperatorIdentity::of_this_process().actor()
+    );
     assert_eq!(
         recorded[0]["data"],
         json!({"previous_key_id": old.id(), "key_id": new.id()})

@@ -28,6 +28,7 @@ use tokio::net::UnixListener;
 use crate::app::{Shared, StartError};
 use crate::config::Config;
 use crate::operator;
+use crate::operator_identity::OperatorIdentity;
 use crate::problem::Problem;
 use crate::routes::body;
 use crate::routes::signup::{SignupRequest, create_msp};
@@ -58,16 +59,26 @@ pub fn bind(path: &Path) -> Result<UnixListener, StartError> {
     Ok(listener)
 }
 
-/// The connecting process's user, from the socket's peer credentials.
+/// The connecting process's user and process id, from the socket's peer credentials.
 #[derive(Clone, Copy, Debug)]
 pub struct Peer {
     uid: Option<u32>,
+    pid: Option<i32>,
+}
+
+impl Peer {
+    /// Who asked, for the operator log (only asked of a peer `same_user` let through).
+    fn identity(&self) -> OperatorIdentity {
+        OperatorIdentity::of_peer(self.uid.unwrap_or(u32::MAX), self.pid)
+    }
 }
 
 impl Connected<IncomingStream<'_, UnixListener>> for Peer {
     fn connect_info(stream: IncomingStream<'_, UnixListener>) -> Self {
+        let credentials = stream.io().peer_cred().ok();
         Peer {
-            uid: stream.io().peer_cred().ok().map(|c| c.uid()),
+            uid: credentials.map(|c| c.uid()),
+            pid: credentials.and_then(|c| c.pid()),
         }
     }
 }
@@ -107,6 +118,10 @@ async fn same_user(ConnectInfo(peer): ConnectInfo<Peer>, request: Request, next:
 }
 
 /// `POST /v1/signup`: a new MSP tenant, whether or not public signup is open.
+///
+/// Its actor is `operator` alone, not who ran it: the event is in the new tenant's own
+/// stream, which its admins read in their audit, and the deployment's Unix users are none of
+/// their business.
 async fn signup(
     State(state): State<Shared>,
     request: Result<Json<SignupRequest>, JsonRejection>,
@@ -125,6 +140,7 @@ struct BackupRequest {
 /// goes on (see `RocksLog::backup`), then the key mirror brought up to date.
 async fn backup(
     State(state): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
     request: Result<Json<BackupRequest>, JsonRejection>,
 ) -> Result<Response, Problem> {
     let request = body(request)?;
@@ -135,7 +151,13 @@ async fn backup(
             "the backup directory must be an absolute path (the service may run elsewhere than the command)",
         ));
     }
-    let done = operator::backup_log(&state.log, state.key_mirror.as_ref(), &request.to).await?;
+    let done = operator::backup_log(
+        &state.log,
+        state.key_mirror.as_ref(),
+        &request.to,
+        &peer.identity(),
+    )
+    .await?;
     tracing::info!(to = %request.to.display(), head = done.head, events = done.events, keys = done.mirrored_keys, "backup written");
     Ok(Json(done).into_response())
 }
@@ -151,6 +173,7 @@ struct RebuildRequest {
 /// current one is served, and swapped in once caught up; answers once all are.
 async fn rebuild(
     State(state): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
     request: Result<Json<RebuildRequest>, JsonRejection>,
 ) -> Result<Response, Problem> {
     let request = body(request)?;
@@ -188,7 +211,7 @@ async fn rebuild(
                 other => Problem::internal(&other),
             })?;
         tracing::info!(%projection, generation, "rebuilt online");
-        operator::record_rebuilt(&state.log, projection, generation).await?;
+        operator::record_rebuilt(&state.log, projection, generation, &peer.identity()).await?;
         done.push(operator::Rebuilt {
             projection: projection.name().to_owned(),
             generation,
@@ -215,12 +238,16 @@ async fn retry_quarantined(State(state): State<Shared>) -> Result<Response, Prob
 
 /// `POST /v1/rotate-root-key`: a new root key wraps every tenant's data key, while the
 /// service goes on (see `crate::root_key`); then the key mirror brought up to date.
-async fn rotate_root_key(State(state): State<Shared>) -> Result<Response, Problem> {
+async fn rotate_root_key(
+    State(state): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+) -> Result<Response, Problem> {
     let done = operator::rotate_with(
         &state.log,
         &state.root_keys,
         &state.config.root_key_file,
         state.key_mirror.as_ref(),
+        &peer.identity(),
     )
     .await?;
     Ok(Json(done).into_response())
