@@ -92,7 +92,7 @@ pub struct Settings {
     /// smtp://host:port or smtps://... relay for outgoing mail [default: the development mailer]
     #[arg(long, env = "IDEM_SMTP_URL")]
     pub smtp_url: Option<String>,
-    /// Sender address [default: idem@{base domain}]
+    /// Sender address [default: idem at the base domain]
     #[arg(long, env = "IDEM_MAIL_FROM")]
     pub mail_from: Option<String>,
     /// open, or closed (only the operator's CLI creates MSP tenants) [default: open]

@@ -3,8 +3,8 @@
 //! personal emails, passwordless MFA, branding, the shared admin account, desktop agents, and
 //! the record of logins and elevations.
 //!
-//! Secrets are sealed before `decide` sees them ([`seal_password`], [`seal_personal_email`]),
-//! so commands and events only ever carry ciphertext.
+//! Secrets are sealed before `decide` sees them ([`Sealer::password`],
+//! [`Sealer::personal_email`]), so commands and events only ever carry ciphertext.
 
 use std::collections::BTreeMap;
 

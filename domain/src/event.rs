@@ -2,7 +2,7 @@
 //! has a name (its log `event_type`), a schema version, and JSON data. The catalogue with every
 //! field, and which are sealed, is in EVENTS.md.
 //!
-//! Old schema versions are brought up to date by [`upcast`] before decoding, so that `apply`
+//! Old schema versions are brought up to date by `upcast` before decoding, so that `apply`
 //! only ever sees current shapes; an event from a newer version than this build knows is an
 //! error, never guessed at.
 

@@ -26,7 +26,7 @@ struct Cli {
 enum Command {
     /// Emails a one-time onboarding code to EMAIL (if it may onboard on that tenant).
     RequestCode {
-        /// The tenant's URL, e.g. http://acme.localhost:8080
+        /// The tenant's URL, such as `http://acme.localhost:8080`
         url: String,
         email: String,
     },

@@ -294,7 +294,7 @@ impl RocksLog {
     }
 
     /// Writes a consistent copy of the whole log, as it stands now, into the new directory
-    /// `to`, while commits go on (see [`backup`]). The copy holds no data keys, only which
+    /// `to`, while commits go on (see the `backup` module). The copy holds no data keys, only which
     /// ones it left out: [`RocksLog::restore`] turns it back into a log with them.
     pub async fn backup(&self, to: impl AsRef<Path>) -> Result<BackupReport> {
         let to = to.as_ref().to_path_buf();
