@@ -97,14 +97,11 @@ pub fn build() -> Value {
     let (mut generator, mut answers) = generators();
     let mut paths = Map::new();
     for operation in operations() {
-        let mut parameters = Vec::new();
-        for segment in operation.path.split('/') {
-            if let Some(name) = segment.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
-                parameters.push(json!({
-                    "name": name, "in": "path", "required": true, "schema": {"type": "string"},
-                }));
-            }
-        }
+        let mut parameters: Vec<Value> = path_parameters(operation.path)
+            .map(|name| {
+                json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}})
+            })
+            .collect();
         if let Some(query) = operation.query {
             parameters.extend(query_parameters(&query(&mut generator)));
         }
@@ -143,6 +140,7 @@ pub fn build() -> Value {
             problem("Failed (503: busy or stopping, try again; 500: logged, never explained)"),
         );
         let mut entry = json!({
+            "operationId": operation_id(operation.method, operation.path),
             "summary": operation.summary,
             "parameters": parameters,
             "responses": responses,
@@ -170,6 +168,7 @@ pub fn build() -> Value {
         schemas.entry(name).or_insert(schema);
     }
     schemas.insert("Problem".to_owned(), problem_schema());
+    add_links(&mut paths, &schemas);
     json!({
         "openapi": "3.1.0",
         "info": {
@@ -202,6 +201,120 @@ pub fn build() -> Value {
                 },
             },
         },
+    })
+}
+
+/// An operation's id: its method and its path's segments past `/api/v1`, braces dropped
+/// (`get_users_id` for `GET /api/v1/users/{id}`); the tests check that no two are alike.
+fn operation_id(method: &str, path: &str) -> String {
+    let segments = path
+        .trim_start_matches("/api/v1")
+        .split('/')
+        .filter(|segment| !segment.is_empty())
+        .map(|segment| {
+            segment
+                .trim_matches(|c| c == '{' || c == '}')
+                .replace(|c: char| !c.is_ascii_alphanumeric(), "_")
+        });
+    std::iter::once(method.to_owned())
+        .chain(segments)
+        .collect::<Vec<_>>()
+        .join("_")
+}
+
+/// The path parameters of a path pattern, in order.
+fn path_parameters(path: &str) -> impl Iterator<Item = &str> {
+    path.split('/')
+        .filter_map(|segment| segment.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+}
+
+/// OpenAPI links from each creating call (`201`) to the operations under the path of what
+/// it created: `POST /api/v1/users` answers the user's `id`, which
+/// `GET /api/v1/users/{id}` and the others take. A link is made where the answer has a field
+/// named as the one path parameter the target adds; the target's other parameters come from
+/// the creating request's own path. Clients (and stateful fuzzers) follow them to chain calls.
+fn add_links(paths: &mut Map<String, Value>, schemas: &Map<String, Value>) {
+    let mut found: Vec<(String, Value)> = Vec::new();
+    for (from_path, from_methods) in paths.iter() {
+        let Some(created) = from_methods.get("post") else {
+            continue;
+        };
+        let Some(answer) = created["responses"]["201"]["content"]["application/json"].get("schema")
+        else {
+            continue;
+        };
+        let mut links = Map::new();
+        for (to_path, to_methods) in paths.iter() {
+            let Some(under) = to_path
+                .strip_prefix(from_path.as_str())
+                .and_then(|rest| rest.strip_prefix('/'))
+            else {
+                continue;
+            };
+            let Some(added) = under
+                .split('/')
+                .next()
+                .and_then(|s| s.strip_prefix('{'))
+                .and_then(|s| s.strip_suffix('}'))
+            else {
+                continue;
+            };
+            if !has_property(answer, schemas, added) {
+                continue;
+            }
+            let mut parameters = Map::new();
+            for name in path_parameters(to_path) {
+                let source = match path_parameters(from_path).any(|known| known == name) {
+                    true => format!("$request.path.{name}"),
+                    false if name == added => format!("$response.body#/{name}"),
+                    false => continue,
+                };
+                parameters.insert(name.to_owned(), Value::String(source));
+            }
+            if path_parameters(to_path).count() != parameters.len() {
+                continue;
+            }
+            let targets = to_methods.as_object().into_iter().flat_map(Map::values);
+            for id in targets.filter_map(|target| target["operationId"].as_str()) {
+                links.insert(
+                    id.to_owned(),
+                    json!({"operationId": id, "parameters": parameters}),
+                );
+            }
+        }
+        if !links.is_empty() {
+            found.push((from_path.clone(), Value::Object(links)));
+        }
+    }
+    for (path, links) in found {
+        paths[&path]["post"]["responses"]["201"]["links"] = links;
+    }
+}
+
+/// Whether every value of `schema` (`$ref`s into `schemas` followed, each alternative of an
+/// `anyOf` or `oneOf`) has the property `name`.
+fn has_property(schema: &Value, schemas: &Map<String, Value>, name: &str) -> bool {
+    if let Some(reference) = schema.get("$ref").and_then(Value::as_str) {
+        return reference
+            .strip_prefix("#/components/schemas/")
+            .and_then(|named| schemas.get(named))
+            .is_some_and(|named| has_property(named, schemas, name));
+    }
+    if schema
+        .get("properties")
+        .and_then(Value::as_object)
+        .is_some_and(|properties| properties.contains_key(name))
+    {
+        return true;
+    }
+    ["anyOf", "oneOf"].iter().any(|key| {
+        schema
+            .get(*key)
+            .and_then(Value::as_array)
+            .is_some_and(|alternatives| {
+                !alternatives.is_empty()
+                    && alternatives.iter().all(|a| has_property(a, schemas, name))
+            })
     })
 }
 
@@ -279,6 +392,88 @@ mod tests {
         );
         let description = document["info"]["description"].as_str().unwrap();
         assert!(description.contains("Idem-Min-Position"), "{description}");
+    }
+
+    #[test]
+    fn what_a_call_creates_links_to_the_operations_on_it() {
+        let document = build();
+        let paths = document["paths"].as_object().unwrap();
+        let mut operations = std::collections::BTreeMap::new();
+        for (path, methods) in paths {
+            for (method, operation) in methods.as_object().unwrap() {
+                let id = operation["operationId"].as_str().unwrap();
+                assert!(
+                    operations.insert(id, path.as_str()).is_none(),
+                    "{method} {path}: operationId {id} is taken"
+                );
+            }
+        }
+        assert_eq!(operations["get_users_id"], "/api/v1/users/{id}");
+        let mut linked = 0;
+        for (path, methods) in paths {
+            for operation in methods.as_object().unwrap().values() {
+                for answer in operation["responses"].as_object().unwrap().values() {
+                    let Some(links) = answer.get("links") else {
+                        continue;
+                    };
+                    for (name, link) in links.as_object().unwrap() {
+                        linked += 1;
+                        let target = operations[link["operationId"].as_str().unwrap()];
+                        assert_eq!(name, link["operationId"].as_str().unwrap());
+                        let given: Vec<&String> =
+                            link["parameters"].as_object().unwrap().keys().collect();
+                        let mut wanted: Vec<&str> = path_parameters(target).collect();
+                        wanted.sort_unstable();
+                        assert_eq!(given, wanted, "{path} → {target}");
+                        for (parameter, source) in link["parameters"].as_object().unwrap() {
+                            let source = source.as_str().unwrap();
+                            let from_request = source == format!("$request.path.{parameter}")
+                                && path_parameters(path).any(|p| p == parameter);
+                            let from_answer = source == format!("$response.body#/{parameter}");
+                            assert!(from_request || from_answer, "{path} → {target}: {source}");
+                        }
+                    }
+                }
+            }
+        }
+        let links = |path: &str| paths[path]["post"]["responses"]["201"]["links"].clone();
+        let users = links("/api/v1/users");
+        for id in [
+            "get_users_id",
+            "patch_users_id",
+            "delete_users_id",
+            "put_users_id_password",
+            "post_users_id_passwordless",
+            "post_users_id_admin",
+            "delete_users_id_auditor",
+        ] {
+            assert_eq!(
+                users[id],
+                json!({"operationId": id, "parameters": {"id": "$response.body#/id"}}),
+                "{id}"
+            );
+        }
+        assert_eq!(
+            links("/api/v1/customers/{name}/technicians")["delete_customers_name_technicians_user_id"]
+                ["parameters"],
+            json!({"name": "$request.path.name", "user_id": "$response.body#/user_id"})
+        );
+        let customers = links("/api/v1/customers");
+        assert_eq!(
+            customers["get_customers_name_technicians"]["parameters"],
+            json!({"name": "$response.body#/name"})
+        );
+        assert!(
+            customers
+                .get("delete_customers_name_technicians_user_id")
+                .is_none(),
+            "a customer's answer names no technician"
+        );
+        assert!(
+            links("/api/v1/signup").is_null(),
+            "nothing lives under /api/v1/signup"
+        );
+        assert!(linked >= 19, "{linked} links");
     }
 
     #[test]

@@ -169,6 +169,17 @@ const USERNAME_FORBIDDEN: &[char] = &[
     '"', '/', '\\', '[', ']', ':', ';', '|', '=', ',', '+', '*', '?', '<', '>', '@',
 ];
 
+/// [`username`]'s rule as a regular expression (ECMA-262, as JSON Schema's `pattern`; Rust's
+/// `regex` reads it alike), for the API document: no forbidden or control character, no space
+/// first or last. With a `maxLength` of 20 it describes a superset of what [`username`]
+/// accepts (it counts characters, not UTF-16 units, and lets names of only dots through),
+/// never a subset, so a client that follows it is never refused a name the service takes.
+pub const USERNAME_PATTERN: &str = concat!(
+    r#"^[^ "/\\\[\]:;|=,+*?<>@\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2060-\u2064\ufeff]"#,
+    r#"([^"/\\\[\]:;|=,+*?<>@\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2060-\u2064\ufeff]*"#,
+    r#"[^ "/\\\[\]:;|=,+*?<>@\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2060-\u2064\ufeff])?$"#,
+);
+
 /// A Windows username: 1 to 20 characters, none of `" / \ [ ] : ; | = , + * ? < > @` nor a
 /// control character, not only dots and spaces, no leading or trailing space. Returns it as
 /// typed; compare with [`username_key`].

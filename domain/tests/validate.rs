@@ -142,6 +142,79 @@ fn usernames_follow_windows_rules() {
     }
 }
 
+/// The API document's description of a username (`USERNAME_PATTERN`, at most 20 characters).
+fn described_as_a_username(raw: &str) -> bool {
+    let pattern = regex::Regex::new(validate::USERNAME_PATTERN).unwrap();
+    pattern.is_match(raw) && raw.chars().count() <= validate::MAX_USERNAME
+}
+
+#[test]
+fn the_documented_username_pattern_refuses_what_the_validator_refuses_for_its_characters() {
+    for ok in [
+        "Billy",
+        "j.doe",
+        "a b",
+        "Zoë",
+        "x",
+        "idem-admin",
+        "O'Brien",
+        "名前",
+        "a.",
+        "_",
+    ] {
+        assert!(validate::username(ok).is_ok(), "{ok:?}");
+        assert!(described_as_a_username(ok), "{ok:?}");
+    }
+    for bad in [
+        "",
+        " a",
+        "a ",
+        "a/b",
+        "a\\b",
+        "a[b",
+        "a]b",
+        "a:b",
+        "a;b",
+        "a|b",
+        "a=b",
+        "a,b",
+        "a+b",
+        "a*b",
+        "a?b",
+        "a<b",
+        "a>b",
+        "a@b",
+        "a\"b",
+        "a\u{0}b",
+        "a\tb",
+        "a\u{7f}",
+        "a\u{85}b",
+        "a\u{200b}b",
+        "\u{202e}ab",
+        "ab\u{2060}",
+        "\u{feff}",
+        "abcdefghijklmnopqrstu",
+    ] {
+        assert!(validate::username(bad).is_err(), "{bad:?}");
+        assert!(!described_as_a_username(bad), "{bad:?}");
+    }
+}
+
+proptest::proptest! {
+    /// Never stricter than the service: a client that keeps to the document is never refused
+    /// a username for its characters (only names of dots alone, which the pattern lets by).
+    #[test]
+    fn every_username_the_validator_accepts_is_described(raw in "\\PC{0,22}|[ -~]{0,22}|[\\x00-\\x{ff}]{0,22}|[a. \\x{2000}-\\x{2070}\\x{fe00}-\\x{feff}]{0,22}") {
+        if validate::username(&raw).is_ok() {
+            proptest::prop_assert!(described_as_a_username(&raw), "{:?}", raw);
+        }
+        if described_as_a_username(&raw) && raw.encode_utf16().count() <= validate::MAX_USERNAME {
+            let only_dots_and_spaces = raw.chars().all(|c| c == '.' || c == ' ');
+            proptest::prop_assert_eq!(validate::username(&raw).is_ok(), !only_dots_and_spaces, "{:?}", raw);
+        }
+    }
+}
+
 #[test]
 fn usernames_compare_case_insensitively() {
     assert_eq!(

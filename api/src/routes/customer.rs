@@ -20,6 +20,7 @@ use domain::customer::{self, CustomerCommand, Sealer};
 use domain::decision::DomainError;
 use domain::event::DesktopLoginMethod;
 use domain::ids::{TenantId, UserId};
+use domain::validate;
 use eventlog::{EventLog, StreamId, WrappedKey};
 use projections::{TenantRow, UserRow};
 use schemars::JsonSchema;
@@ -57,6 +58,7 @@ pub struct NewUser {
     first_name: String,
     last_name: String,
     /// The workstation login name, unique in the tenant whatever its case.
+    #[schemars(extend("pattern" = validate::USERNAME_PATTERN, "maxLength" = validate::MAX_USERNAME))]
     username: String,
     #[schemars(extend("format" = "email"))]
     email: String,
@@ -97,6 +99,7 @@ pub struct PasswordBody {
 #[serde(deny_unknown_fields)]
 pub struct SharedAccountBody {
     /// The shared local admin account's name on every workstation.
+    #[schemars(extend("pattern" = validate::USERNAME_PATTERN, "maxLength" = validate::MAX_USERNAME))]
     username: String,
     /// Minutes the password an elevation shows stays the account's, 5 to 480; absent keeps
     /// the tenant's (60 until set).
