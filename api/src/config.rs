@@ -354,7 +354,7 @@ impl Settings {
 
         let defaults = domain::validate::PasswordPolicy::default();
         let min_chars = self.password_min_length.unwrap_or(defaults.min_chars);
-        if !(8..=64).contains(&min_chars) {
+        if !(domain::validate::LEAST_MIN_PASSWORD_CHARS..=64).contains(&min_chars) {
             return Err(invalid(
                 "IDEM_PASSWORD_MIN_LENGTH",
                 format!("{min_chars} must be between 8 and 64"),

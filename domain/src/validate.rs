@@ -132,6 +132,44 @@ pub fn customer_host_label(customer: &str, msp: &str) -> Result<String, FieldErr
 }
 
 pub const MAX_DISPLAY_NAME: usize = 100;
+pub const MAX_PERSON_NAME: usize = 64;
+
+// The validators' rules as regular expressions, for the API document's `pattern`s: ECMA-262
+// (JSON Schema's dialect), which Python's `re` (schemathesis) and Rust's `regex` (the tests,
+// `domain/tests/validate.rs`) read alike. Each describes what its validator accepts, or more,
+// never less: a client that keeps to the document is never refused for its characters.
+
+/// The characters `str::trim` removes (Unicode's White_Space), as the body of a class.
+const TRIMMED: &str = r"\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000";
+/// The characters [`display_name`] and [`username`] refuse (`is_invisible_control`).
+const INVISIBLE: &str = r"\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2060-\u2064\ufeff";
+/// The characters [`username`] refuses besides those (Windows forbids them).
+const USERNAME_FORBIDDEN_CLASS: &str = r#""/\\\[\]:;|=,+*?<>@"#;
+
+/// [`display_name`]'s rule for at most `max` characters (at least 2; [`MAX_DISPLAY_NAME`],
+/// or [`MAX_PERSON_NAME`] for [`person_name`]) as a regular expression: exactly what it
+/// accepts.
+pub fn text_pattern(max: usize) -> String {
+    let inner = max.saturating_sub(2);
+    format!(
+        "^[{TRIMMED}]*[^{TRIMMED}{INVISIBLE}]([^{INVISIBLE}]{{0,{inner}}}[^{TRIMMED}{INVISIBLE}])?[{TRIMMED}]*$"
+    )
+}
+
+/// [`username`]'s rule as a regular expression, with a `maxLength` of [`MAX_USERNAME`]: no
+/// forbidden or invisible character, no space first or last. It lets by what [`username`]
+/// refuses for other reasons: names of dots alone, and names of up to 20 characters that
+/// take more than 20 UTF-16 units.
+pub fn username_pattern() -> String {
+    let refused = format!("{USERNAME_FORBIDDEN_CLASS}{INVISIBLE}");
+    format!("^[^ {refused}]([^{refused}]*[^ {refused}])?$")
+}
+
+/// What [`PasswordPolicy::check`] refuses whatever the deployment's lengths: a control
+/// character. (The document gives the lengths every deployment allows.)
+pub fn password_pattern() -> String {
+    r"^[^\x00-\x1f\x7f-\x9f]*$".to_owned()
+}
 
 /// Free text shown as a title: trimmed, 1 to 100 characters, no control characters.
 pub fn display_name(field: &'static str, raw: &str) -> Result<String, FieldError> {
@@ -157,8 +195,11 @@ pub fn display_name(field: &'static str, raw: &str) -> Result<String, FieldError
 /// A person's first or last name: like a display name, at most 64 characters.
 pub fn person_name(field: &'static str, raw: &str) -> Result<String, FieldError> {
     let text = display_name(field, raw)?;
-    if text.chars().count() > 64 {
-        return Err(FieldError::new(field, "must be at most 64 characters"));
+    if text.chars().count() > MAX_PERSON_NAME {
+        return Err(FieldError::new(
+            field,
+            format!("must be at most {MAX_PERSON_NAME} characters"),
+        ));
     }
     Ok(text)
 }
@@ -168,17 +209,6 @@ pub const MAX_USERNAME: usize = 20;
 const USERNAME_FORBIDDEN: &[char] = &[
     '"', '/', '\\', '[', ']', ':', ';', '|', '=', ',', '+', '*', '?', '<', '>', '@',
 ];
-
-/// [`username`]'s rule as a regular expression (ECMA-262, as JSON Schema's `pattern`; Rust's
-/// `regex` reads it alike), for the API document: no forbidden or control character, no space
-/// first or last. With a `maxLength` of 20 it describes a superset of what [`username`]
-/// accepts (it counts characters, not UTF-16 units, and lets names of only dots through),
-/// never a subset, so a client that follows it is never refused a name the service takes.
-pub const USERNAME_PATTERN: &str = concat!(
-    r#"^[^ "/\\\[\]:;|=,+*?<>@\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2060-\u2064\ufeff]"#,
-    r#"([^"/\\\[\]:;|=,+*?<>@\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2060-\u2064\ufeff]*"#,
-    r#"[^ "/\\\[\]:;|=,+*?<>@\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2060-\u2064\ufeff])?$"#,
-);
 
 /// A Windows username: 1 to 20 characters, none of `" / \ [ ] : ; | = , + * ? < > @` nor a
 /// control character, not only dots and spaces, no leading or trailing space. Returns it as
@@ -281,6 +311,11 @@ pub fn email_key(email: &str) -> String {
     email.to_lowercase()
 }
 
+/// The least minimum length a deployment may set (`IDEM_PASSWORD_MIN_LENGTH`).
+pub const LEAST_MIN_PASSWORD_CHARS: usize = 8;
+/// The longest password.
+pub const MAX_PASSWORD_CHARS: usize = 128;
+
 /// The password rules of a deployment.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct PasswordPolicy {
@@ -291,8 +326,8 @@ pub struct PasswordPolicy {
 impl Default for PasswordPolicy {
     fn default() -> Self {
         PasswordPolicy {
-            min_chars: 8,
-            max_chars: 128,
+            min_chars: LEAST_MIN_PASSWORD_CHARS,
+            max_chars: MAX_PASSWORD_CHARS,
         }
     }
 }

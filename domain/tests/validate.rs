@@ -142,10 +142,15 @@ fn usernames_follow_windows_rules() {
     }
 }
 
-/// The API document's description of a username (`USERNAME_PATTERN`, at most 20 characters).
+/// Whether `raw` matches `pattern` (from the API document) and is at most `max` characters
+/// (its `maxLength`).
+fn described(pattern: &str, max: usize, raw: &str) -> bool {
+    regex::Regex::new(pattern).unwrap().is_match(raw) && raw.chars().count() <= max
+}
+
+/// The API document's description of a username.
 fn described_as_a_username(raw: &str) -> bool {
-    let pattern = regex::Regex::new(validate::USERNAME_PATTERN).unwrap();
-    pattern.is_match(raw) && raw.chars().count() <= validate::MAX_USERNAME
+    described(&validate::username_pattern(), validate::MAX_USERNAME, raw)
 }
 
 #[test]
@@ -200,7 +205,86 @@ fn the_documented_username_pattern_refuses_what_the_validator_refuses_for_its_ch
     }
 }
 
+#[test]
+fn the_documented_name_patterns_are_the_validators() {
+    let person = validate::text_pattern(validate::MAX_PERSON_NAME);
+    let display = validate::text_pattern(validate::MAX_DISPLAY_NAME);
+    // The document gives no maxLength for names: surrounding spaces are trimmed, not counted.
+    let person_ok = |raw: &str| described(&person, usize::MAX, raw);
+    for ok in [
+        "Zoë",
+        "a",
+        "Jean-Luc",
+        "  padded\t",
+        "\u{a0}x\u{3000}",
+        "名前",
+        "a b",
+    ] {
+        assert!(validate::person_name("n", ok).is_ok(), "{ok:?}");
+        assert!(person_ok(ok), "{ok:?}");
+    }
+    let long = "x".repeat(validate::MAX_PERSON_NAME);
+    let padded = format!("  {long}  ");
+    assert!(validate::person_name("n", &padded).is_ok());
+    assert!(person_ok(&padded));
+    for bad in [
+        "",
+        " ",
+        "\t\n",
+        "a\u{0}b",
+        "a\tb",
+        "a\u{200b}",
+        "\u{feff}a",
+        &format!("{long}x"),
+    ] {
+        assert!(validate::person_name("n", bad).is_err(), "{bad:?}");
+        assert!(!person_ok(bad), "{bad:?}");
+    }
+    let hundred = "y".repeat(validate::MAX_DISPLAY_NAME);
+    assert!(described(&display, usize::MAX, &hundred));
+    assert!(!described(&display, usize::MAX, &format!("{hundred}y")));
+}
+
+#[test]
+fn the_documented_password_rule_refuses_control_characters_only() {
+    let policy = PasswordPolicy::default();
+    assert_eq!(policy.min_chars, validate::LEAST_MIN_PASSWORD_CHARS);
+    assert_eq!(policy.max_chars, validate::MAX_PASSWORD_CHARS);
+    let pattern = validate::password_pattern();
+    for ok in ["correct horse", "Pässwörd 名前!", "a\u{200b}bcdefgh"] {
+        assert!(policy.check(ok).is_ok(), "{ok:?}");
+        assert!(
+            described(&pattern, validate::MAX_PASSWORD_CHARS, ok),
+            "{ok:?}"
+        );
+    }
+    for bad in ["correct\thorse", "correct\u{7f}horse", "correct\u{85}horse"] {
+        assert!(policy.check(bad).is_err(), "{bad:?}");
+        assert!(
+            !described(&pattern, validate::MAX_PASSWORD_CHARS, bad),
+            "{bad:?}"
+        );
+    }
+}
+
 proptest::proptest! {
+    /// The name patterns say exactly what the validators accept, trimming included.
+    #[test]
+    fn the_name_patterns_match_exactly_the_names_accepted(raw in "\\PC{0,70}|[ -~]{0,70}|[\\x00-\\x{ff}]{0,70}|[a. \\t\\x{85}\\x{a0}\\x{2000}-\\x{2070}\\x{3000}\\x{fe00}-\\x{feff}]{0,70}") {
+        let person = validate::text_pattern(validate::MAX_PERSON_NAME);
+        proptest::prop_assert_eq!(
+            validate::person_name("n", &raw).is_ok(),
+            described(&person, usize::MAX, &raw),
+            "{:?}", raw
+        );
+        let display = validate::text_pattern(validate::MAX_DISPLAY_NAME);
+        proptest::prop_assert_eq!(
+            validate::display_name("n", &raw).is_ok(),
+            described(&display, usize::MAX, &raw),
+            "{:?}", raw
+        );
+    }
+
     /// Never stricter than the service: a client that keeps to the document is never refused
     /// a username for its characters (only names of dots alone, which the pattern lets by).
     #[test]

@@ -331,6 +331,65 @@ fn refused(method: Method, path: &str, status: u16, content_type: &str, body: Va
     .is_err()
 }
 
+/// Whether checking this request body against the document fails.
+fn request_refused(method: Method, path: &str, body: Value) -> bool {
+    std::panic::catch_unwind(|| harness::contract::check_request(&method, path, &body)).is_err()
+}
+
+/// The name, username and password rules are `pattern`s (`domain::validate`), read here by the
+/// `jsonschema` crate as any client's validator would: what the service takes passes, what it
+/// refuses for its characters does not.
+#[test]
+fn the_document_describes_names_usernames_and_passwords() {
+    let user = |first: &str, username: &str, password: &str| {
+        json!({"first_name": first, "last_name": "Doe", "username": username,
+               "email": "j@contoso.example", "password": password})
+    };
+    let users = "/api/v1/users";
+    assert!(!request_refused(
+        Method::POST,
+        users,
+        user(" Zoë ", "j.doe", "correct horse")
+    ));
+    for (first, username, password) in [
+        (" ", "j.doe", "correct horse"),
+        ("Zo\u{200b}ë", "j.doe", "correct horse"),
+        ("Zoë", "j/doe", "correct horse"),
+        ("Zoë", " jdoe", "correct horse"),
+        ("Zoë", "abcdefghijklmnopqrstu", "correct horse"),
+        ("Zoë", "j.doe", "short"),
+        ("Zoë", "j.doe", "correct\thorse"),
+    ] {
+        assert!(
+            request_refused(Method::POST, users, user(first, username, password)),
+            "{first:?} {username:?} {password:?}"
+        );
+    }
+    let shared = "/api/v1/accounts/shared";
+    assert!(!request_refused(
+        Method::PUT,
+        shared,
+        json!({"username": "idem-admin"})
+    ));
+    assert!(request_refused(
+        Method::PUT,
+        shared,
+        json!({"username": "idem:admin"})
+    ));
+    let customers = "/api/v1/customers";
+    let customer = |display: &str| json!({"name": "contoso", "display_name": display});
+    assert!(!request_refused(
+        Method::POST,
+        customers,
+        customer("Contoso Ltd")
+    ));
+    assert!(request_refused(
+        Method::POST,
+        customers,
+        customer(&"x".repeat(101))
+    ));
+}
+
 #[test]
 fn answers_are_held_to_the_document() {
     let key = "/api/v1/settings/master-key";

@@ -55,15 +55,23 @@ pub struct DesktopLoginBody {
 #[serde(deny_unknown_fields)]
 #[schemars(rename = "DirectoryNewUser")]
 pub struct NewUser {
+    #[schemars(extend("pattern" = validate::text_pattern(validate::MAX_PERSON_NAME)))]
     first_name: String,
+    #[schemars(extend("pattern" = validate::text_pattern(validate::MAX_PERSON_NAME)))]
     last_name: String,
     /// The workstation login name, unique in the tenant whatever its case.
-    #[schemars(extend("pattern" = validate::USERNAME_PATTERN, "maxLength" = validate::MAX_USERNAME))]
+    #[schemars(extend("pattern" = validate::username_pattern(), "maxLength" = validate::MAX_USERNAME))]
     username: String,
     #[schemars(extend("format" = "email"))]
     email: String,
-    /// Sealed with the tenant's master key; never answered.
-    #[schemars(extend("writeOnly" = true))]
+    /// Sealed with the tenant's master key; never answered. At least the deployment's
+    /// minimum length (8 unless it sets more).
+    #[schemars(extend(
+        "writeOnly" = true,
+        "minLength" = validate::LEAST_MIN_PASSWORD_CHARS,
+        "maxLength" = validate::MAX_PASSWORD_CHARS,
+        "pattern" = validate::password_pattern()
+    ))]
     password: Option<String>,
     /// Sealed with the tenant's master key; needs the master key enabled.
     #[schemars(extend("format" = "email"))]
@@ -78,7 +86,9 @@ fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D:
 #[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UserPatch {
+    #[schemars(extend("pattern" = validate::text_pattern(validate::MAX_PERSON_NAME)))]
     first_name: Option<String>,
+    #[schemars(extend("pattern" = validate::text_pattern(validate::MAX_PERSON_NAME)))]
     last_name: Option<String>,
     #[schemars(extend("format" = "email"))]
     email: Option<String>,
@@ -91,7 +101,13 @@ pub struct UserPatch {
 #[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PasswordBody {
-    #[schemars(extend("writeOnly" = true))]
+    /// At least the deployment's minimum length (8 unless it sets more).
+    #[schemars(extend(
+        "writeOnly" = true,
+        "minLength" = validate::LEAST_MIN_PASSWORD_CHARS,
+        "maxLength" = validate::MAX_PASSWORD_CHARS,
+        "pattern" = validate::password_pattern()
+    ))]
     password: String,
 }
 
@@ -99,7 +115,7 @@ pub struct PasswordBody {
 #[serde(deny_unknown_fields)]
 pub struct SharedAccountBody {
     /// The shared local admin account's name on every workstation.
-    #[schemars(extend("pattern" = validate::USERNAME_PATTERN, "maxLength" = validate::MAX_USERNAME))]
+    #[schemars(extend("pattern" = validate::username_pattern(), "maxLength" = validate::MAX_USERNAME))]
     username: String,
     /// Minutes the password an elevation shows stays the account's, 5 to 480; absent keeps
     /// the tenant's (60 until set).

@@ -58,6 +58,7 @@ pub struct NewCustomer {
     /// `{name}-{msp}.{base domain}`.
     #[schemars(regex(pattern = r"^[a-z0-9]+(-[a-z0-9]+)*$"), length(max = 63))]
     name: String,
+    #[schemars(extend("pattern" = domain::validate::text_pattern(domain::validate::MAX_DISPLAY_NAME)))]
     display_name: String,
 }
 
