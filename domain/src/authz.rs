@@ -216,7 +216,9 @@ impl MspCommand {
         match self {
             MspCommand::SignUp { .. } => Action::SignUp,
             MspCommand::SetUserSource { .. } => Action::ManageTenantSettings,
-            MspCommand::AddUser { .. } | MspCommand::RemoveUser { .. } => Action::ManageMspUsers,
+            MspCommand::AddUser { .. }
+            | MspCommand::RemoveUser { .. }
+            | MspCommand::RevokeAuthenticator { .. } => Action::ManageMspUsers,
             MspCommand::MakeAdmin { .. }
             | MspCommand::RevokeAdmin { .. }
             | MspCommand::GrantAuditor { .. }
@@ -248,7 +250,8 @@ impl CustomerCommand {
             | C::UpdateUser { .. }
             | C::DeleteUser { .. }
             | C::SetPassword { .. }
-            | C::EnablePasswordless { .. } => Action::ManageDirectory,
+            | C::EnablePasswordless { .. }
+            | C::RevokeAuthenticator { .. } => Action::ManageDirectory,
             C::StartOnboarding { .. } => Action::StartOnboarding,
             C::CompleteOnboarding { .. } => Action::CompleteOnboarding,
             C::UpdateBranding { .. } => Action::ManageBranding,

@@ -316,6 +316,15 @@ impl CustomerTenant {
                 .user_mut(e.user_id, event)?
                 .enrollment
                 .device_enrolled(e),
+            Event::AuthenticatorRevoked(e) => {
+                if !self
+                    .user_mut(e.user_id, event)?
+                    .enrollment
+                    .authenticator_revoked(e)
+                {
+                    return Err(corrupt("authenticator"));
+                }
+            }
             Event::DesktopLoginRecorded(_)
             | Event::ElevationRecorded(_)
             | Event::ElevationEnded(_)
@@ -530,6 +539,12 @@ pub enum CustomerCommand {
     },
     EnablePasswordless {
         user_id: UserId,
+    },
+    /// A passwordless user's lost or replaced phone: it approves nothing more and their
+    /// sessions end.
+    RevokeAuthenticator {
+        user_id: UserId,
+        device_id: DeviceId,
     },
     /// A passwordless user asks for a code at their company email. Answers the same whether or
     /// not the email is known; the caller mails `code` only if the decision issued one.
@@ -809,6 +824,9 @@ fn decide_on(t: &CustomerTenant, command: CustomerCommand) -> Result<Decision, D
             } else {
                 Decision::event(PasswordlessEnabled { user_id })
             })
+        }
+        C::RevokeAuthenticator { user_id, device_id } => {
+            t.user(user_id)?.enrollment.revoke(user_id, device_id)
         }
         C::StartOnboarding { email, code, now } => Ok(t
             .passwordless_user_by_email(&email)

@@ -265,6 +265,11 @@ events! {
         /// Ed25519 public key, base64url without padding.
         public_key: String,
     }
+    /// An admin revoked a user's authenticator (a lost or replaced phone): it approves
+    /// nothing from now on, the user's sessions end, and a user left without one may onboard
+    /// a new device with a new code. In the MSP's stream for its users, in a customer's for
+    /// its directory users.
+    AuthenticatorRevoked version 1 { user_id: UserId, device_id: DeviceId }
     /// A customer tenant was created under this MSP (its own stream starts at the same time).
     ///
     /// The customer's id only: its name, display name and host label are in its own stream's

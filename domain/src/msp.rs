@@ -146,6 +146,15 @@ impl MspTenant {
                 .user_mut(e.user_id, event)?
                 .enrollment
                 .device_enrolled(e),
+            Event::AuthenticatorRevoked(e) => {
+                if !self
+                    .user_mut(e.user_id, event)?
+                    .enrollment
+                    .authenticator_revoked(e)
+                {
+                    return Err(missing("authenticator"));
+                }
+            }
             Event::CustomerTenantCreated(e) => {
                 self.customers.insert(e.customer_id);
             }
@@ -258,6 +267,11 @@ pub enum MspCommand {
     },
     RevokeAdmin {
         user_id: UserId,
+    },
+    /// A user's lost or replaced phone: it approves nothing more and their sessions end.
+    RevokeAuthenticator {
+        user_id: UserId,
+        device_id: DeviceId,
     },
     /// Answers the same whether or not the email is known (no enumeration); the caller mails
     /// `code` only if the decision issued one.
@@ -385,6 +399,12 @@ pub fn decide(state: Option<&MspTenant>, command: MspCommand) -> Result<Decision
                 Decision::event(AdminGranted { user_id })
             })
         }
+        MspCommand::RevokeAuthenticator { user_id, device_id } => tenant
+            .users
+            .get(&user_id)
+            .ok_or(DomainError::NotFound("user"))?
+            .enrollment
+            .revoke(user_id, device_id),
         MspCommand::RevokeAdmin { user_id } => {
             let user = tenant
                 .users

@@ -12,7 +12,9 @@ use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 
 use crate::decision::{Decision, DomainError, field};
-use crate::event::{DeviceEnrolled, OnboardingCodeIssued, OnboardingCodeRejected};
+use crate::event::{
+    AuthenticatorRevoked, DeviceEnrolled, OnboardingCodeIssued, OnboardingCodeRejected,
+};
 use crate::ids::{DeviceId, UserId};
 use crate::validate;
 use crate::validate::FieldError;
@@ -91,6 +93,22 @@ impl Enrollment {
                 self.pending_code = None;
             }
         }
+    }
+
+    /// Revokes the enrolled authenticator `device` of `user`.
+    pub fn revoke(&self, user: UserId, device: DeviceId) -> Result<Decision, DomainError> {
+        if !self.devices.contains_key(&device) {
+            return Err(DomainError::NotFound("authenticator"));
+        }
+        Ok(Decision::event(AuthenticatorRevoked {
+            user_id: user,
+            device_id: device,
+        }))
+    }
+
+    /// Applies an [`AuthenticatorRevoked`]; `false` if the device was not enrolled.
+    pub fn authenticator_revoked(&mut self, e: &AuthenticatorRevoked) -> bool {
+        self.devices.remove(&e.device_id).is_some()
     }
 
     pub fn device_enrolled(&mut self, e: &DeviceEnrolled) {

@@ -532,6 +532,35 @@ fn passwordless_users_onboard_a_phone_and_then_count_as_active() {
     assert!(tenant.users[&BILLY].enrollment.is_onboarded());
     assert_eq!(tenant.active_users(), 1);
 
+    // A lost phone: revoked, Billy is no longer active and may onboard another.
+    let phone = attempt("x").device_id;
+    let revoke = C::RevokeAuthenticator {
+        user_id: BILLY,
+        device_id: phone,
+    };
+    let revoked = when(&given, revoke.clone()).unwrap();
+    assert_eq!(
+        revoked.events,
+        vec![Event::from(AuthenticatorRevoked {
+            user_id: BILLY,
+            device_id: phone,
+        })]
+    );
+    let lost = with(given.clone(), revoked.events);
+    assert!(!state(&lost).users[&BILLY].enrollment.is_onboarded());
+    assert_eq!(state(&lost).active_users(), 0);
+    assert_eq!(
+        when(&lost, start("billy@globex.example"))
+            .unwrap()
+            .events
+            .len(),
+        1
+    );
+    assert!(matches!(
+        when(&lost, revoke),
+        Err(DomainError::NotFound("authenticator"))
+    ));
+
     let disabled = when(
         &given,
         C::UpdateUser {
@@ -1132,7 +1161,7 @@ fn an_ended_elevation_is_recorded_for_an_enrolled_device_by_a_sane_clock() {
 
 #[test]
 fn every_event_of_the_catalogue_round_trips() {
-    let msp_events = 15;
+    let msp_events = 16;
     let history = with(
         billy(),
         [
@@ -1253,7 +1282,7 @@ fn every_event_of_the_catalogue_round_trips() {
     assert_eq!(
         seen.len() + msp_events - 1 + domain::operator::OPERATOR_EVENTS.len(),
         CATALOGUE.len(),
-        "with the MSP's 15 (UserSourceSet is in both) and the operator log's (tests/operator.rs), \
+        "with the MSP's 16 (UserSourceSet is in both) and the operator log's (tests/operator.rs), \
          every event is exercised"
     );
 }

@@ -317,6 +317,82 @@ fn the_right_code_enrolls_the_device() {
     ));
 }
 
+/// The technician with their phone enrolled.
+fn onboarded() -> Vec<Event> {
+    let given = with(
+        technician(),
+        when(&technician(), start("tech@acme.example", "12345678"))
+            .unwrap()
+            .events,
+    );
+    let enrolled = when(&given, complete("12345678", now())).unwrap().events;
+    with(given, enrolled)
+}
+
+#[test]
+fn a_revoked_authenticator_lets_the_user_onboard_a_new_one() {
+    let revoke = |device_id| MspCommand::RevokeAuthenticator {
+        user_id: TECH,
+        device_id,
+    };
+    let decision = when(&onboarded(), revoke(PHONE)).unwrap();
+    assert_eq!(
+        decision.events,
+        vec![Event::from(AuthenticatorRevoked {
+            user_id: TECH,
+            device_id: PHONE,
+        })]
+    );
+    let tenant = then(&onboarded(), &decision);
+    assert!(!tenant.users[&TECH].is_onboarded());
+    // A new code, then a new phone.
+    let revoked = with(onboarded(), decision.events);
+    let issued = when(&revoked, start("tech@acme.example", "87654321")).unwrap();
+    assert_eq!(issued.events.len(), 1, "{issued:?}");
+    let again = with(revoked.clone(), issued.events);
+    let new_phone = MspCommand::CompleteOnboarding {
+        email: "tech@acme.example".into(),
+        code: "87654321".into(),
+        device_id: DeviceId(Uuid::from_u128(1001)),
+        device_name: "Tina's new phone".into(),
+        public_key: KEY.into(),
+        now: now(),
+    };
+    let enrolled = when(&again, new_phone).unwrap();
+    assert!(matches!(enrolled.events[..], [Event::DeviceEnrolled(_)]));
+    // Revoked twice, another user's phone, an unknown user: refused, nothing decided.
+    let not_found = |given: &[Event], user_id, device_id| match when(
+        given,
+        MspCommand::RevokeAuthenticator { user_id, device_id },
+    ) {
+        Err(DomainError::NotFound(what)) => what,
+        other => panic!("expected not found, got {other:?}"),
+    };
+    assert_eq!(not_found(&revoked, TECH, PHONE), "authenticator");
+    assert_eq!(not_found(&technician(), TECH, PHONE), "authenticator");
+    assert_eq!(not_found(&onboarded(), ADMIN, PHONE), "authenticator");
+    assert_eq!(
+        not_found(&onboarded(), UserId(Uuid::from_u128(99)), PHONE),
+        "user"
+    );
+}
+
+#[test]
+fn revoking_an_authenticator_that_is_not_enrolled_does_not_fold() {
+    let history = with(
+        technician(),
+        [AuthenticatorRevoked {
+            user_id: TECH,
+            device_id: PHONE,
+        }
+        .into()],
+    );
+    assert!(matches!(
+        MspTenant::replay(&history),
+        Err(DomainError::Corrupt(_))
+    ));
+}
+
 #[test]
 fn wrong_codes_are_recorded_and_five_end_the_code() {
     let mut history = with(
@@ -536,6 +612,11 @@ fn every_event_round_trips_through_its_stored_form() {
                 public_key: KEY.into(),
             }
             .into(),
+            AuthenticatorRevoked {
+                user_id: TECH,
+                device_id: PHONE,
+            }
+            .into(),
             TechnicianDelegated {
                 user_id: TECH,
                 customer_id: CUSTOMER,
@@ -576,7 +657,7 @@ fn every_event_round_trips_through_its_stored_form() {
             "{name} is in the catalogue"
         );
     }
-    assert_eq!(seen.len(), 15, "every event of the MSP stream is exercised");
+    assert_eq!(seen.len(), 16, "every event of the MSP stream is exercised");
     assert!(MspTenant::replay(&history).unwrap().is_some());
 }
 

@@ -898,6 +898,7 @@ fn user_named(event: &Event) -> Option<String> {
         Event::AdminGranted(e) => e.user_id,
         Event::AdminRevoked(e) => e.user_id,
         Event::DeviceEnrolled(e) => e.user_id,
+        Event::AuthenticatorRevoked(e) => e.user_id,
         Event::DirectoryUserCreated(e) => e.user_id,
         Event::DirectoryUserUpdated(e) => e.user_id,
         Event::DirectoryUserDisabled(e) => e.user_id,
@@ -1074,6 +1075,36 @@ pub(crate) async fn apply(
                 Value::Text(at),
                 Value::Int(0),
             ]);
+        }
+        Event::AuthenticatorRevoked(e) => {
+            let user = e.user_id.to_string();
+            // The device may have enrolled in this very batch.
+            batch.flush(conn).await?;
+            let revoked = execute(
+                conn,
+                "UPDATE devices SET revoked = 1 WHERE tenant_id = $1 AND device_id = $2 \
+                 AND kind = 'authenticator' AND user_id = $3 AND revoked = 0",
+                vec![
+                    Value::Text(tenant.clone()),
+                    Value::Text(e.device_id.to_string()),
+                    Value::Text(user.clone()),
+                ],
+            )
+            .await?;
+            if revoked != 1 {
+                return Err(unknown("authenticator"));
+            }
+            // Every session of the user ends, on the MSP's host and on customers' hosts: one
+            // may have been opened with the lost phone, and a hand-off's names no device.
+            execute(
+                conn,
+                "DELETE FROM sessions WHERE user_id = $1",
+                vec![Value::Text(user.clone())],
+            )
+            .await?;
+            let row = batch.user(&tenant, &user)?;
+            row.devices = (row.devices - 1).max(0);
+            row.changed_seq = seq;
         }
         Event::CustomerTenantCreated(e) => {
             // The customer's row comes from its own stream's `CustomerTenantOpened`, in the

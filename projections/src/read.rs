@@ -252,6 +252,19 @@ fn count<T: TryFrom<i64>>(row: &AnyRow, column: &str) -> Result<T> {
     T::try_from(n).map_err(|_| Error::Corrupt(format!("{column} = {n}")))
 }
 
+/// A `devices` row as read.
+fn device_row(row: &AnyRow) -> Result<DeviceRow> {
+    let user: Option<String> = row.try_get("user_id")?;
+    Ok(DeviceRow {
+        id: uuid(&row.try_get::<String, _>("device_id")?)?,
+        kind: row.try_get("kind")?,
+        user_id: user.as_deref().map(uuid).transpose()?,
+        name: row.try_get("name")?,
+        enrolled_at: row.try_get("enrolled_at")?,
+        revoked: flag(row, "revoked")?,
+    })
+}
+
 fn flag(row: &AnyRow, column: &str) -> Result<bool> {
     Ok(row.try_get::<i64, _>(column)? != 0)
 }
@@ -598,19 +611,22 @@ impl ReadModels {
         .bind(tenant.to_string())
         .fetch_all(&self.directory())
         .await?;
-        rows.iter()
-            .map(|row| {
-                let user: Option<String> = row.try_get("user_id")?;
-                Ok(DeviceRow {
-                    id: uuid(&row.try_get::<String, _>("device_id")?)?,
-                    kind: row.try_get("kind")?,
-                    user_id: user.as_deref().map(uuid).transpose()?,
-                    name: row.try_get("name")?,
-                    enrolled_at: row.try_get("enrolled_at")?,
-                    revoked: flag(row, "revoked")?,
-                })
-            })
-            .collect()
+        rows.iter().map(device_row).collect()
+    }
+
+    /// The authenticators `user` of `tenant` has enrolled and that are not revoked, oldest
+    /// first.
+    pub async fn authenticators_of(&self, tenant: Uuid, user: Uuid) -> Result<Vec<DeviceRow>> {
+        let rows = sqlx::query(
+            "SELECT device_id, kind, user_id, name, enrolled_at, revoked FROM devices \
+             WHERE tenant_id = $1 AND user_id = $2 AND kind = 'authenticator' AND revoked = 0 \
+             ORDER BY enrolled_at, device_id",
+        )
+        .bind(tenant.to_string())
+        .bind(user.to_string())
+        .fetch_all(&self.directory())
+        .await?;
+        rows.iter().map(device_row).collect()
     }
 
     /// The tenant's enrollment tokens that are neither used, revoked nor expired at `now`,

@@ -1210,6 +1210,145 @@ async fn expired_sessions_go_when_their_user_logs_in_again(store: &Store) {
     assert_eq!(dump, world.reference_dump(store).await);
 }
 
+async fn a_revoked_authenticator_approves_nothing_and_its_users_sessions_end(store: &Store) {
+    let world = World::new();
+    let projections = world.project(store, Options::default()).await;
+    let read = projections.read_models().clone();
+    let acme = sign_up(&world, "acme").await;
+    let (contoso, _) = create_customer(&world, &acme, "acme", "contoso").await;
+    let phone = DeviceId(id());
+    let enrolled = |device_id| {
+        Event::DeviceEnrolled(DeviceEnrolled {
+            user_id: acme.tech2,
+            device_id,
+            device_name: "Tom's phone".into(),
+            public_key: "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo".into(),
+        })
+    };
+    let revoked = |device_id| {
+        Event::AuthenticatorRevoked(AuthenticatorRevoked {
+            user_id: acme.tech2,
+            device_id,
+        })
+    };
+    world.append(acme.id, vec![enrolled(phone)]).await;
+    let start = common::at();
+    let (on_msp, started) = session_started(acme.tech2, start);
+    let (admins, admin_started) = session_started(acme.admin, start);
+    world.append(acme.id, vec![started, admin_started]).await;
+    let on_customer = format!("{:064x}", id().as_u128());
+    world
+        .append(
+            contoso,
+            vec![Event::SessionStarted(SessionStarted {
+                session_id: id(),
+                user_id: acme.tech2,
+                msp_id: Some(acme.id),
+                device_id: Some(phone),
+                method: SessionMethod::Sso,
+                token_digest: on_customer.clone(),
+                expires_at: start + domain::session::SESSION_LIFETIME,
+            })],
+        )
+        .await;
+    assert!(projections.wait_for(world.head(), LONG).await);
+    assert!(
+        read.authenticator(acme.id.0, phone.0)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    let listed = read
+        .authenticators_of(acme.id.0, acme.tech2.0)
+        .await
+        .unwrap();
+    assert_eq!(
+        listed.iter().map(|d| d.id).collect::<Vec<_>>(),
+        vec![phone.0]
+    );
+    assert_eq!(
+        read.user(acme.id.0, acme.tech2.0)
+            .await
+            .unwrap()
+            .unwrap()
+            .devices,
+        1
+    );
+    for digest in [&on_msp, &on_customer, &admins] {
+        assert!(read.session(digest).await.unwrap().is_some());
+    }
+
+    world.append(acme.id, vec![revoked(phone)]).await;
+    assert!(projections.wait_for(world.head(), LONG).await);
+    assert!(
+        read.authenticator(acme.id.0, phone.0)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        read.authenticators_of(acme.id.0, acme.tech2.0)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        read.user(acme.id.0, acme.tech2.0)
+            .await
+            .unwrap()
+            .unwrap()
+            .devices,
+        0
+    );
+    assert!(
+        read.session(&on_msp).await.unwrap().is_none(),
+        "on the MSP's host"
+    );
+    assert!(
+        read.session(&on_customer).await.unwrap().is_none(),
+        "on a customer's"
+    );
+    assert!(
+        read.session(&admins).await.unwrap().is_some(),
+        "others' stay"
+    );
+    let tina = read
+        .authenticators_of(acme.id.0, acme.tech1.0)
+        .await
+        .unwrap();
+    assert_eq!(tina.len(), 1, "another user's phone stays");
+
+    // Enrolled and revoked in one batch; then a new phone.
+    let (lost, new) = (DeviceId(id()), DeviceId(id()));
+    world
+        .append(acme.id, vec![enrolled(lost), revoked(lost), enrolled(new)])
+        .await;
+    assert!(projections.wait_for(world.head(), LONG).await);
+    assert!(
+        read.authenticator(acme.id.0, lost.0)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let listed = read
+        .authenticators_of(acme.id.0, acme.tech2.0)
+        .await
+        .unwrap();
+    assert_eq!(listed.iter().map(|d| d.id).collect::<Vec<_>>(), vec![new.0]);
+    assert_eq!(
+        read.user(acme.id.0, acme.tech2.0)
+            .await
+            .unwrap()
+            .unwrap()
+            .devices,
+        1
+    );
+
+    let dump = read.dump().await.unwrap();
+    projections.shutdown().await;
+    assert_eq!(dump, world.reference_dump(store).await);
+}
+
 async fn auditor_roles_name_the_tenants_their_holders_audit(store: &Store) {
     let world = World::new();
     let projections = world.project(store, Options::default()).await;
@@ -1811,6 +1950,7 @@ async fn the_operator_log_changes_no_tenant_row(store: &Store) {
 }
 
 on_both_databases!(
+    a_revoked_authenticator_approves_nothing_and_its_users_sessions_end,
     the_operator_log_changes_no_tenant_row,
     records_that_wake_no_agent_make_no_feed_entry,
     removed_users_tombstones_go_after_the_feed_retention,

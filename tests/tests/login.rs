@@ -451,3 +451,181 @@ async fn limits_per_address_count_the_client_a_trusted_proxy_names() {
     assert!(first >= 120, "{first}");
     assert_eq!(challenge_as(&direct, "203.0.113.2").await, 429);
 }
+
+/// A technician's phone is lost: an admin revokes it. It approves nothing more, the
+/// technician's sessions end on the MSP's host and on customers' hosts at once, and a new
+/// phone onboards with a new code. The same for a passwordless directory user, by a customer
+/// admin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_lost_phone_is_revoked_and_a_new_one_onboards() {
+    let platform = Platform::start().await;
+    let (alice_phone, admin) = platform.acme_with_contoso("alice@acme.example").await;
+    let (status, tom) = platform
+        .call_as(
+            &admin,
+            Method::POST,
+            "acme",
+            "/api/v1/users",
+            Some(json!({"email": "tom@acme.example"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{tom}");
+    let tom_id = tom["id"].as_str().unwrap().to_owned();
+    let (status, body) = platform
+        .call_as(
+            &admin,
+            Method::POST,
+            "acme",
+            "/api/v1/customers/contoso/technicians",
+            Some(json!({"user_id": tom_id})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let mut lost = Keyring::default();
+    let phone = platform.enroll(&mut lost, "acme", "tom@acme.example").await;
+    let on_msp = platform.login(&lost, "acme").await;
+    let on_customer = platform.login(&lost, "contoso-acme").await;
+    let devices = format!("/api/v1/users/{tom_id}/authenticators");
+    let (status, listed) = platform
+        .call_as(&admin, Method::GET, "acme", &devices, None)
+        .await;
+    assert_eq!(status, 200, "{listed}");
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
+    assert_eq!(listed[0]["id"], phone.device_id.to_string());
+    assert_eq!(listed[0]["kind"], "authenticator");
+    let (status, own) = platform
+        .call_as(&on_msp, Method::GET, "acme", &devices, None)
+        .await;
+    assert_eq!(
+        (status, &own),
+        (200, &listed),
+        "a technician sees their own"
+    );
+    let revoke = format!("{devices}/{}", phone.device_id);
+
+    // Tom may not revoke (he is no admin); nor may anyone from a customer's host.
+    let (status, _) = platform
+        .call_as(&on_msp, Method::DELETE, "acme", &revoke, None)
+        .await;
+    assert_eq!(status, 403);
+    let (status, _) = platform
+        .call_as(&on_customer, Method::DELETE, "contoso-acme", &revoke, None)
+        .await;
+    assert_eq!(status, 404, "Tom is no user of the customer's directory");
+
+    let (status, body) = platform
+        .call_as(&admin, Method::DELETE, "acme", &revoke, None)
+        .await;
+    assert_eq!(status, 204, "{body}");
+    for (session, label) in [(&on_msp, "acme"), (&on_customer, "contoso-acme")] {
+        let (status, _) = platform
+            .call_as(session, Method::GET, label, "/api/v1/me", None)
+            .await;
+        assert_eq!(status, 401, "{label}: the session ended with the phone");
+    }
+    let (_, qr) = platform.challenge("acme").await;
+    assert!(
+        authenticator::approve(&lost, &qr).await.is_err(),
+        "the lost phone approves nothing"
+    );
+    let (status, listed) = platform
+        .call_as(&admin, Method::GET, "acme", &devices, None)
+        .await;
+    assert_eq!((status, listed), (200, json!([])));
+    // Twice, a device that is no UUID, an unknown user: 404, nothing written.
+    let head = platform.audit_events(&admin, "acme").await.len();
+    for path in [
+        revoke.clone(),
+        format!("{devices}/not-a-device"),
+        format!(
+            "/api/v1/users/{}/authenticators/{}",
+            Uuid::now_v7(),
+            phone.device_id
+        ),
+    ] {
+        let (status, body) = platform
+            .call_as(&admin, Method::DELETE, "acme", &path, None)
+            .await;
+        assert_eq!(status, 404, "{path}: {body}");
+    }
+    let events = platform.audit_events(&admin, "acme").await;
+    assert_eq!(events.len(), head, "refusals write nothing");
+    let recorded = events
+        .iter()
+        .find(|e| e["type"] == "AuthenticatorRevoked")
+        .unwrap();
+    assert_eq!(recorded["data"]["device_id"], phone.device_id.to_string());
+    assert!(recorded["actor"].as_str().unwrap().starts_with("user:"));
+
+    // A new phone, a new code: Tom is back, on both hosts.
+    let mut new = Keyring::default();
+    platform.enroll(&mut new, "acme", "tom@acme.example").await;
+    let session = platform.login(&new, "acme").await;
+    let (status, me) = platform
+        .call_as(&session, Method::GET, "acme", "/api/v1/me", None)
+        .await;
+    assert_eq!(status, 200, "{me}");
+    platform.login(&new, "contoso-acme").await;
+
+    // A passwordless directory user of contoso, and a customer admin (Alice) revoking.
+    let customer_admin = platform.login(&alice_phone, "contoso-acme").await;
+    let (status, billy) = platform
+        .call_as(
+            &customer_admin,
+            Method::POST,
+            "contoso-acme",
+            "/api/v1/users",
+            Some(
+                json!({"first_name": "Billy", "last_name": "Kid", "username": "billy",
+                        "email": "billy@contoso.example"}),
+            ),
+        )
+        .await;
+    assert_eq!(status, 201, "{billy}");
+    let billy_id = billy["id"].as_str().unwrap().to_owned();
+    let (status, _) = platform
+        .call_as(
+            &customer_admin,
+            Method::POST,
+            "contoso-acme",
+            &format!("/api/v1/users/{billy_id}/passwordless"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    let mut billys = Keyring::default();
+    let billys_phone = platform
+        .enroll(&mut billys, "contoso-acme", "billy@contoso.example")
+        .await;
+    let (status, _) = platform
+        .call_as(
+            &customer_admin,
+            Method::DELETE,
+            "contoso-acme",
+            &format!(
+                "/api/v1/users/{billy_id}/authenticators/{}",
+                billys_phone.device_id
+            ),
+            None,
+        )
+        .await;
+    assert_eq!(status, 204);
+    let (_, qr) = platform.challenge("contoso-acme").await;
+    assert!(authenticator::approve(&billys, &qr).await.is_err());
+    let mut billys_new = Keyring::default();
+    platform
+        .enroll(&mut billys_new, "contoso-acme", "billy@contoso.example")
+        .await;
+    let (status, listed) = platform
+        .call_as(
+            &customer_admin,
+            Method::GET,
+            "contoso-acme",
+            &format!("/api/v1/users/{billy_id}/authenticators"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
+    assert_ne!(listed[0]["id"], billys_phone.device_id.to_string());
+}

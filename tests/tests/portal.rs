@@ -708,3 +708,63 @@ async fn the_audit_page_verifies_the_chain_on_demand() {
     assert!(older.contains("start=\"2\""), "{older}");
     platform.server.shutdown().await;
 }
+
+/// "Reset phone" on the users page revokes every authenticator of the user: the page offers
+/// it for enrolled users only (and not for oneself), and the user must enrol a new phone.
+#[tokio::test]
+async fn the_users_page_resets_a_lost_phone() {
+    let platform = Platform::start().await;
+    let (_, token) = platform.acme_with_contoso("admin@acme.test").await;
+    let (status, bob) = Platform::call(
+        platform
+            .as_user(&token, Method::POST, "acme", "/api/v1/users")
+            .json(&json!({"email": "bob@acme.test"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{bob}");
+    let bob = bob["id"].as_str().unwrap().to_owned();
+    let page = || async {
+        platform
+            .request(Method::GET, "acme", "/admin/users")
+            .header("cookie", format!("idem_session={token}"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    let reset = format!("/admin/users/{bob}/reset-phone");
+    assert!(!page().await.contains(&reset), "not enrolled yet");
+    let mut phone = Keyring::default();
+    platform.enroll(&mut phone, "acme", "bob@acme.test").await;
+    let bobs_session = platform.login(&phone, "acme").await;
+    let listed = page().await;
+    assert!(listed.contains(&reset), "{listed}");
+    assert_eq!(
+        listed.matches("reset-phone").count(),
+        1,
+        "the admin cannot reset her own phone from the list: {listed}"
+    );
+
+    let csrf = domain::session::csrf_token(&token);
+    let answer = post_on(&platform, "acme", &token, &reset, &[("csrf", &csrf)]).await;
+    assert_eq!(answer.status(), 303);
+    let to = answer.headers()["location"].to_str().unwrap().to_owned();
+    assert!(to.starts_with("/admin/users"), "{to}");
+    let (status, devices) = Platform::call(platform.as_user(
+        &token,
+        Method::GET,
+        "acme",
+        &format!("/api/v1/users/{bob}/authenticators"),
+    ))
+    .await;
+    assert_eq!((status, devices), (200, json!([])));
+    let (status, _) =
+        Platform::call(platform.as_user(&bobs_session, Method::GET, "acme", "/api/v1/me")).await;
+    assert_eq!(status, 401, "Bob's session ended");
+    assert!(!page().await.contains(&reset));
+    // Without the form token: refused, nothing revoked (there is nothing left to revoke).
+    let answer = post_on(&platform, "acme", &token, &reset, &[]).await;
+    assert_eq!(answer.status(), 403);
+}

@@ -152,6 +152,9 @@ async fn user_page(page: Page, id: &str, form: FormState) -> Response {
                 @if !flag(&user, "passwordless") {
                     (button_form(&page, &format!("{base}/passwordless"), "Enable passwordless", ""))
                 }
+                @if flag(&user, "passwordless_enrolled") {
+                    (button_form(&page, &format!("{base}/reset-phone"), "Reset phone", ""))
+                }
                 @if enabled {
                     (button_form(&page, &format!("{base}/disable"), "Disable", ""))
                 } @else {
@@ -166,8 +169,15 @@ async fn user_page(page: Page, id: &str, form: FormState) -> Response {
     show(&page, status, &title, body)
 }
 
-/// `POST /admin/users/{id}/{password|passwordless|enable|disable|delete}` on a customer's host.
+/// `POST /admin/users/{id}/{password|passwordless|reset-phone|enable|disable|delete}` on a
+/// customer's host.
 pub async fn user_action(page: Page, id: &str, action: &str, fields: Fields) -> Response {
+    if action == "reset-phone" {
+        return match super::reset_phone(&page, id).await {
+            Ok(()) => done(&format!("/admin/users/{}", segment(id)), "phone-reset"),
+            Err(failure) => page.failed(&failure),
+        };
+    }
     let path = format!("/api/v1/users/{}", segment(id));
     let (method, path, body, to, notice) = match action {
         "password" => (

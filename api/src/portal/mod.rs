@@ -20,7 +20,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Path, Request, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Form, Router};
@@ -422,6 +422,20 @@ pub fn text(fields: &Fields, name: &str) -> String {
 }
 
 /// After a successful form: back to `to`, with a notice.
+/// Revokes every authenticator the user `id` has enrolled ("Reset phone", on both hosts):
+/// their sessions end and they may onboard a new phone with a new code.
+pub async fn reset_phone(page: &Page, id: &str) -> Result<(), client::Failure> {
+    let base = format!("/api/v1/users/{}/authenticators", client::segment(id));
+    let enrolled = page.api.get(&base).await?;
+    for device in list(&enrolled) {
+        let device = client::segment(s(device, "id"));
+        page.api
+            .send(Method::DELETE, &format!("{base}/{device}"), None)
+            .await?;
+    }
+    Ok(())
+}
+
 pub fn done(to: &str, notice_key: &str) -> Response {
     let separator = if to.contains('?') { '&' } else { '?' };
     Redirect::to(&format!("{to}{separator}done={notice_key}")).into_response()
@@ -438,6 +452,9 @@ fn notice(key: &str) -> Option<&'static str> {
         "user-added" => "User added. They get an email to enrol their phone.",
         "user-created" => "User created.",
         "user-removed" => "User removed.",
+        "phone-reset" => {
+            "Phone reset: it approves nothing more, the user's sessions ended, and they may enrol a new phone."
+        }
         "admin-granted" => "The user is an admin now, of every customer.",
         "admin-revoked" => "Admin role revoked.",
         "auditor-granted" => "The user may read and verify that tenant's audit log now.",

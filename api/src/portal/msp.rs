@@ -410,7 +410,14 @@ pub async fn users(page: Page, form: FormState) -> Response {
                                 " " (auditor_end_form(&page, id, Some(name), s(user, "email")))
                             }
                         }
-                        td { @if user["onboarded"].as_bool().unwrap_or(false) { "Enrolled" } @else { span.muted { "Not yet" } } }
+                        td {
+                            @if user["onboarded"].as_bool().unwrap_or(false) {
+                                "Enrolled"
+                                @if id != page.me.user_id {
+                                    " " (row_button_form(&page, &format!("/admin/users/{id}/reset-phone"), "Reset phone", "", s(user, "email")))
+                                }
+                            } @else { span.muted { "Not yet" } }
+                        }
                         td.actions {
                             @if id != page.me.user_id {
                                 @if admin {
@@ -538,9 +545,15 @@ fn auditor_end_form(page: &Page, id: &str, customer: Option<&str>, about: &str) 
     }
 }
 
-/// `POST /admin/users/{id}/{make-admin|revoke-admin|revoke-auditor|remove}` on the MSP's
+/// `POST /admin/users/{id}/{make-admin|revoke-admin|revoke-auditor|reset-phone|remove}` on the MSP's
 /// host; `revoke-auditor` takes `customer` (none or empty: the MSP itself).
 pub async fn user_action(page: Page, id: &str, action: &str, fields: Fields) -> Response {
+    if action == "reset-phone" {
+        return match super::reset_phone(&page, id).await {
+            Ok(()) => done("/admin/users", "phone-reset"),
+            Err(failure) => page.failed(&failure),
+        };
+    }
     let id = segment(id);
     let (method, path, notice) = match action {
         "make-admin" => (

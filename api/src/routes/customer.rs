@@ -575,6 +575,35 @@ pub async fn delete_user(
     Ok(no_content(&state, committed.as_ref()).await)
 }
 
+/// `GET /api/v1/users/{id}/authenticators`: the phones of a passwordless user.
+pub async fn list_authenticators(
+    State(state): State<Shared>,
+    method: Method,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, Problem> {
+    let (tenant, _) = context(&state, &method, &headers, Action::ReadDirectory).await?;
+    crate::routes::authenticators_of(&state, tenant.id, user_id(&id)?).await
+}
+
+/// `DELETE /api/v1/users/{id}/authenticators/{device_id}` → 204: a passwordless user's lost
+/// or replaced phone approves nothing more, their sessions end, and once they have none left
+/// they may onboard a new one.
+pub async fn revoke_authenticator(
+    State(state): State<Shared>,
+    method: Method,
+    headers: HeaderMap,
+    Path((id, device)): Path<(String, String)>,
+) -> Result<Response, Problem> {
+    let (tenant, caller) = context(&state, &method, &headers, Action::ManageDirectory).await?;
+    let command = CustomerCommand::RevokeAuthenticator {
+        user_id: UserId(user_id(&id)?),
+        device_id: crate::routes::authenticator_id(&device)?,
+    };
+    let committed = run(&state, &tenant, &caller, command).await?;
+    Ok(no_content(&state, committed.as_ref()).await)
+}
+
 /// `PUT /api/v1/users/{id}/password` `{password}` → 204; the password version goes up, so
 /// agents drop what they cached for the old one.
 pub async fn set_password(

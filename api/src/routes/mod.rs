@@ -182,7 +182,16 @@ pub mod by_host {
         add_user => msp::add_user, customer::create_user;
         get_user => msp::get_user, customer::get_user;
         remove_user => msp::remove_user, customer::delete_user;
+        list_authenticators => msp::list_authenticators, customer::list_authenticators;
+        revoke_authenticator => msp::revoke_authenticator, customer::revoke_authenticator;
     }
+}
+
+/// An authenticator's id from the path: anything but a UUID is simply not one.
+pub fn authenticator_id(raw: &str) -> Result<domain::ids::DeviceId, Problem> {
+    uuid::Uuid::parse_str(raw)
+        .map(domain::ids::DeviceId)
+        .map_err(|_| Problem::not_found("no such authenticator"))
 }
 
 /// A user id from the path: anything but a UUID is simply not a user.
@@ -201,6 +210,18 @@ pub async fn user_row(
         .user(tenant, user)
         .await?
         .ok_or_else(|| Problem::not_found("no such user"))
+}
+
+/// `GET /api/v1/users/{id}/authenticators`'s answer, once the caller may read it: the
+/// unrevoked phones of `user` of `tenant`; 404 if there is no such user.
+pub async fn authenticators_of(
+    state: &AppState,
+    tenant: uuid::Uuid,
+    user: uuid::Uuid,
+) -> Result<Response, Problem> {
+    user_row(state, tenant, user).await?;
+    let devices = state.read().authenticators_of(tenant, user).await?;
+    Ok(axum::Json(devices).into_response())
 }
 
 /// A path the contract has, with a method it does not.

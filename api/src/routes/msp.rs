@@ -310,6 +310,41 @@ pub async fn remove_user(
     Ok(no_content(&state, committed.as_ref()).await)
 }
 
+/// `GET /api/v1/users/{id}/authenticators`: the phones that approve the user's logins
+/// (admins see anyone's, a technician their own).
+pub async fn list_authenticators(
+    State(state): State<Shared>,
+    method: Method,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, Problem> {
+    let (tenant, caller) = msp_context(&state, &method, &headers).await?;
+    let id = user_id(&id)?;
+    if id != caller.session.user_id {
+        caller.may(Action::ReadMspUsers, &tenant)?;
+    }
+    crate::routes::authenticators_of(&state, tenant.id, id).await
+}
+
+/// `DELETE /api/v1/users/{id}/authenticators/{device_id}` → 204: a lost or replaced phone
+/// approves nothing more, the user's sessions end (here and on customers' hosts), and a user
+/// left without one may onboard a new phone.
+pub async fn revoke_authenticator(
+    State(state): State<Shared>,
+    method: Method,
+    headers: HeaderMap,
+    Path((id, device)): Path<(String, String)>,
+) -> Result<Response, Problem> {
+    let (tenant, caller) = msp_context(&state, &method, &headers).await?;
+    caller.may(Action::ManageMspUsers, &tenant)?;
+    let command = MspCommand::RevokeAuthenticator {
+        user_id: UserId(user_id(&id)?),
+        device_id: crate::routes::authenticator_id(&device)?,
+    };
+    let committed = run(&state, &tenant, &caller, command).await?;
+    Ok(no_content(&state, committed.as_ref()).await)
+}
+
 /// `POST` / `DELETE /api/v1/users/{id}/admin`: make admin, revoke; answers the user.
 async fn set_admin(
     state: Shared,

@@ -135,6 +135,8 @@ pub mod session {
             post(msp::grant_auditor, body = msp::AuditorBody, status = 204) "Give a user the auditor role of the MSP or one customer",
             delete(msp::revoke_auditor, query = msp::AuditorQuery, status = 204) "End an auditor role (?customer=NAME)",
         }
+        "/api/v1/users/{id}/authenticators" => { get(by_host::list_authenticators, response = Vec<projections::DeviceRow>) "A user's enrolled authenticators (phones)" }
+        "/api/v1/users/{id}/authenticators/{device_id}" => { delete(by_host::revoke_authenticator, status = 204) "Revoke a lost or replaced authenticator: it approves nothing more, the user's sessions end, and they may onboard a new one" }
         "/api/v1/users/{id}/password" => { put(customer::set_password, body = customer::PasswordBody, status = 204) "Set a directory user's password" }
         "/api/v1/users/{id}/passwordless" => { post(customer::enable_passwordless, response = customer::DirectoryUser) "Invite a directory user to passwordless MFA" }
         "/api/v1/settings/user-source" => {
