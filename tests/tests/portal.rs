@@ -34,6 +34,19 @@ async fn post_form(
     request.send().await.unwrap()
 }
 
+/// The MSP's users page as `token`'s session sees it.
+async fn users_page(platform: &Platform, token: &str) -> String {
+    platform
+        .request(Method::GET, "acme", "/admin/users")
+        .header("cookie", format!("idem_session={token}"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 /// A form post to `path` on host `label`, from that host's own page, with the session.
 async fn post_on(
     platform: &Platform,
@@ -396,17 +409,7 @@ async fn the_users_page_gives_and_ends_auditor_roles() {
     assert_eq!(status, 201, "{bob}");
     let bob = bob["id"].as_str().unwrap().to_owned();
     let csrf = domain::session::csrf_token(&token);
-    let page = || async {
-        platform
-            .request(Method::GET, "acme", "/admin/users")
-            .header("cookie", format!("idem_session={token}"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-    };
+    let page = || users_page(&platform, &token);
     let roles = || async {
         let (_, user) = Platform::call(platform.as_user(
             &token,
@@ -723,17 +726,7 @@ async fn the_users_page_resets_a_lost_phone() {
     .await;
     assert_eq!(status, 201, "{bob}");
     let bob = bob["id"].as_str().unwrap().to_owned();
-    let page = || async {
-        platform
-            .request(Method::GET, "acme", "/admin/users")
-            .header("cookie", format!("idem_session={token}"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-    };
+    let page = || users_page(&platform, &token);
     let reset = format!("/admin/users/{bob}/reset-phone");
     assert!(!page().await.contains(&reset), "not enrolled yet");
     let mut phone = Keyring::default();
