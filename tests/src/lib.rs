@@ -157,8 +157,8 @@ impl Platform {
         self.request(method, label, path).bearer_auth(token)
     }
 
-    /// The newest onboarding code mailed to `email`.
-    pub fn code_for(&self, email: &str) -> String {
+    /// The mails the development mailer wrote to `email`, newest first, as written.
+    pub fn mails_to(&self, email: &str) -> Vec<String> {
         let mut names: Vec<_> = std::fs::read_dir(self.dir.join("mail"))
             .unwrap()
             .map(|e| e.unwrap().path())
@@ -168,12 +168,20 @@ impl Platform {
         names
             .iter()
             .rev()
-            .find_map(|path| {
-                let text = std::fs::read_to_string(path).unwrap();
-                let to = text.lines().find_map(|l| l.strip_prefix("To: "))?;
-                if !to.trim().eq_ignore_ascii_case(email) {
-                    return None;
-                }
+            .map(|path| std::fs::read_to_string(path).unwrap())
+            .filter(|text| {
+                text.lines()
+                    .find_map(|l| l.strip_prefix("To: "))
+                    .is_some_and(|to| to.trim().eq_ignore_ascii_case(email))
+            })
+            .collect()
+    }
+
+    /// The newest onboarding code mailed to `email`.
+    pub fn code_for(&self, email: &str) -> String {
+        self.mails_to(email)
+            .iter()
+            .find_map(|text| {
                 text.lines()
                     .find_map(|l| l.trim_end().strip_prefix("Code: "))
                     .map(str::to_owned)

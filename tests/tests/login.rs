@@ -513,10 +513,20 @@ async fn a_lost_phone_is_revoked_and_a_new_one_onboards() {
         .await;
     assert_eq!(status, 404, "Tom is no user of the customer's directory");
 
+    let mails = platform.mails_to("tom@acme.example").len();
     let (status, body) = platform
         .call_as(&admin, Method::DELETE, "acme", &revoke, None)
         .await;
     assert_eq!(status, 204, "{body}");
+    let told = platform.mails_to("tom@acme.example");
+    assert_eq!(told.len(), mails + 1, "Tom is told");
+    assert!(
+        told[0].contains("your phone was removed")
+            && told[0].contains("\"test phone\"")
+            && told[0].contains("If you did not expect this"),
+        "{}",
+        told[0]
+    );
     for (session, label) in [(&on_msp, "acme"), (&on_customer, "contoso-acme")] {
         let (status, _) = platform
             .call_as(session, Method::GET, label, "/api/v1/me", None)
@@ -550,6 +560,11 @@ async fn a_lost_phone_is_revoked_and_a_new_one_onboards() {
     }
     let events = platform.audit_events(&admin, "acme").await;
     assert_eq!(events.len(), head, "refusals write nothing");
+    assert_eq!(
+        platform.mails_to("tom@acme.example").len(),
+        mails + 1,
+        "and mail nothing"
+    );
     let recorded = events
         .iter()
         .find(|e| e["type"] == "AuthenticatorRevoked")
@@ -610,6 +625,11 @@ async fn a_lost_phone_is_revoked_and_a_new_one_onboards() {
         )
         .await;
     assert_eq!(status, 204);
+    let told = &platform.mails_to("billy@contoso.example")[0];
+    assert!(
+        told.contains("Contoso: your phone was removed") && told.contains("contoso-acme"),
+        "{told}"
+    );
     let (_, qr) = platform.challenge("contoso-acme").await;
     assert!(authenticator::approve(&billys, &qr).await.is_err());
     let mut billys_new = Keyring::default();

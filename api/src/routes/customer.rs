@@ -596,12 +596,13 @@ pub async fn revoke_authenticator(
     Path((id, device)): Path<(String, String)>,
 ) -> Result<Response, Problem> {
     let (tenant, caller) = context(&state, &method, &headers, Action::ManageDirectory).await?;
+    let (user, device) = (user_id(&id)?, crate::routes::authenticator_id(&device)?);
     let command = CustomerCommand::RevokeAuthenticator {
-        user_id: UserId(user_id(&id)?),
-        device_id: crate::routes::authenticator_id(&device)?,
+        user_id: UserId(user),
+        device_id: device,
     };
-    let committed = run(&state, &tenant, &caller, command).await?;
-    Ok(no_content(&state, committed.as_ref()).await)
+    let revoked = run(&state, &tenant, &caller, command);
+    crate::routes::revoke_authenticator(&state, &tenant, user, device, revoked).await
 }
 
 /// `PUT /api/v1/users/{id}/password` `{password}` → 204; the password version goes up, so

@@ -224,6 +224,48 @@ pub async fn authenticators_of(
     Ok(axum::Json(devices).into_response())
 }
 
+/// Revokes the authenticator `device` of `user` on `tenant` with `command` (the MSP's or the
+/// customer's), then tells the user by mail: their sessions there have ended, how to enrol a
+/// new phone, and to tell an administrator if they did not expect it (a revocation by
+/// someone who should not have made it is then noticed). Answers 204.
+pub async fn revoke_authenticator<F>(
+    state: &AppState,
+    tenant: &projections::TenantRow,
+    user: uuid::Uuid,
+    device: domain::ids::DeviceId,
+    command: F,
+) -> Result<Response, Problem>
+where
+    F: std::future::Future<Output = Result<Option<eventlog::Committed>, Problem>>,
+{
+    let row = user_row(state, tenant.id, user).await?;
+    let phones = state.read().authenticators_of(tenant.id, user).await?;
+    let name = phones
+        .iter()
+        .find(|phone| phone.id == device.0)
+        .map(|phone| phone.name.clone());
+    let committed = command.await?;
+    if committed.is_some() {
+        let url = state.config.tenant_url(&tenant.host_label);
+        let phone = name.map_or_else(|| "Your phone".to_owned(), |n| format!("The phone {n:?}"));
+        state
+            .mailer
+            .post(crate::mail::Message {
+                to: row.email.clone(),
+                subject: format!("{}: your phone was removed", tenant.display_name),
+                body: format!(
+                    "{phone} no longer signs you in to {url}: an administrator removed it, \
+                     and your sessions there have ended.\n\
+                     To sign in again, enrol a phone: ask for a code in the authenticator app \
+                     for {url} and this email address.\n\
+                     If you did not expect this, tell your administrator.\n"
+                ),
+            })
+            .await;
+    }
+    Ok(no_content(state, committed.as_ref()).await)
+}
+
 /// A path the contract has, with a method it does not.
 pub async fn method_not_allowed() -> Problem {
     Problem::new(

@@ -337,12 +337,13 @@ pub async fn revoke_authenticator(
 ) -> Result<Response, Problem> {
     let (tenant, caller) = msp_context(&state, &method, &headers).await?;
     caller.may(Action::ManageMspUsers, &tenant)?;
+    let (user, device) = (user_id(&id)?, crate::routes::authenticator_id(&device)?);
     let command = MspCommand::RevokeAuthenticator {
-        user_id: UserId(user_id(&id)?),
-        device_id: crate::routes::authenticator_id(&device)?,
+        user_id: UserId(user),
+        device_id: device,
     };
-    let committed = run(&state, &tenant, &caller, command).await?;
-    Ok(no_content(&state, committed.as_ref()).await)
+    let revoked = run(&state, &tenant, &caller, command);
+    crate::routes::revoke_authenticator(&state, &tenant, user, device, revoked).await
 }
 
 /// `POST` / `DELETE /api/v1/users/{id}/admin`: make admin, revoke; answers the user.
