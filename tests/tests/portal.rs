@@ -34,6 +34,19 @@ async fn post_form(
     request.send().await.unwrap()
 }
 
+/// Acme with its admin's session (answered) and a technician, Bob (his id answered).
+async fn acme_with_bob(platform: &Platform) -> (String, String) {
+    let (_, token) = platform.acme_with_contoso("admin@acme.test").await;
+    let (status, bob) = Platform::call(
+        platform
+            .as_user(&token, Method::POST, "acme", "/api/v1/users")
+            .json(&json!({"email": "bob@acme.test"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{bob}");
+    (token, bob["id"].as_str().unwrap().to_owned())
+}
+
 /// The MSP's users page as `token`'s session sees it.
 async fn users_page(platform: &Platform, token: &str) -> String {
     platform
@@ -399,15 +412,7 @@ async fn a_login_code_polled_by_an_onlooker_is_withdrawn_and_the_page_says_so() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_users_page_gives_and_ends_auditor_roles() {
     let platform = Platform::start().await;
-    let (_, token) = platform.acme_with_contoso("admin@acme.test").await;
-    let (status, bob) = Platform::call(
-        platform
-            .as_user(&token, Method::POST, "acme", "/api/v1/users")
-            .json(&json!({"email": "bob@acme.test"})),
-    )
-    .await;
-    assert_eq!(status, 201, "{bob}");
-    let bob = bob["id"].as_str().unwrap().to_owned();
+    let (token, bob) = acme_with_bob(&platform).await;
     let csrf = domain::session::csrf_token(&token);
     let page = || users_page(&platform, &token);
     let roles = || async {
@@ -717,15 +722,7 @@ async fn the_audit_page_verifies_the_chain_on_demand() {
 #[tokio::test]
 async fn the_users_page_resets_a_lost_phone() {
     let platform = Platform::start().await;
-    let (_, token) = platform.acme_with_contoso("admin@acme.test").await;
-    let (status, bob) = Platform::call(
-        platform
-            .as_user(&token, Method::POST, "acme", "/api/v1/users")
-            .json(&json!({"email": "bob@acme.test"})),
-    )
-    .await;
-    assert_eq!(status, 201, "{bob}");
-    let bob = bob["id"].as_str().unwrap().to_owned();
+    let (token, bob) = acme_with_bob(&platform).await;
     let page = || users_page(&platform, &token);
     let reset = format!("/admin/users/{bob}/reset-phone");
     assert!(!page().await.contains(&reset), "not enrolled yet");
