@@ -39,6 +39,10 @@ pub enum AgentError {
     Accounts(#[from] AccountError),
     #[error("{0}")]
     Refused(String),
+    /// The password was right but is a temporary one: the user must choose a new one
+    /// ([`Agent::change_password`]) before the account opens.
+    #[error("{0}")]
+    PasswordChangeRequired(String),
 }
 
 /// The longest pause between two failed syncs.
@@ -683,93 +687,138 @@ impl<A: LocalAccounts> Agent<A> {
 
     /// A login at the workstation. Online: the service checks the password, and the local
     /// account is created or taken over with it. Offline (the service unreachable): only a
-    /// password that worked online before, for the user's current password version.
+    /// password that worked online before, for the user's current password version. A
+    /// temporary password is [`AgentError::PasswordChangeRequired`].
     pub async fn login(&mut self, username: &str, password: &str) -> Result<Login, AgentError> {
         // What the service following the feed has written since this process read the state.
         self.state = load(&self.dir)?;
         let exists = self.user_account(username)?.is_some();
-        // A login refused as busy (the service's hashing queue is full) was not checked nor
-        // recorded: it is sent again after the wait the service asks for, a few times, so a
-        // flood elsewhere costs the person at the screen a pause rather than an error.
-        let answer = self
-            .client
-            .send_patiently(
-                Method::POST,
-                &self.base,
-                "/api/v1/agent/login",
-                Some(&self.state.device_token),
-                Some(&json!({
-                    "username": username,
-                    "password": password,
-                    "local_account_exists": exists,
-                })),
-            )
-            .await;
-        match answer {
-            Ok(answer) => {
-                let answer: Value = answer.json()?;
-                let id: Uuid = answer["user_id"]
-                    .as_str()
-                    .and_then(|id| id.parse().ok())
-                    .ok_or_else(|| AgentError::Refused("the service answered no user".into()))?;
-                let name = answer["local_account"]["username"]
-                    .as_str()
-                    .unwrap_or(username)
-                    .to_owned();
-                let action = answer["local_account"]["action"]
-                    .as_str()
-                    .unwrap_or("create")
-                    .to_owned();
-                let full = format!(
-                    "{} {}",
-                    answer["first_name"].as_str().unwrap_or_default(),
-                    answer["last_name"].as_str().unwrap_or_default()
-                );
-                let version = answer["password_version"].as_u64().unwrap_or(0) as u32;
-                let checked_at = answer["seq"].as_u64().unwrap_or(0);
-                // Hashed before the state's lock is taken: it takes a while.
-                let mut salt = [0u8; 16];
-                rand::fill(&mut salt);
-                let phc = PasswordVerifier::create(password, salt, Argon2Params::default())
-                    .map_err(|e| AgentError::Refused(e.to_string()))?
-                    .as_phc()
-                    .to_owned();
-                let account = self.update(|agent| {
-                    if agent
-                        .state
-                        .users
-                        .get(&id)
-                        .is_some_and(|u| u.disabled_since(checked_at))
-                    {
-                        return Err(AgentError::Refused(format!(
-                            "{name} was disabled in the directory just now"
-                        )));
-                    }
-                    // The service's word on create or takeover is the one recorded and
-                    // answered.
-                    agent.user_account(&name)?;
-                    let (account, _) = agent.local_account(&name, full.trim())?;
-                    agent.accounts.set_password(&account, password)?;
-                    agent.accounts.set_disabled(&account, false)?;
-                    agent.state.managed.insert(account.to_lowercase());
-                    agent.state.offline.insert(
-                        id,
-                        OfflineVerifier {
-                            password_version: version,
-                            phc,
-                        },
-                    );
-                    if let Some(user) = agent.state.users.get_mut(&id) {
-                        user.password_version = version;
-                    }
-                    Ok(account)
-                })?;
-                Ok(Login::Online { account, action })
-            }
+        let body = json!({
+            "username": username,
+            "password": password,
+            "local_account_exists": exists,
+        });
+        match self.send_check("/api/v1/agent/login", &body).await {
+            Ok(answer) => self.open_online(&answer.json()?, username, password),
             Err(http::Error::Unreachable(..)) => self.login_offline(username, password),
+            Err(http::Error::Refused { kind, detail, .. })
+                if kind == http::PASSWORD_CHANGE_REQUIRED =>
+            {
+                Err(AgentError::PasswordChangeRequired(detail))
+            }
             Err(http::Error::Refused { detail, .. }) => Err(AgentError::Refused(detail)),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// A user changes their password at the workstation, proving the one they have (a
+    /// temporary one an administrator set, or their own), and is logged in with the new one:
+    /// the local account is created or taken over with it, and only the new one works offline
+    /// from now on. Online only: the service keeps the password.
+    pub async fn change_password(
+        &mut self,
+        username: &str,
+        password: &str,
+        new_password: &str,
+    ) -> Result<Login, AgentError> {
+        self.state = load(&self.dir)?;
+        let exists = self.user_account(username)?.is_some();
+        let body = json!({
+            "username": username,
+            "password": password,
+            "new_password": new_password,
+            "local_account_exists": exists,
+        });
+        match self.send_check("/api/v1/agent/password", &body).await {
+            Ok(answer) => self.open_online(&answer.json()?, username, new_password),
+            Err(http::Error::Unreachable(..)) => Err(AgentError::Refused(
+                "offline: a password can only be changed while the service is reachable".into(),
+            )),
+            Err(http::Error::Refused { detail, .. }) => Err(AgentError::Refused(detail)),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Sends a password for the service to check. A check refused as busy (the service's
+    /// hashing queue is full) was neither made nor recorded: it is sent again after the wait
+    /// the service asks for, a few times, so a flood elsewhere costs the person at the screen
+    /// a pause rather than an error.
+    async fn send_check(&self, path: &str, body: &Value) -> Result<http::Answer, http::Error> {
+        self.client
+            .send_patiently(
+                Method::POST,
+                &self.base,
+                path,
+                Some(&self.state.device_token),
+                Some(body),
+            )
+            .await
+    }
+
+    /// Opens the local account of a login the service accepted (`answer`) with `password`,
+    /// and keeps a verifier of it for offline logins at this password version.
+    fn open_online(
+        &mut self,
+        answer: &Value,
+        username: &str,
+        password: &str,
+    ) -> Result<Login, AgentError> {
+        let id: Uuid = answer["user_id"]
+            .as_str()
+            .and_then(|id| id.parse().ok())
+            .ok_or_else(|| AgentError::Refused("the service answered no user".into()))?;
+        let name = answer["local_account"]["username"]
+            .as_str()
+            .unwrap_or(username)
+            .to_owned();
+        let action = answer["local_account"]["action"]
+            .as_str()
+            .unwrap_or("create")
+            .to_owned();
+        let full = format!(
+            "{} {}",
+            answer["first_name"].as_str().unwrap_or_default(),
+            answer["last_name"].as_str().unwrap_or_default()
+        );
+        let version = answer["password_version"].as_u64().unwrap_or(0) as u32;
+        let checked_at = answer["seq"].as_u64().unwrap_or(0);
+        // Hashed before the state's lock is taken: it takes a while.
+        let mut salt = [0u8; 16];
+        rand::fill(&mut salt);
+        let phc = PasswordVerifier::create(password, salt, Argon2Params::default())
+            .map_err(|e| AgentError::Refused(e.to_string()))?
+            .as_phc()
+            .to_owned();
+        let account = self.update(|agent| {
+            if agent
+                .state
+                .users
+                .get(&id)
+                .is_some_and(|u| u.disabled_since(checked_at))
+            {
+                return Err(AgentError::Refused(format!(
+                    "{name} was disabled in the directory just now"
+                )));
+            }
+            // The service's word on create or takeover is the one recorded and answered.
+            agent.user_account(&name)?;
+            let (account, _) = agent.local_account(&name, full.trim())?;
+            agent.accounts.set_password(&account, password)?;
+            agent.accounts.set_disabled(&account, false)?;
+            agent.state.managed.insert(account.to_lowercase());
+            agent.state.offline.insert(
+                id,
+                OfflineVerifier {
+                    password_version: version,
+                    phc,
+                },
+            );
+            if let Some(user) = agent.state.users.get_mut(&id) {
+                user.password_version = version;
+            }
+            Ok(account)
+        })?;
+        Ok(Login::Online { account, action })
     }
 
     fn login_offline(&mut self, username: &str, password: &str) -> Result<Login, AgentError> {
@@ -1148,6 +1197,7 @@ mod tests {
         let busy = |retry_after| {
             AgentError::Http(http::Error::Refused {
                 status: 503,
+                kind: String::new(),
                 title: String::new(),
                 detail: String::new(),
                 retry_after,
@@ -1188,6 +1238,7 @@ mod tests {
         let refused = |status| {
             AgentError::Http(http::Error::Refused {
                 status,
+                kind: String::new(),
                 title: String::new(),
                 detail: String::new(),
                 retry_after: None,

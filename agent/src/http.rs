@@ -16,11 +16,14 @@ pub enum Error {
     Url(String, String),
     #[error("could not reach {0}: {1}")]
     Unreachable(String, String),
-    /// The service answered with an error: its status, title and detail, and how long it
-    /// asked to wait before trying again (`Retry-After` in seconds), if it did.
+    /// The service answered with an error: its status, problem type, title and detail, and
+    /// how long it asked to wait before trying again (`Retry-After` in seconds), if it did.
     #[error("{status} {title}: {detail}")]
     Refused {
         status: u16,
+        /// The problem's `type` (`about:blank` for most, or none from a body that is no
+        /// problem document).
+        kind: String,
         title: String,
         detail: String,
         retry_after: Option<Duration>,
@@ -64,6 +67,10 @@ pub fn plain_http_refused(url: &Url, secrets: &str) -> Option<String> {
         )
     })
 }
+
+/// The problem type of a login refused because its right password is a temporary one: the
+/// user chooses a new one (`POST /api/v1/agent/password`) to log in.
+pub const PASSWORD_CHANGE_REQUIRED: &str = "tag:idem.invalid,2026:password-change-required";
 
 /// How many times `send_patiently` sends a request the service refuses as busy, in all.
 pub const BUSY_ATTEMPTS: usize = 3;
@@ -169,6 +176,7 @@ impl Client {
             };
             return Err(Error::Refused {
                 status: status.as_u16(),
+                kind: text("type"),
                 title: text("title"),
                 detail: text("detail"),
                 retry_after,

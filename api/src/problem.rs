@@ -13,9 +13,16 @@ pub struct FieldProblem {
     pub message: String,
 }
 
+/// The problem type of a 403 to a workstation login whose password is right but temporary:
+/// the agent asks the user for a new one and sends it to `POST /api/v1/agent/password`.
+pub const PASSWORD_CHANGE_REQUIRED: &str = "tag:idem.invalid,2026:password-change-required";
+
 /// An error answer.
 #[derive(Debug)]
 pub struct Problem {
+    /// The problem type: `about:blank` (the status says it all) unless a client must tell
+    /// this problem from others of its status.
+    pub kind: &'static str,
     pub status: StatusCode,
     pub title: &'static str,
     pub detail: String,
@@ -27,6 +34,7 @@ pub struct Problem {
 impl Problem {
     pub fn new(status: StatusCode, title: &'static str, detail: impl Into<String>) -> Problem {
         Problem {
+            kind: "about:blank",
             status,
             title,
             detail: detail.into(),
@@ -103,6 +111,7 @@ impl From<DomainError> for Problem {
     fn from(error: DomainError) -> Problem {
         match error {
             DomainError::Invalid(fields) => Problem {
+                kind: "about:blank",
                 status: StatusCode::UNPROCESSABLE_ENTITY,
                 title: "Invalid input",
                 detail: "some fields are invalid".into(),
@@ -203,7 +212,7 @@ impl Problem {
     /// The answer's body: the problem document.
     fn body_json(&self) -> Vec<u8> {
         let body = Body {
-            kind: "about:blank",
+            kind: self.kind,
             title: self.title,
             status: self.status.as_u16(),
             detail: &self.detail,

@@ -260,9 +260,10 @@ impl CustomerCommand {
             | C::RevokeEnrollmentToken { .. }
             | C::RevokeAgent { .. } => Action::ManageAgents,
             C::EnrollAgent { .. } => Action::EnrollAgent,
-            C::RecordDesktopLogin(_) | C::RecordElevation(_) | C::RecordElevationEnded { .. } => {
-                Action::AgentWork
-            }
+            C::RecordDesktopLogin(_)
+            | C::RecordElevation(_)
+            | C::RecordElevationEnded { .. }
+            | C::ChangeOwnPassword { .. } => Action::AgentWork,
         }
     }
 }

@@ -60,6 +60,9 @@ pub struct DirectoryUser {
     pub password: Option<(Sealed, u32)>,
     /// Versions count up over the user's life, never reused after a reset.
     pub password_version: u32,
+    /// The password is a temporary one an administrator set: a workstation login must
+    /// change it before opening the account.
+    pub must_change_password: bool,
     /// Invited to passwordless MFA: may onboard a phone with a code sent to `email`.
     pub passwordless: bool,
     pub enrollment: Enrollment,
@@ -230,6 +233,7 @@ impl CustomerTenant {
                         enabled: true,
                         password: None,
                         password_version: 0,
+                        must_change_password: false,
                         passwordless: false,
                         enrollment: Enrollment::default(),
                     },
@@ -257,6 +261,13 @@ impl CustomerTenant {
                 let user = self.user_mut(e.user_id, event)?;
                 user.password = Some((e.verifier.clone(), e.password_version));
                 user.password_version = e.password_version;
+                user.must_change_password = e.must_change;
+            }
+            Event::PasswordChanged(e) => {
+                let user = self.user_mut(e.user_id, event)?;
+                user.password = Some((e.verifier.clone(), e.password_version));
+                user.password_version = e.password_version;
+                user.must_change_password = false;
             }
             Event::PasswordlessEnabled(e) => {
                 self.user_mut(e.user_id, event)?.passwordless = true;
@@ -519,6 +530,9 @@ pub enum CustomerCommand {
         username: String,
         email: String,
         password: Option<Sealed>,
+        /// With a `password`: it is a temporary one the user changes at their first
+        /// workstation login.
+        must_change_password: bool,
         personal_email: Option<Sealed>,
     },
     /// Changes what is given; `personal_email: Some(None)` removes it.
@@ -533,9 +547,21 @@ pub enum CustomerCommand {
     DeleteUser {
         user_id: UserId,
     },
+    /// An administrator's reset; with `must_change`, the user's next workstation login
+    /// chooses their own password before the account opens.
     SetPassword {
         user_id: UserId,
         verifier: Sealed,
+        must_change: bool,
+    },
+    /// A user's own change at a workstation (`device_id`), after the service checked the
+    /// password they had: `replaces_version` is the version that check succeeded against,
+    /// so a reset that lands between the check and this command wins (a conflict).
+    ChangeOwnPassword {
+        user_id: UserId,
+        device_id: DeviceId,
+        verifier: Sealed,
+        replaces_version: u32,
     },
     EnablePasswordless {
         user_id: UserId,
@@ -695,6 +721,7 @@ fn decide_on(t: &CustomerTenant, command: CustomerCommand) -> Result<Decision, D
             username,
             email,
             password,
+            must_change_password,
             personal_email,
         } => {
             let mut errors = Vec::new();
@@ -743,7 +770,13 @@ fn decide_on(t: &CustomerTenant, command: CustomerCommand) -> Result<Decision, D
                     user_id,
                     verifier,
                     password_version: 1,
+                    must_change: must_change_password,
                 });
+            } else if must_change_password {
+                return Err(DomainError::Invalid(vec![FieldError {
+                    field: "must_change_password",
+                    message: "only a password given here can be a temporary one".into(),
+                }]));
             }
             Ok(claims.into_iter().fold(decision, Decision::claim))
         }
@@ -808,11 +841,42 @@ fn decide_on(t: &CustomerTenant, command: CustomerCommand) -> Result<Decision, D
             Ok(Decision::event(DirectoryUserDeleted { user_id })
                 .release(username_claim(t.id, &user.username)))
         }
-        C::SetPassword { user_id, verifier } => {
+        C::SetPassword {
+            user_id,
+            verifier,
+            must_change,
+        } => {
             let user = t.user(user_id)?;
             check_key_version(&verifier, t.key_version()?)?;
             Ok(Decision::event(PasswordSet {
                 user_id,
+                verifier,
+                password_version: user.password_version + 1,
+                must_change,
+            }))
+        }
+        C::ChangeOwnPassword {
+            user_id,
+            device_id,
+            verifier,
+            replaces_version,
+        } => {
+            if !t.agents.contains_key(&device_id) {
+                return Err(DomainError::NotFound("device"));
+            }
+            let user = t.user(user_id)?;
+            if !user.enabled {
+                return Err(DomainError::Conflict("the user is disabled".into()));
+            }
+            if user.password.is_none() || user.password_version != replaces_version {
+                return Err(DomainError::Conflict(
+                    "the password changed since it was checked; log in again".into(),
+                ));
+            }
+            check_key_version(&verifier, t.key_version()?)?;
+            Ok(Decision::event(PasswordChanged {
+                user_id,
+                device_id,
                 verifier,
                 password_version: user.password_version + 1,
             }))

@@ -70,6 +70,9 @@ pub enum AttemptOutcome {
     Disabled,
     Denied,
     Expired,
+    /// The password was right but temporary: the account stays closed until the user
+    /// chooses their own.
+    PasswordChangeRequired,
 }
 
 /// Why a technician's elevated access at a workstation ended.
@@ -174,7 +177,16 @@ const UPCASTERS: &[(&str, u32, Upcaster)] = &[
     ("CustomerTenantCreated", 1, keep_customer_id),
     ("CustomerTenantDeleted", 1, keep_customer_id),
     ("SharedAccountConfigured", 1, with_default_elevation),
+    ("PasswordSet", 1, not_to_be_changed),
 ];
+
+/// Version 1 of `PasswordSet` could not ask the user to change the password.
+fn not_to_be_changed(mut value: serde_json::Value) -> serde_json::Value {
+    if let Some(fields) = value.as_object_mut() {
+        fields.entry("must_change").or_insert(false.into());
+    }
+    value
+}
 
 /// Version 1 of `SharedAccountConfigured` named the account only: elevations lived the
 /// hour agents then had built in.
@@ -324,10 +336,24 @@ events! {
     DirectoryUserDisabled version 1 { user_id: UserId }
     DirectoryUserEnabled version 1 { user_id: UserId }
     DirectoryUserDeleted version 1 { user_id: UserId }
-    /// A user's password changed: its argon2id verifier, sealed, and a version number that
-    /// desktop agents compare to drop cached offline verifiers.
-    PasswordSet version 1 {
+    /// An administrator set a user's password: its argon2id verifier, sealed, and a version
+    /// number that desktop agents compare to drop cached offline verifiers. Version 1 had no
+    /// `must_change`: it is upcast to `false`, as no password then had to be changed.
+    PasswordSet version 2 {
         user_id: UserId,
+        /// Sealed argon2id verifier (PHC string).
+        verifier: Sealed,
+        password_version: u32,
+        /// The password is a temporary one: the user's next workstation login must choose
+        /// their own ([`PasswordChanged`]) before it opens the account.
+        must_change: bool,
+    }
+    /// A user chose a new password at a workstation, proving the one they had: its sealed
+    /// verifier replaces the old one, and any demand to change it is met.
+    PasswordChanged version 1 {
+        user_id: UserId,
+        /// The workstation's agent that asked.
+        device_id: DeviceId,
         /// Sealed argon2id verifier (PHC string).
         verifier: Sealed,
         password_version: u32,

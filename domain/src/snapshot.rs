@@ -15,7 +15,7 @@ use crate::msp::MspTenant;
 
 /// The version of the folded state's meaning. Bump it whenever a state type or what `apply`
 /// makes of an event changes; the golden files under `domain/tests/state/` are named by it.
-pub const STATE_VERSION: u32 = 2;
+pub const STATE_VERSION: u32 = 3;
 
 /// A tenant's state folded from its stream.
 #[derive(Clone, PartialEq, Eq, Debug, Deserialize)]

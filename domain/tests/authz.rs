@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use domain::authz::{Action, Principal, Scope, authorize};
+use domain::crypto::Sealed;
 use domain::event::*;
 use domain::ids::{DeviceId, TenantId, UserId};
 use domain::msp::{self, MspCommand, MspTenant};
@@ -279,6 +280,7 @@ fn every_customer_command_is_for_its_tenants_managers_or_its_agents() {
             username: "ab".into(),
             email: "a@b.example".into(),
             password: None,
+            must_change_password: false,
             personal_email: None,
         },
         C::UpdateUser {
@@ -290,6 +292,11 @@ fn every_customer_command_is_for_its_tenants_managers_or_its_agents() {
             enabled: Some(false),
         },
         C::DeleteUser { user_id: user },
+        C::SetPassword {
+            user_id: user,
+            verifier: sealed(),
+            must_change: true,
+        },
         C::EnablePasswordless { user_id: user },
         C::UpdateBranding {
             background: None,
@@ -356,6 +363,12 @@ fn every_customer_command_is_for_its_tenants_managers_or_its_agents() {
         ended_at: now,
     };
     for command in [
+        C::ChangeOwnPassword {
+            user_id: user,
+            device_id: device,
+            verifier: sealed(),
+            replaces_version: 1,
+        },
         C::RecordDesktopLogin(login),
         C::RecordElevation(elevation),
         C::RecordElevationEnded {
@@ -528,4 +541,13 @@ fn roles_come_from_the_msp_state_so_revocation_is_immediate() {
         None,
         "a removed user is no principal at all"
     );
+}
+
+/// A sealed value, for commands that carry one (what it seals does not matter here).
+fn sealed() -> Sealed {
+    Sealed {
+        key_version: 1,
+        nonce: [0; 24],
+        ciphertext: vec![1, 2, 3],
+    }
 }

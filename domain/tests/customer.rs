@@ -102,6 +102,7 @@ fn create_billy(password: Option<Sealed>) -> C {
         username: "Billy".into(),
         email: "billy@globex.example".into(),
         password,
+        must_change_password: false,
         personal_email: None,
     }
 }
@@ -239,7 +240,8 @@ fn users_are_created_with_a_sealed_password_and_a_unique_username() {
         Event::from(PasswordSet {
             user_id: BILLY,
             verifier: sealed,
-            password_version: 1
+            password_version: 1,
+            must_change: false,
         })
     );
     let tenant = state(&with(keyed(), decision.events.clone()));
@@ -347,6 +349,7 @@ fn every_kind_of_invalid_user_is_refused_with_its_field() {
         username: "a/b".into(),
         email: "nope".into(),
         password: None,
+        must_change_password: false,
         personal_email: None,
     };
     assert_eq!(
@@ -375,6 +378,7 @@ fn password_changes_bump_the_version_agents_compare() {
         C::SetPassword {
             user_id: BILLY,
             verifier: password("battery staple"),
+            must_change: false,
         },
     )
     .unwrap();
@@ -391,7 +395,8 @@ fn password_changes_bump_the_version_agents_compare() {
             &billy(),
             C::SetPassword {
                 user_id: UserId(Uuid::nil()),
-                verifier: password("x23456789")
+                verifier: password("x23456789"),
+                must_change: false,
             }
         ),
         Err(DomainError::NotFound("user"))
@@ -1238,6 +1243,13 @@ fn every_event_of_the_catalogue_round_trips() {
                 ended_at: now(),
             }
             .into(),
+            PasswordChanged {
+                user_id: BILLY,
+                device_id: AGENT,
+                verifier: password("my own one"),
+                password_version: 2,
+            }
+            .into(),
             DesktopLoginRecorded {
                 device_id: AGENT,
                 username: "x".into(),
@@ -1305,7 +1317,7 @@ proptest::proptest! {
         }
         let decision = when(&keyed(), command).unwrap();
         let given = with(keyed(), decision.events.clone());
-        let changed = when(&given, C::SetPassword { user_id: BILLY, verifier: password("another password") }).unwrap();
+        let changed = when(&given, C::SetPassword { user_id: BILLY, verifier: password("another password"), must_change: true }).unwrap();
         for event in decision.events.iter().chain(&changed.events) {
             let json = String::from_utf8(event.to_json().unwrap()).unwrap();
             proptest::prop_assert!(!json.contains(&secret), "password in clear: {json}");
@@ -1391,4 +1403,160 @@ fn a_revoked_enrollment_token_enrolls_nothing() {
     let tenant = state(&given);
     assert!(tenant.enrollment_tokens.is_empty());
     assert!(tenant.enrollment_token_digests.is_empty());
+}
+
+/// Billy with an enrolled workstation's agent.
+fn billy_at_a_workstation() -> Vec<Event> {
+    with(
+        billy(),
+        [AgentEnrolled {
+            device_id: AGENT,
+            token_id: Uuid::from_u128(40),
+            hostname: "WS-001".into(),
+            credential_digest: "c1".into(),
+        }
+        .into()],
+    )
+}
+
+fn change_own(verifier: Sealed, device_id: DeviceId, replaces_version: u32) -> C {
+    C::ChangeOwnPassword {
+        user_id: BILLY,
+        device_id,
+        verifier,
+        replaces_version,
+    }
+}
+
+#[test]
+fn a_temporary_password_is_changed_by_its_user_at_a_workstation() {
+    let reset = when(
+        &billy_at_a_workstation(),
+        C::SetPassword {
+            user_id: BILLY,
+            verifier: password("temporary1"),
+            must_change: true,
+        },
+    )
+    .unwrap();
+    assert!(
+        matches!(&reset.events[..], [Event::PasswordSet(e)] if e.must_change && e.password_version == 2)
+    );
+    let given = with(billy_at_a_workstation(), reset.events);
+    assert!(state(&given).users[&BILLY].must_change_password);
+
+    // Only an enrolled workstation, and only against the version its check saw: a reset
+    // that lands between the check and the change wins.
+    assert_eq!(
+        when(
+            &given,
+            change_own(password("my own one"), DeviceId(Uuid::nil()), 2)
+        ),
+        Err(DomainError::NotFound("device"))
+    );
+    assert!(matches!(
+        when(&given, change_own(password("my own one"), AGENT, 1)),
+        Err(DomainError::Conflict(_))
+    ));
+    let changed = when(&given, change_own(password("my own one"), AGENT, 2)).unwrap();
+    let [Event::PasswordChanged(e)] = &changed.events[..] else {
+        panic!("{:?}", changed.events)
+    };
+    assert_eq!((e.device_id, e.password_version), (AGENT, 3));
+    let given = with(given, changed.events);
+    let billy = &state(&given).users[&BILLY];
+    assert!(!billy.must_change_password);
+    assert_eq!(billy.password_version, 3);
+    let stored = &billy.password.as_ref().unwrap().0;
+    assert!(verify(&key(), TENANT, BILLY, stored, "my own one").unwrap());
+    assert!(!verify(&key(), TENANT, BILLY, stored, "temporary1").unwrap());
+
+    // A disabled user changes nothing.
+    let disabled = when(
+        &given,
+        C::UpdateUser {
+            user_id: BILLY,
+            first_name: None,
+            last_name: None,
+            email: None,
+            personal_email: None,
+            enabled: Some(false),
+        },
+    )
+    .unwrap();
+    assert!(matches!(
+        when(
+            &with(given, disabled.events),
+            change_own(password("again mine"), AGENT, 3)
+        ),
+        Err(DomainError::Conflict(why)) if why.contains("disabled")
+    ));
+}
+
+#[test]
+fn a_user_created_with_a_temporary_password_must_change_it() {
+    let mut command = create_billy(Some(password("temporary1")));
+    if let C::CreateUser {
+        must_change_password,
+        ..
+    } = &mut command
+    {
+        *must_change_password = true;
+    }
+    let created = when(&keyed(), command).unwrap();
+    assert!(matches!(&created.events[1], Event::PasswordSet(e) if e.must_change));
+    assert!(state(&with(keyed(), created.events)).users[&BILLY].must_change_password);
+
+    // Without a password there is nothing to change.
+    let mut command = create_billy(None);
+    if let C::CreateUser {
+        must_change_password,
+        ..
+    } = &mut command
+    {
+        *must_change_password = true;
+    }
+    assert_eq!(
+        invalid_fields(when(&keyed(), command)),
+        vec!["must_change_password"]
+    );
+    // Nor can a user without one change it.
+    let given = with(
+        keyed(),
+        when(&keyed(), create_billy(None))
+            .unwrap()
+            .events
+            .into_iter()
+            .chain([AgentEnrolled {
+                device_id: AGENT,
+                token_id: Uuid::from_u128(40),
+                hostname: "WS-001".into(),
+                credential_digest: "c1".into(),
+            }
+            .into()]),
+    );
+    assert!(matches!(
+        when(&given, change_own(password("my own one"), AGENT, 0)),
+        Err(DomainError::Conflict(_))
+    ));
+}
+
+#[test]
+fn a_password_set_before_temporary_ones_existed_is_not_one() {
+    let sealed = password("correct horse");
+    let v1 = serde_json::json!({
+        "user_id": BILLY,
+        "verifier": sealed,
+        "password_version": 4,
+    });
+    let event = Event::from_stored("PasswordSet", 1, v1.to_string().as_bytes()).unwrap();
+    assert_eq!(
+        event,
+        Event::from(PasswordSet {
+            user_id: BILLY,
+            verifier: sealed,
+            password_version: 4,
+            must_change: false,
+        })
+    );
 }

@@ -70,6 +70,7 @@ fn command() -> impl Strategy<Value = C> {
                 username,
                 email: format!("{mail}@globex.example"),
                 password: None,
+                must_change_password: false,
                 personal_email: None,
             }
         ),
@@ -87,9 +88,16 @@ fn command() -> impl Strategy<Value = C> {
                 enabled,
             }),
         (0u8..3).prop_map(|n| C::DeleteUser { user_id: user(n) }),
-        (0u8..3).prop_map(|n| C::SetPassword {
+        (0u8..3, any::<bool>()).prop_map(|(n, must_change)| C::SetPassword {
             user_id: user(n),
-            verifier: verifiers()[usize::from(n)].clone()
+            verifier: verifiers()[usize::from(n)].clone(),
+            must_change,
+        }),
+        (0u8..3, 0u8..2, 0u32..4).prop_map(|(n, d, replaces_version)| C::ChangeOwnPassword {
+            user_id: user(n),
+            device_id: device(d),
+            verifier: verifiers()[usize::from(n)].clone(),
+            replaces_version,
         }),
         (0u8..3).prop_map(|n| C::EnablePasswordless { user_id: user(n) }),
         Just(C::EnableMasterKey { key_version: 1 }),

@@ -103,7 +103,8 @@ fn customer_history() -> Vec<Event> {
         ),
         event(
             "PasswordSet",
-            json!({"user_id": id(40), "verifier": sealed(2), "password_version": 1}),
+            json!({"user_id": id(40), "verifier": sealed(2), "password_version": 1,
+                   "must_change": true}),
         ),
         event(
             "DirectoryUserCreated",
@@ -357,6 +358,6 @@ fn the_event_types_a_fold_passes_over_change_nothing() {
     }
     // A login at a workstation is no MSP's business: an MSP's fold decodes it (and refuses it).
     assert!(!MspTenant::ignores("DesktopLoginRecorded", 1));
-    assert!(!CustomerTenant::ignores("PasswordSet", 1));
+    assert!(!CustomerTenant::ignores("PasswordSet", 2));
     assert!(!CustomerTenant::ignores("NoSuchEvent", 1));
 }

@@ -209,6 +209,7 @@ struct UserRow {
     enabled: i64,
     has_password: i64,
     password_version: i64,
+    must_change_password: i64,
     passwordless: i64,
     has_personal_email: i64,
     devices: i64,
@@ -230,6 +231,7 @@ const USER_COLUMNS: &[&str] = &[
     "enabled",
     "has_password",
     "password_version",
+    "must_change_password",
     "passwordless",
     "has_personal_email",
     "devices",
@@ -253,6 +255,7 @@ impl UserRow {
             Int(self.enabled),
             Int(self.has_password),
             Int(self.password_version),
+            Int(self.must_change_password),
             Int(self.passwordless),
             Int(self.has_personal_email),
             Int(self.devices),
@@ -275,6 +278,7 @@ impl UserRow {
             enabled: row.try_get("enabled")?,
             has_password: row.try_get("has_password")?,
             password_version: row.try_get("password_version")?,
+            must_change_password: row.try_get("must_change_password")?,
             passwordless: row.try_get("passwordless")?,
             has_personal_email: row.try_get("has_personal_email")?,
             devices: row.try_get("devices")?,
@@ -905,6 +909,7 @@ fn user_named(event: &Event) -> Option<String> {
         Event::DirectoryUserEnabled(e) => e.user_id,
         Event::DirectoryUserDeleted(e) => e.user_id,
         Event::PasswordSet(e) => e.user_id,
+        Event::PasswordChanged(e) => e.user_id,
         Event::PasswordlessEnabled(e) => e.user_id,
         _ => return None,
     };
@@ -936,6 +941,7 @@ impl NewUser<'_> {
             enabled: 1,
             has_password: 0,
             password_version: 0,
+            must_change_password: 0,
             passwordless: 0,
             has_personal_email: flag(self.has_personal_email),
             devices: 0,
@@ -1258,6 +1264,13 @@ pub(crate) async fn apply(
             let row = batch.user(&tenant, &e.user_id.to_string())?;
             row.has_password = 1;
             row.password_version = i64::from(e.password_version);
+            row.must_change_password = flag(e.must_change);
+            row.changed_seq = seq;
+        }
+        Event::PasswordChanged(e) => {
+            let row = batch.user(&tenant, &e.user_id.to_string())?;
+            row.password_version = i64::from(e.password_version);
+            row.must_change_password = 0;
             row.changed_seq = seq;
         }
         Event::PasswordlessEnabled(e) => {

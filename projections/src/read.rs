@@ -114,6 +114,8 @@ pub struct UserRow {
     pub enabled: bool,
     pub has_password: bool,
     pub password_version: u32,
+    /// The password is a temporary one: the user's next workstation login changes it.
+    pub must_change_password: bool,
     pub passwordless: bool,
     pub has_personal_email: bool,
     /// Enrolled authenticator devices.
@@ -308,7 +310,8 @@ fn tenant_row(row: &AnyRow) -> Result<TenantRow> {
 }
 
 const USER_COLUMNS: &str = "tenant_id, user_id, email, first_name, last_name, username, \
-     is_admin, enabled, has_password, password_version, passwordless, has_personal_email, \
+     is_admin, enabled, has_password, password_version, must_change_password, passwordless, \
+     has_personal_email, \
      devices, created_at, deleted, changed_seq, removed_at";
 
 fn user_row(row: &AnyRow) -> Result<UserRow> {
@@ -323,6 +326,7 @@ fn user_row(row: &AnyRow) -> Result<UserRow> {
         enabled: flag(row, "enabled")?,
         has_password: flag(row, "has_password")?,
         password_version: count(row, "password_version")?,
+        must_change_password: flag(row, "must_change_password")?,
         passwordless: flag(row, "passwordless")?,
         has_personal_email: flag(row, "has_personal_email")?,
         devices: count(row, "devices")?,

@@ -337,6 +337,7 @@ impl Workload {
                 user_id: user,
                 verifier,
                 password_version: 1,
+                must_change: false,
             }),
         ];
         let customer = &mut self.msps[m].customers[c];
@@ -364,6 +365,7 @@ impl Workload {
                     user_id: *user,
                     verifier,
                     password_version: *version,
+                    must_change: false,
                 })
             }
             5..=6 => Event::DirectoryUserUpdated(DirectoryUserUpdated {

@@ -148,7 +148,78 @@ fn password(user: UserId, version: u32) -> Event {
         user_id: user,
         verifier: sealed(version as u8),
         password_version: version,
+        must_change: false,
     })
+}
+
+async fn a_temporary_password_shows_until_its_user_changes_it(store: &Store) {
+    let world = World::new();
+    let projections = world.project(store, Options::default()).await;
+    let read = projections.read_models().clone();
+    let acme = sign_up(&world, "acme").await;
+    let (contoso, _) = create_customer(&world, &acme, "acme", "contoso").await;
+    let billy = UserId(id());
+    let temporary = Event::PasswordSet(PasswordSet {
+        user_id: billy,
+        verifier: sealed(1),
+        password_version: 1,
+        must_change: true,
+    });
+    let position = world
+        .append(
+            contoso,
+            vec![
+                Event::MasterKeyEnabled(MasterKeyEnabled { key_version: 1 }),
+                user_created(billy, "billy", None),
+                temporary,
+            ],
+        )
+        .await;
+    assert!(projections.wait_for(position, LONG).await);
+    let row = read.user(contoso.0, billy.0).await.unwrap().unwrap();
+    assert!(row.has_password && row.must_change_password);
+    let cursor = read
+        .changes(contoso.0, None, 100)
+        .await
+        .unwrap()
+        .unwrap()
+        .next;
+
+    let position = world
+        .append(
+            contoso,
+            vec![Event::PasswordChanged(PasswordChanged {
+                user_id: billy,
+                device_id: DeviceId(id()),
+                verifier: sealed(2),
+                password_version: 2,
+            })],
+        )
+        .await;
+    assert!(projections.wait_for(position, LONG).await);
+    let row = read.user(contoso.0, billy.0).await.unwrap().unwrap();
+    assert!(row.has_password && !row.must_change_password);
+    assert_eq!(row.password_version, 2);
+    // Agents see the new version, and drop what they cached for the old one.
+    let changes = read
+        .changes(contoso.0, Some(cursor), 100)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        matches!(
+            &changes.changes[..],
+            [Change::UserUpserted { user_id, password_version: 2, .. }] if *user_id == billy.0
+        ),
+        "{:?}",
+        changes.changes
+    );
+    // The next reset without the demand clears it too.
+    let position = world.append(contoso, vec![password(billy, 3)]).await;
+    assert!(projections.wait_for(position, LONG).await);
+    let row = read.user(contoso.0, billy.0).await.unwrap().unwrap();
+    assert!(!row.must_change_password);
+    projections.shutdown().await;
 }
 
 async fn read_models_follow_the_quick_start(store: &Store) {
@@ -1907,6 +1978,7 @@ async fn the_operator_log_changes_no_tenant_row(store: &Store) {
 }
 
 on_both_databases!(
+    a_temporary_password_shows_until_its_user_changes_it,
     a_revoked_authenticator_approves_nothing_and_its_users_sessions_end,
     the_operator_log_changes_no_tenant_row,
     records_that_wake_no_agent_make_no_feed_entry,

@@ -610,3 +610,143 @@ async fn enrollment_tokens_are_listed_until_used_and_can_be_revoked_before() {
     }
     platform.server.shutdown().await;
 }
+
+/// `POST /api/v1/agent/password`: the new password is checked first (the tenant's policy,
+/// not the current one) at no cost; the current one as a login checks it (401 alike for an
+/// unknown user, a disabled one, a wrong password); only an enrolled device of the user's
+/// own tenant asks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_password_change_at_a_workstation_checks_both_passwords() {
+    const NEW: &str = "Another-Long-Password-7";
+    let platform = Platform::start().await;
+    let phone = acme_with_contoso_and_fabrikam(&platform).await;
+    let admin = customer(&platform, &phone, "acme", "contoso").await;
+    let other_admin = customer(&platform, &phone, "acme", "fabrikam").await;
+    let host = "contoso-acme";
+    let (_, device) = enroll(&platform, &admin, host).await;
+    let (_, other_device) = enroll(&platform, &other_admin, "fabrikam-acme").await;
+    let change = |credential: &str, host: &str, body: Value| {
+        Platform::call(
+            platform
+                .request(Method::POST, host, "/api/v1/agent/password")
+                .bearer_auth(credential)
+                .json(&body),
+        )
+    };
+    let body = |username: &str, password: &str, new_password: &str| json!({"username": username, "password": password, "new_password": new_password});
+    let recorded = async || {
+        platform
+            .audit_events(&admin, host)
+            .await
+            .into_iter()
+            .filter(|e| e["type"] == "DesktopLoginRecorded")
+            .count()
+    };
+
+    let (status, problem) = change(&device, host, body("billy", PASSWORD, "short")).await;
+    assert_eq!(
+        (status, &problem["errors"][0]["field"]),
+        (422, &json!("new_password"))
+    );
+    let (status, problem) = change(
+        &device,
+        host,
+        json!({"username": "billy", "password": PASSWORD}),
+    )
+    .await;
+    assert_eq!(status, 400, "malformed: {problem}");
+    assert_eq!(recorded().await, 0, "nothing was checked");
+
+    assert_eq!(
+        change(&device, host, body("billy", "wrong-password", NEW))
+            .await
+            .0,
+        401
+    );
+    assert_eq!(
+        change(&device, host, body("nobody", PASSWORD, NEW)).await.0,
+        401
+    );
+    assert_eq!(recorded().await, 2, "each refusal recorded");
+    // Another tenant's device, a session: neither changes anything here.
+    assert_eq!(
+        change(&other_device, host, body("billy", PASSWORD, NEW))
+            .await
+            .0,
+        401
+    );
+    assert_eq!(
+        change(&admin, host, body("billy", PASSWORD, NEW)).await.0,
+        401
+    );
+
+    let (status, answer) = change(&device, host, body("billy", PASSWORD, NEW)).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        (&answer["username"], &answer["password_version"]),
+        (&json!("Billy"), &json!(2))
+    );
+    let head = platform.audit_events(&admin, host).await.last().unwrap()["seq"].clone();
+    assert!(
+        answer["seq"].as_u64().unwrap() < head.as_u64().unwrap(),
+        "the change's, before the login's record"
+    );
+    let login = |password: &str| {
+        Platform::call(
+            platform
+                .request(Method::POST, host, "/api/v1/agent/login")
+                .bearer_auth(&device)
+                .json(&json!({"username": "billy", "password": password})),
+        )
+    };
+    assert_eq!(login(PASSWORD).await.0, 401);
+    assert_eq!(login(NEW).await.0, 200);
+    // Fabrikam's Billy (same username, same password) is another user: unchanged.
+    let (status, _) = Platform::call(
+        platform
+            .request(Method::POST, "fabrikam-acme", "/api/v1/agent/login")
+            .bearer_auth(&other_device)
+            .json(&json!({"username": "billy", "password": PASSWORD})),
+    )
+    .await;
+    assert_eq!(status, 200);
+
+    // A disabled user changes nothing.
+    let users = platform
+        .call_as(&admin, Method::GET, host, "/api/v1/users", None)
+        .await
+        .1;
+    let billy = users[0]["id"].as_str().unwrap().to_owned();
+    platform
+        .call_as(
+            &admin,
+            Method::PATCH,
+            host,
+            &format!("/api/v1/users/{billy}"),
+            Some(json!({"enabled": false})),
+        )
+        .await;
+    assert_eq!(
+        change(&device, host, body("billy", NEW, PASSWORD)).await.0,
+        401
+    );
+    let outcomes: Vec<_> = platform
+        .audit_events(&admin, host)
+        .await
+        .into_iter()
+        .filter(|e| e["type"] == "DesktopLoginRecorded")
+        .map(|e| e["data"]["outcome"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            "wrong_password",
+            "unknown_user",
+            "succeeded",
+            "wrong_password",
+            "succeeded",
+            "disabled"
+        ]
+    );
+    platform.server.shutdown().await;
+}

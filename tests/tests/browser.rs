@@ -268,7 +268,8 @@ async fn the_seeds_in_the_portals() {
     assert!(admin.text("table").await.contains("john.doe"));
     admin.screenshot("06-customer-users").await;
 
-    // One user: a short password is refused; a good one changes the password version.
+    // One user: a short password is refused; a good one changes the password version, and
+    // is a temporary one unless the box (ticked by default) is cleared.
     admin.click_in_row("john.doe", "John Doe").await;
     admin.fill("#password-password", "short").await;
     admin.click_button("#main", "Change password").await;
@@ -279,6 +280,7 @@ async fn the_seeds_in_the_portals() {
     admin.fill("#password-password", "Another-Horse-43").await;
     admin.click_button("#main", "Change password").await;
     assert!(admin.text(".notice").await.contains("Password changed"));
+    assert!(admin.text(".facts").await.contains("Temporary"));
     admin.click_button("#main", "Enable passwordless").await;
     assert!(admin.text(".notice").await.contains("Passwordless"));
     admin.click_button("#main", "Disable").await;
@@ -293,6 +295,7 @@ async fn the_seeds_in_the_portals() {
     )
     .await;
     assert_eq!(john["password_version"], 2);
+    assert_eq!(john["must_change_password"], true);
     assert_eq!(john["passwordless"], true);
     assert_eq!(john["enabled"], true);
     admin.screenshot("07-customer-user").await;

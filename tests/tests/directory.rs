@@ -437,4 +437,27 @@ async fn a_stricter_password_policy_set_at_start_is_the_one_applied() {
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["username"], "dana");
     assert_eq!(login("sixteen-chars!!?").await.0, 401);
+    // A change at the workstation holds the new password to the same policy.
+    let change = |new_password: &'static str| {
+        Platform::call(
+            platform
+                .as_user(
+                    &device,
+                    Method::POST,
+                    "contoso-acme",
+                    "/api/v1/agent/password",
+                )
+                .json(&json!({"username": "dana", "password": "sixteen-chars!!!",
+                              "new_password": new_password})),
+        )
+    };
+    let (status, problem) = change("fifteen-chars!?").await;
+    assert_eq!(status, 422, "{problem}");
+    assert_eq!(problem["errors"][0]["field"], "new_password");
+    assert!(
+        problem["detail"].as_str().unwrap().contains("16"),
+        "{problem}"
+    );
+    let (status, answer) = change("sixteen-chars!?!").await;
+    assert_eq!((status, &answer["password_version"]), (200, &json!(2)));
 }

@@ -173,7 +173,7 @@ async fn the_document_describes_the_bodies_and_parameters_each_operation_decodes
     }
 
     // The contract's bodies, with the fields each requires.
-    let bodies: [(&str, &str, &[&str]); 14] = [
+    let bodies: [(&str, &str, &[&str]); 15] = [
         (
             "post",
             "/api/v1/signup",
@@ -208,6 +208,11 @@ async fn the_document_describes_the_bodies_and_parameters_each_operation_decodes
             &["enrollment_token", "hostname"],
         ),
         ("post", "/api/v1/agent/login", &["password", "username"]),
+        (
+            "post",
+            "/api/v1/agent/password",
+            &["new_password", "password", "username"],
+        ),
     ];
     for (method, path, required) in bodies {
         let operation = &document["paths"][path][method];

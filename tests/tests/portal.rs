@@ -758,3 +758,76 @@ async fn the_users_page_resets_a_lost_phone() {
     let answer = post_on(&platform, "acme", &token, &reset, &[]).await;
     assert_eq!(answer.status(), 403);
 }
+
+/// The directory's forms set temporary passwords when their box is ticked (the reset form's
+/// is ticked by default in the page), and the user's page says so.
+#[tokio::test]
+async fn a_password_set_in_the_portal_is_temporary_when_its_box_is_ticked() {
+    let platform = Platform::start().await;
+    let (phone, _) = platform.acme_with_contoso("admin@acme.test").await;
+    let host = "contoso-acme";
+    let token = platform.login(&phone, host).await;
+    let (status, _) = platform
+        .call_as(
+            &token,
+            Method::PUT,
+            host,
+            "/api/v1/settings/master-key",
+            Some(json!({"enabled": true})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let csrf = domain::session::csrf_token(&token);
+    let mut fields = vec![
+        ("csrf", csrf.as_str()),
+        ("first_name", "John"),
+        ("last_name", "Doe"),
+        ("username", "john"),
+        ("email", "john@contoso.test"),
+        ("password", "Temporary-Horse-1"),
+        ("temporary", "on"),
+    ];
+    let answer = post_on(&platform, host, &token, "/admin/users", &fields).await;
+    assert_eq!(answer.status(), 303);
+    let (_, users) = platform
+        .call_as(&token, Method::GET, host, "/api/v1/users", None)
+        .await;
+    assert_eq!(users[0]["must_change_password"], true, "{users}");
+    let john = users[0]["id"].as_str().unwrap().to_owned();
+    let page = platform
+        .request(Method::GET, host, &format!("/admin/users/{john}"))
+        .header("cookie", format!("idem_session={token}"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("Temporary: to be changed"), "{page}");
+    assert!(
+        page.contains(r#"name="temporary" value="on" checked"#),
+        "the reset form's box is ticked: {page}"
+    );
+
+    // A reset with the box cleared is his to keep; ticked, temporary again.
+    let reset = format!("/admin/users/{john}/password");
+    fields = vec![("csrf", csrf.as_str()), ("password", "Johns-Own-Horse-2")];
+    for ticked in [false, true] {
+        let mut sent = fields.clone();
+        if ticked {
+            sent.push(("temporary", "on"));
+        }
+        let answer = post_on(&platform, host, &token, &reset, &sent).await;
+        assert_eq!(answer.status(), 303);
+        let (_, user) = platform
+            .call_as(
+                &token,
+                Method::GET,
+                host,
+                &format!("/api/v1/users/{john}"),
+                None,
+            )
+            .await;
+        assert_eq!(user["must_change_password"], ticked, "{user}");
+    }
+}

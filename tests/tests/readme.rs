@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
+use agent::accounts::{LinuxAccounts, LocalAccounts};
 use harness::Platform;
 
 /// The sections of the README whose `sh` blocks make up the walkthrough, in order.
@@ -191,6 +192,11 @@ async fn the_readme_walkthrough_runs_as_written() {
         )],
         "{output}"
     );
+    // On standard error, which the output has after standard out.
+    assert!(
+        output.contains("the password is a temporary one"),
+        "{output}"
+    );
     let mut rest = output.as_str();
     for step in [
         "enrolled device",
@@ -209,6 +215,9 @@ async fn the_readme_walkthrough_runs_as_written() {
         "Welcome to Contoso",
         "enrolled as device",
         "welcome: billy (create)",
+        "welcome: billy (takeover)",
+        "password changed",
+        "welcome: billy (takeover)",
         "idem://approve?",
         "elevated access: account idem-admin, password ",
         "shared account: idem-admin",
@@ -237,6 +246,20 @@ async fn the_readme_walkthrough_runs_as_written() {
                 .lines()
                 .any(|l| l.starts_with(&format!("{account}:$6$"))),
             "{account} has no password in shadow"
+        );
+    }
+    // Billy's is the password he chose last, and no other.
+    let accounts = LinuxAccounts::new(scratch.path().join("ws1-root"));
+    for (password, his) in [
+        ("Billys-Own-Password-3", true),
+        ("Billys-Own-Password-2", false),
+        ("Temporary-Password-1", false),
+        ("Correct-Horse-Battery-42", false),
+    ] {
+        assert_eq!(
+            accounts.check_password("billy", password).unwrap(),
+            his,
+            "{password}"
         );
     }
 }

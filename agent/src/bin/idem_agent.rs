@@ -53,8 +53,12 @@ enum Command {
     Run,
     /// Applies what changed since the last sync, once.
     Sync,
-    /// Checks USER's password (read from standard input) as the login screen would.
+    /// Checks USER's password (read from standard input) as the login screen would. A
+    /// temporary password is changed on the spot: the new one is read next, then again.
     Login { user: String },
+    /// Changes USER's password: the current one, the new one and the new one again, a line
+    /// each on standard input; the user is then logged in with the new one.
+    Passwd { user: String },
     /// Passwordless login: shows a QR code the user approves with their own phone, then opens
     /// their local account (created or taken over, with a fresh password nobody types).
     Passwordless,
@@ -141,17 +145,31 @@ async fn run(cli: Cli) -> Result<(), desktop::AgentError> {
         }
         Command::Login { user } => {
             let mut agent = open_at_the_screen(&cli)?;
-            let mut password = String::new();
-            std::io::stdin()
-                .lock()
-                .read_line(&mut password)
-                .map_err(|e| desktop::AgentError::Refused(e.to_string()))?;
-            let password =
-                zeroize::Zeroizing::new(password.trim_end_matches(['\r', '\n']).to_owned());
-            match agent.login(user, &password).await? {
-                Login::Online { account, action } => println!("welcome: {account} ({action})"),
-                Login::Offline { account } => println!("welcome: {account} (offline)"),
-            }
+            let mut input = std::io::stdin().lock();
+            let password = read_secret(&mut input)?;
+            let login = match agent.login(user, &password).await {
+                Err(desktop::AgentError::PasswordChangeRequired(why)) => {
+                    eprintln!("{why}");
+                    eprintln!("New password, then the same again:");
+                    let new_password = new_secret(&mut input)?;
+                    agent
+                        .change_password(user, &password, &new_password)
+                        .await?
+                }
+                other => other?,
+            };
+            welcome(&login);
+        }
+        Command::Passwd { user } => {
+            let mut agent = open_at_the_screen(&cli)?;
+            let mut input = std::io::stdin().lock();
+            let password = read_secret(&mut input)?;
+            let new_password = new_secret(&mut input)?;
+            let login = agent
+                .change_password(user, &password, &new_password)
+                .await?;
+            println!("password changed");
+            welcome(&login);
         }
         Command::Passwordless => {
             let mut agent = open_at_the_screen(&cli)?;
@@ -196,6 +214,44 @@ async fn run(cli: Cli) -> Result<(), desktop::AgentError> {
         }
     }
     Ok(())
+}
+
+fn welcome(login: &Login) {
+    match login {
+        Login::Online { account, action } => println!("welcome: {account} ({action})"),
+        Login::Offline { account } => println!("welcome: {account} (offline)"),
+    }
+}
+
+/// A line of `input`, without its line end: a password, typed or piped. The end of the
+/// input before any line is an error, not an empty password.
+fn read_secret(
+    input: &mut impl BufRead,
+) -> Result<zeroize::Zeroizing<String>, desktop::AgentError> {
+    let mut line = zeroize::Zeroizing::new(String::new());
+    let read = input
+        .read_line(&mut line)
+        .map_err(|e| desktop::AgentError::Refused(e.to_string()))?;
+    if read == 0 {
+        return Err(desktop::AgentError::Refused(
+            "no password on standard input".into(),
+        ));
+    }
+    Ok(zeroize::Zeroizing::new(
+        line.trim_end_matches(['\r', '\n']).to_owned(),
+    ))
+}
+
+/// A new password, read twice: both lines must be the same.
+fn new_secret(input: &mut impl BufRead) -> Result<zeroize::Zeroizing<String>, desktop::AgentError> {
+    let first = read_secret(input)?;
+    let again = read_secret(input)?;
+    if first != again {
+        return Err(desktop::AgentError::Refused(
+            "the new password and its repetition differ: nothing was changed".into(),
+        ));
+    }
+    Ok(first)
 }
 
 /// Shows a challenge: who approves it, its QR code, then its text on a line of its own (for
@@ -246,6 +302,21 @@ mod tests {
             }
             _ => panic!("not enroll"),
         }
+    }
+
+    #[test]
+    fn a_new_password_is_read_twice_and_must_be_the_same_both_times() {
+        let mut input = "old-one\nnew-one-9\r\nnew-one-9\n".as_bytes();
+        assert_eq!(*read_secret(&mut input).unwrap(), "old-one");
+        assert_eq!(*new_secret(&mut input).unwrap(), "new-one-9");
+        let refused = new_secret(&mut "new-one-9\nnew-one-8\n".as_bytes()).unwrap_err();
+        assert!(refused.to_string().contains("differ"), "{refused}");
+        // The input ends before the repetition: an error, never an empty password.
+        let refused = new_secret(&mut "new-one-9\n".as_bytes()).unwrap_err();
+        assert!(refused.to_string().contains("no password"), "{refused}");
+        assert!(read_secret(&mut "".as_bytes()).is_err());
+        // An empty line is an empty password, which the service refuses as such.
+        assert_eq!(*read_secret(&mut "\n".as_bytes()).unwrap(), "");
     }
 
     #[tokio::test]

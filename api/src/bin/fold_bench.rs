@@ -85,6 +85,7 @@ fn history(tenant: TenantId, users: usize, events: usize) -> impl Iterator<Item 
                         ciphertext: vec![9; 113],
                     },
                     password_version: 1,
+                    must_change: false,
                 }),
             ]
         });

@@ -77,6 +77,7 @@ pub async fn users(page: Page, form: FormState) -> Response {
                     (field(&form, "user", "password", "Password", "password", false, Some("Leave empty to invite the user to passwordless sign-in instead.")))
                     (field(&form, "user", "personal_email", "Personal email", "email", false, Some("Where a passwordless invitation goes if it is not their work email.")))
                 }
+                (checkbox("user", "temporary", "User must change the password at first sign-in", form.value("temporary") == "on"))
                 button.primary type="submit" { "Create user" }
             }
         }
@@ -92,6 +93,7 @@ pub async fn create_user(page: Page, fields: Fields) -> Response {
         "username": text(&fields, "username"),
         "email": text(&fields, "email"),
         "password": fields.get("password").filter(|p| !p.is_empty()),
+        "must_change_password": fields.contains_key("temporary"),
         "personal_email": optional(&fields, "personal_email"),
     });
     match page
@@ -133,7 +135,10 @@ async fn user_page(page: Page, id: &str, form: FormState) -> Response {
             dt { "Username" } dd { code { (s(&user, "username")) } }
             dt { "Email" } dd { (s(&user, "email")) }
             dt { "Status" } dd { @if enabled { "Enabled" } @else { "Disabled" } }
-            dt { "Password" } dd { @if flag(&user, "has_password") { "Set (version " (user["password_version"]) ")" } @else { "None" } }
+            dt { "Password" } dd {
+                @if flag(&user, "has_password") { "Set (version " (user["password_version"]) ")" } @else { "None" }
+                @if flag(&user, "must_change_password") { " " span.badge.off { "Temporary: to be changed at the next sign-in" } }
+            }
             dt { "Passwordless" } dd { @if flag(&user, "passwordless_enrolled") { "Enrolled" } @else if flag(&user, "passwordless") { "Invited" } @else { "Off" } }
             dt { "Created" } dd { (when(s(&user, "created_at"))) }
         }
@@ -143,6 +148,7 @@ async fn user_page(page: Page, id: &str, form: FormState) -> Response {
                 (csrf_field(&page))
                 (form_error(&form))
                 (field(&form, "password", "password", "New password", "password", true, Some("Workstations refuse the old password from the next sign-in on.")))
+                (checkbox("password", "temporary", "User must change the password at the next sign-in", true))
                 button.primary type="submit" { "Change password" }
             }
         }
@@ -183,7 +189,10 @@ pub async fn user_action(page: Page, id: &str, action: &str, fields: Fields) -> 
         "password" => (
             Method::PUT,
             format!("{path}/password"),
-            Some(json!({"password": fields.get("password").cloned().unwrap_or_default()})),
+            Some(json!({
+                "password": fields.get("password").cloned().unwrap_or_default(),
+                "must_change_password": fields.contains_key("temporary"),
+            })),
             format!("/admin/users/{}", segment(id)),
             "password-set",
         ),

@@ -22,6 +22,7 @@ use domain::event::{
 };
 use domain::ids::{DeviceId, TenantId, UserId};
 use domain::session::token_digest;
+use domain::validate;
 use projections::TenantRow;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -32,7 +33,7 @@ use crate::auth;
 use crate::client_addr::ClientAddr;
 use crate::command;
 use crate::host;
-use crate::problem::Problem;
+use crate::problem::{PASSWORD_CHANGE_REQUIRED, Problem};
 use crate::routes::params::Params;
 use crate::routes::{body, no_content, written};
 
@@ -184,6 +185,26 @@ pub struct LoginRequest {
     password: String,
     /// Whether the workstation already has a local account of that name (any case): it is
     /// then taken over rather than created.
+    #[serde(default)]
+    local_account_exists: bool,
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PasswordChangeRequest {
+    username: String,
+    /// The password the user has now (a temporary one an administrator set, or their own).
+    #[schemars(extend("writeOnly" = true))]
+    password: String,
+    /// At least the deployment's minimum length (8 unless it sets more), and not `password`.
+    #[schemars(extend(
+        "writeOnly" = true,
+        "minLength" = validate::LEAST_MIN_PASSWORD_CHARS,
+        "maxLength" = validate::MAX_PASSWORD_CHARS,
+        "pattern" = validate::password_pattern()
+    ))]
+    new_password: String,
+    /// As in a login: whether the workstation already has a local account of that name.
     #[serde(default)]
     local_account_exists: bool,
 }
@@ -365,18 +386,43 @@ async fn record(
     Ok(())
 }
 
-/// `POST /api/v1/agent/login` `{username, password, local_account_exists?}` → 200 `{user_id,
-/// username, password_version, seq, local_account: {username, action}}`, or 401. Every attempt is
-/// recorded as an event (who, which device, outcome), never the password.
-pub async fn login(
-    State(state): State<Shared>,
-    headers: HeaderMap,
-    request: Result<Json<LoginRequest>, JsonRejection>,
-) -> Result<Response, Problem> {
-    let agent = agent(&state, &headers).await?;
-    let request = body(request)?;
-    let password = zeroize::Zeroizing::new(request.password);
-    let key = format!("{}:{}", agent.device, request.username.to_lowercase());
+/// A password a workstation sent, checked: the user it is right for, the version it is, and
+/// the tenant's log seq the check saw.
+struct Checked {
+    user: customer::DirectoryUser,
+    version: u32,
+    seq: u64,
+}
+
+/// The attempt's record, but for its outcome.
+fn attempt(
+    agent: &AgentCaller,
+    username: &str,
+    outcome: AttemptOutcome,
+    user: Option<UserId>,
+    local_account: Option<LocalAccountAction>,
+) -> DesktopLoginRecorded {
+    DesktopLoginRecorded {
+        device_id: DeviceId(agent.device),
+        username: username.trim().to_owned(),
+        user_id: user,
+        method: DesktopLoginMethod::Password,
+        outcome,
+        local_account,
+    }
+}
+
+/// Checks `username`'s `password` for a login or a change at the agent's workstation: within
+/// the per-device-and-username limit, only on a tenant whose desktop login takes passwords.
+/// A refusal is recorded (who, which device, why, never the password) and answered 401,
+/// the same for an unknown user, a disabled one and a wrong password.
+async fn check_password(
+    state: &AppState,
+    agent: &AgentCaller,
+    username: &str,
+    password: zeroize::Zeroizing<String>,
+) -> Result<Checked, Problem> {
+    let key = format!("{}:{}", agent.device, username.to_lowercase());
     state
         .limits
         .logins_per_account
@@ -393,50 +439,27 @@ pub async fn login(
             ));
         }
     }
-    // Only what this login needs leaves the turn: the user, with their sealed verifier.
-    let wanted = request.username.trim().to_owned();
-    let (found, checked_at) = command::with_history(&state, TenantId(agent.tenant.id), |history| {
+    // Only what this check needs leaves the turn: the user, with their sealed verifier.
+    let wanted = username.trim().to_owned();
+    let (found, seq) = command::with_history(state, TenantId(agent.tenant.id), |history| {
         command::fold_customer(history).map(|t| (t.user_by_username(&wanted).cloned(), history.seq))
     })
     .await?
     .map_err(Problem::from)?;
-    let refused = || Problem::unauthorized("wrong username or password");
-    let attempt = |outcome, user: Option<UserId>, local| DesktopLoginRecorded {
-        device_id: DeviceId(agent.device),
-        username: request.username.trim().to_owned(),
-        user_id: user,
-        method: DesktopLoginMethod::Password,
-        outcome,
-        local_account: local,
+    let refuse = |outcome, user: Option<UserId>| async move {
+        record(state, agent, attempt(agent, username, outcome, user, None)).await?;
+        Err::<Checked, _>(Problem::unauthorized("wrong username or password"))
     };
     let Some(user) = found else {
-        record(
-            &state,
-            &agent,
-            attempt(AttemptOutcome::UnknownUser, None, None),
-        )
-        .await?;
-        return Err(refused());
+        return refuse(AttemptOutcome::UnknownUser, None).await;
     };
     if !user.enabled {
-        record(
-            &state,
-            &agent,
-            attempt(AttemptOutcome::Disabled, Some(user.id), None),
-        )
-        .await?;
-        return Err(refused());
+        return refuse(AttemptOutcome::Disabled, Some(user.id)).await;
     }
     let Some((sealed, version)) = user.password.clone() else {
-        record(
-            &state,
-            &agent,
-            attempt(AttemptOutcome::WrongPassword, Some(user.id), None),
-        )
-        .await?;
-        return Err(refused());
+        return refuse(AttemptOutcome::WrongPassword, Some(user.id)).await;
     };
-    let data_key = crate::routes::customer::data_key(&state, &agent.tenant).await?;
+    let data_key = crate::routes::customer::data_key(state, &agent.tenant).await?;
     let tenant_id = TenantId(agent.tenant.id);
     let user_id = user.id;
     let verified = state
@@ -447,38 +470,142 @@ pub async fn login(
         .await?
         .map_err(Problem::from)?;
     if !verified {
-        record(
-            &state,
-            &agent,
-            attempt(AttemptOutcome::WrongPassword, Some(user.id), None),
-        )
-        .await?;
-        return Err(refused());
+        return refuse(AttemptOutcome::WrongPassword, Some(user.id)).await;
     }
-    let action = if request.local_account_exists {
+    Ok(Checked { user, version, seq })
+}
+
+/// The answer to a login the service accepted, recorded first as `Succeeded` (under the
+/// username as `typed`).
+async fn accepted(
+    state: &AppState,
+    agent: &AgentCaller,
+    typed: &str,
+    checked: Checked,
+    local_account_exists: bool,
+) -> Result<Json<AcceptedLogin>, Problem> {
+    let user = checked.user;
+    let action = if local_account_exists {
         LocalAccountAction::Takeover
     } else {
         LocalAccountAction::Create
     };
+    let succeeded = AttemptOutcome::Succeeded;
     record(
-        &state,
-        &agent,
-        attempt(AttemptOutcome::Succeeded, Some(user.id), Some(action)),
+        state,
+        agent,
+        attempt(agent, typed, succeeded, Some(user.id), Some(action)),
     )
     .await?;
     Ok(Json(AcceptedLogin {
         user_id: user.id.0,
         username: user.username.clone(),
-        first_name: user.first_name.clone(),
-        last_name: user.last_name.clone(),
-        password_version: version,
-        seq: checked_at,
+        first_name: user.first_name,
+        last_name: user.last_name,
+        password_version: checked.version,
+        seq: checked.seq,
         local_account: LocalAccount {
-            username: user.username.clone(),
+            username: user.username,
             action,
         },
-    })
-    .into_response())
+    }))
+}
+
+/// `POST /api/v1/agent/login` `{username, password, local_account_exists?}` → 200 `{user_id,
+/// username, password_version, seq, local_account: {username, action}}`, or 401. Every attempt is
+/// recorded as an event (who, which device, outcome), never the password. A right password
+/// an administrator set as temporary is a 403 of type [`PASSWORD_CHANGE_REQUIRED`]: the
+/// account opens only through [`change_password`].
+pub async fn login(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    request: Result<Json<LoginRequest>, JsonRejection>,
+) -> Result<Response, Problem> {
+    let agent = agent(&state, &headers).await?;
+    let request = body(request)?;
+    let password = zeroize::Zeroizing::new(request.password);
+    let checked = check_password(&state, &agent, &request.username, password).await?;
+    if checked.user.must_change_password {
+        let outcome = AttemptOutcome::PasswordChangeRequired;
+        let user = Some(checked.user.id);
+        record(
+            &state,
+            &agent,
+            attempt(&agent, &request.username, outcome, user, None),
+        )
+        .await?;
+        return Err(Problem {
+            kind: PASSWORD_CHANGE_REQUIRED,
+            ..Problem::forbidden("the password is a temporary one: choose a new password to log in")
+        });
+    }
+    let exists = request.local_account_exists;
+    Ok(accepted(&state, &agent, &request.username, checked, exists)
+        .await?
+        .into_response())
+}
+
+/// `POST /api/v1/agent/password` `{username, password, new_password, local_account_exists?}`
+/// → 200, the same answer as a login with the new password: a user changes their password at
+/// a workstation, proving the one they have (a temporary one, or their own), and is logged in
+/// with the new one. The check is a login's (same limit, same records, 401 alike); the new
+/// password meets the tenant's policy and differs from the old (422 `new_password`
+/// otherwise, before anything is checked). Records `PasswordChanged` and the login.
+pub async fn change_password(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    request: Result<Json<PasswordChangeRequest>, JsonRejection>,
+) -> Result<Response, Problem> {
+    let agent = agent(&state, &headers).await?;
+    let request = body(request)?;
+    let password = zeroize::Zeroizing::new(request.password);
+    let new_password = zeroize::Zeroizing::new(request.new_password);
+    state
+        .config
+        .password_policy
+        .check(&new_password)
+        .map_err(|e| Problem::invalid("new_password", &e.message))?;
+    if *new_password == *password {
+        return Err(Problem::invalid(
+            "new_password",
+            "must differ from the current password",
+        ));
+    }
+    let mut checked = check_password(&state, &agent, &request.username, password).await?;
+    let user_id = checked.user.id;
+    let data_key = crate::routes::customer::data_key(&state, &agent.tenant).await?;
+    let verifier = crate::routes::customer::seal_password(
+        &state,
+        data_key,
+        agent.tenant.id,
+        agent.device,
+        user_id,
+        new_password,
+    )
+    .await?;
+    let committed = command::on_customer(
+        &state,
+        TenantId(agent.tenant.id),
+        &format!("agent:{}", agent.device),
+        CustomerCommand::ChangeOwnPassword {
+            user_id,
+            device_id: DeviceId(agent.device),
+            verifier,
+            replaces_version: checked.version,
+        },
+    )
+    .await?;
+    checked.version += 1;
+    if let Some(seq) = committed
+        .as_ref()
+        .and_then(|c| c.events.last())
+        .map(|e| e.seq)
+    {
+        checked.seq = seq;
+    }
+    let exists = request.local_account_exists;
+    let answer = accepted(&state, &agent, &request.username, checked, exists).await?;
+    Ok(written(&state, committed.as_ref(), answer.into_response()).await)
 }
 
 /// `GET /api/v1/agent/branding` → `{version, text, background, logo}` with image URLs the agent

@@ -73,6 +73,10 @@ pub struct NewUser {
         "pattern" = validate::password_pattern()
     ))]
     password: Option<String>,
+    /// With a `password`: it is a temporary one, which the user changes at their first
+    /// workstation login.
+    #[serde(default)]
+    must_change_password: bool,
     /// Sealed with the tenant's master key; needs the master key enabled.
     #[schemars(extend("format" = "email"))]
     personal_email: Option<String>,
@@ -109,6 +113,10 @@ pub struct PasswordBody {
         "pattern" = validate::password_pattern()
     ))]
     password: String,
+    /// A temporary password: the user's next workstation login must choose their own
+    /// before it opens the account.
+    #[serde(default)]
+    must_change_password: bool,
 }
 
 #[derive(Deserialize, JsonSchema)]
@@ -191,17 +199,16 @@ fn random<const N: usize>() -> [u8; N] {
 /// Checks and seals a password for `user` on the hashing pool: argon2id is costly by design,
 /// so it runs on its own threads, one hash per CPU, never on the async workers.
 /// `source` is who asks (the caller's user id): the hashing queue takes turns between them.
-async fn seal_password(
+pub(crate) async fn seal_password(
     state: &AppState,
     key: DataKey,
     tenant: Uuid,
     source: Uuid,
     user: UserId,
-    password: String,
+    password: zeroize::Zeroizing<String>,
 ) -> Result<Sealed, Problem> {
     let policy = state.config.password_policy;
     let params = state.config.argon2;
-    let password = zeroize::Zeroizing::new(password);
     let (salt, nonce) = (random(), random());
     state
         .hashing
@@ -239,6 +246,8 @@ pub struct DirectoryUser {
     has_password: bool,
     /// Moves at each password change; workstations drop cached logins of older versions.
     password_version: u32,
+    /// The password is a temporary one: the user's next workstation login changes it.
+    must_change_password: bool,
     /// Invited to passwordless MFA.
     passwordless: bool,
     /// Invited, and has enrolled a device.
@@ -257,6 +266,7 @@ fn user_json(user: &UserRow) -> DirectoryUser {
         enabled: user.enabled,
         has_password: user.has_password,
         password_version: user.password_version,
+        must_change_password: user.must_change_password,
         passwordless: user.passwordless,
         passwordless_enrolled: user.passwordless && user.devices > 0,
         has_personal_email: user.has_personal_email,
@@ -463,9 +473,11 @@ pub async fn create_user(
                 .map(|e| seal_email(&key, tenant.id, user, e))
                 .transpose()?;
             let password = match request.password {
-                Some(password) => Some(
-                    seal_password(&state, key, tenant.id, caller.user().0, user, password).await?,
-                ),
+                Some(password) => {
+                    let password = zeroize::Zeroizing::new(password);
+                    let source = caller.user().0;
+                    Some(seal_password(&state, key, tenant.id, source, user, password).await?)
+                }
                 None => None,
             };
             (password, personal_email)
@@ -483,6 +495,7 @@ pub async fn create_user(
             username: request.username,
             email: request.email,
             password,
+            must_change_password: request.must_change_password,
             personal_email,
         },
     )
@@ -605,8 +618,9 @@ pub async fn revoke_authenticator(
     crate::routes::revoke_authenticator(&state, &tenant, user, device, revoked).await
 }
 
-/// `PUT /api/v1/users/{id}/password` `{password}` → 204; the password version goes up, so
-/// agents drop what they cached for the old one.
+/// `PUT /api/v1/users/{id}/password` `{password, must_change_password?}` → 204; the password
+/// version goes up, so agents drop what they cached for the old one. A temporary password
+/// (`must_change_password`) opens no account until the user changes it at a workstation.
 pub async fn set_password(
     State(state): State<Shared>,
     method: Method,
@@ -626,7 +640,7 @@ pub async fn set_password(
         tenant.id,
         caller.user().0,
         user,
-        request.password,
+        zeroize::Zeroizing::new(request.password),
     )
     .await?;
     let committed = run(
@@ -636,6 +650,7 @@ pub async fn set_password(
         CustomerCommand::SetPassword {
             user_id: user,
             verifier,
+            must_change: request.must_change_password,
         },
     )
     .await?;

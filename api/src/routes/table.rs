@@ -103,6 +103,7 @@ pub mod public {
         "/api/v1/agent/enroll" => { post(agent::enroll, body = agent::EnrollRequest, response = agent::Enrollment, status = 201) "Exchange an enrollment token for a device credential" }
         "/api/v1/agent/changes" => { get(agent::changes, query = agent::ChangesQuery, response = projections::Changes) "The directory change feed (device credential; long-poll)" }
         "/api/v1/agent/login" => { post(agent::login, body = agent::LoginRequest, response = agent::AcceptedLogin) "Check a workstation password login (device credential)" }
+        "/api/v1/agent/password" => { post(agent::change_password, body = agent::PasswordChangeRequest, response = agent::AcceptedLogin) "Change a user's password at a workstation, and log them in with the new one (device credential)" }
         "/api/v1/agent/branding" => { get(agent::branding, response = agent::AgentBranding) "The login screen's branding (device credential)" }
         "/api/v1/agent/challenges" => { post(agent::create_challenge, body = agent::ChallengeRequest, response = login::Challenge, status = 201) "A QR challenge for a passwordless login or elevated access (device credential)" }
         "/api/v1/agent/challenges/{id}" => { get(agent::poll_challenge, query = agent::WaitQuery, response = agent::AgentChallengeAnswer) "Wait for an agent challenge's approval: the user or the shared account (device credential)" }

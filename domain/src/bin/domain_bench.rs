@@ -157,6 +157,7 @@ fn commands(seconds: f64) -> Result<(), AnyError> {
                 username: format!("user{n}"),
                 email: format!("user{n}@globex.example"),
                 password: None,
+                must_change_password: false,
                 personal_email: None,
             },
         )?
