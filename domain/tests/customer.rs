@@ -107,6 +107,17 @@ fn create_billy(password: Option<Sealed>) -> C {
     }
 }
 
+fn disable_billy() -> C {
+    C::UpdateUser {
+        user_id: BILLY,
+        first_name: None,
+        last_name: None,
+        email: None,
+        personal_email: None,
+        enabled: Some(false),
+    }
+}
+
 fn billy() -> Vec<Event> {
     let decision = when(&keyed(), create_billy(Some(password("correct horse")))).unwrap();
     with(keyed(), decision.events)
@@ -566,18 +577,7 @@ fn passwordless_users_onboard_a_phone_and_then_count_as_active() {
         Err(DomainError::NotFound("authenticator"))
     ));
 
-    let disabled = when(
-        &given,
-        C::UpdateUser {
-            user_id: BILLY,
-            first_name: None,
-            last_name: None,
-            email: None,
-            personal_email: None,
-            enabled: Some(false),
-        },
-    )
-    .unwrap();
+    let disabled = when(&given, disable_billy()).unwrap();
     let given = with(given, disabled.events);
     assert_eq!(state(&given).active_users(), 0);
     assert_eq!(
@@ -1472,18 +1472,7 @@ fn a_temporary_password_is_changed_by_its_user_at_a_workstation() {
     assert!(!verify(&key(), TENANT, BILLY, stored, "temporary1").unwrap());
 
     // A disabled user changes nothing.
-    let disabled = when(
-        &given,
-        C::UpdateUser {
-            user_id: BILLY,
-            first_name: None,
-            last_name: None,
-            email: None,
-            personal_email: None,
-            enabled: Some(false),
-        },
-    )
-    .unwrap();
+    let disabled = when(&given, disable_billy()).unwrap();
     assert!(matches!(
         when(
             &with(given, disabled.events),

@@ -13,7 +13,7 @@ use domain::event::*;
 use domain::ids::{DeviceId, TenantId, UserId};
 use eventlog::EventLog;
 use projections::workload::Workload;
-use projections::{Change, FaultPoint, Faults, Options, Projection};
+use projections::{Change, FaultPoint, Faults, Options, Projection, Projections, ReadModels};
 use uuid::Uuid;
 
 fn id() -> Uuid {
@@ -152,12 +152,26 @@ fn password(user: UserId, version: u32) -> Event {
     })
 }
 
-async fn a_temporary_password_shows_until_its_user_changes_it(store: &Store) {
+/// A projector on `store` over a new world in which acme signed up and created contoso.
+async fn acme_and_contoso(
+    store: &Store,
+) -> (
+    World,
+    Projections<eventlog::RocksLog>,
+    ReadModels,
+    Msp,
+    TenantId,
+) {
     let world = World::new();
     let projections = world.project(store, Options::default()).await;
     let read = projections.read_models().clone();
     let acme = sign_up(&world, "acme").await;
     let (contoso, _) = create_customer(&world, &acme, "acme", "contoso").await;
+    (world, projections, read, acme, contoso)
+}
+
+async fn a_temporary_password_shows_until_its_user_changes_it(store: &Store) {
+    let (world, projections, read, _, contoso) = acme_and_contoso(store).await;
     let billy = UserId(id());
     let temporary = Event::PasswordSet(PasswordSet {
         user_id: billy,
@@ -385,11 +399,7 @@ async fn read_models_follow_the_quick_start(store: &Store) {
 }
 
 async fn change_feed_reports_every_change_once(store: &Store) {
-    let world = World::new();
-    let projections = world.project(store, Options::default()).await;
-    let read = projections.read_models().clone();
-    let acme = sign_up(&world, "acme").await;
-    let (contoso, _) = create_customer(&world, &acme, "acme", "contoso").await;
+    let (world, projections, read, _, contoso) = acme_and_contoso(store).await;
     let (billy, jane) = (UserId(id()), UserId(id()));
     let position = world
         .append(
@@ -571,11 +581,7 @@ async fn change_feed_reports_every_change_once(store: &Store) {
 }
 
 async fn deleting_a_tenant_leaves_no_row_of_it(store: &Store) {
-    let world = World::new();
-    let projections = world.project(store, Options::default()).await;
-    let read = projections.read_models().clone();
-    let acme = sign_up(&world, "acme").await;
-    let (contoso, _) = create_customer(&world, &acme, "acme", "contoso").await;
+    let (world, projections, read, acme, contoso) = acme_and_contoso(store).await;
     let (keep, _) = create_customer(&world, &acme, "acme", "keep").await;
     let billy = UserId(id());
     let token = Uuid::now_v7();
@@ -1137,11 +1143,7 @@ async fn a_rebuild_serves_the_old_generation_until_it_has_caught_up(store: &Stor
 /// removal, and a technician removed from the MSP (whose access rows go by a statement of
 /// their own), alone or with other changes in one batch.
 async fn customer_counts_follow_users_and_access(store: &Store) {
-    let world = World::new();
-    let projections = world.project(store, Options::default()).await;
-    let read = projections.read_models().clone();
-    let acme = sign_up(&world, "acme").await;
-    let (contoso, _) = create_customer(&world, &acme, "acme", "contoso").await;
+    let (world, projections, read, acme, contoso) = acme_and_contoso(store).await;
     let (billy, jane) = (UserId(id()), UserId(id()));
     delegate_and_make_admin(&world, &acme, contoso).await;
     world
@@ -1282,11 +1284,7 @@ async fn expired_sessions_go_when_their_user_logs_in_again(store: &Store) {
 }
 
 async fn a_revoked_authenticator_approves_nothing_and_its_users_sessions_end(store: &Store) {
-    let world = World::new();
-    let projections = world.project(store, Options::default()).await;
-    let read = projections.read_models().clone();
-    let acme = sign_up(&world, "acme").await;
-    let (contoso, _) = create_customer(&world, &acme, "acme", "contoso").await;
+    let (world, projections, read, acme, contoso) = acme_and_contoso(store).await;
     let phone = DeviceId(id());
     let enrolled = |device_id| {
         Event::DeviceEnrolled(DeviceEnrolled {
@@ -1497,11 +1495,7 @@ async fn read_models_of_another_log_are_refused_until_rebuilt(store: &Store) {
 }
 
 async fn pending_enrollment_tokens_leave_when_used_revoked_or_expired(store: &Store) {
-    let world = World::new();
-    let projections = world.project(store, Options::default()).await;
-    let read = projections.read_models().clone();
-    let acme = sign_up(&world, "acme").await;
-    let (contoso, _) = create_customer(&world, &acme, "acme", "contoso").await;
+    let (world, projections, read, acme, contoso) = acme_and_contoso(store).await;
     let start = common::at();
     let (used, revoked, kept, short) = (
         Uuid::now_v7(),
@@ -1659,11 +1653,7 @@ fn removed_in(changes: &projections::Changes) -> Vec<Uuid> {
 }
 
 async fn removed_users_tombstones_go_after_the_feed_retention(store: &Store) {
-    let world = World::new();
-    let projections = world.project(store, Options::default()).await;
-    let read = projections.read_models().clone();
-    let acme = sign_up(&world, "acme").await;
-    let (contoso, _) = create_customer(&world, &acme, "acme", "contoso").await;
+    let (world, projections, read, acme, contoso) = acme_and_contoso(store).await;
     let start = common::at();
     let retention = projections::FEED_TOMBSTONE_RETENTION;
     let second = chrono::Duration::seconds(1);
@@ -1810,11 +1800,7 @@ async fn removed_users_tombstones_go_after_the_feed_retention(store: &Store) {
 /// of each, projected on a customer with users, leaves the feed's page after them empty,
 /// while a change of the directory right after them does show.
 async fn records_that_wake_no_agent_make_no_feed_entry(store: &Store) {
-    let world = World::new();
-    let projections = world.project(store, Options::default()).await;
-    let read = projections.read_models().clone();
-    let acme = sign_up(&world, "acme").await;
-    let (contoso, _) = create_customer(&world, &acme, "acme", "contoso").await;
+    let (world, projections, read, acme, contoso) = acme_and_contoso(store).await;
     let billy = UserId(id());
     let position = world
         .append(
@@ -1921,11 +1907,7 @@ async fn records_that_wake_no_agent_make_no_feed_entry(store: &Store) {
 /// The operator log (`domain::operator`) is no tenant: its events add their timeline rows
 /// under its own id and change nothing else, quarantine nothing, and give no feed entry.
 async fn the_operator_log_changes_no_tenant_row(store: &Store) {
-    let world = World::new();
-    let projections = world.project(store, Options::default()).await;
-    let read = projections.read_models().clone();
-    let acme = sign_up(&world, "acme").await;
-    let (contoso, _) = create_customer(&world, &acme, "acme", "contoso").await;
+    let (world, projections, read, _, contoso) = acme_and_contoso(store).await;
     let position = world.head();
     assert!(projections.wait_for(position, LONG).await);
     let before = read.dump().await.unwrap();

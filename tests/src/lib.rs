@@ -157,6 +157,19 @@ impl Platform {
         self.request(method, label, path).bearer_auth(token)
     }
 
+    /// A portal page at `path` on `label`'s host, as a browser holding `token`'s session
+    /// cookie gets it.
+    pub async fn page(&self, token: &str, label: &str, path: &str) -> String {
+        self.request(Method::GET, label, path)
+            .header("cookie", format!("idem_session={token}"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     /// The mails the development mailer wrote to `email`, newest first, as written.
     pub fn mails_to(&self, email: &str) -> Vec<String> {
         let mut names: Vec<_> = std::fs::read_dir(self.dir.join("mail"))

@@ -349,15 +349,7 @@ async fn an_auditor_reads_one_tenants_audit_log_and_nothing_else() {
         )
     );
     // So does the admin portal's users page.
-    let page = platform
-        .request(Method::GET, "acme", "/admin/users")
-        .header("cookie", format!("idem_session={admin}"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = platform.page(&admin, "acme", "/admin/users").await;
     assert_eq!(page.matches("Auditor of contoso").count(), 1, "{page}");
 
     let mut bob_phone = Keyring::default();

@@ -49,15 +49,7 @@ async fn acme_with_bob(platform: &Platform) -> (String, String) {
 
 /// The MSP's users page as `token`'s session sees it.
 async fn users_page(platform: &Platform, token: &str) -> String {
-    platform
-        .request(Method::GET, "acme", "/admin/users")
-        .header("cookie", format!("idem_session={token}"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
+    platform.page(token, "acme", "/admin/users").await
 }
 
 /// A form post to `path` on host `label`, from that host's own page, with the session.
@@ -795,14 +787,8 @@ async fn a_password_set_in_the_portal_is_temporary_when_its_box_is_ticked() {
     assert_eq!(users[0]["must_change_password"], true, "{users}");
     let john = users[0]["id"].as_str().unwrap().to_owned();
     let page = platform
-        .request(Method::GET, host, &format!("/admin/users/{john}"))
-        .header("cookie", format!("idem_session={token}"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+        .page(&token, host, &format!("/admin/users/{john}"))
+        .await;
     assert!(page.contains("Temporary: to be changed"), "{page}");
     assert!(
         page.contains(r#"name="temporary" value="on" checked"#),
