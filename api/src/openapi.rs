@@ -2,10 +2,13 @@
 //! `routes/table.rs` (the same tables the router is built from).
 
 use axum::Json;
+use axum::extract::State;
+use domain::validate::{self, PasswordPolicy};
 use schemars::generate::SchemaSettings;
 use schemars::{Schema, SchemaGenerator};
 use serde_json::{Map, Value, json};
 
+use crate::app::Shared;
 use crate::routes::table::{Operation, public, session, uploads};
 
 /// Every operation of the service.
@@ -336,9 +339,33 @@ fn problem_schema() -> Value {
     })
 }
 
-/// The handler.
-pub async fn document() -> Json<Value> {
-    Json(build())
+/// The document as a deployment with `policy` serves it: every new password's length
+/// (the fields with [`validate::password_pattern`]) is the policy's, not the least one the
+/// service allows, so a client held to the document sends no password this deployment
+/// refuses for its length.
+pub fn build_for(policy: &PasswordPolicy) -> Value {
+    let mut document = build();
+    let pattern = Value::from(validate::password_pattern());
+    let mut pending = vec![&mut document];
+    while let Some(value) = pending.pop() {
+        match value {
+            Value::Object(fields) => {
+                if fields.get("pattern") == Some(&pattern) {
+                    fields.insert("minLength".into(), policy.min_chars.into());
+                    fields.insert("maxLength".into(), policy.max_chars.into());
+                }
+                pending.extend(fields.values_mut());
+            }
+            Value::Array(items) => pending.extend(items.iter_mut()),
+            _ => {}
+        }
+    }
+    document
+}
+
+/// The handler: the document with this deployment's password policy.
+pub async fn document(State(state): State<Shared>) -> Json<Value> {
+    Json(build_for(&state.config.password_policy))
 }
 
 #[cfg(test)]
@@ -392,6 +419,36 @@ mod tests {
         );
         let description = document["info"]["description"].as_str().unwrap();
         assert!(description.contains("Idem-Min-Position"), "{description}");
+    }
+
+    #[test]
+    fn new_passwords_are_described_with_the_deployments_policy() {
+        let schemas = |document: &Value| document["components"]["schemas"].clone();
+        let stricter = schemas(&build_for(&PasswordPolicy {
+            min_chars: 16,
+            max_chars: 64,
+        }));
+        for (schema, field) in [
+            ("PasswordBody", "password"),
+            ("DirectoryNewUser", "password"),
+            ("PasswordChangeRequest", "new_password"),
+        ] {
+            let described = &stricter[schema]["properties"][field];
+            assert_eq!(
+                (&described["minLength"], &described["maxLength"]),
+                (&json!(16), &json!(64)),
+                "{schema}.{field}: {described}"
+            );
+        }
+        // A password that is checked, not set, has no length to meet.
+        for (schema, field) in [
+            ("LoginRequest", "password"),
+            ("PasswordChangeRequest", "password"),
+        ] {
+            assert_eq!(stricter[schema]["properties"][field].get("minLength"), None);
+        }
+        // The default policy is what the static document says.
+        assert_eq!(build_for(&PasswordPolicy::default()), build());
     }
 
     #[test]

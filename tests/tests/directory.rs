@@ -460,4 +460,10 @@ async fn a_stricter_password_policy_set_at_start_is_the_one_applied() {
     );
     let (status, answer) = change("sixteen-chars!?!").await;
     assert_eq!((status, &answer["password_version"]), (200, &json!(2)));
+    // The document this deployment serves says so.
+    let (status, document) =
+        Platform::call(platform.request(Method::GET, "", "/api/v1/openapi.json")).await;
+    assert_eq!(status, 200);
+    let password = &document["components"]["schemas"]["PasswordBody"]["properties"]["password"];
+    assert_eq!(password["minLength"], 16, "{password}");
 }
