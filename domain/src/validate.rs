@@ -156,6 +156,14 @@ pub fn text_pattern(max: usize) -> String {
     )
 }
 
+/// [`tenant_name`]'s rule as a regular expression, without a `maxLength` (surrounding
+/// spaces are trimmed, not counted): 1 to 63 of `a-z`, `0-9` and `-`, neither first nor last.
+/// It lets by what [`tenant_name`] refuses for other reasons: `--` inside, reserved names.
+pub fn tenant_name_pattern() -> String {
+    let inner = MAX_HOST_LABEL - 2;
+    format!("^[{TRIMMED}]*[a-z0-9]([a-z0-9-]{{0,{inner}}}[a-z0-9])?[{TRIMMED}]*$")
+}
+
 /// [`username`]'s rule as a regular expression, with a `maxLength` of [`MAX_USERNAME`]: no
 /// forbidden or invisible character, no space first or last. It lets by what [`username`]
 /// refuses for other reasons: names of dots alone, and names of up to 20 characters that

@@ -246,6 +246,44 @@ fn the_documented_name_patterns_are_the_validators() {
 }
 
 #[test]
+fn the_documented_tenant_name_pattern_lets_by_every_name_accepted() {
+    let pattern = validate::tenant_name_pattern();
+    let described = |raw: &str| described(&pattern, usize::MAX, raw);
+    let longest = "a".repeat(63);
+    for ok in [
+        "acme",
+        "a",
+        "contoso-2",
+        " acme\t",
+        "\u{a0}x1\u{3000}",
+        &longest,
+    ] {
+        assert!(validate::tenant_name("name", ok).is_ok(), "{ok:?}");
+        assert!(described(ok), "{ok:?}");
+    }
+    for bad in [
+        "",
+        " ",
+        "Acme",
+        "-acme",
+        "acme-",
+        "ac me",
+        "acmé",
+        "a_b",
+        "a.b",
+        &format!("{longest}a"),
+    ] {
+        assert!(validate::tenant_name("name", bad).is_err(), "{bad:?}");
+        assert!(!described(bad), "{bad:?}");
+    }
+    // Let by, refused by the service for reasons a pattern does not hold.
+    for passed in ["a--b", "www"] {
+        assert!(validate::tenant_name("name", passed).is_err(), "{passed:?}");
+        assert!(described(passed), "{passed:?}");
+    }
+}
+
+#[test]
 fn the_documented_password_rule_refuses_control_characters_only() {
     let policy = PasswordPolicy::default();
     assert_eq!(policy.min_chars, validate::LEAST_MIN_PASSWORD_CHARS);
@@ -283,6 +321,18 @@ proptest::proptest! {
             described(&display, usize::MAX, &raw),
             "{:?}", raw
         );
+    }
+
+    /// Never stricter than the service: every tenant name it accepts, padded or not, keeps to
+    /// the document.
+    #[test]
+    fn the_tenant_name_pattern_is_never_stricter(raw in "[ \t]{0,2}[a-z0-9-]{1,64}[ \t\\x{a0}]{0,2}|[a-z0-9 .A-Z-]{0,70}") {
+        if validate::tenant_name("name", &raw).is_ok() {
+            proptest::prop_assert!(
+                described(&validate::tenant_name_pattern(), usize::MAX, &raw),
+                "{:?}", raw
+            );
+        }
     }
 
     /// Never stricter than the service: a client that keeps to the document is never refused

@@ -56,7 +56,7 @@ pub struct UserSourceBody {
 pub struct NewCustomer {
     /// Lowercase letters, digits and inner hyphens; the customer's host is
     /// `{name}-{msp}.{base domain}`.
-    #[schemars(regex(pattern = r"^[a-z0-9]+(-[a-z0-9]+)*$"), length(max = 63))]
+    #[schemars(extend("pattern" = domain::validate::tenant_name_pattern()))]
     name: String,
     #[schemars(extend("pattern" = domain::validate::text_pattern(domain::validate::MAX_DISPLAY_NAME)))]
     display_name: String,

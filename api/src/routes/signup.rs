@@ -50,7 +50,7 @@ pub struct SignedUpAdmin {
 pub struct SignupRequest {
     /// Lowercase letters, digits and inner hyphens: the tenant's host is
     /// `{name}.{base domain}`.
-    #[schemars(regex(pattern = r"^[a-z0-9]+(-[a-z0-9]+)*$"), length(max = 63))]
+    #[schemars(extend("pattern" = domain::validate::tenant_name_pattern()))]
     name: String,
     #[schemars(extend("pattern" = domain::validate::text_pattern(domain::validate::MAX_DISPLAY_NAME)))]
     display_name: String,
