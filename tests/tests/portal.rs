@@ -790,6 +790,8 @@ async fn a_password_set_in_the_portal_is_temporary_when_its_box_is_ticked() {
         .page(&token, host, &format!("/admin/users/{john}"))
         .await;
     assert!(page.contains("Temporary: to be changed"), "{page}");
+    let list = platform.page(&token, host, "/admin/users").await;
+    assert!(list.contains("(temporary)"), "{list}");
     assert!(
         page.contains(r#"name="temporary" value="on" checked"#),
         "the reset form's box is ticked: {page}"

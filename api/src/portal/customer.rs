@@ -56,7 +56,7 @@ pub async fn users(page: Page, form: FormState) -> Response {
                             td { (s(user, "email")) }
                             td { @if flag(user, "enabled") { span.badge.ok { "Enabled" } } @else { span.badge.off { "Disabled" } } }
                             td {
-                                @if flag(user, "has_password") { "Password" }
+                                @if flag(user, "has_password") { "Password" @if flag(user, "must_change_password") { span.muted { " (temporary)" } } }
                                 @if flag(user, "passwordless") { @if flag(user, "has_password") { " · " } "Passwordless" @if !flag(user, "passwordless_enrolled") { span.muted { " (invited)" } } }
                             }
                         }
