@@ -731,11 +731,43 @@ impl<A: LocalAccounts> Agent<A> {
         });
         match self.send_check("/api/v1/agent/password", &body).await {
             Ok(answer) => self.open_online(&answer.json()?, username, new_password),
-            Err(http::Error::Unreachable(..)) => Err(AgentError::Refused(
-                "offline: a password can only be changed while the service is reachable".into(),
-            )),
+            Err(http::Error::Unreachable(..)) => {
+                self.after_a_lost_change(username, new_password, exists)
+                    .await
+            }
             Err(http::Error::Refused { detail, .. }) => Err(AgentError::Refused(detail)),
             Err(e) => Err(e.into()),
+        }
+    }
+
+    /// A change whose answer never came: the service may have made it and lost the
+    /// connection before answering, or never received it. A login with the new password
+    /// tells which, so the person at the screen is not told "not changed" about a password
+    /// that was changed (and then refused the old one they go back to).
+    async fn after_a_lost_change(
+        &mut self,
+        username: &str,
+        new_password: &str,
+        exists: bool,
+    ) -> Result<Login, AgentError> {
+        let body = json!({
+            "username": username,
+            "password": new_password,
+            "local_account_exists": exists,
+        });
+        match self.send_check("/api/v1/agent/login", &body).await {
+            Ok(answer) => self.open_online(&answer.json()?, username, new_password),
+            Err(http::Error::Unreachable(..)) => Err(AgentError::Refused(
+                "offline: a password can only be changed while the service is reachable (if \
+                 it went away during the change, the new password may be the one that works \
+                 once it is back)"
+                    .into(),
+            )),
+            Err(_) => Err(AgentError::Refused(
+                "the service could not be reached during the change, which was not made: try \
+                 again"
+                    .into(),
+            )),
         }
     }
 
@@ -1144,6 +1176,84 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
     use super::*;
+
+    /// An agent enrolled (as far as its state says) with the service at `url`, keeping its
+    /// accounts in a JSON file in `dir`.
+    fn enrolled_with(dir: &Path, url: &Url) -> Agent<crate::accounts::FileAccounts> {
+        let state = json!({
+            "url": url.as_str(), "device_id": Uuid::nil(), "device_token": "token",
+            "cursor": 1, "users": {}, "desktop_login": [true, "password"],
+            "shared_account": null, "branding_version": 0, "offline": {},
+        });
+        std::fs::write(dir.join("state.json"), state.to_string()).unwrap();
+        let accounts = crate::accounts::FileAccounts::new(dir.join("accounts.json"));
+        Agent::open(dir, accounts).unwrap()
+    }
+
+    const ACCEPTED: &str = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
+        connection: close\r\ncontent-length: 153\r\n\r\n\
+        {\"user_id\":\"00000000-0000-0000-0000-000000000001\",\"username\":\"billy\",\
+        \"password_version\":2,\"seq\":9,\"local_account\":{\"username\":\"billy\",\"action\":\"create\"}}";
+    const WRONG: &str = "HTTP/1.1 401 Unauthorized\r\ncontent-type: application/problem+json\r\n\
+        connection: close\r\ncontent-length: 56\r\n\r\n\
+        {\"title\":\"Not authenticated\",\"detail\":\"wrong password!\"}";
+
+    /// The path each request of a scripted peer asked for, and its body.
+    fn asked(requests: &std::sync::Mutex<Vec<String>>) -> Vec<(String, Value)> {
+        requests
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|request| {
+                let (head, body) = request.split_once("\r\n\r\n").unwrap();
+                let path = head.split(' ').nth(1).unwrap().to_owned();
+                (path, serde_json::from_str(body).unwrap())
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_change_whose_answer_was_lost_is_known_by_the_new_password() {
+        // The service made the change and lost the connection: the new password logs in.
+        let dir = tempfile::tempdir().unwrap();
+        let (url, requests) = http::peer::scripted(vec![None, Some(ACCEPTED)]).await;
+        let mut agent = enrolled_with(dir.path(), &url);
+        let login = agent
+            .change_password("billy", "old-password", "new-password")
+            .await
+            .unwrap();
+        assert_eq!(
+            login,
+            Login::Online {
+                account: "billy".into(),
+                action: "create".into()
+            }
+        );
+        assert!(
+            agent
+                .accounts
+                .check_password("billy", "new-password")
+                .unwrap()
+        );
+        let asked = asked(&requests);
+        assert_eq!(asked[0].0, "/api/v1/agent/password");
+        assert_eq!(asked[1].0, "/api/v1/agent/login");
+        assert_eq!(asked[1].1["password"], "new-password");
+
+        // The change never reached it: the new password is refused, and the person is told
+        // nothing was changed.
+        let dir = tempfile::tempdir().unwrap();
+        let (url, _) = http::peer::scripted(vec![None, Some(WRONG)]).await;
+        let mut agent = enrolled_with(dir.path(), &url);
+        match agent
+            .change_password("billy", "old-password", "new-password")
+            .await
+        {
+            Err(AgentError::Refused(why)) => assert!(why.contains("was not made"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        assert!(agent.accounts.find("billy").unwrap().is_none());
+    }
 
     #[test]
     fn a_disable_the_feed_applied_after_the_check_wins() {

@@ -215,10 +215,67 @@ impl Client {
     }
 }
 
+/// A scripted HTTP peer for the clients' tests.
+#[cfg(test)]
+pub(crate) mod peer {
+    #![allow(clippy::unwrap_used)]
+
+    use std::sync::{Arc, Mutex};
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use url::Url;
+
+    /// A peer that reads one request per connection and answers it with the next of
+    /// `answers` (raw HTTP, then closes), or closes without a word for a `None` (an answer
+    /// lost after the request arrived). Keeps each request as it came, head and body.
+    pub async fn scripted(answers: Vec<Option<&'static str>>) -> (Url, Arc<Mutex<Vec<String>>>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = Url::parse(&format!("http://{}/", listener.local_addr().unwrap())).unwrap();
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let kept = requests.clone();
+        tokio::spawn(async move {
+            for answer in answers {
+                let (mut socket, _) = listener.accept().await.unwrap();
+                // Read the head and the body its Content-Length announces.
+                let mut request = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    let n = socket.read(&mut chunk).await.unwrap();
+                    request.extend_from_slice(&chunk[..n]);
+                    let text = String::from_utf8_lossy(&request).to_string();
+                    if let Some(end) = text.find("\r\n\r\n") {
+                        let length = text[..end]
+                            .lines()
+                            .find_map(|l| {
+                                let (name, value) = l.split_once(':')?;
+                                name.eq_ignore_ascii_case("content-length")
+                                    .then(|| value.trim().parse::<usize>().ok())?
+                            })
+                            .unwrap_or(0);
+                        if request.len() >= end + 4 + length {
+                            break;
+                        }
+                    }
+                    if n == 0 {
+                        break;
+                    }
+                }
+                kept.lock()
+                    .unwrap()
+                    .push(String::from_utf8_lossy(&request).to_string());
+                if let Some(answer) = answer {
+                    socket.write_all(answer.as_bytes()).await.unwrap();
+                    socket.shutdown().await.unwrap();
+                }
+            }
+        });
+        (url, requests)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     #[test]
     fn plain_http_is_for_this_machine_only() {
@@ -247,44 +304,8 @@ mod tests {
     /// counts the requests it got.
     async fn serve(
         answers: Vec<&'static str>,
-    ) -> (Url, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = Url::parse(&format!("http://{}/", listener.local_addr().unwrap())).unwrap();
-        let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let counted = count.clone();
-        tokio::spawn(async move {
-            for answer in answers {
-                let (mut socket, _) = listener.accept().await.unwrap();
-                // Read the head and the body its Content-Length announces.
-                let mut request = Vec::new();
-                let mut chunk = [0u8; 4096];
-                loop {
-                    let n = socket.read(&mut chunk).await.unwrap();
-                    request.extend_from_slice(&chunk[..n]);
-                    let text = String::from_utf8_lossy(&request).to_string();
-                    if let Some(end) = text.find("\r\n\r\n") {
-                        let length = text[..end]
-                            .lines()
-                            .find_map(|l| {
-                                let (name, value) = l.split_once(':')?;
-                                name.eq_ignore_ascii_case("content-length")
-                                    .then(|| value.trim().parse::<usize>().ok())?
-                            })
-                            .unwrap_or(0);
-                        if request.len() >= end + 4 + length {
-                            break;
-                        }
-                    }
-                    if n == 0 {
-                        break;
-                    }
-                }
-                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                socket.write_all(answer.as_bytes()).await.unwrap();
-                socket.shutdown().await.unwrap();
-            }
-        });
-        (url, count)
+    ) -> (Url, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+        peer::scripted(answers.into_iter().map(Some).collect()).await
     }
 
     const BUSY: &str = "HTTP/1.1 503 Service Unavailable\r\nretry-after: 0\r\n\
@@ -313,7 +334,7 @@ mod tests {
         let (url, count) = serve(vec![BUSY, BUSY, OK]).await;
         let answer = login(&url).await.unwrap();
         assert_eq!(answer.json::<serde_json::Value>().unwrap()["ok"], true);
-        assert_eq!(count.load(std::sync::atomic::Ordering::SeqCst), 3);
+        assert_eq!(count.lock().unwrap().len(), 3);
     }
 
     #[tokio::test]
@@ -331,10 +352,7 @@ mod tests {
             }
             other => panic!("expected the last 503, got {:?}", other.map(|a| a.body)),
         }
-        assert_eq!(
-            count.load(std::sync::atomic::Ordering::SeqCst),
-            BUSY_ATTEMPTS
-        );
+        assert_eq!(count.lock().unwrap().len(), BUSY_ATTEMPTS);
     }
 
     #[tokio::test]
@@ -344,6 +362,6 @@ mod tests {
             login(&url).await,
             Err(Error::Refused { status: 401, .. })
         ));
-        assert_eq!(count.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert_eq!(count.lock().unwrap().len(), 1);
     }
 }
