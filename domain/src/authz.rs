@@ -78,6 +78,9 @@ pub enum Action {
     CompleteOnboarding,
     /// Own profile and reachable tenants (`/me`, `/apps`).
     ReadOwnProfile,
+    /// Add a phone to one's own MSP account, or remove one of one's own phones: the command
+    /// names the caller (the api takes the user from the session, never from the request).
+    ManageOwnAuthenticators,
     ReadMspUsers,
     ManageMspUsers,
     ManageRoles,
@@ -102,12 +105,13 @@ pub enum Action {
 }
 
 impl Action {
-    pub const ALL: [Action; 22] = [
+    pub const ALL: [Action; 23] = [
         Action::SignUp,
         Action::Operate,
         Action::StartOnboarding,
         Action::CompleteOnboarding,
         Action::ReadOwnProfile,
+        Action::ManageOwnAuthenticators,
         Action::ReadMspUsers,
         Action::ManageMspUsers,
         Action::ManageRoles,
@@ -179,7 +183,7 @@ fn msp_user_may(
         Scope::Msp(tenant) if tenant != msp => false,
         Scope::Customer { msp: owner, .. } if owner != msp => false,
         Scope::Msp(tenant) => match action {
-            A::ReadOwnProfile => true,
+            A::ReadOwnProfile | A::ManageOwnAuthenticators => true,
             A::ReadAudit => admin || auditor_of.contains(&tenant),
             A::ReadMspUsers
             | A::ManageMspUsers
@@ -223,6 +227,9 @@ impl MspCommand {
             | MspCommand::RevokeAdmin { .. }
             | MspCommand::GrantAuditor { .. }
             | MspCommand::RevokeAuditor { .. } => Action::ManageRoles,
+            MspCommand::AddAnotherPhone { .. } | MspCommand::RevokeOwnAuthenticator { .. } => {
+                Action::ManageOwnAuthenticators
+            }
             MspCommand::StartOnboarding { .. } => Action::StartOnboarding,
             MspCommand::CompleteOnboarding { .. } => Action::CompleteOnboarding,
             MspCommand::CreateCustomer { .. } | MspCommand::DeleteCustomer { .. } => {

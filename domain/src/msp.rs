@@ -273,6 +273,19 @@ pub enum MspCommand {
         user_id: UserId,
         device_id: DeviceId,
     },
+    /// A user with a phone asks for a code to enrol another (a replacement, or a spare): the
+    /// session asking was approved by an enrolled phone, and the caller mails `code` to the
+    /// user's email, so a stolen session alone adds no phone. `user_id` is the session's user.
+    AddAnotherPhone {
+        user_id: UserId,
+        code: String,
+        now: DateTime<Utc>,
+    },
+    /// A user removes one of their own phones (`user_id` is the session's user).
+    RevokeOwnAuthenticator {
+        user_id: UserId,
+        device_id: DeviceId,
+    },
     /// Answers the same whether or not the email is known (no enumeration); the caller mails
     /// `code` only if the decision issued one.
     StartOnboarding {
@@ -399,12 +412,19 @@ pub fn decide(state: Option<&MspTenant>, command: MspCommand) -> Result<Decision
                 Decision::event(AdminGranted { user_id })
             })
         }
-        MspCommand::RevokeAuthenticator { user_id, device_id } => tenant
+        MspCommand::RevokeAuthenticator { user_id, device_id }
+        | MspCommand::RevokeOwnAuthenticator { user_id, device_id } => tenant
             .users
             .get(&user_id)
             .ok_or(DomainError::NotFound("user"))?
             .enrollment
             .revoke(user_id, device_id),
+        MspCommand::AddAnotherPhone { user_id, code, now } => tenant
+            .users
+            .get(&user_id)
+            .ok_or(DomainError::NotFound("user"))?
+            .enrollment
+            .issue_another(user_id, &code, now),
         MspCommand::RevokeAdmin { user_id } => {
             let user = tenant
                 .users

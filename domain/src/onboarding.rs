@@ -46,6 +46,8 @@ pub fn public_key(field: &'static str, encoded: &str) -> Result<[u8; 32], FieldE
 pub const CODE_LIFETIME: Duration = Duration::minutes(15);
 /// Wrong tries that end an onboarding code.
 pub const CODE_TRIES: u32 = 5;
+/// The most phones one user may enrol.
+pub const MAX_PHONES: usize = 5;
 
 /// An onboarding code waiting to be entered.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
@@ -133,6 +135,32 @@ impl Enrollment {
             code_digest: code_digest(user, code),
             expires_at: now + CODE_LIFETIME,
         })
+    }
+
+    /// Issues a code for another phone to a user who has one (at most [`MAX_PHONES`]): the
+    /// code completes onboarding like a first one, and the new phone joins the others.
+    pub fn issue_another(
+        &self,
+        user: UserId,
+        code: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Decision, DomainError> {
+        if !self.is_onboarded() {
+            return Err(DomainError::Conflict(
+                "no phone is enrolled yet: onboard one with a code from /api/v1/onboarding/start"
+                    .into(),
+            ));
+        }
+        if self.devices.len() >= MAX_PHONES {
+            return Err(DomainError::Conflict(format!(
+                "at most {MAX_PHONES} phones: remove one first"
+            )));
+        }
+        Ok(Decision::event(OnboardingCodeIssued {
+            user_id: user,
+            code_digest: code_digest(user, code),
+            expires_at: now + CODE_LIFETIME,
+        }))
     }
 
     /// Checks a code and, if right, enrolls the device. A wrong code is refused and recorded.

@@ -192,7 +192,8 @@ fn technicians_manage_nothing_of_the_msp_and_no_undelegated_customer() {
         let in_msp = may(&tech_a(), a, Scope::Msp(MSP_A));
         assert_eq!(
             in_msp,
-            a == Action::ReadOwnProfile || open_to_anyone(a, Scope::Msp(MSP_A)),
+            matches!(a, Action::ReadOwnProfile | Action::ManageOwnAuthenticators)
+                || open_to_anyone(a, Scope::Msp(MSP_A)),
             "{a:?}"
         );
         let c2 = Scope::Customer {
@@ -461,6 +462,30 @@ fn every_command_needs_an_action_its_rightful_caller_has() {
         let a = command.action();
         assert!(may(&admin_a(), a, Scope::Msp(MSP_A)), "{command:?}");
         assert!(!may(&tech_a(), a, Scope::Msp(MSP_A)), "{command:?}");
+    }
+    // One's own phones: any user of the MSP, on the MSP's host only (the api names the
+    // session's user in the command).
+    for command in [
+        MspCommand::AddAnotherPhone {
+            user_id: user,
+            code: "1".into(),
+            now: chrono::Utc::now(),
+        },
+        MspCommand::RevokeOwnAuthenticator {
+            user_id: user,
+            device_id: DeviceId(Uuid::from_u128(6)),
+        },
+    ] {
+        let a = command.action();
+        for p in [admin_a(), tech_a(), plain_tech_a()] {
+            assert!(may(&p, a, Scope::Msp(MSP_A)), "{command:?}");
+            let customer = Scope::Customer {
+                tenant: C1,
+                msp: MSP_A,
+            };
+            assert!(!may(&p, a, customer), "{command:?} on a customer host");
+        }
+        assert!(!may(&agent_c1(), a, Scope::Msp(MSP_A)));
     }
 }
 

@@ -377,6 +377,82 @@ fn a_revoked_authenticator_lets_the_user_onboard_a_new_one() {
     );
 }
 
+/// A user with a phone adds another with a code (mailed by the caller), keeps both, and
+/// removes the old one themselves; a user without a phone gets no such code, and five
+/// phones are the most.
+#[test]
+fn a_user_with_a_phone_adds_another_and_removes_the_old_one() {
+    let another = |code: &str| MspCommand::AddAnotherPhone {
+        user_id: TECH,
+        code: code.into(),
+        now: now(),
+    };
+    let conflict = |result: Result<Decision, DomainError>| match result {
+        Err(DomainError::Conflict(why)) => why,
+        other => panic!("expected a conflict, got {other:?}"),
+    };
+    assert!(conflict(when(&technician(), another("1"))).contains("onboarding/start"));
+    let issued = when(&onboarded(), another("24681357")).unwrap();
+    assert_eq!(
+        issued.events,
+        vec![Event::from(OnboardingCodeIssued {
+            user_id: TECH,
+            code_digest: onboarding::code_digest(TECH, "24681357"),
+            expires_at: now() + msp::CODE_LIFETIME,
+        })]
+    );
+    let given = with(onboarded(), issued.events);
+    let new_phone = DeviceId(Uuid::from_u128(1001));
+    let mut complete_new = complete("24681357", now());
+    if let MspCommand::CompleteOnboarding { device_id, .. } = &mut complete_new {
+        *device_id = new_phone;
+    }
+    let enrolled = when(&given, complete_new).unwrap();
+    let given = with(given, enrolled.events);
+    let devices = |given: &[Event]| -> Vec<DeviceId> {
+        MspTenant::replay(given).unwrap().unwrap().users[&TECH]
+            .enrollment
+            .devices
+            .keys()
+            .copied()
+            .collect()
+    };
+    assert_eq!(devices(&given), vec![PHONE, new_phone]);
+    let removed = when(
+        &given,
+        MspCommand::RevokeOwnAuthenticator {
+            user_id: TECH,
+            device_id: PHONE,
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        removed.events,
+        vec![Event::from(AuthenticatorRevoked {
+            user_id: TECH,
+            device_id: PHONE,
+        })]
+    );
+    assert_eq!(
+        devices(&with(given.clone(), removed.events)),
+        vec![new_phone]
+    );
+
+    // Up to five phones.
+    let mut full = given;
+    for n in 0..(onboarding::MAX_PHONES as u128 - 2) {
+        let code = format!("1357{n:04}");
+        full = with(full.clone(), when(&full, another(&code)).unwrap().events);
+        let mut complete = complete(&code, now());
+        if let MspCommand::CompleteOnboarding { device_id, .. } = &mut complete {
+            *device_id = DeviceId(Uuid::from_u128(2000 + n));
+        }
+        full = with(full.clone(), when(&full, complete).unwrap().events);
+    }
+    assert_eq!(devices(&full).len(), onboarding::MAX_PHONES);
+    assert!(conflict(when(&full, another("1"))).contains("at most 5"));
+}
+
 #[test]
 fn revoking_an_authenticator_that_is_not_enrolled_does_not_fold() {
     let history = with(

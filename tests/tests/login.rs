@@ -452,17 +452,12 @@ async fn limits_per_address_count_the_client_a_trusted_proxy_names() {
     assert_eq!(challenge_as(&direct, "203.0.113.2").await, 429);
 }
 
-/// A technician's phone is lost: an admin revokes it. It approves nothing more, the
-/// technician's sessions end on the MSP's host and on customers' hosts at once, and a new
-/// phone onboards with a new code. The same for a passwordless directory user, by a customer
-/// admin.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_lost_phone_is_revoked_and_a_new_one_onboards() {
-    let platform = Platform::start().await;
-    let (alice_phone, admin) = platform.acme_with_contoso("alice@acme.example").await;
+/// Adds Tom to acme as a technician (as the admin `admin`) and delegates contoso to him;
+/// answers his id.
+async fn tom_on_contoso(platform: &Platform, admin: &str) -> String {
     let (status, tom) = platform
         .call_as(
-            &admin,
+            admin,
             Method::POST,
             "acme",
             "/api/v1/users",
@@ -473,7 +468,7 @@ async fn a_lost_phone_is_revoked_and_a_new_one_onboards() {
     let tom_id = tom["id"].as_str().unwrap().to_owned();
     let (status, body) = platform
         .call_as(
-            &admin,
+            admin,
             Method::POST,
             "acme",
             "/api/v1/customers/contoso/technicians",
@@ -481,6 +476,18 @@ async fn a_lost_phone_is_revoked_and_a_new_one_onboards() {
         )
         .await;
     assert_eq!(status, 201, "{body}");
+    tom_id
+}
+
+/// A technician's phone is lost: an admin revokes it. It approves nothing more, the
+/// technician's sessions end on the MSP's host and on customers' hosts at once, and a new
+/// phone onboards with a new code. The same for a passwordless directory user, by a customer
+/// admin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_lost_phone_is_revoked_and_a_new_one_onboards() {
+    let platform = Platform::start().await;
+    let (alice_phone, admin) = platform.acme_with_contoso("alice@acme.example").await;
+    let tom_id = tom_on_contoso(&platform, &admin).await;
     let mut lost = Keyring::default();
     let phone = platform.enroll(&mut lost, "acme", "tom@acme.example").await;
     let on_msp = platform.login(&lost, "acme").await;
@@ -648,4 +655,96 @@ async fn a_lost_phone_is_revoked_and_a_new_one_onboards() {
     assert_eq!(status, 200);
     assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
     assert_ne!(listed[0]["id"], billys_phone.device_id.to_string());
+}
+
+/// A technician with a phone adds a new one (a code mailed to his email, entered on the new
+/// phone as at onboarding), signs in with it, and removes the old one himself; nobody else's
+/// session can do it for him, and a customer's host has no such routes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_user_adds_a_new_phone_and_removes_the_old_one() {
+    let platform = Platform::start().await;
+    let (_, admin) = platform.acme_with_contoso("alice@acme.example").await;
+    let tom_id = tom_on_contoso(&platform, &admin).await;
+    let mine = "/api/v1/me/authenticators";
+    let mut old = Keyring::default();
+    let old_phone = platform.enroll(&mut old, "acme", "tom@acme.example").await;
+    let session = platform.login(&old, "acme").await;
+    let (status, listed) = platform
+        .call_as(&session, Method::GET, "acme", mine, None)
+        .await;
+    assert_eq!(
+        (status, listed.as_array().unwrap().len()),
+        (200, 1),
+        "{listed}"
+    );
+
+    // A code for another phone, mailed to Tom; the new phone enrols with it.
+    let (status, sent) = platform
+        .call_as(&session, Method::POST, "acme", mine, None)
+        .await;
+    assert_eq!(status, 202, "{sent}");
+    assert_eq!(sent["email"], "tom@acme.example");
+    let code = platform.code_for("tom@acme.example");
+    assert!(platform.mails_to("tom@acme.example")[0].contains("add a phone"));
+    let mut new = Keyring::default();
+    let url = platform.url("acme");
+    let new_phone = authenticator::enroll(&mut new, &url, "tom@acme.example", &code, "new phone")
+        .await
+        .unwrap();
+    assert_eq!(new_phone.user_id, old_phone.user_id);
+    let (_, listed) = platform
+        .call_as(&session, Method::GET, "acme", mine, None)
+        .await;
+    assert_eq!(listed.as_array().unwrap().len(), 2, "{listed}");
+    let with_new = platform.login(&new, "acme").await;
+
+    // The admin's session removes nothing of Tom's through these routes: they are the
+    // caller's own; and a customer's host has none.
+    let old_path = format!("{mine}/{}", old_phone.device_id);
+    let (status, _) = platform
+        .call_as(&admin, Method::DELETE, "acme", &old_path, None)
+        .await;
+    assert_eq!(status, 404, "not the admin's phone");
+    let on_customer = platform.login(&new, "contoso-acme").await;
+    for method in [Method::GET, Method::POST] {
+        let (status, _) = platform
+            .call_as(&on_customer, method, "contoso-acme", mine, None)
+            .await;
+        assert_eq!(status, 404);
+    }
+
+    // Tom removes the old phone: it approves nothing, his sessions end, the new one works.
+    let (status, body) = platform
+        .call_as(&with_new, Method::DELETE, "acme", &old_path, None)
+        .await;
+    assert_eq!(status, 204, "{body}");
+    assert!(platform.mails_to("tom@acme.example")[0].contains("you removed it"));
+    let (status, _) = platform
+        .call_as(&session, Method::GET, "acme", "/api/v1/me", None)
+        .await;
+    assert_eq!(status, 401);
+    let (_, qr) = platform.challenge("acme").await;
+    assert!(authenticator::approve(&old, &qr).await.is_err());
+    let again = platform.login(&new, "acme").await;
+    let (status, listed) = platform
+        .call_as(&again, Method::GET, "acme", mine, None)
+        .await;
+    assert_eq!(status, 200);
+    let ids: Vec<_> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(ids, vec![new_phone.device_id.to_string()]);
+    let events = platform.audit_events(&admin, "acme").await;
+    let removal = events
+        .iter()
+        .rfind(|e| e["type"] == "AuthenticatorRevoked")
+        .unwrap();
+    assert_eq!(
+        removal["actor"].as_str().unwrap(),
+        format!("user:{tom_id}"),
+        "recorded as Tom's own"
+    );
 }

@@ -819,3 +819,54 @@ async fn a_password_set_in_the_portal_is_temporary_when_its_box_is_ticked() {
         assert_eq!(user["must_change_password"], ticked, "{user}");
     }
 }
+
+/// "My phones": a user's own phones, a code mailed to add one, a button to remove one.
+#[tokio::test]
+async fn the_phones_page_mails_a_code_and_removes_a_phone() {
+    let platform = Platform::start().await;
+    let (admin, bob) = acme_with_bob(&platform).await;
+    let mut phone = Keyring::default();
+    let device = platform.enroll(&mut phone, "acme", "bob@acme.test").await;
+    let session = platform.login(&phone, "acme").await;
+    let page = platform.page(&session, "acme", "/phones").await;
+    assert!(
+        page.contains("test phone") && page.contains("Mail me a code"),
+        "{page}"
+    );
+    assert!(
+        page.contains(r#"href="/phones""#),
+        "in the technician's menu"
+    );
+
+    let csrf = domain::session::csrf_token(&session);
+    let answer = post_on(
+        &platform,
+        "acme",
+        &session,
+        "/phones/add",
+        &[("csrf", &csrf)],
+    )
+    .await;
+    assert_eq!(answer.status(), 303);
+    assert!(platform.mails_to("bob@acme.test")[0].contains("add a phone"));
+
+    let remove = format!("/phones/{}/remove", device.device_id);
+    let answer = post_on(&platform, "acme", &session, &remove, &[]).await;
+    assert_eq!(answer.status(), 403, "no form token, nothing removed");
+    let answer = post_on(&platform, "acme", &session, &remove, &[("csrf", &csrf)]).await;
+    assert_eq!(answer.status(), 303);
+    let (status, _) = platform
+        .call_as(&session, Method::GET, "acme", "/api/v1/me", None)
+        .await;
+    assert_eq!(status, 401, "the session ended with the phone");
+    let (_, phones) = platform
+        .call_as(
+            &admin,
+            Method::GET,
+            "acme",
+            &format!("/api/v1/users/{bob}/authenticators"),
+            None,
+        )
+        .await;
+    assert_eq!(phones, json!([]));
+}

@@ -736,6 +736,8 @@ fn summary(data: &Value) -> String {
         "hostname",
         "text",
         "purpose",
+        "password_version",
+        "must_change",
     ];
     let Some(fields) = data.as_object() else {
         return String::new();
@@ -776,7 +778,7 @@ mod tests {
             "username: idem-admin, elevation_minutes: 15"
         );
         let password = json!({"user_id": "u", "verifier": {"key_version": 1, "nonce": [1, 2],
-            "ciphertext": [3, 4]}, "password_version": 2});
-        assert_eq!(summary(&password), "");
+            "ciphertext": [3, 4]}, "password_version": 2, "must_change": true});
+        assert_eq!(summary(&password), "password_version: 2, must_change: true");
     }
 }

@@ -16,8 +16,9 @@ const MSP_ADMIN_NAV: &[Nav] = &[
     ("/admin/users", "Users"),
     ("/admin/settings", "User source"),
     ("/", "My apps"),
+    ("/phones", "My phones"),
 ];
-const MSP_TECHNICIAN_NAV: &[Nav] = &[("/", "My apps")];
+const MSP_TECHNICIAN_NAV: &[Nav] = &[("/", "My apps"), ("/phones", "My phones")];
 const CUSTOMER_NAV: &[Nav] = &[
     ("/admin/users", "Users"),
     ("/admin/settings", "Settings"),

@@ -14,6 +14,7 @@ mod customer;
 mod layout;
 mod login;
 mod msp;
+mod phones;
 mod signup;
 
 use std::collections::{BTreeMap, HashMap};
@@ -42,6 +43,9 @@ pub fn router(config: &Config) -> Router<Shared> {
         .route("/login", get(login::page).post(login::finish))
         .route("/logout", post(login::logout))
         .route("/apps/{name}/open", post(msp::open_app))
+        .route("/phones", get(phones::phones))
+        .route("/phones/add", post(phones::add))
+        .route("/phones/{id}/remove", post(phones::remove))
         .route("/admin", get(admin_home))
         .route(
             "/admin/customers",
@@ -452,6 +456,10 @@ fn notice(key: &str) -> Option<&'static str> {
         "user-added" => "User added. They get an email to enrol their phone.",
         "user-created" => "User created.",
         "user-removed" => "User removed.",
+        "phone-code-sent" => {
+            "A code is on its way to your email: enter it in the authenticator app on the new phone."
+        }
+        "phone-removed" => "Phone removed. It approves nothing more.",
         "phone-reset" => {
             "Phone reset: it approves nothing more, the user's sessions ended, and they may enrol a new phone."
         }

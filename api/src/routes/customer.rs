@@ -615,7 +615,7 @@ pub async fn revoke_authenticator(
         device_id: device,
     };
     let revoked = run(&state, &tenant, &caller, command);
-    crate::routes::revoke_authenticator(&state, &tenant, user, device, revoked).await
+    crate::routes::revoke_authenticator(&state, &tenant, user, device, false, revoked).await
 }
 
 /// `PUT /api/v1/users/{id}/password` `{password, must_change_password?}` → 204; the password

@@ -9,6 +9,7 @@ pub mod login;
 pub mod msp;
 pub mod onboarding;
 pub mod params;
+pub mod phones;
 pub mod signup;
 pub mod table;
 
@@ -233,6 +234,7 @@ pub async fn revoke_authenticator<F>(
     tenant: &projections::TenantRow,
     user: uuid::Uuid,
     device: domain::ids::DeviceId,
+    by_self: bool,
     command: F,
 ) -> Result<Response, Problem>
 where
@@ -248,13 +250,14 @@ where
     if committed.is_some() {
         let url = state.config.tenant_url(&tenant.host_label);
         let phone = name.map_or_else(|| "Your phone".to_owned(), |n| format!("The phone {n:?}"));
+        let who = if by_self { "you" } else { "an administrator" };
         state
             .mailer
             .post(crate::mail::Message {
                 to: row.email.clone(),
                 subject: format!("{}: your phone was removed", tenant.display_name),
                 body: format!(
-                    "{phone} no longer signs you in to {url}: an administrator removed it, \
+                    "{phone} no longer signs you in to {url}: {who} removed it, \
                      and your sessions there have ended.\n\
                      To sign in again, enrol a phone: ask for a code in the authenticator app \
                      for {url} and this email address.\n\

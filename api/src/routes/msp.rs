@@ -80,7 +80,7 @@ async fn context(
 }
 
 /// The host's MSP tenant and its caller; the MSP routes do not exist on customer hosts.
-async fn msp_context(
+pub(crate) async fn msp_context(
     state: &AppState,
     method: &Method,
     headers: &HeaderMap,
@@ -95,7 +95,7 @@ async fn msp_context(
 }
 
 /// Runs an MSP command for `caller`, after checking their role allows it.
-async fn run(
+pub(crate) async fn run(
     state: &AppState,
     tenant: &TenantRow,
     caller: &Caller,
@@ -343,7 +343,7 @@ pub async fn revoke_authenticator(
         device_id: device,
     };
     let revoked = run(&state, &tenant, &caller, command);
-    crate::routes::revoke_authenticator(&state, &tenant, user, device, revoked).await
+    crate::routes::revoke_authenticator(&state, &tenant, user, device, false, revoked).await
 }
 
 /// `POST` / `DELETE /api/v1/users/{id}/admin`: make admin, revoke; answers the user.

@@ -6,7 +6,7 @@ use axum::routing::MethodRouter;
 
 use crate::app::Shared;
 use crate::routes::{
-    agent, audit, branding, by_host, customer, health, login, msp, onboarding, signup,
+    agent, audit, branding, by_host, customer, health, login, msp, onboarding, phones, signup,
 };
 
 /// The JSON Schema of a type the handler decodes, from its `JsonSchema` derive.
@@ -119,6 +119,11 @@ pub mod session {
     routes! { true;
         "/api/v1/me" => { get(login::me, response = login::Me) "The caller, their tenant and roles" }
         "/api/v1/logout" => { post(login::logout, status = 204) "End the session" }
+        "/api/v1/me/authenticators" => {
+            get(phones::list, response = Vec<projections::DeviceRow>) "The caller's own phones (MSP users, on the MSP's host)",
+            post(phones::add, response = phones::PhoneCodeSent, status = 202) "Mail the caller a code to enrol another phone",
+        }
+        "/api/v1/me/authenticators/{device_id}" => { delete(phones::remove, status = 204) "Remove one of the caller's own phones: it approves nothing more and their sessions end" }
         "/api/v1/users" => {
             get(by_host::list_users, response = by_host::UsersAnswer) "MSP users, or the customer's directory",
             post(by_host::add_user, body = by_host::UserToAdd, response = by_host::UserAnswer, status = 201) "Add an MSP user by email, or create a directory user",
