@@ -9,3 +9,4 @@ pub mod desktop;
 pub mod files;
 pub mod http;
 pub mod qr;
+pub mod terminal;

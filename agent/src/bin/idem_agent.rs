@@ -146,11 +146,10 @@ async fn run(cli: Cli) -> Result<(), desktop::AgentError> {
         Command::Login { user } => {
             let mut agent = open_at_the_screen(&cli)?;
             let mut input = std::io::stdin().lock();
-            let password = read_secret(&mut input)?;
+            let password = read_secret(&format!("Password for {user}: "), &mut input)?;
             let login = match agent.login(user, &password).await {
                 Err(desktop::AgentError::PasswordChangeRequired(why)) => {
                     eprintln!("{why}");
-                    eprintln!("New password, then the same again:");
                     let new_password = new_secret(&mut input)?;
                     agent
                         .change_password(user, &password, &new_password)
@@ -163,7 +162,7 @@ async fn run(cli: Cli) -> Result<(), desktop::AgentError> {
         Command::Passwd { user } => {
             let mut agent = open_at_the_screen(&cli)?;
             let mut input = std::io::stdin().lock();
-            let password = read_secret(&mut input)?;
+            let password = read_secret(&format!("Current password of {user}: "), &mut input)?;
             let new_password = new_secret(&mut input)?;
             let login = agent
                 .change_password(user, &password, &new_password)
@@ -223,29 +222,18 @@ fn welcome(login: &Login) {
     }
 }
 
-/// A line of `input`, without its line end: a password, typed or piped. The end of the
-/// input before any line is an error, not an empty password.
+/// A password from standard input (at a terminal, after `prompt`, not echoed).
 fn read_secret(
+    prompt: &str,
     input: &mut impl BufRead,
 ) -> Result<zeroize::Zeroizing<String>, desktop::AgentError> {
-    let mut line = zeroize::Zeroizing::new(String::new());
-    let read = input
-        .read_line(&mut line)
-        .map_err(|e| desktop::AgentError::Refused(e.to_string()))?;
-    if read == 0 {
-        return Err(desktop::AgentError::Refused(
-            "no password on standard input".into(),
-        ));
-    }
-    Ok(zeroize::Zeroizing::new(
-        line.trim_end_matches(['\r', '\n']).to_owned(),
-    ))
+    agent::terminal::secret(prompt, input).map_err(|e| desktop::AgentError::Refused(e.to_string()))
 }
 
-/// A new password, read twice: both lines must be the same.
+/// A new password, read twice: both must be the same.
 fn new_secret(input: &mut impl BufRead) -> Result<zeroize::Zeroizing<String>, desktop::AgentError> {
-    let first = read_secret(input)?;
-    let again = read_secret(input)?;
+    let first = read_secret("New password: ", input)?;
+    let again = read_secret("The new password again: ", input)?;
     if first != again {
         return Err(desktop::AgentError::Refused(
             "the new password and its repetition differ: nothing was changed".into(),
@@ -307,16 +295,14 @@ mod tests {
     #[test]
     fn a_new_password_is_read_twice_and_must_be_the_same_both_times() {
         let mut input = "old-one\nnew-one-9\r\nnew-one-9\n".as_bytes();
-        assert_eq!(*read_secret(&mut input).unwrap(), "old-one");
+        assert_eq!(*read_secret("", &mut input).unwrap(), "old-one");
         assert_eq!(*new_secret(&mut input).unwrap(), "new-one-9");
         let refused = new_secret(&mut "new-one-9\nnew-one-8\n".as_bytes()).unwrap_err();
         assert!(refused.to_string().contains("differ"), "{refused}");
         // The input ends before the repetition: an error, never an empty password.
         let refused = new_secret(&mut "new-one-9\n".as_bytes()).unwrap_err();
         assert!(refused.to_string().contains("no password"), "{refused}");
-        assert!(read_secret(&mut "".as_bytes()).is_err());
-        // An empty line is an empty password, which the service refuses as such.
-        assert_eq!(*read_secret(&mut "\n".as_bytes()).unwrap(), "");
+        assert!(read_secret("", &mut "".as_bytes()).is_err());
     }
 
     #[tokio::test]
