@@ -1030,6 +1030,14 @@ async fn a_temporary_password_is_changed_at_the_first_login() {
         }
     );
     assert!(agent.accounts.check_password("billy", BILLY).unwrap());
+    // Billy is told, at his company email, where it was changed; never the password.
+    let told = platform.mails_to("billy@contoso.example");
+    assert_eq!(told.len(), 1, "{told:?}");
+    assert!(
+        told[0].contains("changed at the workstation WS-05"),
+        "{}",
+        told[0]
+    );
     let (_, changed) = call(Method::GET, &billy_path, None).await;
     assert_eq!(
         (
@@ -1078,6 +1086,18 @@ async fn a_temporary_password_is_changed_at_the_first_login() {
         agent.login("billy", TEMPORARY).await,
         Err(desktop::AgentError::PasswordChangeRequired(_))
     ));
+    let told = platform.mails_to("billy@contoso.example");
+    assert_eq!(told.len(), 3, "each change is told");
+    assert!(
+        told[0].contains("An administrator set a new one") && told[0].contains("temporary"),
+        "{}",
+        told[0]
+    );
+    for mail in &told {
+        for secret in [TEMPORARY, BILLY, BILLY_NEW] {
+            assert!(!mail.contains(secret), "{mail}");
+        }
+    }
 
     // The audit: two changes at this workstation and the refusals, never a password.
     let events = platform.audit_events(&admin, host).await;

@@ -605,6 +605,19 @@ pub async fn change_password(
     }
     let exists = request.local_account_exists;
     let answer = accepted(&state, &agent, &request.username, checked, exists).await?;
+    if committed.is_some() {
+        let read = state.read();
+        let workstation = read.devices_of(agent.tenant.id).await?;
+        let workstation = workstation
+            .iter()
+            .find(|d| d.id == agent.device)
+            .map_or("a workstation", |d| d.name.as_str());
+        if let Some(user) = read.user(agent.tenant.id, user_id.0).await? {
+            let how = format!("It was changed at the workstation {workstation}.");
+            crate::routes::customer::mail_password_changed(&state, &agent.tenant, &user, &how)
+                .await;
+        }
+    }
     Ok(written(&state, committed.as_ref(), answer.into_response()).await)
 }
 

@@ -632,7 +632,7 @@ pub async fn set_password(
     let user = UserId(user_id(&id)?);
     let request = body(request)?;
     // An unknown user is a 404 before any hashing is spent on it.
-    user_row(&state, tenant.id, user.0).await?;
+    let row = user_row(&state, tenant.id, user.0).await?;
     let key = data_key(&state, &tenant).await?;
     let verifier = seal_password(
         &state,
@@ -654,7 +654,39 @@ pub async fn set_password(
         },
     )
     .await?;
+    let then = if request.must_change_password {
+        "It is a temporary one: you choose your own at your next sign-in."
+    } else {
+        "Your administrator tells you what it is."
+    };
+    let how = format!("An administrator set a new one. {then}");
+    mail_password_changed(&state, &tenant, &row, &how).await;
     Ok(no_content(&state, committed.as_ref()).await)
+}
+
+/// Tells a directory user at their company email that their workstation password changed
+/// (`how`: by whom, or at which workstation), and to tell their IT contact if they did not
+/// expect it: a change made by someone else is then noticed. Never the password.
+pub(crate) async fn mail_password_changed(
+    state: &AppState,
+    tenant: &TenantRow,
+    user: &UserRow,
+    how: &str,
+) {
+    let username = user.username.as_deref().unwrap_or_default();
+    state
+        .mailer
+        .post(crate::mail::Message {
+            to: user.email.clone(),
+            subject: format!("{}: your password was changed", tenant.display_name),
+            body: format!(
+                "The password you sign in to {}'s workstations with, as {username}, was \
+                 changed. {how}\n\
+                 If you did not expect this, tell your IT contact at once.\n",
+                tenant.display_name
+            ),
+        })
+        .await;
 }
 
 /// `POST /api/v1/users/{id}/passwordless`: the user may now onboard a phone with a code sent
