@@ -386,12 +386,13 @@ async fn record(
     Ok(())
 }
 
-/// A password a workstation sent, checked: the user it is right for, the version it is, and
-/// the tenant's log seq the check saw.
+/// A password a workstation sent, checked: the user it is right for, the version it is, the
+/// tenant's log seq the check saw, and the workstation's name.
 struct Checked {
     user: customer::DirectoryUser,
     version: u32,
     seq: u64,
+    workstation: String,
 }
 
 /// The attempt's record, but for its outcome.
@@ -439,13 +440,20 @@ async fn check_password(
             ));
         }
     }
-    // Only what this check needs leaves the turn: the user, with their sealed verifier.
+    // Only what this check needs leaves the turn: the user, with their sealed verifier, and
+    // the workstation's name.
     let wanted = username.trim().to_owned();
-    let (found, seq) = command::with_history(state, TenantId(agent.tenant.id), |history| {
-        command::fold_customer(history).map(|t| (t.user_by_username(&wanted).cloned(), history.seq))
-    })
-    .await?
-    .map_err(Problem::from)?;
+    let device = DeviceId(agent.device);
+    let (found, seq, workstation) =
+        command::with_history(state, TenantId(agent.tenant.id), |history| {
+            command::fold_customer(history).map(|t| {
+                let workstation = t.agents.get(&device).map(|a| a.hostname.clone());
+                let user = t.user_by_username(&wanted).cloned();
+                (user, history.seq, workstation.unwrap_or_default())
+            })
+        })
+        .await?
+        .map_err(Problem::from)?;
     let refuse = |outcome, user: Option<UserId>| async move {
         record(state, agent, attempt(agent, username, outcome, user, None)).await?;
         Err::<Checked, _>(Problem::unauthorized("wrong username or password"))
@@ -472,7 +480,12 @@ async fn check_password(
     if !verified {
         return refuse(AttemptOutcome::WrongPassword, Some(user.id)).await;
     }
-    Ok(Checked { user, version, seq })
+    Ok(Checked {
+        user,
+        version,
+        seq,
+        workstation,
+    })
 }
 
 /// The answer to a login the service accepted, recorded first as `Succeeded` (under the
@@ -603,20 +616,14 @@ pub async fn change_password(
     {
         checked.seq = seq;
     }
+    let how = format!("It was changed at the workstation {}.", checked.workstation);
+    let (email, username) = (checked.user.email.clone(), checked.user.username.clone());
     let exists = request.local_account_exists;
     let answer = accepted(&state, &agent, &request.username, checked, exists).await?;
     if committed.is_some() {
-        let read = state.read();
-        let workstation = read.devices_of(agent.tenant.id).await?;
-        let workstation = workstation
-            .iter()
-            .find(|d| d.id == agent.device)
-            .map_or("a workstation", |d| d.name.as_str());
-        if let Some(user) = read.user(agent.tenant.id, user_id.0).await? {
-            let how = format!("It was changed at the workstation {workstation}.");
-            crate::routes::customer::mail_password_changed(&state, &agent.tenant, &user, &how)
-                .await;
-        }
+        let tenant = &agent.tenant;
+        crate::routes::customer::mail_password_changed(&state, tenant, &email, &username, &how)
+            .await;
     }
     Ok(written(&state, committed.as_ref(), answer.into_response()).await)
 }

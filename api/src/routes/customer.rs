@@ -660,7 +660,8 @@ pub async fn set_password(
         "Your administrator tells you what it is."
     };
     let how = format!("An administrator set a new one. {then}");
-    mail_password_changed(&state, &tenant, &row, &how).await;
+    let username = row.username.as_deref().unwrap_or_default();
+    mail_password_changed(&state, &tenant, &row.email, username, &how).await;
     Ok(no_content(&state, committed.as_ref()).await)
 }
 
@@ -670,14 +671,14 @@ pub async fn set_password(
 pub(crate) async fn mail_password_changed(
     state: &AppState,
     tenant: &TenantRow,
-    user: &UserRow,
+    email: &str,
+    username: &str,
     how: &str,
 ) {
-    let username = user.username.as_deref().unwrap_or_default();
     state
         .mailer
         .post(crate::mail::Message {
-            to: user.email.clone(),
+            to: email.to_owned(),
             subject: format!("{}: your password was changed", tenant.display_name),
             body: format!(
                 "The password you sign in to {}'s workstations with, as {username}, was \
