@@ -160,14 +160,11 @@ impl Platform {
     /// A portal page at `path` on `label`'s host, as a browser holding `token`'s session
     /// cookie gets it.
     pub async fn page(&self, token: &str, label: &str, path: &str) -> String {
-        self.request(Method::GET, label, path)
-            .header("cookie", format!("idem_session={token}"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
+        text(
+            self.request(Method::GET, label, path)
+                .header("cookie", format!("idem_session={token}")),
+        )
+        .await
     }
 
     /// The mails the development mailer wrote to `email`, newest first, as written.
@@ -354,13 +351,7 @@ impl Platform {
 
     /// The service's `/metrics` text.
     pub async fn metrics(&self) -> String {
-        self.request(Method::GET, "", "/metrics")
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
+        text(self.request(Method::GET, "", "/metrics")).await
     }
 
     /// The value of the unlabelled gauge `name` in `/metrics`, if the service shows it.
@@ -394,6 +385,11 @@ fn content_type(answer: &Response) -> String {
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_owned()
+}
+
+/// The body of `request`'s answer as text, whatever its status.
+pub async fn text(request: RequestBuilder) -> String {
+    request.send().await.unwrap().text().await.unwrap()
 }
 
 /// A response's JSON body, `Null` if it has none.
